@@ -1,0 +1,121 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "usher",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "usher", targets: ["usher"]),
+        // A third-party module package depends on these: the core alone, or the core plus the HTTP app.
+        .library(name: "UsherCore", targets: ["UsherCore"]),
+        .library(name: "UsherHTTP", targets: ["UsherHTTP"]),
+        .library(name: "UsherHandlers", targets: ["UsherHandlers"]),
+        .library(name: "UsherStandard", targets: ["UsherStandard"]),
+        .library(name: "UsherCLI", targets: ["UsherCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // Small C helpers for system calls Swift cannot import (glibc's _GNU_SOURCE API).
+        .target(name: "CUsherSystem"),
+        .target(
+            name: "UsherCore",
+            dependencies: [
+                "CUsherSystem",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UsherHTTP",
+            dependencies: [
+                "UsherCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UsherHandlers",
+            dependencies: [
+                "UsherCore",
+                "UsherHTTP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UsherStandard",
+            dependencies: ["UsherCore", "UsherHTTP", "UsherHandlers"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UsherCLI",
+            dependencies: [
+                "UsherCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "usher",
+            dependencies: ["UsherCLI", "UsherStandard"],
+            swiftSettings: swiftSettings
+        ),
+
+        // The floor our HTTP/1.1 server is measured against: NIO's stock pipeline and one fixed response.
+        .executableTarget(
+            name: "bare-nio-baseline",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Tests/Benchmarks/BareNIOBaseline",
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(
+            name: "UsherCoreTests",
+            dependencies: ["UsherCore", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UsherHTTPTests",
+            dependencies: [
+                "UsherCore", "UsherHTTP", "UsherHandlers", "UsherStandard",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["usher"],
+            path: "IntegrationTests/Tests",
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,223 @@
+import Logging
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The running server: the current config, its apps, and the admin endpoint. Every config change goes through
+/// here and is atomic: the new config is decoded, provisioned, validated and started before the old one stops;
+/// if any step fails, the new config is cleaned up and the old one keeps serving.
+public actor ServerRuntime {
+    public nonisolated let environment: RuntimeEnvironment
+    private let logger: Logger
+
+    /// The config document as loaded (`null` before the first load).
+    public private(set) var currentConfig: JSONValue = .null
+    private var running: RunningConfig?
+    private var admin: AdminServer?
+    private var generation = 0
+    private var stopRequested = false
+    private var stopWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Admin endpoints contributed by bundles, keyed by path prefix.
+    private let adminEndpoints: [any AdminEndpoint]
+    /// Called after each successful load (systemd notifications, tests).
+    private var loadObservers: [@Sendable (Int) -> Void] = []
+
+    struct RunningConfig {
+        let config: UsherConfig
+        let context: ProvisionContext
+        let appOrder: [String]
+        let apps: [String: any App]
+    }
+
+    public init(environment: RuntimeEnvironment) {
+        self.environment = environment
+        self.logger = environment.logRouter.logger("")
+        self.adminEndpoints = environment.registry.extensions(of: (any AdminEndpoint).self)
+    }
+
+    /// The provisioned app named `name` in the running config.
+    public func app(_ name: String) -> (any App)? { running?.apps[name] }
+
+    /// Registers a closure called with the generation number after each successful load.
+    public func onLoad(_ observer: @escaping @Sendable (Int) -> Void) { loadObservers.append(observer) }
+
+    // MARK: - Loading
+
+    /// Replaces the running config with `json`. Unchanged config is a no-op unless `force` is set.
+    public func load(_ json: JSONValue, force: Bool = false) async throws {
+        if !force && running != nil && json == currentConfig {
+            logger.info("config is unchanged")
+            return
+        }
+        let decoded: UsherConfig
+        if json.isNull {
+            decoded = try ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: .object([:]))
+        } else {
+            decoded = try ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: json)
+        }
+        // IDs must be unique before anything is started.
+        do {
+            _ = try ConfigTraversal.indexIDs(json)
+        } catch {
+            throw ConfigError(error.message)
+        }
+        let sinks = try (decoded.logging ?? LoggingConfig()).makeSinks(router: environment.logRouter)
+
+        generation += 1
+        let context = ProvisionContext(environment: environment, mode: .run, generation: generation, apps: decoded.apps)
+        do {
+            try await context.provisionAllApps()
+        } catch {
+            await context.runCleanups()
+            throw error
+        }
+
+        // The admin endpoint comes up (or moves) before apps start, so a bad admin address refuses the config.
+        let keepAdmin = admin != nil && admin?.config.listen == decoded.admin.listen && !decoded.admin.disabled
+        var newAdmin: AdminServer?
+        if !decoded.admin.disabled && !keepAdmin {
+            do {
+                newAdmin = try await AdminServer.start(config: decoded.admin, runtime: self, environment: environment,
+                                                       endpoints: adminEndpoints)
+            } catch {
+                await context.runCleanups()
+                throw ConfigError(path: "admin.listen", "starting admin endpoint: \(error.usherDescription)")
+            }
+        }
+
+        var started: [String] = []
+        do {
+            for name in context.appOrder {
+                try await context.apps[name]!.start()
+                started.append(name)
+            }
+        } catch {
+            for name in started.reversed() { await context.apps[name]!.stop() }
+            await context.runCleanups()
+            if let newAdmin { await newAdmin.stop() }
+            throw ConfigError(path: "apps.\(context.appOrder[started.count])", "starting app: \(error.usherDescription)")
+        }
+
+        // Committed: the new config serves. Stop and clean up the old one.
+        let old = running
+        running = RunningConfig(config: decoded, context: context, appOrder: context.appOrder, apps: context.apps)
+        currentConfig = json
+        environment.logRouter.replaceSinks(sinks)
+        if let old {
+            for name in old.appOrder.reversed() { await old.apps[name]!.stop() }
+            await old.context.runCleanups()
+        }
+        if keepAdmin {
+            admin?.update(decoded.admin)
+        } else {
+            let previous = admin
+            admin = newAdmin
+            if let previous { await previous.stop() }
+        }
+        logger.info("serving initial configuration", metadata: ["generation": "\(generation)"])
+        if decoded.admin.persist && !json.isNull { persist(json) }
+        for o in loadObservers { o(generation) }
+    }
+
+    /// Decodes and provisions `json` without starting anything, then cleans up: the `usher validate` check.
+    public func validate(_ json: JSONValue) async throws {
+        let decoded = try ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: json)
+        _ = try (decoded.logging ?? LoggingConfig()).makeSinks(router: LogRouter())
+        let context = ProvisionContext(environment: environment, mode: .validate, generation: 0, apps: decoded.apps)
+        defer { Task { await context.runCleanups() } }
+        try await context.provisionAllApps()
+    }
+
+    private func persist(_ json: JSONValue) {
+        let dir = environment.paths.configDirectory
+        makeDirectories(dir)
+        let path = environment.paths.autosavePath
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            logger.error("unable to autosave config", metadata: ["file": "\(path)", "error": "\(SystemError("open"))"])
+            return
+        }
+        writeFully(fd, json.serializedBytes(.init(indent: nil, escapeHTML: true, trailingNewline: true)))
+        close(fd)
+        rename(tmp, path)
+        logger.debug("autosaved config", metadata: ["file": "\(path)"])
+    }
+
+    // MARK: - Config API
+
+    /// Applies an admin API change at `path` (`/config/...`) and loads the result; GET returns the value found.
+    public func configAccess(
+        method: ConfigTraversal.Method,
+        path: String,
+        body: JSONValue?,
+        ifMatch: String? = nil,
+        force: Bool = false
+    ) async throws -> JSONValue? {
+        var root: JSONValue = .object(["config": currentConfig])
+        if method == .get {
+            return try ConfigTraversal.access(&root, method: .get, path: path, body: nil)
+        }
+        if let ifMatch {
+            let parts = ifMatch.count >= 2 && ifMatch.hasPrefix("\"") && ifMatch.hasSuffix("\"")
+                ? ifMatch.dropFirst().dropLast().split(separator: " ") : []
+            guard parts.count == 2 else {
+                throw AdminError(400, "malformed If-Match header; expect format \"<path> <hash>\"")
+            }
+            var copy = root
+            let current = try ConfigTraversal.access(&copy, method: .get, path: String(parts[0]), body: nil) ?? .null
+            guard ConfigTraversal.hash(current) == parts[1] else {
+                throw AdminError(412, "If-Match header did not match current config hash")
+            }
+        }
+        _ = try ConfigTraversal.access(&root, method: method, path: path, body: body)
+        try await load(root["config"] ?? .null, force: force)
+        return nil
+    }
+
+    /// Resolves `/id/<id>/rest` to a `/config/...` path.
+    public func pathForID(_ idPath: String) throws -> String {
+        let trimmed = idPath.drop { $0 == "/" }
+        let parts = trimmed.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let id = parts.first, !id.isEmpty else { throw AdminError(400, "missing ID in path") }
+        let index = try ConfigTraversal.indexIDs(currentConfig)
+        guard let base = index[String(id)] else { throw AdminError(404, "unknown object ID '\(id)'") }
+        return parts.count > 1 ? base + "/" + parts[1] : base
+    }
+
+    // MARK: - Stopping
+
+    /// Stops every app and the admin endpoint; ``waitForStop()`` returns afterwards.
+    public func stop() async {
+        if let running {
+            for name in running.appOrder.reversed() { await running.apps[name]!.stop() }
+            await running.context.runCleanups()
+        }
+        running = nil
+        if let admin { await admin.stop() }
+        admin = nil
+        stopRequested = true
+        for w in stopWaiters { w.resume() }
+        stopWaiters.removeAll()
+    }
+
+    /// Returns once ``stop()`` has completed.
+    public func waitForStop() async {
+        if stopRequested { return }
+        await withCheckedContinuation { stopWaiters.append($0) }
+    }
+
+    /// The address the admin endpoint listens on, if it runs.
+    public func adminAddress() -> String? { admin?.boundAddress }
+}
+
+func makeDirectories(_ path: String) {
+    var current = ""
+    for part in path.split(separator: "/") {
+        current += "/" + part
+        mkdir(current, 0o700)
+    }
+}

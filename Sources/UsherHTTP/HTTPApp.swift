@@ -1,0 +1,170 @@
+import Logging
+import NIOCore
+import Synchronization
+public import UsherCore
+
+/// The `http` app: HTTP servers, each with listeners and routes.
+///
+/// A reload keeps listeners whose address stays in the config: their connections stay open and new requests on
+/// them see the new routes. Listeners the new config drops stop accepting; their connections close once their
+/// current response is out.
+public struct HTTPApp: App, Provisioner, Validator {
+    public static let moduleID: ModuleID = "http"
+
+    /// `http_port`: the port for HTTP (used by automatic HTTPS and the Caddyfile). Default: 80.
+    public var httpPort: Int
+    /// `https_port`: the port for HTTPS. Default: 443.
+    public var httpsPort: Int
+    /// `grace_period`: how long stopping waits for in-flight requests before closing connections. Default: none
+    /// (waits until they finish).
+    public var gracePeriod: ConfigDuration?
+    /// `shutdown_delay`: how long to keep serving after a stop is requested, before the grace period. Default: 0.
+    public var shutdownDelay: ConfigDuration?
+    /// `servers`: the servers, by name.
+    public var servers: [String: ServerConfig]
+
+    private var runtime: HTTPAppRuntime?
+
+    enum CodingKeys: String, CodingKey {
+        case httpPort = "http_port", httpsPort = "https_port", gracePeriod = "grace_period"
+        case shutdownDelay = "shutdown_delay", servers, metrics
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try c.refuseUnsupported([.metrics])
+        httpPort = try c.decodeIfPresent(Int.self, forKey: .httpPort) ?? 80
+        httpsPort = try c.decodeIfPresent(Int.self, forKey: .httpsPort) ?? 443
+        gracePeriod = try c.decodeIfPresent(ConfigDuration.self, forKey: .gracePeriod)
+        shutdownDelay = try c.decodeIfPresent(ConfigDuration.self, forKey: .shutdownDelay)
+        servers = try c.decodeIfPresent([String: ServerConfig].self, forKey: .servers) ?? [:]
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        var instances: [HTTPServerInstance] = []
+        for name in servers.keys.sorted() {
+            var server = servers[name]!
+            try await server.provision(context)
+            servers[name] = server
+            instances.append(HTTPServerInstance(name: name, config: server, router: context.environment.logRouter))
+        }
+        let pool = context.services.service(ListenerPool.self) { ListenerPool() }
+        runtime = HTTPAppRuntime(
+            instances: instances, pool: pool, group: context.eventLoopGroup,
+            gracePeriod: gracePeriod, shutdownDelay: shutdownDelay,
+            logger: context.logger("http")
+        )
+    }
+
+    public func validate() throws {
+        var seen: [String: String] = [:]
+        for name in servers.keys.sorted() {
+            for (i, address) in servers[name]!.listen.enumerated() {
+                for a in address.expanded() {
+                    let key = a.description
+                    if let other = seen[key] {
+                        throw ConfigError(
+                            path: "apps.http.servers.\(name).listen[\(i)]",
+                            "server \(name): listener address repeated: \(key) (already claimed by server '\(other)')"
+                        )
+                    }
+                    seen[key] = name
+                }
+            }
+        }
+    }
+
+    public func start() async throws { try await runtime?.start() }
+    public func stop() async { await runtime?.stop() }
+
+    /// The provisioned server named `name`, for tests and admin endpoints.
+    public func server(named name: String) -> HTTPServerInstance? {
+        runtime?.instances.first { $0.name == name }
+    }
+}
+
+/// The running side of an `http` app config: which listener slots it holds.
+final class HTTPAppRuntime: Sendable {
+    let instances: [HTTPServerInstance]
+    let pool: ListenerPool
+    let group: any EventLoopGroup
+    let gracePeriod: ConfigDuration?
+    let shutdownDelay: ConfigDuration?
+    let logger: Logger
+    private let held = Mutex<[(ListenerSlot, HTTPServerInstance)]>([])
+
+    init(instances: [HTTPServerInstance], pool: ListenerPool, group: any EventLoopGroup,
+         gracePeriod: ConfigDuration?, shutdownDelay: ConfigDuration?, logger: Logger) {
+        self.instances = instances
+        self.pool = pool
+        self.group = group
+        self.gracePeriod = gracePeriod
+        self.shutdownDelay = shutdownDelay
+        self.logger = logger
+    }
+
+    /// Acquires every listener first (binding new ones), and only then points them all at the new servers, so
+    /// a bind failure leaves the running config untouched.
+    func start() async throws {
+        var acquired: [(ListenerSlot, HTTPServerInstance)] = []
+        do {
+            for instance in instances {
+                for address in instance.listen {
+                    for a in address.expanded() {
+                        let slot = try await pool.acquire(a, server: instance, group: group)
+                        acquired.append((slot, instance))
+                    }
+                }
+            }
+        } catch {
+            for (slot, _) in acquired { await pool.release(slot) }
+            throw error
+        }
+        for (slot, instance) in acquired { slot.setServer(instance) }
+        held.withLock { $0 = acquired }
+        for instance in instances {
+            logger.info("server running", metadata: [
+                "name": "\(instance.name)",
+                "listen": "\(instance.listen.map(\.description).joined(separator: ", "))",
+            ])
+        }
+    }
+
+    func stop() async {
+        let slots = held.withLock { h -> [(ListenerSlot, HTTPServerInstance)] in
+            let s = h
+            h = []
+            return s
+        }
+        guard !slots.isEmpty else { return }
+        if let d = shutdownDelay, d.nanoseconds > 0 {
+            try? await Task.sleep(for: d.duration)
+        }
+        var closing: [ListenerSlot] = []
+        for (slot, _) in slots {
+            await pool.release(slot)
+            if slot.isClosing { closing.append(slot) }
+        }
+        guard !closing.isEmpty else { return }
+        let closingSlots = closing
+        // Wait for in-flight requests on listeners that went away, up to the grace period.
+        await withTaskGroup(of: Void.self) { group in
+            for slot in closingSlots {
+                group.addTask { await slot.waitForDrain() }
+            }
+            if let g = gracePeriod, g.nanoseconds > 0 {
+                group.addTask {
+                    do {
+                        try await Task.sleep(for: g.duration)
+                    } catch {
+                        return
+                    }
+                    for slot in closingSlots { slot.forceClose() }
+                }
+                await group.next()
+                for slot in closingSlots { await slot.waitForDrain() }
+                group.cancelAll()
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+import NIOCore
+import NIOHTTP1
+import UsherCore
+
+/// Caddy's `http.*` placeholders for one request (`http.request.host`, `http.request.uri.path`,
+/// `http.request.header.*`, `http.vars.*`, `http.response.header.*`, ...).
+struct HTTPPlaceholderProvider: PlaceholderProvider {
+    unowned let request: Request
+
+    func placeholderValue(_ key: String) -> String? {
+        guard key.hasPrefix("http.") else { return nil }
+        let r = request
+        if key.hasPrefix("http.request.") {
+            let sub = key.dropFirst("http.request.".count)
+            if sub.hasPrefix("uri.query.") {
+                let name = String(sub.dropFirst("uri.query.".count))
+                return r.queryItems.filter { $0.name == name }.map(\.value).joined(separator: ",")
+            }
+            if sub.hasPrefix("header.") {
+                return r.headers[String(sub.dropFirst("header.".count))].joined(separator: ",")
+            }
+            if sub.hasPrefix("cookie.") {
+                let name = sub.dropFirst("cookie.".count).lowercased()
+                for (n, v) in parseCookies(r.headers["Cookie"]) where n.lowercased() == name { return v }
+                return nil
+            }
+            if sub.hasPrefix("tls.") { return nil }
+            if let v = requestValue(String(sub)) { return v }
+            if sub.hasPrefix("remote.host/") {
+                return maskedRemote(String(sub.dropFirst("remote.host/".count)))
+            }
+            if sub.hasPrefix("host.labels.") {
+                guard let idx = Int(sub.dropFirst("host.labels.".count)), idx >= 0 else { return nil }
+                let labels = r.hostWithoutPort.split(separator: ".", omittingEmptySubsequences: false)
+                guard idx < labels.count else { return "" }
+                return labels[labels.count - idx - 1].lowercased()
+            }
+            if sub.hasPrefix("uri.path.") {
+                guard let idx = Int(sub.dropFirst("uri.path.".count)), idx >= 0 else { return nil }
+                return pathSegment(r.path, idx)
+            }
+            if sub.hasPrefix("orig_uri.path.") {
+                guard let idx = Int(sub.dropFirst("orig_uri.path.".count)), idx >= 0 else { return nil }
+                return pathSegment(r.original.path, idx)
+            }
+            return nil
+        }
+        if key.hasPrefix("http.vars.") {
+            return r.vars[String(key.dropFirst("http.vars.".count))].map(varString) ?? ""
+        }
+        if key.hasPrefix("http.response.header.") {
+            return r.topWriter?.headers[String(key.dropFirst("http.response.header.".count))].joined(separator: ",") ?? ""
+        }
+        switch key {
+        case "http.shutting_down": return "false"
+        case "http.time_until_shutdown": return ""
+        default: return nil
+        }
+    }
+
+    private func requestValue(_ sub: String) -> String? {
+        let r = request
+        switch sub {
+        case "method": return r.method.rawValue
+        case "scheme": return r.scheme
+        case "proto": return r.protocolString
+        case "proto_name":
+            switch r.version.major {
+            case 2: return "HTTP/2"
+            case 3: return "HTTP/3"
+            default: return r.protocolString
+            }
+        case "host": return r.hostWithoutPort
+        case "port": return splitHostPort(r.host).port
+        case "hostport": return r.host
+        case "local": return r.localAddress?.hostPortString ?? ""
+        case "local.host": return r.localAddress.map { $0.ip?.description ?? $0.hostPortString } ?? ""
+        case "local.port": return r.localAddress?.port.map(String.init) ?? ""
+        case "remote": return r.remoteAddress.map(remoteString) ?? ""
+        case "remote.host":
+            guard let a = r.remoteAddress else { return "" }
+            return a.ip?.description ?? a.hostPortString
+        case "remote.port": return r.remoteAddress?.port.map(String.init) ?? ""
+        case "uri": return r.uri
+        case "uri_escaped": return URLEscaping.queryEscape(r.uri)
+        case "uri.path": return r.path
+        case "uri.path_escaped": return URLEscaping.queryEscape(r.path)
+        case "uri.path.file": return PathUtil.split(r.path).file
+        case "uri.path.dir": return PathUtil.split(r.path).dir
+        case "uri.path.file.base":
+            let ext = PathUtil.ext(r.path)
+            let base = PathUtil.base(r.path)
+            return String(base.dropLast(ext.count))
+        case "uri.path.file.ext": return PathUtil.ext(r.path)
+        case "uri.query": return r.rawQuery
+        case "uri.query_escaped": return URLEscaping.queryEscape(r.rawQuery)
+        case "uri.prefixed_query": return r.rawQuery.isEmpty ? "" : "?" + r.rawQuery
+        case "duration": return formatGoDuration(r.elapsedSeconds)
+        case "duration_ms": return String(r.elapsedSeconds * 1000)
+        case "uuid":
+            if let u = r.uuid { return u }
+            let u = makeUUID()
+            r.uuid = u
+            r.extraLogFields.append(LogField("uuid", .string(u)))
+            return u
+        case "orig_method": return r.original.method.rawValue
+        case "orig_uri": return r.original.uri
+        case "orig_uri.path": return r.original.path
+        case "orig_uri.path.file": return PathUtil.split(r.original.path).file
+        case "orig_uri.path.dir": return PathUtil.split(r.original.path).dir
+        case "orig_uri.query": return r.original.rawQuery
+        case "orig_uri.prefixed_query": return r.original.rawQuery.isEmpty ? "" : "?" + r.original.rawQuery
+        case "body", "body_base64": return nil
+        default: return nil
+        }
+    }
+
+    private func remoteString(_ a: SocketAddress) -> String {
+        if case .unixDomainSocket = a { return "@" }
+        guard let ip = a.ip else { return a.hostPortString }
+        let host = ip.isIPv4 ? ip.description : "[\(ip)]"
+        return "\(host):\(a.port ?? 0)"
+    }
+
+    private func maskedRemote(_ bits: String) -> String {
+        guard let ip = request.remoteAddress?.ip else { return request.remoteHost }
+        let parts = bits.split(separator: ",", maxSplits: 1)
+        let chosen = (!ip.isIPv4 && parts.count == 2) ? parts[1] : parts.first ?? ""
+        guard let n = Int(chosen), let prefix = IPPrefix(address: ip, bits: n) else { return "" }
+        return prefix.masked.description
+    }
+
+    private func pathSegment(_ path: String, _ idx: Int) -> String {
+        var parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        if parts.first == "" { parts.removeFirst() }
+        return idx < parts.count ? String(parts[idx]) : ""
+    }
+}
+
+/// A variable's value as placeholders show it.
+func varString(_ v: JSONValue) -> String {
+    switch v {
+    case .string(let s): return s
+    case .number(let n): return n.text
+    case .bool(let b): return b ? "true" : "false"
+    case .null: return ""
+    default: return v.serialized()
+    }
+}
+
+/// Cookie name/value pairs from `Cookie` headers.
+func parseCookies(_ headers: [String]) -> [(String, String)] {
+    var out: [(String, String)] = []
+    for h in headers {
+        for part in h.split(separator: ";") {
+            let kv = part.split(separator: "=", maxSplits: 1)
+            guard let name = kv.first else { continue }
+            let n = String(name).trimmingASCIISpaces
+            var v = kv.count > 1 ? String(kv[1]).trimmingASCIISpaces : ""
+            if v.count >= 2 && v.hasPrefix("\"") && v.hasSuffix("\"") { v = String(v.dropFirst().dropLast()) }
+            if !n.isEmpty { out.append((n, v)) }
+        }
+    }
+    return out
+}
+
+/// A random version 4 UUID string.
+func makeUUID() -> String {
+    var bytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
+    bytes[6] = (bytes[6] & 0x0F) | 0x40
+    bytes[8] = (bytes[8] & 0x3F) | 0x80
+    let hex = bytes.map { b -> String in
+        let s = String(b, radix: 16)
+        return s.count == 1 ? "0" + s : s
+    }
+    return hex[0..<4].joined() + "-" + hex[4..<6].joined() + "-" + hex[6..<8].joined() + "-" + hex[8..<10].joined()
+        + "-" + hex[10..<16].joined()
+}
+
+/// Path helpers with Go's `path` package semantics.
+public enum PathUtil {
+    /// Splits after the last slash: `/a/b.txt` → (`/a/`, `b.txt`).
+    public static func split(_ p: String) -> (dir: String, file: String) {
+        guard let slash = p.lastIndex(of: "/") else { return ("", p) }
+        return (String(p[...slash]), String(p[p.index(after: slash)...]))
+    }
+
+    /// The extension including the dot, as Go's `path.Ext`.
+    public static func ext(_ p: String) -> String {
+        var i = p.endIndex
+        while i > p.startIndex {
+            let prev = p.index(before: i)
+            if p[prev] == "/" { return "" }
+            if p[prev] == "." { return String(p[prev...]) }
+            i = prev
+        }
+        return ""
+    }
+
+    /// The last element, as Go's `path.Base`.
+    public static func base(_ p: String) -> String {
+        if p.isEmpty { return "." }
+        var s = Substring(p)
+        while s.count > 1 && s.hasSuffix("/") { s = s.dropLast() }
+        if s == "/" { return "/" }
+        if let slash = s.lastIndex(of: "/") { s = s[s.index(after: slash)...] }
+        return s.isEmpty ? "/" : String(s)
+    }
+
+    /// Lexical cleaning, as Go's `path.Clean`.
+    public static func clean(_ p: String) -> String {
+        if p.isEmpty { return "." }
+        let rooted = p.hasPrefix("/")
+        var out: [Substring] = []
+        for part in p.split(separator: "/", omittingEmptySubsequences: true) {
+            if part == "." { continue }
+            if part == ".." {
+                if let last = out.last, last != ".." {
+                    out.removeLast()
+                } else if !rooted {
+                    out.append(part)
+                }
+                continue
+            }
+            out.append(part)
+        }
+        let joined = out.joined(separator: "/")
+        if rooted { return "/" + joined }
+        return joined.isEmpty ? "." : joined
+    }
+}

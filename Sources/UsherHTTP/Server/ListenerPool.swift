@@ -1,0 +1,208 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+import UsherCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Limits and timeouts a connection runs with, fixed when it is accepted.
+struct ConnectionSettings: Sendable {
+    var maxHeaderBytes = 16 * 1024
+    var readTimeout: TimeAmount?
+    var readHeaderTimeout: TimeAmount? = .minutes(1)
+    var readIdleTimeout: TimeAmount? = .minutes(1)
+    var writeTimeout: TimeAmount?
+    var writeIdleTimeout: TimeAmount? = .minutes(1)
+    var idleTimeout: TimeAmount? = .minutes(5)
+    /// Request body bytes buffered before reading pauses.
+    var bodyWindow = 256 * 1024
+    var scheme = "http"
+    var tcpKeepAlive: (interval: Int, idle: Int, count: Int)?
+}
+
+/// Moves a value into a `Sendable` closure when the program guarantees it is only touched on one event loop.
+struct LoopConfined<T>: @unchecked Sendable {
+    let value: T
+}
+
+/// One bound address and the server its connections currently dispatch to. A config reload that keeps the
+/// address swaps the server here; open connections keep going and their next request sees the new routes.
+final class ListenerSlot: Sendable {
+    private struct State {
+        var server: HTTPServerInstance?
+        var closing = false
+        var connections: [ObjectIdentifier: (loop: any EventLoop, connection: LoopConfined<HTTP1Connection>)] = [:]
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    let address: NetworkAddress
+    private let state: Mutex<State>
+
+    init(address: NetworkAddress, server: HTTPServerInstance) {
+        self.address = address
+        self.state = Mutex(State(server: server))
+    }
+
+    var currentServer: HTTPServerInstance? { state.withLock { $0.closing ? nil : $0.server } }
+    var isClosing: Bool { state.withLock { $0.closing } }
+
+    func setServer(_ server: HTTPServerInstance) { state.withLock { $0.server = server } }
+
+    func register(_ connection: HTTP1Connection) {
+        let loop = connection.context.eventLoop
+        state.withLock { $0.connections[ObjectIdentifier(connection)] = (loop, LoopConfined(value: connection)) }
+    }
+
+    func unregister(_ connection: HTTP1Connection) {
+        let waiters: [CheckedContinuation<Void, Never>] = state.withLock { s in
+            s.connections[ObjectIdentifier(connection)] = nil
+            guard s.connections.isEmpty else { return [] }
+            let w = s.drainWaiters
+            s.drainWaiters = []
+            return w
+        }
+        for w in waiters { w.resume() }
+    }
+
+    /// Stops dispatching: idle connections close now, busy ones after their current response.
+    func close() {
+        let conns = state.withLock { s in
+            s.closing = true
+            return Array(s.connections.values)
+        }
+        for c in conns {
+            c.loop.execute { c.connection.value.shutdown() }
+        }
+    }
+
+    var openConnections: Int { state.withLock { $0.connections.count } }
+
+    /// Waits until every connection has closed.
+    func waitForDrain() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { s in
+                if s.connections.isEmpty { return true }
+                s.drainWaiters.append(c)
+                return false
+            }
+            if done { c.resume() }
+        }
+    }
+
+    /// Closes every connection now, busy or not.
+    func forceClose() {
+        let conns = state.withLock { Array($0.connections.values) }
+        for c in conns {
+            c.loop.execute { c.connection.value.context.close(promise: nil) }
+        }
+    }
+}
+
+/// Bound listeners shared by successive configs, reference-counted by address.
+final class ListenerPool: Sendable {
+    private struct Entry {
+        let channel: any Channel
+        let slot: ListenerSlot
+        var refs: Int
+        let unixPath: String?
+    }
+
+    private let entries = Mutex<[String: Entry]>([:])
+
+    /// The listener for `address`, bound now if no config holds it yet.
+    func acquire(_ address: NetworkAddress, server: HTTPServerInstance, group: any EventLoopGroup) async throws -> ListenerSlot {
+        let key = address.description
+        if let slot = entries.withLock({ e -> ListenerSlot? in
+            guard var entry = e[key] else { return nil }
+            entry.refs += 1
+            e[key] = entry
+            return entry.slot
+        }) {
+            return slot
+        }
+        let slot = ListenerSlot(address: address, server: server)
+        let (channel, unixPath) = try await Self.bind(address, slot: slot, group: group)
+        entries.withLock { $0[key] = Entry(channel: channel, slot: slot, refs: 1, unixPath: unixPath) }
+        return slot
+    }
+
+    /// Drops one reference; the last one closes the listener (connections finish their current response).
+    func release(_ slot: ListenerSlot) async {
+        let key = slot.address.description
+        let closing: Entry? = entries.withLock { e in
+            guard var entry = e[key] else { return nil }
+            entry.refs -= 1
+            if entry.refs > 0 {
+                e[key] = entry
+                return nil
+            }
+            e[key] = nil
+            return entry
+        }
+        guard let closing else { return }
+        try? await closing.channel.close()
+        if let path = closing.unixPath { unlink(path) }
+        closing.slot.close()
+    }
+
+    private static func bind(_ address: NetworkAddress, slot: ListenerSlot, group: any EventLoopGroup) async throws -> (any Channel, String?) {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let server = slot.currentServer else {
+                        throw ChannelError.ioOnClosedChannel
+                    }
+                    try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings)
+                }
+            }
+        if address.isUnixNetwork {
+            let (path, mode) = try NetworkAddress.splitUnixPermissions(address.host)
+            unlink(path)
+            let channel = try await bootstrap.bind(unixDomainSocketPath: path).get()
+            chmod(path, mode_t(mode))
+            return (channel, path)
+        }
+        if address.isFDNetwork {
+            guard let fd = Int32(address.host) else { throw AddressError("invalid file descriptor \"\(address.host)\"") }
+            let channel = try await bootstrap.withBoundSocket(fd).get()
+            return (channel, nil)
+        }
+        var host = address.host
+        if host.isEmpty {
+            host = address.network == "tcp4" ? "0.0.0.0" : "::"
+        } else if host == "localhost" {
+            host = "127.0.0.1"
+        }
+        do {
+            return (try await bootstrap.bind(host: host, port: address.startPort).get(), nil)
+        } catch where address.host.isEmpty && host == "::" {
+            // No IPv6 on this host: fall back to all IPv4 addresses.
+            return (try await bootstrap.bind(host: "0.0.0.0", port: address.startPort).get(), nil)
+        }
+    }
+}
+
+enum HTTP1Pipeline {
+    static func configure(_ channel: any Channel, slot: ListenerSlot, settings: ConnectionSettings) throws {
+        let executor = EventLoopTaskExecutor.forLoop(channel.eventLoop)
+        let connection = HTTP1Connection(slot: slot, settings: settings, executor: executor)
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(HTTP1HeadGuard(connection: connection))
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+        try sync.addHandler(connection)
+        if let ka = settings.tcpKeepAlive {
+            _ = channel.setOption(.socketOption(.so_keepalive), value: 1)
+            _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPINTVL))), value: SocketOptionValue(ka.interval))
+            _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPIDLE))), value: SocketOptionValue(ka.idle))
+            _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPCNT))), value: SocketOptionValue(ka.count))
+        }
+    }
+}

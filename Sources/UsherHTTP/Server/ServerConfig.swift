@@ -1,0 +1,291 @@
+public import UsherCore
+
+/// A source of trusted proxy ranges (`http.ip_sources.*`, inline key `source`).
+public protocol IPRangeSource: Module {
+    func ranges(for request: Request) -> [IPPrefix]
+}
+
+public enum IPSources: ModuleNamespace {
+    public static let prefix = "http.ip_sources"
+    public static let inlineKey: String? = "source"
+    public typealias Instance = any IPRangeSource
+}
+
+/// `http.ip_sources.static`: a fixed list of CIDR ranges or addresses.
+public struct StaticIPRanges: IPRangeSource {
+    public static let moduleID: ModuleID = "http.ip_sources.static"
+    /// `ranges`: CIDR ranges or single addresses (`private_ranges` is expanded by the Caddyfile adapter).
+    public var ranges: [IPPrefix]
+
+    enum CodingKeys: String, CodingKey { case ranges }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let texts = try c.decodeIfPresent([String].self, forKey: .ranges) ?? []
+        ranges = try texts.enumerated().map { i, t in
+            guard let p = IPPrefix(t) else {
+                throw ConfigError(path: c.error(.ranges, "").path + "[\(i)]", "invalid IP address or CIDR range '\(t)'")
+            }
+            return p
+        }
+    }
+
+    public func ranges(for request: Request) -> [IPPrefix] { ranges }
+}
+
+/// `logs` of a server: which requests get access log entries, and under which logger names.
+public struct ServerLogConfig: Decodable, Sendable {
+    /// `default_logger_name`: the logger (`http.log.access.<name>`) for hosts not in `logger_names`.
+    public var defaultLoggerName: String
+    /// `logger_names`: per host (wildcards allowed), the logger names to use.
+    public var loggerNames: [String: [String]]
+    /// `skip_hosts`: hosts whose requests are not logged.
+    public var skipHosts: [String]
+    /// `skip_unmapped_hosts`: log only hosts in `logger_names`. Default: false.
+    public var skipUnmappedHosts: Bool
+    /// `should_log_credentials`: log `Cookie`, `Authorization` and similar headers unredacted. Default: false.
+    public var shouldLogCredentials: Bool
+    /// `trace`: log each handler as it runs, at debug level. Default: false.
+    public var trace: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case defaultLoggerName = "default_logger_name", loggerNames = "logger_names", skipHosts = "skip_hosts"
+        case skipUnmappedHosts = "skip_unmapped_hosts", shouldLogCredentials = "should_log_credentials", trace
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        defaultLoggerName = try c.decodeIfPresent(String.self, forKey: .defaultLoggerName) ?? ""
+        // Caddy accepts a string or a list of strings per host.
+        var names: [String: [String]] = [:]
+        if c.contains(.loggerNames) {
+            let raw = try c.decode([String: JSONValue].self, forKey: .loggerNames)
+            for (host, v) in raw {
+                switch v {
+                case .string(let s): names[host] = [s]
+                case .array(let a): names[host] = a.compactMap(\.stringValue)
+                default: throw c.error(.loggerNames, "logger names for \(host) must be a string or a list of strings")
+                }
+            }
+        }
+        loggerNames = names
+        skipHosts = try c.decodeIfPresent([String].self, forKey: .skipHosts) ?? []
+        skipUnmappedHosts = try c.decodeIfPresent(Bool.self, forKey: .skipUnmappedHosts) ?? false
+        shouldLogCredentials = try c.decodeIfPresent(Bool.self, forKey: .shouldLogCredentials) ?? false
+        trace = try c.decodeIfPresent(Bool.self, forKey: .trace) ?? false
+    }
+
+    /// The access logger names for a host (Caddy's `getLoggerHosts`).
+    func loggerNames(forHost host: String) -> [String] {
+        if let n = loggerNames[host] { return n }
+        var labels = host.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        for i in labels.indices where !labels[i].isEmpty {
+            labels[i] = "*"
+            if let n = loggerNames[labels.joined(separator: ".")] { return n }
+        }
+        return [defaultLoggerName]
+    }
+
+    func shouldLog(host: String) -> Bool {
+        for name in loggerNames.keys where matchWildcard(host, name) { return true }
+        for h in skipHosts where matchWildcard(host, h) { return false }
+        return !skipUnmappedHosts
+    }
+}
+
+/// Matches a host against a name with `*` labels (certmagic's `MatchWildcard`).
+func matchWildcard(_ subject: String, _ wildcard: String) -> Bool {
+    if subject == wildcard { return true }
+    guard wildcard.contains("*") else { return false }
+    let s = subject.lowercased().split(separator: ".", omittingEmptySubsequences: false)
+    let w = wildcard.lowercased().split(separator: ".", omittingEmptySubsequences: false)
+    guard s.count == w.count else { return false }
+    for (a, b) in zip(s, w) where b != "*" && a != b { return false }
+    return true
+}
+
+/// `automatic_https` of a server. Without a `tls` app nothing here has an effect, so only settings that turn
+/// automation off are accepted.
+public struct AutoHTTPSConfig: Decodable, Sendable {
+    public var disable: Bool
+    public var disableRedirects: Bool
+    public var skip: [String]
+    public var skipCertificates: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case disable, skip
+        case disableRedirects = "disable_redirects", disableCertificates = "disable_certificates"
+        case skipCertificates = "skip_certificates", ignoreLoadedCertificates = "ignore_loaded_certificates"
+        case preferWildcard = "prefer_wildcard"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try c.refuseUnsupported([.ignoreLoadedCertificates, .preferWildcard], note: "automatic HTTPS needs the tls app")
+        disable = try c.decodeIfPresent(Bool.self, forKey: .disable) ?? false
+        disableRedirects = try c.decodeIfPresent(Bool.self, forKey: .disableRedirects) ?? false
+        _ = try c.decodeIfPresent(Bool.self, forKey: .disableCertificates)
+        skip = try c.decodeIfPresent([String].self, forKey: .skip) ?? []
+        skipCertificates = try c.decodeIfPresent([String].self, forKey: .skipCertificates) ?? []
+    }
+}
+
+/// One HTTP server of the `http` app: where it listens and how it answers.
+public struct ServerConfig: Decodable, Sendable {
+    /// `listen`: network addresses (`:8080`, `127.0.0.1:8080`, `[::1]:8080`, `:8000-8003`, `unix//path`).
+    public var listen: [NetworkAddress]
+    /// `routes`: the handler chain.
+    public var routes: RouteList
+    /// `errors`: routes that handle errors from `routes`.
+    public var errors: HTTPErrorConfig?
+    /// `named_routes`: routes invoked by name (`http.handlers.invoke`).
+    public var namedRoutes: [String: Route]
+    /// `read_timeout`: longest time to read a request, body included. Default: none.
+    public var readTimeout: ConfigDuration?
+    /// `read_header_timeout`: longest time to read a request's head. Default: `1m`.
+    public var readHeaderTimeout: ConfigDuration?
+    /// `read_idle_timeout`: longest stall while reading a body. Default: `1m`.
+    public var readIdleTimeout: ConfigDuration?
+    /// `write_timeout`: longest time from the request head to the end of the response. Default: none.
+    public var writeTimeout: ConfigDuration?
+    /// `write_idle_timeout`: longest stall while writing a response. Default: `1m`.
+    public var writeIdleTimeout: ConfigDuration?
+    /// `idle_timeout`: how long a keep-alive connection may wait for its next request. Default: `5m`.
+    public var idleTimeout: ConfigDuration?
+    /// `keepalive_interval`, `keepalive_idle`, `keepalive_count`: TCP keep-alive probes. Default: off.
+    public var keepAliveInterval: ConfigDuration?
+    public var keepAliveIdle: ConfigDuration?
+    public var keepAliveCount: Int?
+    /// `max_header_bytes`: largest request head accepted; larger ones get 431. Default: 16384.
+    public var maxHeaderBytes: Int
+    /// `trusted_proxies`: ranges whose client-IP headers are believed.
+    public var trustedProxies: Loaded<IPSources>?
+    /// `client_ip_headers`: headers naming the client's IP. Default: `X-Forwarded-For`.
+    public var clientIPHeaders: [String]
+    /// `trusted_proxies_strict`: read client-IP headers right to left, skipping trusted proxies. Default: 0 (off).
+    public var trustedProxiesStrict: Int
+    /// `trusted_proxies_unix`: trust requests over unix sockets. Default: false.
+    public var trustedProxiesUnix: Bool
+    /// `logs`: access logging; absent means no access logs.
+    public var logs: ServerLogConfig?
+    /// `protocols`: `h1`, `h2`, `h2c`, `h3`. Default: `h1 h2 h3` (on cleartext listeners only `h1` applies).
+    public var protocols: [String]
+    /// `automatic_https`.
+    public var automaticHTTPS: AutoHTTPSConfig?
+    /// `enable_full_duplex`: read the request body while writing the response (always the case here).
+    public var enableFullDuplex: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case listen, routes, errors
+        case namedRoutes = "named_routes"
+        case readTimeout = "read_timeout", readHeaderTimeout = "read_header_timeout"
+        case readIdleTimeout = "read_idle_timeout", writeTimeout = "write_timeout"
+        case writeIdleTimeout = "write_idle_timeout", idleTimeout = "idle_timeout"
+        case keepAliveInterval = "keepalive_interval", keepAliveIdle = "keepalive_idle", keepAliveCount = "keepalive_count"
+        case maxHeaderBytes = "max_header_bytes"
+        case trustedProxies = "trusted_proxies", clientIPHeaders = "client_ip_headers"
+        case trustedProxiesStrict = "trusted_proxies_strict", trustedProxiesUnix = "trusted_proxies_unix"
+        case logs, protocols
+        case automaticHTTPS = "automatic_https"
+        case enableFullDuplex = "enable_full_duplex"
+        // Refused until implemented.
+        case listenerWrappers = "listener_wrappers", packetConnWrappers = "packet_conn_wrappers"
+        case readMinRate = "read_min_rate", writeMinRate = "write_min_rate", maxWriteChunk = "max_write_chunk"
+        case expectedUnderscoreHeaders = "expected_underscore_headers", expectedDotHeaders = "expected_dot_headers"
+        case tlsConnectionPolicies = "tls_connection_policies", strictSNIHost = "strict_sni_host"
+        case listenProtocols = "listen_protocols", allow0RTT = "allow_0rtt", metrics
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try c.refuseUnsupported([
+            .listenerWrappers, .packetConnWrappers, .readMinRate, .writeMinRate, .maxWriteChunk,
+            .expectedUnderscoreHeaders, .expectedDotHeaders, .tlsConnectionPolicies, .strictSNIHost,
+            .listenProtocols, .allow0RTT, .metrics,
+        ])
+        let listenTexts = try c.decodeIfPresent([String].self, forKey: .listen) ?? []
+        listen = try listenTexts.enumerated().map { i, text in
+            do {
+                let a = try NetworkAddress(parsing: text, defaultPort: 0)
+                if a.isUDP { throw AddressError("HTTP servers listen on stream sockets, not \(a.network)") }
+                if !a.isUnixNetwork && !a.isFDNetwork && a.startPort == 0 && !text.hasSuffix(":0") {
+                    throw AddressError("missing port in address \"\(text)\"")
+                }
+                return a
+            } catch {
+                throw ConfigError(path: c.error(.listen, "").path + "[\(i)]", "\(error)")
+            }
+        }
+        routes = try c.decodeIfPresent(RouteList.self, forKey: .routes) ?? RouteList()
+        errors = try c.decodeIfPresent(HTTPErrorConfig.self, forKey: .errors)
+        namedRoutes = try c.decodeIfPresent([String: Route].self, forKey: .namedRoutes) ?? [:]
+        readTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .readTimeout)
+        readHeaderTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .readHeaderTimeout)
+        readIdleTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .readIdleTimeout)
+        writeTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .writeTimeout)
+        writeIdleTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .writeIdleTimeout)
+        idleTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .idleTimeout)
+        keepAliveInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .keepAliveInterval)
+        keepAliveIdle = try c.decodeIfPresent(ConfigDuration.self, forKey: .keepAliveIdle)
+        keepAliveCount = try c.decodeIfPresent(Int.self, forKey: .keepAliveCount)
+        maxHeaderBytes = try c.decodeIfPresent(Int.self, forKey: .maxHeaderBytes) ?? 0
+        if maxHeaderBytes <= 0 { maxHeaderBytes = 16 * 1024 }
+        trustedProxies = try c.decodeIfPresent(Loaded<IPSources>.self, forKey: .trustedProxies)
+        clientIPHeaders = try c.decodeIfPresent([String].self, forKey: .clientIPHeaders) ?? ["X-Forwarded-For"]
+        trustedProxiesStrict = try c.decodeIfPresent(Int.self, forKey: .trustedProxiesStrict) ?? 0
+        trustedProxiesUnix = try c.decodeIfPresent(Bool.self, forKey: .trustedProxiesUnix) ?? false
+        logs = try c.decodeIfPresent(ServerLogConfig.self, forKey: .logs)
+        protocols = try c.decodeIfPresent([String].self, forKey: .protocols) ?? ["h1", "h2", "h3"]
+        for (i, p) in protocols.enumerated() {
+            switch p {
+            case "h1", "h2", "h3": break
+            case "h2c":
+                throw ConfigError(path: c.error(.protocols, "").path + "[\(i)]", "protocol h2c is not supported yet")
+            default:
+                throw ConfigError(path: c.error(.protocols, "").path + "[\(i)]", "unknown protocol \"\(p)\": use h1, h2, h2c or h3")
+            }
+        }
+        if !protocols.contains("h1") {
+            throw c.error(.protocols, "without TLS, a server must speak h1 (h2 and h3 need the tls app, which is not supported yet)")
+        }
+        automaticHTTPS = try c.decodeIfPresent(AutoHTTPSConfig.self, forKey: .automaticHTTPS)
+        enableFullDuplex = try c.decodeIfPresent(Bool.self, forKey: .enableFullDuplex) ?? false
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        try await routes.provision(context)
+        try await errors?.routes.provision(context)
+        for name in namedRoutes.keys.sorted() {
+            var r = namedRoutes[name]!
+            try await r.provision(context)
+            namedRoutes[name] = r
+        }
+        try await trustedProxies?.provision(context)
+    }
+
+    var connectionSettings: ConnectionSettings {
+        var s = ConnectionSettings()
+        s.maxHeaderBytes = maxHeaderBytes
+        s.readTimeout = Self.timeout(readTimeout, default: nil)
+        s.readHeaderTimeout = Self.timeout(readHeaderTimeout, default: .minutes(1))
+        s.readIdleTimeout = Self.timeout(readIdleTimeout, default: .minutes(1))
+        s.writeTimeout = Self.timeout(writeTimeout, default: nil)
+        s.writeIdleTimeout = Self.timeout(writeIdleTimeout, default: .minutes(1))
+        s.idleTimeout = Self.timeout(idleTimeout, default: .minutes(5))
+        if let interval = keepAliveInterval, interval.nanoseconds > 0 {
+            let idle = keepAliveIdle ?? interval
+            s.tcpKeepAlive = (Int(max(1, interval.seconds)), Int(max(1, idle.seconds)), keepAliveCount ?? 9)
+        }
+        return s
+    }
+}
+
+import NIOCore
+
+extension ServerConfig {
+    /// Unset or zero means the default, as in Caddy; a negative duration means no limit.
+    static func timeout(_ d: ConfigDuration?, default def: TimeAmount?) -> TimeAmount? {
+        guard let d, d.nanoseconds != 0 else { return def }
+        return d.nanoseconds > 0 ? .nanoseconds(d.nanoseconds) : nil
+    }
+}

@@ -1,0 +1,118 @@
+/// Percent-encoding as Go's `net/url` does it, so paths, queries and placeholders match Caddy byte for byte.
+public enum URLEscaping {
+    public enum Mode: Sendable {
+        /// Path segments: `+` is a literal plus.
+        case path
+        /// Query components: `+` is a space.
+        case query
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789ABCDEF".utf8)
+
+    private static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return b - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return b - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return b - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+
+    /// Decodes `%XX` sequences (and `+` in query mode); `nil` when an escape is malformed.
+    public static func unescape(_ s: String, mode: Mode) -> String? {
+        let bytes = Array(s.utf8)
+        guard bytes.contains(UInt8(ascii: "%")) || (mode == .query && bytes.contains(UInt8(ascii: "+"))) else { return s }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var i = 0
+        while i < bytes.count {
+            let b = bytes[i]
+            if b == UInt8(ascii: "%") {
+                guard i + 2 < bytes.count, let h = hexValue(bytes[i + 1]), let l = hexValue(bytes[i + 2]) else { return nil }
+                out.append(h << 4 | l)
+                i += 3
+            } else if b == UInt8(ascii: "+") && mode == .query {
+                out.append(UInt8(ascii: " "))
+                i += 1
+            } else {
+                out.append(b)
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func isUnreserved(_ b: UInt8) -> Bool {
+        (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z")) || (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z"))
+            || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || b == UInt8(ascii: "-") || b == UInt8(ascii: "_")
+            || b == UInt8(ascii: ".") || b == UInt8(ascii: "~")
+    }
+
+    /// Escapes a decoded path as Go's `URL.EscapedPath` does (keeps `/ $ & + , : ; = @`).
+    public static func escapePath(_ s: String) -> String {
+        escape(s) { b in
+            isUnreserved(b) || "$&+,/:;=@".utf8.contains(b)
+        }
+    }
+
+    /// Escapes for a query component, as Go's `url.QueryEscape` (space becomes `+`).
+    public static func queryEscape(_ s: String) -> String {
+        var out: [UInt8] = []
+        for b in s.utf8 {
+            if isUnreserved(b) {
+                out.append(b)
+            } else if b == UInt8(ascii: " ") {
+                out.append(UInt8(ascii: "+"))
+            } else {
+                out.append(UInt8(ascii: "%"))
+                out.append(hexDigits[Int(b >> 4)])
+                out.append(hexDigits[Int(b & 0xF)])
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Escapes a path segment, as Go's `url.PathEscape`.
+    public static func pathSegmentEscape(_ s: String) -> String {
+        escape(s) { b in isUnreserved(b) || "$&+,:;=@".utf8.contains(b) }
+    }
+
+    private static func escape(_ s: String, keep: (UInt8) -> Bool) -> String {
+        let bytes = Array(s.utf8)
+        if bytes.allSatisfy(keep) { return s }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + 8)
+        for b in bytes {
+            if keep(b) {
+                out.append(b)
+            } else {
+                out.append(UInt8(ascii: "%"))
+                out.append(hexDigits[Int(b >> 4)])
+                out.append(hexDigits[Int(b & 0xF)])
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Parses `a=1&b=2` as Go's `url.ParseQuery`: pairs in order, malformed pairs skipped.
+    public static func parseQuery(_ raw: String) -> [(name: String, value: String)] {
+        var items: [(name: String, value: String)] = []
+        for part in raw.split(separator: "&", omittingEmptySubsequences: true) {
+            if part.contains(";") { continue }
+            let kv = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let k = unescape(String(kv[0]), mode: .query) else { continue }
+            let v = kv.count > 1 ? unescape(String(kv[1]), mode: .query) : ""
+            guard let v else { continue }
+            items.append((k, v))
+        }
+        return items
+    }
+
+    /// Encodes query items sorted by key, as Go's `url.Values.Encode`.
+    public static func encodeQuery(_ items: [(name: String, value: String)]) -> String {
+        let sorted = items.enumerated().sorted { a, b in
+            a.element.name == b.element.name ? a.offset < b.offset : a.element.name < b.element.name
+        }.map(\.element)
+        return sorted.map { queryEscape($0.name) + "=" + queryEscape($0.value) }.joined(separator: "&")
+    }
+}

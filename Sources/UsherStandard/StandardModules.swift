@@ -1,0 +1,24 @@
+public import UsherCore
+import UsherHTTP
+import UsherHandlers
+
+/// Every module Usher ships: the `http` app, its matchers and handlers. A custom binary lists this bundle plus
+/// its own (`UsherMain.run(bundles: [StandardModules.self, MyModules.self])`).
+public enum StandardModules: ModuleBundle {
+    public static let name = "usher/standard"
+    public static let version = UsherVersion.current
+
+    public static var modules: [any Module.Type] {
+        [
+            HTTPApp.self,
+            StaticIPRanges.self,
+            // Matchers
+            HostMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self, HeaderMatcher.self,
+            HeaderRegexpMatcher.self, QueryMatcher.self, ProtocolMatcher.self, NotMatcher.self,
+            RemoteIPMatcher.self, ClientIPMatcher.self, VarsMatcher.self, VarsRegexpMatcher.self,
+            // Handlers
+            SubrouteHandler.self, StaticResponseHandler.self, HeadersHandler.self, RewriteHandler.self,
+            VarsHandler.self, MapHandler.self, ErrorHandler.self, RequestBodyHandler.self, InvokeHandler.self,
+        ]
+    }
+}

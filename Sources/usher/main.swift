@@ -1,0 +1,4 @@
+import UsherCLI
+import UsherStandard
+
+await UsherMain.run(bundles: [StandardModules.self])
