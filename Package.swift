@@ -98,7 +98,11 @@ let package = Package(
 
         .testTarget(
             name: "UsherCoreTests",
-            dependencies: ["UsherCore", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "UsherCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -46,10 +46,18 @@ public final class Request {
     public var vars: [String: JSONValue] = [:]
     /// The error being handled, in a server's or subroute's `errors` routes.
     public var handlerError: HandlerError?
+    private var resolvedClientIP: (ip: String, trusted: Bool)?
+    /// The client's IP as determined from trusted proxies' headers, or the remote address (computed on first use).
+    public var clientIP: String { resolveClientIP().ip }
     /// Whether the client address came through a trusted proxy (`trusted_proxies`).
-    public internal(set) var isFromTrustedProxy = false
-    /// The client's IP as determined from trusted proxies' headers, or the remote address.
-    public internal(set) var clientIP: String = ""
+    public var isFromTrustedProxy: Bool { resolveClientIP().trusted }
+
+    private func resolveClientIP() -> (ip: String, trusted: Bool) {
+        if let r = resolvedClientIP { return r }
+        let r = server.clientIP.resolve(self)
+        resolvedClientIP = r
+        return r
+    }
     /// Extra fields for this request's access log entry.
     public var extraLogFields: [LogField] = []
     /// When the request arrived (monotonic).
@@ -62,10 +70,10 @@ public final class Request {
     var routeGroups: Set<String> = []
     var hasBufferedBody = false
     /// The server's named routes, for `http.handlers.invoke`.
-    public internal(set) var namedRoutes: [String: any HTTPHandler] = [:]
+    public var namedRoutes: [String: any HTTPHandler] { server.namedRoutes }
     var uuid: String?
     /// The response writer at the top of the chain, for `{http.response.header.*}`.
-    weak var topWriter: (any ResponseWriter)?
+    var topWriter: (any ResponseWriter)?
 
     private var replacerStorage: Replacer?
 
@@ -167,11 +175,13 @@ public struct OriginalRequest: Sendable {
 public final class ServerInfo: Sendable {
     /// The server's name in config (`srv0`).
     public let name: String
-    /// Loggers of this server.
-    public let errorLogger: String
-    public init(name: String) {
+    let namedRoutes: [String: any HTTPHandler]
+    let clientIP: ClientIPResolver
+
+    init(name: String, namedRoutes: [String: any HTTPHandler], clientIP: ClientIPResolver) {
         self.name = name
-        self.errorLogger = "http.log.error"
+        self.namedRoutes = namedRoutes
+        self.clientIP = clientIP
     }
 }
 
@@ -194,6 +204,24 @@ public struct RequestTarget: Sendable {
             rawQuery = ""
             authority = uri
             return
+        }
+        // The common case, a plain origin-form path with nothing to decode.
+        if uri.utf8.first == UInt8(ascii: "/") {
+            let bytes = uri.utf8
+            if let q = bytes.firstIndex(of: UInt8(ascii: "?")) {
+                let p = bytes[..<q]
+                if !p.contains(UInt8(ascii: "#")) && URLEscaping.isCanonicalPath(p) && !bytes[q...].contains(UInt8(ascii: "#")) {
+                    path = String(Substring(p))
+                    rawPath = nil
+                    rawQuery = String(Substring(bytes[bytes.index(after: q)...]))
+                    return
+                }
+            } else if URLEscaping.isCanonicalPath(bytes) {
+                path = uri
+                rawPath = nil
+                rawQuery = ""
+                return
+            }
         }
         if uri == "*" {
             path = "*"

@@ -116,3 +116,39 @@ public enum URLEscaping {
         return sorted.map { queryEscape($0.name) + "=" + queryEscape($0.value) }.joined(separator: "&")
     }
 }
+
+extension StringProtocol {
+    /// Compares with an ASCII string, ignoring ASCII case.
+    func equalsASCIICaseInsensitive(_ other: StaticString) -> Bool {
+        let a = utf8
+        guard a.count == other.utf8CodeUnitCount else { return false }
+        var i = 0
+        for b in a {
+            var x = b
+            var y = other.utf8Start[i]
+            if x >= 65 && x <= 90 { x += 32 }
+            if y >= 65 && y <= 90 { y += 32 }
+            if x != y { return false }
+            i += 1
+        }
+        return true
+    }
+}
+
+extension URLEscaping {
+    /// Whether a path needs no escaping: every byte is one `escapePath` keeps.
+    static func isCanonicalPath<S: Sequence>(_ bytes: S) -> Bool where S.Element == UInt8 {
+        for b in bytes {
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."),
+                UInt8(ascii: "~"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "+"), UInt8(ascii: ","),
+                UInt8(ascii: "/"), UInt8(ascii: ":"), UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: "@"):
+                continue
+            default:
+                return false
+            }
+        }
+        return true
+    }
+}

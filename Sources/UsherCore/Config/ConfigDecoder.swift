@@ -32,6 +32,8 @@ final class StrictJSONDecoder: Decoder {
     let registry: ModuleRegistry?
     /// A member to skip in the strict check: the inline key that named this module (`"handler"`).
     let ignoredKey: String?
+    /// Whether a keyed container was asked for, i.e. the members were checked.
+    private(set) var requestedKeyedContainer = false
     var userInfo: [CodingUserInfoKey: Any] {
         guard let registry else { return [:] }
         return [.usherModuleRegistry: registry]
@@ -76,6 +78,7 @@ final class StrictJSONDecoder: Decoder {
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
         guard case .object(let object) = value else { throw typeError(expected: "an object") }
+        requestedKeyedContainer = true
         // "@id" tags objects for the admin API's /id/ paths and may appear in any object.
         for member in object where member.key != ignoredKey && member.key != "@id" {
             if Key(stringValue: member.key) == nil {

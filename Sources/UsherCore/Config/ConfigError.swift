@@ -6,6 +6,9 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
     /// The innermost module whose config holds the offending value.
     public var moduleID: ModuleID?
     public var message: String
+    /// Set when the error is about a module slot itself (e.g. an unknown module), so enclosing modules do not
+    /// claim it.
+    var sealed = false
 
     public init(path: String = "", moduleID: ModuleID? = nil, _ message: String) {
         self.path = path

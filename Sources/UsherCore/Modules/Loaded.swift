@@ -70,8 +70,16 @@ public struct Loaded<N: ModuleNamespace>: Decodable, Sendable {
         let module: any Module
         do {
             module = try registered.type.init(from: decoder)
+            // A module whose decoding never asked for the object's members (one with no fields, say) still
+            // must not accept members it does not know.
+            if !decoder.requestedKeyedContainer, case .object(let object) = decoder.value {
+                for m in object where m.key != decoder.ignoredKey && m.key != "@id" {
+                    throw ConfigError(path: jsonPathString(decoder.codingPath + [AnyCodingKey(m.key)]), "unknown field")
+                }
+            }
         } catch var e as ConfigError {
-            if e.moduleID == nil { e.moduleID = id }
+            if e.moduleID == nil && !e.sealed { e.moduleID = id }
+            e.sealed = true
             throw e
         } catch {
             throw ConfigError(path: decoder.pathString, moduleID: id, error.usherDescription)

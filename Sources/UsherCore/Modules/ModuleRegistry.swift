@@ -71,13 +71,17 @@ public final class ModuleRegistry: Sendable {
 
     /// The error for an ID that is not registered: Caddy modules this build lacks are named as such.
     public func unavailableError(_ id: ModuleID, path: String) -> ConfigError {
+        var error: ConfigError
         if KnownCaddyModules.ids.contains(id.rawValue) {
-            return ConfigError(path: path, "module \(id) is not available in this build")
+            error = ConfigError(path: path, "module \(id) is not available in this build")
+        } else {
+            let siblings = modules(in: id.namespace).map(\.id.name)
+            var message = "unknown module \(id)"
+            if !siblings.isEmpty { message += " (known in \(id.namespace.isEmpty ? "apps" : id.namespace): \(siblings.joined(separator: ", ")))" }
+            error = ConfigError(path: path, message)
         }
-        let siblings = modules(in: id.namespace).map(\.id.name)
-        var message = "unknown module \(id)"
-        if !siblings.isEmpty { message += " (known in \(id.namespace.isEmpty ? "apps" : id.namespace): \(siblings.joined(separator: ", ")))" }
-        return ConfigError(path: path, message)
+        error.sealed = true
+        return error
     }
 }
 

@@ -59,11 +59,15 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     var headBytesPending = 0
     private var awaitingHead = true
 
-    private var idleTimer: Scheduled<Void>?
-    private var headerTimer: Scheduled<Void>?
-    private var bodyDeadline: Scheduled<Void>?
-    private var bodyIdleTimer: Scheduled<Void>?
-    private var writeDeadline: Scheduled<Void>?
+    // Timeouts are deadlines checked by one timer per connection, which is re-armed only when it fires: moving a
+    // deadline costs a clock read, not a timer-heap operation.
+    private var idleSince: NIODeadline?
+    private var headStartedAt: NIODeadline?
+    private var bodyActivityAt: NIODeadline?
+    private var requestStartedAt: NIODeadline?
+    private var writeStalledAt: NIODeadline?
+    private var timer: Scheduled<Void>?
+    private let timerCap: TimeAmount
 
     private var cachedDateSecond = -1
     private var cachedDate = ""
@@ -72,6 +76,10 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         self.slot = slot
         self.settings = settings
         self.executor = executor
+        let limits = [settings.idleTimeout, settings.readHeaderTimeout, settings.readTimeout, settings.readIdleTimeout,
+                      settings.writeTimeout, settings.writeIdleTimeout].compactMap { $0 }
+        let shortest = limits.min() ?? .seconds(8)
+        timerCap = max(.milliseconds(20), .nanoseconds(shortest.nanoseconds / 8))
     }
 
     // MARK: - Channel events
@@ -81,7 +89,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         remoteAddress = context.channel.remoteAddress
         localAddress = context.channel.localAddress
         slot.register(self)
-        startIdleTimer()
+        idleSince = .now()
+        armTimer()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -97,7 +106,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         guard !closed else { return }
         closed = true
         slot.unregister(self)
-        cancelTimers()
+        timer?.cancel()
+        timer = nil
         let error = ClientDisconnectedError()
         for w in writabilityWaiters { w.resume(throwing: error) }
         writabilityWaiters.removeAll()
@@ -115,7 +125,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         if context.channel.isWritable {
             let waiters = writabilityWaiters
             writabilityWaiters.removeAll()
-            bodyIdleTimerCancel(write: true)
+            writeStalledAt = nil
             for w in waiters { w.resume() }
         }
         context.fireChannelWritabilityChanged()
@@ -129,11 +139,10 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Reading stops for body backpressure and when a pipelined request is already waiting; otherwise it goes on
+    /// while a response is produced, which keeps the socket's epoll registration unchanged between requests.
     private var shouldRead: Bool {
-        if closed || bodyBackpressure || !queued.isEmpty { return false }
-        // A complete request awaiting its response: wait before reading the next one.
-        if let current, receiving !== current, !current.handlerDone { return false }
-        return true
+        !(closed || bodyBackpressure || !queued.isEmpty)
     }
 
     private func maybeResumeReading() {
@@ -174,7 +183,6 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         current?.writer.abandon()
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(buf)).whenComplete { _ in channel.close(mode: .all, promise: nil) }
-        cancelTimers()
         queued.removeAll()
         pendingRead = false
     }
@@ -198,11 +206,11 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             }
             headBytesPending = 0
             awaitingHead = false
-            cancel(&headerTimer)
+            headStartedAt = nil
             beginRequest(head)
         case .body(let buffer):
             guard let exchange = receiving else { return }
-            resetBodyIdleTimer()
+            if settings.readIdleTimeout != nil { bodyActivityAt = .now() }
             if exchange.handlerDone {
                 discardBudget -= buffer.readableBytes
                 if discardBudget < 0 { closeGracefully() }
@@ -217,8 +225,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             guard let exchange = receiving else { return }
             receiving = nil
             exchange.bodyComplete = true
-            cancel(&bodyDeadline)
-            cancel(&bodyIdleTimer)
+            bodyActivityAt = nil
             exchange.body?.finish()
             if exchange.handlerDone { exchangeFinished(exchange) }
         }
@@ -227,8 +234,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: - Requests
 
     private func beginRequest(_ head: HTTPRequestHead) {
-        idleTimer?.cancel()
-        idleTimer = nil
+        idleSince = nil
         guard let server = slot.currentServer else {
             sendErrorAndClose(.serviceUnavailable)
             return
@@ -237,50 +243,79 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             sendErrorAndClose(.httpVersionNotSupported)
             return
         }
+        // One pass over the fields: size, framing, host, expectations and connection options.
         var headerBytes = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
-        for (name, value) in head.headers { headerBytes += name.utf8.count + value.utf8.count + 4 }
+        var host: String?
+        var hostCount = 0
+        var contentLengths: [String] = []
+        var transferEncoding: String?
+        var expect: String?
+        var connectionClose = false
+        var connectionKeepAlive = false
+        for (name, value) in head.headers {
+            headerBytes += name.utf8.count + value.utf8.count + 4
+            switch name.utf8.count {
+            case 4 where name.equalsASCIICaseInsensitive("host"):
+                host = value
+                hostCount += 1
+            case 6 where name.equalsASCIICaseInsensitive("expect"):
+                expect = value
+            case 10 where name.equalsASCIICaseInsensitive("connection"):
+                for token in value.split(separator: ",") {
+                    let t = String(token).trimmingASCIISpaces
+                    if t.equalsASCIICaseInsensitive("close") { connectionClose = true }
+                    if t.equalsASCIICaseInsensitive("keep-alive") { connectionKeepAlive = true }
+                }
+            case 14 where name.equalsASCIICaseInsensitive("content-length"):
+                contentLengths.append(value)
+            case 17 where name.equalsASCIICaseInsensitive("transfer-encoding"):
+                transferEncoding = (transferEncoding.map { $0 + "," } ?? "") + value
+            default:
+                break
+            }
+        }
         if headerBytes > settings.maxHeaderBytes {
             sendErrorAndClose(.requestHeaderFieldsTooLarge)
             return
         }
         // Framing checks against request smuggling (RFC 9112 6.3).
-        let te = head.headers[canonicalForm: "Transfer-Encoding"]
-        let cls = head.headers["Content-Length"]
-        if !te.isEmpty && !cls.isEmpty {
+        if transferEncoding != nil && !contentLengths.isEmpty {
             sendErrorAndClose(.badRequest, detail: "both Transfer-Encoding and Content-Length")
             return
         }
         var contentLength: Int?
-        if !cls.isEmpty {
-            let values = Set(cls.flatMap { $0.split(separator: ",").map { String($0).trimmingASCIISpaces } })
-            guard values.count == 1, let v = values.first, let n = Int(v), n >= 0, v.allSatisfy(\.isASCII) else {
+        if !contentLengths.isEmpty {
+            let values = Set(contentLengths.flatMap { $0.split(separator: ",").map { String($0).trimmingASCIISpaces } })
+            guard values.count == 1, let v = values.first, !v.isEmpty, v.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+                  let n = Int(v) else {
                 sendErrorAndClose(.badRequest, detail: "invalid Content-Length")
                 return
             }
             contentLength = n
         }
-        if !te.isEmpty && te.last.map({ $0.lowercased() }) != "chunked" {
+        if let te = transferEncoding,
+           te.split(separator: ",").last.map({ String($0).trimmingASCIISpaces.lowercased() }) != "chunked" {
             sendErrorAndClose(.notImplemented, detail: "unsupported transfer encoding")
             return
         }
-        if head.version.minor >= 1 && !head.headers.contains(name: "Host") {
+        if head.version.minor >= 1 && hostCount == 0 {
             sendErrorAndClose(.badRequest, detail: "missing required Host header")
             return
         }
-        let hosts = head.headers["Host"]
-        if hosts.count > 1 {
+        if hostCount > 1 {
             sendErrorAndClose(.badRequest, detail: "too many Host headers")
             return
         }
         var expectContinue = false
-        if let expect = head.headers.first(name: "Expect") {
-            if expect.lowercased() == "100-continue" && head.version.minor >= 1 {
+        if let expect {
+            if expect.equalsASCIICaseInsensitive("100-continue") && head.version.minor >= 1 {
                 expectContinue = true
             } else if head.version.minor >= 1 {
                 sendErrorAndClose(.expectationFailed)
                 return
             }
         }
+        let keepAlive = head.version.minor >= 1 ? !connectionClose : (connectionKeepAlive && !connectionClose)
         let target: RequestTarget
         do {
             target = try RequestTarget(parsing: head.uri, method: head.method)
@@ -289,7 +324,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
 
-        let hasBody = !te.isEmpty || (contentLength ?? 0) > 0
+        let hasBody = transferEncoding != nil || (contentLength ?? 0) > 0
         var stream: BodyStream?
         if hasBody {
             let loop = context.eventLoop
@@ -302,33 +337,31 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             }
         }
-        let body = RequestBody(stream: stream, expectedLength: te.isEmpty ? (contentLength ?? 0) : nil)
-        let host = hosts.first ?? target.authority ?? ""
+        let body = RequestBody(stream: stream, expectedLength: transferEncoding == nil ? (contentLength ?? 0) : nil)
+        let requestHost = host ?? target.authority ?? ""
         let request = Request(
-            method: head.method, target: target, version: head.version, headers: head.headers, host: host,
+            method: head.method, target: target, version: head.version, headers: head.headers, host: requestHost,
             scheme: settings.scheme, body: body, remoteAddress: remoteAddress, localAddress: localAddress,
             server: server.info
         )
         let writer = HTTP1ResponseWriter(
             connection: self, requestVersion: head.version, isHEAD: head.method == .HEAD,
-            requestCloses: !head.isKeepAlive || slot.isClosing
+            requestCloses: !keepAlive || slot.isClosing
         )
         let exchange = Exchange(request: request, writer: writer, body: stream, expectContinue: expectContinue && hasBody)
         current = exchange
+        requestStartedAt = request.startTime
         if hasBody {
             receiving = exchange
-            if let t = settings.readTimeout { bodyDeadline = schedule(t) { $0.closeForTimeout() } }
-            resetBodyIdleTimer()
+            bodyActivityAt = request.startTime
         }
-        if let t = settings.writeTimeout { writeDeadline = schedule(t) { $0.closeForTimeout() } }
 
         // The task runs on this connection's event loop (its executor), where the request, writer and exchange
         // live; nothing else touches them meanwhile except on this loop.
-        let confined = LoopConfined(value: (self, exchange))
+        let handle = ExchangeHandle(connection: self, exchange: exchange)
         exchange.task = Task(executorPreference: executor) {
-            let (connection, exchange) = confined.value
-            await server.serve(exchange.request, exchange.writer)
-            connection.finishOnLoop(exchange)
+            await server.serve(handle.exchange.request, handle.exchange.writer)
+            handle.connection.finishOnLoop(handle.exchange)
         }
     }
 
@@ -353,14 +386,15 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         if loop.inEventLoop {
             handlerFinished(exchange)
         } else {
-            let confined = LoopConfined(value: (self, exchange))
-            loop.execute { confined.value.0.handlerFinished(confined.value.1) }
+            let handle = ExchangeHandle(connection: self, exchange: exchange)
+            loop.execute { handle.connection.handlerFinished(handle.exchange) }
         }
     }
 
     private func handlerFinished(_ exchange: Exchange) {
         exchange.handlerDone = true
-        cancel(&writeDeadline)
+        requestStartedAt = nil
+        writeStalledAt = nil
         guard !closed else { return }
         if exchange.writer.closeAfter || slot.isClosing {
             closeGracefully()
@@ -393,7 +427,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             if closed { return }
         }
         if current == nil {
-            startIdleTimer()
+            idleSince = .now()
         }
         maybeResumeReading()
     }
@@ -420,9 +454,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             context.flush()
         }
         if !context.channel.isWritable {
-            if let t = settings.writeIdleTimeout, bodyIdleTimer == nil {
-                bodyIdleTimer = schedule(t) { $0.closeForTimeout() }
-            }
+            if writeStalledAt == nil { writeStalledAt = .now() }
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
                 writabilityWaiters.append(c)
             }
@@ -445,11 +477,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     func closeGracefully() {
         guard !closed else { return }
         if let current, !current.handlerDone { return }
-        cancelTimers()
-        let channel = context.channel
         context.flush()
         context.close(mode: .all, promise: nil)
-        _ = channel
     }
 
     /// Called by the listener when it shuts down: idle connections close now, busy ones after their response.
@@ -459,20 +488,19 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func closeForTimeout() {
         guard !closed else { return }
-        if let current, current.writer.status == nil && !current.writer.finished && current.bodyComplete == false {
+        if let current, current.writer.status == nil && !current.writer.finished && !current.bodyComplete {
             sendErrorAndClose(.requestTimeout)
             return
         }
         context.close(promise: nil)
     }
 
-    /// Bytes arrived before a head was parsed: start the header timer, cut off heads that never end.
+    /// Bytes arrived before a head was parsed: the header timeout starts, and heads that never end are cut off.
     func headBytesArrived(_ count: Int) {
         guard awaitingHead, !closed else { return }
-        if headerTimer == nil, let t = settings.readHeaderTimeout {
-            idleTimer?.cancel()
-            idleTimer = nil
-            headerTimer = schedule(t) { $0.closeForTimeout() }
+        if headStartedAt == nil && settings.readHeaderTimeout != nil {
+            headStartedAt = .now()
+            idleSince = nil
         }
         headBytesPending += count
     }
@@ -483,43 +511,47 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func startIdleTimer() {
-        idleTimer?.cancel()
-        idleTimer = nil
-        if let t = settings.idleTimeout {
-            idleTimer = schedule(t) { $0.context.close(promise: nil) }
-        }
-    }
-
-    private func resetBodyIdleTimer() {
-        cancel(&bodyIdleTimer)
-        if let t = settings.readIdleTimeout {
-            bodyIdleTimer = schedule(t) { $0.closeForTimeout() }
-        }
-    }
-
-    private func bodyIdleTimerCancel(write: Bool) {
-        if write, receiving == nil { cancel(&bodyIdleTimer) }
-    }
-
-    private func cancel(_ timer: inout Scheduled<Void>?) {
-        timer?.cancel()
-        timer = nil
-    }
-
-    private func cancelTimers() {
-        cancel(&idleTimer)
-        cancel(&headerTimer)
-        cancel(&bodyDeadline)
-        cancel(&bodyIdleTimer)
-        cancel(&writeDeadline)
-    }
-
-    private func schedule(_ delay: TimeAmount, _ action: @escaping (HTTP1Connection) -> Void) -> Scheduled<Void> {
+    private func armTimer() {
+        guard timer == nil, !closed else { return }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let actionBound = NIOLoopBound(action, eventLoop: context.eventLoop)
-        return context.eventLoop.scheduleTask(in: delay) { actionBound.value(loopBound.value) }
+        timer = context.eventLoop.scheduleTask(in: timerCap) { loopBound.value.timerFired() }
     }
+
+    /// Checks every deadline; acts on the first that has passed, and re-arms otherwise.
+    private func timerFired() {
+        timer = nil
+        guard !closed else { return }
+        let now = NIODeadline.now()
+        func passed(_ since: NIODeadline?, _ limit: TimeAmount?) -> Bool {
+            guard let since, let limit else { return false }
+            return now - since >= limit
+        }
+        if passed(headStartedAt, settings.readHeaderTimeout) {
+            sendErrorAndClose(.requestTimeout)
+            return
+        }
+        if current == nil && receiving == nil && passed(idleSince, settings.idleTimeout) {
+            context.close(promise: nil)
+            return
+        }
+        if receiving != nil && (passed(requestStartedAt, settings.readTimeout) || passed(bodyActivityAt, settings.readIdleTimeout)) {
+            closeForTimeout()
+            return
+        }
+        if let current, !current.handlerDone,
+           passed(requestStartedAt, settings.writeTimeout) || passed(writeStalledAt, settings.writeIdleTimeout) {
+            closeForTimeout()
+            return
+        }
+        armTimer()
+    }
+}
+
+/// The connection and exchange a request task works on; both belong to the connection's event loop, where the
+/// task runs.
+struct ExchangeHandle: @unchecked Sendable {
+    let connection: HTTP1Connection
+    let exchange: HTTP1Connection.Exchange
 }
 
 /// The client went away while its request was being served.

@@ -258,19 +258,15 @@ final class HTTP1ResponseWriter: ResponseWriter, Flushing, ResponseAccounting {
         wireBytes += buf.writerIndex - start
     }
 
+    /// Status lines with Go's reason phrases (as Caddy sends them), precomputed.
     private static let statusLines: [String] = (0..<600).map { code in
-        let s = HTTPResponseStatus(statusCode: code)
-        return "HTTP/1.1 \(code) \(s.reasonPhrase)\r\n"
+        "HTTP/1.1 \(code) \(HTTPResponseStatusText.text(code))\r\n"
     }
 
     static func statusLine(_ status: HTTPResponseStatus) -> String {
         let code = Int(status.code)
-        if code < statusLines.count, case .custom = status {
-            return "HTTP/1.1 \(code) \(status.reasonPhrase)\r\n"
-        } else if code < statusLines.count {
-            return statusLines[code]
-        }
-        return "HTTP/1.1 \(code) \(status.reasonPhrase)\r\n"
+        if code < statusLines.count { return statusLines[code] }
+        return "HTTP/1.1 \(code) \r\n"
     }
 }
 

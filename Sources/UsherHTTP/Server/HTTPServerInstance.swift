@@ -23,17 +23,11 @@ public final class HTTPServerInstance: Sendable {
     let errorChain: (any HTTPHandler)?
     let settings: ConnectionSettings
     let logs: ServerLogConfig?
-    let trustedProxies: (any IPRangeSource)?
-    let clientIPHeaders: [String]
-    let trustedProxiesStrict: Bool
-    let trustedProxiesUnix: Bool
-    let namedRoutes: [String: any HTTPHandler]
     let router: LogRouter
     let errorLogger: Logger
 
     init(name: String, config: ServerConfig, router: LogRouter) {
         self.name = name
-        self.info = ServerInfo(name: name)
         self.listen = config.listen
         self.primary = config.routes.compile(next: EmptyHandler())
         if let errors = config.errors, !errors.routes.isEmpty {
@@ -43,23 +37,24 @@ public final class HTTPServerInstance: Sendable {
         }
         self.settings = config.connectionSettings
         self.logs = config.logs
-        self.trustedProxies = config.trustedProxies?.module
-        self.clientIPHeaders = config.clientIPHeaders
-        self.trustedProxiesStrict = config.trustedProxiesStrict > 0
-        self.trustedProxiesUnix = config.trustedProxiesUnix
         var named: [String: any HTTPHandler] = [:]
         for (n, r) in config.namedRoutes {
             named[n] = RouteList([r]).compile(next: EmptyHandler())
         }
-        self.namedRoutes = named
+        self.info = ServerInfo(
+            name: name,
+            namedRoutes: named,
+            clientIP: ClientIPResolver(
+                trustedProxies: config.trustedProxies?.module, headers: config.clientIPHeaders,
+                strict: config.trustedProxiesStrict > 0, trustUnix: config.trustedProxiesUnix
+            )
+        )
         self.router = router
         self.errorLogger = router.logger("http.log.error")
     }
 
     /// Serves one request to completion: client IP, the handler chain, error routes, the access log.
     func serve(_ request: Request, _ writer: some RootResponseWriter) async {
-        determineClientIP(request)
-        request.namedRoutes = namedRoutes
         writer.headers.add(name: "Server", value: "Usher")
         request.topWriter = writer
         do {
@@ -78,7 +73,7 @@ public final class HTTPServerInstance: Sendable {
     }
 
     private func handleError(_ error: any Error, _ request: Request, _ writer: some RootResponseWriter) async {
-        if error is ClientDisconnectedError || error is CancellationError {
+        if error is ClientDisconnectedError || error is CancellationError || error is AbortConnectionError {
             writer.abandon()
             return
         }
@@ -117,65 +112,6 @@ public final class HTTPServerInstance: Sendable {
             return
         }
         try? await writer.writeHead(HTTPResponseStatus(statusCode: status))
-    }
-
-    // MARK: - Client IP
-
-    private func determineClientIP(_ request: Request) {
-        guard let remote = request.remoteAddress else { return }
-        if case .unixDomainSocket = remote {
-            if trustedProxiesUnix {
-                request.isFromTrustedProxy = true
-                let ranges = trustedProxies?.ranges(for: request) ?? []
-                request.clientIP = trustedProxiesStrict
-                    ? strictClientIP(request, ranges: ranges, fallback: "@") : realClientIP(request, fallback: "@")
-            }
-            return
-        }
-        guard let ip = remote.ip else { return }
-        let ipText = ip.description
-        guard let trustedProxies else {
-            request.clientIP = ipText
-            return
-        }
-        let ranges = trustedProxies.ranges(for: request)
-        if ranges.contains(where: { $0.contains(ip) }) {
-            request.isFromTrustedProxy = true
-            request.clientIP = trustedProxiesStrict
-                ? strictClientIP(request, ranges: ranges, fallback: ipText) : realClientIP(request, fallback: ipText)
-        } else {
-            request.clientIP = ipText
-        }
-    }
-
-    private func headerIPs(_ request: Request, _ field: String) -> [Substring] {
-        request.headers[field].joined(separator: ",").split(separator: ",", omittingEmptySubsequences: false)
-    }
-
-    private static func parseIPPart(_ part: Substring) -> IPAddress? {
-        var host = String(part).trimmingASCIISpaces
-        let (h, p) = splitHostPort(host)
-        if !p.isEmpty || host.hasPrefix("[") { host = h }
-        if let pct = host.firstIndex(of: "%") { host = String(host[..<pct]) }
-        return IPAddress(host)
-    }
-
-    private func realClientIP(_ request: Request, fallback: String) -> String {
-        let parts = clientIPHeaders.flatMap { headerIPs(request, $0) }
-        for part in parts {
-            if let ip = Self.parseIPPart(part) { return ip.description }
-        }
-        return fallback
-    }
-
-    private func strictClientIP(_ request: Request, ranges: [IPPrefix], fallback: String) -> String {
-        for field in clientIPHeaders {
-            for part in headerIPs(request, field).reversed() {
-                guard let ip = Self.parseIPPart(part) else { continue }
-                if !ranges.contains(where: { $0.contains(ip) }) { return ip.description }
-            }
-        }
-        return fallback
     }
 
     // MARK: - Access log
@@ -235,7 +171,10 @@ public final class HTTPServerInstance: Sendable {
         fields.append(LogField("method", .string(request.original.method.rawValue)))
         fields.append(LogField("host", .string(request.host)))
         fields.append(LogField("uri", .string(request.original.uri)))
-        fields.append(LogField("headers", headersLogObject(request.headers, credentials: credentials)))
+        // Go keeps Host out of the header map; so do the logs.
+        var headers = request.headers
+        headers.remove(name: "Host")
+        fields.append(LogField("headers", headersLogObject(headers, credentials: credentials)))
         return .object(fields)
     }
 

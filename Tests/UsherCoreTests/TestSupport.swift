@@ -1,0 +1,5 @@
+import NIOPosix
+
+enum SingletonTestLoop {
+    static let group = MultiThreadedEventLoopGroup.singleton
+}
