@@ -64,16 +64,20 @@ public struct HeaderOps: Decodable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        add = try Self.fields(c, .add)
-        set = try Self.fields(c, .set)
-        delete = try c.decodeIfPresent([String].self, forKey: .delete) ?? []
-        let rep = try c.decodeIfPresent([String: [HeaderReplacement]].self, forKey: .replace) ?? [:]
-        replace = rep.keys.sorted().map { (name: $0, replacements: rep[$0]!) }
+        try self.init(c, add: .add, set: .set, delete: .delete, replace: .replace)
     }
 
-    private static func fields(_ c: KeyedDecodingContainer<CodingKeys>, _ key: CodingKeys) throws -> [(name: String, values: [String])] {
-        let d = try c.decodeIfPresent([String: [String]].self, forKey: key) ?? [:]
-        return d.keys.sorted().map { (name: $0, values: d[$0]!) }
+    /// Decodes the operations from a container that has other members too (response ops).
+    init<K: CodingKey>(_ c: KeyedDecodingContainer<K>, add addKey: K, set setKey: K, delete deleteKey: K, replace replaceKey: K) throws {
+        func fields(_ key: K) throws -> [(name: String, values: [String])] {
+            let d = try c.decodeIfPresent([String: [String]].self, forKey: key) ?? [:]
+            return d.keys.sorted().map { (name: $0, values: d[$0]!) }
+        }
+        add = try fields(addKey)
+        set = try fields(setKey)
+        delete = try c.decodeIfPresent([String].self, forKey: deleteKey) ?? []
+        let rep = try c.decodeIfPresent([String: [HeaderReplacement]].self, forKey: replaceKey) ?? [:]
+        replace = rep.keys.sorted().map { (name: $0, replacements: rep[$0]!) }
     }
 
     public var isEmpty: Bool { add.isEmpty && set.isEmpty && delete.isEmpty && replace.isEmpty }
@@ -159,7 +163,12 @@ public struct HeadersHandler: MiddlewareHandler {
             let wrapper = HeaderOpsWriter(writer, ops: response.ops, require: response.require, replacer: request.replacer)
             return try await next.serve(request, wrapper)
         }
-        if let ops = response.ops { ops.apply(to: &writer.headers, request.replacer) }
+        if let ops = response.ops {
+            // Work on a copy: placeholders in the ops may read the response headers themselves.
+            var h = writer.headers
+            ops.apply(to: &h, request.replacer)
+            writer.headers = h
+        }
         try await next.serve(request, writer)
     }
 }
@@ -177,7 +186,7 @@ public struct ResponseHeaderOps: Decodable, Sendable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let anyOps = c.contains(.add) || c.contains(.set) || c.contains(.delete) || c.contains(.replace)
-        ops = anyOps ? try HeaderOps(from: decoder) : nil
+        ops = anyOps ? try HeaderOps(c, add: .add, set: .set, delete: .delete, replace: .replace) : nil
         require = try c.decodeIfPresent(ResponseMatcher.self, forKey: .require)
         deferred = try c.decodeIfPresent(Bool.self, forKey: .deferred) ?? false
     }
@@ -201,8 +210,10 @@ final class HeaderOpsWriter: WrappingResponseWriter {
     func writeHead(_ status: HTTPResponseStatus) async throws {
         if !applied {
             if status.code < 100 || status.code > 199 { applied = true }
-            if require?.matches(status: Int(status.code), headers: wrappedWriter.headers) ?? true {
-                ops?.apply(to: &wrappedWriter.headers, replacer)
+            if require?.matches(status: Int(status.code), headers: wrappedWriter.headers) ?? true, let ops {
+                var h = wrappedWriter.headers
+                ops.apply(to: &h, replacer)
+                wrappedWriter.headers = h
             }
         }
         try await wrappedWriter.writeHead(status)

@@ -32,8 +32,11 @@ final class StrictJSONDecoder: Decoder {
     let registry: ModuleRegistry?
     /// A member to skip in the strict check: the inline key that named this module (`"handler"`).
     let ignoredKey: String?
-    /// Whether a keyed container was asked for, i.e. the members were checked.
+    /// Whether the module looked at its value at all (a container, or the raw JSON); if not, its members were
+    /// never checked.
     private(set) var requestedKeyedContainer = false
+
+    func markInspected() { requestedKeyedContainer = true }
     var userInfo: [CodingUserInfoKey: Any] {
         guard let registry else { return [:] }
         return [.usherModuleRegistry: registry]
@@ -89,12 +92,14 @@ final class StrictJSONDecoder: Decoder {
     }
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
+        requestedKeyedContainer = true
         guard case .array(let array) = value else { throw typeError(expected: "an array") }
         return StrictUnkeyedContainer(decoder: self, array: array)
     }
 
     func singleValueContainer() throws -> any SingleValueDecodingContainer {
-        StrictSingleValueContainer(decoder: self)
+        requestedKeyedContainer = true
+        return StrictSingleValueContainer(decoder: self)
     }
 }
 
@@ -292,6 +297,7 @@ extension JSONValue: Decodable {
     /// Takes the raw value from the config decoder; from other decoders, rebuilds it as far as they allow.
     public init(from decoder: any Decoder) throws {
         if let strict = decoder as? StrictJSONDecoder {
+            strict.markInspected()
             self = strict.value
             return
         }
@@ -317,7 +323,11 @@ extension JSONValue: Decodable {
 
 extension Decoder {
     /// The raw JSON this decoder reads, when it is the config decoder.
-    public var rawJSON: JSONValue? { (self as? StrictJSONDecoder)?.value }
+    public var rawJSON: JSONValue? {
+        guard let strict = self as? StrictJSONDecoder else { return nil }
+        strict.markInspected()
+        return strict.value
+    }
 
     /// The JSON path of this decoder's value, for error messages.
     public var configPath: String { jsonPathString(codingPath) }

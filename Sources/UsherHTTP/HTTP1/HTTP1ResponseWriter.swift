@@ -152,9 +152,11 @@ final class HTTP1ResponseWriter: ResponseWriter, Flushing, ResponseAccounting {
 
         if let c = h.first(name: "Connection"), c.lowercased().contains("close") { closeAfter = true }
         if requestCloses { closeAfter = true }
+        let isHTTP10 = requestVersion.major == 1 && requestVersion.minor == 0
         if closeAfter {
-            if !h.contains(name: "Connection") { h.add(name: "Connection", value: "close") }
-        } else if requestVersion.major == 1 && requestVersion.minor == 0 {
+            // HTTP/1.0 closes by default, so Go (and Caddy) say nothing there.
+            if !isHTTP10 && !h.contains(name: "Connection") { h.add(name: "Connection", value: "close") }
+        } else if isHTTP10 {
             h.replaceOrAdd(name: "Connection", value: "keep-alive")
         }
         if !h.contains(name: "Date") { h.add(name: "Date", value: connection.dateHeader()) }
@@ -247,7 +249,12 @@ final class HTTP1ResponseWriter: ResponseWriter, Flushing, ResponseAccounting {
 
     private func encodeHead(_ status: HTTPResponseStatus, headers: HTTPHeaders, into buf: inout ByteBuffer) {
         let start = buf.writerIndex
-        buf.writeString(Self.statusLine(status))
+        if requestVersion.major == 1 && requestVersion.minor == 0 {
+            buf.writeStaticString("HTTP/1.0")
+            buf.writeString(String(Self.statusLine(status).dropFirst(8)))
+        } else {
+            buf.writeString(Self.statusLine(status))
+        }
         for (name, value) in headers {
             buf.writeString(name)
             buf.writeStaticString(": ")
