@@ -4,7 +4,8 @@ import Testing
 /// One server whose routes exercise every matcher and handler; each case below is a curl request against it.
 let routingPort = freePort()
 
-let routingConfig = """
+func routingConfig(port routingPort: Int) -> String {
+    """
 {
   "admin": {"listen": "{{ADMIN}}"},
   "apps": {"http": {"servers": {"srv0": {
@@ -129,6 +130,7 @@ let routingConfig = """
   }}}}
 }
 """
+}
 
 
 /// A curl request and what its response must show.
@@ -225,7 +227,7 @@ let routingCases: [RoutingCase] = [
 ]
 
 @Suite("Matchers and handlers over HTTP (curl against the real binary)", SharedServer {
-    try UsherProcess(config: routingConfig, waitPort: routingPort, environment: ["USHER_IT_HOST": "placeholder.test"])
+    try UsherProcess(config: routingConfig(port: routingPort), waitPort: routingPort, environment: ["USHER_IT_HOST": "placeholder.test"])
 })
 struct MatchersAndHandlersTests {
     @Test(arguments: routingCases)

@@ -1,5 +1,8 @@
 import Logging
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 public import UsherCore
 
@@ -109,10 +112,15 @@ final class HTTPAppRuntime: Sendable {
         var acquired: [(ListenerSlot, HTTPServerInstance)] = []
         do {
             for instance in instances {
-                for address in instance.listen {
+                for (i, address) in instance.listen.enumerated() {
                     for a in address.expanded() {
-                        let slot = try await pool.acquire(a, server: instance, group: group)
-                        acquired.append((slot, instance))
+                        do {
+                            let slot = try await pool.acquire(a, server: instance, group: group)
+                            acquired.append((slot, instance))
+                        } catch {
+                            throw ConfigError(path: "apps.http.servers.\(instance.name).listen[\(i)]",
+                                              "listening on \(a): \(describeSocketError(error))")
+                        }
                     }
                 }
             }
@@ -167,4 +175,12 @@ final class HTTPAppRuntime: Sendable {
             }
         }
     }
+}
+
+/// A socket error in plain words ("address already in use"), without NIO's call-site detail.
+func describeSocketError(_ error: any Error) -> String {
+    if let io = error as? IOError {
+        return String(cString: strerror(io.errnoCode)).lowercased()
+    }
+    return "\(error)"
 }

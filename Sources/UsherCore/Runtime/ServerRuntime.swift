@@ -98,6 +98,7 @@ public actor ServerRuntime {
             for name in started.reversed() { await context.apps[name]!.stop() }
             await context.runCleanups()
             if let newAdmin { await newAdmin.stop() }
+            if let e = error as? ConfigError, !e.path.isEmpty { throw e }
             throw ConfigError(path: "apps.\(context.appOrder[started.count])", "starting app: \(error.usherDescription)")
         }
 
