@@ -84,6 +84,22 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Test-only modules and the test build of the binary that includes them (never shipped).
+        .target(
+            name: "UsherTestModules",
+            dependencies: [
+                "UsherCore", "UsherHTTP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "usher-test",
+            dependencies: ["UsherCLI", "UsherStandard", "UsherTestModules"],
+            swiftSettings: swiftSettings
+        ),
+
         // The floor our HTTP/1.1 server is measured against: NIO's stock pipeline and one fixed response.
         .executableTarget(
             name: "bare-nio-baseline",
@@ -117,7 +133,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["usher"],
+            dependencies: ["usher", "usher-test"],
             path: "IntegrationTests/Tests",
             swiftSettings: swiftSettings
         ),

@@ -261,3 +261,43 @@ struct SharedServer: SuiteTrait, TestScoping {
         return s
     }
 }
+
+/// The test build of usher (standard modules plus test-only ones such as `http.handlers.test_stream`).
+var usherTestBinary: String {
+    if let b = ProcessInfo.processInfo.environment["USHER_TEST_BIN"], !b.isEmpty { return b }
+    return URL(fileURLWithPath: usherBinary).deletingLastPathComponent().appendingPathComponent("usher-test").path
+}
+
+/// Samples a process's resident memory every 50 ms in the background and keeps the peak.
+final class RSSSampler: @unchecked Sendable {
+    private let lock = NSLock()
+    private var peakKiB = 0
+    private var running = true
+    private let thread: Thread
+
+    init(pid: Int32) {
+        let box = Box()
+        thread = Thread {
+            while box.sampler?.isRunning ?? true {
+                box.sampler?.record(residentKiB(pid: pid))
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        box.sampler = self
+        thread.start()
+    }
+
+    private final class Box: @unchecked Sendable { weak var sampler: RSSSampler? }
+
+    private var isRunning: Bool { lock.lock(); defer { lock.unlock() }; return running }
+    private func record(_ kib: Int) { lock.lock(); peakKiB = max(peakKiB, kib); lock.unlock() }
+
+    /// Stops sampling and returns the peak in KiB.
+    func stop() -> Int {
+        lock.lock()
+        running = false
+        let p = peakKiB
+        lock.unlock()
+        return p
+    }
+}

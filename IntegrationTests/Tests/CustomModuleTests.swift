@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+
+/// Builds the third-party fixture package (its own `http.handlers.hello` module and a custom binary) with the
+/// public API only, then checks the binary lists and runs the module.
+@Suite("Custom modules from a separate package", .timeLimit(.minutes(20)))
+struct CustomModuleTests {
+    @Test("the fixture builds into a binary whose list-modules shows http.handlers.hello, and it answers")
+    func fixtureBinary() throws {
+        let fixture = packageRoot.appendingPathComponent("IntegrationTests/Fixtures/ExampleModule")
+        let scratch = packageRoot.appendingPathComponent(".build-fixture")
+        let build = try runCommand("/usr/bin/env", ["swift", "build", "--package-path", fixture.path, "--scratch-path", scratch.path],
+                                   environment: ["USHER_PACKAGE_PATH": packageRoot.path], timeout: 1100)
+        #expect(build.status == 0, "swift build failed:\n\(build.stdout.suffix(3000))\n\(build.stderr.suffix(3000))")
+        let binary = scratch.appendingPathComponent("debug/usher-hello").path
+
+        let list = try runCommand(binary, ["list-modules", "--packages", "--versions"])
+        #expect(list.status == 0)
+        #expect(list.stdout.contains("http.handlers.hello 1.0.0 example.com/hello"))
+        #expect(list.stdout.contains("http.handlers.static_response"))
+        #expect(list.stdout.contains("Non-standard modules: 1"))
+
+        let port = freePort()
+        let config = """
+        {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+          "routes": [{"handle": [{"handler": "hello", "name": "{http.request.uri.query.who}", "status": 201}]}]}}}}}
+        """
+        let s = try UsherProcess(config: config, waitPort: port, binary: binary)
+        defer { s.stop() }
+        let r = try curl(["http://127.0.0.1:\(port)/?who=Usher"])
+        #expect(r.status == 201)
+        #expect(r.body == "Hello, Usher!")
+
+        // The module's own validation runs like any other's.
+        let bad = try admin(s, "POST", "/load", body: """
+            {"admin": {"listen": "\(s.adminAddress)"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "hello", "status": 99}]}]}}}}}
+            """)
+        #expect(bad.status == 400)
+        #expect(bad.body.contains("apps.http.servers.s.routes[0].handle[0] (http.handlers.hello): status: 99 is not a final status code"), "\(bad.body)")
+    }
+}

@@ -1,0 +1,38 @@
+import NIOCore
+import NIOHTTP1
+public import UsherCore
+public import UsherHTTP
+
+/// `http.handlers.test_stream` (test builds only): reads the whole request body, counting bytes, then streams
+/// `?size=N` bytes of response in 64 KiB chunks, with `X-Request-Bytes` telling how many bytes it read. Exercises
+/// streaming both ways without buffering.
+public struct StreamTestHandler: MiddlewareHandler {
+    public static let moduleID: ModuleID = "http.handlers.test_stream"
+
+    public func serve(_ request: Request, _ writer: any ResponseWriter, next: any HTTPHandler) async throws {
+        var received = 0
+        for try await chunk in request.body { received += chunk.readableBytes }
+        let size = Int(request.queryValue("size") ?? "0") ?? 0
+        writer.headers.replaceOrAdd(name: "X-Request-Bytes", value: String(received))
+        writer.headers.replaceOrAdd(name: "Content-Type", value: "application/octet-stream")
+        if request.queryValue("length") == "known" {
+            writer.headers.replaceOrAdd(name: "Content-Length", value: String(size))
+        }
+        try await writer.writeHead(.ok)
+        var chunk = ByteBufferAllocator().buffer(capacity: 65536)
+        chunk.writeRepeatingByte(0x78, count: 65536)
+        var left = size
+        while left > 0 {
+            let n = min(left, 65536)
+            try await writer.write(chunk.getSlice(at: 0, length: n)!)
+            left -= n
+        }
+    }
+}
+
+/// Modules for integration tests; never part of the shipped `usher` binary.
+public enum TestModules: ModuleBundle {
+    public static let name = "usher/testing"
+    public static let version = UsherVersion.current
+    public static var modules: [any Module.Type] { [StreamTestHandler.self] }
+}
