@@ -66,6 +66,16 @@ struct StartCommand: AsyncParsableCommand {
         let n = readlink("/proc/self/exe", &exe, exe.count - 1)
         guard n > 0 else { throw CLIError("locating own executable") }
         let path = String(decoding: exe[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // The background server must not hold on to descriptors this process inherited (a caller's pipes, say).
+        if let dir = opendir("/proc/self/fd") {
+            var fds: [Int32] = []
+            while let ent = readdir(dir) {
+                let name = withUnsafeBytes(of: ent.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if let fd = Int32(name), fd > 2 { fds.append(fd) }
+            }
+            closedir(dir)
+            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         // 0x80 is POSIX_SPAWN_SETSID, which Glibc does not export to Swift: the server gets its own session.
