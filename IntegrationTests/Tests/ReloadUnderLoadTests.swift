@@ -64,3 +64,34 @@ struct ReloadUnderLoadTests {
         #expect(counts.count == 3 && counts[0] > 1000 && counts[1] > 1000, "\(bodies)")
     }
 }
+
+/// Open file descriptors of a process.
+func openFDs(pid: Int32) -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+}
+
+@Suite("Connection churn", .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk"), "needs wrk"))
+struct ConnectionChurnTests {
+    @Test("thousands of short connections leave no descriptors or memory behind")
+    func noLeaks() throws {
+        let port = freePort()
+        let s = try UsherProcess(config: simpleConfig(port: port, body: "churn"), waitPort: port)
+        defer { s.stop() }
+        func churn() throws -> Int {
+            let r = try runCommand("/usr/bin/wrk", ["-t1", "-c16", "-d3s", "-H", "Connection: close", "http://127.0.0.1:\(port)/"], timeout: 30)
+            let line = r.stdout.split(separator: "\n").first { $0.contains("requests in") } ?? ""
+            return Int(line.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "0") ?? 0
+        }
+        _ = try churn()
+        Thread.sleep(forTimeInterval: 0.5)
+        let fdsBefore = openFDs(pid: s.pid)
+        let rssBefore = residentKiB(pid: s.pid)
+        let requests = try churn() + churn()
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(requests > 2000, "only \(requests) connections were made")
+        #expect(openFDs(pid: s.pid) <= fdsBefore, "descriptors leaked")
+        let growth = residentKiB(pid: s.pid) - rssBefore
+        // A leak of even 256 bytes per connection would show over this many connections.
+        #expect(growth < max(2048, requests / 4), "RSS grew \(growth) KiB over \(requests) connections")
+    }
+}

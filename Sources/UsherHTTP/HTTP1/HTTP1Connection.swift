@@ -40,8 +40,11 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     let slot: ListenerSlot
     let settings: ConnectionSettings
     let executor: EventLoopTaskExecutor
-    private(set) var context: ChannelHandlerContext!
-    var allocator: ByteBufferAllocator { context.channel.allocator }
+    /// Set while the handler is in a pipeline; cleared when it leaves, so the handler and its context do not keep
+    /// each other (and the whole channel) alive.
+    private var context: ChannelHandlerContext?
+    let allocator = ByteBufferAllocator()
+    var eventLoop: any EventLoop { executor.eventLoop }
 
     private var current: Exchange?
     /// The exchange whose request body is still arriving (possibly after its handler finished).
@@ -95,6 +98,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         teardown()
+        self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -146,7 +150,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func maybeResumeReading() {
-        if pendingRead && shouldRead {
+        if pendingRead && shouldRead, let context {
             pendingRead = false
             context.read()
         }
@@ -163,13 +167,16 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             sendErrorAndClose(status)
             return
         }
-        if error is ByteToMessageDecoderError { sendErrorAndClose(.badRequest); return }
+        if error is ByteToMessageDecoderError {
+            sendErrorAndClose(.badRequest)
+            return
+        }
         context.close(promise: nil)
     }
 
     /// A protocol error before a handler ran: answer as Go does (status text as body) and close.
     func sendErrorAndClose(_ status: HTTPResponseStatus, detail: String? = nil) {
-        guard !closed else { return }
+        guard !closed, let context else { return }
         if let current, current.writer.status != nil || current.writer.finished {
             // A response is already under way; all we can do is close.
             context.close(promise: nil)
@@ -327,7 +334,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         let hasBody = transferEncoding != nil || (contentLength ?? 0) > 0
         var stream: BodyStream?
         if hasBody {
-            let loop = context.eventLoop
+            let loop = eventLoop
             let connection = NIOLoopBound(self, eventLoop: loop)
             stream = BodyStream(highWatermark: settings.bodyWindow) { first in
                 if loop.inEventLoop {
@@ -372,7 +379,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.continueSent = true
             var buf = allocator.buffer(capacity: 25)
             buf.writeStaticString("HTTP/1.1 100 Continue\r\n\r\n")
-            context.writeAndFlush(wrapOutboundOut(buf), promise: nil)
+            context?.writeAndFlush(wrapOutboundOut(buf), promise: nil)
         }
         if bodyBackpressure {
             bodyBackpressure = false
@@ -436,17 +443,17 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Writes bytes for the current response (`nil`: flush only), waiting while the socket is not writable.
     func send(_ buffer: ByteBuffer?, flush: Bool) async throws {
-        guard context.eventLoop.inEventLoop else {
-            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            let sendable = buffer.map { NIOLoopBound($0, eventLoop: context.eventLoop) }
-            try await context.eventLoop.flatSubmit {
+        guard eventLoop.inEventLoop else {
+            let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+            let sendable = buffer.map { NIOLoopBound($0, eventLoop: eventLoop) }
+            try await eventLoop.flatSubmit {
                 let promise = loopBound.eventLoop.makePromise(of: Void.self)
                 promise.completeWithTask { try await loopBound.value.send(sendable?.value, flush: flush) }
                 return promise.futureResult
             }.get()
             return
         }
-        guard !closed else { throw ClientDisconnectedError() }
+        guard !closed, let context else { throw ClientDisconnectedError() }
         if let buffer {
             context.write(wrapOutboundOut(buffer), promise: nil)
         }
@@ -475,7 +482,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Closes once the current response is out; idle connections close at once.
     func closeGracefully() {
-        guard !closed else { return }
+        guard !closed, let context else { return }
         if let current, !current.handlerDone { return }
         context.flush()
         context.close(mode: .all, promise: nil)
@@ -486,8 +493,13 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         if current == nil && receiving == nil { closeGracefully() }
     }
 
+    /// Closes now, whatever is in flight.
+    func forceClose() {
+        context?.close(promise: nil)
+    }
+
     private func closeForTimeout() {
-        guard !closed else { return }
+        guard !closed, let context else { return }
         if let current, current.writer.status == nil && !current.writer.finished && !current.bodyComplete {
             sendErrorAndClose(.requestTimeout)
             return
@@ -513,8 +525,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func armTimer() {
         guard timer == nil, !closed else { return }
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: timerCap) { loopBound.value.timerFired() }
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        timer = eventLoop.scheduleTask(in: timerCap) { loopBound.value.timerFired() }
     }
 
     /// Checks every deadline; acts on the first that has passed, and re-arms otherwise.
@@ -531,7 +543,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         if current == nil && receiving == nil && passed(idleSince, settings.idleTimeout) {
-            context.close(promise: nil)
+            forceClose()
             return
         }
         if receiving != nil && (passed(requestStartedAt, settings.readTimeout) || passed(bodyActivityAt, settings.readIdleTimeout)) {

@@ -53,7 +53,7 @@ final class ListenerSlot: Sendable {
     func setServer(_ server: HTTPServerInstance) { state.withLock { $0.server = server } }
 
     func register(_ connection: HTTP1Connection) {
-        let loop = connection.context.eventLoop
+        let loop = connection.eventLoop
         state.withLock { $0.connections[ObjectIdentifier(connection)] = (loop, LoopConfined(value: connection)) }
     }
 
@@ -97,7 +97,7 @@ final class ListenerSlot: Sendable {
     func forceClose() {
         let conns = state.withLock { Array($0.connections.values) }
         for c in conns {
-            c.loop.execute { c.connection.value.context.close(promise: nil) }
+            c.loop.execute { c.connection.value.forceClose() }
         }
     }
 }
