@@ -32,6 +32,23 @@ struct HTTP1ProtocolTests {
         #expect(out.components(separatedBy: "HTTP/1.1 200 OK").count == 5)
     }
 
+    @Test("two thousand pipelined requests in one write are all answered, in order")
+    func deepPipelining() throws {
+        let port = freePort()
+        let s = try UsherProcess(config: Self.config(port: port), waitPort: port)
+        defer { s.stop() }
+        var batch = ""
+        for i in 0..<2000 { batch += "GET /r\(i) HTTP/1.1\r\nHost: x\r\n\r\n" }
+        batch += "GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        let (out, closed) = try rawExchange(port: port, request(batch), timeout: 20)
+        #expect(closed)
+        let bodies = out.components(separatedBy: "\r\n\r\n").dropFirst().map { $0.components(separatedBy: "HTTP/1.1").first ?? "" }
+        #expect(bodies.count == 2001)
+        #expect(bodies.first == "ok /r0")
+        #expect(bodies.dropLast().last == "ok /r1999")
+        #expect(bodies.last == "ok /last")
+    }
+
     @Test("a response of unknown length is chunked; HEAD gets headers only")
     func framing() throws {
         let port = freePort()

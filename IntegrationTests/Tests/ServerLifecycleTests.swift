@@ -5,13 +5,25 @@ import Testing
 struct ServerLifecycleTests {
     @Test("listen addresses: port ranges, IPv6 loopback and unix sockets")
     func listenForms() throws {
-        let base = freePort()
+        // Tests run in parallel and grab free ports; retry with new ones if a neighbour took ours meanwhile.
+        var lastError: (any Error)?
+        for _ in 0..<3 {
+            do {
+                try listenFormsOnce()
+                return
+            } catch let e as TestFailure where e.description.contains("address already in use") {
+                lastError = e
+            }
+        }
+        throw lastError!
+    }
+
+    func listenFormsOnce() throws {
+        var start = freePort()
+        while portOpen(start + 1) { start = freePort() }
         var p2 = freePort()
-        while p2 == base || p2 == base + 1 { p2 = freePort() }
+        while p2 == start || p2 == start + 1 { p2 = freePort() }
         let sock = FileManager.default.temporaryDirectory.appendingPathComponent("usher-\(UUID().uuidString.prefix(8)).sock").path
-        // A range needs two free neighbouring ports; look for a pair.
-        var start = base
-        while portOpen(start) || portOpen(start + 1) { start = freePort() }
         let config = """
         {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {
           "listen": ["127.0.0.1:\(start)-\(start + 1)", "[::1]:\(p2)", "unix/\(sock)"],

@@ -29,4 +29,15 @@ struct StreamingTests {
         #expect(r.stdout == "200 \(gib) \(gib)", "\(r.stdout) \(r.stderr)")
         #expect(peak > 0 && peak < 64 * 1024, "peak RSS \(peak) KiB")
     }
+
+    @Test("a large response on a closing connection arrives whole before the close", arguments: ["chunked", "known"])
+    func closeAfterLargeResponse(length: String) throws {
+        let port = freePort()
+        let s = try UsherProcess(config: Self.config(port: port), waitPort: port, binary: usherTestBinary)
+        defer { s.stop() }
+        let size = 8 << 20
+        let r = try runCommand("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--limit-rate", "8M",
+                                                 "-H", "Connection: close", "http://127.0.0.1:\(port)/?size=\(size)&length=\(length)"])
+        #expect(r.stdout == "200 \(size)")
+    }
 }

@@ -52,6 +52,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     private var discardBudget = 0
     private var queued = CircularBuffer<HTTPServerRequestPart>()
     private var bodyBackpressure = false
+    private var drainDepth = 0
     private var pendingRead = false
     private var closed = false
     private var writabilityWaiters: [CheckedContinuation<Void, any Error>] = []
@@ -366,7 +367,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         // The task runs on this connection's event loop (its executor), where the request, writer and exchange
         // live; nothing else touches them meanwhile except on this loop.
         let handle = ExchangeHandle(connection: self, exchange: exchange)
-        exchange.task = Task(executorPreference: executor) {
+        exchange.task = Task.immediate(executorPreference: executor) {
             await server.serve(handle.exchange.request, handle.exchange.writer)
             handle.connection.finishOnLoop(handle.exchange)
         }
@@ -426,7 +427,20 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     private func exchangeFinished(_ exchange: Exchange) {
         guard current === exchange else { return }
         current = nil
-        // Pipelined requests received meanwhile go next, in order.
+        // Pipelined requests received meanwhile go next, in order. Requests that complete synchronously would
+        // recurse through here once per queued request; past a few levels, continue on the next loop tick.
+        if drainDepth > 8 && !queued.isEmpty {
+            let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+            eventLoop.execute { loopBound.value.drainQueue() }
+            return
+        }
+        drainQueue()
+    }
+
+    private func drainQueue() {
+        guard current == nil, !closed else { return }
+        drainDepth += 1
+        defer { drainDepth -= 1 }
         while let part = queued.first {
             if case .head = part, current != nil || receiving != nil { break }
             queued.removeFirst()
@@ -484,8 +498,11 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     func closeGracefully() {
         guard !closed, let context else { return }
         if let current, !current.handlerDone { return }
-        context.flush()
-        context.close(mode: .all, promise: nil)
+        // Close once everything written so far is out: closing at once would drop writes still queued.
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(allocator.buffer(capacity: 0))).whenComplete { _ in
+            channel.close(mode: .all, promise: nil)
+        }
     }
 
     /// Called by the listener when it shuts down: idle connections close now, busy ones after their response.
