@@ -5,24 +5,8 @@ import Testing
 struct ServerLifecycleTests {
     @Test("listen addresses: port ranges, IPv6 loopback and unix sockets")
     func listenForms() throws {
-        // Tests run in parallel and grab free ports; retry with new ones if a neighbour took ours meanwhile.
-        var lastError: (any Error)?
-        for _ in 0..<3 {
-            do {
-                try listenFormsOnce()
-                return
-            } catch let e as TestFailure where e.description.contains("address already in use") {
-                lastError = e
-            }
-        }
-        throw lastError!
-    }
-
-    func listenFormsOnce() throws {
-        var start = freePort()
-        while portOpen(start + 1) { start = freePort() }
-        var p2 = freePort()
-        while p2 == start || p2 == start + 1 { p2 = freePort() }
+        let start = freePorts(2)
+        let p2 = freePort()
         let sock = FileManager.default.temporaryDirectory.appendingPathComponent("usher-\(UUID().uuidString.prefix(8)).sock").path
         let config = """
         {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {

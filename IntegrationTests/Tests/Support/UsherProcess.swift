@@ -15,18 +15,59 @@ var usherBinary: String {
     return packageRoot.appendingPathComponent(".build/debug/usher").path
 }
 
-/// A TCP port that was free a moment ago.
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
+/// Hands out ports below the kernel's ephemeral range, so they never collide with the local ports of outgoing
+/// connections (curl, wrk) that tests make in parallel, nor with each other.
+private let portAllocator = PortAllocator()
+
+private final class PortAllocator: @unchecked Sendable {
+    private let lock = NSLock()
+    private var next: Int
+    private let low: Int
+    private let high: Int
+
+    init() {
+        var ephemeralStart = 32768
+        if let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8),
+           let first = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first, let v = Int(first) {
+            ephemeralStart = v
+        }
+        high = max(12000, ephemeralStart - 1)
+        low = 10000
+        next = low + Int(getpid()) % (high - low - 100)
+    }
+
+    /// `count` consecutive ports that are free now.
+    func take(_ count: Int) -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        while true {
+            if next + count > high { next = low }
+            let start = next
+            next += count
+            if (start..<(start + count)).allSatisfy(canBind) { return start }
+        }
+    }
+
+    private func canBind(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
 }
+
+/// A TCP port on 127.0.0.1 that no other test in this run will be given.
+func freePort() -> Int { portAllocator.take(1) }
+
+/// The first of `count` consecutive free ports.
+func freePorts(_ count: Int) -> Int { portAllocator.take(count) }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 func portOpen(_ port: Int) -> Bool {
@@ -80,7 +121,12 @@ final class UsherProcess: @unchecked Sendable {
         try process.run()
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            if !process.isRunning { throw TestFailure("usher exited early (\(process.terminationStatus)): \(self.log)") }
+            if !process.isRunning {
+                process.waitUntilExit()
+                Thread.sleep(forTimeInterval: 0.05)
+                let how = process.terminationReason == .uncaughtSignal ? "signal" : "status"
+                throw TestFailure("usher exited early (\(how) \(process.terminationStatus)): \(self.log)")
+            }
             if portOpen(waitPort ?? adminPort) { return }
             Thread.sleep(forTimeInterval: 0.05)
         }
