@@ -61,6 +61,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Caddyfile syntax: tokens, parser, imports, formatter. No HTTP knowledge.
+        .target(
+            name: "UsherCaddyfile",
+            dependencies: ["UsherCore"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "UsherStandard",
             dependencies: ["UsherCore", "UsherHTTP", "UsherHandlers"],
@@ -70,6 +76,7 @@ let package = Package(
             name: "UsherCLI",
             dependencies: [
                 "UsherCore",
+                "UsherCaddyfile",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -16,8 +16,12 @@ public protocol PlaceholderProvider {
 public final class Replacer {
     private var values: [String: String] = [:]
     private var providers: [any PlaceholderProvider] = []
+    private let includeGlobals: Bool
 
-    public init() {}
+    /// A replacer; `includeGlobals: false` makes an empty one that knows only what is set or provided.
+    public init(includeGlobals: Bool = true) {
+        self.includeGlobals = includeGlobals
+    }
 
     /// Adds a provider consulted after explicit values and earlier providers.
     public func add(_ provider: any PlaceholderProvider) { providers.append(provider) }
@@ -34,7 +38,7 @@ public final class Replacer {
         for p in providers {
             if let v = p.placeholderValue(key) { return v }
         }
-        return GlobalPlaceholders.value(key)
+        return includeGlobals ? GlobalPlaceholders.value(key) : nil
     }
 
     /// Replaces known placeholders and leaves unknown ones as written.
