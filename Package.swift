@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "UsherCore", targets: ["UsherCore"]),
         .library(name: "UsherHTTP", targets: ["UsherHTTP"]),
         .library(name: "UsherHandlers", targets: ["UsherHandlers"]),
+        .library(name: "UsherCaddyfile", targets: ["UsherCaddyfile", "UsherCaddyfileHTTP"]),
         .library(name: "UsherStandard", targets: ["UsherStandard"]),
         .library(name: "UsherCLI", targets: ["UsherCLI"]),
     ],
@@ -42,6 +43,8 @@ let package = Package(
             name: "UsherHTTP",
             dependencies: [
                 "UsherCore",
+                "UsherCaddyfile",
+                "UsherCaddyfileHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -52,6 +55,8 @@ let package = Package(
         .target(
             name: "UsherHandlers",
             dependencies: [
+                "UsherCaddyfile",
+                "UsherCaddyfileHTTP",
                 "UsherCore",
                 "UsherHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -67,9 +72,15 @@ let package = Package(
             dependencies: ["UsherCore"],
             swiftSettings: swiftSettings
         ),
+        // The Caddyfile's HTTP server type: lowers server blocks to Caddy JSON; directive parsers register here.
+        .target(
+            name: "UsherCaddyfileHTTP",
+            dependencies: ["UsherCore", "UsherCaddyfile"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "UsherStandard",
-            dependencies: ["UsherCore", "UsherHTTP", "UsherHandlers"],
+            dependencies: ["UsherCore", "UsherHTTP", "UsherHandlers", "UsherCaddyfileHTTP"],
             swiftSettings: swiftSettings
         ),
         .target(

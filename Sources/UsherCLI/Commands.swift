@@ -161,7 +161,7 @@ struct AdaptCommand: AsyncParsableCommand {
             }
             let result: ConfigAdaptation
             do {
-                result = try adapter.adapt(try ConfigFiles.readFile(file), filename: file)
+                result = try adapter.adapt(try ConfigFiles.readFile(file), filename: file, registry: registry)
             } catch {
                 throw CLIError(error.usherDescription)
             }

@@ -132,7 +132,7 @@ enum ConfigFiles {
             }
             let result: ConfigAdaptation
             do {
-                result = try a.adapt(bytes, filename: file)
+                result = try a.adapt(bytes, filename: file, registry: registry)
             } catch {
                 throw CLIError("adapting config using \(name): \(error.usherDescription)")
             }

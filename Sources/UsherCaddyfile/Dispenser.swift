@@ -253,7 +253,7 @@ public final class Dispenser {
     // MARK: - Errors
 
     public func argErr() -> CaddyfileError {
-        if token.isOpenBrace { return err("unexpected token '{', expecting argument") }
+        if val == "{" { return err("unexpected token '{', expecting argument") }
         return err("wrong argument count or unexpected line ending after '\(val)'")
     }
 
@@ -285,24 +285,4 @@ public enum CaddyfileScalar: Equatable, Sendable {
     /// A float, with its text (Go prints floats in their shortest form).
     case double(Double, String)
     case bool(Bool)
-}
-
-/// Go's `strconv.ParseBool`.
-func goParseBool(_ s: String) -> Bool? {
-    switch s {
-    case "1", "t", "T", "TRUE", "true", "True": return true
-    case "0", "f", "F", "FALSE", "false", "False": return false
-    default: return nil
-    }
-}
-
-/// Go's `strconv.ParseFloat` for the forms a Caddyfile meets (decimal and exponent notation, inf, nan).
-func goParseFloat(_ s: String) -> Double? {
-    guard !s.isEmpty else { return nil }
-    let lower = s.lowercased()
-    if ["inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan"].contains(lower) { return Double(lower) }
-    guard s.unicodeScalars.allSatisfy({ ($0 >= "0" && $0 <= "9") || $0 == "." || $0 == "e" || $0 == "E" || $0 == "+" || $0 == "-" || $0 == "_" }) else {
-        return nil
-    }
-    return Double(s.filter { $0 != "_" })
 }

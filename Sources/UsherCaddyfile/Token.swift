@@ -26,8 +26,8 @@ public struct CaddyfileToken: Sendable, Equatable {
     /// Whether the token was quoted (or was a heredoc).
     public var wasQuoted: Bool { quote != nil }
 
-    var isOpenBrace: Bool { text == "{" && quote == nil }
-    var isCloseBrace: Bool { text == "}" && quote == nil }
+    public var isOpenBrace: Bool { text == "{" && quote == nil }
+    public var isCloseBrace: Bool { text == "}" && quote == nil }
 
     /// Line breaks inside the token, counting a heredoc's opening and closing lines.
     var lineBreaks: Int {

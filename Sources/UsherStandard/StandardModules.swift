@@ -1,4 +1,5 @@
 public import UsherCore
+import UsherCaddyfileHTTP
 import UsherHTTP
 import UsherHandlers
 
@@ -20,5 +21,9 @@ public enum StandardModules: ModuleBundle {
             SubrouteHandler.self, StaticResponseHandler.self, HeadersHandler.self, RewriteHandler.self,
             VarsHandler.self, MapHandler.self, ErrorHandler.self, RequestBodyHandler.self, InvokeHandler.self,
         ]
+    }
+
+    public static var extensions: [any BundleExtension] {
+        [CaddyfileAdapter(), HTTPMatcherCaddyfile.support, HandlerCaddyfile.support] + HTTPCaddyfile.support
     }
 }

@@ -55,8 +55,9 @@ public protocol AdminEndpoint: BundleExtension {
 public protocol ConfigAdapter: BundleExtension {
     /// The adapter's name as `--adapter` takes it (`caddyfile`).
     var name: String { get }
-    /// Adapts `body`; `filename` is used in error messages and to resolve relative imports.
-    func adapt(_ body: [UInt8], filename: String) throws -> ConfigAdaptation
+    /// Adapts `body`; `filename` is used in error messages and to resolve relative imports. `registry` holds the
+    /// bundles of the running binary, whose extensions the adapter may consult (directive parsers, ...).
+    func adapt(_ body: [UInt8], filename: String, registry: ModuleRegistry) throws -> ConfigAdaptation
 }
 
 /// The result of adapting a config: the JSON and any warnings.

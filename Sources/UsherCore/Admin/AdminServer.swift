@@ -204,7 +204,7 @@ struct AdminRouter: Sendable {
     func adapt(_ req: AdminRequest) throws -> ConfigAdaptation {
         if let adapter = try registry.adapter(forContentType: req.header("Content-Type") ?? "") {
             do {
-                return try adapter.adapt(req.body, filename: "")
+                return try adapter.adapt(req.body, filename: "", registry: registry)
             } catch {
                 throw AdminError(400, "adapting config using \(adapter.name) adapter: \(error.usherDescription)")
             }

@@ -1,0 +1,421 @@
+import UsherCaddyfile
+import UsherCore
+
+/// The directives built into the HTTP server type (Caddy's `builtins.go`).
+let builtinDirectives = CaddyfileSupport(
+    directives: [
+        "bind": parseBind,
+        "tls": parseTLS,
+        "root": parseRoot,
+        "handle_errors": parseHandleErrors,
+        "log": { h in try parseLogHelper(h, globalLogNames: nil) },
+    ],
+    handlerDirectives: [
+        "fs": parseFilesystem,
+        "vars": { h in handlerObject("vars", try parseVarsMiddleware(h.d)) },
+        "redir": parseRedir,
+        "respond": { h in handlerObject("static_response", try parseStaticResponse(h.d)) },
+        "abort": parseAbort,
+        "error": { h in handlerObject("error", try parseStaticError(h.d)) },
+        "route": parseRoute,
+        "handle": { h in try h.parseSegmentAsSubroute().handler },
+        "invoke": parseInvoke,
+        "skip_log": parseLogSkip,
+        "log_skip": parseLogSkip,
+        "log_name": { h in
+            h.d.next()
+            return handlerObject("vars", ["access_logger_names": .strings(h.d.remainingArgs())])
+        },
+    ]
+)
+
+func parseBind(_ h: Helper) throws -> [ConfigValue] {
+    let d = h.d
+    d.next()
+    let addresses = d.remainingArgs()
+    var protocols: [String]?
+    while d.nextBlock(0) {
+        switch d.val {
+        case "protocols":
+            protocols = d.remainingArgs()
+            if protocols!.isEmpty { throw d.err("protocols requires one or more arguments") }
+        default:
+            throw d.err("unknown subdirective: \(d.val)")
+        }
+    }
+    return [ConfigValue("bind", AddressesWithProtocols(addresses: addresses, protocols: protocols))]
+}
+
+func parseRoot(_ h: Helper) throws -> [ConfigValue] {
+    let d = h.d
+    d.next()
+    let count = d.countRemainingArgs()
+    if count == 0 { throw d.err("too few arguments; must have at least a root path") }
+    if count > 2 { throw d.err("too many arguments; should only be a matcher and a path") }
+    if count == 1 {
+        guard d.nextArg() else { throw d.argErr() }
+        h.blockState["root"] = d.val
+        return h.newRoute(nil, handlerObject("vars", ["root": .string(d.val)]))
+    }
+    let matcherSet = try h.extractMatcherSet()
+    d.next()
+    guard d.nextArg() else { throw d.argErr() }
+    if matcherSet == nil { h.blockState["root"] = d.val }
+    return h.newRoute(matcherSet, handlerObject("vars", ["root": .string(d.val)]))
+}
+
+func parseFilesystem(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    guard d.nextArg() else { throw d.argErr() }
+    if d.nextArg() { throw d.argErr() }
+    return handlerObject("vars", ["fs": .string(d.val)])
+}
+
+/// `vars` (Caddy's `VarsMiddleware.UnmarshalCaddyfile`): `vars [<name> <value>] { <name> <value> ... }`.
+func parseVarsMiddleware(_ d: Dispenser) throws -> JSONObject {
+    d.next()
+    var vars: [(String, JSONValue)] = []
+    func set(_ k: String, _ v: JSONValue) {
+        if let i = vars.firstIndex(where: { $0.0 == k }) { vars[i].1 = v } else { vars.append((k, v)) }
+    }
+    func nextVar(headerLine: Bool) throws {
+        if headerLine && !d.nextArg() { return }
+        let name = d.val
+        guard d.nextArg() else { throw d.argErr() }
+        set(name, scalarJSON(d.scalarVal))
+        if d.nextArg() { throw d.argErr() }
+    }
+    try nextVar(headerLine: true)
+    while d.nextBlock(0) { try nextVar(headerLine: false) }
+    var o = JSONObject()
+    for (k, v) in vars { o[k] = v }
+    return o
+}
+
+func parseRedir(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    guard d.nextArg() else { throw d.argErr() }
+    let to = d.val
+    var code = ""
+    if d.nextArg() { code = d.val }
+    var body = ""
+    var headers: [(String, [String])] = []
+    switch code {
+    case "permanent":
+        code = "301"
+    case "temporary", "":
+        code = "302"
+    case "html":
+        let safe = Go.htmlEscape(to)
+        body = """
+        <!DOCTYPE html>
+        <html>
+        \t<head>
+        \t\t<title>Redirecting...</title>
+        \t\t<script>window.location.replace("\(safe)");</script>
+        \t\t<meta http-equiv="refresh" content="0; URL='\(safe)'">
+        \t</head>
+        \t<body>Redirecting to <a href="\(safe)">\(safe)</a>...</body>
+        </html>
+
+        """
+        headers = [("Content-Type", ["text/html; charset=utf-8"])]
+        code = "200"
+    default:
+        if code.hasPrefix("{") { break }
+        guard let n = try? Go.atoi(code) else {
+            throw d.err("Not a supported redir code type or not valid integer: '\(code)'")
+        }
+        if n < 300 || (n > 399 && n != 401) { throw d.err("Redir code not in the 3xx range or 401: '\(n)'") }
+    }
+    if code != "200" { headers = [("Location", [to])] }
+    var o = JSONObject()
+    o["status_code"] = weakStringJSON(code)
+    o.putMap("headers", headerMapJSON(headers))
+    o.put("body", body)
+    return handlerObject("static_response", o)
+}
+
+/// `respond` (Caddy's `StaticResponse.UnmarshalCaddyfile`).
+func parseStaticResponse(_ d: Dispenser) throws -> JSONObject {
+    d.next()
+    let args = d.remainingArgs()
+    var status = ""
+    var body = ""
+    var close = false
+    switch args.count {
+    case 1:
+        if args[0].utf8.count == 3, let n = try? Go.atoi(args[0]), n > 0 {
+            status = args[0]
+        } else {
+            body = args[0]
+        }
+    case 2:
+        body = args[0]
+        status = args[1]
+    default:
+        throw d.argErr()
+    }
+    while d.nextBlock(0) {
+        switch d.val {
+        case "body":
+            if !body.isEmpty { throw d.err("body already specified") }
+            guard let a = d.allArgs(1) else { throw d.argErr() }
+            body = a[0]
+        case "close":
+            if close { throw d.err("close already specified") }
+            close = true
+        default:
+            throw d.err("unrecognized subdirective '\(d.val)'")
+        }
+    }
+    var o = JSONObject()
+    if !status.isEmpty { o["status_code"] = weakStringJSON(status) }
+    o.put("body", body)
+    o.put("close", close)
+    return o
+}
+
+/// `error` (Caddy's `StaticError.UnmarshalCaddyfile`).
+func parseStaticError(_ d: Dispenser) throws -> JSONObject {
+    d.next()
+    let args = d.remainingArgs()
+    var status = ""
+    var message = ""
+    switch args.count {
+    case 1:
+        if args[0].utf8.count == 3, let n = try? Go.atoi(args[0]), n > 0 {
+            status = args[0]
+        } else {
+            message = args[0]
+        }
+    case 2:
+        message = args[0]
+        status = args[1]
+    default:
+        throw d.argErr()
+    }
+    while d.nextBlock(0) {
+        switch d.val {
+        case "message":
+            if !message.isEmpty { throw d.err("message already specified") }
+            guard let a = d.allArgs(1) else { throw d.argErr() }
+            message = a[0]
+        default:
+            throw d.err("unrecognized subdirective '\(d.val)'")
+        }
+    }
+    var o = JSONObject()
+    o.put("error", message)
+    if !status.isEmpty { o["status_code"] = weakStringJSON(status) }
+    return o
+}
+
+func parseAbort(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    if d.next() || d.nextBlock(0) { throw d.argErr() }
+    return handlerObject("static_response", ["abort": true])
+}
+
+func parseRoute(_ h: Helper) throws -> JSONObject {
+    let results = try h.parseSegmentAsConfig()
+    for r in results where !(r.value is HTTPRoute || r.value is HTTPSubroute) {
+        throw h.d.err("\(r.directive) directive returned something other than an HTTP route or subroute: \(r.value) (only handler directives can be used in routes)")
+    }
+    return try buildSubroute(results, context: h.context, needsSorting: false).handler
+}
+
+func parseHandleErrors(_ h: Helper) throws -> [ConfigValue] {
+    let d = h.d
+    d.next()
+    var expression = ""
+    let args = d.remainingArgs()
+    if !args.isEmpty {
+        var codes: [String] = []
+        for val in args {
+            if val.utf8.count != 3 { throw d.err("bad status value '\(val)'") }
+            if val.hasSuffix("xx") {
+                let digit = String(val.prefix(1))
+                do { _ = try Go.atoi(digit) } catch { throw d.err("bad status value '\(digit)': \(error)") }
+                if !expression.isEmpty { expression += " || " }
+                expression += "{http.error.status_code} >= \(digit)00 && {http.error.status_code} <= \(digit)99"
+                continue
+            }
+            do { _ = try Go.atoi(val) } catch { throw d.err("bad status value '\(val)': \(error)") }
+            codes.append(val)
+        }
+        if !codes.isEmpty {
+            if !expression.isEmpty { expression += " || " }
+            expression += "{http.error.status_code} in [" + codes.joined(separator: ", ") + "]"
+        }
+        // Rewind to just before the block so the subroute parser sees only it.
+        d.reset()
+        d.next()
+        _ = d.remainingArgs()
+        d.prev()
+    } else {
+        d.prev()
+    }
+    let sub = try h.parseSegmentAsSubroute()
+    var wrapping = HTTPRoute(handlers: [sub.handler])
+    if !expression.isEmpty {
+        wrapping.matcherSets = [["expression": .string(expression)]]
+    }
+    return [ConfigValue("error_route", HTTPSubroute(routes: [wrapping]))]
+}
+
+func parseInvoke(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    guard d.nextArg() else { throw d.argErr() }
+    let name = d.val
+    if d.next() || d.nextBlock(0) { throw d.argErr() }
+    var invoked = h.state[namedRouteKey] as? [String] ?? []
+    if !invoked.contains(name) { invoked.append(name) }
+    h.state[namedRouteKey] = invoked
+    return handlerObject("invoke", ["name": .string(name)])
+}
+
+func parseLogSkip(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    if d.val == "skip_log" {
+        h.warn("the 'skip_log' directive is deprecated, please use 'log_skip' instead!")
+    }
+    if d.nextArg() { throw d.argErr() }
+    if d.nextBlock(0) { throw d.err("log_skip directive does not accept blocks") }
+    return handlerObject("vars", ["log_skip": true])
+}
+
+/// `log` as a directive (`globalLogNames == nil`) or as a global option.
+func parseLogHelper(_ h: Helper, globalLogNames: Set<String>?) throws -> [ConfigValue] {
+    let d = h.d
+    d.next()
+    let asGlobal = globalLogNames != nil
+    var logName = ""
+    if asGlobal {
+        if d.nextArg() {
+            logName = d.val
+            if d.nextArg() { throw d.argErr() }
+        } else {
+            logName = "default"
+        }
+        if globalLogNames!.contains(logName) { throw d.err("duplicate global log option for: " + logName) }
+    } else if d.nextArg() {
+        logName = d.val
+        if d.nextArg() { throw d.argErr() }
+    }
+
+    let cl = CustomLog()
+    var hostnames: [String] = []
+    var noHostname = false
+    var seen = Set<String>()
+    func assertUnique(_ s: String) throws {
+        if seen.contains(s) { throw d.err("'\(s)' subdirective specified more than once in the same log block") }
+        seen.insert(s)
+    }
+    while d.nextBlock(0) {
+        switch d.val {
+        case "hostnames":
+            if asGlobal { throw d.err("hostnames is not allowed in the log global options") }
+            let args = d.remainingArgs()
+            if args.isEmpty { throw d.argErr() }
+            hostnames.append(contentsOf: args)
+        case "output":
+            try assertUnique(d.val)
+            guard d.nextArg() else { throw d.argErr() }
+            let name = d.val
+            var fields = JSONObject()
+            switch name {
+            case "stdout", "stderr", "discard": break
+            default: fields = try h.registry.unmarshalModuleObject(d, "caddy.logging.writers." + name)
+            }
+            cl.writer = moduleObject(fields, key: "output", name: name)
+        case "sampling":
+            try assertUnique(d.val)
+            let sd = d.newFromNextSegment()
+            while sd.nextArg() {}
+            var sampling = JSONObject()
+            var sseen = Set<String>()
+            var interval: Int64 = 0
+            var first = 0
+            var thereafter = 0
+            let nesting = sd.nesting
+            while sd.nextBlock(nesting) {
+                let sub = sd.val
+                if sseen.contains(sub) { throw sd.err("'\(sub)' specified more than once in the same sampling block") }
+                sseen.insert(sub)
+                switch sub {
+                case "interval":
+                    guard sd.nextArg() else { throw sd.argErr() }
+                    do { interval = try Go.caddyDuration(sd.val) } catch {
+                        throw sd.err("failed to parse interval: \(error)")
+                    }
+                case "first":
+                    guard sd.nextArg() else { throw sd.argErr() }
+                    do { first = try Go.atoi(sd.val) } catch { throw sd.err("failed to parse first: \(error)") }
+                case "thereafter":
+                    guard sd.nextArg() else { throw sd.argErr() }
+                    do { thereafter = try Go.atoi(sd.val) } catch {
+                        throw sd.err("failed to parse thereafter: \(error)")
+                    }
+                default:
+                    throw sd.err("unrecognized subdirective: \(sub)")
+                }
+            }
+            sampling.putDuration("interval", interval)
+            sampling.put("first", first)
+            sampling.put("thereafter", thereafter)
+            cl.sampling = sampling
+        case "core":
+            try assertUnique(d.val)
+            guard d.nextArg() else { throw d.argErr() }
+            let name = d.val
+            let fields = try h.registry.unmarshalModuleObject(d, "caddy.logging.cores." + name)
+            cl.core = moduleObject(fields, key: "module", name: name)
+        case "format":
+            try assertUnique(d.val)
+            guard d.nextArg() else { throw d.argErr() }
+            let name = d.val
+            let fields = try h.registry.unmarshalModuleObject(d, "caddy.logging.encoders." + name)
+            cl.encoder = moduleObject(fields, key: "format", name: name)
+        case "level":
+            try assertUnique(d.val)
+            guard d.nextArg() else { throw d.argErr() }
+            cl.level = d.val
+            if d.nextArg() { throw d.argErr() }
+        case "include":
+            if !asGlobal { throw d.err("include is not allowed in the log directive") }
+            while d.nextArg() { cl.include.append(d.val) }
+        case "exclude":
+            if !asGlobal { throw d.err("exclude is not allowed in the log directive") }
+            while d.nextArg() { cl.exclude.append(d.val) }
+        case "no_hostname":
+            try assertUnique(d.val)
+            if d.nextArg() { throw d.argErr() }
+            noHostname = true
+        default:
+            throw d.err("unrecognized subdirective: \(d.val)")
+        }
+    }
+
+    var val = NamedCustomLog(hostnames: hostnames, noHostname: noHostname)
+    let isEmpty = cl.isEmpty
+    if asGlobal {
+        val.name = logName
+    } else {
+        if !logName.isEmpty {
+            val.name = logName
+        } else if !isEmpty {
+            let counter = h.state["logCounter"] as? Int ?? 0
+            val.name = "log\(counter)"
+            h.state["logCounter"] = counter + 1
+        }
+        if !val.name.isEmpty { cl.include = ["http.log.access." + val.name] }
+    }
+    if !isEmpty { val.log = cl }
+    return [ConfigValue("custom_log", val)]
+}

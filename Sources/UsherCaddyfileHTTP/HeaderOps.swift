@@ -1,0 +1,172 @@
+public import UsherCaddyfile
+public import UsherCore
+
+/// Header manipulations as Caddy's `headers.HeaderOps` holds them, built from Caddyfile header fields
+/// (`+Field`, `-Field`, `?Field`, `>Field`, `Field value [replacement]`).
+public struct HeaderOpsJSON: Equatable {
+    public var add: [(String, [String])] = []
+    public var set: [(String, [String])] = []
+    public var delete: [String] = []
+    public var replace: [(String, [JSONObject])] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { add.isEmpty && set.isEmpty && delete.isEmpty && replace.isEmpty }
+
+    public static func == (a: HeaderOpsJSON, b: HeaderOpsJSON) -> Bool {
+        a.json == b.json
+    }
+
+    /// `http.Header.Add`.
+    mutating func headerAdd(_ field: String, _ value: String) {
+        let k = Go.canonicalHeaderKey(field)
+        if let i = add.firstIndex(where: { $0.0 == k }) { add[i].1.append(value) } else { add.append((k, [value])) }
+    }
+
+    /// `http.Header.Set`.
+    mutating func headerSet(_ field: String, _ value: String) {
+        let k = Go.canonicalHeaderKey(field)
+        if let i = set.firstIndex(where: { $0.0 == k }) { set[i].1 = [value] } else { set.append((k, [value])) }
+    }
+
+    public var json: JSONObject {
+        var o = JSONObject()
+        o.putMap("add", headerMapJSON(add))
+        o.putMap("set", headerMapJSON(set))
+        o.put("delete", delete)
+        var r = JSONObject()
+        for (k, v) in replace { r[k] = .array(v.map { .object($0) }) }
+        o.putMap("replace", r.sortedByKey())
+        return o
+    }
+}
+
+/// Response header operations (`headers.RespHeaderOps`): operations plus `require` and `deferred`.
+public struct ResponseHeaderOpsJSON: Equatable {
+    public var ops = HeaderOpsJSON()
+    /// `require`: a response matcher (status codes, headers).
+    public var require: JSONObject?
+    public var deferred = false
+
+    public init() {}
+
+    public var isEmpty: Bool { ops.isEmpty && require == nil && !deferred }
+
+    public var json: JSONObject {
+        var o = ops.json
+        o.put("require", require)
+        o.put("deferred", deferred)
+        return o
+    }
+
+    /// Adds `field` with value `nil` to the `require` matcher's headers (`?Field`: only when absent).
+    mutating func requireAbsent(_ field: String) {
+        var r = require ?? JSONObject()
+        var headers = r["headers"]?.objectValue ?? JSONObject()
+        headers[field] = .null
+        r["headers"] = .object(headers.sortedByKey())
+        require = r
+    }
+}
+
+/// Applies one Caddyfile header field to response operations (Caddy's `applyHeaderOp` with `RespHeaderOps`):
+/// `-` and `>` defer the operation until the response is written, `?` sets only when absent.
+public func applyResponseHeaderOp(_ resp: inout ResponseHeaderOpsJSON, field: String, value: String, replacement: String?) throws {
+    let (deferred, absent) = try applyHeaderOp(&resp.ops, isResponse: true, field: field, value: value, replacement: replacement)
+    if deferred { resp.deferred = true }
+    if let absent { resp.requireAbsent(absent) }
+}
+
+/// Applies one Caddyfile header field to request operations (Caddy's `CaddyfileHeaderOp`).
+public func caddyfileHeaderOp(_ ops: inout HeaderOpsJSON, field: String, value: String, replacement: String?) throws {
+    _ = try applyHeaderOp(&ops, isResponse: false, field: field, value: value, replacement: replacement)
+}
+
+private func applyHeaderOp(_ ops: inout HeaderOpsJSON, isResponse: Bool, field fieldIn: String, value: String,
+                           replacement: String?) throws -> (deferred: Bool, requireAbsent: String?) {
+    var field = fieldIn
+    if field.hasPrefix("+") {
+        ops.headerAdd(String(field.dropFirst()), value)
+    } else if field.hasPrefix("-") {
+        ops.delete.append(String(field.dropFirst()))
+        return (isResponse, nil)
+    } else if field.hasPrefix("?") {
+        guard isResponse else {
+            throw CaddyfileError("\(field): the default header modifier ('?') can only be used on response headers; for conditional manipulation of request headers, use matchers")
+        }
+        field.removeFirst()
+        ops.headerSet(field, value)
+        return (false, field)
+    } else if let replacement {
+        let deferred = field.hasPrefix(">") && isResponse
+        while let f = field.first, "+-?>".contains(f) { field.removeFirst() }
+        var r = JSONObject()
+        r["search_regexp"] = .string(value)
+        r.put("replace", replacement)
+        if let i = ops.replace.firstIndex(where: { $0.0 == field }) {
+            ops.replace[i].1.append(r)
+        } else {
+            ops.replace.append((field, [r]))
+        }
+        return (deferred, nil)
+    } else if field.hasPrefix(">") {
+        ops.headerSet(String(field.dropFirst()), value)
+        return (isResponse, nil)
+    } else {
+        ops.headerSet(field, value)
+    }
+    return (false, nil)
+}
+
+/// The header matcher's Caddyfile form (`[!]Field [value]` per line), merged into `headers`.
+public func parseHeaderMatcherLines(_ d: Dispenser, into headers: inout JSONObject) throws {
+    while d.next() {
+        guard let a = d.args(1) else { throw d.err("malformed header matcher: expected field") }
+        var field = a[0]
+        if field.hasPrefix("!") {
+            if field.count == 1 { throw d.err("malformed header matcher: must have field name following ! character") }
+            field.removeFirst()
+            headers[field] = .null
+            if d.nextArg() { throw d.err("malformed header matcher: null matching headers cannot have a field value") }
+        } else {
+            guard d.nextArg() else { throw d.err("malformed header matcher: expected both field and value") }
+            let key = Go.canonicalHeaderKey(field)
+            headers[key] = .strings((headers[key]?.stringArray ?? []) + [d.val])
+        }
+        if d.nextBlock(0) { throw d.err("malformed header matcher: blocks are not supported") }
+    }
+    headers = headers.sortedByKey()
+}
+
+/// A named response matcher (`@name { status ...; header ... }`), as `header ... { match { ... } }` and
+/// `reverse_proxy`'s `handle_response` use (Caddy's `ParseNamedResponseMatcher`).
+public func parseNamedResponseMatcher(_ d: Dispenser, _ matchers: inout [String: JSONObject]) throws {
+    d.next()
+    let name = d.val
+    if matchers[name] != nil { throw d.err("matcher is defined more than once: \(name)") }
+    var statusCodes: [Int]?
+    var headers: JSONObject?
+    let nesting = d.nesting
+    while d.nextArg() || d.nextBlock(nesting) {
+        switch d.val {
+        case "header":
+            var h = headers ?? JSONObject()
+            try parseHeaderMatcherLines(d.newFromNextSegment(), into: &h)
+            headers = h
+        case "status":
+            if statusCodes == nil { statusCodes = [] }
+            let args = d.remainingArgs()
+            if args.isEmpty { throw d.argErr() }
+            for var arg in args {
+                if arg.utf8.count == 3 && arg.hasSuffix("xx") { arg = String(arg.prefix(1)) }
+                do { statusCodes!.append(try Go.atoi(arg)) } catch { throw d.err("bad status value '\(arg)': \(error)") }
+            }
+        default:
+            throw d.err("unrecognized response matcher \(d.val)")
+        }
+    }
+    var m = JSONObject()
+    if let statusCodes, !statusCodes.isEmpty { m["status_code"] = .array(statusCodes.map { .number(JSONNumber($0)) }) }
+    if let headers, !headers.isEmpty { m["headers"] = .object(headers) }
+    matchers[name] = m
+}

@@ -1,0 +1,3 @@
+/// Parsers for standard Caddy modules configured from the Caddyfile whose Swift implementation does not live in
+/// a target of its own yet; each moves next to its module when the module lands.
+let standardModuleParsers: [CaddyfileSupport] = []
