@@ -106,7 +106,7 @@ let package = Package(
         .target(
             name: "UsherTestModules",
             dependencies: [
-                "UsherCore", "UsherHTTP",
+                "UsherCore", "UsherHTTP", "UsherCaddyfile", "UsherCaddyfileHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

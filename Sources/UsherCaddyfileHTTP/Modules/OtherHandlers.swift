@@ -1,0 +1,469 @@
+import UsherCaddyfile
+import UsherCore
+
+// Handler directives of the standard distribution whose modules are not in this build yet: encode, templates,
+// basic_auth, push, intercept, timeouts, tracing, log_append, metrics, acme_server.
+
+let otherHandlerParsers = CaddyfileSupport(
+    directives: ["acme_server": parseACMEServer],
+    handlerDirectives: [
+        "encode": parseEncode,
+        "templates": parseTemplates,
+        "basicauth": parseBasicAuth,
+        "basic_auth": parseBasicAuth,
+        "push": parsePush,
+        "intercept": parseIntercept,
+        "timeouts": parseTimeouts,
+        "tracing": parseTracing,
+        "log_append": parseLogAppend,
+        "metrics": parseMetricsHandler,
+    ],
+    modules: [
+        "http.encoders.gzip": parseGzip,
+        "http.encoders.zstd": parseZstd,
+    ]
+)
+
+private func parseEncode(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    var prefer: [String] = []
+    var remaining = d.remainingArgs()
+    var encodings = JSONObject()
+    var minLength = 0
+    var match: JSONObject?
+    var matchers: [String: JSONObject] = [:]
+    while d.nextBlock(0) {
+        switch d.val {
+        case "minimum_length":
+            guard d.nextArg() else { throw d.argErr() }
+            minLength = try Go.atoi(d.val)
+        case "match":
+            try parseNamedResponseMatcher(d.newFromNextSegment(), &matchers)
+            match = matchers["match"]
+        default:
+            let name = d.val
+            encodings[name] = try h.registry.unmarshalModule(d, "http.encoders." + name)
+            prefer.append(name)
+        }
+    }
+    if prefer.isEmpty && remaining.isEmpty { remaining = ["zstd", "gzip"] }
+    for arg in remaining {
+        guard h.registry.hasModule("http.encoders." + arg) else {
+            throw d.err("finding encoder module '': module not registered: http.encoders.\(arg)")
+        }
+        encodings[arg] = .object(JSONObject())
+        prefer.append(arg)
+    }
+    var o = JSONObject()
+    o.putMap("encodings", encodings.sortedByKey())
+    o.put("prefer", prefer)
+    o.put("minimum_length", minLength)
+    o.put("match", match)
+    return handlerObject("encode", o)
+}
+
+private func parseGzip(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSONValue {
+    d.next()
+    guard d.nextArg() else { return .object(JSONObject()) }
+    var o = JSONObject()
+    o.put("level", try Go.atoi(d.val))
+    return .object(o)
+}
+
+private let zstdLevels = ["fastest", "better", "best", "default"]
+
+private func parseZstd(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSONValue {
+    d.next()
+    var level = ""
+    var checksum: Bool?
+    let levelError = "unexpected compression level, use one of 'fastest', 'better', 'best', 'default'"
+    let args = d.remainingArgs()
+    switch args.count {
+    case 0: break
+    case 1:
+        guard zstdLevels.contains(args[0].lowercased()) else { throw d.err(levelError) }
+        level = args[0]
+    default:
+        throw d.argErr()
+    }
+    let nesting = d.nesting
+    while d.nextBlock(nesting) {
+        switch d.val {
+        case "level":
+            let a = d.remainingArgs()
+            guard a.count == 1 else { throw d.argErr() }
+            if !level.isEmpty { throw d.err("compression level already specified") }
+            guard zstdLevels.contains(a[0].lowercased()) else { throw d.err(levelError) }
+            level = a[0]
+        case "disable_checksum":
+            if d.nextArg() { throw d.argErr() }
+            if checksum != nil { throw d.err("checksum already specified") }
+            checksum = false
+        default:
+            throw d.err("unknown subdirective '\(d.val)'")
+        }
+    }
+    var o = JSONObject()
+    o.put("level", level)
+    if let checksum { o["checksum"] = .bool(checksum) }
+    return .object(o)
+}
+
+private func parseTemplates(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    var fileRoot = ""
+    var mime: [String] = []
+    var delimiters: [String] = []
+    var extensions: JSONObject?
+    while d.nextBlock(0) {
+        switch d.val {
+        case "mime":
+            mime = d.remainingArgs()
+            if mime.isEmpty { throw d.argErr() }
+        case "between":
+            delimiters = d.remainingArgs()
+            if delimiters.count != 2 { throw d.argErr() }
+        case "root":
+            guard let a = d.args(1) else { throw d.argErr() }
+            fileRoot = a[0]
+        case "extensions":
+            if d.nextArg() { throw d.argErr() }
+            if extensions != nil { throw d.err("extensions already specified") }
+            let nesting = d.nesting
+            while d.nextBlock(nesting) {
+                let name = d.val
+                let v = try h.registry.unmarshalModule(d, "http.handlers.templates.functions." + name)
+                var e = extensions ?? JSONObject()
+                e[name] = v
+                extensions = e
+            }
+        default:
+            break
+        }
+    }
+    var o = JSONObject()
+    o.put("file_root", fileRoot)
+    o.put("mime_types", mime)
+    o.put("delimiters", delimiters)
+    o.putMap("match", extensions?.sortedByKey() ?? JSONObject())
+    return handlerObject("templates", o)
+}
+
+private func parseBasicAuth(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    if d.val == "basicauth" { h.warn("the 'basicauth' directive is deprecated, please use 'basic_auth' instead!") }
+    let args = d.remainingArgs()
+    var hashName = "bcrypt"
+    var realm = ""
+    switch args.count {
+    case 0: break
+    case 1: hashName = args[0]
+    case 2:
+        hashName = args[0]
+        realm = args[1]
+    default: throw d.argErr()
+    }
+    guard hashName == "bcrypt" || hashName == "argon2id" else { throw d.err("unrecognized hash algorithm: \(hashName)") }
+    var accounts: [JSONObject] = []
+    while d.nextBlock(0) {
+        let username = d.val
+        var password = ""
+        if let a = d.args(1) { password = a[0] }
+        if d.nextArg() { throw d.argErr() }
+        if username.isEmpty || password.isEmpty { throw d.err("username and password cannot be empty or missing") }
+        accounts.append(["username": .string(username), "password": .string(password)])
+    }
+    var basic = JSONObject()
+    basic["hash"] = .object(moduleObject(JSONObject(), key: "algorithm", name: hashName))
+    basic.put("accounts", accounts)
+    basic.put("realm", realm)
+    basic["hash_cache"] = .object(JSONObject())
+    return handlerObject("authentication", ["providers": .object(["http_basic": .object(basic)])])
+}
+
+private func parsePush(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    var resources: [JSONObject] = []
+    var headers: HeaderOpsJSON?
+    func resource(_ method: String, _ target: String) -> JSONObject {
+        var r = JSONObject()
+        r.put("method", method)
+        r.put("target", target)
+        return r
+    }
+    if d.nextArg() { resources.append(resource("", d.val)) }
+    while d.nextBlock(0) {
+        switch d.val {
+        case "headers":
+            if d.nextArg() { throw d.argErr() }
+            let nesting = d.nesting
+            while d.nextBlock(nesting) {
+                let args = [d.val] + d.remainingArgs()
+                var ops = headers ?? HeaderOpsJSON()
+                do {
+                    switch args.count {
+                    case 1: try caddyfileHeaderOp(&ops, field: args[0], value: "", replacement: nil)
+                    case 2: try caddyfileHeaderOp(&ops, field: args[0], value: args[1], replacement: nil)
+                    case 3: try caddyfileHeaderOp(&ops, field: args[0], value: args[1], replacement: args[2])
+                    default: throw d.argErr()
+                    }
+                } catch let e as CaddyfileError where e.description.contains(", at ") {
+                    throw e
+                } catch {
+                    throw d.err("\(error)")
+                }
+                headers = ops
+            }
+        case "GET", "HEAD":
+            let method = d.val
+            guard d.nextArg() else { throw d.argErr() }
+            resources.append(resource(method, d.val))
+        default:
+            resources.append(resource("", d.val))
+        }
+    }
+    var o = JSONObject()
+    o.put("resources", resources)
+    o.put("headers", headers?.json)
+    return handlerObject("push", o)
+}
+
+/// `intercept`: response matchers, `handle_response` routes and `replace_status`.
+private func parseIntercept(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    var matchers: [String: JSONObject] = [:]
+    var segments: [Dispenser] = []
+    var handlers: [(match: JSONObject?, status: String, routes: [HTTPRoute]?)] = []
+    d.next()
+    while d.nextBlock(0) {
+        if d.val.hasPrefix("@") {
+            try parseNamedResponseMatcher(d.newFromNextSegment(), &matchers)
+            continue
+        }
+        switch d.val {
+        case "handle_response":
+            segments.append(d.newFromNextSegment())
+        case "replace_status":
+            let args = d.remainingArgs()
+            guard args.count == 1 || args.count == 2 else {
+                throw d.err("must have one or two arguments: an optional response matcher, and a status code")
+            }
+            var match: JSONObject?
+            var status = args[0]
+            if args.count == 2 {
+                guard args[0].hasPrefix("@") else { throw d.err("must use a named response matcher, starting with '@'") }
+                guard let m = matchers[args[0]] else {
+                    throw d.err("no named response matcher defined with name '\(args[0].dropFirst())'")
+                }
+                match = m
+                status = args[1]
+            }
+            if d.nextBlock(d.nesting) {
+                throw d.err("cannot define routes for 'replace_status', use 'handle_response' instead.")
+            }
+            handlers.append((match, status, nil))
+        default:
+            throw d.err("unrecognized subdirective \(d.val)")
+        }
+    }
+    for sd in segments {
+        sd.next()
+        let args = sd.remainingArgs()
+        if args.count > 1 {
+            throw sd.err("too many arguments for 'handle_response': only a single response matcher name is allowed, but got: \(Go.list(args))")
+        }
+        var match: JSONObject?
+        if args.count == 1 {
+            guard args[0].hasPrefix("@") else { throw sd.err("must use a named response matcher, starting with '@'") }
+            guard let m = matchers[args[0]] else {
+                throw sd.err("no named response matcher defined with name '\(args[0].dropFirst())'")
+            }
+            match = m
+        }
+        let sub = try h.with(sd.newFromNextSegment()).parseSegmentAsSubroute()
+        handlers.append((match, "", sub.routes))
+    }
+    handlers = handlers.filter { $0.match != nil } + handlers.filter { $0.match == nil }
+    var o = JSONObject()
+    o.put("handle_response", handlers.map { responseHandlerJSON($0.match, $0.status, $0.routes) })
+    return handlerObject("intercept", o)
+}
+
+private func parseTimeouts(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    var o = JSONObject()
+    while d.nextBlock(0) {
+        switch d.val {
+        case "read_timeout", "write_timeout":
+            let which = d.val
+            let args = d.remainingArgs()
+            guard args.count == 1 || args.count == 2 else { throw d.argErr() }
+            let t: Int64
+            do { t = try Go.timeDuration(args[0]) } catch { throw d.err("parsing \(which): \(error)") }
+            o.putDuration(which, t)
+            if args.count == 2 {
+                let rate: Int
+                do { rate = try Go.parseInt(args[1]) } catch { throw d.err("parsing \(which) min_rate: \(error)") }
+                o.put(which == "read_timeout" ? "read_min_rate" : "write_min_rate", rate)
+            }
+        case "max_write_chunk":
+            guard let a = d.allArgs(1) else { throw d.argErr() }
+            do { o.put("max_write_chunk", Int(try Go.parseBytes(a[0]))) } catch {
+                throw d.err("parsing max_write_chunk: \(error)")
+            }
+        default:
+            throw d.err("unrecognized timeouts subdirective '\(d.val)'")
+        }
+    }
+    var ordered = JSONObject()
+    for k in ["read_timeout", "read_min_rate", "write_timeout", "write_min_rate", "max_write_chunk"] {
+        if let v = o[k] { ordered[k] = v }
+    }
+    return handlerObject("timeouts", ordered)
+}
+
+private func parseTracing(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    var span = ""
+    var attributes: JSONObject?
+    d.next()
+    if d.nextArg() { throw d.argErr() }
+    while d.nextBlock(0) {
+        switch d.val {
+        case "span_attributes":
+            if attributes == nil { attributes = JSONObject() }
+            while d.nextBlock(1) {
+                let key = d.val
+                guard d.nextArg() else { throw d.argErr() }
+                let value = d.val
+                if d.nextArg() { throw d.argErr() }
+                attributes![key] = .string(value)
+            }
+        case "span":
+            guard d.nextArg() else { throw d.argErr() }
+            span = d.val
+            if d.nextArg() { throw d.argErr() }
+        default:
+            throw d.argErr()
+        }
+    }
+    var o = JSONObject()
+    o["span"] = .string(span)
+    o.putMap("span_attributes", attributes?.sortedByKey() ?? JSONObject())
+    return handlerObject("tracing", o)
+}
+
+private func parseLogAppend(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    guard d.nextArg() else { throw d.argErr() }
+    var key = d.val
+    guard d.nextArg() else { throw d.argErr() }
+    var early = false
+    if key.hasPrefix("<") && key.count > 1 {
+        early = true
+        key.removeFirst()
+    }
+    var o = JSONObject()
+    o.put("key", key)
+    o.put("value", d.val)
+    o.put("early", early)
+    return handlerObject("log_append", o)
+}
+
+private func parseMetricsHandler(_ h: Helper) throws -> JSONObject {
+    let d = h.d
+    d.next()
+    if !d.remainingArgs().isEmpty { throw d.argErr() }
+    var o = JSONObject()
+    while d.nextBlock(0) {
+        switch d.val {
+        case "disable_openmetrics": o["disable_openmetrics"] = .bool(true)
+        default: throw d.err("unrecognized subdirective \(Go.quote(d.val))")
+        }
+    }
+    return handlerObject("metrics", o)
+}
+
+private func parseACMEServer(_ h: Helper) throws -> [ConfigValue] {
+    let d = h.d
+    d.next()
+    let matcherSet = try h.extractMatcherSet()
+    d.next()
+    if d.nextArg() { throw d.argErr() }
+    var ca = ""
+    var caValue: CertificateAuthority?
+    var lifetime: Int64 = 0
+    var resolvers: [String] = []
+    var challenges: [String] = []
+    var policy: JSONObject?
+    var signWithRoot = false
+    func ruleSet(_ kind: String) throws -> JSONObject {
+        var domains: [String] = []
+        var ranges: [String] = []
+        let nesting = d.nesting
+        while d.nextBlock(nesting) {
+            if d.countRemainingArgs() == 0 { throw d.argErr() }
+            switch d.val {
+            case "domains": domains += d.remainingArgs()
+            case "ip_ranges": ranges += d.remainingArgs()
+            default: throw d.err("unrecognized '\(kind)' subdirective: \(d.val)")
+            }
+        }
+        var r = JSONObject()
+        r.put("domains", domains)
+        r.put("ip_ranges", ranges)
+        return r
+    }
+    while d.nextBlock(0) {
+        switch d.val {
+        case "ca":
+            guard let a = d.allArgs(1) else { throw d.argErr() }
+            ca = a[0]
+            if caValue == nil { caValue = CertificateAuthority() }
+            caValue!.id = ca
+        case "lifetime":
+            guard d.nextArg() else { throw d.argErr() }
+            lifetime = try Go.caddyDuration(d.val)
+        case "resolvers":
+            resolvers = d.remainingArgs()
+            if resolvers.isEmpty { throw d.err("must specify at least one resolver address") }
+        case "challenges":
+            challenges += d.remainingArgs()
+        case "allow_wildcard_names":
+            var p = policy ?? JSONObject()
+            p["allow_wildcard_names"] = .bool(true)
+            policy = p
+        case "allow", "deny":
+            let which = d.val
+            let r = try ruleSet(which)
+            var p = policy ?? JSONObject()
+            p[which] = .object(r)
+            policy = p
+        case "sign_with_root":
+            if d.nextArg() { throw d.argErr() }
+            signWithRoot = true
+        default:
+            throw d.err("unrecognized ACME server directive: \(d.val)")
+        }
+    }
+    var o = JSONObject()
+    o.put("ca", ca)
+    o.putDuration("lifetime", lifetime)
+    o.put("sign_with_root", signWithRoot)
+    o.put("resolvers", resolvers)
+    o.put("challenges", challenges)
+    if let policy {
+        var p = JSONObject()
+        for k in ["allow", "deny", "allow_wildcard_names"] { if let v = policy[k] { p[k] = v } }
+        o["policy"] = .object(p)
+    }
+    var values = h.newRoute(matcherSet, handlerObject("acme_server", o))
+    if let caValue { values.append(ConfigValue("pki.ca", caValue)) }
+    return values
+}
