@@ -60,6 +60,7 @@ public struct HTTPApp: App, Provisioner, Validator {
     }
 
     public func validate() throws {
+        try refuseAutomaticHTTPS()
         var seen: [String: String] = [:]
         for name in servers.keys.sorted() {
             for (i, address) in servers[name]!.listen.enumerated() {
@@ -73,6 +74,39 @@ public struct HTTPApp: App, Provisioner, Validator {
                     }
                     seen[key] = name
                 }
+            }
+        }
+    }
+
+    /// Caddy would turn on TLS for a server whose host matchers name certificate-worthy hosts and which listens on a
+    /// port other than the HTTP port (automatic HTTPS). This build has no `tls` app, so such a config is refused
+    /// rather than served over plain HTTP where the user expects HTTPS.
+    func refuseAutomaticHTTPS() throws {
+        for name in servers.keys.sorted() {
+            let server = servers[name]!
+            let auto = server.automaticHTTPS
+            if auto?.disable == true { continue }
+            let skip = Set(auto?.skip ?? [])
+            var hosts: [String] = []
+            for route in server.routes.routes {
+                for set in route.match {
+                    for entry in set.entries {
+                        guard let hm = entry.module as? HostMatcher else { continue }
+                        for h in hm.hosts where !skip.contains(h) && qualifiesForCertificate(h) && !hosts.contains(h) {
+                            hosts.append(h)
+                        }
+                    }
+                }
+            }
+            guard !hosts.isEmpty else { continue }
+            let otherPort = server.listen.contains { a in
+                !a.isUnixNetwork && !a.isFDNetwork && (httpPort < a.startPort || httpPort > a.endPort)
+            }
+            if otherPort {
+                throw ConfigError(
+                    path: "apps.http.servers.\(name)",
+                    "automatic HTTPS for \(hosts.joined(separator: ", ")) needs module tls, which is not available in this build (set automatic_https.disable, or use the HTTP port \(httpPort))"
+                )
             }
         }
     }
@@ -183,4 +217,12 @@ func describeSocketError(_ error: any Error) -> String {
         return String(cString: strerror(io.errnoCode)).lowercased()
     }
     return "\(error)"
+}
+
+/// Whether a host name could get a certificate (certmagic's `SubjectQualifiesForCert`): not empty, no leading or
+/// trailing dot, wildcards only as a whole left-most label, no characters that cannot appear in a name.
+func qualifiesForCertificate(_ subject: String) -> Bool {
+    guard !subject.isEmpty, !subject.hasPrefix("."), !subject.hasSuffix(".") else { return false }
+    if subject.contains("*") && !(subject.hasPrefix("*.") || subject == "*") { return false }
+    return !subject.contains { "()[]{}<> \t\n\"\\!@#$%^&|;'+=".contains($0) }
 }

@@ -194,6 +194,7 @@ public struct ServerConfig: Decodable, Sendable {
         case expectedUnderscoreHeaders = "expected_underscore_headers", expectedDotHeaders = "expected_dot_headers"
         case tlsConnectionPolicies = "tls_connection_policies", strictSNIHost = "strict_sni_host"
         case listenProtocols = "listen_protocols", allow0RTT = "allow_0rtt", metrics
+        case enableWebTransport = "enable_webtransport"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -201,7 +202,7 @@ public struct ServerConfig: Decodable, Sendable {
         try c.refuseUnsupported([
             .listenerWrappers, .packetConnWrappers, .readMinRate, .writeMinRate, .maxWriteChunk,
             .expectedUnderscoreHeaders, .expectedDotHeaders, .tlsConnectionPolicies, .strictSNIHost,
-            .listenProtocols, .allow0RTT, .metrics,
+            .listenProtocols, .allow0RTT, .metrics, .enableWebTransport,
         ])
         let listenTexts = try c.decodeIfPresent([String].self, forKey: .listen) ?? []
         listen = try listenTexts.enumerated().map { i, text in
