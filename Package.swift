@@ -150,6 +150,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "UsherCaddyfileTests",
+            dependencies: ["UsherCore", "UsherCaddyfile", "UsherCaddyfileHTTP", "UsherStandard", "UsherTestModules"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: ["usher", "usher-test"],
             path: "IntegrationTests/Tests",

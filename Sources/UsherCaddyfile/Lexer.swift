@@ -13,14 +13,19 @@ public struct CaddyfileLexer {
         self.scalars = s
     }
 
-    /// Every token of `input`, each labelled with `filename`.
+    /// Every token of `input`, each labelled with `filename`. Errors start with `filename:line:`, the line where
+    /// the offending token starts (Caddy's lexer gives only the line, inside the message).
     public static func tokenize(_ input: String, filename: String) throws(CaddyfileError) -> [CaddyfileToken] {
         var lexer = CaddyfileLexer(input)
         var tokens: [CaddyfileToken] = []
-        while let t = try lexer.next() {
-            var t = t
-            t.file = filename
-            tokens.append(t)
+        do {
+            while let t = try lexer.next() {
+                var t = t
+                t.file = filename
+                tokens.append(t)
+            }
+        } catch {
+            throw CaddyfileError("\(filename):\(lexer.line): \(error.description)")
         }
         return tokens
     }

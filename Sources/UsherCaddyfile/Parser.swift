@@ -314,7 +314,8 @@ public struct CaddyfileParser {
             try importGraph.addEdges(from: nodeName, to: nodes)
         } catch {
             importGraph.removeNodes(nodes)
-            throw error
+            // Caddy's message has no position; ours names the import that closes the cycle.
+            throw d.err(error.description)
         }
 
         var copied: [CaddyfileToken] = []

@@ -50,3 +50,13 @@ public struct CaddyfileError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ description: String) { self.description = description }
 }
+
+extension CaddyfileError {
+    /// `message` with the token's position appended, as the dispenser words it (`..., at Caddyfile:12`).
+    public static func at(_ token: CaddyfileToken, _ message: String) -> CaddyfileError {
+        if !token.imports.isEmpty {
+            return CaddyfileError("\(message), at \(token.file):\(token.line) import chain ['\(token.imports.joined(separator: "','"))']")
+        }
+        return CaddyfileError("\(message), at \(token.file):\(token.line)")
+    }
+}

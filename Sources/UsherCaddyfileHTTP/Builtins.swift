@@ -272,7 +272,9 @@ func parseInvoke(_ h: Helper) throws -> JSONObject {
     d.next()
     guard d.nextArg() else { throw d.argErr() }
     let name = d.val
+    let nameToken = d.token
     if d.next() || d.nextBlock(0) { throw d.argErr() }
+    if h.context.invokeTokens[name] == nil { h.context.invokeTokens[name] = nameToken }
     var invoked = h.state[namedRouteKey] as? [String] ?? []
     if !invoked.contains(name) { invoked.append(name) }
     h.state[namedRouteKey] = invoked

@@ -9,6 +9,8 @@ public struct ConfigValue {
     public var value: Any
     /// The directive that produced the value, set by the server type (for ordering).
     public internal(set) var directive = ""
+    /// The directive's first token, for errors that arise later.
+    public internal(set) var token: CaddyfileToken?
 
     public init(_ className: String, _ value: Any) {
         self.className = className
@@ -34,6 +36,8 @@ final class AdaptContext {
     var warnings: [AdapterWarning] = []
     var groupCounter = 0
     var directiveOrder: [String]
+    /// Where each named route was first invoked, for the error when it is not defined.
+    var invokeTokens: [String: CaddyfileToken] = [:]
 
     init(registry: CaddyfileRegistry) {
         self.registry = registry
@@ -186,6 +190,7 @@ public struct Helper {
                 let name = normalizeDirectiveName(dir)
                 for var r in results {
                     r.directive = name
+                    r.token = seg.first
                     all.append(r)
                 }
             }

@@ -62,7 +62,9 @@ func buildSubroute(_ input: [ConfigValue], context: AdaptContext, needsSorting: 
     var routes = input
     if needsSorting {
         for v in routes where !context.directiveOrder.contains(v.directive) {
-            throw CaddyfileError("directive '\(v.directive)' is not an ordered HTTP handler, so it cannot be used here - try placing within a route block or using the order global option")
+            let message = "directive '\(v.directive)' is not an ordered HTTP handler, so it cannot be used here - try placing within a route block or using the order global option"
+            if let t = v.token { throw CaddyfileError.at(t, message) }
+            throw CaddyfileError(message)
         }
         sortRoutes(&routes, order: context.directiveOrder)
     }
@@ -275,7 +277,7 @@ func matcherSetFromMatcherToken(_ token: CaddyfileToken, _ defs: [String: JSONOb
         return (["path": .strings([token.text])], true)
     }
     if token.text.hasPrefix("@") {
-        guard let m = defs[token.text] else { throw CaddyfileError("unrecognized matcher name: \(token.text)") }
+        guard let m = defs[token.text] else { throw CaddyfileError.at(token, "unrecognized matcher name: \(token.text)") }
         return (m, true)
     }
     return (nil, false)
@@ -288,14 +290,16 @@ public let matcherNameContextKey = "matcher_name"
 func parseMatcherDefinitions(_ d: Dispenser, _ defs: inout [String: JSONObject], registry: CaddyfileRegistry) throws {
     d.next()
     let name = d.val
-    guard defs[name] == nil else { throw CaddyfileError("matcher is defined more than once: \(name)") }
+    guard defs[name] == nil else { throw d.err("matcher is defined more than once: \(name)") }
     var set = JSONObject()
 
     func makeMatcher(_ matcherName: String, _ tokens: [CaddyfileToken]) throws {
         let dispenser = Dispenser(tokens)
         dispenser.setContext(matcherNameContextKey, String(name.dropFirst()))
         guard let parser = registry.modules["http.matchers." + matcherName] else {
-            throw CaddyfileError("getting matcher module '\(matcherName)': module not registered: http.matchers.\(matcherName)")
+            let message = "getting matcher module '\(matcherName)': module not registered: http.matchers.\(matcherName)"
+            if let t = tokens.first { throw CaddyfileError.at(t, message) }
+            throw CaddyfileError(message)
         }
         set[matcherName] = try parser(dispenser, registry)
     }

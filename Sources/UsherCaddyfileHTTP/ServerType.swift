@@ -101,7 +101,9 @@ public struct HTTPServerType {
             var segments = sb.block.segments
             for i in segments.indices { replacer.apply(&segments[i]) }
             guard !sb.block.keys.isEmpty else {
-                throw CaddyfileError("server block without any key is global configuration, and if used, it must be first")
+                let message = "server block without any key is global configuration, and if used, it must be first"
+                if let t = sb.block.segments.first?.first { throw CaddyfileError.at(t, message) }
+                throw CaddyfileError(message)
             }
             var block = sb.block
             block.segments = segments
@@ -133,6 +135,7 @@ public struct HTTPServerType {
                 let name = normalizeDirectiveName(dir)
                 for var r in results {
                     r.directive = name
+                    r.token = seg.first
                     sbState.pile[r.className, default: []].append(r)
                 }
                 if let invoked = state[namedRouteKey] as? [String] {
@@ -324,7 +327,9 @@ public struct HTTPServerType {
                 route.handlers = [subroute.handler]
             }
             let key = sb.block.keys[0].text
-            if namedRoutes[key] != nil { throw CaddyfileError("cannot have duplicate named_routes: \(key)") }
+            if namedRoutes[key] != nil {
+                throw CaddyfileError.at(sb.block.keys[0], "cannot have duplicate named_routes: \(key)")
+            }
             namedRoutes[key] = route
             if let invoked = state[namedRouteKey] as? [String] {
                 invokes[key, default: []].append(contentsOf: invoked)
@@ -395,12 +400,12 @@ public struct HTTPServerType {
             for (j, key) in sb.block.keys.enumerated() {
                 var parsed: SiteAddress
                 do { parsed = try SiteAddress(parsing: key.text) } catch {
-                    throw CaddyfileError("parsing key: \(error)")
+                    throw CaddyfileError.at(key, "parsing key: \(error)")
                 }
                 parsed = parsed.normalized()
                 let listeners: [(String, [String])]
                 do { listeners = try listenersForServerBlockAddress(sb, parsed, ctx) } catch {
-                    throw CaddyfileError("server block \(i), key \(j) (\(key.text)): determining listener address: \(error)")
+                    throw CaddyfileError.at(key, "server block \(i), key \(j) (\(key.text)): determining listener address: \(error)")
                 }
                 for (addr, protocols) in listeners {
                     let prots = protocols.isEmpty ? [""] : protocols

@@ -18,8 +18,8 @@ extension HTTPServerType {
             for (j, b1) in p.serverBlocks.enumerated() {
                 for key in b1.block.keys.map(\.text) {
                     for (k, b2) in p.serverBlocks.enumerated() where k != j {
-                        if b2.block.keys.map(\.text).contains(key) {
-                            throw CaddyfileError("ambiguous site definition: \(key)")
+                        if let t = b2.block.keys.first(where: { $0.text == key }) {
+                            throw CaddyfileError.at(t, "ambiguous site definition: \(key)")
                         }
                     }
                 }
@@ -82,7 +82,9 @@ extension HTTPServerType {
                         let name = names.removeFirst()
                         if srv.namedRoutes![name] != nil { continue }
                         guard let r = configuredNamedRoutes[name] else {
-                            throw CaddyfileError("cannot invoke named route '\(name)', which was not defined")
+                            let message = "cannot invoke named route '\(name)', which was not defined"
+                            if let t = ctx.invokeTokens[name] { throw CaddyfileError.at(t, message) }
+                            throw CaddyfileError(message)
                         }
                         srv.namedRoutes![name] = r
                         names.append(contentsOf: namedRouteInvokes[name] ?? [])
@@ -256,31 +258,31 @@ extension HTTPServerType {
         let httpsPort = (ctx.options["https_port"] as? Int).map(String.init) ?? "443"
         var mode = ""
         let listen = Go.list(srv.listen)
-        func setHTTP(_ a: SiteAddress) throws {
+        func setHTTP(_ a: SiteAddress, _ t: CaddyfileToken) throws {
             if mode == "HTTPS" {
                 var msg = "server listening on \(listen) is configured for HTTPS and cannot natively multiplex HTTP and HTTPS: \(a.original)"
                 if a.scheme.isEmpty && a.host.isEmpty { msg += " (try specifying https:// in the address)" }
-                throw CaddyfileError(msg)
+                throw CaddyfileError.at(t, msg)
             }
             if !srv.tlsConnPolicies.isEmpty {
-                throw CaddyfileError("server listening on \(listen) is HTTP, but attempts to configure TLS connection policies")
+                throw CaddyfileError.at(t, "server listening on \(listen) is HTTP, but attempts to configure TLS connection policies")
             }
             mode = "HTTP"
         }
-        func setHTTPS(_ a: SiteAddress) throws {
+        func setHTTPS(_ a: SiteAddress, _ t: CaddyfileToken) throws {
             if mode == "HTTP" {
-                throw CaddyfileError("server listening on \(listen) is configured for HTTP and cannot natively multiplex HTTP and HTTPS: \(a.original)")
+                throw CaddyfileError.at(t, "server listening on \(listen) is configured for HTTP and cannot natively multiplex HTTP and HTTPS: \(a.original)")
             }
             mode = "HTTPS"
         }
         for sb in blocks {
-            for a in sb.parsedKeys {
+            for (a, t) in zip(sb.parsedKeys, sb.keys) {
                 if a.scheme == "http" || a.port == httpPort {
-                    try setHTTP(a)
+                    try setHTTP(a, t)
                 } else if a.scheme == "https" || a.port == httpsPort || !srv.tlsConnPolicies.isEmpty {
-                    try setHTTPS(a)
+                    try setHTTPS(a, t)
                 } else if a.host.isEmpty {
-                    try setHTTP(a)
+                    try setHTTP(a, t)
                 }
             }
         }
