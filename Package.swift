@@ -27,7 +27,7 @@ let package = Package(
     ],
     targets: [
         // Small C helpers for system calls Swift cannot import (glibc's _GNU_SOURCE API).
-        .target(name: "CUsherSystem"),
+        .target(name: "CUsherSystem", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd")]),
         .target(
             name: "UsherCore",
             dependencies: [

@@ -56,6 +56,28 @@ public enum CaddyfileFormatter {
             write("\n")
             beginningOfLine = true
         }
+        /// Writes a pending opening brace and starts the block it opens.
+        func flushOpenBrace() {
+            if nesting == 0 && last == "}" {
+                nextLine()
+                nextLine()
+            }
+            openBrace = false
+            if openBraceOwnLine && previousLineWasTopLevelImport {
+                if last != "\n" { nextLine() }
+                indent()
+            } else if beginningOfLine {
+                indent()
+            } else if !openBraceSpace || !CaddyfileLexer.isSpace(last) {
+                write(" ")
+            }
+            write("{")
+            openBraceWritten = true
+            openBraceOwnLine = false
+            nextLine()
+            newLines = 0
+            if nesting < 10 { nesting += 1 }
+        }
 
         for ch in trimmed {
             // Heredoc opening: "<<" after white space.
@@ -175,29 +197,11 @@ public enum CaddyfileFormatter {
 
             if ch == "#" { comment = true }
 
-            if openBrace && spacePrior && !openBraceWritten {
-                if nesting == 0 && last == "}" {
-                    nextLine()
-                    nextLine()
-                }
-                openBrace = false
-                if openBraceOwnLine && previousLineWasTopLevelImport {
-                    if last != "\n" { nextLine() }
-                    indent()
-                } else if beginningOfLine {
-                    indent()
-                } else if !openBraceSpace || !CaddyfileLexer.isSpace(last) {
-                    write(" ")
-                }
-                write("{")
-                openBraceWritten = true
-                openBraceOwnLine = false
-                nextLine()
-                newLines = 0
-                if nesting < 10 { nesting += 1 }
-            }
+            if openBrace && spacePrior && !openBraceWritten { flushOpenBrace() }
 
             if ch == "{" {
+                // A brace right after a pending one (`{{`) opens a block too, as current Caddy formats it.
+                if openBrace && !openBraceWritten { flushOpenBrace() }
                 finishToken()
                 openBrace = true
                 openBraceSpace = spacePrior && !beginningOfLine
@@ -244,6 +248,8 @@ public enum CaddyfileFormatter {
             write(ch)
             beginningOfLine = false
         }
+        // A brace still pending at the end of input is written, not dropped.
+        if openBrace && !openBraceWritten { flushOpenBrace() }
         var result = trimSpace(out)
         result.append("\n")
         return String(String.UnicodeScalarView(result))
@@ -268,7 +274,7 @@ public enum CaddyfileFormatter {
             if i >= b.count || ch != b[i] { break }
             if ch == UInt8(ascii: "\n") { line += 1 }
         }
-        return (line, "Caddyfile input is not formatted; run 'caddy fmt --overwrite' to fix inconsistencies")
+        return (line, "Caddyfile input is not formatted; run 'usher fmt --overwrite' to fix inconsistencies")
     }
 }
 

@@ -68,6 +68,8 @@ public final class Request {
     public let original: OriginalRequest
 
     var routeGroups: Set<String> = []
+    /// How many named routes are being invoked for this request, one inside another.
+    public var invokeDepth = 0
     var hasBufferedBody = false
     /// The server's named routes, for `http.handlers.invoke`.
     public var namedRoutes: [String: any HTTPHandler] { server.namedRoutes }

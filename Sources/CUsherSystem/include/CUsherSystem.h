@@ -4,4 +4,6 @@
 /// The number of CPUs in this process's affinity mask (sched_getaffinity), or -1 on error.
 int c_usher_affinity_cpu_count(void);
 
+#include "compress.h"
+
 #endif

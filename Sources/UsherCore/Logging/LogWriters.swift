@@ -3,6 +3,8 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CUsherSystem
+import Dispatch
 import Synchronization
 
 /// Where encoded log entries go. Writes of one entry are atomic with respect to each other.
@@ -89,7 +91,7 @@ final class DiscardLogWriter: LogWriter {
 }
 
 /// `caddy.logging.writers.file`: appends to a file, rolling it by size. Rolled files are named
-/// `<name>-<UTC time><ext>` beside it and are kept uncompressed.
+/// `<name>-<UTC time><ext>` beside it and compressed with gzip (default) or zstd, as Caddy's are.
 public struct FileWriterModule: LogWriterModule {
     public static let moduleID: ModuleID = "caddy.logging.writers.file"
 
@@ -107,21 +109,24 @@ public struct FileWriterModule: LogWriterModule {
     public var rollKeepDays: Int?
     /// `roll_local_time`: name rolled files by local time. Default: false.
     public var rollLocalTime: Bool?
-    /// `roll_uncompressed`: accepted for compatibility; rolled files are not compressed.
-    public var rollUncompressed: Bool?
+    /// `roll_gzip`: compress rolled files (false keeps them as they are). Default: true.
+    public var rollGzip: Bool?
+    /// `roll_compression`: `gzip`, `zstd` or `none`; overrides `roll_gzip`. Default: gzip.
+    public var rollCompression: String?
 
     enum CodingKeys: String, CodingKey {
         case filename, mode, roll
         case rollSizeMB = "roll_size_mb", rollKeep = "roll_keep", rollKeepDays = "roll_keep_days"
-        case rollLocalTime = "roll_local_time", rollUncompressed = "roll_uncompressed"
-        case rollInterval = "roll_interval", rollAt = "roll_at", dirMode = "dir_mode"
+        case rollLocalTime = "roll_local_time", rollGzip = "roll_gzip", rollCompression = "roll_compression"
+        case rollInterval = "roll_interval", rollAt = "roll_at", rollMinutes = "roll_minutes", dirMode = "dir_mode"
+        case backupTimeFormat = "backup_time_format"
     }
 
     public init(filename: String) { self.filename = filename }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.rollInterval, .rollAt, .dirMode])
+        try c.refuseUnsupported([.rollInterval, .rollAt, .rollMinutes, .dirMode, .backupTimeFormat])
         filename = try c.decode(String.self, forKey: .filename)
         if filename.isEmpty { throw c.error(.filename, "must not be empty") }
         mode = try c.decodeIfPresent(String.self, forKey: .mode)
@@ -131,10 +136,24 @@ public struct FileWriterModule: LogWriterModule {
         rollKeep = try c.decodeIfPresent(Int.self, forKey: .rollKeep)
         rollKeepDays = try c.decodeIfPresent(Int.self, forKey: .rollKeepDays)
         rollLocalTime = try c.decodeIfPresent(Bool.self, forKey: .rollLocalTime)
-        rollUncompressed = try c.decodeIfPresent(Bool.self, forKey: .rollUncompressed)
+        rollGzip = try c.decodeIfPresent(Bool.self, forKey: .rollGzip)
+        rollCompression = try c.decodeIfPresent(String.self, forKey: .rollCompression)
+        if let rc = rollCompression, !["", "none", "gzip", "zstd"].contains(rc.lowercased()) {
+            throw c.error(.rollCompression, "must be 'none', 'gzip' or 'zstd', not \"\(rc)\"")
+        }
     }
 
     public var writerKey: String { "file:" + filename }
+
+    /// How rolled files are compressed.
+    var compression: RollCompression {
+        switch rollCompression?.lowercased() {
+        case "none": return .none
+        case "gzip": return .gzip
+        case "zstd": return .zstd
+        default: return rollGzip == false ? .none : .gzip
+        }
+    }
 
     public func openWriter() throws -> any LogWriter {
         try RollingFileLogWriter(
@@ -143,8 +162,20 @@ public struct FileWriterModule: LogWriterModule {
             maxBytes: (roll ?? true) ? max(1, rollSizeMB ?? 100) * 1024 * 1024 : nil,
             keep: rollKeep ?? 10,
             keepDays: rollKeepDays ?? 90,
-            localTime: rollLocalTime ?? false
+            localTime: rollLocalTime ?? false,
+            compression: compression
         )
+    }
+}
+
+enum RollCompression: Sendable {
+    case none, gzip, zstd
+    var suffix: String {
+        switch self {
+        case .none: return ""
+        case .gzip: return ".gz"
+        case .zstd: return ".zst"
+        }
     }
 }
 
@@ -172,16 +203,19 @@ final class RollingFileLogWriter: LogWriter {
     let keep: Int
     let keepDays: Int
     let localTime: Bool
+    let compression: RollCompression
     let state: Mutex<State>
     var isTerminal: Bool { false }
 
-    init(path: String, mode: mode_t, maxBytes: Int?, keep: Int, keepDays: Int, localTime: Bool) throws {
+    init(path: String, mode: mode_t, maxBytes: Int?, keep: Int, keepDays: Int, localTime: Bool,
+         compression: RollCompression = .gzip) throws {
         self.path = path
         self.mode = mode
         self.maxBytes = maxBytes
         self.keep = keep
         self.keepDays = keepDays
         self.localTime = localTime
+        self.compression = compression
         let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemError("opening log file \(path)") }
         var st = stat()
@@ -201,9 +235,25 @@ final class RollingFileLogWriter: LogWriter {
         Glibc.close(s.fd)
         let stamp = GoTimeLayout.format(.now(), layout: "2006-01-02T15-04-05.000", local: localTime)
         let (base, ext) = splitExtension(path)
-        Glibc.rename(path, "\(base)-\(stamp)\(ext)")
+        // Two rolls within one millisecond would otherwise overwrite the first backup.
+        var candidate = "\(base)-\(stamp)\(ext)"
+        var n = 1
+        while ["", ".gz", ".zst"].contains(where: { access(candidate + $0, F_OK) == 0 }) {
+            candidate = "\(base)-\(stamp)-\(n)\(ext)"
+            n += 1
+        }
+        let backup = candidate
+        Glibc.rename(path, backup)
         s.fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode)
         s.size = 0
+        if compression != .none {
+            // Compressing takes a while; writers go on with the new file meanwhile.
+            let kind: Int32 = compression == .zstd ? 2 : 1
+            let target = backup + compression.suffix
+            DispatchQueue.global(qos: .utility).async {
+                if c_usher_compress_file(backup, target, kind) == 0 { unlink(backup) }
+            }
+        }
         pruneBackups(base: base, ext: ext)
     }
 
@@ -214,7 +264,8 @@ final class RollingFileLogWriter: LogWriter {
         var backups: [String] = []
         while let ent = readdir(d) {
             let name = withUnsafeBytes(of: ent.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name.hasPrefix(prefix), name.hasSuffix(ext), name.count > prefix.count + ext.count { backups.append(name) }
+            let isBackup = [ext, ext + ".gz", ext + ".zst"].contains { name.hasSuffix($0) && name.count > prefix.count + $0.count }
+            if name.hasPrefix(prefix), isBackup { backups.append(name) }
         }
         closedir(d)
         backups.sort(by: >)
