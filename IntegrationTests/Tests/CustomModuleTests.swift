@@ -38,5 +38,18 @@ struct CustomModuleTests {
             """)
         #expect(bad.status == 400)
         #expect(bad.body.contains("apps.http.servers.s.routes[0].handle[0] (http.handlers.hello): status: 99 is not a final status code"), "\(bad.body)")
+
+        // The package's Caddyfile directive: ordered before respond, with a matcher and its own argument check.
+        let caddyfile = "{\n\tadmin \(s.adminAddress)\n}\nhttp://127.0.0.1:\(port) {\n\tbind 127.0.0.1\n"
+            + "\trespond \"fallback\"\n\thello /greet/* {path.1} 202\n}\n"
+        let loaded = try admin(s, "POST", "/load", body: caddyfile, headers: ["Content-Type: text/caddyfile"])
+        #expect(loaded.status == 200, "\(loaded.body)")
+        let greeted = try curl(["http://127.0.0.1:\(port)/greet/Swift"])
+        #expect(greeted.status == 202)
+        #expect(greeted.body == "Hello, Swift!")
+        #expect(try curl(["http://127.0.0.1:\(port)/other"]).body == "fallback")
+        let badDirective = try admin(s, "POST", "/adapt", body: ":80 {\n\thello you soon\n}\n",
+                                     headers: ["Content-Type: text/caddyfile"])
+        #expect(badDirective.body.contains("parsing caddyfile tokens for 'hello': status must be a number, not 'soon', at Caddyfile:2"), "\(badDirective.body)")
     }
 }

@@ -21,6 +21,7 @@ let package = Package(
             dependencies: [
                 .product(name: "UsherCore", package: "usher"),
                 .product(name: "UsherHTTP", package: "usher"),
+                .product(name: "UsherCaddyfile", package: "usher"),
             ]
         ),
         .executableTarget(

@@ -1,3 +1,5 @@
+import UsherCaddyfile
+import UsherCaddyfileHTTP
 import UsherCore
 import UsherHTTP
 
@@ -39,4 +41,24 @@ public enum HelloModules: ModuleBundle {
     public static let name = "example.com/hello"
     public static let version = "1.0.0"
     public static var modules: [any Module.Type] { [HelloHandler.self] }
+    public static var extensions: [any BundleExtension] { [helloCaddyfile] }
 }
+
+/// The `hello [<matcher>] [<name>] [<status>]` Caddyfile directive, run just before `respond`.
+let helloCaddyfile = CaddyfileSupport(
+    handlerDirectives: [
+        "hello": { h in
+            let d = h.d
+            d.next() // the directive name
+            var fields = JSONObject()
+            if d.nextArg() { fields["name"] = .string(d.val) }
+            if d.nextArg() {
+                guard let status = Int(d.val) else { throw d.err("status must be a number, not '\(d.val)'") }
+                fields["status"] = .number(JSONNumber(status))
+            }
+            if d.nextArg() { throw d.argErr() }
+            return handlerObject("hello", fields)
+        },
+    ],
+    order: [(directive: "hello", position: .before, relativeTo: "respond")]
+)
