@@ -484,7 +484,8 @@ struct ImportGraph {
 
 // MARK: - Files
 
-func absolutePath(_ path: String) -> String {
+/// Go's `filepath.Abs` (against the working directory) followed by `Clean`.
+public func absolutePath(_ path: String) -> String {
     if path.hasPrefix("/") { return cleanFilePath(path) }
     var buf = [CChar](repeating: 0, count: 4096)
     let cwd = getcwd(&buf, buf.count) != nil ? String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/"
@@ -500,7 +501,7 @@ func directoryOf(_ path: String) -> String {
 func joinPath(_ a: String, _ b: String) -> String { cleanFilePath(a + "/" + b) }
 
 /// `filepath.Clean`.
-func cleanFilePath(_ p: String) -> String {
+public func cleanFilePath(_ p: String) -> String {
     let rooted = p.hasPrefix("/")
     var out: [Substring] = []
     for part in p.split(separator: "/", omittingEmptySubsequences: true) {
@@ -516,7 +517,8 @@ func cleanFilePath(_ p: String) -> String {
     return joined.isEmpty ? "." : joined
 }
 
-func readWholeFile(_ path: String) -> [UInt8]? {
+/// The whole file, or nil when it cannot be read.
+public func readWholeFile(_ path: String) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }

@@ -4,29 +4,12 @@ import UsherCaddyfile
 import Glibc
 #endif
 
-/// Reads a file some directives read while adapting (certificates, body files), as Go's `os.ReadFile` would.
+/// Reads a file some directives read while adapting (certificates), failing as Go's `os.ReadFile` words it.
 func readTextFile(_ path: String) throws -> String {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw CaddyfileError("open \(path): \(String(cString: strerror(errno)).lowercasedFirst)") }
-    defer { close(fd) }
-    var out: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = read(fd, &buf, buf.count)
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw CaddyfileError("read \(path): \(String(cString: strerror(errno)).lowercasedFirst)")
-        }
-        if n == 0 { break }
-        out.append(contentsOf: buf[0..<n])
+    guard let bytes = readWholeFile(path) else {
+        throw CaddyfileError("open \(path): \(String(cString: strerror(errno)).lowercasedFirst)")
     }
-    return String(decoding: out, as: UTF8.self)
-}
-
-/// Whether a path exists (any file type).
-func fileExists(_ path: String) -> Bool {
-    var st = stat()
-    return stat(path, &st) == 0
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 extension String {

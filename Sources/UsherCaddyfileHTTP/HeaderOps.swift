@@ -118,6 +118,18 @@ private func applyHeaderOp(_ ops: inout HeaderOpsJSON, isResponse: Bool, field f
     return (false, nil)
 }
 
+/// A header operation written as arguments (`<field> [<value> [<replacement>]]`), as `header_up`, `header_down`
+/// and `push`'s `headers` take it; errors are placed at the current token.
+public func applyHeaderArgs(_ ops: inout HeaderOpsJSON, _ args: [String], _ d: Dispenser) throws {
+    guard (1...3).contains(args.count) else { throw d.argErr() }
+    do {
+        try caddyfileHeaderOp(&ops, field: args[0], value: args.count > 1 ? args[1] : "",
+                              replacement: args.count > 2 ? args[2] : nil)
+    } catch {
+        throw d.err("\(error)")
+    }
+}
+
 /// The header matcher's Caddyfile form (`[!]Field [value]` per line), merged into `headers`.
 public func parseHeaderMatcherLines(_ d: Dispenser, into headers: inout JSONObject) throws {
     while d.next() {

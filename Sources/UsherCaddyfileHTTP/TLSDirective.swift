@@ -147,41 +147,15 @@ func parseTLS(_ h: Helper) throws -> [ConfigValue] {
             a.ensureDNS()
             dnsOptionsSet.append("resolvers")
             a.challenges!.dns!.resolvers = args
-        case "propagation_delay":
+        case "propagation_delay", "propagation_timeout", "dns_ttl":
+            let option = d.val
             let args = d.remainingArgs()
             guard args.count == 1 else { throw d.argErr() }
-            let v: Int64
-            do { v = try Go.caddyDuration(args[0]) } catch {
-                throw d.err("invalid propagation_delay duration \(args[0]): \(error)")
-            }
+            let v = try dnsDuration(d, option, args[0])
             let a = ensureACME()
             a.ensureDNS()
-            dnsOptionsSet.append("propagation_delay")
-            a.challenges!.dns!.propagationDelay = v
-        case "propagation_timeout":
-            let args = d.remainingArgs()
-            guard args.count == 1 else { throw d.argErr() }
-            var v: Int64 = -1
-            if args[0] != "-1" {
-                do { v = try Go.caddyDuration(args[0]) } catch {
-                    throw d.err("invalid propagation_timeout duration \(args[0]): \(error)")
-                }
-            }
-            let a = ensureACME()
-            a.ensureDNS()
-            dnsOptionsSet.append("propagation_timeout")
-            a.challenges!.dns!.propagationTimeout = v
-        case "dns_ttl":
-            let args = d.remainingArgs()
-            guard args.count == 1 else { throw d.argErr() }
-            let v: Int64
-            do { v = try Go.caddyDuration(args[0]) } catch {
-                throw d.err("invalid dns_ttl duration \(args[0]): \(error)")
-            }
-            let a = ensureACME()
-            a.ensureDNS()
-            dnsOptionsSet.append("dns_ttl")
-            a.challenges!.dns!.ttl = v
+            dnsOptionsSet.append(option)
+            a.challenges!.dns!.setDuration(option, v)
         case "dns_challenge_override_domain":
             let args = d.remainingArgs()
             guard args.count == 1 else { throw d.argErr() }
@@ -343,24 +317,12 @@ func parseACMEIssuer(_ d: Dispenser, _ registry: CaddyfileRegistry) throws -> AC
                 let fields = try registry.unmarshalModuleObject(d, "dns.providers." + name)
                 iss.challenges!.dns!.provider = moduleObject(fields, key: "name", name: name)
             }
-        case "propagation_delay":
+        case "propagation_delay", "propagation_timeout":
+            let option = d.val
             guard d.nextArg() else { throw d.argErr() }
-            let v: Int64
-            do { v = try Go.caddyDuration(d.val) } catch {
-                throw d.err("invalid propagation_delay duration \(d.val): \(error)")
-            }
+            let v = try dnsDuration(d, option, d.val)
             iss.ensureDNS()
-            iss.challenges!.dns!.propagationDelay = v
-        case "propagation_timeout":
-            guard d.nextArg() else { throw d.argErr() }
-            var v: Int64 = -1
-            if d.val != "-1" {
-                do { v = try Go.caddyDuration(d.val) } catch {
-                    throw d.err("invalid propagation_timeout duration \(d.val): \(error)")
-                }
-            }
-            iss.ensureDNS()
-            iss.challenges!.dns!.propagationTimeout = v
+            iss.challenges!.dns!.setDuration(option, v)
         case "resolvers":
             iss.ensureDNS()
             let r = d.remainingArgs()
@@ -368,10 +330,9 @@ func parseACMEIssuer(_ d: Dispenser, _ registry: CaddyfileRegistry) throws -> AC
             if r.isEmpty { throw d.argErr() }
         case "dns_ttl":
             guard d.nextArg() else { throw d.argErr() }
-            let v: Int64
-            do { v = try Go.caddyDuration(d.val) } catch { throw d.err("invalid dns_ttl duration \(d.val): \(error)") }
+            let v = try dnsDuration(d, "dns_ttl", d.val)
             iss.ensureDNS()
-            iss.challenges!.dns!.ttl = v
+            iss.challenges!.dns!.setDuration("dns_ttl", v)
         case "dns_challenge_override_domain":
             let a = d.remainingArgs()
             guard a.count == 1 else { throw d.argErr() }
@@ -473,35 +434,17 @@ func parseZeroSSLIssuer(_ d: Dispenser, _ registry: CaddyfileRegistry) throws ->
             if cname == nil { cname = DNSChallengeConfig() }
             let fields = try registry.unmarshalModuleObject(d, "dns.providers." + name)
             cname!.provider = moduleObject(fields, key: "name", name: name)
-        case "propagation_delay":
+        case "propagation_delay", "propagation_timeout", "dns_ttl":
+            let option = d.val
             guard d.nextArg() else { throw d.argErr() }
-            let v: Int64
-            do { v = try Go.caddyDuration(d.val) } catch {
-                throw d.err("invalid propagation_delay duration \(d.val): \(error)")
-            }
+            let v = try dnsDuration(d, option, d.val)
             if cname == nil { cname = DNSChallengeConfig() }
-            cname!.propagationDelay = v
-        case "propagation_timeout":
-            guard d.nextArg() else { throw d.argErr() }
-            var v: Int64 = -1
-            if d.val != "-1" {
-                do { v = try Go.caddyDuration(d.val) } catch {
-                    throw d.err("invalid propagation_timeout duration \(d.val): \(error)")
-                }
-            }
-            if cname == nil { cname = DNSChallengeConfig() }
-            cname!.propagationTimeout = v
+            cname!.setDuration(option, v)
         case "resolvers":
             if cname == nil { cname = DNSChallengeConfig() }
             let r = d.remainingArgs()
             cname!.resolvers = r
             if r.isEmpty { throw d.argErr() }
-        case "dns_ttl":
-            guard d.nextArg() else { throw d.argErr() }
-            let v: Int64
-            do { v = try Go.caddyDuration(d.val) } catch { throw d.err("invalid dns_ttl duration \(d.val): \(error)") }
-            if cname == nil { cname = DNSChallengeConfig() }
-            cname!.ttl = v
         default:
             throw d.err("unrecognized zerossl issuer property: \(d.val)")
         }
@@ -597,4 +540,20 @@ func pemFileToDERBase64(_ path: String) throws -> [String] {
     }
     if ders.isEmpty { throw CaddyfileError("no CERTIFICATE pem block found in \(path)") }
     return ders
+}
+
+/// A DNS challenge duration option's argument (`propagation_timeout` also takes `-1`: no timeout).
+func dnsDuration(_ d: Dispenser, _ option: String, _ text: String) throws -> Int64 {
+    if option == "propagation_timeout" && text == "-1" { return -1 }
+    do { return try Go.caddyDuration(text) } catch { throw d.err("invalid \(option) duration \(text): \(error)") }
+}
+
+extension DNSChallengeConfig {
+    mutating func setDuration(_ option: String, _ value: Int64) {
+        switch option {
+        case "propagation_delay": propagationDelay = value
+        case "propagation_timeout": propagationTimeout = value
+        default: ttl = value
+        }
+    }
 }

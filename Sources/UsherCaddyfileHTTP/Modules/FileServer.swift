@@ -125,7 +125,7 @@ private func parseFileServer(_ h: Helper) throws -> JSONObject {
 
     // The Caddyfile itself is hidden from the file server unless already covered.
     for var file in h.caddyfiles() {
-        file = cleanPath(file)
+        file = cleanFilePath(file)
         if !fileHidden(file, hide) {
             if !file.contains("/") { file = "./" + file }
             hide.append(file)
@@ -151,7 +151,7 @@ private func parseFileServer(_ h: Helper) throws -> JSONObject {
 private func fileHidden(_ filenameIn: String, _ hide: [String]) -> Bool {
     if hide.isEmpty { return false }
     var filename = filenameIn
-    if let abs = fastAbs(filename) { filename = abs }
+    filename = absolutePath(filename)
     var components: [String] = []
     for h in hide {
         if !h.contains("/") {
@@ -165,36 +165,6 @@ private func fileHidden(_ filenameIn: String, _ hide: [String]) -> Bool {
         if goFilepathMatch(h, filename) { return true }
     }
     return false
-}
-
-private func fastAbs(_ path: String) -> String? {
-    if path.hasPrefix("/") { return cleanPath(path) }
-    var buf = [CChar](repeating: 0, count: 4096)
-    guard getcwd(&buf, buf.count) != nil else { return nil }
-    let wd = String(cString: buf)
-    return cleanPath(wd + "/" + path)
-}
-
-/// Go's `filepath.Clean`.
-func cleanPath(_ p: String) -> String {
-    if p.isEmpty { return "." }
-    let rooted = p.hasPrefix("/")
-    var out: [Substring] = []
-    for part in p.split(separator: "/", omittingEmptySubsequences: true) {
-        if part == "." { continue }
-        if part == ".." {
-            if let last = out.last, last != ".." {
-                out.removeLast()
-            } else if !rooted {
-                out.append(part)
-            }
-            continue
-        }
-        out.append(part)
-    }
-    let joined = out.joined(separator: "/")
-    if rooted { return "/" + joined }
-    return joined.isEmpty ? "." : joined
 }
 
 /// Go's `filepath.Match` (`*`, `?`, `[...]`, `\` escapes; `*` does not cross `/`).

@@ -204,18 +204,7 @@ private func parsePush(_ h: Helper) throws -> JSONObject {
             while d.nextBlock(nesting) {
                 let args = [d.val] + d.remainingArgs()
                 var ops = headers ?? HeaderOpsJSON()
-                do {
-                    switch args.count {
-                    case 1: try caddyfileHeaderOp(&ops, field: args[0], value: "", replacement: nil)
-                    case 2: try caddyfileHeaderOp(&ops, field: args[0], value: args[1], replacement: nil)
-                    case 3: try caddyfileHeaderOp(&ops, field: args[0], value: args[1], replacement: args[2])
-                    default: throw d.argErr()
-                    }
-                } catch let e as CaddyfileError where e.description.contains(", at ") {
-                    throw e
-                } catch {
-                    throw d.err("\(error)")
-                }
+                try applyHeaderArgs(&ops, args, d)
                 headers = ops
             }
         case "GET", "HEAD":
@@ -235,61 +224,14 @@ private func parsePush(_ h: Helper) throws -> JSONObject {
 /// `intercept`: response matchers, `handle_response` routes and `replace_status`.
 private func parseIntercept(_ h: Helper) throws -> JSONObject {
     let d = h.d
-    var matchers: [String: JSONObject] = [:]
-    var segments: [Dispenser] = []
-    var handlers: [(match: JSONObject?, status: String, routes: [HTTPRoute]?)] = []
+    var responses = ResponseHandlers()
     d.next()
     while d.nextBlock(0) {
-        if d.val.hasPrefix("@") {
-            try parseNamedResponseMatcher(d.newFromNextSegment(), &matchers)
-            continue
-        }
-        switch d.val {
-        case "handle_response":
-            segments.append(d.newFromNextSegment())
-        case "replace_status":
-            let args = d.remainingArgs()
-            guard args.count == 1 || args.count == 2 else {
-                throw d.err("must have one or two arguments: an optional response matcher, and a status code")
-            }
-            var match: JSONObject?
-            var status = args[0]
-            if args.count == 2 {
-                guard args[0].hasPrefix("@") else { throw d.err("must use a named response matcher, starting with '@'") }
-                guard let m = matchers[args[0]] else {
-                    throw d.err("no named response matcher defined with name '\(args[0].dropFirst())'")
-                }
-                match = m
-                status = args[1]
-            }
-            if d.nextBlock(d.nesting) {
-                throw d.err("cannot define routes for 'replace_status', use 'handle_response' instead.")
-            }
-            handlers.append((match, status, nil))
-        default:
-            throw d.err("unrecognized subdirective \(d.val)")
-        }
+        if try !responses.parse(d) { throw d.err("unrecognized subdirective \(d.val)") }
     }
-    for sd in segments {
-        sd.next()
-        let args = sd.remainingArgs()
-        if args.count > 1 {
-            throw sd.err("too many arguments for 'handle_response': only a single response matcher name is allowed, but got: \(Go.list(args))")
-        }
-        var match: JSONObject?
-        if args.count == 1 {
-            guard args[0].hasPrefix("@") else { throw sd.err("must use a named response matcher, starting with '@'") }
-            guard let m = matchers[args[0]] else {
-                throw sd.err("no named response matcher defined with name '\(args[0].dropFirst())'")
-            }
-            match = m
-        }
-        let sub = try h.with(sd.newFromNextSegment()).parseSegmentAsSubroute()
-        handlers.append((match, "", sub.routes))
-    }
-    handlers = handlers.filter { $0.match != nil } + handlers.filter { $0.match == nil }
+    try responses.finalize(h)
     var o = JSONObject()
-    o.put("handle_response", handlers.map { responseHandlerJSON($0.match, $0.status, $0.routes) })
+    o.put("handle_response", responses.json)
     return handlerObject("intercept", o)
 }
 

@@ -213,10 +213,8 @@ struct ReverseProxyConfig {
     var streamBufferSize = 0
     var streamCloseDelay: Int64 = 0
     var rewrite: JSONObject?
-    var handleResponse: [(match: JSONObject?, status: String, routes: [HTTPRoute]?)] = []
+    var responses = ResponseHandlers()
     var verboseLogs = false
-    var responseMatchers: [String: JSONObject] = [:]
-    var handleResponseSegments: [Dispenser] = []
 
     var handler: JSONObject {
         var o = JSONObject()
@@ -244,7 +242,7 @@ struct ReverseProxyConfig {
         o.put("stream_buffer_size", streamBufferSize)
         o.putDuration("stream_close_delay", streamCloseDelay)
         o.put("rewrite", rewrite)
-        o.put("handle_response", handleResponse.map { responseHandlerJSON($0.match, $0.status, $0.routes) })
+        o.put("handle_response", responses.json)
         o.put("verbose_logs", verboseLogs)
         return handlerObject("reverse_proxy", o)
     }
@@ -317,10 +315,7 @@ struct ReverseProxyConfig {
         }
 
         while d.nextBlock(0) {
-            if d.val.hasPrefix("@") {
-                try parseNamedResponseMatcher(d.newFromNextSegment(), &responseMatchers)
-                continue
-            }
+            if try responses.parse(d) { continue }
             switch d.val {
             case "to":
                 let args = d.remainingArgs()
@@ -496,34 +491,12 @@ struct ReverseProxyConfig {
             case "header_up":
                 var ops = requestHeaders ?? HeaderOpsJSON()
                 let args = d.remainingArgs()
-                do {
-                    switch args.count {
-                    case 1: try caddyfileHeaderOp(&ops, field: args[0], value: "", replacement: nil)
-                    case 2: try caddyfileHeaderOp(&ops, field: args[0], value: args[1], replacement: nil)
-                    case 3: try caddyfileHeaderOp(&ops, field: args[0], value: args[1], replacement: args[2])
-                    default: throw d.argErr()
-                    }
-                } catch let e as CaddyfileError where e.description.contains(", at ") {
-                    throw e
-                } catch {
-                    throw d.err("\(error)")
-                }
+                try applyHeaderArgs(&ops, args, d)
                 requestHeaders = ops
             case "header_down":
                 var ops = responseHeaders ?? HeaderOpsJSON()
                 let args = d.remainingArgs()
-                do {
-                    switch args.count {
-                    case 1: try caddyfileHeaderOp(&ops, field: args[0], value: "", replacement: nil)
-                    case 2: try caddyfileHeaderOp(&ops, field: args[0], value: args[1], replacement: nil)
-                    case 3: try caddyfileHeaderOp(&ops, field: args[0], value: args[1], replacement: args[2])
-                    default: throw d.argErr()
-                    }
-                } catch let e as CaddyfileError where e.description.contains(", at ") {
-                    throw e
-                } catch {
-                    throw d.err("\(error)")
-                }
+                try applyHeaderArgs(&ops, args, d)
                 responseHeaders = ops
             case "method":
                 guard d.nextArg() else { throw d.argErr() }
@@ -547,27 +520,6 @@ struct ReverseProxyConfig {
                     let fields = try registry.unmarshalModuleObject(d, "http.reverse_proxy.transport." + name)
                     transportValue = TransportValue(name: name, fields: fields)
                 }
-            case "handle_response":
-                handleResponseSegments.append(d.newFromNextSegment())
-            case "replace_status":
-                let args = d.remainingArgs()
-                guard args.count == 1 || args.count == 2 else {
-                    throw d.err("must have one or two arguments: an optional response matcher, and a status code")
-                }
-                var match: JSONObject?
-                var status = args[0]
-                if args.count == 2 {
-                    guard args[0].hasPrefix("@") else { throw d.err("must use a named response matcher, starting with '@'") }
-                    guard let m = responseMatchers[args[0]] else {
-                        throw d.err("no named response matcher defined with name '\(args[0].dropFirst())'")
-                    }
-                    match = m
-                    status = args[1]
-                }
-                if d.nextBlock(d.nesting) {
-                    throw d.err("cannot define routes for 'replace_status', use 'handle_response' instead.")
-                }
-                handleResponse.append((match, status, nil))
             case "verbose_logs":
                 if verboseLogs { throw d.err("verbose_logs already specified") }
                 verboseLogs = true
@@ -595,27 +547,67 @@ struct ReverseProxyConfig {
         }
     }
 
-    /// Parses `handle_response` blocks into routes and puts handlers with matchers first.
+    /// Parses `handle_response` blocks into routes.
     mutating func finalize(_ h: Helper) throws {
-        for d in handleResponseSegments {
+        try responses.finalize(h)
+    }
+}
+
+/// Response matchers, `handle_response` and `replace_status` as `reverse_proxy` and `intercept` take them.
+struct ResponseHandlers {
+    var matchers: [String: JSONObject] = [:]
+    var segments: [Dispenser] = []
+    var handlers: [(match: JSONObject?, status: String, routes: [HTTPRoute]?)] = []
+
+    var json: [JSONObject] { handlers.map { responseHandlerJSON($0.match, $0.status, $0.routes) } }
+
+    private func namedMatcher(_ d: Dispenser, _ name: String) throws -> JSONObject {
+        guard name.hasPrefix("@") else { throw d.err("must use a named response matcher, starting with '@'") }
+        guard let m = matchers[name] else {
+            throw d.err("no named response matcher defined with name '\(name.dropFirst())'")
+        }
+        return m
+    }
+
+    /// Takes a `@name` matcher definition, `handle_response` or `replace_status`; returns whether it did.
+    mutating func parse(_ d: Dispenser) throws -> Bool {
+        if d.val.hasPrefix("@") {
+            try parseNamedResponseMatcher(d.newFromNextSegment(), &matchers)
+            return true
+        }
+        switch d.val {
+        case "handle_response":
+            segments.append(d.newFromNextSegment())
+        case "replace_status":
+            let args = d.remainingArgs()
+            guard args.count == 1 || args.count == 2 else {
+                throw d.err("must have one or two arguments: an optional response matcher, and a status code")
+            }
+            let match = args.count == 2 ? try namedMatcher(d, args[0]) : nil
+            if d.nextBlock(d.nesting) {
+                throw d.err("cannot define routes for 'replace_status', use 'handle_response' instead.")
+            }
+            handlers.append((match, args.count == 2 ? args[1] : args[0], nil))
+        default:
+            return false
+        }
+        return true
+    }
+
+    /// Parses the `handle_response` blocks (after all matchers are known) and puts handlers with matchers first.
+    mutating func finalize(_ h: Helper) throws {
+        for d in segments {
             d.next()
             let args = d.remainingArgs()
             if args.count > 1 {
                 throw d.err("too many arguments for 'handle_response': only a single response matcher name is allowed, but got: \(Go.list(args))")
             }
-            var match: JSONObject?
-            if args.count == 1 {
-                guard args[0].hasPrefix("@") else { throw d.err("must use a named response matcher, starting with '@'") }
-                guard let m = responseMatchers[args[0]] else {
-                    throw d.err("no named response matcher defined with name '\(args[0].dropFirst())'")
-                }
-                match = m
-            }
+            let match = args.count == 1 ? try namedMatcher(d, args[0]) : nil
             let sub = try h.with(d.newFromNextSegment()).parseSegmentAsSubroute()
-            handleResponse.append((match, "", sub.routes))
+            handlers.append((match, "", sub.routes))
         }
-        handleResponse = handleResponse.filter { $0.match != nil } + handleResponse.filter { $0.match == nil }
-        handleResponseSegments = []
+        handlers = handlers.filter { $0.match != nil } + handlers.filter { $0.match == nil }
+        segments = []
     }
 }
 
@@ -1056,7 +1048,37 @@ private func parseCookiePolicy(_ d: Dispenser, _ registry: CaddyfileRegistry) th
     return .object(o)
 }
 
-private func resolverJSON(_ addresses: [String]) -> JSONObject { ["addresses": .strings(addresses)] }
+/// The settings the `srv` and `a` upstream sources share: refresh, resolvers and dialing.
+private struct DynamicSourceCommon {
+    var refresh: Int64 = 0
+    var resolver: JSONObject?
+    var dialTimeout: Int64 = 0
+    var fallbackDelay: Int64 = 0
+
+    /// Handles the current subdirective if it is one of the shared ones; returns whether it was.
+    mutating func parse(_ d: Dispenser) throws -> Bool {
+        func duration(_ what: String) throws -> Int64 {
+            guard d.nextArg() else { throw d.argErr() }
+            do { return try Go.caddyDuration(d.val) } catch { throw d.err("\(what) '\(d.val)': \(error)") }
+        }
+        switch d.val {
+        case "refresh":
+            guard d.nextArg() else { throw d.argErr() }
+            do { refresh = try Go.caddyDuration(d.val) } catch { throw d.err("parsing refresh interval duration: \(error)") }
+        case "resolvers":
+            let a = d.remainingArgs()
+            if a.isEmpty { throw d.err("must specify at least one resolver address") }
+            resolver = ["addresses": .strings(a)]
+        case "dial_timeout":
+            dialTimeout = try duration("bad timeout value")
+        case "dial_fallback_delay":
+            fallbackDelay = try duration("bad delay value")
+        default:
+            return false
+        }
+        return true
+    }
+}
 
 private func parseSRVUpstreams(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSONValue {
     d.next()
@@ -1065,15 +1087,10 @@ private func parseSRVUpstreams(_ d: Dispenser, _: CaddyfileRegistry) throws -> J
     var service = ""
     var proto = ""
     var name = args.first ?? ""
-    var refresh: Int64 = 0
     var grace: Int64 = 0
-    var resolver: JSONObject?
-    var dialTimeout: Int64 = 0
-    var fallback: Int64 = 0
+    var common = DynamicSourceCommon()
     while d.nextBlock(0) {
-        func duration(_ what: String) throws -> Int64 {
-            do { return try Go.caddyDuration(d.val) } catch { throw d.err("\(what) '\(d.val)': \(error)") }
-        }
+        if try common.parse(d) { continue }
         switch d.val {
         case "service":
             guard d.nextArg() else { throw d.argErr() }
@@ -1087,22 +1104,9 @@ private func parseSRVUpstreams(_ d: Dispenser, _: CaddyfileRegistry) throws -> J
             guard d.nextArg() else { throw d.argErr() }
             if !name.isEmpty { throw d.err("srv name has already been specified") }
             name = d.val
-        case "refresh":
-            guard d.nextArg() else { throw d.argErr() }
-            do { refresh = try Go.caddyDuration(d.val) } catch { throw d.err("parsing refresh interval duration: \(error)") }
-        case "resolvers":
-            let a = d.remainingArgs()
-            if a.isEmpty { throw d.err("must specify at least one resolver address") }
-            resolver = resolverJSON(a)
-        case "dial_timeout":
-            guard d.nextArg() else { throw d.argErr() }
-            dialTimeout = try duration("bad timeout value")
-        case "dial_fallback_delay":
-            guard d.nextArg() else { throw d.argErr() }
-            fallback = try duration("bad delay value")
         case "grace_period":
             guard d.nextArg() else { throw d.argErr() }
-            grace = try duration("bad grace period value")
+            do { grace = try Go.caddyDuration(d.val) } catch { throw d.err("bad grace period value '\(d.val)': \(error)") }
         default:
             throw d.err("unrecognized srv option '\(d.val)'")
         }
@@ -1111,11 +1115,11 @@ private func parseSRVUpstreams(_ d: Dispenser, _: CaddyfileRegistry) throws -> J
     o.put("service", service)
     o.put("proto", proto)
     o.put("name", name)
-    o.putDuration("refresh", refresh)
+    o.putDuration("refresh", common.refresh)
     o.putDuration("grace_period", grace)
-    o.put("resolver", resolver)
-    o.putDuration("dial_timeout", dialTimeout)
-    o.putDuration("dial_fallback_delay", fallback)
+    o.put("resolver", common.resolver)
+    o.putDuration("dial_timeout", common.dialTimeout)
+    o.putDuration("dial_fallback_delay", common.fallbackDelay)
     return .object(o)
 }
 
@@ -1125,15 +1129,10 @@ private func parseAUpstreams(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
     if args.count > 2 { throw d.argErr() }
     var name = args.first ?? ""
     var port = args.count == 2 ? args[1] : ""
-    var refresh: Int64 = 0
-    var resolver: JSONObject?
-    var dialTimeout: Int64 = 0
-    var fallback: Int64 = 0
     var versions: JSONObject?
+    var common = DynamicSourceCommon()
     while d.nextBlock(0) {
-        func duration(_ what: String) throws -> Int64 {
-            do { return try Go.caddyDuration(d.val) } catch { throw d.err("\(what) '\(d.val)': \(error)") }
-        }
+        if try common.parse(d) { continue }
         switch d.val {
         case "name":
             guard d.nextArg() else { throw d.argErr() }
@@ -1143,19 +1142,6 @@ private func parseAUpstreams(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
             guard d.nextArg() else { throw d.argErr() }
             if !port.isEmpty { throw d.err("a port has already been specified") }
             port = d.val
-        case "refresh":
-            guard d.nextArg() else { throw d.argErr() }
-            do { refresh = try Go.caddyDuration(d.val) } catch { throw d.err("parsing refresh interval duration: \(error)") }
-        case "resolvers":
-            let a = d.remainingArgs()
-            if a.isEmpty { throw d.err("must specify at least one resolver address") }
-            resolver = resolverJSON(a)
-        case "dial_timeout":
-            guard d.nextArg() else { throw d.argErr() }
-            dialTimeout = try duration("bad timeout value")
-        case "dial_fallback_delay":
-            guard d.nextArg() else { throw d.argErr() }
-            fallback = try duration("bad delay value")
         case "versions":
             let a = d.remainingArgs()
             if a.isEmpty { throw d.err("must specify at least one version") }
@@ -1175,10 +1161,10 @@ private func parseAUpstreams(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
     var o = JSONObject()
     o.put("name", name)
     o.put("port", port)
-    o.putDuration("refresh", refresh)
-    o.put("resolver", resolver)
-    o.putDuration("dial_timeout", dialTimeout)
-    o.putDuration("dial_fallback_delay", fallback)
+    o.putDuration("refresh", common.refresh)
+    o.put("resolver", common.resolver)
+    o.putDuration("dial_timeout", common.dialTimeout)
+    o.putDuration("dial_fallback_delay", common.fallbackDelay)
     o.put("versions", versions)
     return .object(o)
 }
@@ -1381,7 +1367,7 @@ private func parseForwardAuth(_ h: Helper) throws -> [ConfigValue] {
             handlerObject("headers", ["request": .object(["set": .object([to: .strings(["{\(placeholder)}"])])])]),
         ]))
     }
-    rp.handleResponse.append((["status_code": .array([.number(JSONNumber(2))])], "", routes))
+    rp.responses.handlers.append((["status_code": .array([.number(JSONNumber(2))])], "", routes))
 
     d.next()
     try rp.unmarshal(d, h.registry)

@@ -52,22 +52,8 @@ private func parseQueryMatcher(_ d: Dispenser, _: CaddyfileRegistry) throws -> J
 
 private func parseHeaderMatcher(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSONValue {
     var o = JSONObject()
-    while d.next() {
-        guard let a = d.args(1) else { throw d.err("malformed header matcher: expected field") }
-        var field = a[0]
-        if field.hasPrefix("!") {
-            if field.count == 1 { throw d.err("malformed header matcher: must have field name following ! character") }
-            field.removeFirst()
-            o[field] = .null
-            if d.nextArg() { throw d.err("malformed header matcher: null matching headers cannot have a field value") }
-        } else {
-            guard d.nextArg() else { throw d.err("malformed header matcher: expected both field and value") }
-            let key = Go.canonicalHeaderKey(field)
-            o[key] = .strings((o[key]?.stringArray ?? []) + [d.val])
-        }
-        if d.nextBlock(0) { throw d.err("malformed header matcher: blocks are not supported") }
-    }
-    return .object(o.sortedByKey())
+    try parseHeaderMatcherLines(d, into: &o)
+    return .object(o)
 }
 
 private func regexpObject(name: String, pattern: String) -> JSONValue {
