@@ -309,10 +309,12 @@ struct CaddyfileTests {
         if let r = message.range(of: #"needs module [a-z0-9_.]+"#, options: .regularExpression) {
             return String(message[r]).replacingOccurrences(of: "needs ", with: "")
         }
-        if let r = message.range(of: #"[A-Za-z0-9_.\[\]]+( \([a-z0-9_.]+\))?: [^\n]*not supported yet"#, options: .regularExpression) {
-            let text = String(message[r])
-            let path = text.split(separator: " ").first.map(String.init) ?? text
-            return "setting " + (path.split(separator: ".").last.map(String.init) ?? path)
+        for pattern in [#"[A-Za-z0-9_.\[\]]+ \([a-z0-9_.]+\): [^\n]*not supported yet"#, #"[a-z0-9_.\[\]]+: not supported yet"#] {
+            if let r = message.range(of: pattern, options: .regularExpression) {
+                let text = String(message[r])
+                let path = text.split(whereSeparator: { $0 == " " || $0 == ":" }).first.map(String.init) ?? text
+                return "setting " + (path.split(separator: ".").last.map(String.init) ?? path)
+            }
         }
         return nil
     }
