@@ -86,6 +86,7 @@ let package = Package(
         .target(
             name: "UsherCLI",
             dependencies: [
+                "CUsherSystem",
                 "UsherCore",
                 "UsherCaddyfile",
                 .product(name: "NIOCore", package: "swift-nio"),

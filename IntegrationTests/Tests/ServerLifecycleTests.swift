@@ -28,6 +28,37 @@ struct ServerLifecycleTests {
         #expect(!portOpen(start + 1))
     }
 
+    @Test("a SIGTERM sent the moment the server first answers still stops it gracefully")
+    func earlySignal() throws {
+        for _ in 0..<8 {
+            let port = freePort()
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-sig-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let config = dir.appendingPathComponent("c.json")
+            try """
+            {"admin": {"disabled": true}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "static_response", "body": "up"}]}]}}}}}
+            """.write(to: config, atomically: true, encoding: .utf8)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: usherBinary)
+            p.arguments = ["run", "--config", config.path]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            let deadline = Date().addingTimeInterval(10)
+            while !portOpen(port) && Date() < deadline { usleep(200) }
+            kill(p.processIdentifier, SIGTERM)
+            let stopBy = Date().addingTimeInterval(5)
+            while p.isRunning && Date() < stopBy { usleep(1000) }
+            let stillRunning = p.isRunning
+            if stillRunning { p.interrupt(); kill(p.processIdentifier, SIGKILL) }
+            p.waitUntilExit()
+            #expect(!stillRunning, "SIGTERM right after start-up was lost")
+            #expect(p.terminationReason == .exit && p.terminationStatus == 0, "exited by \(p.terminationReason) \(p.terminationStatus)")
+        }
+    }
+
     @Test("stopping waits for in-flight responses to finish")
     func gracefulShutdown() throws {
         let port = freePort()

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+import CUsherSystem
 import UsherCore
 
 #if canImport(Glibc)
@@ -77,6 +78,9 @@ struct RunCommand: AsyncParsableCommand {
                 fail(error)
             }
         }
+        // Signals are handled before anything listens, so a stop that arrives during start-up is not lost.
+        let signals = SignalHandling(runtime: runtime, logger: logger, configPath: configPath, adapter: configOptions.adapter, registry: registry)
+        signals.install()
         do {
             try await runtime.load(config, force: true)
         } catch {
@@ -93,8 +97,6 @@ struct RunCommand: AsyncParsableCommand {
         if let pingback { confirmStart(pingback) }
         logger.info("serving", metadata: ["pid": "\(getpid())"])
 
-        let signals = SignalHandling(runtime: runtime, logger: logger, configPath: configPath, adapter: configOptions.adapter, registry: registry)
-        signals.install()
         if watch, let configPath {
             Task { await watchConfig(path: configPath, adapter: configOptions.adapter, registry: registry, runtime: runtime, logger: logger) }
         }
@@ -142,15 +144,15 @@ func watchConfig(path: String, adapter: String?, registry: ModuleRegistry, runti
 
 /// SIGINT/SIGTERM/SIGQUIT stop gracefully (a second one exits at once); SIGUSR1 reloads the config file.
 ///
-/// `@unchecked Sendable`: `sources` is written once, by `install()`, before any signal can be delivered; it is
-/// only kept so the sources stay alive.
+/// `@unchecked Sendable`: `source` is written once, by `install()`, before any signal is read; it is only kept so
+/// the read source stays alive.
 final class SignalHandling: @unchecked Sendable {
     let runtime: ServerRuntime
     let logger: Logger
     let configPath: String?
     let adapter: String?
     let registry: ModuleRegistry
-    private var sources: [any DispatchSourceSignal] = []
+    private var source: (any DispatchSourceRead)?
     private let stopping = Mutex(false)
 
     init(runtime: ServerRuntime, logger: Logger, configPath: String?, adapter: String?, registry: ModuleRegistry) {
@@ -162,23 +164,31 @@ final class SignalHandling: @unchecked Sendable {
     }
 
     func install() {
-        var made: [any DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM, SIGQUIT] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { [self] in self.stop(sig) }
-            s.resume()
-            made.append(s)
-        }
         signal(SIGHUP, SIG_IGN)
         signal(SIGUSR2, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
-        signal(SIGUSR1, SIG_IGN)
-        let usr1 = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
-        usr1.setEventHandler { [self] in self.reloadFromFile() }
-        usr1.resume()
-        made.append(usr1)
-        sources = made
+        // A self-pipe rather than dispatch signal sources: those need the signal blocked in every thread, and
+        // event-loop threads that exist already would otherwise swallow a SIGTERM sent just after start-up.
+        let handled = [SIGINT, SIGTERM, SIGQUIT, SIGUSR1]
+        let fd = handled.withUnsafeBufferPointer { c_usher_signal_pipe($0.baseAddress, Int32($0.count)) }
+        guard fd >= 0 else {
+            logger.error("cannot install signal handlers", metadata: ["error": "\(String(cString: strerror(errno)))"])
+            return
+        }
+        let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: .global())
+        source.setEventHandler { [self] in
+            var buf = [UInt8](repeating: 0, count: 64)
+            while true {
+                let n = read(fd, &buf, buf.count)
+                guard n > 0 else { break }
+                for b in buf[0..<n] {
+                    let sig = Int32(b)
+                    if sig == SIGUSR1 { self.reloadFromFile() } else { self.stop(sig) }
+                }
+            }
+        }
+        source.resume()
+        self.source = source
     }
 
     private func stop(_ sig: Int32) {

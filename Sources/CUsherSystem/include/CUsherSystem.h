@@ -5,5 +5,6 @@
 int c_usher_affinity_cpu_count(void);
 
 #include "compress.h"
+#include "signals.h"
 
 #endif
