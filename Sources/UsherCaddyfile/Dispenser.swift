@@ -250,6 +250,14 @@ public final class Dispenser {
 
     func replaceTokens(_ new: [CaddyfileToken]) { tokens = new }
 
+    /// Reads the next argument on the line into `value`, which must still be empty: a subdirective given twice
+    /// fails with `duplicateMessage`, a missing argument with the usual argument error.
+    public func setArgOnce(_ value: inout String, duplicateMessage: String) throws {
+        guard nextArg() else { throw argErr() }
+        if !value.isEmpty { throw err(duplicateMessage) }
+        value = val
+    }
+
     // MARK: - Errors
 
     public func argErr() -> CaddyfileError {

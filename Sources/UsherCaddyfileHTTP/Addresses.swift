@@ -98,7 +98,7 @@ func lowerExceptPlaceholders(_ s: String) -> String {
 enum IPAddressText {
     /// The canonical text of an IPv6 address (not an IPv4 or IPv4-mapped one), or nil.
     static func canonicalIPv6(_ s: String) -> String? {
-        guard s.contains(":"), !s.contains("%") || true else { return nil }
+        guard s.contains(":") else { return nil }
         var zone = ""
         var text = Substring(s)
         if let pct = text.firstIndex(of: "%") {

@@ -21,7 +21,6 @@ public struct CaddyfileAdapter: ConfigAdapter {
         if let diff = CaddyfileFormatter.formattingDifference(filename: file, input: text) {
             warnings.append(AdapterWarning(file: file, line: diff.line, message: diff.message))
         }
-        if config.isEmpty { return ConfigAdaptation(config: .object(config), warnings: warnings) }
         return ConfigAdaptation(config: .object(config), warnings: warnings)
     }
 }

@@ -46,9 +46,7 @@ private func parseFileServer(_ h: Helper) throws -> JSONObject {
     while d.nextBlock(nesting) {
         switch d.val {
         case "fs":
-            guard d.nextArg() else { throw d.argErr() }
-            if !fs.isEmpty { throw d.err("file system already specified") }
-            fs = d.val
+            try d.setArgOnce(&fs, duplicateMessage: "file system already specified")
         case "hide":
             let a = d.remainingArgs()
             if a.isEmpty { throw d.argErr() }

@@ -215,9 +215,26 @@ private func wrappedEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry) throw
     return moduleObject(fields, key: "format", name: name)
 }
 
+/// Reads the block shared by the `filter` and `append` encoders: `wrap <encoder>`, and fields given either inside
+/// a `fields { }` block or directly; returns the wrapped encoder, if any.
+private func encoderBlock(_ d: Dispenser, _ registry: CaddyfileRegistry, field: () throws -> Void) throws -> JSONObject? {
+    var wrap: JSONObject?
+    while d.nextBlock(0) {
+        switch d.val {
+        case "wrap":
+            wrap = try wrappedEncoder(d, registry)
+        case "fields":
+            let nesting = d.nesting
+            while d.nextBlock(nesting) { try field() }
+        default:
+            try field()
+        }
+    }
+    return wrap
+}
+
 private func parseFilterEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry) throws -> JSONValue {
     d.next()
-    var wrap: JSONObject?
     var fields = JSONObject()
     var regexpFilters: [(String, [JSONObject])] = []
 
@@ -243,17 +260,7 @@ private func parseFilterEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry) t
         fields[field] = .object(moduleObject(filter, key: "filter", name: filterName))
     }
 
-    while d.nextBlock(0) {
-        switch d.val {
-        case "wrap":
-            wrap = try wrappedEncoder(d, registry)
-        case "fields":
-            let nesting = d.nesting
-            while d.nextBlock(nesting) { try parseField() }
-        default:
-            try parseField()
-        }
-    }
+    let wrap = try encoderBlock(d, registry, field: parseField)
     for (field, filters) in regexpFilters {
         if filters.count == 1 {
             fields[field] = .object(moduleObject(filters[0], key: "filter", name: "regexp"))
@@ -283,7 +290,6 @@ private func parseFilterEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry) t
 
 private func parseAppendEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry) throws -> JSONValue {
     d.next()
-    var wrap: JSONObject?
     var fields = JSONObject()
     func parseField() throws {
         let field = d.val
@@ -291,17 +297,7 @@ private func parseAppendEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry) t
         fields[field] = scalarJSON(d.scalarVal)
         if d.nextArg() { throw d.argErr() }
     }
-    while d.nextBlock(0) {
-        switch d.val {
-        case "wrap":
-            wrap = try wrappedEncoder(d, registry)
-        case "fields":
-            let nesting = d.nesting
-            while d.nextBlock(nesting) { try parseField() }
-        default:
-            try parseField()
-        }
-    }
+    let wrap = try encoderBlock(d, registry, field: parseField)
     var o = JSONObject()
     o.put("wrap", wrap)
     o.putMap("fields", fields.sortedByKey())

@@ -1093,17 +1093,11 @@ private func parseSRVUpstreams(_ d: Dispenser, _: CaddyfileRegistry) throws -> J
         if try common.parse(d) { continue }
         switch d.val {
         case "service":
-            guard d.nextArg() else { throw d.argErr() }
-            if !service.isEmpty { throw d.err("srv service has already been specified") }
-            service = d.val
+            try d.setArgOnce(&service, duplicateMessage: "srv service has already been specified")
         case "proto":
-            guard d.nextArg() else { throw d.argErr() }
-            if !proto.isEmpty { throw d.err("srv proto has already been specified") }
-            proto = d.val
+            try d.setArgOnce(&proto, duplicateMessage: "srv proto has already been specified")
         case "name":
-            guard d.nextArg() else { throw d.argErr() }
-            if !name.isEmpty { throw d.err("srv name has already been specified") }
-            name = d.val
+            try d.setArgOnce(&name, duplicateMessage: "srv name has already been specified")
         case "grace_period":
             guard d.nextArg() else { throw d.argErr() }
             do { grace = try Go.caddyDuration(d.val) } catch { throw d.err("bad grace period value '\(d.val)': \(error)") }
@@ -1135,13 +1129,9 @@ private func parseAUpstreams(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
         if try common.parse(d) { continue }
         switch d.val {
         case "name":
-            guard d.nextArg() else { throw d.argErr() }
-            if !name.isEmpty { throw d.err("a name has already been specified") }
-            name = d.val
+            try d.setArgOnce(&name, duplicateMessage: "a name has already been specified")
         case "port":
-            guard d.nextArg() else { throw d.argErr() }
-            if !port.isEmpty { throw d.err("a port has already been specified") }
-            port = d.val
+            try d.setArgOnce(&port, duplicateMessage: "a port has already been specified")
         case "versions":
             let a = d.remainingArgs()
             if a.isEmpty { throw d.err("must specify at least one version") }

@@ -53,9 +53,7 @@ let tlsModuleParsers = CaddyfileSupport(modules: [
         while d.nextBlock(0) {
             switch d.val {
             case "root":
-                guard d.nextArg() else { throw d.argErr() }
-                if !root.isEmpty { throw d.err("root already set") }
-                root = d.val
+                try d.setArgOnce(&root, duplicateMessage: "root already set")
                 if d.nextArg() { throw d.argErr() }
             default:
                 throw d.err("unrecognized parameter '\(d.val)'")
