@@ -15,6 +15,7 @@ let package = Package(
         // A third-party module package depends on these: the core alone, or the core plus the HTTP app.
         .library(name: "UsherCore", targets: ["UsherCore"]),
         .library(name: "UsherHTTP", targets: ["UsherHTTP"]),
+        .library(name: "UsherTLS", targets: ["UsherTLS"]),
         .library(name: "UsherHandlers", targets: ["UsherHandlers"]),
         .library(name: "UsherCaddyfile", targets: ["UsherCaddyfile", "UsherCaddyfileHTTP"]),
         .library(name: "UsherStandard", targets: ["UsherStandard"]),
@@ -24,6 +25,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         // Small C helpers for system calls Swift cannot import (glibc's _GNU_SOURCE API).
@@ -39,10 +45,28 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The `tls` and `pki` apps: certificates in one neutral form, connection policies, the internal CA.
+        .target(
+            name: "UsherTLS",
+            dependencies: [
+                "UsherCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "UsherHTTP",
             dependencies: [
                 "UsherCore",
+                "UsherTLS",
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 "UsherCaddyfile",
                 "UsherCaddyfileHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -55,6 +79,7 @@ let package = Package(
         .target(
             name: "UsherHandlers",
             dependencies: [
+                "CUsherSystem",
                 "UsherCaddyfile",
                 "UsherCaddyfileHTTP",
                 "UsherCore",
@@ -80,7 +105,7 @@ let package = Package(
         ),
         .target(
             name: "UsherStandard",
-            dependencies: ["UsherCore", "UsherHTTP", "UsherHandlers", "UsherCaddyfileHTTP"],
+            dependencies: ["UsherCore", "UsherTLS", "UsherHTTP", "UsherHandlers", "UsherCaddyfileHTTP"],
             swiftSettings: swiftSettings
         ),
         .target(

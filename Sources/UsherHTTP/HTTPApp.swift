@@ -5,6 +5,7 @@ import Glibc
 #endif
 import Synchronization
 public import UsherCore
+import UsherTLS
 
 /// The `http` app: HTTP servers, each with listeners and routes.
 ///
@@ -44,12 +45,37 @@ public struct HTTPApp: App, Provisioner, Validator {
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
-        var instances: [HTTPServerInstance] = []
+        let auto = AutomaticHTTPS(httpPort: httpPort, httpsPort: httpsPort)
+        var tlsApp: TLSApp?
+        if auto.needsTLS(servers) {
+            guard let app = try await context.app("tls") as? TLSApp else {
+                throw ConfigError(path: "apps.http", "HTTPS needs the tls app, which this build does not have")
+            }
+            tlsApp = app
+        }
+        // Host matchers must be provisioned before automatic HTTPS reads them; provisioning is idempotent.
         for name in servers.keys.sorted() {
             var server = servers[name]!
             try await server.provision(context)
             servers[name] = server
-            instances.append(HTTPServerInstance(name: name, config: server, router: context.environment.logRouter))
+        }
+        let plan = auto.apply(to: &servers, store: tlsApp?.store)
+        tlsApp?.manage(plan.managedNames)
+        if !plan.redirectRoutes.isEmpty {
+            try await addRedirects(plan.redirectRoutes, context)
+        }
+        var instances: [HTTPServerInstance] = []
+        for name in servers.keys.sorted() {
+            let server = servers[name]!
+            var serverTLS: ServerTLS?
+            if let policies = server.tlsConnectionPolicies, let tlsApp {
+                let alpn = server.protocols.contains("h2") ? ["h2", "http/1.1"] : ["http/1.1"]
+                serverTLS = try ServerTLS(
+                    policies: policies.isEmpty ? [ConnectionPolicy()] : policies, store: tlsApp.store,
+                    defaultALPN: alpn, path: "apps.http.servers.\(name).tls_connection_policies"
+                )
+            }
+            instances.append(HTTPServerInstance(name: name, config: server, router: context.environment.logRouter, tls: serverTLS))
         }
         let pool = context.services.service(ListenerPool.self) { ListenerPool() }
         runtime = HTTPAppRuntime(
@@ -59,8 +85,25 @@ public struct HTTPApp: App, Provisioner, Validator {
         )
     }
 
+    /// Serves HTTP→HTTPS redirects on the HTTP port: appended to a server already listening there, else on a
+    /// server of their own (Caddy names it `remaining_auto_https_redirects`).
+    private mutating func addRedirects(_ routes: [JSONValue], _ context: ProvisionContext) async throws {
+        let decoder = ConfigDecoder(registry: context.registry)
+        if let name = servers.keys.sorted().first(where: { n in
+            servers[n]!.listen.contains { !$0.isUnixNetwork && $0.startPort <= httpPort && httpPort <= $0.endPort }
+        }) {
+            var extra = try decoder.decode(RouteList.self, from: .array(routes), path: [AnyCodingKey("apps"), AnyCodingKey("http")])
+            try await extra.provision(context)
+            servers[name]!.routes.routes += extra.routes
+            return
+        }
+        let json: JSONValue = .object(["listen": .array([.string(":\(httpPort)")]), "routes": .array(routes)])
+        var server = try decoder.decode(ServerConfig.self, from: json, path: [AnyCodingKey("apps"), AnyCodingKey("http")])
+        try await server.provision(context)
+        servers["remaining_auto_https_redirects"] = server
+    }
+
     public func validate() throws {
-        try refuseAutomaticHTTPS()
         var seen: [String: String] = [:]
         for name in servers.keys.sorted() {
             for (i, address) in servers[name]!.listen.enumerated() {
@@ -74,39 +117,6 @@ public struct HTTPApp: App, Provisioner, Validator {
                     }
                     seen[key] = name
                 }
-            }
-        }
-    }
-
-    /// Caddy would turn on TLS for a server whose host matchers name certificate-worthy hosts and which listens on a
-    /// port other than the HTTP port (automatic HTTPS). This build has no `tls` app, so such a config is refused
-    /// rather than served over plain HTTP where the user expects HTTPS.
-    func refuseAutomaticHTTPS() throws {
-        for name in servers.keys.sorted() {
-            let server = servers[name]!
-            let auto = server.automaticHTTPS
-            if auto?.disable == true { continue }
-            let skip = Set(auto?.skip ?? [])
-            var hosts: [String] = []
-            for route in server.routes.routes {
-                for set in route.match {
-                    for entry in set.entries {
-                        guard let hm = entry.module as? HostMatcher else { continue }
-                        for h in hm.hosts where !skip.contains(h) && qualifiesForCertificate(h) && !hosts.contains(h) {
-                            hosts.append(h)
-                        }
-                    }
-                }
-            }
-            guard !hosts.isEmpty else { continue }
-            let otherPort = server.listen.contains { a in
-                !a.isUnixNetwork && !a.isFDNetwork && (httpPort < a.startPort || httpPort > a.endPort)
-            }
-            if otherPort {
-                throw ConfigError(
-                    path: "apps.http.servers.\(name)",
-                    "automatic HTTPS for \(hosts.joined(separator: ", ")) needs module tls, which is not available in this build (set automatic_https.disable, or use the HTTP port \(httpPort))"
-                )
             }
         }
     }

@@ -14,6 +14,11 @@ public struct ResponseMatcher: Decodable, Sendable {
         case statusCode = "status_code", headers
     }
 
+    public init(statusCode: [Int]? = nil, headers: [(name: String, values: [String]?)] = []) {
+        self.statusCode = statusCode
+        self.headers = headers
+    }
+
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         statusCode = try c.decodeIfPresent([Int].self, forKey: .statusCode)

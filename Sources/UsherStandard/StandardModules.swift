@@ -2,6 +2,7 @@ public import UsherCore
 import UsherCaddyfileHTTP
 import UsherHTTP
 import UsherHandlers
+import UsherTLS
 
 /// Every module Usher ships: the `http` app, its matchers and handlers. A custom binary lists this bundle plus
 /// its own (`UsherMain.run(bundles: [StandardModules.self, MyModules.self])`).
@@ -13,6 +14,9 @@ public enum StandardModules: ModuleBundle {
         [
             HTTPApp.self,
             StaticIPRanges.self,
+            // TLS and PKI
+            TLSApp.self, PKIApp.self, LoadFilesLoader.self, LoadPEMLoader.self, LoadFoldersLoader.self,
+            AutomateLoader.self, InternalIssuer.self, SNIMatcher.self,
             // Matchers
             HostMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self, HeaderMatcher.self,
             HeaderRegexpMatcher.self, QueryMatcher.self, ProtocolMatcher.self, NotMatcher.self,
@@ -20,6 +24,8 @@ public enum StandardModules: ModuleBundle {
             // Handlers
             SubrouteHandler.self, StaticResponseHandler.self, HeadersHandler.self, RewriteHandler.self,
             VarsHandler.self, MapHandler.self, ErrorHandler.self, RequestBodyHandler.self, InvokeHandler.self,
+            FileServerHandler.self, PrecompressedGzip.self, PrecompressedZstd.self, PrecompressedBrotli.self,
+            EncodeHandler.self, GzipEncoding.self, ZstdEncoding.self,
         ]
     }
 

@@ -5,6 +5,7 @@
 int c_usher_affinity_cpu_count(void);
 
 #include "compress.h"
+#include "encoder.h"
 #include "signals.h"
 
 #endif

@@ -111,8 +111,9 @@ public final class ProvisionContext: @unchecked Sendable {
             loaded = pending
         } else {
             guard registry.module(ModuleID(name)) != nil else { return nil }
-            loaded = try ConfigDecoder(registry: registry).decode(
-                Loaded<Apps>.self, from: .object([:]), path: [AnyCodingKey("apps"), AnyCodingKey(name)])
+            let decoder = StrictJSONDecoder(value: .object([:]), codingPath: [AnyCodingKey("apps"), AnyCodingKey(name)],
+                                            registry: registry, ignoredKey: nil)
+            loaded = try Loaded<Apps>(id: ModuleID(name), decoder: decoder)
         }
         provisioning.insert(name)
         defer { provisioning.remove(name) }

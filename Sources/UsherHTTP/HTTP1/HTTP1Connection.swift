@@ -482,6 +482,30 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Sends part of a file with sendfile(2); returns once the kernel has taken all of it.
+    func sendFile(descriptor: CInt, offset: Int, length: Int) async throws {
+        guard eventLoop.inEventLoop else {
+            let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+            try await eventLoop.flatSubmit {
+                let promise = loopBound.eventLoop.makePromise(of: Void.self)
+                promise.completeWithTask { try await loopBound.value.sendFile(descriptor: descriptor, offset: offset, length: length) }
+                return promise.futureResult
+            }.get()
+            return
+        }
+        guard !closed, let context else { throw ClientDisconnectedError() }
+        // The region owns its own descriptor, so the caller may close theirs whenever it likes.
+        let own = dup(descriptor)
+        guard own >= 0 else { throw IOError(errnoCode: errno, reason: "dup") }
+        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: own)
+        let region = FileRegion(fileHandle: handle, readerIndex: offset, endIndex: offset + length)
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenComplete { _ in try? handle.close() }
+        if writeStalledAt == nil && !context.channel.isWritable { writeStalledAt = .now() }
+        context.writeAndFlush(NIOAny(IOData.fileRegion(region)), promise: promise)
+        try await promise.futureResult.get()
+    }
+
     /// The `Date` header value, recomputed once a second.
     func dateHeader() -> String {
         let now = time(nil)

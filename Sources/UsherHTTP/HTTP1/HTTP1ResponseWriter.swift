@@ -277,6 +277,23 @@ final class HTTP1ResponseWriter: ResponseWriter, Flushing, ResponseAccounting {
     }
 }
 
+extension HTTP1ResponseWriter: FileBodyWriting {
+    func writeFileRegion(descriptor: CInt, offset: Int, length: Int) async throws -> Bool {
+        guard connection.settings.zeroCopy, !finished, !isHEAD, length > 0 else { return false }
+        if !headSent {
+            guard pending == nil, headers.contains(name: "Content-Length") else { return false }
+            if status == nil { status = .ok }
+            try await sendHeadAndPending(final: false, flush: false)
+        }
+        guard case .contentLength(let remaining) = framing, length <= remaining else { return false }
+        framing = .contentLength(remaining: remaining - length)
+        bodyBytesWritten += length
+        wireBytes += length
+        try await connection.sendFile(descriptor: descriptor, offset: offset, length: length)
+        return true
+    }
+}
+
 /// More body bytes than the response's `Content-Length` declared.
 struct ContentLengthExceededError: Error, CustomStringConvertible {
     var description: String { "wrote more than the declared Content-Length" }

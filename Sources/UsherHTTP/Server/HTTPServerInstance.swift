@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import UsherCore
+import UsherTLS
 
 /// The writer a protocol's connection hands to the server: a ``ResponseWriter`` the server can complete.
 protocol RootResponseWriter: ResponseWriter, ResponseAccounting {
@@ -25,9 +26,15 @@ public final class HTTPServerInstance: Sendable {
     let logs: ServerLogConfig?
     let router: LogRouter
     let errorLogger: Logger
+    /// TLS policies and certificates, when the server speaks TLS.
+    let tls: ServerTLS?
+    /// `h1`, `h2`, `h2c`: what connections may speak.
+    let protocols: Set<String>
 
-    init(name: String, config: ServerConfig, router: LogRouter) {
+    init(name: String, config: ServerConfig, router: LogRouter, tls: ServerTLS?) {
         self.name = name
+        self.tls = tls
+        self.protocols = Set(config.protocols)
         self.listen = config.listen
         self.primary = config.routes.compile(next: EmptyHandler())
         if let errors = config.errors, !errors.routes.isEmpty {
@@ -35,7 +42,12 @@ public final class HTTPServerInstance: Sendable {
         } else {
             self.errorChain = nil
         }
-        self.settings = config.connectionSettings
+        var settings = config.connectionSettings
+        if tls != nil {
+            settings.scheme = "https"
+            settings.zeroCopy = false
+        }
+        self.settings = settings
         self.logs = config.logs
         var named: [String: any HTTPHandler] = [:]
         for (n, r) in config.namedRoutes {

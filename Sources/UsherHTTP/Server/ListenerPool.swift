@@ -21,7 +21,19 @@ struct ConnectionSettings: Sendable {
     /// Request body bytes buffered before reading pauses.
     var bodyWindow = 256 * 1024
     var scheme = "http"
+    /// Files may go out with sendfile(2): the connection is cleartext TCP.
+    var zeroCopy = true
     var tcpKeepAlive: (interval: Int, idle: Int, count: Int)?
+}
+
+/// A connection a listener keeps track of, so stopping the listener can close it gracefully or at once.
+/// Both calls arrive on the connection's event loop.
+protocol ServedConnection: AnyObject {
+    var eventLoop: any EventLoop { get }
+    /// Idle connections close now, busy ones after their current responses (HTTP/2: GOAWAY).
+    func shutdown()
+    /// Closes now, whatever is in flight.
+    func forceClose()
 }
 
 /// Moves a value into a `Sendable` closure when the program guarantees it is only touched on one event loop.
@@ -35,7 +47,7 @@ final class ListenerSlot: Sendable {
     private struct State {
         var server: HTTPServerInstance?
         var closing = false
-        var connections: [ObjectIdentifier: (loop: any EventLoop, connection: LoopConfined<HTTP1Connection>)] = [:]
+        var connections: [ObjectIdentifier: (loop: any EventLoop, connection: LoopConfined<any ServedConnection>)] = [:]
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
@@ -52,12 +64,12 @@ final class ListenerSlot: Sendable {
 
     func setServer(_ server: HTTPServerInstance) { state.withLock { $0.server = server } }
 
-    func register(_ connection: HTTP1Connection) {
+    func register(_ connection: any ServedConnection) {
         let loop = connection.eventLoop
         state.withLock { $0.connections[ObjectIdentifier(connection)] = (loop, LoopConfined(value: connection)) }
     }
 
-    func unregister(_ connection: HTTP1Connection) {
+    func unregister(_ connection: any ServedConnection) {
         let waiters: [CheckedContinuation<Void, Never>] = state.withLock { s in
             s.connections[ObjectIdentifier(connection)] = nil
             guard s.connections.isEmpty else { return [] }
@@ -160,7 +172,7 @@ final class ListenerPool: Sendable {
                     guard let server = slot.currentServer else {
                         throw ChannelError.ioOnClosedChannel
                     }
-                    try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings)
+                    try ConnectionPipeline.configure(channel, slot: slot, server: server)
                 }
             }
         if address.isUnixNetwork {
@@ -190,6 +202,8 @@ final class ListenerPool: Sendable {
     }
 }
 
+extension HTTP1Connection: ServedConnection {}
+
 enum HTTP1Pipeline {
     static func configure(_ channel: any Channel, slot: ListenerSlot, settings: ConnectionSettings) throws {
         let executor = EventLoopTaskExecutor.forLoop(channel.eventLoop)
@@ -198,11 +212,5 @@ enum HTTP1Pipeline {
         try sync.addHandler(HTTP1HeadGuard(connection: connection))
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
         try sync.addHandler(connection)
-        if let ka = settings.tcpKeepAlive {
-            _ = channel.setOption(.socketOption(.so_keepalive), value: 1)
-            _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPINTVL))), value: SocketOptionValue(ka.interval))
-            _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPIDLE))), value: SocketOptionValue(ka.idle))
-            _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPCNT))), value: SocketOptionValue(ka.count))
-        }
     }
 }

@@ -1,4 +1,5 @@
 public import UsherCore
+public import UsherTLS
 
 /// A source of trusted proxy ranges (`http.ip_sources.*`, inline key `source`).
 public protocol IPRangeSource: Module {
@@ -104,13 +105,20 @@ func matchWildcard(_ subject: String, _ wildcard: String) -> Bool {
     return true
 }
 
-/// `automatic_https` of a server. Without a `tls` app nothing here has an effect, so only settings that turn
-/// automation off are accepted.
+/// `automatic_https` of a server.
 public struct AutoHTTPSConfig: Decodable, Sendable {
+    /// `disable`: no automatic HTTPS at all for this server.
     public var disable: Bool
+    /// `disable_redirects`: no HTTP→HTTPS redirects.
     public var disableRedirects: Bool
+    /// `disable_certificates`: turn on TLS but obtain no certificates.
+    public var disableCertificates: Bool
+    /// `skip`: hosts left out of automatic HTTPS entirely.
     public var skip: [String]
+    /// `skip_certificates`: hosts that get redirects but no certificate.
     public var skipCertificates: [String]
+    /// `ignore_loaded_certificates`: obtain certificates even for names a loaded certificate covers.
+    public var ignoreLoadedCertificates: Bool
 
     enum CodingKeys: String, CodingKey {
         case disable, skip
@@ -121,12 +129,13 @@ public struct AutoHTTPSConfig: Decodable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.ignoreLoadedCertificates, .preferWildcard], note: "automatic HTTPS needs the tls app")
+        try c.refuseUnsupported([.preferWildcard])
         disable = try c.decodeIfPresent(Bool.self, forKey: .disable) ?? false
         disableRedirects = try c.decodeIfPresent(Bool.self, forKey: .disableRedirects) ?? false
-        _ = try c.decodeIfPresent(Bool.self, forKey: .disableCertificates)
+        disableCertificates = try c.decodeIfPresent(Bool.self, forKey: .disableCertificates) ?? false
         skip = try c.decodeIfPresent([String].self, forKey: .skip) ?? []
         skipCertificates = try c.decodeIfPresent([String].self, forKey: .skipCertificates) ?? []
+        ignoreLoadedCertificates = try c.decodeIfPresent(Bool.self, forKey: .ignoreLoadedCertificates) ?? false
     }
 }
 
@@ -174,6 +183,8 @@ public struct ServerConfig: Decodable, Sendable {
     public var automaticHTTPS: AutoHTTPSConfig?
     /// `enable_full_duplex`: read the request body while writing the response (always the case here).
     public var enableFullDuplex: Bool
+    /// `tls_connection_policies`: how TLS handshakes go; present (even empty) means the server speaks TLS.
+    public var tlsConnectionPolicies: [ConnectionPolicy]?
 
     enum CodingKeys: String, CodingKey {
         case listen, routes, errors
@@ -201,7 +212,7 @@ public struct ServerConfig: Decodable, Sendable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([
             .listenerWrappers, .packetConnWrappers, .readMinRate, .writeMinRate, .maxWriteChunk,
-            .expectedUnderscoreHeaders, .expectedDotHeaders, .tlsConnectionPolicies, .strictSNIHost,
+            .expectedUnderscoreHeaders, .expectedDotHeaders, .strictSNIHost,
             .listenProtocols, .allow0RTT, .metrics, .enableWebTransport,
         ])
         let listenTexts = try c.decodeIfPresent([String].self, forKey: .listen) ?? []
@@ -239,17 +250,16 @@ public struct ServerConfig: Decodable, Sendable {
         protocols = try c.decodeIfPresent([String].self, forKey: .protocols) ?? ["h1", "h2", "h3"]
         for (i, p) in protocols.enumerated() {
             switch p {
-            case "h1", "h2", "h3": break
-            case "h2c":
-                throw ConfigError(path: c.error(.protocols, "").path + "[\(i)]", "protocol h2c is not supported yet")
+            case "h1", "h2", "h2c", "h3": break
             default:
                 throw ConfigError(path: c.error(.protocols, "").path + "[\(i)]", "unknown protocol \"\(p)\": use h1, h2, h2c or h3")
             }
         }
-        if !protocols.contains("h1") {
-            throw c.error(.protocols, "without TLS, a server must speak h1 (h2 and h3 need the tls app, which is not supported yet)")
-        }
+        tlsConnectionPolicies = try c.decodeIfPresent([ConnectionPolicy].self, forKey: .tlsConnectionPolicies)
         automaticHTTPS = try c.decodeIfPresent(AutoHTTPSConfig.self, forKey: .automaticHTTPS)
+        if tlsConnectionPolicies == nil && !protocols.contains("h1") && !protocols.contains("h2c") {
+            throw c.error(.protocols, "a server without TLS must speak h1 or h2c")
+        }
         enableFullDuplex = try c.decodeIfPresent(Bool.self, forKey: .enableFullDuplex) ?? false
     }
 
@@ -262,7 +272,14 @@ public struct ServerConfig: Decodable, Sendable {
             namedRoutes[name] = r
         }
         try await trustedProxies?.provision(context)
+        if var policies = tlsConnectionPolicies {
+            for i in policies.indices { try await policies[i].provision(context) }
+            tlsConnectionPolicies = policies
+        }
     }
+
+    /// Whether connections to this server speak TLS.
+    public var usesTLS: Bool { tlsConnectionPolicies != nil }
 
     var connectionSettings: ConnectionSettings {
         var s = ConnectionSettings()

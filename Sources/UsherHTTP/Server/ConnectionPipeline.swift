@@ -1,0 +1,125 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOSSL
+import NIOTLS
+import UsherCore
+import UsherTLS
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Builds an accepted connection's pipeline: TLS (policy and certificate chosen from the ClientHello's SNI), then
+/// HTTP/1.1 or HTTP/2 by ALPN; on cleartext, HTTP/1.1, or HTTP/2 with prior knowledge when the server allows h2c.
+enum ConnectionPipeline {
+    static func configure(_ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance) throws {
+        if let ka = server.settings.tcpKeepAlive {
+            _ = channel.setOption(.socketOption(.so_keepalive), value: 1)
+            _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPINTVL))), value: SocketOptionValue(ka.interval))
+            _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPIDLE))), value: SocketOptionValue(ka.idle))
+            _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPCNT))), value: SocketOptionValue(ka.count))
+        }
+        let sync = channel.pipeline.syncOperations
+        guard let tls = server.tls else {
+            if server.protocols.contains("h2c") {
+                try sync.addHandler(PriorKnowledgeSniffer(slot: slot, server: server, allowHTTP1: server.protocols.contains("h1")))
+            } else {
+                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings)
+            }
+            return
+        }
+        let remote = channel.remoteAddress
+        let local = channel.localAddress
+        let logger = server.errorLogger
+        let sni = ByteToMessageHandler(SNIHandler { result in
+            let name: String?
+            if case .hostname(let h) = result { name = h } else { name = nil }
+            let hello = HandshakeInfo(serverName: name, remoteAddress: remote, localAddress: local)
+            do {
+                let choice = try tls.choose(for: hello)
+                let ssl: NIOSSLServerHandler
+                if let verify = choice.verification {
+                    ssl = NIOSSLServerHandler(context: choice.context, customVerificationCallback: verify)
+                } else {
+                    ssl = NIOSSLServerHandler(context: choice.context)
+                }
+                let sync = channel.pipeline.syncOperations
+                try sync.addHandler(ssl)
+                try sync.addHandler(ApplicationProtocolNegotiationHandler { alpn in
+                    negotiated(alpn, channel: channel, slot: slot, server: server)
+                })
+                return channel.eventLoop.makeSucceededVoidFuture()
+            } catch {
+                logger.debug("tls handshake refused", metadata: [
+                    "remote": "\(remote?.description ?? "")", "server_name": "\(name ?? "")", "error": "\(error)",
+                ])
+                channel.close(promise: nil)
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+        })
+        try sync.addHandler(sni)
+    }
+
+    private static func negotiated(_ result: ALPNResult, channel: any Channel, slot: ListenerSlot,
+                                   server: HTTPServerInstance) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture {
+            if case .negotiated("h2") = result, server.protocols.contains("h2") {
+                try HTTP2Pipeline.configure(channel, slot: slot, server: server)
+            } else if server.protocols.contains("h1") {
+                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings)
+            } else {
+                channel.close(promise: nil)
+            }
+        }
+    }
+}
+
+/// On a cleartext listener that allows h2c: waits for enough bytes to tell the HTTP/2 connection preface from an
+/// HTTP/1.x request line, then builds the matching pipeline and steps aside.
+final class PriorKnowledgeSniffer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    let slot: ListenerSlot
+    let server: HTTPServerInstance
+    let allowHTTP1: Bool
+    private var buffered: ByteBuffer?
+
+    init(slot: ListenerSlot, server: HTTPServerInstance, allowHTTP1: Bool) {
+        self.slot = slot
+        self.server = server
+        self.allowHTTP1 = allowHTTP1
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if buffered == nil { buffered = incoming } else { buffered!.writeBuffer(&incoming) }
+        let bytes = buffered!.readableBytesView
+        let n = min(bytes.count, Self.preface.count)
+        let isPreface = bytes.prefix(n).elementsEqual(Self.preface.prefix(n))
+        if isPreface && n < Self.preface.count { return }
+        let channel = context.channel
+        do {
+            if isPreface {
+                try HTTP2Pipeline.configure(channel, slot: slot, server: server)
+            } else if allowHTTP1 {
+                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings)
+            } else {
+                context.close(promise: nil)
+                return
+            }
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        let data = buffered!
+        buffered = nil
+        context.fireChannelRead(wrapInboundOut(data))
+        context.fireChannelReadComplete()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}

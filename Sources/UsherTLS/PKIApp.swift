@@ -1,0 +1,219 @@
+public import Foundation
+import Crypto
+import SwiftASN1
+public import Synchronization
+public import UsherCore
+import X509
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `pki` app: certificate authorities that issue internal certificates. `local` always exists.
+public struct PKIApp: App, Provisioner {
+    public static let moduleID: ModuleID = "pki"
+
+    /// `certificate_authorities`: by ID; `local` is added when absent.
+    public var certificateAuthorities: [String: CAConfig]
+    private let authorities = SharedState<[String: CertificateAuthority]>([:])
+
+    enum CodingKeys: String, CodingKey { case certificateAuthorities = "certificate_authorities" }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        certificateAuthorities = try c.decodeIfPresent([String: CAConfig].self, forKey: .certificateAuthorities) ?? [:]
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        if certificateAuthorities["local"] == nil { certificateAuthorities["local"] = CAConfig() }
+        var made: [String: CertificateAuthority] = [:]
+        for id in certificateAuthorities.keys.sorted() {
+            let dir = context.environment.paths.dataDirectory + "/pki/authorities/" + id
+            made[id] = CertificateAuthority(id: id, config: certificateAuthorities[id]!, directory: dir)
+        }
+        // Keys are made on first use (an issuance, or `usher trust`), so a config that never issues writes nothing.
+        authorities.withLock { $0 = made }
+    }
+
+    /// The authority with ID `id`.
+    public func authority(_ id: String) -> CertificateAuthority? { authorities.withLock { $0[id] } }
+
+    public func start() async throws {}
+    public func stop() async {}
+}
+
+/// One entry of `certificate_authorities`.
+public struct CAConfig: Decodable, Sendable {
+    /// `name`: the CA's display name. Default: `Usher Local Authority`.
+    public var name: String
+    /// `root_common_name`: Default: `{name} - {year} ECC Root`.
+    public var rootCommonName: String?
+    /// `intermediate_common_name`: Default: `{name} - ECC Intermediate`.
+    public var intermediateCommonName: String?
+    /// `intermediate_lifetime`: Default: 7 days.
+    public var intermediateLifetime: ConfigDuration?
+    /// `install_trust`: install the root into the system store on start. Default: false here (use `usher trust`).
+    public var installTrust: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case name, rootCommonName = "root_common_name", intermediateCommonName = "intermediate_common_name"
+        case intermediateLifetime = "intermediate_lifetime", installTrust = "install_trust", root, intermediate
+        case maintenanceInterval = "maintenance_interval", renewalWindowRatio = "renewal_window_ratio"
+    }
+
+    init() {
+        name = "Usher Local Authority"
+        installTrust = false
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try c.refuseUnsupported([.root, .intermediate], note: "bring-your-own CA keys")
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? "Usher Local Authority"
+        rootCommonName = try c.decodeIfPresent(String.self, forKey: .rootCommonName)
+        intermediateCommonName = try c.decodeIfPresent(String.self, forKey: .intermediateCommonName)
+        intermediateLifetime = try c.decodeIfPresent(ConfigDuration.self, forKey: .intermediateLifetime)
+        installTrust = try c.decodeIfPresent(Bool.self, forKey: .installTrust) ?? false
+        _ = try c.decodeIfPresent(ConfigDuration.self, forKey: .maintenanceInterval)
+        _ = try c.decodeIfPresent(Double.self, forKey: .renewalWindowRatio)
+    }
+}
+
+/// A CA whose root and intermediate live as PEM files in the data directory (`pki/authorities/<id>/`), created on
+/// first use and kept across runs; the intermediate is replaced when a third of its life is left.
+public final class CertificateAuthority: Sendable {
+    public let id: String
+    let config: CAConfig
+    /// The folder holding `root.crt`, `root.key`, `intermediate.crt`, `intermediate.key`.
+    public let directory: String
+    private struct Keys {
+        var root: Certificate
+        var intermediate: Certificate
+        var intermediateKey: Certificate.PrivateKey
+        var intermediatePEM: String
+    }
+    private let keys = Mutex<Keys?>(nil)
+
+    init(id: String, config: CAConfig, directory: String) {
+        self.id = id
+        self.config = config
+        self.directory = directory
+    }
+
+    public var rootCertificatePath: String { directory + "/root.crt" }
+
+    /// Loads the root and intermediate from disk, creating (or renewing) what is missing or expiring.
+    public func prepare() throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        let now = Date()
+        let (root, rootKey) = try loadOrCreate(
+            name: "root", renewIf: { $0.notValidAfter < now.addingTimeInterval(7 * 86400) }
+        ) {
+            let year = Calendar(identifier: .gregorian).component(.year, from: now)
+            let cn = config.rootCommonName ?? "\(config.name) - \(year) ECC Root"
+            return try Self.makeCA(commonName: cn, lifetime: 3600 * 86400, issuer: nil)
+        }
+        let lifetime = Double(config.intermediateLifetime?.nanoseconds ?? 7 * 86400 * 1_000_000_000) / 1e9
+        let (intermediate, intermediateKey) = try loadOrCreate(
+            name: "intermediate",
+            renewIf: { c in
+                c.notValidAfter.timeIntervalSince(now) < c.notValidAfter.timeIntervalSince(c.notValidBefore) / 3
+                    || c.issuer != root.subject
+            }
+        ) {
+            let cn = config.intermediateCommonName ?? "\(config.name) - ECC Intermediate"
+            return try Self.makeCA(commonName: cn, lifetime: lifetime, issuer: (root, rootKey))
+        }
+        let pem = try intermediate.serializeAsPEM().pemString + "\n"
+        keys.withLock { $0 = Keys(root: root, intermediate: intermediate, intermediateKey: intermediateKey, intermediatePEM: pem) }
+    }
+
+    private func loadOrCreate(
+        name: String, renewIf: (Certificate) -> Bool,
+        make: () throws -> (Certificate, Certificate.PrivateKey)
+    ) throws -> (Certificate, Certificate.PrivateKey) {
+        let certPath = directory + "/\(name).crt"
+        let keyPath = directory + "/\(name).key"
+        if let certText = try? String(contentsOfFile: certPath, encoding: .utf8),
+           let keyText = try? String(contentsOfFile: keyPath, encoding: .utf8) {
+            let cert = try Certificate(pemEncoded: certText)
+            let key = try Certificate.PrivateKey(pemEncoded: keyText)
+            if !renewIf(cert) { return (cert, key) }
+        }
+        let (cert, key) = try make()
+        try writeFile(keyPath, try key.serializeAsPEM().pemString + "\n", mode: 0o600)
+        try writeFile(certPath, try cert.serializeAsPEM().pemString + "\n", mode: 0o644)
+        return (cert, key)
+    }
+
+    static func makeCA(commonName: String, lifetime: TimeInterval,
+                       issuer: (Certificate, Certificate.PrivateKey)?) throws -> (Certificate, Certificate.PrivateKey) {
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let subject = try DistinguishedName { CommonName(commonName) }
+        let now = Date()
+        let extensions = try Certificate.Extensions {
+            Critical(BasicConstraints.isCertificateAuthority(maxPathLength: issuer == nil ? 1 : 0))
+            Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+            SubjectKeyIdentifier(hash: key.publicKey)
+            if let issuer { AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: issuer.0.publicKey).keyIdentifier) }
+        }
+        let cert = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
+            notValidBefore: now.addingTimeInterval(-60), notValidAfter: now.addingTimeInterval(lifetime),
+            issuer: issuer?.0.subject ?? subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: extensions, issuerPrivateKey: issuer?.1 ?? key
+        )
+        return (cert, key)
+    }
+
+    /// Issues a leaf for `names` (DNS names or IP addresses) valid for `lifetime`, chained to the intermediate.
+    public func issue(names: [String], lifetime: TimeInterval, signWithRoot: Bool = false) throws -> (chainPEM: String, keyPEM: String) {
+        if keys.withLock({ $0 == nil }) { try prepare() }
+        guard let k = keys.withLock({ $0 }) else { throw ConfigError("CA \(id) is not ready") }
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let now = Date()
+        // A leaf never outlives its issuer.
+        let notAfter = min(now.addingTimeInterval(lifetime), k.intermediate.notValidAfter)
+        var sans: [GeneralName] = []
+        for n in names {
+            if let ip = ipBytes(n) {
+                sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(ip))))
+            } else {
+                sans.append(.dnsName(n))
+            }
+        }
+        let extensions = try Certificate.Extensions {
+            Critical(BasicConstraints.notCertificateAuthority)
+            Critical(KeyUsage(digitalSignature: true))
+            try ExtendedKeyUsage([.serverAuth, .clientAuth])
+            SubjectKeyIdentifier(hash: key.publicKey)
+            AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: k.intermediate.publicKey).keyIdentifier)
+            SubjectAlternativeNames(sans)
+        }
+        let leaf = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
+            notValidBefore: now.addingTimeInterval(-60), notValidAfter: notAfter,
+            issuer: k.intermediate.subject, subject: try DistinguishedName {}, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: extensions, issuerPrivateKey: k.intermediateKey
+        )
+        let chain = try leaf.serializeAsPEM().pemString + "\n" + k.intermediatePEM
+        return (chain, try key.serializeAsPEM().pemString + "\n")
+    }
+}
+
+/// The four or sixteen bytes of an IP address literal, or `nil` for a host name.
+func ipBytes(_ s: String) -> [UInt8]? {
+    var v4 = in_addr()
+    if inet_pton(AF_INET, s, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
+    var v6 = in6_addr()
+    if inet_pton(AF_INET6, s, &v6) == 1 { return withUnsafeBytes(of: &v6) { Array($0) } }
+    return nil
+}
+
+func writeFile(_ path: String, _ text: String, mode: Int) throws {
+    let tmp = path + ".tmp"
+    guard FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
+        throw ConfigError("cannot write \(tmp)")
+    }
+    if rename(tmp, path) != 0 { throw ConfigError("cannot rename \(tmp) to \(path)") }
+}

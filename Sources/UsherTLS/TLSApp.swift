@@ -1,0 +1,305 @@
+import Foundation
+public import Synchronization
+public import UsherCore
+
+/// Certificate loaders under `tls.certificates` (`load_files`, `load_pem`, `load_folders`, `automate`), keyed by
+/// name in the `certificates` object.
+public protocol CertificateLoader: Module {
+    /// The certificates this loader supplies when the config is provisioned.
+    func loadCertificates() throws -> [TLSCertificate]
+}
+
+public enum CertificateLoaders: ModuleNamespace {
+    public static let prefix = "tls.certificates"
+    public static let inlineKey: String? = nil
+    public typealias Instance = any CertificateLoader
+}
+
+/// Every certificate the `tls` app holds, for connection policies to select from. Shared by all servers of one
+/// config; managed certificates are added as they are issued.
+public final class CertificateStore: Sendable {
+    private let certificates = Mutex<[TLSCertificate]>([])
+
+    public init(_ initial: [TLSCertificate] = []) { certificates.withLock { $0 = initial } }
+
+    public var all: [TLSCertificate] { certificates.withLock { $0 } }
+
+    /// Adds or replaces (same names, managed) a certificate.
+    public func add(_ cert: TLSCertificate) {
+        certificates.withLock { list in
+            if cert.managed { list.removeAll { $0.managed && $0.names == cert.names } }
+            if !list.contains(where: { $0.id == cert.id }) { list.append(cert) }
+        }
+    }
+
+    /// Certificates that cover `name`: exact names before wildcards, in load order (certmagic's lookup order).
+    public func candidates(for name: String) -> [TLSCertificate] {
+        let n = name.lowercased()
+        let all = self.all
+        let exact = all.filter { $0.names.contains(n) }
+        let wild = all.filter { !$0.names.contains(n) && $0.covers(n) }
+        return exact + wild
+    }
+}
+
+/// The `tls` app: loads certificates and, with the `pki` app, issues internal ones for names that need them.
+/// Connection policies live on each HTTP server (`tls_connection_policies`) and select from this app's store.
+public struct TLSApp: App, Provisioner {
+    public static let moduleID: ModuleID = "tls"
+
+    /// `certificates`: loaders by name (`load_files`, `load_pem`, `load_folders`, `automate`).
+    public var certificates: LoadedMap<CertificateLoaders>
+    /// `automation`: how managed certificates are obtained.
+    public var automation: AutomationConfig?
+    /// The certificates loaded and issued under this config.
+    public let store = CertificateStore()
+    /// Names to manage, from `automate` loaders and from automatic HTTPS.
+    private let managedNames = SharedState<[String]>([])
+    private let runtime = SharedState<TLSAppRuntime?>(nil)
+
+    enum CodingKeys: String, CodingKey {
+        case certificates, automation
+        case sessionTickets = "session_tickets", cache, disableOCSPStapling = "disable_ocsp_stapling"
+        case disableStorageCheck = "disable_storage_check", disableStorageClean = "disable_storage_clean"
+        case encryptedClientHello = "encrypted_client_hello", dnsAny = "dns", resolvers
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try c.refuseUnsupported([.sessionTickets, .encryptedClientHello, .dnsAny, .resolvers])
+        certificates = try c.decodeIfPresent(LoadedMap<CertificateLoaders>.self, forKey: .certificates) ?? LoadedMap(entries: [])
+        automation = try c.decodeIfPresent(AutomationConfig.self, forKey: .automation)
+        // Accepted for compatibility; they tune certmagic's cache and OCSP, which have no equivalent here yet.
+        _ = try c.decodeIfPresent(JSONValue.self, forKey: .cache)
+        _ = try c.decodeIfPresent(Bool.self, forKey: .disableOCSPStapling)
+        _ = try c.decodeIfPresent(Bool.self, forKey: .disableStorageCheck)
+        _ = try c.decodeIfPresent(Bool.self, forKey: .disableStorageClean)
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        try await certificates.provision(context)
+        for entry in certificates.entries {
+            do {
+                for cert in try entry.module.loadCertificates() { store.add(cert) }
+            } catch var e as ConfigError {
+                if e.path.isEmpty { e.path = entry.configPath }
+                if e.moduleID == nil { e.moduleID = entry.moduleID }
+                throw e
+            }
+            if let automate = entry.module as? AutomateLoader { manage(automate.names) }
+        }
+        let paths = context.environment.paths
+        let log = context.logger("tls")
+        let automation = self.automation
+        let pki = try await context.app("pki") as? PKIApp
+        runtime.withLock {
+            $0 = TLSAppRuntime(store: store, automation: automation, dataDirectory: paths.dataDirectory, logger: log, pki: pki)
+        }
+    }
+
+    /// Asks for certificates for `names` (automatic HTTPS and `automate` call this during provisioning).
+    public func manage(_ names: [String]) {
+        managedNames.withLock { list in
+            for n in names where !list.contains(n) { list.append(n) }
+        }
+    }
+
+    /// The names this config manages.
+    public var managed: [String] { managedNames.withLock { $0 } }
+
+    /// Issues what managed names lack, then keeps them renewed. Throws (and serves nothing) when a name cannot
+    /// get a certificate.
+    public func start() async throws {
+        guard let rt = runtime.withLock({ $0 }) else { return }
+        try await rt.start(names: managed)
+    }
+
+    public func stop() async {
+        await runtime.withLock({ $0 })?.stop()
+    }
+
+    /// The issuer configured for `name` by `automation.policies` (first policy whose subjects match; a policy
+    /// without subjects matches every name).
+    public func issuer(for name: String) -> (any AutomationIssuer)? {
+        automation?.issuer(for: name)
+    }
+}
+
+// MARK: - Loaders
+
+/// One entry of `load_files`.
+public struct CertificateFilePair: Decodable, Sendable {
+    /// `certificate`: path to the PEM chain.
+    public var certificate: String
+    /// `key`: path to the PEM private key.
+    public var key: String
+    /// `format`: only `pem`. Default: `pem`.
+    public var format: String
+    /// `tags`: labels for `certificate_selection`.
+    public var tags: [String]
+
+    enum CodingKeys: String, CodingKey { case certificate, key, format, tags }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        certificate = try c.decode(String.self, forKey: .certificate)
+        key = try c.decode(String.self, forKey: .key)
+        format = try c.decodeIfPresent(String.self, forKey: .format) ?? "pem"
+        if format != "pem" && format != "" { throw c.error(.format, "unrecognized certificate/key encoding format: \(format)") }
+        tags = try c.decodeIfPresent([String].self, forKey: .tags) ?? []
+    }
+}
+
+/// `tls.certificates.load_files`: certificate and key files.
+public struct LoadFilesLoader: CertificateLoader {
+    public static let moduleID: ModuleID = "tls.certificates.load_files"
+    public var pairs: [CertificateFilePair]
+
+    public init(from decoder: any Decoder) throws {
+        pairs = try decoder.singleValueContainer().decode([CertificateFilePair].self)
+    }
+
+    public func loadCertificates() throws -> [TLSCertificate] {
+        try pairs.enumerated().map { i, p in
+            let cert = try readText(p.certificate, what: "certificate", index: i)
+            let key = try readText(p.key, what: "key", index: i)
+            do {
+                return try TLSCertificate(chainPEM: cert, keyPEM: key, tags: p.tags, origin: "\(p.certificate) and \(p.key)")
+            } catch let e as ConfigError {
+                throw ConfigError(path: "apps.tls.certificates.load_files[\(i)]", e.message)
+            }
+        }
+    }
+
+    private func readText(_ path: String, what: String, index: Int) throws -> String {
+        do {
+            return try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(path: "apps.tls.certificates.load_files[\(index)].\(what == "key" ? "key" : "certificate")",
+                              "reading \(what) file \(path): \(describeFileError(error))")
+        }
+    }
+}
+
+/// One entry of `load_pem`.
+public struct CertificatePEMPair: Decodable, Sendable {
+    /// `certificate`: the PEM chain.
+    public var certificate: String
+    /// `key`: the PEM private key.
+    public var key: String
+    /// `tags`: labels for `certificate_selection`.
+    public var tags: [String]
+
+    enum CodingKeys: String, CodingKey { case certificate, key, tags }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        certificate = try c.decode(String.self, forKey: .certificate)
+        key = try c.decode(String.self, forKey: .key)
+        tags = try c.decodeIfPresent([String].self, forKey: .tags) ?? []
+    }
+}
+
+/// `tls.certificates.load_pem`: certificates and keys given inline.
+public struct LoadPEMLoader: CertificateLoader {
+    public static let moduleID: ModuleID = "tls.certificates.load_pem"
+    public var pairs: [CertificatePEMPair]
+
+    public init(from decoder: any Decoder) throws {
+        pairs = try decoder.singleValueContainer().decode([CertificatePEMPair].self)
+    }
+
+    public func loadCertificates() throws -> [TLSCertificate] {
+        try pairs.enumerated().map { i, p in
+            do {
+                return try TLSCertificate(chainPEM: p.certificate, keyPEM: p.key, tags: p.tags, origin: "load_pem[\(i)]")
+            } catch let e as ConfigError {
+                throw ConfigError(path: "apps.tls.certificates.load_pem[\(i)]", e.message)
+            }
+        }
+    }
+}
+
+/// `tls.certificates.load_folders`: every `.pem` file under the folders that holds both a certificate and a key.
+public struct LoadFoldersLoader: CertificateLoader {
+    public static let moduleID: ModuleID = "tls.certificates.load_folders"
+    public var folders: [String]
+
+    public init(from decoder: any Decoder) throws {
+        folders = try decoder.singleValueContainer().decode([String].self)
+    }
+
+    public func loadCertificates() throws -> [TLSCertificate] {
+        var out: [TLSCertificate] = []
+        for (i, folder) in folders.enumerated() {
+            let fm = FileManager.default
+            guard let walker = fm.enumerator(atPath: folder) else {
+                throw ConfigError(path: "apps.tls.certificates.load_folders[\(i)]", "unable to load certificates from folder \(folder): cannot read it")
+            }
+            var files: [String] = []
+            while let rel = walker.nextObject() as? String {
+                if rel.lowercased().hasSuffix(".pem") { files.append(rel) }
+            }
+            for rel in files.sorted() {
+                let path = folder + "/" + rel
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+                let (certs, key) = splitPEMBlocks(text)
+                guard !certs.isEmpty, let key else {
+                    throw ConfigError(path: "apps.tls.certificates.load_folders[\(i)]",
+                                      "\(path): must contain a certificate and a private key")
+                }
+                out.append(try TLSCertificate(chainPEM: certs, keyPEM: key, origin: path))
+            }
+        }
+        return out
+    }
+}
+
+/// `tls.certificates.automate`: names to obtain and renew certificates for.
+public struct AutomateLoader: CertificateLoader {
+    public static let moduleID: ModuleID = "tls.certificates.automate"
+    public var names: [String]
+
+    public init(from decoder: any Decoder) throws {
+        names = try decoder.singleValueContainer().decode([String].self)
+    }
+
+    public func loadCertificates() throws -> [TLSCertificate] { [] }
+}
+
+/// Separates a PEM file's certificate blocks from its private key block.
+func splitPEMBlocks(_ text: String) -> (certificates: String, key: String?) {
+    var certs = ""
+    var key: String?
+    var current: [Substring] = []
+    var label = ""
+    for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        let l = line.trimmingCharacters(in: .whitespaces)
+        if l.hasPrefix("-----BEGIN ") {
+            label = String(l.dropFirst(11).dropLast(5))
+            current = [Substring(l)]
+        } else if l.hasPrefix("-----END ") {
+            current.append(Substring(l))
+            let block = current.joined(separator: "\n") + "\n"
+            if label == "CERTIFICATE" { certs += block } else if label.hasSuffix("PRIVATE KEY") { key = block }
+            current = []
+            label = ""
+        } else if !label.isEmpty {
+            current.append(Substring(l))
+        }
+    }
+    return (certs, key)
+}
+
+/// A file error in plain words.
+func describeFileError(_ error: any Error) -> String {
+    let ns = error as NSError
+    if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(underlying.code))).lowercased()
+    }
+    switch ns.code {
+    case NSFileReadNoSuchFileError: return "no such file or directory"
+    case NSFileReadNoPermissionError: return "permission denied"
+    default: return ns.localizedDescription
+    }
+}
