@@ -113,6 +113,7 @@ let package = Package(
             dependencies: [
                 "CUsherSystem",
                 "UsherCore",
+                "UsherTLS",
                 "UsherCaddyfile",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

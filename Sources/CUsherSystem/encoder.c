@@ -30,6 +30,10 @@ c_usher_encoder *c_usher_encoder_new(int kind, int level) {
     return e;
 }
 
+void c_usher_encoder_set_checksum(c_usher_encoder *e, int on) {
+    if (e->kind == 2) ZSTD_CCtx_setParameter(e->zs, ZSTD_c_checksumFlag, on ? 1 : 0);
+}
+
 int c_usher_encoder_reset(c_usher_encoder *e) {
     if (e->kind == 1) return deflateReset(&e->z) == Z_OK ? 0 : -1;
     return ZSTD_isError(ZSTD_CCtx_reset(e->zs, ZSTD_reset_session_only)) ? -1 : 0;

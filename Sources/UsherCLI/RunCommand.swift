@@ -38,10 +38,14 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Write the process ID to this file.")
     var pidfile: String?
 
+    @Option(help: "Where certificates and keys are kept (overrides USHER_DATA and XDG_DATA_HOME).")
+    var dataDir: String?
+
     @Option(help: ArgumentHelp("Address to confirm a successful start to (used by `usher start`).", visibility: .hidden))
     var pingback: String?
 
     func run() async throws {
+        if let dataDir { ProcessEnvironment.set("USHER_DATA", dataDir) }
         do {
             for f in envfile { try ConfigFiles.loadEnvFile(f) }
         } catch {

@@ -65,6 +65,8 @@ public final class StreamCompressor {
         return out
     }
 
+    func setChecksum(_ on: Bool) { c_usher_encoder_set_checksum(handle, on ? 1 : 0) }
+
     /// Readies the compressor for another stream.
     func reset() -> Bool { c_usher_encoder_reset(handle) == 0 }
 }
@@ -117,21 +119,28 @@ public struct ZstdEncoding: ContentEncoding {
     public static let moduleID: ModuleID = "http.encoders.zstd"
     /// `level`: `fastest`, `default`, `better` or `best`. Default: `default`.
     public var level: String
+    /// `checksum`: end frames with a checksum. Default: true.
+    public var checksum: Bool?
 
-    enum CodingKeys: String, CodingKey { case level }
+    enum CodingKeys: String, CodingKey { case level, checksum }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         level = try c.decodeIfPresent(String.self, forKey: .level) ?? "default"
         if level.isEmpty { level = "default" }
         guard Self.levels[level] != nil else { throw c.error(.level, "unexpected compression level: \(level)") }
+        checksum = try c.decodeIfPresent(Bool.self, forKey: .checksum)
     }
 
     /// klauspost/zstd's speed names mapped to libzstd levels of similar speed.
     static let levels: [String: Int32] = ["fastest": 1, "default": 3, "better": 7, "best": 11]
 
     public var encodingName: String { "zstd" }
-    public func makeCompressor() throws -> StreamCompressor { try StreamCompressor(kind: 2, level: Self.levels[level]!) }
+    public func makeCompressor() throws -> StreamCompressor {
+        let c = try StreamCompressor(kind: 2, level: Self.levels[level]!)
+        if checksum == false { c.setChecksum(false) }
+        return c
+    }
 }
 
 /// `http.handlers.encode`: compresses responses for clients that accept it, streaming.

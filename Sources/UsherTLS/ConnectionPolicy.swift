@@ -347,6 +347,11 @@ public final class ServerTLS: Sendable {
                 return best
             }
         }
+        // A client without SNI gets whatever certificate the policy allows: it may still connect (certmagic does
+        // the same); with SNI, a name no certificate covers is an error.
+        if hello.serverName == nil {
+            return store.all.first { policy.certificateSelection?.allows($0) ?? true }
+        }
         return nil
     }
 }

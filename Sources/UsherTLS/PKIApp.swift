@@ -93,6 +93,11 @@ public final class CertificateAuthority: Sendable {
     }
     private let keys = Mutex<Keys?>(nil)
 
+    /// The CA `id` with default settings, kept in `dataDirectory` (for commands that run without a config).
+    public static func stored(id: String, dataDirectory: String) -> CertificateAuthority {
+        CertificateAuthority(id: id, config: CAConfig(), directory: dataDirectory + "/pki/authorities/" + id)
+    }
+
     init(id: String, config: CAConfig, directory: String) {
         self.id = id
         self.config = config
@@ -172,8 +177,10 @@ public final class CertificateAuthority: Sendable {
         guard let k = keys.withLock({ $0 }) else { throw ConfigError("CA \(id) is not ready") }
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
         let now = Date()
-        // A leaf never outlives its issuer.
+        // A leaf never outlives its issuer. It is backdated a little for clocks running behind, but never by more
+        // than a tenth of its life, so the renewal point (a third of the life left) stays where it belongs.
         let notAfter = min(now.addingTimeInterval(lifetime), k.intermediate.notValidAfter)
+        let backdate = min(60, lifetime / 10)
         var sans: [GeneralName] = []
         for n in names {
             if let ip = ipBytes(n) {
@@ -192,7 +199,7 @@ public final class CertificateAuthority: Sendable {
         }
         let leaf = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
-            notValidBefore: now.addingTimeInterval(-60), notValidAfter: notAfter,
+            notValidBefore: now.addingTimeInterval(-backdate), notValidAfter: notAfter,
             issuer: k.intermediate.subject, subject: try DistinguishedName {}, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: extensions, issuerPrivateKey: k.intermediateKey
         )

@@ -4,8 +4,8 @@ public import UsherCore
 public import UsherHTTP
 
 /// `http.handlers.test_stream` (test builds only): reads the whole request body, counting bytes, then streams
-/// `?size=N` bytes of response in 64 KiB chunks, with `X-Request-Bytes` telling how many bytes it read. Exercises
-/// streaming both ways without buffering.
+/// `?size=N` bytes of response in 64 KiB chunks (`?delay=MS` between chunks, each flushed), with `X-Request-Bytes`
+/// telling how many bytes it read. Exercises streaming both ways without buffering.
 public struct StreamTestHandler: MiddlewareHandler {
     public static let moduleID: ModuleID = "http.handlers.test_stream"
 
@@ -21,11 +21,16 @@ public struct StreamTestHandler: MiddlewareHandler {
         try await writer.writeHead(.ok)
         var chunk = ByteBufferAllocator().buffer(capacity: 65536)
         chunk.writeRepeatingByte(0x78, count: 65536)
+        let delay = Int(request.queryValue("delay") ?? "0") ?? 0
         var left = size
         while left > 0 {
             let n = min(left, 65536)
             try await writer.write(chunk.getSlice(at: 0, length: n)!)
             left -= n
+            if delay > 0 {
+                try await writer.capability((any Flushing).self)?.flush()
+                try await Task.sleep(for: .milliseconds(delay))
+            }
         }
     }
 }

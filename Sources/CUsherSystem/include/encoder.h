@@ -10,6 +10,9 @@ typedef struct c_usher_encoder c_usher_encoder;
 /// A new compressor at `level` (gzip 1-9, zstd 1-22), or NULL when out of memory or the kind is unknown.
 c_usher_encoder *c_usher_encoder_new(int kind, int level);
 
+/// zstd only: whether frames end with a checksum (on by default).
+void c_usher_encoder_set_checksum(c_usher_encoder *e, int on);
+
 /// Resets a compressor for a new stream, keeping its allocations.
 int c_usher_encoder_reset(c_usher_encoder *e);
 

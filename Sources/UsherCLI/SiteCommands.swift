@@ -1,0 +1,156 @@
+import ArgumentParser
+import Foundation
+import UsherCore
+import UsherTLS
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `usher file-server`: serves a directory with no config file (Caddy's `file-server` command).
+struct FileServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "file-server",
+        abstract: "Spins up a production-ready file server.",
+        discussion: """
+            Serves the current directory (or --root) with compression on. With --domain, the site gets HTTPS with
+            a certificate from the internal CA and HTTP redirects to it; otherwise it listens on --listen (:80).
+            """
+    )
+
+    @Option(name: [.short, .long], help: "The directory to serve.") var root = "."
+    @Option(name: [.short, .long], help: "The address to listen on (default :80, or :443 with --domain).") var listen: String?
+    @Option(name: [.short, .long], help: "A domain name to serve, with automatic HTTPS.") var domain: String?
+    @Flag(name: [.short, .long], help: "List directories without an index file.") var browse = false
+    @Flag(help: "Reveal symlink targets in listings.") var revealSymlinks = false
+    @Option(help: "Serve precompressed sidecar files for these encodings (gzip, zstd, br).") var precompressed: [String] = []
+    @Flag(help: "Do not compress responses.") var noCompress = false
+    @Flag(name: [.short, .long], help: "Log each request.") var accessLog = false
+    @Flag(name: [.customShort("v"), .customLong("debug")], help: "Log at debug level.") var debug = false
+
+    func run() async throws {
+        var fileServer: JSONObject = ["handler": "file_server", "root": .string(root)]
+        if browse {
+            fileServer["browse"] = revealSymlinks ? ["reveal_symlinks": true] : .object([:])
+        }
+        if !precompressed.isEmpty {
+            var p = JSONObject()
+            for name in precompressed {
+                guard ["gzip", "zstd", "br"].contains(name) else { fail(CLIError("unknown precompressed encoding '\(name)'")) }
+                p[name] = .object([:])
+            }
+            fileServer["precompressed"] = .object(p)
+            fileServer["precompressed_order"] = .array(precompressed.map { .string($0) })
+        }
+        var handlers: [JSONValue] = []
+        if !noCompress {
+            handlers.append(["handler": "encode", "encodings": ["gzip": .object([:]), "zstd": .object([:])], "prefer": ["zstd", "gzip"]])
+        }
+        handlers.append(.object(fileServer))
+        var route: JSONObject = ["handle": .array(handlers)]
+        var address = listen ?? (domain == nil ? ":80" : ":443")
+        if !address.contains(":") { address = ":" + address }
+        if let domain {
+            route["match"] = [["host": [.string(domain)]]]
+        }
+        var server: JSONObject = ["listen": [.string(address)], "routes": [.object(route)]]
+        if accessLog { server["logs"] = .object([:]) }
+        if domain == nil { server["automatic_https"] = ["disable": true] }
+        var config: JSONObject = ["admin": ["disabled": true], "apps": ["http": ["servers": ["static": .object(server)]]]]
+        if debug { config["logging"] = ["logs": ["default": ["level": "DEBUG"]]] }
+        try await runUntilStopped(config: .object(config), banner: "Serving \(root) on \(address)")
+    }
+}
+
+/// Loads a config built by a command and serves until a signal stops it.
+func runUntilStopped(config: JSONValue, banner: String) async throws {
+    let registry: ModuleRegistry
+    do { registry = try CLIState.registry() } catch { fail(error) }
+    let group = makeEventLoopGroup()
+    let runtime = ServerRuntime(environment: RuntimeEnvironment(registry: registry, eventLoopGroup: group))
+    do {
+        try await runtime.load(config, force: true)
+    } catch {
+        fail(error)
+    }
+    printErr(banner)
+    let signals = SignalHandling(runtime: runtime, logger: runtime.environment.logRouter.logger(""), configPath: nil, adapter: nil, registry: registry)
+    signals.install()
+    await runtime.waitForStop()
+    Glibc.exit(0)
+}
+
+/// Where the system keeps extra trusted roots on Debian (read by `update-ca-certificates`).
+let systemTrustDirectory = "/usr/local/share/ca-certificates"
+
+/// `usher trust`: prints where the internal CA's root certificate is, creating the CA if needed, and with
+/// `--install` adds it to the system trust store.
+struct TrustCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trust",
+        abstract: "Shows (and with --install, installs) the root certificate of an internal CA.",
+        discussion: "The CA lives under the data directory: $USHER_DATA, else $XDG_DATA_HOME/usher, else ~/.local/share/usher."
+    )
+
+    @Option(help: "The CA's ID in the pki app.") var ca = "local"
+    @Option(help: "The data directory (overrides USHER_DATA).") var dataDir: String?
+    @Flag(help: "Install the root into the system trust store (needs root; runs update-ca-certificates).") var install = false
+
+    func run() async throws {
+        if let dataDir { ProcessEnvironment.set("USHER_DATA", dataDir) }
+        let authority = CertificateAuthority.stored(id: ca, dataDirectory: StoragePaths.fromEnvironment().dataDirectory)
+        do {
+            try authority.prepare()
+        } catch {
+            fail(CLIError("preparing CA \(ca): \(error)"))
+        }
+        printOut(authority.rootCertificatePath)
+        guard install else { return }
+        let target = "\(systemTrustDirectory)/usher-\(ca)-root.crt"
+        do {
+            try FileManager.default.createDirectory(atPath: systemTrustDirectory, withIntermediateDirectories: true)
+            if FileManager.default.fileExists(atPath: target) { try FileManager.default.removeItem(atPath: target) }
+            try FileManager.default.copyItem(atPath: authority.rootCertificatePath, toPath: target)
+        } catch {
+            fail(CLIError("installing root certificate into \(systemTrustDirectory): \(error.localizedDescription)"))
+        }
+        try updateSystemTrust()
+        printErr("installed \(target) into the system trust store")
+    }
+}
+
+/// `usher untrust`: removes an internal CA's root from the system trust store.
+struct UntrustCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "untrust", abstract: "Removes an internal CA's root from the system trust store.")
+
+    @Option(help: "The CA's ID in the pki app.") var ca = "local"
+
+    func run() async throws {
+        let target = "\(systemTrustDirectory)/usher-\(ca)-root.crt"
+        guard FileManager.default.fileExists(atPath: target) else {
+            printErr("\(target) is not installed; nothing to do")
+            return
+        }
+        do {
+            try FileManager.default.removeItem(atPath: target)
+        } catch {
+            fail(CLIError("removing \(target): \(error.localizedDescription)"))
+        }
+        try updateSystemTrust()
+        printErr("removed \(target) from the system trust store")
+    }
+}
+
+private func updateSystemTrust() throws {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/sbin/update-ca-certificates")
+    p.arguments = ["--fresh"]
+    p.standardOutput = FileHandle.standardError
+    do {
+        try p.run()
+    } catch {
+        fail(CLIError("running update-ca-certificates: \(error.localizedDescription) (is the ca-certificates package installed?)"))
+    }
+    p.waitUntilExit()
+    if p.terminationStatus != 0 { fail(CLIError("update-ca-certificates exited with status \(p.terminationStatus)")) }
+}
