@@ -27,6 +27,10 @@ struct SiteTree {
         try "top secret".write(to: base.appendingPathComponent("outside/secret.txt"), atomically: true, encoding: .utf8)
         try fm.createSymbolicLink(atPath: root.appendingPathComponent("link.txt").path,
                                   withDestinationPath: base.appendingPathComponent("outside/secret.txt").path)
+        try fm.createSymbolicLink(atPath: root.appendingPathComponent("outdir").path, withDestinationPath: "../outside")
+        try fm.createSymbolicLink(atPath: root.appendingPathComponent("inside-rel.txt").path, withDestinationPath: "alpha.txt")
+        try fm.createSymbolicLink(atPath: root.appendingPathComponent("inside-abs.txt").path,
+                                  withDestinationPath: root.appendingPathComponent("alpha.txt").path)
         try big.write(to: root.appendingPathComponent("big.bin"))
     }
 }
@@ -99,6 +103,9 @@ struct FileServerTests {
             Case(name: "encoded dot-dot", path: "/%2e%2e/outside/secret.txt", args: ["--path-as-is"], status: 404),
             Case(name: "encoded slash and dot-dot", path: "/sub/..%2f..%2foutside/secret.txt", args: ["--path-as-is"], status: 404),
             Case(name: "symlink out of the root", path: "/link.txt", status: 404),
+            Case(name: "directory symlink out of the root", path: "/outdir/secret.txt", status: 404),
+            Case(name: "relative symlink inside the root", path: "/inside-rel.txt", status: 200, body: "abcdefghijklmnopqrstuvwxyz"),
+            Case(name: "absolute symlink inside the root", path: "/inside-abs.txt", status: 200, body: "abcdefghijklmnopqrstuvwxyz"),
             Case(name: "hidden file", path: "/.env", status: 404),
             Case(name: "NUL byte", path: "/alpha.txt%00.html", status: 400),
             Case(name: "missing", path: "/nope", status: 404),
@@ -192,6 +199,30 @@ struct FileServerTests {
         #expect(slow.status == 28, "curl should have timed out mid-stream")
         let got = (try? FileManager.default.attributesOfItem(atPath: partial.path)[.size] as? Int) ?? 0
         #expect(got > 0, "nothing arrived before the response was complete: the body was buffered")
+    }
+
+    @Test("a root directory replaced while serving is served from its new contents")
+    func replacedRoot() throws {
+        let tree = try SiteTree()
+        let port = freePort()
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "vars", "root": "\(tree.root.path)"}, {"handler": "file_server"}]}]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        #expect(try curl(["http://127.0.0.1:\(port)/alpha.txt"]).body == "abcdefghijklmnopqrstuvwxyz")
+        let fm = FileManager.default
+        try fm.moveItem(at: tree.root, to: tree.base.appendingPathComponent("old-root"))
+        try fm.createDirectory(at: tree.root, withIntermediateDirectories: true)
+        try "new".write(to: tree.root.appendingPathComponent("beta.txt"), atomically: true, encoding: .utf8)
+        // A file only the new root has is found at once (a miss makes the server look at the path again) ...
+        #expect(try curl(["http://127.0.0.1:\(port)/beta.txt"]).body == "new")
+        // ... and one both have comes from the new root within the recheck interval (250 ms).
+        try "replaced".write(to: tree.root.appendingPathComponent("alpha.txt"), atomically: true, encoding: .utf8)
+        try fm.moveItem(at: tree.root, to: tree.base.appendingPathComponent("older-root"))
+        try fm.moveItem(at: tree.base.appendingPathComponent("old-root"), to: tree.root)
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(try curl(["http://127.0.0.1:\(port)/alpha.txt"]).body == "abcdefghijklmnopqrstuvwxyz")
     }
 
     @Test("usher file-server serves a folder with browsing and compression, no config file")

@@ -10,3 +10,28 @@ int c_usher_affinity_cpu_count(void) {
     }
     return CPU_COUNT(&set);
 }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int c_usher_open_beneath(int dirfd, const char *path, int flags) {
+    struct open_how how = {0};
+    how.flags = (unsigned long long)(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    long fd;
+    do {
+        fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    } while (fd < 0 && errno == EINTR);
+    return (int)fd;
+}
+
+int c_usher_open_directory(const char *path) {
+    int fd;
+    do {
+        fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    return fd;
+}

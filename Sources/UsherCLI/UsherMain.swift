@@ -98,7 +98,7 @@ struct ConfigOptions: ParsableArguments {
 
 enum ConfigFiles {
     /// Reads and adapts a config file: the adapter is the one named, else chosen by file name (`Caddyfile`,
-    /// `*.caddyfile` use the Caddyfile adapter; anything else is JSON). With no file named, `./Caddyfile` is used
+    /// `*.caddyfile`, in any case, use the Caddyfile adapter; anything else is JSON). With no file named, `./Caddyfile` is used
     /// if present; otherwise there is no config (`nil`).
     static func load(
         path: String?,
@@ -121,8 +121,9 @@ enum ConfigFiles {
         guard let file else { return nil }
         let bytes = try readFile(file)
         if adapterName == nil {
-            let base = file.split(separator: "/").last.map(String.init) ?? file
-            if base == "Caddyfile" || base.hasPrefix("Caddyfile.") || base.hasSuffix(".caddyfile") {
+            // As Caddy decides: case-insensitively, a name starting with "caddyfile" or ending in ".caddyfile".
+            let base = (file.split(separator: "/").last.map(String.init) ?? file).lowercased()
+            if !base.hasSuffix(".json") && (base.hasPrefix("caddyfile") || base.hasSuffix(".caddyfile")) {
                 adapterName = "caddyfile"
             }
         }

@@ -4,6 +4,14 @@
 /// The number of CPUs in this process's affinity mask (sched_getaffinity), or -1 on error.
 int c_usher_affinity_cpu_count(void);
 
+/// Opens `path` relative to directory `dirfd` without ever resolving outside it: `..` above it, absolute
+/// symlinks and symlinks leading out fail with EXDEV (openat2 with RESOLVE_BENEATH; Linux 5.6+, else ENOSYS).
+/// Returns the descriptor (close-on-exec) or -1 with errno set.
+int c_usher_open_beneath(int dirfd, const char *path, int flags);
+
+/// Opens a directory as a path-only descriptor (O_PATH), usable as the base of c_usher_open_beneath.
+int c_usher_open_directory(const char *path);
+
 #include "compress.h"
 #include "encoder.h"
 #include "signals.h"

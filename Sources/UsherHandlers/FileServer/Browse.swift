@@ -40,7 +40,7 @@ struct ListingItem {
 }
 
 extension FileServerHandler {
-    func serveBrowse(_ browse: BrowseConfig, dir: String, hide: [String], _ request: Request, _ writer: any ResponseWriter) async throws {
+    func serveBrowse(_ browse: BrowseConfig, dir: String, hide: [HidePattern], _ request: Request, _ writer: any ResponseWriter) async throws {
         let origPath = request.original.path
         if !origPath.hasSuffix("/") {
             // Relative links in the listing need the trailing slash.
@@ -57,7 +57,7 @@ extension FileServerHandler {
         var items: [ListingItem] = []
         for name in names {
             let path = dir + "/" + name
-            if Self.isHiddenPath(path, hide) { continue }
+            if Self.isHidden(path, hide) { continue }
             guard case .success(let st) = FileStatus.of(path) else { continue }
             var url = "./" + URLEscaping.escapePath(name)
             if st.isDirectory { url += "/" }
@@ -104,8 +104,6 @@ extension FileServerHandler {
         try await writer.writeHead(.ok)
         if request.method != .HEAD { try await writer.write(Self.listingHTML(path: origPath, items: items, sortBy: sortBy, order: order)) }
     }
-
-    static func isHiddenPath(_ path: String, _ hide: [String]) -> Bool { isHidden(path, hide) }
 
     static func listingHTML(path: String, items: [ListingItem], sortBy: String, order: String) -> String {
         let title = htmlEscape(path)

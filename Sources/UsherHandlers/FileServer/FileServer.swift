@@ -94,7 +94,12 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
     public var etagFileExtensions: [String]
 
     private var precompressors: [String: String] = [:]
-    private var staticRealRoot: String?
+    /// The root, absolute, when it has no placeholders.
+    private var staticRoot: String?
+    /// Root directories held open, by path.
+    private let roots = RootDirectoryCache()
+    /// The hide list, absolute, when it has no placeholders.
+    private var staticHide: [HidePattern]?
 
     enum CodingKeys: String, CodingKey {
         case root, hide, indexNames = "index_names", browse, canonicalURIs = "canonical_uris"
@@ -126,72 +131,79 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
             precompressedOrder = ["br", "zstd", "gzip"].filter { precompressors[$0] != nil }
                 + precompressors.keys.sorted().filter { !["br", "zstd", "gzip"].contains($0) }
         }
-        if !Replacer.mayContainPlaceholders(root) { staticRealRoot = realPath(root) }
+        if !Replacer.mayContainPlaceholders(root) { staticRoot = absolutePath(root) }
+        if !hide.contains(where: Replacer.mayContainPlaceholders) { staticHide = hide.map(HidePattern.init) }
     }
 
-    /// The hide list with placeholders replaced and paths made absolute, as Caddy compares them.
-    private func hideList(_ r: Replacer) -> [String] {
-        hide.map { h in
-            let v = Replacer.mayContainPlaceholders(h) ? r.replaceAll(h) : h
-            if v.contains("/") && !v.hasPrefix("/") {
-                return cleanPath(FileManager.default.currentDirectoryPath + "/" + v)
-            }
-            return v
+    /// A `hide` entry as Caddy compares it: a bare name matches any path component; a path (made absolute)
+    /// matches itself and everything under it; either may be a glob.
+    struct HidePattern: Sendable {
+        let text: String
+        let isPath: Bool
+
+        init(_ raw: String) {
+            isPath = raw.utf8.contains(UInt8(ascii: "/"))
+            text = isPath ? absolutePath(raw) : raw
         }
     }
 
-    static func isHidden(_ filename: String, _ hide: [String]) -> Bool {
+    static func isHidden(_ filename: String, _ hide: [HidePattern]) -> Bool {
         guard !hide.isEmpty else { return false }
-        let abs = filename.hasPrefix("/") ? filename : cleanPath(FileManager.default.currentDirectoryPath + "/" + filename)
-        let components = abs.split(separator: "/").map(String.init)
+        let abs = filename.hasPrefix("/") ? filename : absolutePath(filename)
+        var components: [Substring]?
         for h in hide {
-            if !h.contains("/") {
-                if components.contains(where: { globMatch(h, $0) }) { return true }
-            } else if abs.hasPrefix(h), abs.dropFirst(h.count).hasPrefix("/") {
+            if !h.isPath {
+                if components == nil { components = abs.split(separator: "/") }
+                if components!.contains(where: { globMatch(h.text, String($0)) }) { return true }
+            } else if abs.hasPrefix(h.text), abs.utf8.dropFirst(h.text.utf8.count).first == UInt8(ascii: "/") {
                 return true
             }
-            if globMatch(h, abs) { return true }
+            if globMatch(h.text, abs) { return true }
         }
         return false
     }
 
     public func serve(_ request: Request, _ writer: any ResponseWriter, next: any HTTPHandler) async throws {
-        let needsReplacer = Replacer.mayContainPlaceholders(root) || hide.contains(where: Replacer.mayContainPlaceholders)
-        let repl = needsReplacer ? request.replacer : nil
-        let root = repl.map { $0.replaceAll(self.root, empty: ".") } ?? self.root
-        let hide = repl.map(hideList) ?? hideList(Replacer())
         let requestPath = request.path
         if requestPath.utf8.contains(0) { throw HandlerError(status: 400, HTTPErrorMessage("invalid path")) }
-        var filename = sanitizedPathJoin(root, requestPath)
-        while filename.count > 1 && filename.hasSuffix("/") { filename.removeLast() }
+        let hide = staticHide ?? self.hide.map { HidePattern(request.replacer.replaceAll($0)) }
+        let rootPath = staticRoot ?? absolutePath(request.replacer.replaceAll(root, empty: "."))
+        guard var directory = roots.get(rootPath) else { return try await notFound(request, writer, next) }
 
-        var info: FileStatus
-        switch FileStatus.of(filename) {
-        case .success(let s): info = s
-        case .failure(.notFound): return try await notFound(request, writer, next)
-        case .failure(.invalid): throw HandlerError(status: 400, HTTPErrorMessage("invalid path"))
-        case .failure(.permission): throw HandlerError(status: 403, HTTPErrorMessage("permission denied"))
-        case .failure(.other(let e)): throw HandlerError(status: 500, HTTPErrorMessage(String(cString: strerror(e))))
+        // Everything below opens relative to the root and cannot resolve outside it (`..`, symlinks out).
+        var relative = String(cleanPath("/" + requestPath).dropFirst())
+        var filename = relative.isEmpty ? rootPath : (rootPath == "/" ? "/" : rootPath + "/") + relative
+        var opened = directory.open(relative)
+        if case .failure(.notFound) = opened, let fresh = roots.recheck(directory) {
+            // The root was replaced since it was opened: look again in the new one.
+            directory = fresh
+            opened = directory.open(relative)
         }
+        var file: OpenFile
+        switch opened {
+        case .success(let f): file = f
+        case .failure(let e): return try await openFailed(e, request, writer, next)
+        }
+        defer { file.close() }
 
         var implicitIndex = false
-        if info.isDirectory && !indexNames.isEmpty {
+        if file.status.isDirectory && !indexNames.isEmpty {
             for name in indexNames {
-                let index = repl.map { $0.replaceAll(name) } ?? (Replacer.mayContainPlaceholders(name) ? request.replacer.replaceAll(name) : name)
+                let index = Replacer.mayContainPlaceholders(name) ? request.replacer.replaceAll(name) : name
+                let indexRelative = relative.isEmpty ? index : relative + "/" + index
                 let indexPath = sanitizedPathJoin(filename, index)
                 if Self.isHidden(indexPath, hide) { continue }
-                guard case .success(let s) = FileStatus.of(indexPath) else { continue }
-                info = s
+                guard case .success(let f) = directory.open(indexRelative) else { continue }
+                file.close()
+                file = f
                 filename = indexPath
+                relative = indexRelative
                 implicitIndex = true
                 break
             }
         }
 
-        // Nothing outside the root is served, however it is reached (a symlink, say).
-        guard try withinRoot(filename, root: root) else { return try await notFound(request, writer, next) }
-
-        if info.isDirectory {
+        if file.status.isDirectory {
             if let browse, !Self.isHidden(filename, hide) {
                 return try await serveBrowse(browse, dir: filename, hide: hide, request, writer)
             }
@@ -213,17 +225,23 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
         var etag = writer.headers.first(name: "ETag")
         writer.headers.add(name: "Vary", value: "Accept-Encoding")
         var servePath = filename
-        var serveInfo = info
-        for encoding in acceptedEncodings(request, preferredOrder: precompressedOrder) {
-            guard let suffix = precompressors[encoding] else { continue }
-            guard case .success(let s) = FileStatus.of(filename + suffix), !s.isDirectory else { continue }
-            servePath = filename + suffix
-            serveInfo = s
-            writer.headers.replaceOrAdd(name: "Content-Encoding", value: encoding)
-            break
+        if !precompressors.isEmpty {
+            for encoding in acceptedEncodings(request, preferredOrder: precompressedOrder) {
+                guard let suffix = precompressors[encoding] else { continue }
+                guard case .success(let sidecar) = directory.open(relative + suffix) else { continue }
+                if sidecar.status.isDirectory {
+                    sidecar.close()
+                    continue
+                }
+                file.close()
+                file = sidecar
+                servePath = filename + suffix
+                writer.headers.replaceOrAdd(name: "Content-Encoding", value: encoding)
+                break
+            }
         }
         if etag == nil || etag!.isEmpty {
-            etag = etagFromFile(servePath) ?? serveInfo.etag
+            etag = etagFromFile(servePath) ?? file.status.etag
         }
         if request.method != .GET && request.method != .HEAD && request.handlerError == nil {
             writer.headers.add(name: "Allow", value: "GET, HEAD")
@@ -242,26 +260,21 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
             guard let n = Int(text) else { throw HandlerError(status: 500, HTTPErrorMessage("invalid status code \"\(text)\"")) }
             override = n
         }
+        try await ServeContent(request: request, writer: writer, fd: file.fd, info: file.status, statusOverride: override).run()
+    }
 
-        let fd = open(servePath, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { return try await notFound(request, writer, next) }
-            if errno == EACCES { throw HandlerError(status: 403, HTTPErrorMessage("permission denied")) }
-            throw HandlerError(status: 500, HTTPErrorMessage(String(cString: strerror(errno))))
+    private func openFailed(_ e: FileOpenError, _ request: Request, _ writer: any ResponseWriter, _ next: any HTTPHandler) async throws {
+        switch e {
+        case .notFound, .outsideRoot: return try await notFound(request, writer, next)
+        case .permission: throw HandlerError(status: 403, HTTPErrorMessage("permission denied"))
+        case .invalid: throw HandlerError(status: 400, HTTPErrorMessage("invalid path"))
+        case .other(let code): throw HandlerError(status: 500, HTTPErrorMessage(String(cString: strerror(code))))
         }
-        defer { close(fd) }
-        try await ServeContent(request: request, writer: writer, fd: fd, info: serveInfo, statusOverride: override).run()
     }
 
     private func lastElement(_ p: String) -> Substring {
         let trimmed = p.hasSuffix("/") ? p.dropLast() : Substring(p)
         return trimmed.split(separator: "/", omittingEmptySubsequences: false).last ?? ""
-    }
-
-    private func withinRoot(_ filename: String, root: String) throws -> Bool {
-        guard let realRoot = staticRealRoot ?? realPath(root) else { return false }
-        guard let real = realPath(filename) else { return true }
-        return real == realRoot || real.hasPrefix(realRoot == "/" ? "/" : realRoot + "/")
     }
 
     private func etagFromFile(_ path: String) -> String? {

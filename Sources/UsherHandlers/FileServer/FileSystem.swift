@@ -1,4 +1,6 @@
+import CUsherSystem
 import Foundation
+import Synchronization
 import UsherCore
 
 #if canImport(Glibc)
@@ -49,6 +51,174 @@ struct FileStatus {
     }
 }
 
+extension FileStatus {
+    /// The status of an open file.
+    init?(descriptor fd: CInt) {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return nil }
+        self.init(
+            isDirectory: (st.st_mode & S_IFMT) == S_IFDIR, isSymlink: false, size: Int(st.st_size),
+            modSeconds: Int(st.st_mtim.tv_sec), modNanoseconds: Int(st.st_mtim.tv_nsec), mode: UInt32(st.st_mode)
+        )
+    }
+}
+
+/// Why a file under the root could not be opened.
+enum FileOpenError: Error {
+    case notFound, outsideRoot, permission, invalid, other(Int32)
+
+    init(errno e: Int32) {
+        switch e {
+        case ENOENT, ENOTDIR: self = .notFound
+        // openat2's RESOLVE_BENEATH refusing a path that leads out of the root.
+        case EXDEV, ELOOP: self = .outsideRoot
+        case EACCES, EPERM: self = .permission
+        case ENAMETOOLONG, EINVAL: self = .invalid
+        default: self = .other(e)
+        }
+    }
+}
+
+/// A file opened for serving, with its status; closed by whoever holds it.
+struct OpenFile {
+    let fd: CInt
+    let status: FileStatus
+
+    func close() { _ = Glibc.close(fd) }
+}
+
+/// A site root held open as a directory descriptor. Files are opened relative to it with openat2's
+/// RESOLVE_BENEATH, so no path (`..`, an absolute symlink, a symlink leading out) can reach outside it; kernels
+/// without openat2 get the same guarantee from realpath.
+final class RootDirectory: Sendable {
+    let path: String
+    let fd: CInt
+    /// The directory's identity, to notice when another directory takes its path.
+    let device: UInt64
+    let inode: UInt64
+    /// When the path was last checked to still name this directory (monotonic nanoseconds).
+    let checkedAt: Atomic<Int64>
+
+    init?(path: String) {
+        let fd = c_usher_open_directory(path)
+        guard fd >= 0 else { return nil }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            Glibc.close(fd)
+            return nil
+        }
+        self.path = path
+        self.fd = fd
+        self.device = UInt64(st.st_dev)
+        self.inode = UInt64(st.st_ino)
+        self.checkedAt = Atomic(monotonicNanoseconds())
+    }
+
+    deinit { Glibc.close(fd) }
+
+    /// Opens `relative` (no leading slash; empty for the root itself) for reading.
+    func open(_ relative: String) -> Result<OpenFile, FileOpenError> {
+        var fd = c_usher_open_beneath(self.fd, relative.isEmpty ? "." : relative, O_RDONLY)
+        // No openat2 (old kernels), or a symlink openat2 will not follow (absolute, or leading out): decide by
+        // where the path really ends up, so absolute symlinks to files inside the root still work, as in Caddy.
+        if fd < 0 && (errno == ENOSYS || errno == EXDEV) {
+            return openWithoutOpenat2(relative)
+        }
+        guard fd >= 0 else { return .failure(FileOpenError(errno: errno)) }
+        guard let status = FileStatus(descriptor: fd) else {
+            let e = errno
+            Glibc.close(fd)
+            fd = -1
+            return .failure(.other(e))
+        }
+        return .success(OpenFile(fd: fd, status: status))
+    }
+
+    private func openWithoutOpenat2(_ relative: String) -> Result<OpenFile, FileOpenError> {
+        let full = relative.isEmpty ? path : path + "/" + relative
+        let fd = Glibc.open(full, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(FileOpenError(errno: errno)) }
+        guard let real = realPath(full), let realRoot = realPath(path),
+              real == realRoot || real.hasPrefix(realRoot == "/" ? "/" : realRoot + "/"),
+              let status = FileStatus(descriptor: fd) else {
+            Glibc.close(fd)
+            return .failure(.outsideRoot)
+        }
+        return .success(OpenFile(fd: fd, status: status))
+    }
+}
+
+extension RootDirectory {
+    /// Whether the directory was removed since it was opened (a new one may stand at the same path).
+    var isRemoved: Bool {
+        var st = stat()
+        return fstat(fd, &st) != 0 || st.st_nlink == 0
+    }
+
+    /// Whether `path` still names this directory (a deploy may have renamed it, or swapped a symlink).
+    var stillAtPath: Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && UInt64(st.st_dev) == device && UInt64(st.st_ino) == inode && !isRemoved
+    }
+}
+
+/// Root directories kept open by path, so a root (fixed, or from a placeholder such as `{http.vars.root}`) costs
+/// no extra system calls per request. Each is checked against its path at most every `recheck` (a root that was
+/// replaced, renamed or re-pointed by a symlink is reopened then), and at once when a file is not found in it.
+final class RootDirectoryCache: Sendable {
+    private let directories = Mutex<[String: RootDirectory]>([:])
+    /// Roots from placeholders could be many; past this the cache starts over.
+    static let limit = 256
+    /// How stale the path-to-directory mapping may get, in nanoseconds.
+    static let recheck: Int64 = 250_000_000
+
+    init() {}
+
+    func get(_ path: String) -> RootDirectory? {
+        if let d = directories.withLock({ $0[path] }) {
+            let now = monotonicNanoseconds()
+            if now - d.checkedAt.load(ordering: .relaxed) < Self.recheck { return d }
+            if d.stillAtPath {
+                d.checkedAt.store(now, ordering: .relaxed)
+                return d
+            }
+            return reopen(path, replacing: d)
+        }
+        return reopen(path, replacing: nil)
+    }
+
+    /// A fresh look at `directory`'s path after a file was not found in it; `nil` when nothing changed.
+    func recheck(_ directory: RootDirectory) -> RootDirectory? {
+        guard !directory.stillAtPath else { return nil }
+        return reopen(directory.path, replacing: directory)
+    }
+
+    private func reopen(_ path: String, replacing old: RootDirectory?) -> RootDirectory? {
+        let d = RootDirectory(path: path)
+        directories.withLock { cache in
+            if let old, cache[path] !== old { return }
+            if cache.count >= Self.limit { cache.removeAll() }
+            cache[path] = d
+        }
+        return d
+    }
+}
+
+func monotonicNanoseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}
+
+/// `path` made absolute against the working directory, cleaned (Caddy's `FastAbs`).
+func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return cleanPath(path) }
+    return cleanPath(currentDirectory + "/" + path)
+}
+
+/// The working directory, read once: a server does not change it.
+let currentDirectory: String = FileManager.default.currentDirectoryPath
+
 /// Joins a request path onto a root so the result never leaves the root (Caddy's `SanitizedPathJoin`).
 func sanitizedPathJoin(_ root: String, _ requestPath: String) -> String {
     let root = root.isEmpty ? "." : root
@@ -62,6 +232,7 @@ func sanitizedPathJoin(_ root: String, _ requestPath: String) -> String {
 /// Go's `path.Clean`: removes `.` and `..` elements and doubled slashes.
 func cleanPath(_ p: String) -> String {
     if p.isEmpty { return "." }
+    if isClean(p) { return p }
     let rooted = p.hasPrefix("/")
     var out: [Substring] = []
     for part in p.split(separator: "/", omittingEmptySubsequences: true) {
@@ -77,6 +248,28 @@ func cleanPath(_ p: String) -> String {
     return body.isEmpty ? "." : body
 }
 
+/// Whether `cleanPath` would return `p` unchanged: no empty, `.` or `..` elements and no trailing slash (a
+/// lone `/` excepted). Most request paths are, and checking is much cheaper than rebuilding them.
+private func isClean(_ p: String) -> Bool {
+    var previous: UInt8 = 0
+    var dots = 0
+    var elementLength = 0
+    for b in p.utf8 {
+        if b == UInt8(ascii: "/") {
+            if previous == UInt8(ascii: "/") { return false }
+            if elementLength > 0 && dots == elementLength && dots <= 2 { return false }
+            dots = 0
+            elementLength = 0
+        } else {
+            elementLength += 1
+            if b == UInt8(ascii: ".") { dots += 1 }
+        }
+        previous = b
+    }
+    if elementLength > 0 && dots == elementLength && dots <= 2 { return false }
+    return previous != UInt8(ascii: "/") || p.utf8.count == 1
+}
+
 /// The canonical absolute path, symlinks resolved; `nil` if it does not exist.
 func realPath(_ path: String) -> String? {
     guard let r = realpath(path, nil) else { return nil }
@@ -86,7 +279,10 @@ func realPath(_ path: String) -> String? {
 
 /// Go's `filepath.Match` for one pattern against one name (`*`, `?`, `[...]`, `\` escapes; `*` does not cross `/`).
 func globMatch(_ pattern: String, _ name: String) -> Bool {
-    fnmatch(pattern, name, FNM_PATHNAME) == 0
+    if !pattern.utf8.contains(where: { $0 == UInt8(ascii: "*") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "[") || $0 == UInt8(ascii: "\\") }) {
+        return pattern == name
+    }
+    return fnmatch(pattern, name, FNM_PATHNAME) == 0
 }
 
 /// Content types by file extension: Go's built-in table, then `/etc/mime.types` (as Go reads it on Linux).
@@ -119,9 +315,20 @@ enum MIMETypes {
     }()
 
     static func forExtension(of path: String) -> String? {
-        let base = path.split(separator: "/").last.map(String.init) ?? path
-        guard let dot = base.lastIndex(of: ".") else { return nil }
-        return table[String(base[dot...]).lowercased()]
+        // The extension: from the last dot of the last path element.
+        let bytes = path.utf8
+        var i = bytes.endIndex
+        while i > bytes.startIndex {
+            let prev = bytes.index(before: i)
+            let b = bytes[prev]
+            if b == UInt8(ascii: "/") { return nil }
+            if b == UInt8(ascii: ".") {
+                let ext = String(path[prev...])
+                return table[ext] ?? table[ext.lowercased()]
+            }
+            i = prev
+        }
+        return nil
     }
 }
 
