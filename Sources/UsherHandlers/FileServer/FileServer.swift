@@ -98,6 +98,8 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
     private var staticRoot: String?
     /// Root directories held open, by path.
     private let roots = RootDirectoryCache()
+    /// Small files held in memory, checked against the file system on every use.
+    private let smallFiles = SmallFileCache()
     /// The hide list, absolute, when it has no placeholders.
     private var staticHide: [HidePattern]?
 
@@ -173,11 +175,11 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
         // Everything below opens relative to the root and cannot resolve outside it (`..`, symlinks out).
         var relative = String(cleanPath("/" + requestPath).dropFirst())
         var filename = relative.isEmpty ? rootPath : (rootPath == "/" ? "/" : rootPath + "/") + relative
-        var opened = directory.open(relative)
+        var opened = smallFiles.open(directory, relative)
         if case .failure(.notFound) = opened, let fresh = roots.recheck(directory) {
             // The root was replaced since it was opened: look again in the new one.
             directory = fresh
-            opened = directory.open(relative)
+            opened = smallFiles.open(directory, relative)
         }
         var file: OpenFile
         switch opened {
@@ -193,7 +195,7 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
                 let indexRelative = relative.isEmpty ? index : relative + "/" + index
                 let indexPath = sanitizedPathJoin(filename, index)
                 if Self.isHidden(indexPath, hide) { continue }
-                guard case .success(let f) = directory.open(indexRelative) else { continue }
+                guard case .success(let f) = smallFiles.open(directory, indexRelative) else { continue }
                 file.close()
                 file = f
                 filename = indexPath
@@ -228,7 +230,7 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
         if !precompressors.isEmpty {
             for encoding in acceptedEncodings(request, preferredOrder: precompressedOrder) {
                 guard let suffix = precompressors[encoding] else { continue }
-                guard case .success(let sidecar) = directory.open(relative + suffix) else { continue }
+                guard case .success(let sidecar) = smallFiles.open(directory, relative + suffix) else { continue }
                 if sidecar.status.isDirectory {
                     sidecar.close()
                     continue
@@ -260,7 +262,7 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
             guard let n = Int(text) else { throw HandlerError(status: 500, HTTPErrorMessage("invalid status code \"\(text)\"")) }
             override = n
         }
-        try await ServeContent(request: request, writer: writer, fd: file.fd, info: file.status, statusOverride: override).run()
+        try await ServeContent(request: request, writer: writer, file: file, statusOverride: override).run()
     }
 
     private func openFailed(_ e: FileOpenError, _ request: Request, _ writer: any ResponseWriter, _ next: any HTTPHandler) async throws {
@@ -314,9 +316,10 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
 struct ServeContent {
     let request: Request
     let writer: any ResponseWriter
-    let fd: CInt
-    let info: FileStatus
+    let file: OpenFile
     let statusOverride: Int?
+
+    var info: FileStatus { file.status }
 
     enum Condition { case none, yes, no }
 
@@ -405,6 +408,11 @@ struct ServeContent {
     /// Bytes of the file to the writer: with sendfile where the writer allows it, else read in chunks.
     private func copyFile(start: Int, length: Int) async throws {
         guard length > 0 else { return }
+        if let content = file.content {
+            try await writer.write(content.getSlice(at: content.readerIndex + start, length: length)!)
+            return
+        }
+        let fd = file.fd
         if length >= 64 * 1024, let direct = writer as? any FileBodyWriting,
            try await direct.writeFileRegion(descriptor: fd, offset: start, length: length) {
             return

@@ -1,5 +1,6 @@
 import CUsherSystem
 import Foundation
+import NIOCore
 import Synchronization
 import UsherCore
 
@@ -15,6 +16,11 @@ struct FileStatus {
     var modSeconds: Int
     var modNanoseconds: Int
     var mode: UInt32
+    /// Identity and last change (any write or metadata change), for telling whether a cached copy is current.
+    var device: UInt64 = 0
+    var inode: UInt64 = 0
+    var changeSeconds: Int = 0
+    var changeNanoseconds: Int = 0
 
     enum Failure: Error {
         case notFound, permission, invalid, other(Int32)
@@ -56,10 +62,23 @@ extension FileStatus {
     init?(descriptor fd: CInt) {
         var st = stat()
         guard fstat(fd, &st) == 0 else { return nil }
+        self.init(st)
+    }
+
+    init(_ st: stat) {
         self.init(
             isDirectory: (st.st_mode & S_IFMT) == S_IFDIR, isSymlink: false, size: Int(st.st_size),
-            modSeconds: Int(st.st_mtim.tv_sec), modNanoseconds: Int(st.st_mtim.tv_nsec), mode: UInt32(st.st_mode)
+            modSeconds: Int(st.st_mtim.tv_sec), modNanoseconds: Int(st.st_mtim.tv_nsec), mode: UInt32(st.st_mode),
+            device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
+            changeSeconds: Int(st.st_ctim.tv_sec), changeNanoseconds: Int(st.st_ctim.tv_nsec)
         )
+    }
+
+    /// Same file, unchanged.
+    func sameVersion(as other: FileStatus) -> Bool {
+        inode == other.inode && device == other.device && size == other.size && modSeconds == other.modSeconds
+            && modNanoseconds == other.modNanoseconds && changeSeconds == other.changeSeconds
+            && changeNanoseconds == other.changeNanoseconds
     }
 }
 
@@ -79,12 +98,81 @@ enum FileOpenError: Error {
     }
 }
 
-/// A file opened for serving, with its status; closed by whoever holds it.
+/// A file opened for serving, with its status: an open descriptor (closed by whoever holds it), or, for a small
+/// file from the cache, its whole content.
 struct OpenFile {
     let fd: CInt
     let status: FileStatus
+    var content: ByteBuffer?
 
-    func close() { _ = Glibc.close(fd) }
+    init(fd: CInt, status: FileStatus, content: ByteBuffer? = nil) {
+        self.fd = fd
+        self.status = status
+        self.content = content
+    }
+
+    func close() { if fd >= 0 { _ = Glibc.close(fd) } }
+}
+
+/// Small files kept in memory between requests. Each use checks, with one `fstatat` under the root, that the path
+/// still leads to the same unchanged file (device, inode, size, modification and change times); otherwise the
+/// file is opened again the safe way (beneath the root) and the copy replaced. The check cannot serve a file from
+/// outside the root: only a file that was opened beneath the root can match.
+final class SmallFileCache: Sendable {
+    struct Entry: Sendable {
+        let rootDevice: UInt64
+        let rootInode: UInt64
+        let status: FileStatus
+        let content: ByteBuffer
+    }
+
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var bytes = 0
+    }
+
+    private let state = Mutex(State())
+    /// Files up to this size (bytes) are cached.
+    static let maxFileSize = 64 * 1024
+    /// The most bytes held; past it the cache starts over.
+    static let maxBytes = 32 << 20
+
+    init() {}
+
+    func open(_ directory: RootDirectory, _ relative: String) -> Result<OpenFile, FileOpenError> {
+        let key = directory.path + "\u{0}" + relative
+        if let entry = state.withLock({ $0.entries[key] }), entry.rootInode == directory.inode, entry.rootDevice == directory.device {
+            var st = stat()
+            if fstatat(directory.fd, relative.isEmpty ? "." : relative, &st, 0) == 0,
+               FileStatus(st).sameVersion(as: entry.status) {
+                return .success(OpenFile(fd: -1, status: entry.status, content: entry.content))
+            }
+        }
+        let opened = directory.open(relative)
+        guard case .success(let file) = opened, !file.status.isDirectory, file.status.size <= Self.maxFileSize else {
+            return opened
+        }
+        var buffer = ByteBufferAllocator().buffer(capacity: file.status.size)
+        var offset = 0
+        while offset < file.status.size {
+            let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: file.status.size - offset) { ptr in
+                max(0, pread(file.fd, ptr.baseAddress, file.status.size - offset, off_t(offset)))
+            }
+            if n == 0 { return opened }
+            offset += n
+        }
+        file.close()
+        let entry = Entry(rootDevice: directory.device, rootInode: directory.inode, status: file.status, content: buffer)
+        state.withLock { s in
+            if s.bytes + buffer.readableBytes > Self.maxBytes {
+                s.entries.removeAll()
+                s.bytes = 0
+            }
+            if let old = s.entries.updateValue(entry, forKey: key) { s.bytes -= old.content.readableBytes }
+            s.bytes += buffer.readableBytes
+        }
+        return .success(OpenFile(fd: -1, status: file.status, content: buffer))
+    }
 }
 
 /// A site root held open as a directory descriptor. Files are opened relative to it with openat2's
