@@ -67,6 +67,7 @@ let package = Package(
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 "UsherCaddyfile",
                 "UsherCaddyfileHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHPACK
 import NIOHTTP2
 import UsherCore
 
@@ -47,15 +48,15 @@ enum HTTP2Pipeline {
         let executor = EventLoopTaskExecutor.forLoop(channel.eventLoop)
         let remote = channel.remoteAddress
         let local = channel.localAddress
+        let shared = NIOLoopBound(HTTP2ConnectionShared(), eventLoop: channel.eventLoop)
         let handler = NIOHTTP2Handler(
             mode: .server, eventLoop: channel.eventLoop, connectionConfiguration: connectionConfig,
             streamConfiguration: streamConfig, streamDelegate: manager.http2StreamDelegate
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
-                let sync = stream.pipeline.syncOperations
-                try sync.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
-                try sync.addHandler(HTTP2StreamHandler(
-                    slot: slot, settings: settings, executor: executor, remoteAddress: remote, localAddress: local
+                try stream.pipeline.syncOperations.addHandler(HTTP2StreamHandler(
+                    slot: slot, settings: settings, executor: executor, remoteAddress: remote, localAddress: local,
+                    shared: shared.value
                 ))
             }
         }
@@ -65,22 +66,39 @@ enum HTTP2Pipeline {
     }
 }
 
-/// Serves the one request of an HTTP/2 stream: builds the ``Request`` once the head arrives, runs the handler
-/// chain in a task on the connection's event loop, streams the request body with backpressure (credit goes back
-/// to the client only as the handler reads) and the response with the stream's flow control.
+/// What the streams of one HTTP/2 connection share: the `Date` header, formatted once a second.
+final class HTTP2ConnectionShared {
+    private var cachedDateSecond = -1
+    private var cachedDate = ""
+
+    func dateHeader() -> String {
+        let now = time(nil)
+        if Int(now) != cachedDateSecond {
+            cachedDateSecond = Int(now)
+            cachedDate = GoTimeLayout.httpDate(WallTime(seconds: Int(now), nanoseconds: 0))
+        }
+        return cachedDate
+    }
+}
+
+/// Serves the one request of an HTTP/2 stream, speaking frame payloads directly: builds the ``Request`` from the
+/// HEADERS frame, runs the handler chain in a task on the connection's event loop, streams the request body with
+/// backpressure (credit goes back to the client only as the handler reads) and the response with the stream's
+/// flow control.
 final class HTTP2StreamHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
 
     let slot: ListenerSlot
     let settings: ConnectionSettings
     let executor: EventLoopTaskExecutor
     let remoteAddress: SocketAddress?
     let localAddress: SocketAddress?
+    let shared: HTTP2ConnectionShared
 
     private var context: ChannelHandlerContext?
-    private var pendingHead: HTTPRequestHead?
+    private var headReceived = false
     private var body: BodyStream?
     private var writer: HTTP2ResponseWriter?
     private var task: Task<Void, Never>?
@@ -91,12 +109,13 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     private var writeTimer: Scheduled<Void>?
 
     init(slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor,
-         remoteAddress: SocketAddress?, localAddress: SocketAddress?) {
+         remoteAddress: SocketAddress?, localAddress: SocketAddress?, shared: HTTP2ConnectionShared) {
         self.slot = slot
         self.settings = settings
         self.executor = executor
         self.remoteAddress = remoteAddress
         self.localAddress = localAddress
+        self.shared = shared
     }
 
     var eventLoop: any EventLoop { executor.eventLoop }
@@ -149,41 +168,63 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head(let head):
-            pendingHead = head
-        case .body(let buffer):
-            if let head = pendingHead {
-                pendingHead = nil
-                begin(head, hasBody: true)
-            }
-            if let body, !body.yield(buffer) { bodyBackpressure = true }
-        case .end:
-            if let head = pendingHead {
-                pendingHead = nil
-                begin(head, hasBody: false)
-            } else {
+        case .headers(let h):
+            if !headReceived {
+                headReceived = true
+                begin(h.headers, hasBody: !h.endStream)
+            } else if h.endStream {
+                // Trailers end the body.
                 body?.finish()
             }
+        case .data(let d):
+            if case .byteBuffer(let buffer) = d.data, buffer.readableBytes > 0, let body, !body.yield(buffer) {
+                bodyBackpressure = true
+            }
+            if d.endStream { body?.finish() }
+        default:
+            break
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        // A head without END_STREAM: the body follows in later frames.
-        if let head = pendingHead {
-            pendingHead = nil
-            begin(head, hasBody: true)
+    /// The request head from a HEADERS block: pseudo-header fields give method, path and authority; the rest are
+    /// header fields (`cookie` fields, which HTTP/2 may split, joined again as Go's server does).
+    private func requestHead(_ block: HPACKHeaders) -> (method: HTTPMethod, path: String, authority: String?, headers: HTTPHeaders)? {
+        var method: String?
+        var path: String?
+        var authority: String?
+        var headers = HTTPHeaders()
+        var cookies: [String] = []
+        for (name, value, _) in block {
+            if name.utf8.first == UInt8(ascii: ":") {
+                switch name {
+                case ":method": method = value
+                case ":path": path = value
+                case ":authority": authority = value
+                default: break
+                }
+            } else if name == "cookie" {
+                cookies.append(value)
+            } else {
+                headers.add(name: name, value: value)
+            }
         }
-        context.fireChannelReadComplete()
+        if !cookies.isEmpty { headers.add(name: "cookie", value: cookies.joined(separator: "; ")) }
+        guard let method, let path else { return nil }
+        return (HTTPMethod(rawValue: method), path, authority, headers)
     }
 
-    private func begin(_ head: HTTPRequestHead, hasBody: Bool) {
+    private func begin(_ block: HPACKHeaders, hasBody: Bool) {
         guard let server = slot.currentServer else {
             respondAndClose(.serviceUnavailable)
             return
         }
+        guard let head = requestHead(block) else {
+            respondAndClose(.badRequest)
+            return
+        }
         let target: RequestTarget
         do {
-            target = try RequestTarget(parsing: head.uri, method: head.method)
+            target = try RequestTarget(parsing: head.path, method: head.method)
         } catch {
             respondAndClose(.badRequest)
             return
@@ -203,7 +244,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         body = stream
         let contentLength = head.headers.first(name: "content-length").flatMap { Int($0.trimmingASCIISpaces) }
         let requestBody = RequestBody(stream: stream, expectedLength: hasBody ? contentLength : 0)
-        let host = head.headers.first(name: "host") ?? target.authority ?? ""
+        let host = head.authority ?? head.headers.first(name: "host") ?? target.authority ?? ""
         let request = Request(
             method: head.method, target: target, version: HTTPVersion(major: 2, minor: 0), headers: head.headers,
             host: host, scheme: settings.scheme, body: requestBody, remoteAddress: remoteAddress,
@@ -231,8 +272,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         }
     }
 
-    /// After the chain returned: the response is complete (or abandoned). Unread request body is dropped by
-    /// resetting the stream, as Go does, so the client stops sending.
+    /// After the chain returned: the response is complete (or abandoned). A body still arriving is read and
+    /// dropped so the stream can close.
     nonisolated func handlerFinished() {
         let bound = NIOLoopBound(self, eventLoop: executor.eventLoop)
         let finish: @Sendable () -> Void = {
@@ -253,22 +294,22 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     /// Answers without running a handler (protocol-level refusal) and ends the stream.
     private func respondAndClose(_ status: HTTPResponseStatus) {
         guard let context else { return }
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         let text = "\(status.code) \(status.reasonPhrase)"
-        headers.add(name: "content-length", value: String(text.utf8.count))
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http2, status: status, headers: headers))), promise: nil)
+        let headers: HPACKHeaders = [
+            ":status": String(status.code), "content-type": "text/plain; charset=utf-8",
+            "content-length": String(text.utf8.count),
+        ]
+        context.write(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
         var buf = allocator.buffer(capacity: text.utf8.count)
         buf.writeString(text)
-        context.write(wrapOutboundOut(.body(.byteBuffer(buf))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(buf), endStream: true))), promise: nil)
     }
 
-    /// Writes a response part (flushing when asked), waiting while the stream's flow-control window is exhausted.
-    func send(_ part: HTTPServerResponsePart?, flush: Bool) async throws {
+    /// Writes a frame (`nil`: flush only), waiting while the stream's flow-control window is exhausted.
+    func send(_ frame: HTTP2Frame.FramePayload?, flush: Bool) async throws {
         guard eventLoop.inEventLoop else {
             let bound = NIOLoopBound(self, eventLoop: eventLoop)
-            let sendable = part.map { NIOLoopBound($0, eventLoop: eventLoop) }
+            let sendable = frame.map { NIOLoopBound($0, eventLoop: eventLoop) }
             try await eventLoop.flatSubmit {
                 let promise = bound.eventLoop.makePromise(of: Void.self)
                 promise.completeWithTask { try await bound.value.send(sendable?.value, flush: flush) }
@@ -277,7 +318,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
             return
         }
         guard !closed, let context else { throw ClientDisconnectedError() }
-        if let part { context.write(wrapOutboundOut(part), promise: nil) }
+        if let frame { context.write(wrapOutboundOut(frame), promise: nil) }
         if flush || !context.channel.isWritable { context.flush() }
         if !context.channel.isWritable {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
@@ -293,17 +334,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         if eventLoop.inEventLoop { run() } else { eventLoop.execute(run) }
     }
 
-    private var cachedDateSecond = -1
-    private var cachedDate = ""
-
-    func dateHeader() -> String {
-        let now = time(nil)
-        if Int(now) != cachedDateSecond {
-            cachedDateSecond = Int(now)
-            cachedDate = GoTimeLayout.httpDate(WallTime(seconds: Int(now), nanoseconds: 0))
-        }
-        return cachedDate
-    }
+    func dateHeader() -> String { shared.dateHeader() }
 }
 
 /// The stream, request and writer a request task works on; all belong to the connection's event loop, where the
@@ -315,7 +346,8 @@ struct StreamHandle: @unchecked Sendable {
 }
 
 /// The root response writer of an HTTP/2 stream. Holds back the head and the first few KiB of body, so a small
-/// response goes out as HEADERS + one DATA frame with a `content-length`, as Go's server does.
+/// response goes out as one HEADERS frame and one DATA frame that ends the stream, with a `content-length`, as
+/// Go's server does.
 final class HTTP2ResponseWriter: ResponseWriter, Flushing, ResponseAccounting, RootResponseWriter {
     unowned let stream: HTTP2StreamHandler
     let isHEAD: Bool
@@ -339,7 +371,7 @@ final class HTTP2ResponseWriter: ResponseWriter, Flushing, ResponseAccounting, R
         if status.code >= 100 && status.code < 200 {
             // 101 has no meaning in HTTP/2; other 1xx go out as interim heads.
             if status == .switchingProtocols { return }
-            try await stream.send(.head(HTTPResponseHead(version: .http2, status: status, headers: headers)), flush: true)
+            try await stream.send(.headers(.init(headers: headerBlock(status, headers))), flush: true)
             return
         }
         self.status = status
@@ -355,18 +387,18 @@ final class HTTP2ResponseWriter: ResponseWriter, Flushing, ResponseAccounting, R
                 pending!.writeBuffer(&b)
             }
             if pending!.readableBytes > HTTP1ResponseWriter.holdBackLimit {
-                try await sendHead(final: false, flush: false)
+                try await sendHead(complete: false, flush: false)
             }
             return
         }
-        try await sendBody(buffer, flush: false)
+        try await sendBody(buffer, endStream: false, flush: false)
     }
 
     func flush() async throws {
         guard !finished else { return }
         if !headSent {
             if status == nil { status = .ok }
-            try await sendHead(final: false, flush: true)
+            try await sendHead(complete: false, flush: true)
         } else {
             try await stream.send(nil, flush: true)
         }
@@ -375,14 +407,18 @@ final class HTTP2ResponseWriter: ResponseWriter, Flushing, ResponseAccounting, R
     func finish() async throws {
         guard !finished else { return }
         if status == nil { status = .ok }
-        if !headSent { try await sendHead(final: false, flush: false, complete: true) }
+        if !headSent {
+            finished = true
+            try await sendHead(complete: true, flush: true)
+            return
+        }
         finished = true
         if let remaining = declaredRemaining, remaining > 0 {
             // Fewer bytes than declared: the client must not take this for a complete response.
             stream.reset()
             return
         }
-        try await stream.send(.end(nil), flush: true)
+        try await stream.send(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)), flush: true)
     }
 
     func abandon() {
@@ -397,10 +433,25 @@ final class HTTP2ResponseWriter: ResponseWriter, Flushing, ResponseAccounting, R
         !(status.code < 200 || status.code == 204 || status.code == 304)
     }
 
-    private func sendHead(final: Bool, flush: Bool, complete: Bool = false) async throws {
+    /// `:status` and the header fields, names lowercased and connection-specific fields dropped (RFC 9113 8.2.2).
+    private func headerBlock(_ status: HTTPResponseStatus, _ h: HTTPHeaders) -> HPACKHeaders {
+        var block = HPACKHeaders()
+        block.reserveCapacity(h.count + 1)
+        block.add(name: ":status", value: String(status.code))
+        for (name, value) in h {
+            switch name.lowercased() {
+            case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade": continue
+            case let lower: block.add(name: lower, value: value)
+            }
+        }
+        return block
+    }
+
+    /// Sends the head, with what is held back. `complete`: the handler is done, so the held-back bytes are the
+    /// whole body and the stream ends with them.
+    private func sendHead(complete: Bool, flush: Bool) async throws {
         let status = self.status ?? .ok
         var h = headers
-        for name in ["Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"] { h.remove(name: name) }
         let pendingBytes = pending?.readableBytes ?? 0
         var declared = h.first(name: "Content-Length").flatMap { Int($0.trimmingASCIISpaces) }
         if h.contains(name: "Content-Length") && declared == nil { h.remove(name: "Content-Length") }
@@ -418,34 +469,37 @@ final class HTTP2ResponseWriter: ResponseWriter, Flushing, ResponseAccounting, R
             h.add(name: "Content-Type", value: sniffContentType(p))
         }
         headSent = true
-        try await stream.send(.head(HTTPResponseHead(version: .http2, status: status, headers: h)), flush: false)
-        if let body = pending {
-            pending = nil
-            if !isHEAD && bodyAllowed(status) { try await sendBody(body, flush: flush) } else if flush {
-                try await stream.send(nil, flush: true)
-            }
+        let body = pending
+        pending = nil
+        let hasBody = !isHEAD && bodyAllowed(status) && (body?.readableBytes ?? 0) > 0
+        if complete && !hasBody {
+            try await stream.send(.headers(.init(headers: headerBlock(status, h), endStream: true)), flush: flush)
+            return
+        }
+        try await stream.send(.headers(.init(headers: headerBlock(status, h))), flush: false)
+        if hasBody, let body {
+            try await sendBody(body, endStream: complete, flush: flush)
         } else if flush {
             try await stream.send(nil, flush: true)
         }
     }
 
-    private func sendBody(_ buffer: ByteBuffer, flush: Bool) async throws {
+    private func sendBody(_ buffer: ByteBuffer, endStream: Bool, flush: Bool) async throws {
         guard !isHEAD, let status, bodyAllowed(status), buffer.readableBytes > 0 else {
             if flush { try await stream.send(nil, flush: true) }
             return
         }
-        var out = buffer
         if let remaining = declaredRemaining {
             let allowed = min(remaining, buffer.readableBytes)
             declaredRemaining = remaining - allowed
             if allowed < buffer.readableBytes {
                 if allowed > 0 {
-                    try await stream.send(.body(.byteBuffer(buffer.getSlice(at: buffer.readerIndex, length: allowed)!)), flush: true)
+                    let slice = buffer.getSlice(at: buffer.readerIndex, length: allowed)!
+                    try await stream.send(.data(.init(data: .byteBuffer(slice))), flush: true)
                 }
                 throw ContentLengthExceededError()
             }
-            out = buffer
         }
-        try await stream.send(.body(.byteBuffer(out)), flush: flush)
+        try await stream.send(.data(.init(data: .byteBuffer(buffer), endStream: endStream)), flush: flush || endStream)
     }
 }
