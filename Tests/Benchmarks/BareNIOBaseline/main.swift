@@ -1,9 +1,11 @@
 // The floor our HTTP/1.1 server is measured against: SwiftNIO's stock HTTP/1.1 server pipeline answering every
-// request with the same 13-byte body, on one event loop, with no routing, middleware or config.
-// Usage: bare-nio-baseline [port]
+// request with the same 13-byte body, on one event loop, with no routing, middleware or config; with a TLS port,
+// certificate and key, the same behind swift-nio-ssl's stock server handler.
+// Usage: bare-nio-baseline [port] [tls-port cert.pem key.pem]
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 final class FixedResponder: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -38,18 +40,33 @@ final class FixedResponder: ChannelInboundHandler {
     }
 }
 
-let port = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 18080 : 18080
+let args = CommandLine.arguments
+let port = args.count > 1 ? Int(args[1]) ?? 18080 : 18080
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-let channel = try ServerBootstrap(group: group)
-    .serverChannelOption(.backlog, value: 4096)
-    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-    .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-    .childChannelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-            try channel.pipeline.syncOperations.addHandler(FixedResponder())
+
+func bootstrap(tls: NIOSSLContext?) -> ServerBootstrap {
+    ServerBootstrap(group: group)
+        .serverChannelOption(.backlog, value: 4096)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                try channel.pipeline.syncOperations.addHandler(FixedResponder())
+            }
         }
-    }
-    .bind(host: "127.0.0.1", port: port).wait()
+}
+
+let channel = try bootstrap(tls: nil).bind(host: "127.0.0.1", port: port).wait()
 print("bare NIO baseline listening on \(channel.localAddress!)")
+if args.count > 4, let tlsPort = Int(args[2]) {
+    var config = TLSConfiguration.makeServerConfiguration(
+        certificateChain: try NIOSSLCertificate.fromPEMFile(args[3]).map { .certificate($0) },
+        privateKey: .file(args[4])
+    )
+    config.applicationProtocols = ["http/1.1"]
+    let tlsChannel = try bootstrap(tls: try NIOSSLContext(configuration: config)).bind(host: "127.0.0.1", port: tlsPort).wait()
+    print("bare NIO baseline (TLS) listening on \(tlsChannel.localAddress!)")
+}
 try channel.closeFuture.wait()
