@@ -104,7 +104,7 @@ struct TLSTests {
     @Test("mutual TLS: client certificates from the trusted CA are accepted, others and none are refused")
     func mutualTLS() throws {
         let pki = try TestPKI()
-        let (required, optional) = (freePort(), freePort())
+        let (required, optional, pool) = (freePort(), freePort(), freePort())
         let caDER = try pki.base64DER("ca.crt")
         let s = try UsherProcess(config: """
             {"admin": {"listen": "{{ADMIN}}"}, "apps": {
@@ -114,7 +114,11 @@ struct TLSTests {
                   "tls_connection_policies": [{"client_authentication": {"trusted_ca_certs_pem_files": ["\(pki.path("ca.crt"))"]}}]},
                 "opt": {"listen": ["127.0.0.1:\(optional)"],
                   "routes": [{"handle": [{"handler": "static_response", "body": "optional"}]}],
-                  "tls_connection_policies": [{"client_authentication": {"trusted_ca_certs": ["\(caDER)"], "mode": "verify_if_given"}}]}}},
+                  "tls_connection_policies": [{"client_authentication": {"trusted_ca_certs": ["\(caDER)"], "mode": "verify_if_given"}}]},
+                "pool": {"listen": ["127.0.0.1:\(pool)"],
+                  "routes": [{"handle": [{"handler": "static_response", "body": "pool"}]}],
+                  "tls_connection_policies": [{"client_authentication": {"ca": {"provider": "combined", "providers": [
+                    {"provider": "file", "pem_files": ["\(pki.path("ca.crt"))"]}, {"provider": "inline", "trusted_ca_certs": []}]}}}]}}},
               "tls": {"certificates": {"load_files": [{"certificate": "\(pki.path("a.crt"))", "key": "\(pki.path("a.key"))"}]}}}}
             """, waitPort: required)
         defer { s.stop() }
@@ -130,6 +134,11 @@ struct TLSTests {
 
         #expect(try curl(base + url(optional)).body == "optional")
         #expect(try curl(base + ["--cert", pki.path("client.crt"), "--key", pki.path("client.key")] + url(optional)).status == 200)
+        // Caddy's newer form: a CA pool source (here a combined pool holding a file source) in require_and_verify.
+        #expect(try curl(base + ["--cert", pki.path("client.crt"), "--key", pki.path("client.key")] + url(pool)).body == "pool")
+        #expect(try runCommand("/usr/bin/curl", ["-s", "--max-time", "10"] + base + url(pool)).status != 0)
+        #expect(try runCommand("/usr/bin/curl", ["-s", "--max-time", "10", "--cert", pki.path("rogue.crt"), "--key", pki.path("rogue.key")]
+                               + base + url(pool)).status != 0)
         let rogueOptional = try runCommand("/usr/bin/curl", ["-s", "--max-time", "10", "--cert", pki.path("rogue.crt"), "--key", pki.path("rogue.key")] + base + url(optional))
         #expect(rogueOptional.status != 0, "verify_if_given accepted an untrusted certificate")
     }

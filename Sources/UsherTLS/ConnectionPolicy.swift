@@ -105,6 +105,8 @@ public struct ClientAuthentication: Decodable, Sendable {
     public var trustedCACertPEMFiles: [String]
     /// `trusted_leaf_certs`: base64 DER client certificates accepted as they are.
     public var trustedLeafCerts: [[UInt8]]
+    /// `ca`: a CA pool source (`inline`, `file`, `combined`), Caddy's newer form of the trusted CAs.
+    public var ca: Loaded<CAPoolSources>?
     /// `mode`. Default: `require_and_verify` when trusted certificates are given, else `require`.
     public var mode: Mode
 
@@ -115,7 +117,7 @@ public struct ClientAuthentication: Decodable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.ca, .verifiers])
+        try c.refuseUnsupported([.verifiers])
         func base64List(_ key: CodingKeys) throws -> [[UInt8]] {
             try (c.decodeIfPresent([String].self, forKey: key) ?? []).enumerated().map { i, s in
                 guard let d = Data(base64Encoded: s) else {
@@ -127,11 +129,12 @@ public struct ClientAuthentication: Decodable, Sendable {
         trustedCACerts = try base64List(.trustedCACerts)
         trustedCACertPEMFiles = try c.decodeIfPresent([String].self, forKey: .trustedCACertPEMFiles) ?? []
         trustedLeafCerts = try base64List(.trustedLeafCerts)
+        ca = try c.decodeIfPresent(Loaded<CAPoolSources>.self, forKey: .ca)
         if let m = try c.decodeIfPresent(String.self, forKey: .mode), !m.isEmpty {
             guard let mode = Mode(rawValue: m) else { throw c.error(.mode, "client auth mode not recognized: \(m)") }
             self.mode = mode
         } else {
-            let trusted = !trustedCACerts.isEmpty || !trustedCACertPEMFiles.isEmpty || !trustedLeafCerts.isEmpty
+            let trusted = !trustedCACerts.isEmpty || !trustedCACertPEMFiles.isEmpty || !trustedLeafCerts.isEmpty || ca != nil
             mode = trusted ? .requireAndVerify : .require
         }
     }
@@ -208,6 +211,7 @@ public struct ConnectionPolicy: Decodable, Sendable {
 
     public mutating func provision(_ context: ProvisionContext) async throws {
         try await match?.provision(context)
+        try await clientAuthentication?.ca?.provision(context)
     }
 
     func matches(_ hello: HandshakeInfo) -> Bool {
@@ -266,6 +270,13 @@ public final class ServerTLS: Sendable {
                     } catch {
                         throw ConfigError(path: "\(path)[\(i)].client_authentication.trusted_ca_certs_pem_files[\(j)]",
                                           "loading trusted CA certificates from \(file): \(error)")
+                    }
+                }
+                if let ca = auth.ca {
+                    do {
+                        roots += try ca.module.certificates()
+                    } catch let e as ConfigError {
+                        throw ConfigError(path: "\(path)[\(i)].client_authentication.ca", e.message)
                     }
                 }
                 if !auth.trustedLeafCerts.isEmpty { leafAllowList = Set(auth.trustedLeafCerts) }
@@ -377,3 +388,88 @@ let goCipherSuites: [String: UInt16] = [
 let namedCurves: [String: UInt16] = [
     "x25519": 0x001D, "secp256r1": 0x0017, "secp384r1": 0x0018, "secp521r1": 0x0019, "x25519mlkem768": 0x11EC,
 ]
+
+// MARK: - CA pools for client authentication
+
+/// Sources of trusted CA certificates (`tls.ca_pool.source.*`, inline key `provider`), as `client_authentication.ca`.
+public protocol CAPoolSource: Module {
+    /// The CA certificates this source trusts.
+    func certificates() throws -> [NIOSSLCertificate]
+}
+
+public enum CAPoolSources: ModuleNamespace {
+    public static let prefix = "tls.ca_pool.source"
+    public static let inlineKey: String? = "provider"
+    public typealias Instance = any CAPoolSource
+}
+
+/// `tls.ca_pool.source.inline`: CA certificates given in the config as base64 DER.
+public struct InlineCAPool: CAPoolSource {
+    public static let moduleID: ModuleID = "tls.ca_pool.source.inline"
+    /// `trusted_ca_certs`: base64 DER certificates.
+    public var trustedCACerts: [[UInt8]]
+
+    enum CodingKeys: String, CodingKey { case trustedCACerts = "trusted_ca_certs" }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        trustedCACerts = try (c.decodeIfPresent([String].self, forKey: .trustedCACerts) ?? []).enumerated().map { i, s in
+            guard let d = Data(base64Encoded: s) else {
+                throw ConfigError(path: c.error(.trustedCACerts, "").path + "[\(i)]", "invalid base64 DER certificate")
+            }
+            return Array(d)
+        }
+    }
+
+    public func certificates() throws -> [NIOSSLCertificate] {
+        try trustedCACerts.map { try NIOSSLCertificate(bytes: $0, format: .der) }
+    }
+}
+
+/// `tls.ca_pool.source.file`: CA certificates from PEM files.
+public struct FileCAPool: CAPoolSource {
+    public static let moduleID: ModuleID = "tls.ca_pool.source.file"
+    /// `pem_files`: paths of PEM files, each with one or more certificates.
+    public var pemFiles: [String]
+
+    enum CodingKeys: String, CodingKey { case pemFiles = "pem_files" }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        pemFiles = try c.decodeIfPresent([String].self, forKey: .pemFiles) ?? []
+    }
+
+    public func certificates() throws -> [NIOSSLCertificate] {
+        var out: [NIOSSLCertificate] = []
+        for file in pemFiles {
+            do {
+                out += try NIOSSLCertificate.fromPEMFile(file)
+            } catch {
+                throw ConfigError("loading CA certificates from \(file): \(error)")
+            }
+        }
+        return out
+    }
+}
+
+/// `tls.ca_pool.source.combined`: the union of other sources.
+public struct CombinedCAPool: CAPoolSource, Provisioner {
+    public static let moduleID: ModuleID = "tls.ca_pool.source.combined"
+    /// `providers`: the sources to combine.
+    public var providers: [Loaded<CAPoolSources>]
+
+    enum CodingKeys: String, CodingKey { case providers }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        providers = try c.decodeIfPresent([Loaded<CAPoolSources>].self, forKey: .providers) ?? []
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        try await providers.provision(context)
+    }
+
+    public func certificates() throws -> [NIOSSLCertificate] {
+        try providers.flatMap { try $0.module.certificates() }
+    }
+}
