@@ -117,7 +117,7 @@ struct TLSTests {
                   "tls_connection_policies": [{"client_authentication": {"trusted_ca_certs": ["\(caDER)"], "mode": "verify_if_given"}}]},
                 "pool": {"listen": ["127.0.0.1:\(pool)"],
                   "routes": [{"handle": [{"handler": "static_response", "body": "pool"}]}],
-                  "tls_connection_policies": [{"client_authentication": {"ca": {"provider": "combined", "providers": [
+                  "tls_connection_policies": [{"client_authentication": {"ca": {"provider": "combined", "sources": [
                     {"provider": "file", "pem_files": ["\(pki.path("ca.crt"))"]}, {"provider": "inline", "trusted_ca_certs": []}]}}}]}}},
               "tls": {"certificates": {"load_files": [{"certificate": "\(pki.path("a.crt"))", "key": "\(pki.path("a.key"))"}]}}}}
             """, waitPort: required)
@@ -200,11 +200,11 @@ struct TLSTests {
 
     @Test("internal certificates are renewed before they expire, and handshakes pick up the new one")
     func renewal() throws {
-        let port = freePort()
+        let (port, httpPort) = (freePort(), freePort())
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("usher-data-\(UUID().uuidString)")
         let s = try UsherProcess(config: """
             {"admin": {"listen": "{{ADMIN}}"}, "apps": {
-              "http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "http": {"http_port": \(httpPort), "servers": {"s": {"listen": ["127.0.0.1:\(port)"],
                 "routes": [{"match": [{"host": ["localhost"]}], "handle": [{"handler": "static_response", "body": "ok"}]}]}}},
               "tls": {"automation": {"policies": [{"issuers": [{"module": "internal", "lifetime": "6s"}]}]}}}}
             """, waitPort: port, environment: ["USHER_DATA": data.path])

@@ -263,13 +263,18 @@ public final class ServerTLS: Sendable {
             var verifyPresented = false
             if let auth = p.clientAuthentication {
                 var roots: [NIOSSLCertificate] = []
-                for der in auth.trustedCACerts { roots.append(try NIOSSLCertificate(bytes: der, format: .der)) }
+                for (j, der) in auth.trustedCACerts.enumerated() {
+                    do {
+                        roots.append(try derCertificate(der))
+                    } catch let e as ConfigError {
+                        throw ConfigError(path: "\(path)[\(i)].client_authentication.trusted_ca_certs[\(j)]", e.message)
+                    }
+                }
                 for (j, file) in auth.trustedCACertPEMFiles.enumerated() {
                     do {
-                        roots += try NIOSSLCertificate.fromPEMFile(file)
-                    } catch {
-                        throw ConfigError(path: "\(path)[\(i)].client_authentication.trusted_ca_certs_pem_files[\(j)]",
-                                          "loading trusted CA certificates from \(file): \(error)")
+                        roots += try pemCertificates(file)
+                    } catch let e as ConfigError {
+                        throw ConfigError(path: "\(path)[\(i)].client_authentication.trusted_ca_certs_pem_files[\(j)]", e.message)
                     }
                 }
                 if let ca = auth.ca {
@@ -422,7 +427,7 @@ public struct InlineCAPool: CAPoolSource {
     }
 
     public func certificates() throws -> [NIOSSLCertificate] {
-        try trustedCACerts.map { try NIOSSLCertificate(bytes: $0, format: .der) }
+        try trustedCACerts.map(derCertificate)
     }
 }
 
@@ -440,29 +445,21 @@ public struct FileCAPool: CAPoolSource {
     }
 
     public func certificates() throws -> [NIOSSLCertificate] {
-        var out: [NIOSSLCertificate] = []
-        for file in pemFiles {
-            do {
-                out += try NIOSSLCertificate.fromPEMFile(file)
-            } catch {
-                throw ConfigError("loading CA certificates from \(file): \(error)")
-            }
-        }
-        return out
+        try pemFiles.flatMap(pemCertificates)
     }
 }
 
 /// `tls.ca_pool.source.combined`: the union of other sources.
 public struct CombinedCAPool: CAPoolSource, Provisioner {
     public static let moduleID: ModuleID = "tls.ca_pool.source.combined"
-    /// `providers`: the sources to combine.
+    /// `sources`: the sources to combine.
     public var providers: [Loaded<CAPoolSources>]
 
-    enum CodingKeys: String, CodingKey { case providers }
+    enum CodingKeys: String, CodingKey { case sources }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        providers = try c.decodeIfPresent([Loaded<CAPoolSources>].self, forKey: .providers) ?? []
+        providers = try c.decodeIfPresent([Loaded<CAPoolSources>].self, forKey: .sources) ?? []
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
@@ -471,5 +468,27 @@ public struct CombinedCAPool: CAPoolSource, Provisioner {
 
     public func certificates() throws -> [NIOSSLCertificate] {
         try providers.flatMap { try $0.module.certificates() }
+    }
+}
+
+/// The certificates in a PEM file, with errors that say what went wrong.
+func pemCertificates(_ file: String) throws -> [NIOSSLCertificate] {
+    guard FileManager.default.isReadableFile(atPath: file) else {
+        let why = FileManager.default.fileExists(atPath: file) ? "permission denied" : "no such file or directory"
+        throw ConfigError("loading CA certificates from \(file): \(why)")
+    }
+    do {
+        return try NIOSSLCertificate.fromPEMFile(file)
+    } catch {
+        throw ConfigError("loading CA certificates from \(file): no valid certificate in PEM data")
+    }
+}
+
+/// A DER certificate, with an error that says what went wrong.
+func derCertificate(_ der: [UInt8]) throws -> NIOSSLCertificate {
+    do {
+        return try NIOSSLCertificate(bytes: der, format: .der)
+    } catch {
+        throw ConfigError("parsing certificate: not a valid DER certificate")
     }
 }
