@@ -79,22 +79,31 @@ struct HTTP2Tests {
         #expect((result["big_bytes_before_end"] as? Int ?? Int.max) < 8 << 20, "\(r.stdout)")
     }
 
-    @Test("stopping sends GOAWAY; the stream in flight completes")
-    func goawayOnStop() throws {
-        let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"], "protocols": ["h1", "h2c"],
+    @Test("stopping, or a reload that drops the listener, sends GOAWAY; the stream in flight completes", arguments: ["stop", "reload"])
+    func goaway(_ how: String) throws {
+        let (port, other) = (freePort(), freePort())
+        func config(_ admin: String, _ listen: Int) -> String {
+            """
+            {"admin": {"listen": "\(admin)"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(listen)"], "protocols": ["h1", "h2c"],
               "routes": [{"handle": [{"handler": "test_stream"}]}]}}}}}
-            """, waitPort: port, binary: usherTestBinary)
+            """
+        }
+        let s = try UsherProcess(config: config("{{ADMIN}}", port), waitPort: port, binary: usherTestBinary)
         defer { s.stop() }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/nghttp")
-        p.arguments = ["-v", "http://127.0.0.1:\(port)/?size=655360&delay=100"]
+        // -n: the body goes nowhere, so a full stdout pipe cannot stall the stream.
+        p.arguments = ["-v", "-n", "http://127.0.0.1:\(port)/?size=655360&delay=100"]
         let out = Pipe()
         p.standardOutput = out
         try p.run()
         Thread.sleep(forTimeInterval: 0.4)
-        _ = try admin(s, "POST", "/stop")
+        if how == "stop" {
+            _ = try admin(s, "POST", "/stop")
+        } else {
+            let r = try admin(s, "POST", "/load", body: config(s.adminAddress, other))
+            #expect(r.status == 200, "\(r.body)")
+        }
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         #expect(p.terminationStatus == 0, "\(text.suffix(2000))")
@@ -108,5 +117,10 @@ struct HTTP2Tests {
                 return Int(line[r.upperBound...].prefix { $0.isNumber })
             }.reduce(0, +)
         #expect(dataBytes == 655360, "\(dataBytes) body bytes")
+        if how == "reload" {
+            // The new config serves on its own listener; the old one is gone.
+            #expect(try curl(["--http2-prior-knowledge", "http://127.0.0.1:\(other)/?size=3"]).body == "xxx")
+            #expect(!portOpen(port))
+        }
     }
 }
