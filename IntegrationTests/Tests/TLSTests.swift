@@ -198,6 +198,28 @@ struct TLSTests {
         #expect(try String(contentsOf: data.appendingPathComponent("certificates/local/localhost/localhost.crt"), encoding: .utf8) == leafBefore)
     }
 
+    @Test("usher trust --install puts the root in the system store, curl then trusts the site, usher untrust removes it",
+          .enabled(if: getuid() == 0, "writes to /usr/local/share/ca-certificates"))
+    func systemTrust() throws {
+        let (httpPort, httpsPort) = (freePort(), freePort())
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("usher-data-\(UUID().uuidString)")
+        let s = try UsherProcess(config: "{\n\thttp_port \(httpPort)\n\thttps_port \(httpsPort)\n}\nlocalhost {\n\trespond trusted\n}\n",
+                                 configName: "Caddyfile", waitPort: httpsPort, environment: ["USHER_DATA": data.path])
+        defer { s.stop() }
+        let installed = "/usr/local/share/ca-certificates/usher-local-root.crt"
+        defer { _ = try? runCommand(usherBinary, ["untrust"]) }
+        // Without the root in the store, curl refuses the internal certificate.
+        #expect(try runCommand("/usr/bin/curl", ["-s", "https://localhost:\(httpsPort)/"]).status == 60)
+        let trust = try runCommand(usherBinary, ["trust", "--install", "--data-dir", data.path])
+        #expect(trust.status == 0, "\(trust.stderr)")
+        #expect(FileManager.default.fileExists(atPath: installed))
+        #expect(try curl(["https://localhost:\(httpsPort)/"]).body == "trusted")
+        let untrust = try runCommand(usherBinary, ["untrust"])
+        #expect(untrust.status == 0)
+        #expect(!FileManager.default.fileExists(atPath: installed))
+        #expect(try runCommand("/usr/bin/curl", ["-s", "https://localhost:\(httpsPort)/"]).status == 60)
+    }
+
     @Test("internal certificates are renewed before they expire, and handshakes pick up the new one")
     func renewal() throws {
         let (port, httpPort) = (freePort(), freePort())

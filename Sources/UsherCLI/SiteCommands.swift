@@ -80,9 +80,6 @@ func runUntilStopped(config: JSONValue, banner: String) async throws {
     Glibc.exit(0)
 }
 
-/// Where the system keeps extra trusted roots on Debian (read by `update-ca-certificates`).
-let systemTrustDirectory = "/usr/local/share/ca-certificates"
-
 /// `usher trust`: prints where the internal CA's root certificate is, creating the CA if needed, and with
 /// `--install` adds it to the system trust store.
 struct TrustCommand: AsyncParsableCommand {
@@ -106,16 +103,12 @@ struct TrustCommand: AsyncParsableCommand {
         }
         printOut(authority.rootCertificatePath)
         guard install else { return }
-        let target = "\(systemTrustDirectory)/usher-\(ca)-root.crt"
         do {
-            try FileManager.default.createDirectory(atPath: systemTrustDirectory, withIntermediateDirectories: true)
-            if FileManager.default.fileExists(atPath: target) { try FileManager.default.removeItem(atPath: target) }
-            try FileManager.default.copyItem(atPath: authority.rootCertificatePath, toPath: target)
+            let path = try authority.installRootInSystemTrust()
+            printErr("installed \(path) into the system trust store")
         } catch {
-            fail(CLIError("installing root certificate into \(systemTrustDirectory): \(error.localizedDescription)"))
+            fail(CLIError("installing root certificate: \(error)"))
         }
-        try updateSystemTrust()
-        printErr("installed \(target) into the system trust store")
     }
 }
 
@@ -126,31 +119,15 @@ struct UntrustCommand: AsyncParsableCommand {
     @Option(help: "The CA's ID in the pki app.") var ca = "local"
 
     func run() async throws {
-        let target = "\(systemTrustDirectory)/usher-\(ca)-root.crt"
-        guard FileManager.default.fileExists(atPath: target) else {
-            printErr("\(target) is not installed; nothing to do")
-            return
-        }
+        let authority = CertificateAuthority.stored(id: ca, dataDirectory: StoragePaths.fromEnvironment().dataDirectory)
         do {
-            try FileManager.default.removeItem(atPath: target)
+            if try authority.removeRootFromSystemTrust() {
+                printErr("removed \(authority.systemTrustPath) from the system trust store")
+            } else {
+                printErr("\(authority.systemTrustPath) is not installed; nothing to do")
+            }
         } catch {
-            fail(CLIError("removing \(target): \(error.localizedDescription)"))
+            fail(CLIError("removing root certificate: \(error)"))
         }
-        try updateSystemTrust()
-        printErr("removed \(target) from the system trust store")
     }
-}
-
-private func updateSystemTrust() throws {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/sbin/update-ca-certificates")
-    p.arguments = ["--fresh"]
-    p.standardOutput = FileHandle.standardError
-    do {
-        try p.run()
-    } catch {
-        fail(CLIError("running update-ca-certificates: \(error.localizedDescription) (is the ca-certificates package installed?)"))
-    }
-    p.waitUntilExit()
-    if p.terminationStatus != 0 { fail(CLIError("update-ca-certificates exited with status \(p.terminationStatus)")) }
 }

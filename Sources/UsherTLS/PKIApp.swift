@@ -1,5 +1,6 @@
 public import Foundation
 import Crypto
+import Logging
 import SwiftASN1
 public import Synchronization
 public import UsherCore
@@ -15,6 +16,7 @@ public struct PKIApp: App, Provisioner {
     /// `certificate_authorities`: by ID; `local` is added when absent.
     public var certificateAuthorities: [String: CAConfig]
     private let authorities = SharedState<[String: CertificateAuthority]>([:])
+    private let logger = SharedState<Logger?>(nil)
 
     enum CodingKeys: String, CodingKey { case certificateAuthorities = "certificate_authorities" }
 
@@ -32,12 +34,26 @@ public struct PKIApp: App, Provisioner {
         }
         // Keys are made on first use (an issuance, or `usher trust`), so a config that never issues writes nothing.
         authorities.withLock { $0 = made }
+        let log = context.logger("pki")
+        logger.withLock { $0 = log }
     }
 
     /// The authority with ID `id`.
     public func authority(_ id: String) -> CertificateAuthority? { authorities.withLock { $0[id] } }
 
-    public func start() async throws {}
+    /// Installs the roots of CAs with `install_trust` into the system store; failing to is a warning, as in Caddy.
+    public func start() async throws {
+        let log = logger.withLock { $0 }
+        for (id, ca) in authorities.withLock({ $0 }).sorted(by: { $0.key < $1.key }) where ca.config.installTrust {
+            do {
+                try ca.prepare()
+                let installed = try ca.installRootInSystemTrust()
+                log?.info("root certificate is installed in the system trust store", metadata: ["ca": "\(id)", "path": "\(installed)"])
+            } catch {
+                log?.warning("failed to install root certificate", metadata: ["ca": "\(id)", "error": "\(error)"])
+            }
+        }
+    }
     public func stop() async {}
 }
 
@@ -51,7 +67,8 @@ public struct CAConfig: Decodable, Sendable {
     public var intermediateCommonName: String?
     /// `intermediate_lifetime`: Default: 7 days.
     public var intermediateLifetime: ConfigDuration?
-    /// `install_trust`: install the root into the system store on start. Default: false here (use `usher trust`).
+    /// `install_trust`: install the root into the system store on start. Default: false here (Caddy's is true; use
+    /// `usher trust --install` once instead of writing to the system store on every start).
     public var installTrust: Bool
 
     enum CodingKeys: String, CodingKey {
@@ -105,6 +122,46 @@ public final class CertificateAuthority: Sendable {
     }
 
     public var rootCertificatePath: String { directory + "/root.crt" }
+
+    /// Where Debian keeps extra trusted roots (read by `update-ca-certificates`).
+    public static let systemTrustDirectory = "/usr/local/share/ca-certificates"
+
+    /// The root's file in the system trust directory.
+    public var systemTrustPath: String { "\(Self.systemTrustDirectory)/usher-\(id)-root.crt" }
+
+    /// Copies the root into the system trust directory and runs `update-ca-certificates`; returns the file written.
+    @discardableResult
+    public func installRootInSystemTrust() throws -> String {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: Self.systemTrustDirectory, withIntermediateDirectories: true)
+        if fm.fileExists(atPath: systemTrustPath) { try fm.removeItem(atPath: systemTrustPath) }
+        try fm.copyItem(atPath: rootCertificatePath, toPath: systemTrustPath)
+        try Self.updateSystemTrust()
+        return systemTrustPath
+    }
+
+    /// Removes the root from the system trust directory; `false` when it was not installed.
+    public func removeRootFromSystemTrust() throws -> Bool {
+        guard FileManager.default.fileExists(atPath: systemTrustPath) else { return false }
+        try FileManager.default.removeItem(atPath: systemTrustPath)
+        try Self.updateSystemTrust()
+        return true
+    }
+
+    private static func updateSystemTrust() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/update-ca-certificates")
+        p.arguments = ["--fresh"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        do {
+            try p.run()
+        } catch {
+            throw ConfigError("running update-ca-certificates: \(error.localizedDescription) (is the ca-certificates package installed?)")
+        }
+        p.waitUntilExit()
+        if p.terminationStatus != 0 { throw ConfigError("update-ca-certificates exited with status \(p.terminationStatus)") }
+    }
 
     /// Loads the root and intermediate from disk, creating (or renewing) what is missing or expiring.
     public func prepare() throws {
