@@ -43,8 +43,10 @@ struct ServerLifecycleTests {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: usherBinary)
             p.arguments = ["run", "--config", config.path]
+            let errFile = dir.appendingPathComponent("stderr")
+            FileManager.default.createFile(atPath: errFile.path, contents: nil)
             p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
+            p.standardError = try FileHandle(forWritingTo: errFile)
             try p.run()
             let deadline = Date().addingTimeInterval(10)
             while !portOpen(port) && Date() < deadline { usleep(200) }
@@ -55,7 +57,8 @@ struct ServerLifecycleTests {
             if stillRunning { p.interrupt(); kill(p.processIdentifier, SIGKILL) }
             p.waitUntilExit()
             #expect(!stillRunning, "SIGTERM right after start-up was lost")
-            #expect(p.terminationReason == .exit && p.terminationStatus == 0, "exited by \(p.terminationReason) \(p.terminationStatus)")
+            #expect(p.terminationReason == .exit && p.terminationStatus == 0,
+                    "exited by \(p.terminationReason) \(p.terminationStatus): \((try? String(contentsOf: errFile, encoding: .utf8)) ?? "")")
         }
     }
 

@@ -5,6 +5,10 @@ import SwiftASN1
 public import UsherCore
 import X509
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A certificate chain and its private key in one neutral form: the PEM text both TLS stacks read (swift-nio-ssl
 /// for TCP, GnuTLS for QUIC), plus what selection needs to know about the leaf.
 public final class TLSCertificate: Sendable, CustomStringConvertible {
@@ -122,7 +126,7 @@ public final class TLSCertificate: Sendable, CustomStringConvertible {
     private static func formatIP(_ b: [UInt8]) -> String? {
         if b.count == 4 { return b.map(String.init).joined(separator: ".") }
         guard b.count == 16 else { return nil }
-        return (try? SocketAddressText.ipv6(b)) ?? nil
+        return ipv6Text(b)
     }
 
     /// A big-endian unsigned integer in decimal.
@@ -145,26 +149,11 @@ public final class TLSCertificate: Sendable, CustomStringConvertible {
     }
 }
 
-enum SocketAddressText {
-    /// RFC 5952 text of an IPv6 address.
-    static func ipv6(_ b: [UInt8]) throws -> String? {
-        var groups: [UInt16] = []
-        for i in stride(from: 0, to: 16, by: 2) { groups.append(UInt16(b[i]) << 8 | UInt16(b[i + 1])) }
-        // The longest run of two or more zero groups becomes "::".
-        var best = (start: -1, len: 0)
-        var i = 0
-        while i < 8 {
-            if groups[i] == 0 {
-                var j = i
-                while j < 8 && groups[j] == 0 { j += 1 }
-                if j - i > best.len && j - i >= 2 { best = (i, j - i) }
-                i = j
-            } else {
-                i += 1
-            }
-        }
-        func hex(_ r: ArraySlice<UInt16>) -> String { r.map { String($0, radix: 16) }.joined(separator: ":") }
-        if best.start < 0 { return hex(groups[...]) }
-        return hex(groups[..<best.start]) + "::" + hex(groups[(best.start + best.len)...])
-    }
+/// The text form of an IPv6 address (16 bytes), as inet_ntop writes it (RFC 5952).
+func ipv6Text(_ b: [UInt8]) -> String {
+    var addr = in6_addr()
+    withUnsafeMutableBytes(of: &addr) { $0.copyBytes(from: b.prefix(16)) }
+    var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+    guard inet_ntop(AF_INET6, &addr, &buf, socklen_t(buf.count)) != nil else { return "" }
+    return String(cString: buf)
 }

@@ -24,6 +24,27 @@ public actor ServerRuntime {
     private let adminEndpoints: [any AdminEndpoint]
     /// Called after each successful load (systemd notifications, tests).
     private var loadObservers: [@Sendable (Int) -> Void] = []
+    /// Loads and stops run one at a time: the actor is reentrant, and a stop arriving while a load awaits would
+    /// otherwise find nothing to stop, after which the load would start a config nobody stops.
+    private var exclusiveBusy = false
+    private var exclusiveWaiters: [CheckedContinuation<Void, Never>] = []
+
+    private func acquireExclusive() async {
+        if !exclusiveBusy {
+            exclusiveBusy = true
+            return
+        }
+        // Ownership passes straight to the waiter on release.
+        await withCheckedContinuation { exclusiveWaiters.append($0) }
+    }
+
+    private func releaseExclusive() {
+        if exclusiveWaiters.isEmpty {
+            exclusiveBusy = false
+        } else {
+            exclusiveWaiters.removeFirst().resume()
+        }
+    }
 
     struct RunningConfig {
         let config: UsherConfig
@@ -48,6 +69,9 @@ public actor ServerRuntime {
 
     /// Replaces the running config with `json`. Unchanged config is a no-op unless `force` is set.
     public func load(_ json: JSONValue, force: Bool = false) async throws {
+        await acquireExclusive()
+        defer { releaseExclusive() }
+        if stopRequested { throw ConfigError("the server is stopping") }
         if !force && running != nil && json == currentConfig {
             logger.info("config is unchanged")
             return
@@ -193,6 +217,8 @@ public actor ServerRuntime {
 
     /// Stops every app and the admin endpoint; ``waitForStop()`` returns afterwards.
     public func stop() async {
+        await acquireExclusive()
+        defer { releaseExclusive() }
         if let running {
             for name in running.appOrder.reversed() { await running.apps[name]!.stop() }
             await running.context.runCleanups()
