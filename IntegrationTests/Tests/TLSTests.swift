@@ -59,7 +59,9 @@ struct TLSTests {
         let s = try UsherProcess(config: """
             {"admin": {"listen": "{{ADMIN}}"}, "apps": {
               "http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-                "routes": [{"handle": [{"handler": "static_response", "body": "{http.request.proto} {http.request.host} {http.request.scheme}"}]}],
+                "routes": [{"handle": [{"handler": "static_response",
+                  "body": "{http.request.proto} {http.request.host} {http.request.scheme} {http.request.tls.version} {http.request.tls.proto} {http.request.tls.server_name}"}]}],
+                "logs": {},
                 "tls_connection_policies": [
                   {"match": {"sni": ["a.test"]}, "certificate_selection": {"any_tag": ["a"]}},
                   {"match": {"sni": ["b.test", "*.b.test"]}, "certificate_selection": {"subject_organization": ["Bee Org"]}, "protocol_min": "tls1.3"},
@@ -75,13 +77,15 @@ struct TLSTests {
         let h2 = try curl(["--http2", "--cacert", pki.path("a.crt"), "--resolve", "a.test:\(port):127.0.0.1", "https://a.test:\(port)/"])
         #expect(h2.status == 200)
         #expect(h2.httpVersion == "HTTP/2")
-        #expect(h2.body == "HTTP/2.0 a.test https")
+        #expect(h2.body == "HTTP/2.0 a.test https tls1.3 h2 a.test")
         let h1 = try curl(["--http1.1", "--cacert", pki.path("a.crt"), "--resolve", "a.test:\(port):127.0.0.1", "https://a.test:\(port)/"])
         #expect(h1.httpVersion == "HTTP/1.1")
-        #expect(h1.body == "HTTP/1.1 a.test https")
+        #expect(h1.body == "HTTP/1.1 a.test https tls1.3 http/1.1 a.test")
         // The wildcard covers x.b.test, and curl verifies it against b.test's certificate.
         let wild = try curl(["--cacert", pki.path("b.crt"), "--resolve", "x.b.test:\(port):127.0.0.1", "https://x.b.test:\(port)/"])
-        #expect(wild.body == "HTTP/2.0 x.b.test https")
+        #expect(wild.body == "HTTP/2.0 x.b.test https tls1.3 h2 x.b.test")
+        // The access log carries what the handshake settled, as Caddy's does.
+        #expect(s.log.contains(#""tls":{"version":772,"proto":"h2","server_name":"a.test"}"#), "\(s.log.suffix(1500))")
 
         let a = try sClient(port: port, serverName: "a.test", alpn: "h2")
         #expect(a.contains("subject=CN = a.test"), "\(a)")
@@ -110,7 +114,7 @@ struct TLSTests {
             {"admin": {"listen": "{{ADMIN}}"}, "apps": {
               "http": {"servers": {
                 "req": {"listen": ["127.0.0.1:\(required)"],
-                  "routes": [{"handle": [{"handler": "static_response", "body": "hello"}]}],
+                  "routes": [{"handle": [{"handler": "static_response", "body": "hello {http.request.tls.client.subject} {http.request.tls.client.fingerprint}"}]}],
                   "tls_connection_policies": [{"client_authentication": {"trusted_ca_certs_pem_files": ["\(pki.path("ca.crt"))"]}}]},
                 "opt": {"listen": ["127.0.0.1:\(optional)"],
                   "routes": [{"handle": [{"handler": "static_response", "body": "optional"}]}],
@@ -127,6 +131,13 @@ struct TLSTests {
 
         let ok = try curl(base + ["--cert", pki.path("client.crt"), "--key", pki.path("client.key")] + url(required))
         #expect(ok.status == 200)
+        let fp = try runCommand("/usr/bin/openssl", ["x509", "-in", pki.path("client.crt"), "-noout", "-fingerprint", "-sha256"])
+        let fingerprint = fp.stdout.split(separator: "=").last.map { $0.replacingOccurrences(of: ":", with: "").lowercased() }?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+        #expect(ok.body == "hello CN=client \(fingerprint)")
+        // Client authentication turns strict SNI on: a Host other than the handshake's name is misdirected.
+        let misdirected = try curl(base + ["--cert", pki.path("client.crt"), "--key", pki.path("client.key"), "-H", "Host: b.test"] + url(required))
+        #expect(misdirected.status == 421)
         let none = try runCommand("/usr/bin/curl", ["-s", "--max-time", "10"] + base + url(required))
         #expect(none.status != 0, "a client without a certificate was let in")
         let rogue = try runCommand("/usr/bin/curl", ["-s", "--max-time", "10", "--cert", pki.path("rogue.crt"), "--key", pki.path("rogue.key")] + base + url(required))

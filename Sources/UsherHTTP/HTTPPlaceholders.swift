@@ -1,6 +1,8 @@
 import NIOCore
 import NIOHTTP1
+import Foundation
 import UsherCore
+import UsherTLS
 
 /// Caddy's `http.*` placeholders for one request (`http.request.host`, `http.request.uri.path`,
 /// `http.request.header.*`, `http.vars.*`, `http.response.header.*`, ...).
@@ -24,7 +26,7 @@ struct HTTPPlaceholderProvider: PlaceholderProvider {
                 for (n, v) in parseCookies(r.headers["Cookie"]) where n.lowercased() == name { return v }
                 return nil
             }
-            if sub.hasPrefix("tls.") { return nil }
+            if sub.hasPrefix("tls.") { return tlsValue(String(sub.dropFirst(4))) }
             if let v = requestValue(String(sub)) { return v }
             if sub.hasPrefix("remote.host/") {
                 return maskedRemote(String(sub.dropFirst("remote.host/".count)))
@@ -56,6 +58,41 @@ struct HTTPPlaceholderProvider: PlaceholderProvider {
         case "http.time_until_shutdown": return ""
         default: return nil
         }
+    }
+
+    /// `http.request.tls.*`: what the handshake settled; unknown (nil) on cleartext requests, as in Caddy.
+    private func tlsValue(_ key: String) -> String? {
+        guard let tls = request.tls else { return nil }
+        switch key {
+        case "version": return tls.versionName
+        case "proto": return tls.negotiatedProtocol
+        case "proto_mutual": return "true"
+        case "server_name": return tls.serverName
+        case "ech": return "false"
+        default: break
+        }
+        guard key.hasPrefix("client.") else { return nil }
+        guard let cert = tls.clientCertificate else { return "" }
+        let field = key.dropFirst("client.".count)
+        func list(_ values: [String], _ rest: Substring) -> String? {
+            if rest.isEmpty { return values.joined(separator: ",") }
+            guard rest.hasPrefix("."), let i = Int(rest.dropFirst()), i >= 0 else { return nil }
+            return i < values.count ? values[i] : ""
+        }
+        switch field {
+        case "fingerprint": return cert.fingerprint
+        case "subject": return cert.subject
+        case "issuer": return cert.issuer
+        case "serial": return cert.serial
+        case "certificate_pem": return cert.pem
+        case "certificate_der_base64": return Data(cert.der).base64EncodedString()
+        default: break
+        }
+        for (name, values) in [("san.dns_names", cert.dnsNames), ("san.emails", cert.emails), ("san.ips", cert.ips), ("san.uris", cert.uris)]
+        where field.hasPrefix(name) {
+            return list(values, field.dropFirst(name.count))
+        }
+        return nil
     }
 
     private func requestValue(_ sub: String) -> String? {

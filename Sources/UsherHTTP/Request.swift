@@ -1,6 +1,7 @@
 public import NIOCore
 public import NIOHTTP1
 public import UsherCore
+public import UsherTLS
 
 /// An HTTP request as handlers see it, whatever the protocol (HTTP/1.1 now; HTTP/2 and HTTP/3 map onto it).
 ///
@@ -27,6 +28,8 @@ public final class Request {
     public var host: String
     /// `http` or `https`.
     public var scheme: String
+    /// What the TLS handshake settled, for requests over TLS.
+    public var tls: TLSConnectionInfo?
     /// The body; empty for requests without one.
     public var body: RequestBody
 

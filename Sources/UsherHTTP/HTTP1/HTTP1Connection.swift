@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import UsherCore
+import UsherTLS
 
 #if canImport(Glibc)
 import Glibc
@@ -76,7 +77,11 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     private var cachedDateSecond = -1
     private var cachedDate = ""
 
-    init(slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor) {
+    /// What the TLS handshake settled, on a TLS connection.
+    let tls: TLSConnectionInfo?
+
+    init(slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor, tls: TLSConnectionInfo? = nil) {
+        self.tls = tls
         self.slot = slot
         self.settings = settings
         self.executor = executor
@@ -352,6 +357,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             scheme: settings.scheme, body: body, remoteAddress: remoteAddress, localAddress: localAddress,
             server: server.info
         )
+        request.tls = tls
         let writer = HTTP1ResponseWriter(
             connection: self, requestVersion: head.version, isHEAD: head.method == .HEAD,
             requestCloses: !keepAlive || slot.isClosing

@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOHPACK
 import NIOHTTP2
 import UsherCore
+import UsherTLS
 
 #if canImport(Glibc)
 import Glibc
@@ -28,7 +29,7 @@ enum HTTP2Pipeline {
     /// Per-stream and connection receive windows: how much request body may be in flight.
     static let windowSize = 1 << 20
 
-    static func configure(_ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance) throws {
+    static func configure(_ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance, tls: TLSConnectionInfo? = nil) throws {
         let settings = server.settings
         let connection = HTTP2Connection(channel: channel)
         slot.register(connection)
@@ -56,7 +57,7 @@ enum HTTP2Pipeline {
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(HTTP2StreamHandler(
                     slot: slot, settings: settings, executor: executor, remoteAddress: remote, localAddress: local,
-                    shared: shared.value
+                    shared: shared.value, tls: tls
                 ))
             }
         }
@@ -96,6 +97,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     let remoteAddress: SocketAddress?
     let localAddress: SocketAddress?
     let shared: HTTP2ConnectionShared
+    let tls: TLSConnectionInfo?
 
     private var context: ChannelHandlerContext?
     private var headReceived = false
@@ -109,7 +111,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     private var writeTimer: Scheduled<Void>?
 
     init(slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor,
-         remoteAddress: SocketAddress?, localAddress: SocketAddress?, shared: HTTP2ConnectionShared) {
+         remoteAddress: SocketAddress?, localAddress: SocketAddress?, shared: HTTP2ConnectionShared, tls: TLSConnectionInfo?) {
+        self.tls = tls
         self.slot = slot
         self.settings = settings
         self.executor = executor
@@ -250,6 +253,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
             host: host, scheme: settings.scheme, body: requestBody, remoteAddress: remoteAddress,
             localAddress: localAddress, server: server.info
         )
+        request.tls = tls
         let writer = HTTP2ResponseWriter(stream: self, isHEAD: head.method == .HEAD)
         self.writer = writer
         if let limit = settings.writeTimeout {

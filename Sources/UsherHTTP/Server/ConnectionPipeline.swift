@@ -48,7 +48,13 @@ enum ConnectionPipeline {
                 let sync = channel.pipeline.syncOperations
                 try sync.addHandler(ssl)
                 try sync.addHandler(ApplicationProtocolNegotiationHandler { alpn in
-                    negotiated(alpn, channel: channel, slot: slot, server: server)
+                    var proto: String?
+                    if case .negotiated(let p) = alpn { proto = p }
+                    let info = TLSConnectionInfo(
+                        serverName: name, version: ssl.tlsVersion?.codePoint ?? 0, negotiatedProtocol: proto,
+                        clientCertificate: ssl.peerCertificate.flatMap(ClientCertificate.init)
+                    )
+                    return negotiated(alpn, channel: channel, slot: slot, server: server, tls: info)
                 })
                 return channel.eventLoop.makeSucceededVoidFuture()
             } catch {
@@ -63,12 +69,12 @@ enum ConnectionPipeline {
     }
 
     private static func negotiated(_ result: ALPNResult, channel: any Channel, slot: ListenerSlot,
-                                   server: HTTPServerInstance) -> EventLoopFuture<Void> {
+                                   server: HTTPServerInstance, tls: TLSConnectionInfo) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
             if case .negotiated("h2") = result, server.protocols.contains("h2") {
-                try HTTP2Pipeline.configure(channel, slot: slot, server: server)
+                try HTTP2Pipeline.configure(channel, slot: slot, server: server, tls: tls)
             } else if server.protocols.contains("h1") {
-                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings)
+                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings, tls: tls)
             } else {
                 channel.close(promise: nil)
             }

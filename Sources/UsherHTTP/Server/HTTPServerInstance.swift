@@ -30,11 +30,15 @@ public final class HTTPServerInstance: Sendable {
     let tls: ServerTLS?
     /// `h1`, `h2`, `h2c`: what connections may speak.
     let protocols: Set<String>
+    /// Requests over TLS must name the host the handshake named.
+    let strictSNIHost: Bool
 
     init(name: String, config: ServerConfig, router: LogRouter, tls: ServerTLS?) {
         self.name = name
         self.tls = tls
         self.protocols = Set(config.protocols)
+        self.strictSNIHost = config.strictSNIHost
+            ?? (config.tlsConnectionPolicies ?? []).contains { $0.clientAuthentication != nil }
         self.listen = config.listen
         self.primary = config.routes.compile(next: EmptyHandler())
         if let errors = config.errors, !errors.routes.isEmpty {
@@ -70,6 +74,10 @@ public final class HTTPServerInstance: Sendable {
         writer.headers.add(name: "Server", value: "Usher")
         request.topWriter = writer
         do {
+            if strictSNIHost, let tls = request.tls, request.hostWithoutPort.lowercased() != tls.serverName {
+                throw HandlerError(status: 421, HTTPErrorMessage(
+                    "strict host matching: TLS ServerName (\(tls.serverName)) and HTTP Host (\(request.hostWithoutPort)) values differ"))
+            }
             try await primary.serve(request, writer)
         } catch {
             await handleError(error, request, writer)
@@ -187,6 +195,19 @@ public final class HTTPServerInstance: Sendable {
         var headers = request.headers
         headers.remove(name: "Host")
         fields.append(LogField("headers", headersLogObject(headers, credentials: credentials)))
+        if let tls = request.tls {
+            // Caddy also logs `resumed` and `cipher_suite`; swift-nio-ssl does not expose them.
+            var t: [LogField] = [
+                LogField("version", .int(Int(tls.version))),
+                LogField("proto", .string(tls.negotiatedProtocol)),
+                LogField("server_name", .string(tls.serverName)),
+            ]
+            if let cert = tls.clientCertificate {
+                t.append(LogField("client_common_name", .string(cert.commonName)))
+                t.append(LogField("client_serial", .string(cert.serial)))
+            }
+            fields.append(LogField("tls", .object(t)))
+        }
         return .object(fields)
     }
 

@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 import UsherCore
+import UsherTLS
 
 #if canImport(Glibc)
 import Glibc
@@ -205,9 +206,9 @@ final class ListenerPool: Sendable {
 extension HTTP1Connection: ServedConnection {}
 
 enum HTTP1Pipeline {
-    static func configure(_ channel: any Channel, slot: ListenerSlot, settings: ConnectionSettings) throws {
+    static func configure(_ channel: any Channel, slot: ListenerSlot, settings: ConnectionSettings, tls: TLSConnectionInfo? = nil) throws {
         let executor = EventLoopTaskExecutor.forLoop(channel.eventLoop)
-        let connection = HTTP1Connection(slot: slot, settings: settings, executor: executor)
+        let connection = HTTP1Connection(slot: slot, settings: settings, executor: executor, tls: tls)
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(HTTP1HeadGuard(connection: connection))
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))

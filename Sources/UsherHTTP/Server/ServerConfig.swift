@@ -185,6 +185,9 @@ public struct ServerConfig: Decodable, Sendable {
     public var enableFullDuplex: Bool
     /// `tls_connection_policies`: how TLS handshakes go; present (even empty) means the server speaks TLS.
     public var tlsConnectionPolicies: [ConnectionPolicy]?
+    /// `strict_sni_host`: refuse (421) requests whose Host differs from the TLS server name. Default: on when a
+    /// policy authenticates clients, as in Caddy (a client certificate checked for one name must not reach another).
+    public var strictSNIHost: Bool?
 
     enum CodingKeys: String, CodingKey {
         case listen, routes, errors
@@ -212,7 +215,7 @@ public struct ServerConfig: Decodable, Sendable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([
             .listenerWrappers, .packetConnWrappers, .readMinRate, .writeMinRate, .maxWriteChunk,
-            .expectedUnderscoreHeaders, .expectedDotHeaders, .strictSNIHost,
+            .expectedUnderscoreHeaders, .expectedDotHeaders,
             .listenProtocols, .allow0RTT, .metrics, .enableWebTransport,
         ])
         let listenTexts = try c.decodeIfPresent([String].self, forKey: .listen) ?? []
@@ -256,6 +259,7 @@ public struct ServerConfig: Decodable, Sendable {
             }
         }
         tlsConnectionPolicies = try c.decodeIfPresent([ConnectionPolicy].self, forKey: .tlsConnectionPolicies)
+        strictSNIHost = try c.decodeIfPresent(Bool.self, forKey: .strictSNIHost)
         automaticHTTPS = try c.decodeIfPresent(AutoHTTPSConfig.self, forKey: .automaticHTTPS)
         if tlsConnectionPolicies == nil && !protocols.contains("h1") && !protocols.contains("h2c") {
             throw c.error(.protocols, "a server without TLS must speak h1 or h2c")
