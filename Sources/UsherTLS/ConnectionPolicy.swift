@@ -240,6 +240,8 @@ public final class ServerTLS: Sendable {
     /// Why a handshake cannot proceed.
     public struct Refusal: Error, CustomStringConvertible {
         public let description: String
+        /// A policy's `drop`: close without a word.
+        public var dropped = false
     }
 
     let compiled: [Compiled]
@@ -312,7 +314,7 @@ public final class ServerTLS: Sendable {
             throw Refusal(description: "no connection policy matches server name '\(hello.serverName ?? "")'")
         }
         let p = compiled[index]
-        if p.policy.drop { throw Refusal(description: "connection policy drops this connection") }
+        if p.policy.drop { throw Refusal(description: "connection policy drops this connection", dropped: true) }
         guard let cert = selectCertificate(p.policy, hello) else {
             throw Refusal(description: "no certificate available for '\(hello.serverName ?? "")'")
         }

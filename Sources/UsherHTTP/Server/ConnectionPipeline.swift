@@ -61,7 +61,15 @@ enum ConnectionPipeline {
                 logger.debug("tls handshake refused", metadata: [
                     "remote": "\(remote?.description ?? "")", "server_name": "\(name ?? "")", "error": "\(error)",
                 ])
-                channel.close(promise: nil)
+                // A fatal alert tells the client why (RFC 6066 unrecognized_name) instead of a bare close; a
+                // policy that drops connections says nothing.
+                if (error as? ServerTLS.Refusal)?.dropped != true {
+                    var alert = channel.allocator.buffer(capacity: 7)
+                    alert.writeBytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112])
+                    channel.writeAndFlush(alert).whenComplete { _ in channel.close(promise: nil) }
+                } else {
+                    channel.close(promise: nil)
+                }
                 return channel.eventLoop.makeFailedFuture(error)
             }
         })
