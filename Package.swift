@@ -104,9 +104,20 @@ let package = Package(
             dependencies: ["UsherCore", "UsherCaddyfile"],
             swiftSettings: swiftSettings
         ),
+        // http.handlers.reverse_proxy: upstreams, selection policies, transports.
+        .target(
+            name: "UsherReverseProxy",
+            dependencies: [
+                "UsherCore", "UsherHTTP", "UsherHandlers",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "UsherStandard",
-            dependencies: ["UsherCore", "UsherTLS", "UsherHTTP", "UsherHandlers", "UsherCaddyfileHTTP"],
+            dependencies: ["UsherCore", "UsherTLS", "UsherHTTP", "UsherHandlers", "UsherReverseProxy", "UsherCaddyfileHTTP"],
             swiftSettings: swiftSettings
         ),
         .target(

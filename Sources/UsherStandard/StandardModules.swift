@@ -2,6 +2,7 @@ public import UsherCore
 import UsherCaddyfileHTTP
 import UsherHTTP
 import UsherHandlers
+import UsherReverseProxy
 import UsherTLS
 
 /// Every module Usher ships: the `http` app, its matchers and handlers. A custom binary lists this bundle plus
@@ -26,10 +27,16 @@ public enum StandardModules: ModuleBundle {
             VarsHandler.self, MapHandler.self, ErrorHandler.self, RequestBodyHandler.self, InvokeHandler.self,
             FileServerHandler.self, PrecompressedGzip.self, PrecompressedZstd.self, PrecompressedBrotli.self,
             EncodeHandler.self, GzipEncoding.self, ZstdEncoding.self,
+            // Reverse proxy
+            ReverseProxyHandler.self, HTTPTransport.self, RandomSelection.self, RandomChooseSelection.self,
+            LeastConnSelection.self, RoundRobinSelection.self, WeightedRoundRobinSelection.self, FirstSelection.self,
+            IPHashSelection.self, ClientIPHashSelection.self, URIHashSelection.self, HeaderHashSelection.self,
+            QueryHashSelection.self,
         ]
     }
 
     public static var extensions: [any BundleExtension] {
-        [CaddyfileAdapter(), HTTPMatcherCaddyfile.support, HandlerCaddyfile.support] + HTTPCaddyfile.support
+        [CaddyfileAdapter(), HTTPMatcherCaddyfile.support, HandlerCaddyfile.support, UpstreamsAdminEndpoint()]
+            + HTTPCaddyfile.support
     }
 }

@@ -1,0 +1,152 @@
+import Foundation
+import Testing
+
+/// A process we did not write, serving on loopback for the length of a test.
+final class Backend: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+
+    init(_ executable: String, _ args: [String], port: Int, cwd: URL? = nil) throws {
+        self.port = port
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = args
+        if let cwd { process.currentDirectoryURL = cwd }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(15)
+        while !portOpen(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        guard portOpen(port) else { throw TestFailure("\(executable) did not listen on \(port)") }
+    }
+
+    /// `python3 -m http.server` serving a folder holding `index.html` with `text`.
+    static func pythonServer(_ text: String) throws -> Backend {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-py-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try text.write(to: dir.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
+        let port = freePort()
+        return try Backend("/usr/bin/env", ["python3", "-m", "http.server", String(port), "--bind", "127.0.0.1"], port: port, cwd: dir)
+    }
+
+    /// Caddy 2.11.7 (PyPI) answering with what it received: the headers a proxy should set, and the Host.
+    static func caddyEcho() throws -> Backend {
+        let port = freePort()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-caddy-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let file = dir.appendingPathComponent("Caddyfile")
+        try """
+        {
+        \tadmin off
+        \tauto_https off
+        }
+        http://:\(port) {
+        \tbind 127.0.0.1
+        \theader X-Upstream caddy
+        \trespond "host={host} xff={header.X-Forwarded-For} xfp={header.X-Forwarded-Proto} xfh={header.X-Forwarded-Host} via={header.Via} conn={header.Connection} custom={header.X-Custom} uri={uri}"
+        }
+
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let caddy = packageRoot.appendingPathComponent(".venv/bin/caddy").path
+        return try Backend(caddy, ["run", "--config", file.path, "--adapter", "caddyfile"], port: port, cwd: dir)
+    }
+
+    /// SIGKILL: a child may inherit a blocked SIGTERM from the test process's spawning thread.
+    func stop() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+@Suite("reverse_proxy against real upstreams", .serialized)
+struct ReverseProxyTests {
+    @Test("round_robin alternates between two python http.server upstreams; /reverse_proxy/upstreams lists them")
+    func roundRobin() throws {
+        let a = try Backend.pythonServer("backend A")
+        let b = try Backend.pythonServer("backend B")
+        defer { a.stop(); b.stop() }
+        let port = freePort()
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "reverse_proxy",
+                "upstreams": [{"dial": "127.0.0.1:\(a.port)"}, {"dial": "127.0.0.1:\(b.port)"}],
+                "load_balancing": {"selection_policy": {"policy": "round_robin"}}}]}]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        var bodies: [String] = []
+        for _ in 0..<6 { bodies.append(try curl(["http://127.0.0.1:\(port)/"]).body) }
+        #expect(Set(bodies) == ["backend A", "backend B"])
+        for i in 1..<bodies.count { #expect(bodies[i] != bodies[i - 1], "round robin repeated: \(bodies)") }
+        let list = try admin(s, "GET", "/reverse_proxy/upstreams")
+        #expect(list.status == 200)
+        let json = try JSONSerialization.jsonObject(with: Data(list.body.utf8)) as? [[String: Any]] ?? []
+        #expect(Set(json.compactMap { $0["address"] as? String }) == ["127.0.0.1:\(a.port)", "127.0.0.1:\(b.port)"])
+        #expect(json.allSatisfy { $0["num_requests"] as? Int == 0 && $0["fails"] as? Int == 0 })
+    }
+
+    @Test("headers in both directions: X-Forwarded-*, Via, the client's Host, hop-by-hop fields dropped, header ops")
+    func headers() throws {
+        let caddy = try Backend.caddyEcho()
+        defer { caddy.stop() }
+        let port = freePort()
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(caddy.port)"}],
+                "headers": {"request": {"set": {"X-Custom": ["{http.request.method}"]}},
+                            "response": {"set": {"X-Proxied": ["yes"]}, "delete": ["X-Upstream"]}}}]}]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        let r = try curl(["-H", "Host: site.test", "-H", "Connection: keep-alive, X-Drop", "-H", "X-Drop: 1",
+                          "-H", "X-Forwarded-For: 6.6.6.6", "http://127.0.0.1:\(port)/a/b?c=d"])
+        #expect(r.status == 200)
+        #expect(r.body == "host=site.test xff=127.0.0.1 xfp=http xfh=site.test via=1.1 Usher conn= custom=GET uri=/a/b?c=d", "\(r.body)")
+        #expect(r.header("X-Proxied") == "yes")
+        #expect(r.header("X-Upstream") == nil)
+        #expect(r.headerValues("Server") == ["Caddy"])
+        #expect(r.header("Via") == "1.1 Usher")
+    }
+
+    @Test("a dead upstream is skipped within try_duration and counted as a failure; with none left the client gets 502")
+    func failover() throws {
+        let alive = try Backend.pythonServer("alive")
+        defer { alive.stop() }
+        let dead = freePort()
+        let (port, lonely) = (freePort(), freePort())
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+              "s": {"listen": ["127.0.0.1:\(port)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                "upstreams": [{"dial": "127.0.0.1:\(dead)"}, {"dial": "127.0.0.1:\(alive.port)"}],
+                "load_balancing": {"selection_policy": {"policy": "round_robin"}, "try_duration": "2s", "try_interval": "10ms"}}]}]},
+              "t": {"listen": ["127.0.0.1:\(lonely)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                "upstreams": [{"dial": "127.0.0.1:\(dead)"}]}]}]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        for _ in 0..<4 { #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "alive") }
+        let list = try admin(s, "GET", "/reverse_proxy/upstreams")
+        let json = try JSONSerialization.jsonObject(with: Data(list.body.utf8)) as? [[String: Any]] ?? []
+        let deadEntry = json.first { $0["address"] as? String == "127.0.0.1:\(dead)" }
+        #expect((deadEntry?["fails"] as? Int ?? 0) >= 1, "\(list.body)")
+        #expect(try curl(["http://127.0.0.1:\(lonely)/"]).status == 502)
+    }
+
+    @Test("bad reverse_proxy config is refused with its path; what is not built yet is named")
+    func badConfig() throws {
+        let port = freePort()
+        let s = try UsherProcess(config: "{\"admin\": {\"listen\": \"{{ADMIN}}\"}}")
+        defer { s.stop() }
+        let cases: [(String, String)] = [
+            (#"{"handler": "reverse_proxy"}"#, "handle[0].upstreams (http.handlers.reverse_proxy): no upstreams configured"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "health_checks": {}}"#, "health_checks (http.handlers.reverse_proxy): not supported yet"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "load_balancing": {"selection_policy": {"policy": "nope"}}}"#,
+             "module http.reverse_proxy.selection_policies.nope"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "transport": {"protocol": "http", "tls": {}}}"#, "transport.tls (http.reverse_proxy.transport.http): not supported yet"),
+        ]
+        for (handler, message) in cases {
+            let r = try admin(s, "POST", "/load", body: """
+                {"admin": {"listen": "\(s.adminAddress)"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [\(handler)]}]}}}}}
+                """)
+            #expect(r.status == 400)
+            #expect(r.body.contains(message), "\(r.body)")
+        }
+    }
+}

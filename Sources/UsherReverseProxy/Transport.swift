@@ -1,0 +1,299 @@
+public import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+public import UsherCore
+
+/// Transports to upstreams (`http.reverse_proxy.transport.*`, inline key `protocol`).
+public protocol ProxyTransport: Module {}
+
+public enum ProxyTransports: ModuleNamespace {
+    public static let prefix = "http.reverse_proxy.transport"
+    public static let inlineKey: String? = "protocol"
+    public typealias Instance = any ProxyTransport
+}
+
+/// `http.reverse_proxy.transport.http`: HTTP/1.1 to upstreams, with pooled keep-alive connections.
+public struct HTTPTransport: ProxyTransport {
+    public static let moduleID: ModuleID = "http.reverse_proxy.transport.http"
+    /// `dial_timeout`: longest wait for a connection. Default: 3s.
+    public var dialTimeout: ConfigDuration?
+    /// `response_header_timeout`: longest wait for the response head after the request is sent. Default: none.
+    public var responseHeaderTimeout: ConfigDuration?
+    /// `keepalive.enabled`: reuse connections. Default: true.
+    public var keepAlive: Bool
+    /// `keepalive.max_idle_conns_per_host`: idle connections kept per upstream (and event loop). Default: 32.
+    public var maxIdlePerHost: Int
+    /// `keepalive.idle_timeout`: how long an idle connection is kept. Default: 2m.
+    public var idleTimeout: ConfigDuration?
+
+    enum CodingKeys: String, CodingKey {
+        case dialTimeout = "dial_timeout", responseHeaderTimeout = "response_header_timeout", keepalive, versions
+        case readBuffer = "read_buffer", writeBuffer = "write_buffer", maxResponseHeaderSize = "max_response_header_size"
+        case tls, compression, proxyProtocol = "proxy_protocol", localAddress = "local_address", resolver
+        case maxConnsPerHost = "max_conns_per_host", expectContinueTimeout = "expect_continue_timeout"
+        case dialFallbackDelay = "dial_fallback_delay", forwardProxyURL = "forward_proxy_url", networkProxy = "network_proxy"
+        case readTimeout = "read_timeout", writeTimeout = "write_timeout"
+    }
+
+    enum KeepAliveKeys: String, CodingKey {
+        case enabled, probeInterval = "probe_interval", maxIdleConns = "max_idle_conns"
+        case maxIdleConnsPerHost = "max_idle_conns_per_host", idleTimeout = "idle_timeout"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try c.refuseUnsupported([.tls, .proxyProtocol, .localAddress, .resolver, .maxConnsPerHost,
+                                 .forwardProxyURL, .networkProxy, .readTimeout, .writeTimeout])
+        dialTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .dialTimeout)
+        responseHeaderTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .responseHeaderTimeout)
+        if let versions = try c.decodeIfPresent([String].self, forKey: .versions), versions.contains(where: { $0 != "1.1" }) {
+            throw c.error(.versions, "only HTTP/1.1 to upstreams is supported yet")
+        }
+        // Buffer sizes and the other tuning knobs of Go's transport have no equivalent to set here.
+        _ = try c.decodeIfPresent(Int.self, forKey: .readBuffer)
+        _ = try c.decodeIfPresent(Int.self, forKey: .writeBuffer)
+        _ = try c.decodeIfPresent(Int.self, forKey: .maxResponseHeaderSize)
+        _ = try c.decodeIfPresent(Bool.self, forKey: .compression)
+        _ = try c.decodeIfPresent(ConfigDuration.self, forKey: .expectContinueTimeout)
+        _ = try c.decodeIfPresent(ConfigDuration.self, forKey: .dialFallbackDelay)
+        keepAlive = true
+        maxIdlePerHost = 32
+        if c.contains(.keepalive) {
+            let k = try c.nestedContainer(keyedBy: KeepAliveKeys.self, forKey: .keepalive)
+            keepAlive = try k.decodeIfPresent(Bool.self, forKey: .enabled) ?? true
+            _ = try k.decodeIfPresent(ConfigDuration.self, forKey: .probeInterval)
+            _ = try k.decodeIfPresent(Int.self, forKey: .maxIdleConns)
+            maxIdlePerHost = try k.decodeIfPresent(Int.self, forKey: .maxIdleConnsPerHost) ?? 32
+            idleTimeout = try k.decodeIfPresent(ConfigDuration.self, forKey: .idleTimeout)
+        }
+    }
+
+    /// The defaults, for a handler without `transport`.
+    init() {
+        keepAlive = true
+        maxIdlePerHost = 32
+    }
+}
+
+/// Why an upstream exchange failed, and whether another upstream may be tried.
+struct UpstreamError: Error, CustomStringConvertible {
+    let description: String
+    /// Nothing was sent that the upstream could have acted on (a dial failure), so trying another is safe.
+    let retryable: Bool
+}
+
+/// One HTTP/1.1 connection to an upstream, used by one request at a time. Reads only on demand (auto-read is off),
+/// so a slow client slows the upstream instead of filling memory. Every call happens on the channel's loop.
+final class UpstreamConnection: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let address: String
+    private var context: ChannelHandlerContext?
+    private var buffered = CircularBuffer<HTTPClientResponsePart>()
+    private var waiter: CheckedContinuation<HTTPClientResponsePart?, any Error>?
+    private var writabilityWaiters: [CheckedContinuation<Void, any Error>] = []
+    private(set) var closed = false
+    private var idleTimer: Scheduled<Void>?
+    /// Set by the pool while the connection is idle.
+    var idleSince: NIODeadline?
+
+    init(address: String) { self.address = address }
+
+    var channel: (any Channel)? { context?.channel }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        teardown(nil)
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        teardown(nil)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        teardown(error)
+        context.close(promise: nil)
+    }
+
+    private func teardown(_ error: (any Error)?) {
+        guard !closed else { return }
+        closed = true
+        idleTimer?.cancel()
+        let e = error ?? UpstreamError(description: "upstream closed the connection", retryable: false)
+        waiter?.resume(throwing: e)
+        waiter = nil
+        for w in writabilityWaiters { w.resume(throwing: e) }
+        writabilityWaiters.removeAll()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if let w = waiter {
+            waiter = nil
+            w.resume(returning: part)
+        } else {
+            buffered.append(part)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        // A read that completed no part (a head split over segments) must not leave the reader waiting.
+        if waiter != nil { context.read() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            let w = writabilityWaiters
+            writabilityWaiters.removeAll()
+            for c in w { c.resume() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// The next response part; reads from the socket only when nothing is buffered.
+    func next() async throws -> HTTPClientResponsePart? {
+        if let part = buffered.popFirst() { return part }
+        guard !closed, let context else {
+            throw UpstreamError(description: "upstream closed the connection", retryable: false)
+        }
+        return try await withCheckedThrowingContinuation { c in
+            waiter = c
+            context.read()
+        }
+    }
+
+    /// Writes a request part, waiting while the socket is not writable.
+    func write(_ part: HTTPClientRequestPart, flush: Bool) async throws {
+        guard !closed, let context else { throw UpstreamError(description: "upstream closed the connection", retryable: false) }
+        context.write(wrapOutboundOut(part), promise: nil)
+        if flush || !context.channel.isWritable { context.flush() }
+        if !context.channel.isWritable {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                writabilityWaiters.append(c)
+            }
+        }
+    }
+
+    func close() { context?.close(promise: nil) }
+
+    /// Closes the connection if it stays idle for `timeout`.
+    func armIdleTimer(_ timeout: TimeAmount, onExpiry: @escaping @Sendable () -> Void) {
+        guard let loop = context?.eventLoop else { return }
+        idleTimer?.cancel()
+        idleTimer = loop.scheduleTask(in: timeout, onExpiry)
+    }
+
+    func cancelIdleTimer() {
+        idleTimer?.cancel()
+        idleTimer = nil
+    }
+}
+
+/// A connection parked in the pool; only touched on its own event loop.
+struct PooledConnection: @unchecked Sendable {
+    let connection: UpstreamConnection
+    let loop: any EventLoop
+}
+
+/// Idle keep-alive connections by upstream address and event loop, so a request reuses a connection on the loop it
+/// already runs on.
+final class ConnectionPool: Sendable {
+    let transport: HTTPTransport
+    private let idle = Mutex<[String: [PooledConnection]]>([:])
+
+    init(transport: HTTPTransport) { self.transport = transport }
+
+    private func key(_ address: String, _ loop: any EventLoop) -> String {
+        "\(ObjectIdentifier(loop as AnyObject).hashValue)|\(address)"
+    }
+
+    /// A connection to `address` on `loop`: an idle one if there is one (`reused`), else a new one.
+    func acquire(_ address: String, on loop: any EventLoop) async throws -> (UpstreamConnection, reused: Bool) {
+        let k = key(address, loop)
+        while let pooled = idle.withLock({ $0[k]?.popLast() }) {
+            pooled.connection.cancelIdleTimer()
+            if !pooled.connection.closed, pooled.connection.channel?.isActive == true {
+                return (pooled.connection, true)
+            }
+        }
+        return (try await dial(address, on: loop), false)
+    }
+
+    /// Parks a connection whose exchange completed cleanly; otherwise closes it.
+    func release(_ connection: UpstreamConnection, reusable: Bool, loop: any EventLoop) {
+        guard reusable, transport.keepAlive, !connection.closed else {
+            connection.close()
+            return
+        }
+        let k = key(connection.address, loop)
+        let kept = idle.withLock { d -> Bool in
+            var list = d[k] ?? []
+            guard list.count < transport.maxIdlePerHost else { return false }
+            list.append(PooledConnection(connection: connection, loop: loop))
+            d[k] = list
+            return true
+        }
+        guard kept else {
+            connection.close()
+            return
+        }
+        let timeout = transport.idleTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .minutes(2)
+        let pooled = PooledConnection(connection: connection, loop: loop)
+        connection.armIdleTimer(timeout) { [self] in
+            self.idle.withLock { d in d[k]?.removeAll { $0.connection === pooled.connection } }
+            loop.execute { pooled.connection.close() }
+        }
+    }
+
+    /// Closes every idle connection (the handler is being unloaded).
+    func closeAll() {
+        let all = idle.withLock { d -> [PooledConnection] in
+            let v = d.values.flatMap { $0 }
+            d.removeAll()
+            return v
+        }
+        for p in all { p.loop.execute { p.connection.cancelIdleTimer(); p.connection.close() } }
+    }
+
+    private func dial(_ address: String, on loop: any EventLoop) async throws -> UpstreamConnection {
+        let parsed: NetworkAddress
+        do {
+            parsed = try NetworkAddress(parsing: address)
+        } catch {
+            throw UpstreamError(description: "invalid upstream address \(address): \(error)", retryable: true)
+        }
+        let timeout = transport.dialTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .seconds(3)
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(timeout)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(UpstreamConnection(address: address))
+                }
+            }
+        let channel: any Channel
+        do {
+            if parsed.isUnixNetwork {
+                channel = try await bootstrap.connect(unixDomainSocketPath: parsed.host).get()
+            } else {
+                let host = parsed.host.isEmpty ? "127.0.0.1" : parsed.host
+                channel = try await bootstrap.connect(host: host, port: parsed.startPort).get()
+            }
+        } catch {
+            throw UpstreamError(description: "dialing \(address): \(error)", retryable: true)
+        }
+        guard let connection = try? channel.pipeline.syncOperations.handler(type: UpstreamConnection.self) else {
+            channel.close(promise: nil)
+            throw UpstreamError(description: "dialing \(address): pipeline not ready", retryable: true)
+        }
+        return connection
+    }
+}
