@@ -9,7 +9,10 @@ struct CustomModuleTests {
     func fixtureBinary() throws {
         let fixture = packageRoot.appendingPathComponent("IntegrationTests/Fixtures/ExampleModule")
         let scratch = packageRoot.appendingPathComponent(".build-fixture")
-        let build = try runCommand("/usr/bin/env", ["swift", "build", "--package-path", fixture.path, "--scratch-path", scratch.path],
+        // Without manifest caching the build re-plans every time, so source files added to usher since the
+        // scratch folder was last used are seen (a cached plan misses them and the build fails).
+        let build = try runCommand("/usr/bin/env", ["swift", "build", "--package-path", fixture.path, "--scratch-path", scratch.path,
+                                                    "--disable-build-manifest-caching"],
                                    environment: ["USHER_PACKAGE_PATH": packageRoot.path], timeout: 1100)
         #expect(build.status == 0, "swift build failed:\n\(build.stdout.suffix(3000))\n\(build.stderr.suffix(3000))")
         let binary = scratch.appendingPathComponent("debug/usher-hello").path

@@ -2,6 +2,7 @@ public import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Synchronization
+import UsherHTTP
 public import UsherCore
 
 /// Transports to upstreams (`http.reverse_proxy.transport.*`, inline key `protocol`).
@@ -94,7 +95,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var buffered = CircularBuffer<HTTPClientResponsePart>()
     private var waiter: CheckedContinuation<HTTPClientResponsePart?, any Error>?
-    private var writabilityWaiters: [CheckedContinuation<Void, any Error>] = []
+    private let writability = WritabilityGate()
     private(set) var closed = false
     private var idleTimer: Scheduled<Void>?
     /// Set by the pool while the connection is idle.
@@ -127,8 +128,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
         let e = error ?? UpstreamError(description: "upstream closed the connection", retryable: false)
         waiter?.resume(throwing: e)
         waiter = nil
-        for w in writabilityWaiters { w.resume(throwing: e) }
-        writabilityWaiters.removeAll()
+        writability.fail(e)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -149,9 +149,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            let w = writabilityWaiters
-            writabilityWaiters.removeAll()
-            for c in w { c.resume() }
+            writability.open()
         }
         context.fireChannelWritabilityChanged()
     }
@@ -174,9 +172,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
         context.write(wrapOutboundOut(part), promise: nil)
         if flush || !context.channel.isWritable { context.flush() }
         if !context.channel.isWritable {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-                writabilityWaiters.append(c)
-            }
+            try await writability.wait()
         }
     }
 

@@ -56,7 +56,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     private var drainDepth = 0
     private var pendingRead = false
     private var closed = false
-    private var writabilityWaiters: [CheckedContinuation<Void, any Error>] = []
+    private let writability = WritabilityGate()
     private var remoteAddress: SocketAddress?
     private var localAddress: SocketAddress?
 
@@ -119,8 +119,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         timer?.cancel()
         timer = nil
         let error = ClientDisconnectedError()
-        for w in writabilityWaiters { w.resume(throwing: error) }
-        writabilityWaiters.removeAll()
+        writability.fail(error)
         for exchange in [current, receiving] {
             exchange?.body?.fail(error)
             exchange?.writer.abandon()
@@ -133,10 +132,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            let waiters = writabilityWaiters
-            writabilityWaiters.removeAll()
             writeStalledAt = nil
-            for w in waiters { w.resume() }
+            writability.open()
         }
         context.fireChannelWritabilityChanged()
     }
@@ -482,9 +479,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         }
         if !context.channel.isWritable {
             if writeStalledAt == nil { writeStalledAt = .now() }
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-                writabilityWaiters.append(c)
-            }
+            try await writability.wait()
         }
     }
 

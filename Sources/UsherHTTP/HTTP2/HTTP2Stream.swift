@@ -107,7 +107,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     private var closed = false
     private var bodyBackpressure = false
     private var pendingRead = false
-    private var writabilityWaiters: [CheckedContinuation<Void, any Error>] = []
+    private let writability = WritabilityGate()
     private var writeTimer: Scheduled<Void>?
 
     init(slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor,
@@ -140,8 +140,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         guard !closed else { return }
         closed = true
         let error = ClientDisconnectedError()
-        for w in writabilityWaiters { w.resume(throwing: error) }
-        writabilityWaiters.removeAll()
+        writability.fail(error)
         body?.fail(error)
         writer?.abandonQuietly()
         task?.cancel()
@@ -150,9 +149,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            let waiters = writabilityWaiters
-            writabilityWaiters.removeAll()
-            for w in waiters { w.resume() }
+            writability.open()
         }
         context.fireChannelWritabilityChanged()
     }
@@ -325,9 +322,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         if let frame { context.write(wrapOutboundOut(frame), promise: nil) }
         if flush || !context.channel.isWritable { context.flush() }
         if !context.channel.isWritable {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-                writabilityWaiters.append(c)
-            }
+            try await writability.wait()
         }
     }
 

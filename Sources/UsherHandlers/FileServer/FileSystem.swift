@@ -2,6 +2,7 @@ import CUsherSystem
 import Foundation
 import NIOCore
 import Synchronization
+import UsherCaddyfile
 import UsherCore
 
 #if canImport(Glibc)
@@ -317,23 +318,12 @@ func sanitizedPathJoin(_ root: String, _ requestPath: String) -> String {
     return joined
 }
 
-/// Go's `path.Clean`: removes `.` and `..` elements and doubled slashes.
+/// Go's `path.Clean`: removes `.` and `..` elements and doubled slashes (with a fast path for paths that are
+/// already clean, as most request paths are).
 func cleanPath(_ p: String) -> String {
     if p.isEmpty { return "." }
     if isClean(p) { return p }
-    let rooted = p.hasPrefix("/")
-    var out: [Substring] = []
-    for part in p.split(separator: "/", omittingEmptySubsequences: true) {
-        if part == "." { continue }
-        if part == ".." {
-            if let last = out.last, last != ".." { out.removeLast() } else if !rooted { out.append(part) }
-            continue
-        }
-        out.append(part)
-    }
-    let body = out.joined(separator: "/")
-    if rooted { return "/" + body }
-    return body.isEmpty ? "." : body
+    return cleanFilePath(p)
 }
 
 /// Whether `cleanPath` would return `p` unchanged: no empty, `.` or `..` elements and no trailing slash (a
