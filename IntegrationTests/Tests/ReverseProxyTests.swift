@@ -128,6 +128,25 @@ struct ReverseProxyTests {
         #expect(try curl(["http://127.0.0.1:\(lonely)/"]).status == 502)
     }
 
+    @Test("an upstream that accepts but never answers gets 504 after response_header_timeout")
+    func responseHeaderTimeout() throws {
+        let silent = freePort()
+        let script = "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            + "s.bind(('127.0.0.1',\(silent)))\ns.listen()\nkeep=[]\nwhile True:\n  c,_=s.accept()\n  keep.append(c)\n"
+        let mute = try Backend("/usr/bin/env", ["python3", "-c", script], port: silent)
+        defer { mute.stop() }
+        let port = freePort()
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(silent)"}],
+                "transport": {"protocol": "http", "response_header_timeout": "300ms"}}]}]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        let started = Date()
+        #expect(try curl(["http://127.0.0.1:\(port)/"]).status == 504)
+        #expect(Date().timeIntervalSince(started) < 5)
+    }
+
     @Test("bad reverse_proxy config is refused with its path; what is not built yet is named")
     func badConfig() throws {
         let port = freePort()

@@ -161,7 +161,19 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                 try await conn.write(.body(.byteBuffer(chunk)), flush: false)
             }
             try await conn.write(.end(nil), flush: true)
-            guard let first = try await nextHead(conn) else {
+            let headTimer = connections.transport.responseHeaderTimeout.flatMap { t -> Scheduled<Void>? in
+                guard t.nanoseconds > 0 else { return nil }
+                let bound = NIOLoopBound(conn, eventLoop: loop)
+                return loop.scheduleTask(in: .nanoseconds(t.nanoseconds)) { bound.value.timeOut() }
+            }
+            let head: HTTPResponseHead?
+            do {
+                head = try await nextHead(conn)
+                headTimer?.cancel()
+            } catch where conn.timedOut {
+                throw HandlerError(status: 504, HTTPErrorMessage("reverse_proxy: timeout awaiting response headers from \(upstream.address)"))
+            }
+            guard let first = head else {
                 throw UpstreamError(description: "upstream closed the connection before responding", retryable: false)
             }
             var responseHeaders = first.headers

@@ -178,6 +178,16 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func close() { context?.close(promise: nil) }
 
+    /// Set when the response head did not come in time (`response_header_timeout`).
+    private(set) var timedOut = false
+
+    /// Gives up on the exchange: the head did not arrive in time.
+    func timeOut() {
+        timedOut = true
+        teardown(UpstreamError(description: "timeout awaiting response headers", retryable: false))
+        context?.close(promise: nil)
+    }
+
     /// Closes the connection if it stays idle for `timeout`.
     func armIdleTimer(_ timeout: TimeAmount, onExpiry: @escaping @Sendable () -> Void) {
         guard let loop = context?.eventLoop else { return }
