@@ -147,6 +147,29 @@ struct ReverseProxyTests {
         #expect(Date().timeIntervalSince(started) < 5)
     }
 
+    @Test("usher reverse-proxy proxies with no config file; header ops and the upstream placeholders work")
+    func command() throws {
+        let caddy = try Backend.caddyEcho()
+        defer { caddy.stop() }
+        let port = freePort()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: usherBinary)
+        p.arguments = ["reverse-proxy", "--from", ":\(port)", "--to", "127.0.0.1:\(caddy.port)", "--change-host-header",
+                       "--header-up", "X-Custom: {http.reverse_proxy.upstream.port}", "--header-down", "X-Down: yes"]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { p.terminate(); p.waitUntilExit() }
+        let deadline = Date().addingTimeInterval(20)
+        while !portOpen(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        // --change-host-header: the upstream sees its own address as Host, not the client's.
+        let r = try curl(["-H", "Host: original.test", "http://127.0.0.1:\(port)/x"])
+        #expect(r.status == 200)
+        #expect(r.body.hasPrefix("host=127.0.0.1 "), "\(r.body)")
+        #expect(r.body.contains("xfh=original.test "), "\(r.body)")
+        #expect(r.body.contains("custom=\(caddy.port) "), "\(r.body)")
+        #expect(r.header("X-Down") == "yes")
+    }
+
     @Test("bad reverse_proxy config is refused with its path; what is not built yet is named")
     func badConfig() throws {
         let port = freePort()

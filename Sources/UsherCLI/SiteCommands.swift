@@ -131,3 +131,71 @@ struct UntrustCommand: AsyncParsableCommand {
         }
     }
 }
+
+/// `usher reverse-proxy`: proxies one address to one or more upstreams with no config file (Caddy's command).
+struct ReverseProxyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reverse-proxy",
+        abstract: "A quick reverse proxy.",
+        discussion: """
+            Proxies --from (default :80; a host name there gets HTTPS from the internal CA, as automatic HTTPS gives
+            any site) to each --to, round robin.
+            """
+    )
+
+    @Option(name: [.short, .long], help: "The address to listen on: [host][:port].") var from = ":80"
+    @Option(name: [.short, .long], help: "An upstream address (repeatable).") var to: [String] = []
+    @Option(name: [.customShort("H"), .customLong("header-up")], help: "A request header to set, \"Field: value\" (repeatable).")
+    var headerUp: [String] = []
+    @Option(name: [.customShort("d"), .customLong("header-down")], help: "A response header to set, \"Field: value\" (repeatable).")
+    var headerDown: [String] = []
+    @Flag(name: [.short, .customLong("change-host-header")], help: "Send the upstream's address as Host.") var changeHostHeader = false
+    @Flag(name: [.customLong("access-log")], help: "Log each request.") var accessLog = false
+    @Flag(name: [.customShort("v"), .customLong("debug")], help: "Log at debug level.") var debug = false
+
+    func run() async throws {
+        guard !to.isEmpty else { fail(CLIError("at least one --to address is required")) }
+        var listen = from
+        var host = ""
+        if let colon = from.lastIndex(of: ":"), !from.hasSuffix("]") {
+            host = String(from[..<colon])
+        } else {
+            host = from
+            listen = ":" + (host.isEmpty ? "80" : "443")
+        }
+        if !host.isEmpty { listen = ":" + (listen.split(separator: ":").last.map(String.init) ?? "443") }
+        func ops(_ pairs: [String]) -> JSONValue {
+            var set = JSONObject()
+            for h in pairs {
+                guard let colon = h.firstIndex(of: ":") else { fail(CLIError("header '\(h)' must be \"Field: value\"")) }
+                let name = String(h[..<colon]).trimmingCharacters(in: .whitespaces)
+                let value = String(h[h.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
+                set[name] = .array((set[name]?.arrayValue ?? []) + [.string(value)])
+            }
+            return .object(["set": .object(set)])
+        }
+        var request = ops(headerUp)
+        if changeHostHeader, case .object(var o) = request, case .object(var set)? = o["set"] {
+            set["Host"] = ["{http.reverse_proxy.upstream.hostport}"]
+            o["set"] = .object(set)
+            request = .object(o)
+        }
+        var handler: JSONObject = [
+            "handler": "reverse_proxy",
+            "upstreams": .array(to.map { .object(["dial": .string($0)]) }),
+            "load_balancing": ["selection_policy": ["policy": "round_robin"]],
+        ]
+        var headers = JSONObject()
+        if !headerUp.isEmpty || changeHostHeader { headers["request"] = request }
+        if !headerDown.isEmpty { headers["response"] = ops(headerDown) }
+        if !headers.isEmpty { handler["headers"] = .object(headers) }
+        var route: JSONObject = ["handle": [.object(handler)]]
+        if !host.isEmpty { route["match"] = [["host": [.string(host)]]] }
+        var server: JSONObject = ["listen": [.string(listen)], "routes": [.object(route)]]
+        if host.isEmpty { server["automatic_https"] = ["disable": true] }
+        if accessLog { server["logs"] = .object([:]) }
+        var config: JSONObject = ["admin": ["disabled": true], "apps": ["http": ["servers": ["proxy": .object(server)]]]]
+        if debug { config["logging"] = ["logs": ["default": ["level": "DEBUG"]]] }
+        try await runUntilStopped(config: .object(config), banner: "Proxying \(from) to \(to.joined(separator: ", "))")
+    }
+}

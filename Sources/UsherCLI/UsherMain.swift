@@ -51,7 +51,7 @@ struct UsherCommand: AsyncParsableCommand {
         subcommands: [
             RunCommand.self, StartCommand.self, StopCommand.self, ReloadCommand.self, AdaptCommand.self,
             ValidateCommand.self, ListModulesCommand.self, VersionCommand.self, EnvironCommand.self,
-            RespondCommand.self, FmtCommand.self, FileServerCommand.self, TrustCommand.self, UntrustCommand.self,
+            RespondCommand.self, FmtCommand.self, FileServerCommand.self, ReverseProxyCommand.self, TrustCommand.self, UntrustCommand.self,
         ]
     )
 }

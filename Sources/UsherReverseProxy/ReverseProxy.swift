@@ -123,6 +123,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         while true {
             let upstream = lb?.selectionPolicy?.module.select(pool, request) ?? pool.filter(\.available).randomElement()
             if let upstream {
+                setUpstreamPlaceholders(request, upstream)
                 upstream.host.begin()
                 do {
                     defer { upstream.host.end() }
@@ -213,6 +214,26 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             if responseStarted || error is UpstreamError == false { throw error }
             throw HandlerError(status: 502, HTTPErrorMessage("\(error)"))
         }
+    }
+
+    /// Caddy's `{http.reverse_proxy.upstream.*}` placeholders for the upstream chosen, before the request goes up.
+    private func setUpstreamPlaceholders(_ request: Request, _ upstream: Upstream) {
+        let r = request.replacer
+        let address = upstream.address
+        var host = address
+        var port = ""
+        if let colon = address.lastIndex(of: ":"), !address.hasPrefix("unix/") {
+            host = String(address[..<colon])
+            port = String(address[address.index(after: colon)...])
+        }
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        r.set("http.reverse_proxy.upstream.address", address)
+        r.set("http.reverse_proxy.upstream.hostport", address)
+        r.set("http.reverse_proxy.upstream.host", host)
+        r.set("http.reverse_proxy.upstream.port", port)
+        r.set("http.reverse_proxy.upstream.requests", String(upstream.host.numRequests))
+        r.set("http.reverse_proxy.upstream.max_requests", String(upstream.maxRequests))
+        r.set("http.reverse_proxy.upstream.fails", String(upstream.host.fails))
     }
 
     /// The final response head, skipping interim (1xx) ones.
