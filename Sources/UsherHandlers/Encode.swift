@@ -23,16 +23,12 @@ public enum ContentEncodings: ModuleNamespace {
 /// A streaming compressor over the system's zlib or libzstd.
 public final class StreamCompressor {
     private let handle: OpaquePointer
-    let kind: Int32
-    let level: Int32
 
     init(kind: Int32, level: Int32) throws {
         guard let h = c_usher_encoder_new(kind, level) else {
             throw HandlerError(status: 500, HTTPErrorMessage("cannot create compressor"))
         }
         handle = h
-        self.kind = kind
-        self.level = level
     }
 
     deinit { c_usher_encoder_free(handle) }

@@ -74,8 +74,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     private var timer: Scheduled<Void>?
     private let timerCap: TimeAmount
 
-    private var cachedDateSecond = -1
-    private var cachedDate = ""
+    private let dates = DateHeaderCache()
 
     /// What the TLS handshake settled, on a TLS connection.
     let tls: TLSConnectionInfo?
@@ -508,14 +507,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The `Date` header value, recomputed once a second.
-    func dateHeader() -> String {
-        let now = time(nil)
-        if Int(now) != cachedDateSecond {
-            cachedDateSecond = Int(now)
-            cachedDate = GoTimeLayout.httpDate(WallTime(seconds: Int(now), nanoseconds: 0))
-        }
-        return cachedDate
-    }
+    func dateHeader() -> String { dates.value() }
 
     // MARK: - Closing and timers
 

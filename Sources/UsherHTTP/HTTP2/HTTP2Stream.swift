@@ -49,7 +49,8 @@ enum HTTP2Pipeline {
         let executor = EventLoopTaskExecutor.forLoop(channel.eventLoop)
         let remote = channel.remoteAddress
         let local = channel.localAddress
-        let shared = NIOLoopBound(HTTP2ConnectionShared(), eventLoop: channel.eventLoop)
+        // The streams of a connection share one Date cache.
+        let dates = NIOLoopBound(DateHeaderCache(), eventLoop: channel.eventLoop)
         let handler = NIOHTTP2Handler(
             mode: .server, eventLoop: channel.eventLoop, connectionConfiguration: connectionConfig,
             streamConfiguration: streamConfig, streamDelegate: manager.http2StreamDelegate
@@ -57,28 +58,13 @@ enum HTTP2Pipeline {
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(HTTP2StreamHandler(
                     slot: slot, settings: settings, executor: executor, remoteAddress: remote, localAddress: local,
-                    shared: shared.value, tls: tls
+                    dates: dates.value, tls: tls
                 ))
             }
         }
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(handler)
         try sync.addHandler(manager)
-    }
-}
-
-/// What the streams of one HTTP/2 connection share: the `Date` header, formatted once a second.
-final class HTTP2ConnectionShared {
-    private var cachedDateSecond = -1
-    private var cachedDate = ""
-
-    func dateHeader() -> String {
-        let now = time(nil)
-        if Int(now) != cachedDateSecond {
-            cachedDateSecond = Int(now)
-            cachedDate = GoTimeLayout.httpDate(WallTime(seconds: Int(now), nanoseconds: 0))
-        }
-        return cachedDate
     }
 }
 
@@ -96,7 +82,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     let executor: EventLoopTaskExecutor
     let remoteAddress: SocketAddress?
     let localAddress: SocketAddress?
-    let shared: HTTP2ConnectionShared
+    let dates: DateHeaderCache
     let tls: TLSConnectionInfo?
 
     private var context: ChannelHandlerContext?
@@ -111,14 +97,14 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     private var writeTimer: Scheduled<Void>?
 
     init(slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor,
-         remoteAddress: SocketAddress?, localAddress: SocketAddress?, shared: HTTP2ConnectionShared, tls: TLSConnectionInfo?) {
+         remoteAddress: SocketAddress?, localAddress: SocketAddress?, dates: DateHeaderCache, tls: TLSConnectionInfo?) {
         self.tls = tls
         self.slot = slot
         self.settings = settings
         self.executor = executor
         self.remoteAddress = remoteAddress
         self.localAddress = localAddress
-        self.shared = shared
+        self.dates = dates
     }
 
     var eventLoop: any EventLoop { executor.eventLoop }
@@ -333,7 +319,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         if eventLoop.inEventLoop { run() } else { eventLoop.execute(run) }
     }
 
-    func dateHeader() -> String { shared.dateHeader() }
+    func dateHeader() -> String { dates.value() }
 }
 
 /// The stream, request and writer a request task works on; all belong to the connection's event loop, where the
