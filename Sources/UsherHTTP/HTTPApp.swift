@@ -53,7 +53,7 @@ public struct HTTPApp: App, Provisioner, Validator {
             }
             tlsApp = app
         }
-        // Host matchers must be provisioned before automatic HTTPS reads them; provisioning is idempotent.
+        // Servers are provisioned before automatic HTTPS changes them, so their own errors come first.
         for name in servers.keys.sorted() {
             var server = servers[name]!
             try await server.provision(context)

@@ -16,10 +16,13 @@ struct AutomaticHTTPS {
         var redirectRoutes: [JSONValue] = []
     }
 
-    /// Whether any server might need the `tls` app.
+    /// Whether any server will speak TLS (the same conditions ``apply(to:store:)`` turns TLS on by), so a config of
+    /// plain HTTP servers provisions no `tls` or `pki` app.
     func needsTLS(_ servers: [String: ServerConfig]) -> Bool {
         servers.values.contains { s in
-            s.usesTLS || (s.automaticHTTPS?.disable != true && listensOnOtherThan(s, httpPort))
+            if s.usesTLS { return true }
+            guard s.automaticHTTPS?.disable != true, listensOnOtherThan(s, httpPort) else { return false }
+            return !listensOnOtherThan(s, httpsPort) || !domains(s).isEmpty
         }
     }
 
