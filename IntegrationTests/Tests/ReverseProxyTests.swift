@@ -20,11 +20,11 @@ final class Backend: @unchecked Sendable {
     }
 
     /// `python3 -m http.server` serving a folder holding `index.html` with `text`.
-    static func pythonServer(_ text: String) throws -> Backend {
+    static func pythonServer(_ text: String, port: Int? = nil) throws -> Backend {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-py-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try text.write(to: dir.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
-        let port = freePort()
+        let port = port ?? freePort()
         return try Backend("/usr/bin/env", ["python3", "-m", "http.server", String(port), "--bind", "127.0.0.1"], port: port, cwd: dir)
     }
 
@@ -48,6 +48,38 @@ final class Backend: @unchecked Sendable {
         """.write(to: file, atomically: true, encoding: .utf8)
         let caddy = packageRoot.appendingPathComponent(".venv/bin/caddy").path
         return try Backend(caddy, ["run", "--config", file.path, "--adapter", "caddyfile"], port: port, cwd: dir)
+    }
+
+    /// nginx (Debian's), one process, answering every request with `text` (and its own Server field).
+    static func nginx(_ text: String, port: Int? = nil) throws -> Backend {
+        let port = port ?? freePort()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-nginx-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let conf = dir.appendingPathComponent("nginx.conf")
+        let tmp = dir.path
+        try """
+        daemon off;
+        master_process off;
+        pid \(tmp)/nginx.pid;
+        error_log \(tmp)/error.log;
+        events {}
+        http {
+            access_log off;
+            client_body_temp_path \(tmp)/body; proxy_temp_path \(tmp)/proxy; fastcgi_temp_path \(tmp)/fcgi;
+            uwsgi_temp_path \(tmp)/uwsgi; scgi_temp_path \(tmp)/scgi;
+            server { listen 127.0.0.1:\(port); location / { return 200 "\(text)"; } }
+        }
+
+        """.write(to: conf, atomically: true, encoding: .utf8)
+        return try Backend("/usr/sbin/nginx", ["-p", tmp, "-c", conf.path], port: port, cwd: dir)
+    }
+
+    /// A Python socket server that reads each request and closes the connection without answering.
+    static func hangUp() throws -> Backend {
+        let port = freePort()
+        let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            + "s.bind(('127.0.0.1',\(port)))\ns.listen()\nwhile True:\n  c,_=s.accept()\n  c.recv(65536)\n  c.close()\n"
+        return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
     }
 
     /// SIGKILL: a child may inherit a blocked SIGTERM from the test process's spawning thread.
@@ -115,7 +147,8 @@ struct ReverseProxyTests {
             {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
               "s": {"listen": ["127.0.0.1:\(port)"], "routes": [{"handle": [{"handler": "reverse_proxy",
                 "upstreams": [{"dial": "127.0.0.1:\(dead)"}, {"dial": "127.0.0.1:\(alive.port)"}],
-                "load_balancing": {"selection_policy": {"policy": "round_robin"}, "try_duration": "2s", "try_interval": "10ms"}}]}]},
+                "load_balancing": {"selection_policy": {"policy": "round_robin"}, "try_duration": "2s", "try_interval": "10ms"},
+                "health_checks": {"passive": {"fail_duration": "1m"}}}]}]},
               "t": {"listen": ["127.0.0.1:\(lonely)"], "routes": [{"handle": [{"handler": "reverse_proxy",
                 "upstreams": [{"dial": "127.0.0.1:\(dead)"}]}]}]}}}}}
             """, waitPort: port)
@@ -177,7 +210,11 @@ struct ReverseProxyTests {
         defer { s.stop() }
         let cases: [(String, String)] = [
             (#"{"handler": "reverse_proxy"}"#, "handle[0].upstreams (http.handlers.reverse_proxy): no upstreams configured"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "health_checks": {}}"#, "health_checks (http.handlers.reverse_proxy): not supported yet"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "handle_response": []}"#, "handle_response (http.handlers.reverse_proxy): not supported yet"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "localhost"}]}"#, "upstreams[0].dial (http.handlers.reverse_proxy): invalid dial address localhost: missing port"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "a:1"}, {"dial": "x:80-81"}]}"#, "upstreams[1].dial (http.handlers.reverse_proxy): dial address must represent precisely one socket"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "trusted_proxies": ["10.0.0.0/8", "nope"]}"#, "trusted_proxies[1] (http.handlers.reverse_proxy): invalid IP address or range: nope"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "health_checks": {"active": {"uri": "/", "expect_body": "("}}}"#, "health_checks.active.expect_body (http.handlers.reverse_proxy): compiling regular expression"),
             (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "load_balancing": {"selection_policy": {"policy": "nope"}}}"#,
              "module http.reverse_proxy.selection_policies.nope"),
             (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "transport": {"protocol": "http", "tls": {}}}"#, "transport.tls (http.reverse_proxy.transport.http): not supported yet"),

@@ -1,5 +1,5 @@
 import Foundation
-public import NIOCore
+import NIOCore
 import NIOHTTP1
 import NIOPosix
 public import UsherCore
@@ -16,6 +16,9 @@ public struct LoadBalancing: Decodable, Sendable {
     public var tryDuration: ConfigDuration?
     /// `try_interval`: pause between tries. Default: 250ms.
     public var tryInterval: ConfigDuration?
+    /// `retry_match`: requests that may be retried after they reached an upstream (not only after a failed dial).
+    /// Default: GET requests only. A request whose body was already sent up is never sent again.
+    public var retryMatch: [MatcherSet]?
 
     enum CodingKeys: String, CodingKey {
         case selectionPolicy = "selection_policy", retries, tryDuration = "try_duration", tryInterval = "try_interval"
@@ -24,11 +27,27 @@ public struct LoadBalancing: Decodable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.retryMatch])
         selectionPolicy = try c.decodeIfPresent(Loaded<SelectionPolicies>.self, forKey: .selectionPolicy)
         retries = try c.decodeIfPresent(Int.self, forKey: .retries) ?? 0
         tryDuration = try c.decodeIfPresent(ConfigDuration.self, forKey: .tryDuration)
         tryInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .tryInterval)
+        retryMatch = try c.decodeIfPresent([MatcherSet].self, forKey: .retryMatch)
+    }
+
+    mutating func provision(_ context: ProvisionContext) async throws {
+        try await selectionPolicy?.provision(context)
+        if var sets = retryMatch {
+            for i in sets.indices { try await sets[i].provision(context) }
+            retryMatch = sets
+        }
+    }
+
+    /// Whether a request that failed after reaching an upstream may go to another: Caddy's rule (`retry_match`,
+    /// or GET without it), and only while its body has not been sent.
+    func mayRetrySent(_ request: Request, bodySent: Bool) -> Bool {
+        guard !bodySent else { return false }
+        guard let retryMatch else { return request.method == .GET }
+        return (try? retryMatch.anyMatches(request)) ?? false
     }
 }
 
@@ -49,11 +68,13 @@ public struct ProxyHeaders: Decodable, Sendable {
 }
 
 /// `http.handlers.reverse_proxy`: forwards requests to upstreams over HTTP/1.1 with pooled connections, streaming
-/// bodies both ways, choosing upstreams by a selection policy and trying others when one cannot be dialled.
+/// bodies both ways, choosing upstreams by a selection policy, avoiding unhealthy ones, and trying others when one
+/// fails.
 ///
 /// Built so far: static `upstreams` (`dial`, `max_requests`), `load_balancing` (policies, `retries`,
-/// `try_duration`, `try_interval`), `headers`, `transport` `http` (HTTP/1.1, keep-alive pool, timeouts),
-/// `flush_interval`. Everything else of Caddy's handler is refused by name until it exists.
+/// `try_duration`, `try_interval`, `retry_match`), `health_checks` (active and passive), `headers`,
+/// `trusted_proxies`, `transport` `http` (HTTP/1.1, keep-alive pool, timeouts), `flush_interval`. Everything else
+/// of Caddy's handler is refused by name until it exists.
 public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper {
     public static let moduleID: ModuleID = "http.handlers.reverse_proxy"
 
@@ -61,8 +82,13 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     public var upstreams: [UpstreamConfig]
     /// `load_balancing`.
     public var loadBalancing: LoadBalancing?
+    /// `health_checks`.
+    public var healthChecks: HealthChecks?
     /// `headers`.
     public var headers: ProxyHeaders?
+    /// `trusted_proxies`: CIDR ranges (or addresses) of clients whose `X-Forwarded-*` fields are kept and
+    /// extended rather than replaced.
+    public var trustedProxies: [IPPrefix]
     /// `transport`. Default: `http`.
     public var transport: Loaded<ProxyTransports>?
     /// `flush_interval`: negative flushes every write at once. Default: 0 (flush per write when the body has no
@@ -72,6 +98,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     private var pool: [Upstream] = []
     private var connections: ConnectionPool?
     private var registry: UpstreamRegistry?
+    private var checker: CheckerTask?
 
     enum CodingKeys: String, CodingKey {
         case upstreams, loadBalancing = "load_balancing", headers, transport, flushInterval = "flush_interval"
@@ -85,29 +112,56 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([
-            .healthChecks, .dynamicUpstreams, .handleResponse, .circuitBreaker, .rewrite, .requestBuffers,
-            .responseBuffers, .streamTimeout, .streamCloseDelay, .trustedProxies, .verboseLogs, .bufferRequests,
+            .dynamicUpstreams, .handleResponse, .circuitBreaker, .rewrite, .requestBuffers,
+            .responseBuffers, .streamTimeout, .streamCloseDelay, .verboseLogs, .bufferRequests,
             .bufferResponses, .maxBufferSize, .streamBufferSize,
         ])
         upstreams = try c.decodeIfPresent([UpstreamConfig].self, forKey: .upstreams) ?? []
         loadBalancing = try c.decodeIfPresent(LoadBalancing.self, forKey: .loadBalancing)
+        healthChecks = try c.decodeIfPresent(HealthChecks.self, forKey: .healthChecks)
         headers = try c.decodeIfPresent(ProxyHeaders.self, forKey: .headers)
         transport = try c.decodeIfPresent(Loaded<ProxyTransports>.self, forKey: .transport)
         flushInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .flushInterval)
+        trustedProxies = []
+        for (i, text) in (try c.decodeIfPresent([String].self, forKey: .trustedProxies) ?? []).enumerated() {
+            let prefix = text.contains("/") ? IPPrefix(text) : IPAddress(text).map { IPPrefix(address: $0, bits: $0.bitLength) } ?? nil
+            guard let prefix else {
+                throw ConfigError(path: jsonPathString(c.codingPath + [CodingKeys.trustedProxies, AnyCodingKey(intValue: i)]),
+                                  "invalid IP address or range: \(text)")
+            }
+            trustedProxies.append(prefix)
+        }
         if upstreams.isEmpty { throw c.error(.upstreams, "no upstreams configured") }
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
-        try await loadBalancing?.selectionPolicy?.provision(context)
+        try await loadBalancing?.provision(context)
         try await transport?.provision(context)
         let registry = context.services.service(UpstreamRegistry.self) { UpstreamRegistry() }
         self.registry = registry
-        pool = upstreams.map { Upstream(host: registry.acquire($0.dial), maxRequests: $0.maxRequests) }
-        connections = ConnectionPool(transport: (transport?.module as? HTTPTransport) ?? HTTPTransport())
+        let passive = healthChecks?.passive.flatMap { $0.failDuration.nanoseconds > 0 ? $0 : nil }
+        pool = upstreams.map { u in
+            let host = registry.acquire(u.dial)
+            let health = UpstreamHealth(maxFails: passive?.maxFails ?? 0)
+            host.attach(health)
+            // unhealthy_request_count is the default limit of upstreams without max_requests, as in Caddy.
+            let limit = u.maxRequests > 0 ? u.maxRequests : (healthChecks?.passive?.unhealthyRequestCount ?? 0)
+            return Upstream(host: host, maxRequests: limit, health: health)
+        }
+        let connections = ConnectionPool(transport: (transport?.module as? HTTPTransport) ?? HTTPTransport())
+        self.connections = connections
+        if let active = healthChecks?.active, active.isEnabled {
+            let run = ActiveHealthChecker(config: active, pool: pool, connections: connections,
+                                          group: context.eventLoopGroup,
+                                          logger: context.logger("http.handlers.reverse_proxy.health_checker.active"))
+            checker = CheckerTask(Task { await run.run() })
+        }
     }
 
     public func cleanup() async {
+        checker?.task.cancel()
         connections?.closeAll()
+        for u in pool { u.host.detach(u.health) }
         for u in upstreams { registry?.release(u.dial) }
     }
 
@@ -115,11 +169,17 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         guard let connections, let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
             throw HandlerError(status: 500, HTTPErrorMessage("reverse_proxy: not running on an event loop"))
         }
+        let start = NIODeadline.now()
+        defer {
+            let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+            request.replacer.set("http.reverse_proxy.duration", formatGoDuration(seconds))
+            request.replacer.set("http.reverse_proxy.duration_ms", String(seconds * 1e3))
+        }
         let lb = loadBalancing
-        let deadline = lb?.tryDuration.flatMap { $0.nanoseconds > 0 ? NIODeadline.now() + .nanoseconds($0.nanoseconds) : nil }
+        let deadline = lb?.tryDuration.flatMap { $0.nanoseconds > 0 ? start + .nanoseconds($0.nanoseconds) : nil }
         let interval = lb?.tryInterval.flatMap { $0.nanoseconds > 0 ? Duration.nanoseconds($0.nanoseconds) : nil } ?? .milliseconds(250)
         var attempt = 0
-        var lastError = "no upstreams available"
+        var failure: AttemptFailure?
         while true {
             let upstream = lb?.selectionPolicy?.module.select(pool, request) ?? pool.filter(\.available).randomElement()
             if let upstream {
@@ -129,36 +189,63 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                     defer { upstream.host.end() }
                     try await proxy(request, writer, to: upstream, connections: connections, loop: loop)
                     return
-                } catch let e as UpstreamError where e.retryable {
-                    upstream.host.countFailure()
-                    lastError = e.description
+                } catch let f as AttemptFailure {
+                    countFailure(upstream, loop: loop)
+                    failure = f
+                    if !f.dial && !(lb?.mayRetrySent(request, bodySent: f.bodySent) ?? false) { break }
                 }
             }
+            request.replacer.set("http.reverse_proxy.retries", String(attempt + 1))
             attempt += 1
             let moreByCount = attempt <= (lb?.retries ?? 0)
             let moreByTime = deadline.map { NIODeadline.now() < $0 } ?? false
             guard moreByCount || moreByTime else { break }
             if upstream == nil || moreByTime { try await Task.sleep(for: interval) }
         }
-        throw HandlerError(status: 502, HTTPErrorMessage(lastError))
+        guard let failure else {
+            throw HandlerError(status: 503, HTTPErrorMessage("no upstreams available"))
+        }
+        throw HandlerError(status: failure.status, HTTPErrorMessage(failure.message))
+    }
+
+    /// Passive health checking: remember a failure for `fail_duration`.
+    private func countFailure(_ upstream: Upstream, loop: any EventLoop) {
+        guard let passive = healthChecks?.passive, passive.failDuration.nanoseconds > 0 else { return }
+        let health = upstream.health
+        health.countFailure()
+        loop.scheduleTask(in: .nanoseconds(passive.failDuration.nanoseconds)) { health.forgetFailure() }
     }
 
     /// One exchange with one upstream: the request up (head, then body), the response back (head, then body).
+    /// Throws ``AttemptFailure`` when the upstream failed before anything was sent to the client.
     private func proxy(_ request: Request, _ writer: any ResponseWriter, to upstream: Upstream,
                        connections: ConnectionPool, loop: any EventLoop) async throws {
-        var (conn, reused) = try await connections.acquire(upstream.address, on: loop)
+        var conn: UpstreamConnection
+        var reused: Bool
+        do {
+            (conn, reused) = try await connections.acquire(upstream.address, on: loop)
+        } catch let e as UpstreamError {
+            throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
+        }
         let head = upstreamRequestHead(request)
         do {
             try await conn.write(.head(head), flush: false)
         } catch where reused {
             // A pooled connection the upstream had closed: dial afresh, nothing was sent.
             conn.close()
-            (conn, reused) = try await connections.acquire(upstream.address, on: loop)
+            do {
+                (conn, reused) = try await connections.acquire(upstream.address, on: loop)
+            } catch let e as UpstreamError {
+                throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
+            }
             try await conn.write(.head(head), flush: false)
         }
         var responseStarted = false
+        var bodySent = false
+        let sentAt = NIODeadline.now()
         do {
             for try await chunk in request.body {
+                bodySent = true
                 try await conn.write(.body(.byteBuffer(chunk)), flush: false)
             }
             try await conn.write(.end(nil), flush: true)
@@ -172,10 +259,26 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                 head = try await nextHead(conn)
                 headTimer?.cancel()
             } catch where conn.timedOut {
-                throw HandlerError(status: 504, HTTPErrorMessage("reverse_proxy: timeout awaiting response headers from \(upstream.address)"))
+                throw AttemptFailure(status: 504, message: "reverse_proxy: timeout awaiting response headers from \(upstream.address)",
+                                     dial: false, bodySent: bodySent)
             }
             guard let first = head else {
-                throw UpstreamError(description: "upstream closed the connection before responding", retryable: false)
+                throw AttemptFailure(status: 502, message: "upstream closed the connection before responding",
+                                     dial: false, bodySent: bodySent)
+            }
+            let latency = NIODeadline.now() - sentAt
+            let latencySeconds = Double(latency.nanoseconds) / 1e9
+            request.replacer.set("http.reverse_proxy.upstream.latency", formatGoDuration(latencySeconds))
+            request.replacer.set("http.reverse_proxy.upstream.latency_ms", String(latencySeconds * 1e3))
+            request.replacer.set("http.reverse_proxy.status_code", String(first.status.code))
+            if let passive = healthChecks?.passive {
+                let status = Int(first.status.code)
+                for bad in passive.unhealthyStatus where ResponseMatcher.statusMatches(status, bad) {
+                    countFailure(upstream, loop: loop)
+                }
+                if let slow = passive.unhealthyLatency, slow.nanoseconds > 0, latency.nanoseconds >= slow.nanoseconds {
+                    countFailure(upstream, loop: loop)
+                }
             }
             var responseHeaders = first.headers
             let reusable = !Self.connectionCloses(first)
@@ -209,10 +312,14 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                 if complete { break }
             }
             connections.release(conn, reusable: complete && reusable, loop: loop)
+        } catch let f as AttemptFailure {
+            conn.close()
+            throw f
         } catch {
             conn.close()
             if responseStarted || error is UpstreamError == false { throw error }
-            throw HandlerError(status: 502, HTTPErrorMessage("\(error)"))
+            // The upstream broke the exchange before its response began (a reset, a malformed head).
+            throw AttemptFailure(status: 502, message: "\(error)", dial: false, bodySent: bodySent)
         }
     }
 
@@ -254,10 +361,16 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         let te = h[canonicalForm: "TE"].contains { $0.lowercased().contains("trailers") }
         Self.removeHopByHop(&h)
         if te { h.add(name: "TE", value: "trailers") }
-        // Nothing is trusted to have set these before us (no trusted_proxies), so they are replaced, as Caddy does.
-        h.replaceOrAdd(name: "X-Forwarded-For", value: request.remoteHost)
-        h.replaceOrAdd(name: "X-Forwarded-Proto", value: request.scheme)
-        h.replaceOrAdd(name: "X-Forwarded-Host", value: request.host)
+        // Fields a trusted proxy set are kept (X-Forwarded-For extended); from anyone else they are replaced.
+        let trusted = isTrusted(request)
+        let priorFor = h[canonicalForm: "X-Forwarded-For"].map(String.init)
+        let clientIP = request.remoteHost
+        h.replaceOrAdd(name: "X-Forwarded-For", value: trusted && !priorFor.isEmpty
+                       ? priorFor.joined(separator: ", ") + ", " + clientIP : clientIP)
+        let priorProto = h.first(name: "X-Forwarded-Proto") ?? ""
+        h.replaceOrAdd(name: "X-Forwarded-Proto", value: trusted && !priorProto.isEmpty ? priorProto : request.scheme)
+        let priorHost = h.first(name: "X-Forwarded-Host") ?? ""
+        h.replaceOrAdd(name: "X-Forwarded-Host", value: trusted && !priorHost.isEmpty ? priorHost : request.host)
         if !h.contains(name: "Host") { h.add(name: "Host", value: request.host) }
         h.add(name: "Via", value: "\(request.version.major).\(request.version.minor) Usher")
         if request.body.expectedLength == nil && request.method != .GET && request.method != .HEAD {
@@ -267,6 +380,13 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         var uri = request.escapedPath
         if !request.rawQuery.isEmpty { uri += "?" + request.rawQuery }
         return HTTPRequestHead(version: .http1_1, method: request.method, uri: uri, headers: h)
+    }
+
+    /// Whether the peer is a trusted proxy: by the server's `trusted_proxies` or this handler's.
+    private func isTrusted(_ request: Request) -> Bool {
+        if request.isFromTrustedProxy { return true }
+        guard !trustedProxies.isEmpty, let ip = request.remoteAddress?.ip else { return false }
+        return trustedProxies.contains { $0.contains(ip) }
     }
 
     static let hopByHop: Set<String> = [
@@ -283,4 +403,21 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     static func connectionCloses(_ head: HTTPResponseHead) -> Bool {
         head.headers[canonicalForm: "Connection"].contains { $0.lowercased() == "close" } || head.version.minor == 0
     }
+}
+
+/// An attempt at one upstream failed before any of the response reached the client.
+struct AttemptFailure: Error {
+    /// The status the client gets if no other upstream serves it: 502, or 504 for timeouts.
+    let status: Int
+    let message: String
+    /// The upstream was never reached (a failed dial), so any request may go to another.
+    let dial: Bool
+    /// Part of the request body went up; it cannot be sent again.
+    let bodySent: Bool
+}
+
+/// The running active health checker of a handler, cancelled when the handler is cleaned up.
+final class CheckerTask: Sendable {
+    let task: Task<Void, Never>
+    init(_ task: Task<Void, Never>) { self.task = task }
 }

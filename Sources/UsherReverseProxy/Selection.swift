@@ -3,13 +3,14 @@ import Synchronization
 public import UsherCore
 public import UsherHTTP
 
-/// An upstream as a handler holds it: the shared host state plus this handler's limits.
+/// An upstream as a handler holds it: the shared host state plus this handler's limits and view of its health.
 public struct Upstream: Sendable {
     public let host: UpstreamHost
     public let maxRequests: Int
+    public let health: UpstreamHealth
 
-    /// Whether it may take another request (`max_requests`).
-    public var available: Bool { maxRequests <= 0 || host.numRequests < maxRequests }
+    /// Whether it may take another request: healthy, and below `max_requests`.
+    public var available: Bool { health.healthy && (maxRequests <= 0 || host.numRequests < maxRequests) }
     public var address: String { host.address }
 }
 

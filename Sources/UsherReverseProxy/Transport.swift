@@ -82,6 +82,8 @@ struct UpstreamError: Error, CustomStringConvertible {
     let description: String
     /// Nothing was sent that the upstream could have acted on (a dial failure), so trying another is safe.
     let retryable: Bool
+    /// The failure was a timeout (the client gets 504 rather than 502).
+    var timedOut = false
 }
 
 /// One HTTP/1.1 connection to an upstream, used by one request at a time. Reads only on demand (auto-read is off),
@@ -267,14 +269,15 @@ final class ConnectionPool: Sendable {
         for p in all { p.loop.execute { p.connection.cancelIdleTimer(); p.connection.close() } }
     }
 
-    private func dial(_ address: String, on loop: any EventLoop) async throws -> UpstreamConnection {
+    /// A new connection to `address` on `loop`, waiting at most `timeout` (else `dial_timeout`, default 3s).
+    func dial(_ address: String, on loop: any EventLoop, timeout: TimeAmount? = nil) async throws -> UpstreamConnection {
         let parsed: NetworkAddress
         do {
             parsed = try NetworkAddress(parsing: address)
         } catch {
             throw UpstreamError(description: "invalid upstream address \(address): \(error)", retryable: true)
         }
-        let timeout = transport.dialTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .seconds(3)
+        let timeout = timeout ?? transport.dialTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .seconds(3)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.autoRead, value: false)
@@ -294,7 +297,8 @@ final class ConnectionPool: Sendable {
                 channel = try await bootstrap.connect(host: host, port: parsed.startPort).get()
             }
         } catch {
-            throw UpstreamError(description: "dialing \(address): \(error)", retryable: true)
+            let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
+            throw UpstreamError(description: "dialing \(address): \(error)", retryable: true, timedOut: timedOut)
         }
         guard let connection = try? channel.pipeline.syncOperations.handler(type: UpstreamConnection.self) else {
             channel.close(promise: nil)

@@ -14,25 +14,47 @@ public struct UpstreamConfig: Decodable, Sendable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         dial = try c.decode(String.self, forKey: .dial)
         if dial.isEmpty { throw c.error(.dial, "upstream dial address is required") }
+        if !Replacer.mayContainPlaceholders(dial) {
+            let parsed: NetworkAddress
+            do { parsed = try NetworkAddress(parsing: dial) } catch {
+                throw c.error(.dial, "invalid dial address \(dial): \(error)")
+            }
+            if !parsed.isUnixNetwork && parsed.startPort != parsed.endPort {
+                throw c.error(.dial, "dial address must represent precisely one socket: \(dial)")
+            }
+            if !parsed.isUnixNetwork && parsed.startPort == 0 {
+                throw c.error(.dial, "invalid dial address \(dial): missing port")
+            }
+        }
         maxRequests = try c.decodeIfPresent(Int.self, forKey: .maxRequests) ?? 0
     }
 }
 
-/// What all configs know of one upstream address: requests in flight and recent failures. Shared by address, as
-/// Caddy's upstream pool is, so `GET /reverse_proxy/upstreams` sees every handler's load.
+/// What all configs know of one upstream address: requests in flight (counted across handlers, as Caddy's
+/// upstream pool is, so `GET /reverse_proxy/upstreams` sees every handler's load) and each handler's view of
+/// its health.
 public final class UpstreamHost: Sendable {
     public let address: String
     private let inFlight = Atomic<Int>(0)
-    private let failures = Atomic<Int>(0)
+    private let views = Mutex<[ObjectIdentifier: UpstreamHealth]>([:])
 
     init(address: String) { self.address = address }
 
     public var numRequests: Int { inFlight.load(ordering: .relaxed) }
-    public var fails: Int { failures.load(ordering: .relaxed) }
+    /// Passive failures remembered, summed over the handlers that proxy here.
+    public var fails: Int { views.withLock { $0.values.reduce(0) { $0 + $1.failures } } }
+    /// Healthy in the eyes of every handler that proxies here.
+    public var healthy: Bool { views.withLock { $0.values.allSatisfy(\.healthy) } }
+    /// The most recent active health check by any handler.
+    public var lastCheck: HealthCheckRecord? {
+        views.withLock { $0.values.compactMap(\.lastCheck).max { $0.time < $1.time } }
+    }
 
     func begin() { inFlight.add(1, ordering: .relaxed) }
     func end() { inFlight.subtract(1, ordering: .relaxed) }
-    func countFailure() { failures.add(1, ordering: .relaxed) }
+
+    func attach(_ health: UpstreamHealth) { views.withLock { $0[ObjectIdentifier(health)] = health } }
+    func detach(_ health: UpstreamHealth) { views.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(health)) } }
 }
 
 /// Every upstream host in use, by address; hosts no config uses any more are dropped when configs are unloaded.
@@ -80,11 +102,22 @@ public struct UpstreamsAdminEndpoint: AdminEndpoint {
         }
         let registry = runtime.environment.services.service(UpstreamRegistry.self) { UpstreamRegistry() }
         return .json(.array(registry.all.map { h in
-            .object([
+            var o: JSONObject = [
                 "address": .string(h.address),
                 "num_requests": .number(JSONNumber(h.numRequests)),
                 "fails": .number(JSONNumber(h.fails)),
-            ])
+                "healthy": .bool(h.healthy),
+            ]
+            if let check = h.lastCheck {
+                var c: JSONObject = [
+                    "time": .string(GoTimeLayout.format(check.time, layout: GoTimeLayout.rfc3339Nano)),
+                    "passed": .bool(check.passed),
+                ]
+                if let status = check.status { c["status"] = .number(JSONNumber(status)) }
+                if let error = check.error { c["error"] = .string(error) }
+                o["last_check"] = .object(c)
+            }
+            return .object(o)
         }))
     }
 }

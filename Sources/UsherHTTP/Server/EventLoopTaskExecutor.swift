@@ -1,14 +1,14 @@
-import NIOCore
+public import NIOCore
 import Synchronization
 
 /// Runs Swift tasks on a NIO event loop, so a request's handler chain executes on its connection's loop: no
 /// thread hop per request, and writes reach the channel without a round trip.
-final class EventLoopTaskExecutor: TaskExecutor, Sendable {
-    let eventLoop: any EventLoop
+public final class EventLoopTaskExecutor: TaskExecutor, Sendable {
+    public let eventLoop: any EventLoop
 
     private init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    public func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
         eventLoop.execute {
             unowned.runSynchronously(on: self.asUnownedTaskExecutor())
@@ -18,7 +18,7 @@ final class EventLoopTaskExecutor: TaskExecutor, Sendable {
     private static let cache = Mutex<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
 
     /// The executor for `loop` (one per loop, made on first use).
-    static func forLoop(_ loop: any EventLoop) -> EventLoopTaskExecutor {
+    public static func forLoop(_ loop: any EventLoop) -> EventLoopTaskExecutor {
         cache.withLock { c in
             let key = ObjectIdentifier(loop)
             if let e = c[key] { return e }
