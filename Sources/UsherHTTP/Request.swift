@@ -32,6 +32,8 @@ public final class Request {
     public var tls: TLSConnectionInfo?
     /// The body; empty for requests without one.
     public var body: RequestBody
+    /// The `:protocol` of an HTTP/2 extended CONNECT (RFC 8441), e.g. `websocket`; `nil` otherwise.
+    public var connectProtocol: String?
 
     /// The path in escaped form when it differs from the canonical escaping of ``path`` (e.g. `%2F` kept).
     var rawPathValue: String?

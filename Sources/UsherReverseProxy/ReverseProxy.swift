@@ -94,7 +94,15 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     /// `flush_interval`: negative flushes every write at once. Default: 0 (flush per write when the body has no
     /// known length or is an event stream, as Caddy does).
     public var flushInterval: ConfigDuration?
+    /// `stream_timeout`: longest life of an upgraded connection (WebSocket); 0 means no limit.
+    public var streamTimeout: ConfigDuration?
+    /// `stream_close_delay`: how long upgraded connections stay open after the handler is unloaded by a config
+    /// that has no handler like it. Default: 0 (closed at once).
+    public var streamCloseDelay: ConfigDuration?
 
+    /// The handler's config, which names its group of upgraded connections across reloads.
+    private let configKey: JSONValue
+    private var tunnels: TunnelRegistry?
     private var pool: [Upstream] = []
     private var connections: ConnectionPool?
     private var registry: UpstreamRegistry?
@@ -113,7 +121,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([
             .dynamicUpstreams, .handleResponse, .circuitBreaker, .rewrite, .requestBuffers,
-            .responseBuffers, .streamTimeout, .streamCloseDelay, .verboseLogs, .bufferRequests,
+            .responseBuffers, .verboseLogs, .bufferRequests,
             .bufferResponses, .maxBufferSize, .streamBufferSize,
         ])
         upstreams = try c.decodeIfPresent([UpstreamConfig].self, forKey: .upstreams) ?? []
@@ -122,6 +130,9 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         headers = try c.decodeIfPresent(ProxyHeaders.self, forKey: .headers)
         transport = try c.decodeIfPresent(Loaded<ProxyTransports>.self, forKey: .transport)
         flushInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .flushInterval)
+        streamTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .streamTimeout)
+        streamCloseDelay = try c.decodeIfPresent(ConfigDuration.self, forKey: .streamCloseDelay)
+        configKey = decoder.rawJSON ?? .string(UUID().uuidString)
         trustedProxies = []
         for (i, text) in (try c.decodeIfPresent([String].self, forKey: .trustedProxies) ?? []).enumerated() {
             let prefix = text.contains("/") ? IPPrefix(text) : IPAddress(text).map { IPPrefix(address: $0, bits: $0.bitLength) } ?? nil
@@ -139,6 +150,9 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         try await transport?.provision(context)
         let registry = context.services.service(UpstreamRegistry.self) { UpstreamRegistry() }
         self.registry = registry
+        let tunnels = context.services.service(TunnelRegistry.self) { TunnelRegistry() }
+        tunnels.retain(configKey)
+        self.tunnels = tunnels
         let passive = healthChecks?.passive.flatMap { $0.failDuration.nanoseconds > 0 ? $0 : nil }
         pool = upstreams.map { u in
             let host = registry.acquire(u.dial)
@@ -159,6 +173,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     }
 
     public func cleanup() async {
+        tunnels?.release(configKey, closeAfter: streamCloseDelay?.duration ?? .zero)
         checker?.task.cancel()
         connections?.closeAll()
         for u in pool { u.host.detach(u.health) }
@@ -227,7 +242,12 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         } catch let e as UpstreamError {
             throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
         }
-        let head = upstreamRequestHead(request)
+        let upgrade = Self.requestedUpgrade(request)
+        if let upgrade, upgrade.extendedConnect, upgrade.type.lowercased() != "websocket" {
+            conn.close()
+            throw HandlerError(status: 501, HTTPErrorMessage("reverse_proxy: extended CONNECT for \(upgrade.type) is not supported"))
+        }
+        let head = upstreamRequestHead(request, upgrade: upgrade)
         do {
             try await conn.write(.head(head), flush: false)
         } catch where reused {
@@ -244,9 +264,12 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         var bodySent = false
         let sentAt = NIODeadline.now()
         do {
-            for try await chunk in request.body {
-                bodySent = true
-                try await conn.write(.body(.byteBuffer(chunk)), flush: false)
+            // An upgrade's body is the tunnel itself, bridged once the upstream switches.
+            if upgrade == nil {
+                for try await chunk in request.body {
+                    bodySent = true
+                    try await conn.write(.body(.byteBuffer(chunk)), flush: false)
+                }
             }
             try await conn.write(.end(nil), flush: true)
             let headTimer = connections.transport.responseHeaderTimeout.flatMap { t -> Scheduled<Void>? in
@@ -283,6 +306,12 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             var responseHeaders = first.headers
             let reusable = !Self.connectionCloses(first)
             Self.removeHopByHop(&responseHeaders)
+            if let upgrade, first.status == .switchingProtocols {
+                responseStarted = true
+                try await switchProtocols(request, writer, conn: conn, upgrade: upgrade, head: first,
+                                          headers: responseHeaders, loop: loop)
+                return
+            }
             if let r = headers?.response, let ops = r.ops,
                r.require?.matches(status: Int(first.status.code), headers: responseHeaders) ?? true {
                 ops.apply(to: &responseHeaders, request.replacer)
@@ -323,6 +352,82 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         }
     }
 
+    /// The upstream agreed to switch protocols: answer the client (101, or 200 to an HTTP/2 extended CONNECT),
+    /// then bridge bytes both ways until either side closes. The tunnel counts as a request in flight meanwhile.
+    private func switchProtocols(_ request: Request, _ writer: any ResponseWriter, conn: UpstreamConnection,
+                                 upgrade: (type: String, extendedConnect: Bool), head: HTTPResponseHead,
+                                 headers upstreamHeaders: HTTPHeaders, loop: any EventLoop) async throws {
+        let switchedTo = head.headers.first(name: "Upgrade") ?? ""
+        guard switchedTo.lowercased() == upgrade.type.lowercased() else {
+            conn.close()
+            throw HandlerError(status: 502, HTTPErrorMessage("reverse_proxy: upstream switched to \(switchedTo), not \(upgrade.type)"))
+        }
+        guard let upgrader = writer.capability((any ConnectionUpgrading).self), upgrader.upgradeRequested else {
+            conn.close()
+            throw HandlerError(status: 502, HTTPErrorMessage("reverse_proxy: this connection cannot switch protocols"))
+        }
+        var h = upstreamHeaders
+        if let r = headers?.response, let ops = r.ops, r.require?.matches(status: 101, headers: h) ?? true {
+            ops.apply(to: &h, request.replacer)
+        }
+        writer.headers.remove(name: "Server")
+        for (name, value) in h { writer.headers.add(name: name, value: value) }
+        let status: HTTPResponseStatus
+        if upgrade.extendedConnect {
+            // RFC 8441: the tunnel is accepted with 200 and carries no handshake fields of HTTP/1.1.
+            writer.headers.remove(name: "Sec-WebSocket-Accept")
+            status = .ok
+        } else {
+            writer.headers.add(name: "Connection", value: "Upgrade")
+            writer.headers.add(name: "Upgrade", value: switchedTo)
+            status = .switchingProtocols
+        }
+        let upstream = try conn.becomeTunnel()
+        let client: any UpgradedStream
+        do {
+            client = try await upgrader.upgrade(status)
+        } catch {
+            upstream.close(sending: nil)
+            throw error
+        }
+        let websocket = upgrade.type.lowercased() == "websocket"
+        let held = HeldTunnel(client: client, upstream: upstream, loop: loop, websocket: websocket)
+        tunnels?.add(held, to: configKey)
+        defer { tunnels?.remove(held, from: configKey) }
+        let timeout = streamTimeout.flatMap { t -> Scheduled<Void>? in
+            guard t.nanoseconds > 0 else { return nil }
+            return loop.scheduleTask(in: .nanoseconds(t.nanoseconds)) { held.close() }
+        }
+        defer { timeout?.cancel() }
+        let ends = NIOLoopBound((client: client, upstream: upstream), eventLoop: loop)
+        // Each direction copies with backpressure: a read waits until the other side took the previous write.
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                let (client, upstream) = ends.value
+                do { for try await chunk in client.inbound { try await upstream.write(chunk) } } catch {}
+            }
+            group.addTask {
+                let (client, upstream) = ends.value
+                do { while let chunk = try await upstream.next() { try await client.write(chunk) } } catch {}
+            }
+            await group.next()
+            // One side is done: close both, which ends the other copy.
+            let (client, upstream) = ends.value
+            upstream.close(sending: nil)
+            client.close(sending: nil)
+            await group.next()
+        }
+    }
+
+    /// What the request asks to switch to: an HTTP/1.1 `Upgrade` (with `Connection: upgrade`), or the
+    /// `:protocol` of an HTTP/2 extended CONNECT.
+    static func requestedUpgrade(_ request: Request) -> (type: String, extendedConnect: Bool)? {
+        if request.method == .CONNECT, let p = request.connectProtocol { return (p, true) }
+        guard request.version.major == 1, let type = request.headers.first(name: "Upgrade"), !type.isEmpty,
+              request.headers[canonicalForm: "Connection"].contains(where: { $0.lowercased() == "upgrade" }) else { return nil }
+        return (type, false)
+    }
+
     /// Caddy's `{http.reverse_proxy.upstream.*}` placeholders for the upstream chosen, before the request goes up.
     private func setUpstreamPlaceholders(_ request: Request, _ upstream: Upstream) {
         let r = request.replacer
@@ -356,7 +461,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
 
     /// The request as it goes up: the (possibly rewritten) method and URI, headers without hop-by-hop fields, the
     /// `X-Forwarded-*` fields, the client's Host, and the configured header ops.
-    private func upstreamRequestHead(_ request: Request) -> HTTPRequestHead {
+    private func upstreamRequestHead(_ request: Request, upgrade: (type: String, extendedConnect: Bool)?) -> HTTPRequestHead {
         var h = request.headers
         let te = h[canonicalForm: "TE"].contains { $0.lowercased().contains("trailers") }
         Self.removeHopByHop(&h)
@@ -373,13 +478,24 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         h.replaceOrAdd(name: "X-Forwarded-Host", value: trusted && !priorHost.isEmpty ? priorHost : request.host)
         if !h.contains(name: "Host") { h.add(name: "Host", value: request.host) }
         h.add(name: "Via", value: "\(request.version.major).\(request.version.minor) Usher")
-        if request.body.expectedLength == nil && request.method != .GET && request.method != .HEAD {
+        var method = request.method
+        if let upgrade {
+            // Hop-by-hop, but the point of the request: they go up again (as Go's proxy does).
+            h.add(name: "Connection", value: "Upgrade")
+            h.add(name: "Upgrade", value: upgrade.type)
+            if upgrade.extendedConnect {
+                // An HTTP/2 WebSocket (RFC 8441) reaches the upstream as an HTTP/1.1 handshake.
+                method = .GET
+                h.replaceOrAdd(name: "Sec-WebSocket-Key", value: WebSocketFrames.newKey())
+                if !h.contains(name: "Sec-WebSocket-Version") { h.add(name: "Sec-WebSocket-Version", value: "13") }
+            }
+        } else if request.body.expectedLength == nil && request.method != .GET && request.method != .HEAD {
             h.replaceOrAdd(name: "Transfer-Encoding", value: "chunked")
         }
         if let ops = headers?.request { ops.apply(to: &h, request.replacer) }
         var uri = request.escapedPath
         if !request.rawQuery.isEmpty { uri += "?" + request.rawQuery }
-        return HTTPRequestHead(version: .http1_1, method: request.method, uri: uri, headers: h)
+        return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: h)
     }
 
     /// Whether the peer is a trusted proxy: by the server's `trusted_proxies` or this handler's.

@@ -88,7 +88,7 @@ struct UpstreamError: Error, CustomStringConvertible {
 
 /// One HTTP/1.1 connection to an upstream, used by one request at a time. Reads only on demand (auto-read is off),
 /// so a slow client slows the upstream instead of filling memory. Every call happens on the channel's loop.
-final class UpstreamConnection: ChannelDuplexHandler {
+final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
@@ -180,6 +180,26 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func close() { context?.close(promise: nil) }
 
+    /// After a `101` head: HTTP gives way to a raw byte tunnel on the same socket.
+    func becomeTunnel() throws -> UpstreamTunnel {
+        guard !closed, let context else { throw UpstreamError(description: "upstream closed the connection", retryable: false) }
+        let tunnel = UpstreamTunnel()
+        let sync = context.pipeline.syncOperations
+        try sync.addHandler(tunnel, position: .before(self))
+        if let encoder = try? sync.handler(type: HTTPRequestEncoder.self) {
+            sync.removeHandler(encoder, promise: nil)
+        }
+        if let validator = try? sync.handler(type: NIOHTTPRequestHeadersValidator.self) {
+            sync.removeHandler(validator, promise: nil)
+        }
+        if let decoder = try? sync.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self) {
+            sync.removeHandler(decoder, promise: nil)
+        }
+        closed = true
+        sync.removeHandler(self, promise: nil)
+        return tunnel
+    }
+
     /// Set when the response head did not come in time (`response_header_timeout`).
     private(set) var timedOut = false
 
@@ -200,6 +220,92 @@ final class UpstreamConnection: ChannelDuplexHandler {
     func cancelIdleTimer() {
         idleTimer?.cancel()
         idleTimer = nil
+    }
+}
+
+/// An upstream connection after a protocol switch: raw bytes both ways, read on demand.
+final class UpstreamTunnel: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var context: ChannelHandlerContext?
+    private var buffered = CircularBuffer<ByteBuffer>()
+    private var waiter: CheckedContinuation<ByteBuffer?, any Error>?
+    private let writability = WritabilityGate()
+    private(set) var closed = false
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        teardown()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        teardown()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        teardown()
+        context.close(promise: nil)
+    }
+
+    private func teardown() {
+        guard !closed else { return }
+        closed = true
+        waiter?.resume(returning: nil)
+        waiter = nil
+        writability.fail(UpstreamError(description: "upstream closed the connection", retryable: false))
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        guard buffer.readableBytes > 0 else { return }
+        if let w = waiter {
+            waiter = nil
+            w.resume(returning: buffer)
+        } else {
+            buffered.append(buffer)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if waiter != nil { context.read() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { writability.open() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// The next bytes from the upstream; `nil` once it has closed.
+    func next() async throws -> ByteBuffer? {
+        if let b = buffered.popFirst() { return b }
+        guard !closed, let context else { return nil }
+        return try await withCheckedThrowingContinuation { c in
+            waiter = c
+            context.read()
+        }
+    }
+
+    func write(_ buffer: ByteBuffer) async throws {
+        guard !closed, let context else { throw UpstreamError(description: "upstream closed the connection", retryable: false) }
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        if !context.channel.isWritable { try await writability.wait() }
+    }
+
+    /// Sends `last` (if any), then closes.
+    func close(sending last: ByteBuffer?) {
+        guard let context else { return }
+        let channel = context.channel
+        if let last, !closed {
+            context.writeAndFlush(wrapOutboundOut(last)).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            channel.close(promise: nil)
+        }
+        teardown()
     }
 }
 
@@ -284,7 +390,8 @@ final class ConnectionPool: Sendable {
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    // Bytes after a 101 head stay in the decoder; they are forwarded when it leaves for the tunnel.
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
                     try channel.pipeline.syncOperations.addHandler(UpstreamConnection(address: address))
                 }
             }

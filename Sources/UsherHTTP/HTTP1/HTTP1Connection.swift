@@ -27,6 +27,9 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         var continueSent = false
         var bodyComplete: Bool
         var handlerDone = false
+        /// The request named a protocol to switch to (`Upgrade`); after it the parser stops, so unless the
+        /// handler upgrades, the connection cannot carry another request.
+        var upgradeRequested = false
         var task: Task<Void, Never>?
 
         init(request: Request, writer: HTTP1ResponseWriter, body: BodyStream?, expectContinue: Bool) {
@@ -59,6 +62,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     private let writability = WritabilityGate()
     private var remoteAddress: SocketAddress?
     private var localAddress: SocketAddress?
+    /// After a `101`: the client's bytes, as a stream for the handler that took the connection over.
+    private var upgraded: BodyStream?
 
     /// Bytes received since the last request head or body end, for the unterminated-head guard.
     var headBytesPending = 0
@@ -119,6 +124,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         timer = nil
         let error = ClientDisconnectedError()
         writability.fail(error)
+        upgraded?.finish()
         for exchange in [current, receiving] {
             exchange?.body?.fail(error)
             exchange?.writer.abandon()
@@ -261,6 +267,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         var expect: String?
         var connectionClose = false
         var connectionKeepAlive = false
+        var upgrade = false
         for (name, value) in head.headers {
             headerBytes += name.utf8.count + value.utf8.count + 4
             switch name.utf8.count {
@@ -269,6 +276,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
                 hostCount += 1
             case 6 where name.equalsASCIICaseInsensitive("expect"):
                 expect = value
+            case 7 where name.equalsASCIICaseInsensitive("upgrade"):
+                upgrade = true
             case 10 where name.equalsASCIICaseInsensitive("connection"):
                 for token in value.split(separator: ",") {
                     let t = String(token).trimmingASCIISpaces
@@ -359,6 +368,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             requestCloses: !keepAlive || slot.isClosing
         )
         let exchange = Exchange(request: request, writer: writer, body: stream, expectContinue: expectContinue && hasBody)
+        exchange.upgradeRequested = upgrade || head.method == .CONNECT
         current = exchange
         requestStartedAt = request.startTime
         if hasBody {
@@ -406,7 +416,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         requestStartedAt = nil
         writeStalledAt = nil
         guard !closed else { return }
-        if exchange.writer.closeAfter || slot.isClosing {
+        if exchange.writer.closeAfter || slot.isClosing || exchange.upgradeRequested {
             closeGracefully()
             return
         }
@@ -506,6 +516,61 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         try await promise.futureResult.get()
     }
 
+    /// Whether `writer`'s request is the current one and asked to switch protocols.
+    func upgradeRequestedByCurrent(_ writer: HTTP1ResponseWriter) -> Bool {
+        guard let current, current.writer === writer else { return false }
+        return current.upgradeRequested
+    }
+
+    /// Switches the connection to raw bytes after the `101` head went out: the HTTP parser (and whatever it had
+    /// buffered past the request) gives way to a handler that feeds ``upgraded``, and the listener no longer
+    /// counts the connection, which now belongs to the handler that took it.
+    func beginUpgrade() throws -> BodyStream {
+        guard !closed, let context else { throw ClientDisconnectedError() }
+        let loop = eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let stream = BodyStream(highWatermark: settings.bodyWindow) { _ in
+            if loop.inEventLoop {
+                bound.value.upgradedDemand()
+            } else {
+                loop.execute { bound.value.upgradedDemand() }
+            }
+        }
+        upgraded = stream
+        slot.unregister(self)
+        let sync = context.pipeline.syncOperations
+        try sync.addHandler(UpgradedInbound(connection: self), position: .before(self))
+        if let guardHandler = try? sync.handler(type: HTTP1HeadGuard.self) {
+            sync.removeHandler(guardHandler, promise: nil)
+        }
+        if let decoder = try? sync.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self) {
+            // Bytes the client sent after its request are forwarded to UpgradedInbound as the decoder leaves.
+            sync.removeHandler(decoder, promise: nil)
+        }
+        return stream
+    }
+
+    fileprivate func upgradedRead(_ buffer: ByteBuffer) {
+        guard let upgraded, buffer.readableBytes > 0 else { return }
+        if !upgraded.yield(buffer) { bodyBackpressure = true }
+    }
+
+    private func upgradedDemand() {
+        guard bodyBackpressure else { return }
+        bodyBackpressure = false
+        maybeResumeReading()
+    }
+
+    /// Writes `last` and closes, for a handler ending an upgraded stream.
+    func closeUpgraded(sending last: ByteBuffer?) {
+        upgraded?.finish()
+        guard !closed, let context else { return }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(last ?? allocator.buffer(capacity: 0))).whenComplete { _ in
+            channel.close(mode: .all, promise: nil)
+        }
+    }
+
     /// The `Date` header value, recomputed once a second.
     func dateHeader() -> String { dates.value() }
 
@@ -566,7 +631,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     /// Checks every deadline; acts on the first that has passed, and re-arms otherwise.
     private func timerFired() {
         timer = nil
-        guard !closed else { return }
+        // A connection handed over by an upgrade has no HTTP timeouts (Go's hijacked connections neither).
+        guard !closed, upgraded == nil else { return }
         let now = NIODeadline.now()
         func passed(_ since: NIODeadline?, _ limit: TimeAmount?) -> Bool {
             guard let since, let limit else { return false }
@@ -604,6 +670,19 @@ struct ExchangeHandle: @unchecked Sendable {
 public struct ClientDisconnectedError: Error, CustomStringConvertible, Sendable {
     public init() {}
     public var description: String { "client disconnected" }
+}
+
+/// After an upgrade, takes the place of the HTTP decoder: raw bytes go to the connection's upgraded stream.
+final class UpgradedInbound: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    let connection: HTTP1Connection
+
+    init(connection: HTTP1Connection) { self.connection = connection }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection.upgradedRead(unwrapInboundIn(data))
+    }
 }
 
 /// Counts bytes ahead of the HTTP decoder: starts the header timer and stops heads that never end.

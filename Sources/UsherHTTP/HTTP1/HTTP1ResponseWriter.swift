@@ -277,6 +277,36 @@ final class HTTP1ResponseWriter: ResponseWriter, Flushing, ResponseAccounting {
     }
 }
 
+extension HTTP1ResponseWriter: ConnectionUpgrading {
+    var upgradeRequested: Bool { connection.upgradeRequestedByCurrent(self) }
+
+    func upgrade(_ status: HTTPResponseStatus) async throws -> any UpgradedStream {
+        guard !finished, !headSent, upgradeRequested else { throw ResponseFinishedError() }
+        self.status = status
+        var buf = connection.allocator.buffer(capacity: 256)
+        encodeHead(status, headers: headers, into: &buf)
+        headSent = true
+        finished = true
+        closeAfter = true
+        try await connection.send(buf, flush: true)
+        return HTTP1UpgradedStream(connection: connection, inbound: RequestBody(stream: try connection.beginUpgrade(), expectedLength: nil))
+    }
+}
+
+/// An HTTP/1.1 connection after `101 Switching Protocols`.
+final class HTTP1UpgradedStream: UpgradedStream {
+    let connection: HTTP1Connection
+    let inbound: RequestBody
+
+    init(connection: HTTP1Connection, inbound: RequestBody) {
+        self.connection = connection
+        self.inbound = inbound
+    }
+
+    func write(_ buffer: ByteBuffer) async throws { try await connection.send(buffer, flush: true) }
+    func close(sending last: ByteBuffer?) { connection.closeUpgraded(sending: last) }
+}
+
 extension HTTP1ResponseWriter: FileBodyWriting {
     func writeFileRegion(descriptor: CInt, offset: Int, length: Int) async throws -> Bool {
         guard connection.settings.zeroCopy, !finished, !isHEAD, length > 0 else { return false }

@@ -11,7 +11,7 @@ import Glibc
 #endif
 
 /// An HTTP/2 connection as its listener sees it: stopping the listener sends GOAWAY and lets open streams finish.
-final class HTTP2Connection: ServedConnection {
+final class HTTP2Connection: ServedConnection, Sendable {
     let channel: any Channel
     var eventLoop: any EventLoop { channel.eventLoop }
 
@@ -43,6 +43,8 @@ enum HTTP2Pipeline {
             HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams),
             HTTP2Setting(parameter: .maxHeaderListSize, value: settings.maxHeaderBytes),
             HTTP2Setting(parameter: .initialWindowSize, value: windowSize),
+            // Extended CONNECT (RFC 8441), so WebSockets can ride HTTP/2 streams.
+            HTTP2Setting(parameter: .enableConnectProtocol, value: 1),
         ]
         var streamConfig = NIOHTTP2Handler.StreamConfiguration()
         streamConfig.targetWindowSize = windowSize
@@ -174,10 +176,11 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
 
     /// The request head from a HEADERS block: pseudo-header fields give method, path and authority; the rest are
     /// header fields (`cookie` fields, which HTTP/2 may split, joined again as Go's server does).
-    private func requestHead(_ block: HPACKHeaders) -> (method: HTTPMethod, path: String, authority: String?, headers: HTTPHeaders)? {
+    private func requestHead(_ block: HPACKHeaders) -> (method: HTTPMethod, path: String, authority: String?, protocol: String?, headers: HTTPHeaders)? {
         var method: String?
         var path: String?
         var authority: String?
+        var connectProtocol: String?
         var headers = HTTPHeaders()
         var cookies: [String] = []
         for (name, value, _) in block {
@@ -186,6 +189,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
                 case ":method": method = value
                 case ":path": path = value
                 case ":authority": authority = value
+                case ":protocol": connectProtocol = value
                 default: break
                 }
             } else if name == "cookie" {
@@ -196,7 +200,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         }
         if !cookies.isEmpty { headers.add(name: "cookie", value: cookies.joined(separator: "; ")) }
         guard let method, let path else { return nil }
-        return (HTTPMethod(rawValue: method), path, authority, headers)
+        return (HTTPMethod(rawValue: method), path, authority, connectProtocol, headers)
     }
 
     private func begin(_ block: HPACKHeaders, hasBody: Bool) {
@@ -210,7 +214,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         }
         let target: RequestTarget
         do {
-            target = try RequestTarget(parsing: head.path, method: head.method)
+            // An extended CONNECT names a path, not an authority, as its target.
+            target = try RequestTarget(parsing: head.path, method: head.protocol == nil ? head.method : .GET)
         } catch {
             respondAndClose(.badRequest)
             return
@@ -237,7 +242,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
             localAddress: localAddress, server: server.info
         )
         request.tls = tls
+        request.connectProtocol = head.protocol
         let writer = HTTP2ResponseWriter(stream: self, isHEAD: head.method == .HEAD)
+        writer.upgradeRequested = head.protocol != nil && head.method == .CONNECT
         self.writer = writer
         if let limit = settings.writeTimeout {
             let bound = NIOLoopBound(self, eventLoop: eventLoop)
@@ -292,6 +299,21 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(buf), endStream: true))), promise: nil)
     }
 
+    /// An extended CONNECT was answered: the stream is a tunnel now, which the write timeout does not cover.
+    func beganTunnel() -> BodyStream? {
+        writeTimer?.cancel()
+        writeTimer = nil
+        return body
+    }
+
+    /// Ends a tunnel: `last` (if any) goes out with END_STREAM, and the client's side is read no more.
+    func closeTunnel(sending last: ByteBuffer?) {
+        body?.fail(ResponseFinishedError())
+        writer?.abandonQuietly()
+        guard !closed, let context else { return }
+        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(last ?? ByteBuffer()), endStream: true))), promise: nil)
+    }
+
     /// Writes a frame (`nil`: flush only), waiting while the stream's flow-control window is exhausted.
     func send(_ frame: HTTP2Frame.FramePayload?, flush: Bool) async throws {
         guard eventLoop.inEventLoop else {
@@ -343,6 +365,8 @@ final class HTTP2ResponseWriter: ResponseWriter, Flushing, ResponseAccounting, R
     private(set) var finished = false
     private(set) var bodyBytesWritten = 0
     private var declaredRemaining: Int?
+    /// The request is an extended CONNECT (`:protocol`).
+    var upgradeRequested = false
 
     init(stream: HTTP2StreamHandler, isHEAD: Bool) {
         self.stream = stream
@@ -487,4 +511,33 @@ final class HTTP2ResponseWriter: ResponseWriter, Flushing, ResponseAccounting, R
         }
         try await stream.send(.data(.init(data: .byteBuffer(buffer), endStream: endStream)), flush: flush || endStream)
     }
+}
+
+extension HTTP2ResponseWriter: ConnectionUpgrading {
+    func upgrade(_ status: HTTPResponseStatus) async throws -> any UpgradedStream {
+        guard upgradeRequested, !finished, !headSent, (200..<300).contains(status.code) else { throw ResponseFinishedError() }
+        self.status = status
+        try await flush()
+        let inbound = stream.beganTunnel()
+        return HTTP2Tunnel(writer: self, inbound: RequestBody(stream: inbound, expectedLength: inbound == nil ? 0 : nil))
+    }
+
+    /// Tunnel bytes: DATA frames without any framing or length check.
+    fileprivate func tunnelWrite(_ buffer: ByteBuffer) async throws {
+        try await stream.send(.data(.init(data: .byteBuffer(buffer))), flush: true)
+    }
+}
+
+/// An HTTP/2 stream after an extended CONNECT was accepted: DATA frames both ways.
+final class HTTP2Tunnel: UpgradedStream {
+    let writer: HTTP2ResponseWriter
+    let inbound: RequestBody
+
+    init(writer: HTTP2ResponseWriter, inbound: RequestBody) {
+        self.writer = writer
+        self.inbound = inbound
+    }
+
+    func write(_ buffer: ByteBuffer) async throws { try await writer.tunnelWrite(buffer) }
+    func close(sending last: ByteBuffer?) { writer.stream.closeTunnel(sending: last) }
 }
