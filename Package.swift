@@ -112,6 +112,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -182,7 +183,7 @@ let package = Package(
         .testTarget(
             name: "UsherHTTPTests",
             dependencies: [
-                "UsherCore", "UsherHTTP", "UsherHandlers", "UsherStandard",
+                "UsherCore", "UsherHTTP", "UsherHandlers", "UsherStandard", "UsherReverseProxy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

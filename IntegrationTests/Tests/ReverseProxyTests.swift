@@ -82,6 +82,69 @@ final class Backend: @unchecked Sendable {
         return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
     }
 
+    /// nginx storing PUT bodies under its root and serving them back (the DAV module), for large transfers.
+    static func nginxStore() throws -> (Backend, URL) {
+        let port = freePort()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-nginx-\(UUID().uuidString)")
+        let root = dir.appendingPathComponent("root")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        let conf = dir.appendingPathComponent("nginx.conf")
+        let tmp = dir.path
+        try """
+        daemon off;
+        master_process off;
+        pid \(tmp)/nginx.pid;
+        error_log \(tmp)/error.log;
+        events {}
+        http {
+            access_log off;
+            client_body_temp_path \(tmp)/body; proxy_temp_path \(tmp)/proxy; fastcgi_temp_path \(tmp)/fcgi;
+            uwsgi_temp_path \(tmp)/uwsgi; scgi_temp_path \(tmp)/scgi;
+            server {
+                listen 127.0.0.1:\(port);
+                root \(root.path);
+                client_max_body_size 0;
+                dav_methods PUT DELETE;
+            }
+        }
+
+        """.write(to: conf, atomically: true, encoding: .utf8)
+        return (try Backend("/usr/sbin/nginx", ["-p", tmp, "-c", conf.path], port: port, cwd: dir), root)
+    }
+
+    /// A Python (standard library) server sending Server-Sent Events: one at once, then one every `every` seconds.
+    static func eventStream(every: Double) throws -> Backend {
+        let port = freePort()
+        let script = """
+        import http.server, time
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header('Content-Type', 'text/event-stream')
+                self.send_header('Transfer-Encoding', 'chunked')
+                self.end_headers()
+                for i in range(5):
+                    data = ('data: %d\\n\\n' % i).encode()
+                    self.wfile.write(b'%x\\r\\n%s\\r\\n' % (len(data), data))
+                    self.wfile.flush()
+                    time.sleep(\(every))
+                self.wfile.write(b'0\\r\\n\\r\\n')
+            def log_message(self, *a): pass
+        http.server.ThreadingHTTPServer(('127.0.0.1', \(port)), H).serve_forever()
+        """
+        return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
+    }
+
+    /// A Python socket server answering every request with bytes that are not HTTP.
+    static func garbage() throws -> Backend {
+        let port = freePort()
+        let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            + "s.bind(('127.0.0.1',\(port)))\ns.listen()\nwhile True:\n  c,_=s.accept()\n  c.recv(65536)\n"
+            + "  c.sendall(b'SSH-2.0-OpenSSH_9.2\\r\\nnot http at all\\r\\n\\r\\n')\n  c.close()\n"
+        return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
+    }
+
     /// SIGKILL: a child may inherit a blocked SIGTERM from the test process's spawning thread.
     func stop() {
         kill(process.processIdentifier, SIGKILL)
@@ -227,5 +290,66 @@ struct ReverseProxyTests {
             #expect(r.status == 400)
             #expect(r.body.contains(message), "\(r.body)")
         }
+    }
+
+    @Test("Server-Sent Events arrive as the upstream sends them, not when its response ends")
+    func serverSentEvents() throws {
+        let sse = try Backend.eventStream(every: 1.5)
+        defer { sse.stop() }
+        let port = freePort()
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(sse.port)"}]}]}]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        // curl gives up after 1s: only what was forwarded at once can be there.
+        let r = try runCommand("/usr/bin/curl", ["-s", "-N", "--max-time", "1", "http://127.0.0.1:\(port)/events"])
+        #expect(r.status == 28, "curl should time out while the stream is open: \(r.status)")
+        #expect(r.stdout == "data: 0\n\n", "\(r.stdout)")
+    }
+
+    @Test("an upstream answering with something that is not HTTP gives 502")
+    func malformedUpstream() throws {
+        let junk = try Backend.garbage()
+        defer { junk.stop() }
+        let port = freePort()
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(junk.port)"}]}]}]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        #expect(try curl(["http://127.0.0.1:\(port)/"]).status == 502)
+        #expect(try curl(["http://127.0.0.1:\(port)/again"]).status == 502)
+    }
+
+    @Test("a 1 GiB upload and download stream through with the proxy's peak RSS under 64 MiB")
+    func largeBodies() throws {
+        let (store, root) = try Backend.nginxStore()
+        defer { store.stop() }
+        let port = freePort()
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(store.port)"}]}]}]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        let size = 1 << 30
+        let source = s.dir.appendingPathComponent("big.bin")
+        // Random content, so nothing along the way can shortcut it; the digest proves every byte made it.
+        let made = try runCommand("/bin/sh", ["-c", "head -c \(size) /dev/urandom > '\(source.path)' && sha256sum < '\(source.path)'"], timeout: 120)
+        let digest = made.stdout.split(separator: " ").first.map(String.init) ?? "?"
+        defer { try? FileManager.default.removeItem(at: source) }
+        let up = try runCommand("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-T", source.path,
+                                                  "http://127.0.0.1:\(port)/big.bin"], timeout: 300)
+        #expect(up.stdout == "201", "\(up.stdout) \(up.stderr)")
+        let stored = root.appendingPathComponent("big.bin")
+        defer { try? FileManager.default.removeItem(at: stored) }
+        let storedDigest = try runCommand("/bin/sh", ["-c", "sha256sum < '\(stored.path)'"]).stdout.split(separator: " ").first.map(String.init)
+        #expect(storedDigest == digest)
+        let down = try runCommand("/bin/sh", ["-c", "curl -s http://127.0.0.1:\(port)/big.bin | sha256sum"], timeout: 300)
+        #expect(down.stdout.split(separator: " ").first.map(String.init) == digest)
+        let status = try String(contentsOfFile: "/proc/\(s.pid)/status", encoding: .utf8)
+        let peakKiB = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+            .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? Int.max
+        #expect(peakKiB < 64 * 1024, "peak RSS \(peakKiB) KiB")
     }
 }

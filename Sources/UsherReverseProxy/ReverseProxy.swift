@@ -196,7 +196,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         var attempt = 0
         var failure: AttemptFailure?
         while true {
-            let upstream = lb?.selectionPolicy?.module.select(pool, request) ?? pool.filter(\.available).randomElement()
+            let upstream = lb?.selectionPolicy?.module.select(pool, request, writer) ?? pool.filter(\.available).randomElement()
             if let upstream {
                 setUpstreamPlaceholders(request, upstream)
                 upstream.host.begin()
@@ -346,9 +346,12 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             throw f
         } catch {
             conn.close()
-            if responseStarted || error is UpstreamError == false { throw error }
+            // Once the response is under way, or when the client is the one that failed, nothing can be retried.
+            if responseStarted || error is ClientDisconnectedError || error is HandlerError || error is CancellationError {
+                throw error
+            }
             // The upstream broke the exchange before its response began (a reset, a malformed head).
-            throw AttemptFailure(status: 502, message: "\(error)", dial: false, bodySent: bodySent)
+            throw AttemptFailure(status: 502, message: "reverse_proxy: \(upstream.address): \(error)", dial: false, bodySent: bodySent)
         }
     }
 

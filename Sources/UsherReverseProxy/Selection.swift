@@ -1,3 +1,5 @@
+import Crypto
+import Foundation
 import NIOHTTP1
 import Synchronization
 public import UsherCore
@@ -16,8 +18,9 @@ public struct Upstream: Sendable {
 
 /// Load-balancing selection policies (`http.reverse_proxy.selection_policies.*`, inline key `policy`).
 public protocol SelectionPolicy: Module {
-    /// The upstream for `request`, or `nil` when none is available.
-    func select(_ pool: [Upstream], _ request: Request) -> Upstream?
+    /// The upstream for `request`, or `nil` when none is available. `writer` is the client's response, for
+    /// policies that tell the client something (the `cookie` policy's `Set-Cookie`).
+    func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream?
 }
 
 public enum SelectionPolicies: ModuleNamespace {
@@ -31,7 +34,7 @@ public struct RandomSelection: SelectionPolicy {
     public static let moduleID: ModuleID = "http.reverse_proxy.selection_policies.random"
     public init() {}
     public init(from decoder: any Decoder) throws {}
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         pool.filter(\.available).randomElement()
     }
 }
@@ -51,7 +54,7 @@ public struct RandomChooseSelection: SelectionPolicy {
         if choose < 2 { throw c.error(.choose, "choose must be at least 2") }
     }
 
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         let drawn = pool.filter(\.available).shuffled().prefix(choose)
         return drawn.min { $0.host.numRequests < $1.host.numRequests }
     }
@@ -61,7 +64,7 @@ public struct RandomChooseSelection: SelectionPolicy {
 public struct LeastConnSelection: SelectionPolicy {
     public static let moduleID: ModuleID = "http.reverse_proxy.selection_policies.least_conn"
     public init(from decoder: any Decoder) throws {}
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         let available = pool.filter(\.available)
         guard let least = available.map(\.host.numRequests).min() else { return nil }
         return available.filter { $0.host.numRequests == least }.randomElement()
@@ -73,7 +76,7 @@ public struct RoundRobinSelection: SelectionPolicy {
     public static let moduleID: ModuleID = "http.reverse_proxy.selection_policies.round_robin"
     private let counter = RoundRobinCounter()
     public init(from decoder: any Decoder) throws {}
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         guard !pool.isEmpty else { return nil }
         for _ in pool.indices {
             let i = counter.next() % pool.count
@@ -103,7 +106,7 @@ public struct WeightedRoundRobinSelection: SelectionPolicy {
         if weights.contains(where: { $0 < 0 }) { throw c.error(.weights, "weights must not be negative") }
     }
 
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         let total = pool.indices.reduce(0) { $0 + weight($1) }
         guard total > 0 else { return nil }
         for _ in 0..<total {
@@ -127,26 +130,61 @@ public struct WeightedRoundRobinSelection: SelectionPolicy {
 public struct FirstSelection: SelectionPolicy {
     public static let moduleID: ModuleID = "http.reverse_proxy.selection_policies.first"
     public init(from decoder: any Decoder) throws {}
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? { pool.first(where: \.available) }
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? { pool.first(where: \.available) }
 }
 
 /// The upstream that a key hashes to, by rendezvous hashing (the key hashed with each upstream's address; the
-/// highest wins), so most keys keep their upstream when others come or go — Caddy's `hostByHashing`.
+/// highest wins), so most keys keep their upstream when others come or go. Same hash (xxHash64) and input as
+/// Caddy's `hostByHashing`, so a key picks the same upstream under both.
 func upstream(byHashing key: String, in pool: [Upstream]) -> Upstream? {
     var best: (hash: UInt64, upstream: Upstream)?
     for u in pool where u.available {
-        let h = fnv1a64(u.address + key)
+        let h = xxHash64(Array((u.address + key).utf8))
         if best == nil || h > best!.hash { best = (h, u) }
     }
     return best?.upstream
 }
 
-func fnv1a64(_ s: String) -> UInt64 {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for b in s.utf8 {
-        h ^= UInt64(b)
-        h = h &* 0x0000_0100_0000_01b3
+/// xxHash64 with seed 0 (the `cespare/xxhash` Caddy uses).
+public func xxHash64(_ input: [UInt8]) -> UInt64 {
+    let p1: UInt64 = 11_400_714_785_074_694_791, p2: UInt64 = 14_029_467_366_897_019_727
+    let p3: UInt64 = 1_609_587_929_392_839_161, p4: UInt64 = 9_650_029_242_287_828_579
+    let p5: UInt64 = 2_870_177_450_012_600_261
+    func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
+    func round(_ acc: UInt64, _ lane: UInt64) -> UInt64 { rotl(acc &+ lane &* p2, 31) &* p1 }
+    func read64(_ i: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(input[i + $1]) << (8 * UInt64($1)) } }
+    func read32(_ i: Int) -> UInt64 { (0..<4).reduce(0) { $0 | UInt64(input[i + $1]) << (8 * UInt64($1)) } }
+    let n = input.count
+    var i = 0
+    var h: UInt64
+    if n >= 32 {
+        var v1 = p1 &+ p2, v2 = p2, v3: UInt64 = 0, v4 = 0 &- p1
+        while i + 32 <= n {
+            v1 = round(v1, read64(i)); v2 = round(v2, read64(i + 8))
+            v3 = round(v3, read64(i + 16)); v4 = round(v4, read64(i + 24))
+            i += 32
+        }
+        h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
+        for v in [v1, v2, v3, v4] { h = (h ^ round(0, v)) &* p1 &+ p4 }
+    } else {
+        h = p5
     }
+    h = h &+ UInt64(n)
+    while i + 8 <= n {
+        h = rotl(h ^ round(0, read64(i)), 27) &* p1 &+ p4
+        i += 8
+    }
+    if i + 4 <= n {
+        h = rotl(h ^ (read32(i) &* p1), 23) &* p2 &+ p3
+        i += 4
+    }
+    while i < n {
+        h = rotl(h ^ (UInt64(input[i]) &* p5), 11) &* p1
+        i += 1
+    }
+    h ^= h >> 33; h = h &* p2
+    h ^= h >> 29; h = h &* p3
+    h ^= h >> 32
     return h
 }
 
@@ -154,7 +192,7 @@ func fnv1a64(_ s: String) -> UInt64 {
 public struct IPHashSelection: SelectionPolicy {
     public static let moduleID: ModuleID = "http.reverse_proxy.selection_policies.ip_hash"
     public init(from decoder: any Decoder) throws {}
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         upstream(byHashing: request.remoteHost, in: pool)
     }
 }
@@ -163,7 +201,7 @@ public struct IPHashSelection: SelectionPolicy {
 public struct ClientIPHashSelection: SelectionPolicy {
     public static let moduleID: ModuleID = "http.reverse_proxy.selection_policies.client_ip_hash"
     public init(from decoder: any Decoder) throws {}
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         upstream(byHashing: request.clientIP, in: pool)
     }
 }
@@ -172,7 +210,7 @@ public struct ClientIPHashSelection: SelectionPolicy {
 public struct URIHashSelection: SelectionPolicy {
     public static let moduleID: ModuleID = "http.reverse_proxy.selection_policies.uri_hash"
     public init(from decoder: any Decoder) throws {}
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         upstream(byHashing: request.original.uri, in: pool)
     }
 }
@@ -181,8 +219,8 @@ public struct URIHashSelection: SelectionPolicy {
 struct FallbackPolicy: Sendable {
     let policy: Loaded<SelectionPolicies>?
 
-    func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
-        policy?.module.select(pool, request) ?? pool.filter(\.available).randomElement()
+    func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
+        policy?.module.select(pool, request, writer) ?? pool.filter(\.available).randomElement()
     }
 }
 
@@ -205,10 +243,10 @@ public struct HeaderHashSelection: SelectionPolicy, Provisioner {
 
     public mutating func provision(_ context: ProvisionContext) async throws { try await fallback?.provision(context) }
 
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         // Caddy hashes on the Host for a `Host` field, which is not in the header map.
         let value = field.lowercased() == "host" ? request.host : request.headers[field].joined(separator: ",")
-        if value.isEmpty { return FallbackPolicy(policy: fallback).select(pool, request) }
+        if value.isEmpty { return FallbackPolicy(policy: fallback).select(pool, request, writer) }
         return upstream(byHashing: value, in: pool)
     }
 }
@@ -232,9 +270,70 @@ public struct QueryHashSelection: SelectionPolicy, Provisioner {
 
     public mutating func provision(_ context: ProvisionContext) async throws { try await fallback?.provision(context) }
 
-    public func select(_ pool: [Upstream], _ request: Request) -> Upstream? {
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         let values = request.queryItems.filter { $0.name == key }.map(\.value)
-        if values.isEmpty { return FallbackPolicy(policy: fallback).select(pool, request) }
+        if values.isEmpty { return FallbackPolicy(policy: fallback).select(pool, request, writer) }
         return upstream(byHashing: values.joined(separator: ","), in: pool)
+    }
+}
+
+/// `cookie`: sticky sessions. A client with the cookie `name` goes to the upstream whose keyed hash it holds;
+/// others are placed by `fallback` and get the cookie for next time.
+public struct CookieHashSelection: SelectionPolicy, Provisioner {
+    public static let moduleID: ModuleID = "http.reverse_proxy.selection_policies.cookie"
+    /// `name`: the cookie. Default: `lb`.
+    public var name: String
+    /// `secret`: HMAC-SHA256 key for the cookie value. Default: empty.
+    public var secret: String
+    /// `max_age`: the cookie's lifetime; 0 makes it a session cookie.
+    public var maxAge: ConfigDuration?
+    /// `fallback`: places clients without a valid cookie. Default: `random`.
+    public var fallback: Loaded<SelectionPolicies>?
+
+    enum CodingKeys: String, CodingKey { case name, secret, maxAge = "max_age", fallback }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? ""
+        if name.isEmpty { name = "lb" }
+        secret = try c.decodeIfPresent(String.self, forKey: .secret) ?? ""
+        maxAge = try c.decodeIfPresent(ConfigDuration.self, forKey: .maxAge)
+        fallback = try c.decodeIfPresent(Loaded<SelectionPolicies>.self, forKey: .fallback)
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws { try await fallback?.provision(context) }
+
+    /// The value of cookie `name` in the request's `Cookie` fields (quotes removed, as Go does).
+    static func cookie(_ name: String, in request: Request) -> String? {
+        for field in request.headers["Cookie"] {
+            for pair in field.split(separator: ";") {
+                let p = pair.trimmingCharacters(in: .whitespaces)
+                guard let eq = p.firstIndex(of: "="), p[..<eq] == name else { continue }
+                var v = p[p.index(after: eq)...]
+                if v.count >= 2, v.first == "\"", v.last == "\"" { v = v.dropFirst().dropLast() }
+                return String(v)
+            }
+        }
+        return nil
+    }
+
+    /// Hex HMAC-SHA256 of `address` under `secret`, as Caddy computes it.
+    func hash(_ address: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(address.utf8), using: SymmetricKey(data: Array(secret.utf8)))
+        return mac.map { String(format: "%02x", $0) }.joined()
+    }
+
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
+        if let value = Self.cookie(name, in: request) {
+            if let u = pool.first(where: { $0.available && hash($0.address) == value }) { return u }
+        }
+        guard let chosen = FallbackPolicy(policy: fallback).select(pool, request, writer) else { return nil }
+        var cookie = "\(name)=\(hash(chosen.address)); Path=/"
+        if let maxAge, maxAge.nanoseconds > 0 { cookie += "; Max-Age=\(maxAge.nanoseconds / 1_000_000_000)" }
+        cookie += "; HttpOnly"
+        let proxiedHTTPS = request.isFromTrustedProxy && request.headers["X-Forwarded-Proto"].last == "https"
+        cookie += request.tls != nil || proxiedHTTPS ? "; Secure; SameSite=None" : "; SameSite=Lax"
+        writer.headers.add(name: "Set-Cookie", value: cookie)
+        return chosen
     }
 }

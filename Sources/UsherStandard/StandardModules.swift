@@ -32,6 +32,7 @@ public enum StandardModules: ModuleBundle {
             LeastConnSelection.self, RoundRobinSelection.self, WeightedRoundRobinSelection.self, FirstSelection.self,
             IPHashSelection.self, ClientIPHashSelection.self, URIHashSelection.self, HeaderHashSelection.self,
             QueryHashSelection.self,
+            CookieHashSelection.self,
         ]
     }
 
