@@ -184,6 +184,8 @@ public final class ServerInfo: Sendable {
     public let name: String
     let namedRoutes: [String: any HTTPHandler]
     let clientIP: ClientIPResolver
+    /// Whether the server trusts any proxies (`trusted_proxies`); when not, no request comes from one.
+    public var hasTrustedProxies: Bool { clientIP.trustedProxies != nil }
 
     init(name: String, namedRoutes: [String: any HTTPHandler], clientIP: ClientIPResolver) {
         self.name = name

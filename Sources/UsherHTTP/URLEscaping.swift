@@ -119,7 +119,7 @@ public enum URLEscaping {
 
 extension StringProtocol {
     /// Compares with an ASCII string, ignoring ASCII case.
-    func equalsASCIICaseInsensitive(_ other: StaticString) -> Bool {
+    public func equalsASCIICaseInsensitive(_ other: StaticString) -> Bool {
         let a = utf8
         guard a.count == other.utf8CodeUnitCount else { return false }
         var i = 0

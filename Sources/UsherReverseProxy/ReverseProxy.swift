@@ -185,24 +185,23 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             throw HandlerError(status: 500, HTTPErrorMessage("reverse_proxy: not running on an event loop"))
         }
         let start = NIODeadline.now()
-        defer {
-            let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
-            request.replacer.set("http.reverse_proxy.duration", formatGoDuration(seconds))
-            request.replacer.set("http.reverse_proxy.duration_ms", String(seconds * 1e3))
-        }
+        let placeholders = ProxyPlaceholders(start: start)
+        request.replacer.add(placeholders)
+        defer { placeholders.end = NIODeadline.now() }
         let lb = loadBalancing
         let deadline = lb?.tryDuration.flatMap { $0.nanoseconds > 0 ? start + .nanoseconds($0.nanoseconds) : nil }
         let interval = lb?.tryInterval.flatMap { $0.nanoseconds > 0 ? Duration.nanoseconds($0.nanoseconds) : nil } ?? .milliseconds(250)
         var attempt = 0
         var failure: AttemptFailure?
         while true {
-            let upstream = lb?.selectionPolicy?.module.select(pool, request, writer) ?? pool.filter(\.available).randomElement()
+            let upstream = lb?.selectionPolicy?.module.select(pool, request, writer) ?? RandomSelection.pick(pool)
             if let upstream {
-                setUpstreamPlaceholders(request, upstream)
+                placeholders.upstream = upstream
                 upstream.host.begin()
                 do {
                     defer { upstream.host.end() }
-                    try await proxy(request, writer, to: upstream, connections: connections, loop: loop)
+                    try await proxy(request, writer, to: upstream, connections: connections, loop: loop,
+                                    placeholders: placeholders)
                     return
                 } catch let f as AttemptFailure {
                     countFailure(upstream, loop: loop)
@@ -210,7 +209,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                     if !f.dial && !(lb?.mayRetrySent(request, bodySent: f.bodySent) ?? false) { break }
                 }
             }
-            request.replacer.set("http.reverse_proxy.retries", String(attempt + 1))
+            placeholders.retries = attempt + 1
             attempt += 1
             let moreByCount = attempt <= (lb?.retries ?? 0)
             let moreByTime = deadline.map { NIODeadline.now() < $0 } ?? false
@@ -234,7 +233,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     /// One exchange with one upstream: the request up (head, then body), the response back (head, then body).
     /// Throws ``AttemptFailure`` when the upstream failed before anything was sent to the client.
     private func proxy(_ request: Request, _ writer: any ResponseWriter, to upstream: Upstream,
-                       connections: ConnectionPool, loop: any EventLoop) async throws {
+                       connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders) async throws {
         var conn: UpstreamConnection
         var reused: Bool
         do {
@@ -290,10 +289,8 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                                      dial: false, bodySent: bodySent)
             }
             let latency = NIODeadline.now() - sentAt
-            let latencySeconds = Double(latency.nanoseconds) / 1e9
-            request.replacer.set("http.reverse_proxy.upstream.latency", formatGoDuration(latencySeconds))
-            request.replacer.set("http.reverse_proxy.upstream.latency_ms", String(latencySeconds * 1e3))
-            request.replacer.set("http.reverse_proxy.status_code", String(first.status.code))
+            placeholders.latency = latency
+            placeholders.status = Int(first.status.code)
             if let passive = healthChecks?.passive {
                 let status = Int(first.status.code)
                 for bad in passive.unhealthyStatus where ResponseMatcher.statusMatches(status, bad) {
@@ -431,26 +428,6 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         return (type, false)
     }
 
-    /// Caddy's `{http.reverse_proxy.upstream.*}` placeholders for the upstream chosen, before the request goes up.
-    private func setUpstreamPlaceholders(_ request: Request, _ upstream: Upstream) {
-        let r = request.replacer
-        let address = upstream.address
-        var host = address
-        var port = ""
-        if let colon = address.lastIndex(of: ":"), !address.hasPrefix("unix/") {
-            host = String(address[..<colon])
-            port = String(address[address.index(after: colon)...])
-        }
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        r.set("http.reverse_proxy.upstream.address", address)
-        r.set("http.reverse_proxy.upstream.hostport", address)
-        r.set("http.reverse_proxy.upstream.host", host)
-        r.set("http.reverse_proxy.upstream.port", port)
-        r.set("http.reverse_proxy.upstream.requests", String(upstream.host.numRequests))
-        r.set("http.reverse_proxy.upstream.max_requests", String(upstream.maxRequests))
-        r.set("http.reverse_proxy.upstream.fails", String(upstream.host.fails))
-    }
-
     /// The final response head, skipping interim (1xx) ones.
     private func nextHead(_ conn: UpstreamConnection) async throws -> HTTPResponseHead? {
         while let part = try await conn.next() {
@@ -466,7 +443,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     /// `X-Forwarded-*` fields, the client's Host, and the configured header ops.
     private func upstreamRequestHead(_ request: Request, upgrade: (type: String, extendedConnect: Bool)?) -> HTTPRequestHead {
         var h = request.headers
-        let te = h[canonicalForm: "TE"].contains { $0.lowercased().contains("trailers") }
+        let te = h.first(name: "TE")?.lowercased().contains("trailers") ?? false
         Self.removeHopByHop(&h)
         if te { h.add(name: "TE", value: "trailers") }
         // Fields a trusted proxy set are kept (X-Forwarded-For extended); from anyone else they are replaced.
@@ -495,7 +472,13 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         } else if request.body.expectedLength == nil && request.method != .GET && request.method != .HEAD {
             h.replaceOrAdd(name: "Transfer-Encoding", value: "chunked")
         }
-        if let ops = headers?.request { ops.apply(to: &h, request.replacer) }
+        if let ops = headers?.request {
+            ops.apply(to: &h, request.replacer)
+            // Values made from placeholders may carry what a client sent; none may break the header block.
+            for (name, value) in h where value.utf8.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) {
+                h.replaceOrAdd(name: name, value: String(value.filter { $0 != "\r" && $0 != "\n" && $0 != "\0" }))
+            }
+        }
         var uri = request.escapedPath
         if !request.rawQuery.isEmpty { uri += "?" + request.rawQuery }
         return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: h)
@@ -503,7 +486,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
 
     /// Whether the peer is a trusted proxy: by the server's `trusted_proxies` or this handler's.
     private func isTrusted(_ request: Request) -> Bool {
-        if request.isFromTrustedProxy { return true }
+        if request.server.hasTrustedProxies && request.isFromTrustedProxy { return true }
         guard !trustedProxies.isEmpty, let ip = request.remoteAddress?.ip else { return false }
         return trustedProxies.contains { $0.contains(ip) }
     }
@@ -513,14 +496,42 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         "trailer", "transfer-encoding", "upgrade",
     ]
 
-    /// Drops hop-by-hop fields (RFC 9110 7.6.1), including those the Connection field names.
+    /// Drops hop-by-hop fields (RFC 9110 7.6.1), including those the Connection field names. One scan finds them;
+    /// the common case (just `Connection`, perhaps `Keep-Alive`) is then a removal or two.
     static func removeHopByHop(_ h: inout HTTPHeaders) {
-        let named = h[canonicalForm: "Connection"].map { $0.lowercased() }
-        for name in Set(named).union(hopByHop) { h.remove(name: name) }
+        var fixed: [String] = []
+        var named: [String] = []
+        for (name, value) in h where isHopByHop(name) {
+            if !fixed.contains(name) { fixed.append(name) }
+            if name.utf8.count == 10 && name.equalsASCIICaseInsensitive("connection") {
+                for token in value.split(separator: ",") {
+                    let t = token.trimmedOfSpaces
+                    if !t.isEmpty && !isHopByHop(t) && !t.equalsASCIICaseInsensitive("close") { named.append(String(t)) }
+                }
+            }
+        }
+        for name in fixed + named { h.remove(name: name) }
+    }
+
+    /// Whether `name` is one of the fixed hop-by-hop fields, compared without allocating.
+    static func isHopByHop(_ name: some StringProtocol) -> Bool {
+        switch name.utf8.count {
+        case 2: return name.equalsASCIICaseInsensitive("te")
+        case 7: return name.equalsASCIICaseInsensitive("trailer") || name.equalsASCIICaseInsensitive("upgrade")
+        case 10: return name.equalsASCIICaseInsensitive("connection") || name.equalsASCIICaseInsensitive("keep-alive")
+        case 16: return name.equalsASCIICaseInsensitive("proxy-connection")
+        case 17: return name.equalsASCIICaseInsensitive("transfer-encoding")
+        case 18: return name.equalsASCIICaseInsensitive("proxy-authenticate")
+        case 19: return name.equalsASCIICaseInsensitive("proxy-authorization")
+        default: return false
+        }
     }
 
     static func connectionCloses(_ head: HTTPResponseHead) -> Bool {
-        head.headers[canonicalForm: "Connection"].contains { $0.lowercased() == "close" } || head.version.minor == 0
+        if head.version.minor == 0 { return true }
+        guard let c = head.headers.first(name: "Connection") else { return false }
+        if c.utf8.count == 10 { return false }  // "keep-alive", by far the most common
+        return c.split(separator: ",").contains { $0.trimmedOfSpaces.equalsASCIICaseInsensitive("close") }
     }
 }
 
@@ -539,4 +550,66 @@ struct AttemptFailure: Error {
 final class CheckerTask: Sendable {
     let task: Task<Void, Never>
     init(_ task: Task<Void, Never>) { self.task = task }
+}
+
+/// Caddy's `{http.reverse_proxy.*}` placeholders for one request, computed only when asked for.
+final class ProxyPlaceholders: PlaceholderProvider {
+    let start: NIODeadline
+    var end: NIODeadline?
+    var upstream: Upstream?
+    var latency: TimeAmount?
+    var status: Int?
+    var retries = 0
+
+    init(start: NIODeadline) { self.start = start }
+
+    func placeholderValue(_ key: String) -> String? {
+        guard key.hasPrefix("http.reverse_proxy.") else { return nil }
+        switch key.dropFirst(19) {
+        case "duration": return formatGoDuration(seconds(start, end))
+        case "duration_ms": return String(seconds(start, end) * 1e3)
+        case "retries": return String(retries)
+        case "status_code": return status.map(String.init)
+        case "upstream.latency": return latency.map { formatGoDuration(Double($0.nanoseconds) / 1e9) }
+        case "upstream.latency_ms": return latency.map { String(Double($0.nanoseconds) / 1e6) }
+        default: break
+        }
+        guard let upstream, key.hasPrefix("http.reverse_proxy.upstream.") else { return nil }
+        let address = upstream.address
+        switch key.dropFirst(28) {
+        case "address", "hostport": return address
+        case "host": return Self.split(address).host
+        case "port": return Self.split(address).port
+        case "requests": return String(upstream.host.numRequests)
+        case "max_requests": return String(upstream.maxRequests)
+        case "fails": return String(upstream.health.failures)
+        default: return nil
+        }
+    }
+
+    private func seconds(_ from: NIODeadline, _ to: NIODeadline?) -> Double {
+        Double(((to ?? .now()) - from).nanoseconds) / 1e9
+    }
+
+    /// Host and port of a dial address (`[::1]:80` → `::1`, `80`; Unix sockets have no port).
+    static func split(_ address: String) -> (host: String, port: String) {
+        var host = address
+        var port = ""
+        if let colon = address.lastIndex(of: ":"), !address.hasPrefix("unix/") {
+            host = String(address[..<colon])
+            port = String(address[address.index(after: colon)...])
+        }
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+}
+
+extension Substring {
+    /// Without leading and trailing spaces and tabs (no Foundation, no copy).
+    var trimmedOfSpaces: Substring {
+        var s = self
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return s
+    }
 }

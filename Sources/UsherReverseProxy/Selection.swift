@@ -35,7 +35,19 @@ public struct RandomSelection: SelectionPolicy {
     public init() {}
     public init(from decoder: any Decoder) throws {}
     public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
-        pool.filter(\.available).randomElement()
+        Self.pick(pool)
+    }
+
+    /// A random available upstream, by reservoir sampling (no array built, no system call).
+    static func pick(_ pool: [Upstream]) -> Upstream? {
+        var rng = FastRandom()
+        var chosen: Upstream?
+        var seen = 0
+        for u in pool where u.available {
+            seen += 1
+            if seen == 1 || Int.random(in: 0..<seen, using: &rng) == 0 { chosen = u }
+        }
+        return chosen
     }
 }
 
@@ -55,7 +67,8 @@ public struct RandomChooseSelection: SelectionPolicy {
     }
 
     public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
-        let drawn = pool.filter(\.available).shuffled().prefix(choose)
+        var rng = FastRandom()
+        let drawn = pool.filter(\.available).shuffled(using: &rng).prefix(choose)
         return drawn.min { $0.host.numRequests < $1.host.numRequests }
     }
 }
@@ -67,7 +80,7 @@ public struct LeastConnSelection: SelectionPolicy {
     public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
         let available = pool.filter(\.available)
         guard let least = available.map(\.host.numRequests).min() else { return nil }
-        return available.filter { $0.host.numRequests == least }.randomElement()
+        return RandomSelection.pick(available.filter { $0.host.numRequests == least })
     }
 }
 
@@ -83,6 +96,21 @@ public struct RoundRobinSelection: SelectionPolicy {
             if pool[i].available { return pool[i] }
         }
         return nil
+    }
+}
+
+/// A fast generator for load balancing (wyrand over a shared atomic counter): the system generator makes a
+/// getrandom(2) call per draw, which costs as much as a proxied request's own system calls.
+struct FastRandom: RandomNumberGenerator {
+    private static let state: Atomic<UInt64> = {
+        var system = SystemRandomNumberGenerator()
+        return Atomic<UInt64>(system.next() | 1)
+    }()
+
+    mutating func next() -> UInt64 {
+        let s: UInt64 = Self.state.wrappingAdd(0xA076_1D64_78BD_642F, ordering: .relaxed).newValue
+        let m = s.multipliedFullWidth(by: s ^ 0xE703_7ED1_A0B4_28DB)
+        return m.high ^ m.low
     }
 }
 
@@ -220,7 +248,7 @@ struct FallbackPolicy: Sendable {
     let policy: Loaded<SelectionPolicies>?
 
     func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
-        policy?.module.select(pool, request, writer) ?? pool.filter(\.available).randomElement()
+        policy?.module.select(pool, request, writer) ?? RandomSelection.pick(pool)
     }
 }
 

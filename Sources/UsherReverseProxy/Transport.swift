@@ -96,12 +96,16 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     let address: String
     private var context: ChannelHandlerContext?
     private var buffered = CircularBuffer<HTTPClientResponsePart>()
+    /// Body bytes in `buffered`; reading pauses above ``highWatermark``.
+    private var bufferedBytes = 0
     private var waiter: CheckedContinuation<HTTPClientResponsePart?, any Error>?
     private let writability = WritabilityGate()
     private(set) var closed = false
-    private var idleTimer: Scheduled<Void>?
     /// Set by the pool while the connection is idle.
     var idleSince: NIODeadline?
+
+    /// Response bytes held for a slow client before the upstream is no longer read.
+    static let highWatermark = 64 * 1024
 
     init(address: String) { self.address = address }
 
@@ -126,7 +130,6 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     private func teardown(_ error: (any Error)?) {
         guard !closed else { return }
         closed = true
-        idleTimer?.cancel()
         let e = error ?? UpstreamError(description: "upstream closed the connection", retryable: false)
         waiter?.resume(throwing: e)
         waiter = nil
@@ -139,13 +142,16 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
             waiter = nil
             w.resume(returning: part)
         } else {
+            if case .body(let b) = part { bufferedBytes += b.readableBytes }
             buffered.append(part)
         }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        // A read that completed no part (a head split over segments) must not leave the reader waiting.
-        if waiter != nil { context.read() }
+        // Reading goes on while little is held: the socket stays registered for reads (no epoll change per
+        // response), an idle pooled connection notices the upstream closing it, and a slow client still stops
+        // the upstream once ``highWatermark`` bytes wait.
+        if bufferedBytes < Self.highWatermark { context.read() }
         context.fireChannelReadComplete()
     }
 
@@ -156,9 +162,16 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelWritabilityChanged()
     }
 
-    /// The next response part; reads from the socket only when nothing is buffered.
+    /// The next response part, from what was read already or from the socket.
     func next() async throws -> HTTPClientResponsePart? {
-        if let part = buffered.popFirst() { return part }
+        if let part = buffered.popFirst() {
+            if case .body(let b) = part {
+                let wasAbove = bufferedBytes >= Self.highWatermark
+                bufferedBytes -= b.readableBytes
+                if wasAbove && bufferedBytes < Self.highWatermark { context?.read() }
+            }
+            return part
+        }
         guard !closed, let context else {
             throw UpstreamError(description: "upstream closed the connection", retryable: false)
         }
@@ -210,17 +223,8 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         context?.close(promise: nil)
     }
 
-    /// Closes the connection if it stays idle for `timeout`.
-    func armIdleTimer(_ timeout: TimeAmount, onExpiry: @escaping @Sendable () -> Void) {
-        guard let loop = context?.eventLoop else { return }
-        idleTimer?.cancel()
-        idleTimer = loop.scheduleTask(in: timeout, onExpiry)
-    }
-
-    func cancelIdleTimer() {
-        idleTimer?.cancel()
-        idleTimer = nil
-    }
+    /// Whether the connection can carry another request: open, and nothing unasked-for arrived while idle.
+    var reusable: Bool { !closed && buffered.isEmpty && context?.channel.isActive == true }
 }
 
 /// An upstream connection after a protocol switch: raw bytes both ways, read on demand.
@@ -315,64 +319,92 @@ struct PooledConnection: @unchecked Sendable {
     let loop: any EventLoop
 }
 
-/// Idle keep-alive connections by upstream address and event loop, so a request reuses a connection on the loop it
-/// already runs on.
+/// Idle keep-alive connections by event loop and upstream address, so a request reuses a connection on the loop
+/// it already runs on. Idle time is stamped on release and checked on reuse; one sweep per loop closes what stays
+/// idle past `idle_timeout`.
 final class ConnectionPool: Sendable {
     let transport: HTTPTransport
-    private let idle = Mutex<[String: [PooledConnection]]>([:])
+    private struct LoopIdle {
+        var byAddress: [String: [PooledConnection]] = [:]
+        var sweepArmed = false
+    }
+    private let idle = Mutex<[ObjectIdentifier: LoopIdle]>([:])
+    private let idleTimeout: TimeAmount
 
-    init(transport: HTTPTransport) { self.transport = transport }
-
-    private func key(_ address: String, _ loop: any EventLoop) -> String {
-        "\(ObjectIdentifier(loop as AnyObject).hashValue)|\(address)"
+    init(transport: HTTPTransport) {
+        self.transport = transport
+        idleTimeout = transport.idleTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .minutes(2)
     }
 
     /// A connection to `address` on `loop`: an idle one if there is one (`reused`), else a new one.
     func acquire(_ address: String, on loop: any EventLoop) async throws -> (UpstreamConnection, reused: Bool) {
-        let k = key(address, loop)
-        while let pooled = idle.withLock({ $0[k]?.popLast() }) {
-            pooled.connection.cancelIdleTimer()
-            if !pooled.connection.closed, pooled.connection.channel?.isActive == true {
-                return (pooled.connection, true)
+        let key = ObjectIdentifier(loop)
+        let now = NIODeadline.now()
+        while let pooled = idle.withLock({ $0[key]?.byAddress[address]?.popLast() }) {
+            let c = pooled.connection
+            if c.reusable, let since = c.idleSince, now - since < idleTimeout {
+                c.idleSince = nil
+                return (c, true)
             }
+            c.close()
         }
         return (try await dial(address, on: loop), false)
     }
 
     /// Parks a connection whose exchange completed cleanly; otherwise closes it.
     func release(_ connection: UpstreamConnection, reusable: Bool, loop: any EventLoop) {
-        guard reusable, transport.keepAlive, !connection.closed else {
+        guard reusable, transport.keepAlive, connection.reusable else {
             connection.close()
             return
         }
-        let k = key(connection.address, loop)
-        let kept = idle.withLock { d -> Bool in
-            var list = d[k] ?? []
-            guard list.count < transport.maxIdlePerHost else { return false }
-            list.append(PooledConnection(connection: connection, loop: loop))
-            d[k] = list
-            return true
+        connection.idleSince = .now()
+        let key = ObjectIdentifier(loop)
+        let (kept, arm) = idle.withLock { d -> (Bool, Bool) in
+            guard (d[key]?.byAddress[connection.address]?.count ?? 0) < transport.maxIdlePerHost else { return (false, false) }
+            d[key, default: LoopIdle()].byAddress[connection.address, default: []]
+                .append(PooledConnection(connection: connection, loop: loop))
+            let arm = !d[key]!.sweepArmed
+            d[key]!.sweepArmed = true
+            return (true, arm)
         }
-        guard kept else {
-            connection.close()
-            return
+        if !kept { connection.close() }
+        if arm { scheduleSweep(on: loop) }
+    }
+
+    private func scheduleSweep(on loop: any EventLoop) {
+        loop.scheduleTask(in: idleTimeout) { [self] in sweep(loop) }
+    }
+
+    /// Closes this loop's connections idle past the timeout; runs again while any are left.
+    private func sweep(_ loop: any EventLoop) {
+        let key = ObjectIdentifier(loop)
+        let now = NIODeadline.now()
+        let (expired, again) = idle.withLock { d -> ([PooledConnection], Bool) in
+            guard var entry = d[key] else { return ([], false) }
+            var expired: [PooledConnection] = []
+            for (address, list) in entry.byAddress {
+                let (old, fresh) = list.reduce(into: ([PooledConnection](), [PooledConnection]())) { acc, p in
+                    if let since = p.connection.idleSince, now - since < idleTimeout { acc.1.append(p) } else { acc.0.append(p) }
+                }
+                expired += old
+                entry.byAddress[address] = fresh.isEmpty ? nil : fresh
+            }
+            entry.sweepArmed = !entry.byAddress.isEmpty
+            d[key] = entry
+            return (expired, entry.sweepArmed)
         }
-        let timeout = transport.idleTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .minutes(2)
-        let pooled = PooledConnection(connection: connection, loop: loop)
-        connection.armIdleTimer(timeout) { [self] in
-            self.idle.withLock { d in d[k]?.removeAll { $0.connection === pooled.connection } }
-            loop.execute { pooled.connection.close() }
-        }
+        for p in expired { p.connection.close() }
+        if again { scheduleSweep(on: loop) }
     }
 
     /// Closes every idle connection (the handler is being unloaded).
     func closeAll() {
         let all = idle.withLock { d -> [PooledConnection] in
-            let v = d.values.flatMap { $0 }
+            let v = d.values.flatMap { $0.byAddress.values.flatMap { $0 } }
             d.removeAll()
             return v
         }
-        for p in all { p.loop.execute { p.connection.cancelIdleTimer(); p.connection.close() } }
+        for p in all { p.loop.execute { p.connection.close() } }
     }
 
     /// A new connection to `address` on `loop`, waiting at most `timeout` (else `dial_timeout`, default 3s).
@@ -391,7 +423,10 @@ final class ConnectionPool: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // Bytes after a 101 head stay in the decoder; they are forwarded when it leaves for the tunnel.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+                    // Header values are checked where they are made (the handler strips CR/LF from header ops);
+                    // those from the client were checked by the server's parser.
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
+                        leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(UpstreamConnection(address: address))
                 }
             }
@@ -401,7 +436,12 @@ final class ConnectionPool: Sendable {
                 channel = try await bootstrap.connect(unixDomainSocketPath: parsed.host).get()
             } else {
                 let host = parsed.host.isEmpty ? "127.0.0.1" : parsed.host
-                channel = try await bootstrap.connect(host: host, port: parsed.startPort).get()
+                // An IP literal needs no resolver round (getaddrinfo and Happy Eyeballs) on every dial.
+                if let ip = try? SocketAddress(ipAddress: host, port: parsed.startPort) {
+                    channel = try await bootstrap.connect(to: ip).get()
+                } else {
+                    channel = try await bootstrap.connect(host: host, port: parsed.startPort).get()
+                }
             }
         } catch {
             let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false

@@ -166,6 +166,9 @@ final class ListenerPool: Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Accept many per wake-up: at 4 (NIO's default) a busy loop takes seconds to let in a burst of new
+            // clients, which then wait in the backlog while the connected ones are served.
+            .serverChannelOption(.maxMessagesPerRead, value: 128)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
