@@ -108,10 +108,12 @@ let package = Package(
         .target(
             name: "UsherReverseProxy",
             dependencies: [
-                "UsherCore", "UsherHTTP", "UsherHandlers",
+                "UsherCore", "UsherHTTP", "UsherHandlers", "UsherTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings

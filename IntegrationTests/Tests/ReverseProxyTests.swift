@@ -280,7 +280,8 @@ struct ReverseProxyTests {
             (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "health_checks": {"active": {"uri": "/", "expect_body": "("}}}"#, "health_checks.active.expect_body (http.handlers.reverse_proxy): compiling regular expression"),
             (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "load_balancing": {"selection_policy": {"policy": "nope"}}}"#,
              "module http.reverse_proxy.selection_policies.nope"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "transport": {"protocol": "http", "tls": {}}}"#, "transport.tls (http.reverse_proxy.transport.http): not supported yet"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "transport": {"protocol": "http", "tls": {"client_certificate_automate": "x"}}}"#, "transport.tls.client_certificate_automate (http.reverse_proxy.transport.http): not supported yet"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "transport": {"protocol": "http", "tls": {"root_ca_pem_files": ["/nonexistent.pem"]}}}"#, "transport (http.reverse_proxy.transport.http): tls: loading CA certificates from /nonexistent.pem: no such file or directory"),
         ]
         for (handler, message) in cases {
             let r = try admin(s, "POST", "/load", body: """

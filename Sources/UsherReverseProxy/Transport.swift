@@ -1,6 +1,7 @@
 public import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 import UsherHTTP
 public import UsherCore
@@ -14,8 +15,9 @@ public enum ProxyTransports: ModuleNamespace {
     public typealias Instance = any ProxyTransport
 }
 
-/// `http.reverse_proxy.transport.http`: HTTP/1.1 to upstreams, with pooled keep-alive connections.
-public struct HTTPTransport: ProxyTransport {
+/// `http.reverse_proxy.transport.http`: HTTP/1.1 to upstreams, in cleartext or TLS, with pooled keep-alive
+/// connections.
+public struct HTTPTransport: ProxyTransport, Provisioner {
     public static let moduleID: ModuleID = "http.reverse_proxy.transport.http"
     /// `dial_timeout`: longest wait for a connection. Default: 3s.
     public var dialTimeout: ConfigDuration?
@@ -27,6 +29,10 @@ public struct HTTPTransport: ProxyTransport {
     public var maxIdlePerHost: Int
     /// `keepalive.idle_timeout`: how long an idle connection is kept. Default: 2m.
     public var idleTimeout: ConfigDuration?
+    /// `tls`: speak TLS to upstreams.
+    public var tls: UpstreamTLS?
+    /// Built from `tls` when provisioned.
+    var tlsContext: NIOSSLContext?
 
     enum CodingKeys: String, CodingKey {
         case dialTimeout = "dial_timeout", responseHeaderTimeout = "response_header_timeout", keepalive, versions
@@ -44,9 +50,10 @@ public struct HTTPTransport: ProxyTransport {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.tls, .proxyProtocol, .localAddress, .resolver, .maxConnsPerHost,
+        try c.refuseUnsupported([.proxyProtocol, .localAddress, .resolver, .maxConnsPerHost,
                                  .forwardProxyURL, .networkProxy, .readTimeout, .writeTimeout])
         dialTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .dialTimeout)
+        tls = try c.decodeIfPresent(UpstreamTLS.self, forKey: .tls)
         responseHeaderTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .responseHeaderTimeout)
         if let versions = try c.decodeIfPresent([String].self, forKey: .versions), versions.contains(where: { $0 != "1.1" }) {
             throw c.error(.versions, "only HTTP/1.1 to upstreams is supported yet")
@@ -68,6 +75,17 @@ public struct HTTPTransport: ProxyTransport {
             maxIdlePerHost = try k.decodeIfPresent(Int.self, forKey: .maxIdleConnsPerHost) ?? 32
             idleTimeout = try k.decodeIfPresent(ConfigDuration.self, forKey: .idleTimeout)
         }
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        try await tls?.provision(context)
+        tlsContext = try tls?.makeContext(alpn: ["http/1.1"])
+    }
+
+    /// Whether a connection to `port` speaks TLS (`tls` set and the port not in `except_ports`).
+    func usesTLS(port: Int) -> Bool {
+        guard let tls, tlsContext != nil else { return false }
+        return !tls.exceptPorts.contains(String(port))
     }
 
     /// The defaults, for a handler without `transport`.
@@ -115,6 +133,12 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         teardown(nil)
         self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // Reading starts at once: a TLS handshake needs it, and an idle connection should notice a close.
+        context.read()
+        context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -416,36 +440,57 @@ final class ConnectionPool: Sendable {
             throw UpstreamError(description: "invalid upstream address \(address): \(error)", retryable: true)
         }
         let timeout = timeout ?? transport.dialTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .seconds(3)
+        let host = parsed.isUnixNetwork ? "" : (parsed.host.isEmpty ? "127.0.0.1" : parsed.host)
+        let tls: (NIOSSLContext, String?)? = transport.usesTLS(port: parsed.startPort)
+            ? transport.tlsContext.map { ($0, transport.tls?.sni(for: host)) } : nil
+        let handshake = loop.makePromise(of: Void.self)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.autoRead, value: false)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // Bytes after a 101 head stay in the decoder; they are forwarded when it leaves for the tunnel.
+                    let sync = channel.pipeline.syncOperations
+                    if let (context, sni) = tls {
+                        try sync.addHandler(NIOSSLClientHandler(context: context, serverHostname: sni))
+                        try sync.addHandler(HandshakeWaiter(promise: handshake))
+                    }
                     // Header values are checked where they are made (the handler strips CR/LF from header ops);
                     // those from the client were checked by the server's parser.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                        leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
-                    try channel.pipeline.syncOperations.addHandler(UpstreamConnection(address: address))
+                    try sync.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
+                    try sync.addHandler(UpstreamConnection(address: address))
                 }
             }
         let channel: any Channel
         do {
             if parsed.isUnixNetwork {
                 channel = try await bootstrap.connect(unixDomainSocketPath: parsed.host).get()
-            } else {
-                let host = parsed.host.isEmpty ? "127.0.0.1" : parsed.host
+            } else if let ip = try? SocketAddress(ipAddress: host, port: parsed.startPort) {
                 // An IP literal needs no resolver round (getaddrinfo and Happy Eyeballs) on every dial.
-                if let ip = try? SocketAddress(ipAddress: host, port: parsed.startPort) {
-                    channel = try await bootstrap.connect(to: ip).get()
-                } else {
-                    channel = try await bootstrap.connect(host: host, port: parsed.startPort).get()
-                }
+                channel = try await bootstrap.connect(to: ip).get()
+            } else {
+                channel = try await bootstrap.connect(host: host, port: parsed.startPort).get()
             }
         } catch {
+            handshake.fail(error)
             let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
             throw UpstreamError(description: "dialing \(address): \(error)", retryable: true, timedOut: timedOut)
+        }
+        if tls != nil {
+            // The handshake is part of dialing: a failure means nothing was sent, so another upstream may be tried.
+            let limit = transport.tls?.handshakeTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .seconds(10)
+            let timer = loop.scheduleTask(in: limit) { handshake.fail(ChannelError.connectTimeout(limit)) }
+            do {
+                try await handshake.futureResult.get()
+                timer.cancel()
+            } catch {
+                timer.cancel()
+                channel.close(promise: nil)
+                let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
+                throw UpstreamError(description: "TLS handshake with \(address): \(error)", retryable: true, timedOut: timedOut)
+            }
+        } else {
+            handshake.succeed(())
         }
         guard let connection = try? channel.pipeline.syncOperations.handler(type: UpstreamConnection.self) else {
             channel.close(promise: nil)

@@ -474,7 +474,7 @@ public struct CombinedCAPool: CAPoolSource, Provisioner {
 }
 
 /// The certificates in a PEM file, with errors that say what went wrong.
-func pemCertificates(_ file: String) throws -> [NIOSSLCertificate] {
+public func pemCertificates(_ file: String) throws -> [NIOSSLCertificate] {
     guard FileManager.default.isReadableFile(atPath: file) else {
         let why = FileManager.default.fileExists(atPath: file) ? "permission denied" : "no such file or directory"
         throw ConfigError("loading CA certificates from \(file): \(why)")
@@ -487,7 +487,7 @@ func pemCertificates(_ file: String) throws -> [NIOSSLCertificate] {
 }
 
 /// A DER certificate, with an error that says what went wrong.
-func derCertificate(_ der: [UInt8]) throws -> NIOSSLCertificate {
+public func derCertificate(_ der: [UInt8]) throws -> NIOSSLCertificate {
     do {
         return try NIOSSLCertificate(bytes: der, format: .der)
     } catch {
