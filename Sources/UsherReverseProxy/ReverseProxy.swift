@@ -234,17 +234,16 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     /// Throws ``AttemptFailure`` when the upstream failed before anything was sent to the client.
     private func proxy(_ request: Request, _ writer: any ResponseWriter, to upstream: Upstream,
                        connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders) async throws {
+        let upgrade = Self.requestedUpgrade(request)
+        if let upgrade, upgrade.extendedConnect, upgrade.type.lowercased() != "websocket" {
+            throw HandlerError(status: 501, HTTPErrorMessage("reverse_proxy: extended CONNECT for \(upgrade.type) is not supported"))
+        }
         var conn: UpstreamConnection
         var reused: Bool
         do {
-            (conn, reused) = try await connections.acquire(upstream.address, on: loop)
+            (conn, reused) = try await connections.acquire(upstream.address, on: loop, upgrade: upgrade != nil)
         } catch let e as UpstreamError {
             throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
-        }
-        let upgrade = Self.requestedUpgrade(request)
-        if let upgrade, upgrade.extendedConnect, upgrade.type.lowercased() != "websocket" {
-            conn.close()
-            throw HandlerError(status: 501, HTTPErrorMessage("reverse_proxy: extended CONNECT for \(upgrade.type) is not supported"))
         }
         let head = upstreamRequestHead(request, upgrade: upgrade)
         do {
@@ -253,7 +252,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             // A pooled connection the upstream had closed: dial afresh, nothing was sent.
             conn.close()
             do {
-                (conn, reused) = try await connections.acquire(upstream.address, on: loop)
+                (conn, reused) = try await connections.acquire(upstream.address, on: loop, upgrade: upgrade != nil)
             } catch let e as UpstreamError {
                 throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
             }

@@ -2,6 +2,7 @@ public import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import NIOHTTP2
 import Synchronization
 import UsherHTTP
 public import UsherCore
@@ -31,8 +32,12 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
     public var idleTimeout: ConfigDuration?
     /// `tls`: speak TLS to upstreams.
     public var tls: UpstreamTLS?
-    /// Built from `tls` when provisioned.
+    /// `versions`: HTTP versions to speak: `1.1`, `2` (over TLS, by ALPN), `h2c` (HTTP/2 in cleartext, prior
+    /// knowledge). Default: `["1.1", "2"]` (so cleartext upstreams get HTTP/1.1).
+    public var versions: [String] = ["1.1", "2"]
+    /// Built from `tls` when provisioned: ALPN by `versions`, and one offering only HTTP/1.1 for upgrades.
     var tlsContext: NIOSSLContext?
+    var tlsContextHTTP1: NIOSSLContext?
 
     enum CodingKeys: String, CodingKey {
         case dialTimeout = "dial_timeout", responseHeaderTimeout = "response_header_timeout", keepalive, versions
@@ -55,9 +60,11 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
         dialTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .dialTimeout)
         tls = try c.decodeIfPresent(UpstreamTLS.self, forKey: .tls)
         responseHeaderTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .responseHeaderTimeout)
-        if let versions = try c.decodeIfPresent([String].self, forKey: .versions), versions.contains(where: { $0 != "1.1" }) {
-            throw c.error(.versions, "only HTTP/1.1 to upstreams is supported yet")
+        versions = try c.decodeIfPresent([String].self, forKey: .versions) ?? ["1.1", "2"]
+        for v in versions where !["1.1", "2", "h2c"].contains(v) {
+            throw c.error(.versions, "unsupported HTTP version \(v) (1.1, 2 and h2c are)")
         }
+        if versions.isEmpty { throw c.error(.versions, "no HTTP versions listed") }
         // Buffer sizes and the other tuning knobs of Go's transport have no equivalent to set here.
         _ = try c.decodeIfPresent(Int.self, forKey: .readBuffer)
         _ = try c.decodeIfPresent(Int.self, forKey: .writeBuffer)
@@ -79,13 +86,24 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
 
     public mutating func provision(_ context: ProvisionContext) async throws {
         try await tls?.provision(context)
-        tlsContext = try tls?.makeContext(alpn: ["http/1.1"])
+        var alpn: [String] = []
+        if versions.contains("2") { alpn.append("h2") }
+        if versions.contains("1.1") { alpn.append("http/1.1") }
+        tlsContext = try tls?.makeContext(alpn: alpn)
+        tlsContextHTTP1 = try tls?.makeContext(alpn: ["http/1.1"])
     }
+
+
 
     /// Whether a connection to `port` speaks TLS (`tls` set and the port not in `except_ports`).
     func usesTLS(port: Int) -> Bool {
         guard let tls, tlsContext != nil else { return false }
         return !tls.exceptPorts.contains(String(port))
+    }
+
+    /// Whether HTTP/2 is offered: by ALPN over TLS (`2` listed), or with prior knowledge in cleartext (`h2c`).
+    func offersHTTP2(toTLS tls: Bool) -> Bool {
+        tls ? versions.contains("2") : versions.contains("h2c")
     }
 
     /// The defaults, for a handler without `transport`.
@@ -112,6 +130,8 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPClientRequestPart
 
     let address: String
+    /// An HTTP/2 stream rather than a connection: used once, never pooled.
+    let isStream: Bool
     private var context: ChannelHandlerContext?
     private var buffered = CircularBuffer<HTTPClientResponsePart>()
     /// Body bytes in `buffered`; reading pauses above ``highWatermark``.
@@ -125,11 +145,17 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// Response bytes held for a slow client before the upstream is no longer read.
     static let highWatermark = 64 * 1024
 
-    init(address: String) { self.address = address }
+    init(address: String, isStream: Bool = false) {
+        self.address = address
+        self.isStream = isStream
+    }
 
     var channel: (any Channel)? { context?.channel }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { context.read() }
+    }
     func handlerRemoved(context: ChannelHandlerContext) {
         teardown(nil)
         self.context = nil
@@ -360,8 +386,84 @@ final class ConnectionPool: Sendable {
         idleTimeout = transport.idleTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .minutes(2)
     }
 
-    /// A connection to `address` on `loop`: an idle one if there is one (`reused`), else a new one.
-    func acquire(_ address: String, on loop: any EventLoop) async throws -> (UpstreamConnection, reused: Bool) {
+    /// HTTP/2 connections by event loop and address (a connecting one is a future the next requests share);
+    /// a `nil` result means the upstream chose HTTP/1.1 by ALPN.
+    private let http2 = Mutex<[ObjectIdentifier: [String: EventLoopFuture<HTTP2Upstream?>]]>([:])
+
+    /// A connection (or HTTP/2 stream) to `address` on `loop`: an idle one if there is one (`reused`), else a new
+    /// one. `upgrade`: the request switches protocols, which only HTTP/1.1 can carry.
+    func acquire(_ address: String, on loop: any EventLoop, upgrade: Bool = false) async throws -> (UpstreamConnection, reused: Bool) {
+        if !upgrade, transport.offersHTTP2(toTLS: transport.usesTLS(port: Self.port(of: address))) {
+            if let stream = try await http2Stream(address, on: loop) { return stream }
+        }
+        return try await acquireHTTP1(address, on: loop, upgrade: upgrade)
+    }
+
+    private static func port(of address: String) -> Int {
+        (try? NetworkAddress(parsing: address)).map(\.startPort) ?? 0
+    }
+
+    /// A new stream on the HTTP/2 connection to `address`, dialling it first if needed; `nil` when the upstream
+    /// speaks only HTTP/1.1.
+    private func http2Stream(_ address: String, on loop: any EventLoop) async throws -> (UpstreamConnection, reused: Bool)? {
+        let key = ObjectIdentifier(loop)
+        for attempt in 0..<2 {
+            var dialing = false
+            let future: EventLoopFuture<HTTP2Upstream?> = http2.withLock { d in
+                if let f = d[key]?[address] { return f }
+                let promise = loop.makePromise(of: HTTP2Upstream?.self)
+                d[key, default: [:]][address] = promise.futureResult
+                dialing = true
+                // Dialling sets up the pipeline, which must happen on the channel's loop.
+                Task(executorPreference: EventLoopTaskExecutor.forLoop(loop)) { [self] in
+                    do { promise.succeed(try await dialHTTP2(address, on: loop)) } catch { promise.fail(error) }
+                }
+                return promise.futureResult
+            }
+            let upstream: HTTP2Upstream?
+            do {
+                upstream = try await future.get()
+            } catch {
+                forgetHTTP2(address, key: key, future)
+                throw error
+            }
+            guard let upstream else { return nil }
+            if upstream.isUsable {
+                do {
+                    return (try await upstream.openStream(), !dialing)
+                } catch where !dialing && attempt == 0 {
+                    // The shared connection went away under us: dial again.
+                }
+            }
+            forgetHTTP2(address, key: key, future)
+        }
+        throw UpstreamError(description: "dialing \(address): HTTP/2 connection unusable", retryable: true)
+    }
+
+    private func forgetHTTP2(_ address: String, key: ObjectIdentifier, _ future: EventLoopFuture<HTTP2Upstream?>) {
+        http2.withLock { d in
+            if d[key]?[address] === future { d[key]?[address] = nil }
+        }
+    }
+
+    /// Dials for HTTP/2: prior knowledge in cleartext, ALPN over TLS (which may pick HTTP/1.1: `nil`).
+    private func dialHTTP2(_ address: String, on loop: any EventLoop) async throws -> HTTP2Upstream? {
+        let (channel, secure, protocolName) = try await connect(address, on: loop, timeout: nil, http1Only: false)
+        if secure && protocolName != "h2" {
+            // ALPN chose HTTP/1.1: this connection joins the HTTP/1.1 pool, and HTTP/2 is not tried again.
+            let conn = try addHTTP1(to: channel, address: address)
+            release(conn, reusable: true, loop: loop)
+            return nil
+        }
+        do {
+            return try HTTP2Upstream(channel: channel, address: address, secure: secure)
+        } catch {
+            channel.close(promise: nil)
+            throw UpstreamError(description: "dialing \(address): \(error)", retryable: true)
+        }
+    }
+
+    private func acquireHTTP1(_ address: String, on loop: any EventLoop, upgrade: Bool) async throws -> (UpstreamConnection, reused: Bool) {
         let key = ObjectIdentifier(loop)
         let now = NIODeadline.now()
         while let pooled = idle.withLock({ $0[key]?.byAddress[address]?.popLast() }) {
@@ -375,9 +477,9 @@ final class ConnectionPool: Sendable {
         return (try await dial(address, on: loop), false)
     }
 
-    /// Parks a connection whose exchange completed cleanly; otherwise closes it.
+    /// Parks a connection whose exchange completed cleanly; otherwise closes it. An HTTP/2 stream just ends.
     func release(_ connection: UpstreamConnection, reusable: Bool, loop: any EventLoop) {
-        guard reusable, transport.keepAlive, connection.reusable else {
+        guard reusable, transport.keepAlive, connection.reusable, !connection.isStream else {
             connection.close()
             return
         }
@@ -421,7 +523,7 @@ final class ConnectionPool: Sendable {
         if again { scheduleSweep(on: loop) }
     }
 
-    /// Closes every idle connection (the handler is being unloaded).
+    /// Closes every idle connection and the HTTP/2 connections (the handler is being unloaded).
     func closeAll() {
         let all = idle.withLock { d -> [PooledConnection] in
             let v = d.values.flatMap { $0.byAddress.values.flatMap { $0 } }
@@ -429,10 +531,39 @@ final class ConnectionPool: Sendable {
             return v
         }
         for p in all { p.loop.execute { p.connection.close() } }
+        let shared = http2.withLock { d -> [EventLoopFuture<HTTP2Upstream?>] in
+            let v = d.values.flatMap { $0.values }
+            d.removeAll()
+            return v
+        }
+        for f in shared { f.whenSuccess { $0?.close() } }
     }
 
-    /// A new connection to `address` on `loop`, waiting at most `timeout` (else `dial_timeout`, default 3s).
+    /// A new HTTP/1.1 connection to `address` on `loop`, waiting at most `timeout` (else `dial_timeout`, 3s).
     func dial(_ address: String, on loop: any EventLoop, timeout: TimeAmount? = nil) async throws -> UpstreamConnection {
+        let (channel, _, _) = try await connect(address, on: loop, timeout: timeout, http1Only: true)
+        return try addHTTP1(to: channel, address: address)
+    }
+
+    /// Puts the HTTP/1.1 client codec and an ``UpstreamConnection`` on a connected channel.
+    func addHTTP1(to channel: any Channel, address: String) throws -> UpstreamConnection {
+        let connection = UpstreamConnection(address: address)
+        do {
+            let sync = channel.pipeline.syncOperations
+            // Header values are checked where they are made (the handler strips CR/LF from header ops);
+            // those from the client were checked by the server's parser.
+            try sync.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
+            try sync.addHandler(connection)
+        } catch {
+            channel.close(promise: nil)
+            throw UpstreamError(description: "dialing \(address): \(error)", retryable: true)
+        }
+        return connection
+    }
+
+    /// Connects (and shakes hands, for TLS): the channel, whether it is TLS, and the protocol ALPN chose.
+    private func connect(_ address: String, on loop: any EventLoop, timeout: TimeAmount?,
+                         http1Only: Bool) async throws -> (any Channel, Bool, String?) {
         let parsed: NetworkAddress
         do {
             parsed = try NetworkAddress(parsing: address)
@@ -441,24 +572,21 @@ final class ConnectionPool: Sendable {
         }
         let timeout = timeout ?? transport.dialTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .seconds(3)
         let host = parsed.isUnixNetwork ? "" : (parsed.host.isEmpty ? "127.0.0.1" : parsed.host)
+        let context = http1Only ? transport.tlsContextHTTP1 : transport.tlsContext
         let tls: (NIOSSLContext, String?)? = transport.usesTLS(port: parsed.startPort)
-            ? transport.tlsContext.map { ($0, transport.tls?.sni(for: host)) } : nil
-        let handshake = loop.makePromise(of: Void.self)
+            ? context.map { ($0, transport.tls?.sni(for: host)) } : nil
+        let handshake = loop.makePromise(of: String?.self)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.autoRead, value: false)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
                     if let (context, sni) = tls {
+                        let sync = channel.pipeline.syncOperations
                         try sync.addHandler(NIOSSLClientHandler(context: context, serverHostname: sni))
                         try sync.addHandler(HandshakeWaiter(promise: handshake))
                     }
-                    // Header values are checked where they are made (the handler strips CR/LF from header ops);
-                    // those from the client were checked by the server's parser.
-                    try sync.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
-                    try sync.addHandler(UpstreamConnection(address: address))
                 }
             }
         let channel: any Channel
@@ -476,26 +604,23 @@ final class ConnectionPool: Sendable {
             let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
             throw UpstreamError(description: "dialing \(address): \(error)", retryable: true, timedOut: timedOut)
         }
-        if tls != nil {
-            // The handshake is part of dialing: a failure means nothing was sent, so another upstream may be tried.
-            let limit = transport.tls?.handshakeTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .seconds(10)
-            let timer = loop.scheduleTask(in: limit) { handshake.fail(ChannelError.connectTimeout(limit)) }
-            do {
-                try await handshake.futureResult.get()
-                timer.cancel()
-            } catch {
-                timer.cancel()
-                channel.close(promise: nil)
-                let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
-                throw UpstreamError(description: "TLS handshake with \(address): \(error)", retryable: true, timedOut: timedOut)
-            }
-        } else {
-            handshake.succeed(())
+        guard tls != nil else {
+            handshake.succeed(nil)
+            return (channel, false, nil)
         }
-        guard let connection = try? channel.pipeline.syncOperations.handler(type: UpstreamConnection.self) else {
+        // The handshake is part of dialing: a failure means nothing was sent, so another upstream may be tried.
+        // It needs reading, which is otherwise left to the connection's handler.
+        channel.read()
+        let limit = transport.tls?.handshakeTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .seconds(10)
+        let timer = loop.scheduleTask(in: limit) { handshake.fail(ChannelError.connectTimeout(limit)) }
+        defer { timer.cancel() }
+        do {
+            let negotiated = try await handshake.futureResult.get()
+            return (channel, true, negotiated)
+        } catch {
             channel.close(promise: nil)
-            throw UpstreamError(description: "dialing \(address): pipeline not ready", retryable: true)
+            let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
+            throw UpstreamError(description: "TLS handshake with \(address): \(error)", retryable: true, timedOut: timedOut)
         }
-        return connection
     }
 }

@@ -109,13 +109,14 @@ enum IPAddressLiteral {
 /// Waits for the TLS handshake of a new upstream connection, so a failure counts as a failed dial.
 final class HandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
-    let promise: EventLoopPromise<Void>
+    /// Completed with the protocol ALPN chose (`nil` when none was).
+    let promise: EventLoopPromise<String?>
 
-    init(promise: EventLoopPromise<Void>) { self.promise = promise }
+    init(promise: EventLoopPromise<String?>) { self.promise = promise }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case TLSUserEvent.handshakeCompleted = event {
-            promise.succeed(())
+        if case TLSUserEvent.handshakeCompleted(let negotiated) = event {
+            promise.succeed(negotiated)
             context.pipeline.syncOperations.removeHandler(self, promise: nil)
         }
         context.fireUserInboundEventTriggered(event)
