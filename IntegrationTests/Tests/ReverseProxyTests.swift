@@ -28,6 +28,18 @@ final class Backend: @unchecked Sendable {
         return try Backend("/usr/bin/env", ["python3", "-m", "http.server", String(port), "--bind", "127.0.0.1"], port: port, cwd: dir)
     }
 
+    /// Caddy 2.11.7 (PyPI) serving `body` (a Caddyfile site body) on a port of its own.
+    static func caddy(_ body: String) throws -> Backend {
+        let port = freePort()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-caddy-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let file = dir.appendingPathComponent("Caddyfile")
+        try "{\n\tadmin off\n\tauto_https off\n}\nhttp://:\(port) {\n\tbind 127.0.0.1\n\(body)\n}\n"
+            .write(to: file, atomically: true, encoding: .utf8)
+        let caddy = packageRoot.appendingPathComponent(".venv/bin/caddy").path
+        return try Backend(caddy, ["run", "--config", file.path, "--adapter", "caddyfile"], port: port, cwd: dir)
+    }
+
     /// Caddy 2.11.7 (PyPI) answering with what it received: the headers a proxy should set, and the Host.
     static func caddyEcho() throws -> Backend {
         let port = freePort()

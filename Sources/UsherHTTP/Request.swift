@@ -34,6 +34,37 @@ public final class Request {
     public var body: RequestBody
     /// The `:protocol` of an HTTP/2 extended CONNECT (RFC 8441), e.g. `websocket`; `nil` otherwise.
     public var connectProtocol: String?
+    /// Objects handlers leave for handlers further down the chain, by type (Go's context values).
+    private var attachments: [ObjectIdentifier: AnyObject] = [:]
+
+    /// Leaves `value` for later handlers of this request (replacing one of the same type).
+    public func attach<T: AnyObject>(_ value: T?, as type: T.Type = T.self) {
+        attachments[ObjectIdentifier(type)] = value
+    }
+
+    /// What an earlier handler left with ``attach(_:as:)``.
+    public func attached<T: AnyObject>(_ type: T.Type) -> T? {
+        attachments[ObjectIdentifier(type)] as? T
+    }
+
+    /// The request line's target and method, to put back after a temporary rewrite.
+    public struct TargetSnapshot {
+        let method: HTTPMethod
+        let path: String
+        let rawQuery: String
+        let rawPath: String?
+    }
+
+    public func saveTarget() -> TargetSnapshot {
+        TargetSnapshot(method: method, path: path, rawQuery: rawQuery, rawPath: rawPathValue)
+    }
+
+    public func restoreTarget(_ t: TargetSnapshot) {
+        method = t.method
+        path = t.path
+        rawQuery = t.rawQuery
+        rawPathValue = t.rawPath
+    }
 
     /// The path in escaped form when it differs from the canonical escaping of ``path`` (e.g. `%2F` kept).
     var rawPathValue: String?

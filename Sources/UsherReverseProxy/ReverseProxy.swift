@@ -94,6 +94,10 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     /// `flush_interval`: negative flushes every write at once. Default: 0 (flush per write when the body has no
     /// known length or is an event stream, as Caddy does).
     public var flushInterval: ConfigDuration?
+    /// `rewrite`: changes to the method and URI of the request as it goes up (not as later handlers see it).
+    public var rewrite: RewriteHandler?
+    /// `handle_response`: routes to run instead of copying the response, for upstream responses that match.
+    public var handleResponse: [ResponseHandlerConfig]
     /// `stream_timeout`: longest life of an upgraded connection (WebSocket); 0 means no limit.
     public var streamTimeout: ConfigDuration?
     /// `stream_close_delay`: how long upgraded connections stay open after the handler is unloaded by a config
@@ -120,7 +124,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([
-            .dynamicUpstreams, .handleResponse, .circuitBreaker, .rewrite, .requestBuffers,
+            .dynamicUpstreams, .circuitBreaker, .requestBuffers,
             .responseBuffers, .verboseLogs, .bufferRequests,
             .bufferResponses, .maxBufferSize, .streamBufferSize,
         ])
@@ -130,6 +134,8 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         headers = try c.decodeIfPresent(ProxyHeaders.self, forKey: .headers)
         transport = try c.decodeIfPresent(Loaded<ProxyTransports>.self, forKey: .transport)
         flushInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .flushInterval)
+        rewrite = try c.decodeIfPresent(RewriteHandler.self, forKey: .rewrite)
+        handleResponse = try c.decodeIfPresent([ResponseHandlerConfig].self, forKey: .handleResponse) ?? []
         streamTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .streamTimeout)
         streamCloseDelay = try c.decodeIfPresent(ConfigDuration.self, forKey: .streamCloseDelay)
         configKey = decoder.rawJSON ?? .string(UUID().uuidString)
@@ -148,6 +154,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     public mutating func provision(_ context: ProvisionContext) async throws {
         try await loadBalancing?.provision(context)
         try await transport?.provision(context)
+        for i in handleResponse.indices { try await handleResponse[i].routes.provision(context) }
         let registry = context.services.service(UpstreamRegistry.self) { UpstreamRegistry() }
         self.registry = registry
         let tunnels = context.services.service(TunnelRegistry.self) { TunnelRegistry() }
@@ -201,7 +208,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                 do {
                     defer { upstream.host.end() }
                     try await proxy(request, writer, to: upstream, connections: connections, loop: loop,
-                                    placeholders: placeholders)
+                                    placeholders: placeholders, next: next)
                     return
                 } catch let f as AttemptFailure {
                     countFailure(upstream, loop: loop)
@@ -233,7 +240,8 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     /// One exchange with one upstream: the request up (head, then body), the response back (head, then body).
     /// Throws ``AttemptFailure`` when the upstream failed before anything was sent to the client.
     private func proxy(_ request: Request, _ writer: any ResponseWriter, to upstream: Upstream,
-                       connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders) async throws {
+                       connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders,
+                       next: any HTTPHandler) async throws {
         let upgrade = Self.requestedUpgrade(request)
         if let upgrade, upgrade.extendedConnect, upgrade.type.lowercased() != "websocket" {
             throw HandlerError(status: 501, HTTPErrorMessage("reverse_proxy: extended CONNECT for \(upgrade.type) is not supported"))
@@ -245,7 +253,19 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         } catch let e as UpstreamError {
             throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
         }
-        let head = upstreamRequestHead(request, upgrade: upgrade)
+        var target: (method: HTTPMethod, uri: String)?
+        var withoutBody = false
+        if let rewrite {
+            // The rewrite shapes only the request line that goes up; header ops and later handlers see the
+            // request as it came.
+            let saved = request.saveTarget()
+            let changed = rewrite.rewrite(request)
+            target = (request.method, request.uri)
+            request.restoreTarget(saved)
+            // A rewrite to GET or HEAD leaves the body for later handlers (forward_auth relies on it), as Caddy.
+            withoutBody = changed && (target?.method == .GET || target?.method == .HEAD)
+        }
+        let head = upstreamRequestHead(request, upgrade: upgrade, target: target, withoutBody: withoutBody)
         do {
             try await conn.write(.head(head), flush: false)
         } catch where reused {
@@ -263,7 +283,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         let sentAt = NIODeadline.now()
         do {
             // An upgrade's body is the tunnel itself, bridged once the upstream switches.
-            if upgrade == nil {
+            if upgrade == nil && !withoutBody {
                 for try await chunk in request.body {
                     bodySent = true
                     try await conn.write(.body(.byteBuffer(chunk)), flush: false)
@@ -308,35 +328,31 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                                           headers: responseHeaders, loop: loop)
                 return
             }
-            if let r = headers?.response, let ops = r.ops,
-               r.require?.matches(status: Int(first.status.code), headers: responseHeaders) ?? true {
-                ops.apply(to: &responseHeaders, request.replacer)
-            }
-            // Our Server field gives way to the upstream's, and Via says we passed it on (Caddy since 2.8).
-            writer.headers.remove(name: "Server")
-            writer.headers.add(name: "Via", value: "\(first.version.major).\(first.version.minor) Usher")
-            for (name, value) in responseHeaders { writer.headers.add(name: name, value: value) }
-            let streaming = (flushInterval?.nanoseconds ?? 0) < 0
-                || !first.headers.contains(name: "Content-Length")
-                || (first.headers.first(name: "Content-Type")?.lowercased().hasPrefix("text/event-stream") ?? false)
-            responseStarted = true
-            try await writer.writeHead(first.status)
-            let flusher = writer.capability((any Flushing).self)
-            if streaming { try await flusher?.flush() }
-            var complete = false
-            while let part = try await conn.next() {
-                switch part {
-                case .head:
-                    continue
-                case .body(let buffer):
-                    try await writer.write(buffer)
-                    if streaming { try await flusher?.flush() }
-                case .end:
-                    complete = true
+            placeholders.responseHeaders = first.headers
+            var status = first.status
+            for rh in handleResponse where rh.match?.matches(status: Int(first.status.code), headers: first.headers) ?? true {
+                if let code = rh.statusCode {
+                    // Only the status changes; the response is copied as usual.
+                    guard let n = Int(request.replacer.replaceAll(code.value)), n > 0 else {
+                        throw HandlerError(status: 500, HTTPErrorMessage("reverse_proxy: invalid handle_response status_code \(code.value)"))
+                    }
+                    status = HTTPResponseStatus(statusCode: n)
+                    break
                 }
-                if complete { break }
+                responseStarted = true
+                let pending = PendingResponse(handler: self, head: first, headers: responseHeaders, connection: conn,
+                                              reusable: reusable, connections: connections, loop: loop)
+                let previous = request.attached(PendingResponse.self)
+                request.attach(pending)
+                defer { request.attach(previous) }
+                // The routes end in what follows this handler (forward_auth's way on to the application).
+                try await rh.routes.compile(next: next).serve(request, writer)
+                if !pending.copied { conn.close() }
+                return
             }
-            connections.release(conn, reusable: complete && reusable, loop: loop)
+            responseStarted = true
+            try await copyResponse(request, writer, head: first, status: status, headers: responseHeaders,
+                                   connection: conn, reusable: reusable, connections: connections, loop: loop)
         } catch let f as AttemptFailure {
             conn.close()
             throw f
@@ -349,6 +365,43 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             // The upstream broke the exchange before its response began (a reset, a malformed head).
             throw AttemptFailure(status: 502, message: "reverse_proxy: \(upstream.address): \(error)", dial: false, bodySent: bodySent)
         }
+    }
+
+    /// Sends the upstream's response to the client: head (with `headers.response` ops, `Via`, the upstream's
+    /// `Server`), then the body, flushed per write when it streams; the connection goes back to the pool if the
+    /// body ended cleanly.
+    func copyResponse(_ request: Request, _ writer: any ResponseWriter, head first: HTTPResponseHead,
+                      status: HTTPResponseStatus, headers upstreamHeaders: HTTPHeaders, connection conn: UpstreamConnection,
+                      reusable: Bool, connections: ConnectionPool, loop: any EventLoop) async throws {
+        var responseHeaders = upstreamHeaders
+        if let r = headers?.response, let ops = r.ops,
+           r.require?.matches(status: Int(status.code), headers: responseHeaders) ?? true {
+            ops.apply(to: &responseHeaders, request.replacer)
+        }
+        // Our Server field gives way to the upstream's, and Via says we passed it on (Caddy since 2.8).
+        writer.headers.remove(name: "Server")
+        writer.headers.add(name: "Via", value: "\(first.version.major).\(first.version.minor) Usher")
+        for (name, value) in responseHeaders { writer.headers.add(name: name, value: value) }
+        let streaming = (flushInterval?.nanoseconds ?? 0) < 0
+            || !first.headers.contains(name: "Content-Length")
+            || (first.headers.first(name: "Content-Type")?.lowercased().hasPrefix("text/event-stream") ?? false)
+        try await writer.writeHead(status)
+        let flusher = writer.capability((any Flushing).self)
+        if streaming { try await flusher?.flush() }
+        var complete = false
+        while let part = try await conn.next() {
+            switch part {
+            case .head:
+                continue
+            case .body(let buffer):
+                try await writer.write(buffer)
+                if streaming { try await flusher?.flush() }
+            case .end:
+                complete = true
+            }
+            if complete { break }
+        }
+        connections.release(conn, reusable: complete && reusable, loop: loop)
     }
 
     /// The upstream agreed to switch protocols: answer the client (101, or 200 to an HTTP/2 extended CONNECT),
@@ -440,7 +493,8 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
 
     /// The request as it goes up: the (possibly rewritten) method and URI, headers without hop-by-hop fields, the
     /// `X-Forwarded-*` fields, the client's Host, and the configured header ops.
-    private func upstreamRequestHead(_ request: Request, upgrade: (type: String, extendedConnect: Bool)?) -> HTTPRequestHead {
+    private func upstreamRequestHead(_ request: Request, upgrade: (type: String, extendedConnect: Bool)?,
+                                     target: (method: HTTPMethod, uri: String)? = nil, withoutBody: Bool = false) -> HTTPRequestHead {
         var h = request.headers
         let te = h.first(name: "TE")?.lowercased().contains("trailers") ?? false
         Self.removeHopByHop(&h)
@@ -468,6 +522,8 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                 h.replaceOrAdd(name: "Sec-WebSocket-Key", value: WebSocketFrames.newKey())
                 if !h.contains(name: "Sec-WebSocket-Version") { h.add(name: "Sec-WebSocket-Version", value: "13") }
             }
+        } else if withoutBody {
+            h.remove(name: "Content-Length")
         } else if request.body.expectedLength == nil && request.method != .GET && request.method != .HEAD {
             h.replaceOrAdd(name: "Transfer-Encoding", value: "chunked")
         }
@@ -477,6 +533,10 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             for (name, value) in h where value.utf8.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) {
                 h.replaceOrAdd(name: name, value: String(value.filter { $0 != "\r" && $0 != "\n" && $0 != "\0" }))
             }
+        }
+        if let target {
+            return HTTPRequestHead(version: .http1_1, method: upgrade?.extendedConnect == true ? method : target.method,
+                                   uri: target.uri, headers: h)
         }
         var uri = request.escapedPath
         if !request.rawQuery.isEmpty { uri += "?" + request.rawQuery }
@@ -558,6 +618,7 @@ final class ProxyPlaceholders: PlaceholderProvider {
     var upstream: Upstream?
     var latency: TimeAmount?
     var status: Int?
+    var responseHeaders: HTTPHeaders?
     var retries = 0
 
     init(start: NIODeadline) { self.start = start }
@@ -569,9 +630,14 @@ final class ProxyPlaceholders: PlaceholderProvider {
         case "duration_ms": return String(seconds(start, end) * 1e3)
         case "retries": return String(retries)
         case "status_code": return status.map(String.init)
+        case "status_text": return status.map { "\($0) \(HTTPResponseStatusText.text($0))" }
         case "upstream.latency": return latency.map { formatGoDuration(Double($0.nanoseconds) / 1e9) }
         case "upstream.latency_ms": return latency.map { String(Double($0.nanoseconds) / 1e6) }
         default: break
+        }
+        if key.hasPrefix("http.reverse_proxy.header."), let h = responseHeaders {
+            let values = h[String(key.dropFirst(26))]
+            return values.isEmpty ? nil : values.joined(separator: ",")
         }
         guard let upstream, key.hasPrefix("http.reverse_proxy.upstream.") else { return nil }
         let address = upstream.address
@@ -610,5 +676,114 @@ extension Substring {
         while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
         while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
         return s
+    }
+}
+
+/// One of `handle_response`: what to do with upstream responses that `match`.
+public struct ResponseHandlerConfig: Decodable, Sendable {
+    /// `match`: status codes and header fields; absent matches every response.
+    public var match: ResponseMatcher?
+    /// `status_code`: only replace the status (placeholders allowed); the response is copied as usual.
+    public var statusCode: WeakString?
+    /// `routes`: run instead of copying the response; `copy_response` and `copy_response_headers` reach it.
+    public var routes: RouteList
+
+    enum CodingKeys: String, CodingKey { case match, statusCode = "status_code", routes }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        match = try c.decodeIfPresent(ResponseMatcher.self, forKey: .match)
+        statusCode = try c.decodeIfPresent(WeakString.self, forKey: .statusCode)
+        if statusCode?.value.isEmpty == true { statusCode = nil }
+        routes = try c.decodeIfPresent(RouteList.self, forKey: .routes) ?? RouteList()
+    }
+}
+
+/// An upstream response held while `handle_response` routes run, for `copy_response(_headers)` to use.
+final class PendingResponse {
+    let handler: ReverseProxyHandler
+    let head: HTTPResponseHead
+    let headers: HTTPHeaders
+    let connection: UpstreamConnection
+    let reusable: Bool
+    let connections: ConnectionPool
+    let loop: any EventLoop
+    /// The body went to the client (or the connection was otherwise finished with).
+    var copied = false
+
+    init(handler: ReverseProxyHandler, head: HTTPResponseHead, headers: HTTPHeaders, connection: UpstreamConnection,
+         reusable: Bool, connections: ConnectionPool, loop: any EventLoop) {
+        self.handler = handler
+        self.head = head
+        self.headers = headers
+        self.connection = connection
+        self.reusable = reusable
+        self.connections = connections
+        self.loop = loop
+    }
+}
+
+/// `http.handlers.copy_response`: in `handle_response` routes, sends the upstream's response to the client.
+public struct CopyResponseHandler: MiddlewareHandler {
+    public static let moduleID: ModuleID = "http.handlers.copy_response"
+    /// `status_code`: a different status to send (placeholders allowed).
+    public var statusCode: WeakString?
+
+    enum CodingKeys: String, CodingKey { case statusCode = "status_code" }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        statusCode = try c.decodeIfPresent(WeakString.self, forKey: .statusCode)
+    }
+
+    public func serve(_ request: Request, _ writer: any ResponseWriter, next: any HTTPHandler) async throws {
+        guard let pending = request.attached(PendingResponse.self), !pending.copied else {
+            throw HandlerError(status: 500, HTTPErrorMessage("cannot use 'copy_response' outside of reverse_proxy's handle_response routes"))
+        }
+        var status = pending.head.status
+        if let code = statusCode, !code.value.isEmpty {
+            guard let n = Int(request.replacer.replaceAll(code.value)) else {
+                throw HandlerError(status: 500, HTTPErrorMessage("copy_response: invalid status_code \(code.value)"))
+            }
+            status = HTTPResponseStatus(statusCode: n)
+        }
+        pending.copied = true
+        try await pending.handler.copyResponse(request, writer, head: pending.head, status: status, headers: pending.headers,
+                                               connection: pending.connection, reusable: pending.reusable,
+                                               connections: pending.connections, loop: pending.loop)
+    }
+}
+
+/// `http.handlers.copy_response_headers`: in `handle_response` routes, copies the upstream's header fields to
+/// the response (`include` only these, or all but `exclude`).
+public struct CopyResponseHeadersHandler: MiddlewareHandler {
+    public static let moduleID: ModuleID = "http.handlers.copy_response_headers"
+    /// `include`: the fields to copy; empty copies all.
+    public var include: [String]
+    /// `exclude`: fields not to copy.
+    public var exclude: [String]
+
+    enum CodingKeys: String, CodingKey { case include, exclude }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        include = try c.decodeIfPresent([String].self, forKey: .include) ?? []
+        exclude = try c.decodeIfPresent([String].self, forKey: .exclude) ?? []
+        if !include.isEmpty && !exclude.isEmpty { throw c.error(.include, "cannot define both 'exclude' and 'include'") }
+    }
+
+    public func serve(_ request: Request, _ writer: any ResponseWriter, next: any HTTPHandler) async throws {
+        guard let pending = request.attached(PendingResponse.self) else {
+            throw HandlerError(status: 500, HTTPErrorMessage("cannot use 'copy_response_headers' outside of reverse_proxy's handle_response routes"))
+        }
+        let inc = Set(include.map { $0.lowercased() })
+        let exc = Set(exclude.map { $0.lowercased() })
+        for (name, value) in pending.headers {
+            let lower = name.lowercased()
+            if !inc.isEmpty && !inc.contains(lower) { continue }
+            if exc.contains(lower) { continue }
+            writer.headers.add(name: name, value: value)
+        }
+        try await next.serve(request, writer)
     }
 }

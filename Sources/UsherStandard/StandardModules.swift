@@ -33,6 +33,8 @@ public enum StandardModules: ModuleBundle {
             IPHashSelection.self, ClientIPHashSelection.self, URIHashSelection.self, HeaderHashSelection.self,
             QueryHashSelection.self,
             CookieHashSelection.self,
+            CopyResponseHandler.self,
+            CopyResponseHeadersHandler.self,
         ]
     }
 
