@@ -285,7 +285,7 @@ struct ReverseProxyTests {
         defer { s.stop() }
         let cases: [(String, String)] = [
             (#"{"handler": "reverse_proxy"}"#, "handle[0].upstreams (http.handlers.reverse_proxy): no upstreams configured"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "handle_response": []}"#, "handle_response (http.handlers.reverse_proxy): not supported yet"),
+            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "circuit_breaker": {}}"#, "circuit_breaker (http.handlers.reverse_proxy): not supported yet"),
             (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "localhost"}]}"#, "upstreams[0].dial (http.handlers.reverse_proxy): invalid dial address localhost: missing port"),
             (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "a:1"}, {"dial": "x:80-81"}]}"#, "upstreams[1].dial (http.handlers.reverse_proxy): dial address must represent precisely one socket"),
             (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "trusted_proxies": ["10.0.0.0/8", "nope"]}"#, "trusted_proxies[1] (http.handlers.reverse_proxy): invalid IP address or range: nope"),
