@@ -33,7 +33,7 @@ let package = Package(
     ],
     targets: [
         // Small C helpers for system calls Swift cannot import (glibc's _GNU_SOURCE API).
-        .target(name: "CUsherSystem", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd")]),
+        .target(name: "CUsherSystem", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd"), .linkedLibrary("resolv")]),
         .target(
             name: "UsherCore",
             dependencies: [
@@ -108,7 +108,7 @@ let package = Package(
         .target(
             name: "UsherReverseProxy",
             dependencies: [
-                "UsherCore", "UsherHTTP", "UsherHandlers", "UsherTLS",
+                "CUsherSystem", "UsherCore", "UsherHTTP", "UsherHandlers", "UsherTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

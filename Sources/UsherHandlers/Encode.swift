@@ -1,7 +1,7 @@
 import CUsherSystem
 import Foundation
-public import NIOCore
-public import NIOHTTP1
+import NIOCore
+import NIOHTTP1
 import Synchronization
 public import UsherCore
 public import UsherHTTP

@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -80,6 +82,9 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
 
     /// `upstreams`: the backends.
     public var upstreams: [UpstreamConfig]
+    /// `dynamic_upstreams`: a source of upstreams looked up per request (`a`, `srv`, `multi`); the static
+    /// `upstreams` serve when it fails.
+    public var dynamicUpstreams: Loaded<UpstreamSources>?
     /// `load_balancing`.
     public var loadBalancing: LoadBalancing?
     /// `health_checks`.
@@ -108,6 +113,8 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     private let configKey: JSONValue
     private var tunnels: TunnelRegistry?
     private var pool: [Upstream] = []
+    private var dynamicHosts: DynamicHosts?
+    private var logger: Logger?
     private var connections: ConnectionPool?
     private var registry: UpstreamRegistry?
     private var checker: CheckerTask?
@@ -124,11 +131,12 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([
-            .dynamicUpstreams, .circuitBreaker, .requestBuffers,
+            .circuitBreaker, .requestBuffers,
             .responseBuffers, .verboseLogs, .bufferRequests,
             .bufferResponses, .maxBufferSize, .streamBufferSize,
         ])
         upstreams = try c.decodeIfPresent([UpstreamConfig].self, forKey: .upstreams) ?? []
+        dynamicUpstreams = try c.decodeIfPresent(Loaded<UpstreamSources>.self, forKey: .dynamicUpstreams)
         loadBalancing = try c.decodeIfPresent(LoadBalancing.self, forKey: .loadBalancing)
         healthChecks = try c.decodeIfPresent(HealthChecks.self, forKey: .healthChecks)
         headers = try c.decodeIfPresent(ProxyHeaders.self, forKey: .headers)
@@ -148,13 +156,15 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             }
             trustedProxies.append(prefix)
         }
-        if upstreams.isEmpty { throw c.error(.upstreams, "no upstreams configured") }
+        if upstreams.isEmpty && dynamicUpstreams == nil { throw c.error(.upstreams, "no upstreams configured") }
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
         try await loadBalancing?.provision(context)
         try await transport?.provision(context)
         for i in handleResponse.indices { try await handleResponse[i].routes.provision(context) }
+        try await dynamicUpstreams?.provision(context)
+        logger = context.logger(for: Self.moduleID)
         let registry = context.services.service(UpstreamRegistry.self) { UpstreamRegistry() }
         self.registry = registry
         let tunnels = context.services.service(TunnelRegistry.self) { TunnelRegistry() }
@@ -168,6 +178,10 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             // unhealthy_request_count is the default limit of upstreams without max_requests, as in Caddy.
             let limit = u.maxRequests > 0 ? u.maxRequests : (healthChecks?.passive?.unhealthyRequestCount ?? 0)
             return Upstream(host: host, maxRequests: limit, health: health)
+        }
+        if dynamicUpstreams != nil {
+            dynamicHosts = DynamicHosts(registry: registry, maxFails: passive?.maxFails ?? 0,
+                                        limit: healthChecks?.passive?.unhealthyRequestCount ?? 0)
         }
         let connections = ConnectionPool(transport: (transport?.module as? HTTPTransport) ?? HTTPTransport())
         self.connections = connections
@@ -184,6 +198,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         checker?.task.cancel()
         connections?.closeAll()
         for u in pool { u.host.detach(u.health) }
+        dynamicHosts?.releaseAll()
         for u in upstreams { registry?.release(u.dial) }
     }
 
@@ -198,10 +213,19 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         let lb = loadBalancing
         let deadline = lb?.tryDuration.flatMap { $0.nanoseconds > 0 ? start + .nanoseconds($0.nanoseconds) : nil }
         let interval = lb?.tryInterval.flatMap { $0.nanoseconds > 0 ? Duration.nanoseconds($0.nanoseconds) : nil } ?? .milliseconds(250)
+        var candidates = pool
+        if let dynamicUpstreams, let dynamicHosts {
+            do {
+                candidates = dynamicHosts.upstreams(try await dynamicUpstreams.module.upstreams(request))
+            } catch {
+                logger?.warning("failed getting dynamic upstreams; falling back to static upstreams",
+                                metadata: ["error": .string("\(error)")])
+            }
+        }
         var attempt = 0
         var failure: AttemptFailure?
         while true {
-            let upstream = lb?.selectionPolicy?.module.select(pool, request, writer) ?? RandomSelection.pick(pool)
+            let upstream = lb?.selectionPolicy?.module.select(candidates, request, writer) ?? RandomSelection.pick(candidates)
             if let upstream {
                 placeholders.upstream = upstream
                 upstream.host.begin()
@@ -785,5 +809,46 @@ public struct CopyResponseHeadersHandler: MiddlewareHandler {
             writer.headers.add(name: name, value: value)
         }
         try await next.serve(request, writer)
+    }
+}
+
+/// The upstreams a handler's dynamic source has named so far, kept so their load and passive health carry over
+/// from one request to the next.
+final class DynamicHosts: Sendable {
+    private let known = Mutex<[String: Upstream]>([:])
+    private let registry: UpstreamRegistry
+    private let maxFails: Int
+    private let limit: Int
+
+    init(registry: UpstreamRegistry, maxFails: Int, limit: Int) {
+        self.registry = registry
+        self.maxFails = maxFails
+        self.limit = limit
+    }
+
+    func upstreams(_ addresses: [String]) -> [Upstream] {
+        known.withLock { k in
+            addresses.map { address in
+                if let u = k[address] { return u }
+                let host = registry.acquire(address)
+                let health = UpstreamHealth(maxFails: maxFails)
+                host.attach(health)
+                let u = Upstream(host: host, maxRequests: limit, health: health)
+                k[address] = u
+                return u
+            }
+        }
+    }
+
+    func releaseAll() {
+        let all = known.withLock { k -> [Upstream] in
+            let v = Array(k.values)
+            k.removeAll()
+            return v
+        }
+        for u in all {
+            u.host.detach(u.health)
+            registry.release(u.address)
+        }
     }
 }

@@ -1,4 +1,4 @@
-public import NIOCore
+import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL

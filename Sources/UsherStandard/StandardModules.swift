@@ -34,6 +34,9 @@ public enum StandardModules: ModuleBundle {
             QueryHashSelection.self,
             CookieHashSelection.self,
             CopyResponseHandler.self,
+            AUpstreams.self,
+            SRVUpstreams.self,
+            MultiUpstreams.self,
             CopyResponseHeadersHandler.self,
         ]
     }

@@ -13,6 +13,7 @@ int c_usher_open_beneath(int dirfd, const char *path, int flags);
 int c_usher_open_directory(const char *path);
 
 #include "compress.h"
+#include "dns.h"
 #include "encoder.h"
 #include "signals.h"
 

@@ -1,5 +1,5 @@
 import Foundation
-public import NIOCore
+import NIOCore
 import NIOHTTP1
 public import UsherCore
 public import UsherHTTP
