@@ -125,7 +125,7 @@ final class Backend: @unchecked Sendable {
     }
 
     /// A Python (standard library) server sending Server-Sent Events: one at once, then one every `every` seconds.
-    static func eventStream(every: Double) throws -> Backend {
+    static func eventStream(every: Double, contentType: String = "text/event-stream") throws -> Backend {
         let port = freePort()
         let script = """
         import http.server, time
@@ -133,7 +133,7 @@ final class Backend: @unchecked Sendable {
             protocol_version = 'HTTP/1.1'
             def do_GET(self):
                 self.send_response(200)
-                self.send_header('Content-Type', 'text/event-stream')
+                self.send_header('Content-Type', '\(contentType)')
                 self.send_header('Transfer-Encoding', 'chunked')
                 self.end_headers()
                 for i in range(5):
@@ -364,5 +364,47 @@ struct ReverseProxyTests {
         let peakKiB = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
             .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? Int.max
         #expect(peakKiB < 64 * 1024, "peak RSS \(peakKiB) KiB")
+    }
+
+    @Test("request_buffers gives a chunked upload a Content-Length; response_buffers gives a chunked response one")
+    func buffering() throws {
+        let echo = try Backend.caddy("\trespond \"cl={header.Content-Length} body={http.request.body}\"")
+        let chunked = try Backend.eventStream(every: 0.02, contentType: "text/plain")
+        defer { echo.stop(); chunked.stop() }
+        let (plain, buffered, unbufferedOut, bufferedOut) = (freePort(), freePort(), freePort(), freePort())
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+              "p": {"listen": ["127.0.0.1:\(plain)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                "upstreams": [{"dial": "127.0.0.1:\(echo.port)"}]}]}]},
+              "b": {"listen": ["127.0.0.1:\(buffered)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                "upstreams": [{"dial": "127.0.0.1:\(echo.port)"}], "request_buffers": 4096}]}]},
+              "u": {"listen": ["127.0.0.1:\(unbufferedOut)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                "upstreams": [{"dial": "127.0.0.1:\(chunked.port)"}]}]}]},
+              "r": {"listen": ["127.0.0.1:\(bufferedOut)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                "upstreams": [{"dial": "127.0.0.1:\(chunked.port)"}], "response_buffers": -1}]}]}}}}}
+            """, waitPort: bufferedOut)
+        defer { s.stop() }
+        let upload = ["-H", "Transfer-Encoding: chunked", "--data-binary", "hello"]
+        #expect(try curl(upload + ["http://127.0.0.1:\(plain)/"]).body == "cl= body=hello")
+        #expect(try curl(upload + ["http://127.0.0.1:\(buffered)/"]).body == "cl=5 body=hello")
+        let streamed = try curl(["http://127.0.0.1:\(unbufferedOut)/"])
+        #expect(streamed.header("Transfer-Encoding") == "chunked")
+        let whole = try curl(["http://127.0.0.1:\(bufferedOut)/"])
+        #expect(whole.header("Content-Length") == String(whole.body.utf8.count))
+        #expect(whole.body == (0..<5).map { "data: \($0)\n\n" }.joined())
+    }
+
+    @Test("transport local_address: connections to the upstream come from the address given")
+    func localAddress() throws {
+        let echo = try Backend.caddy("\trespond \"from {remote_host}\"")
+        defer { echo.stop() }
+        let port = freePort()
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(echo.port)"}],
+                "transport": {"protocol": "http", "local_address": "127.0.0.2"}}]}]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "from 127.0.0.2")
     }
 }

@@ -99,6 +99,14 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     /// `flush_interval`: negative flushes every write at once. Default: 0 (flush per write when the body has no
     /// known length or is an event stream, as Caddy does).
     public var flushInterval: ConfigDuration?
+    /// `request_buffers`: bytes of request body to read before sending upstream (-1: all); a body that fits goes
+    /// up with a `Content-Length`, for upstreams that cannot take chunked bodies. Default: 0.
+    public var requestBuffers: Int
+    /// `response_buffers`: bytes of response body to read before answering (-1: all); a body that fits goes to
+    /// the client with a `Content-Length`. Default: 0.
+    public var responseBuffers: Int
+    /// `verbose_logs`: log more about each exchange. Default: false.
+    public var verboseLogs: Bool
     /// `rewrite`: changes to the method and URI of the request as it goes up (not as later handlers see it).
     public var rewrite: RewriteHandler?
     /// `handle_response`: routes to run instead of copying the response, for upstream responses that match.
@@ -131,9 +139,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([
-            .circuitBreaker, .requestBuffers,
-            .responseBuffers, .verboseLogs, .bufferRequests,
-            .bufferResponses, .maxBufferSize, .streamBufferSize,
+            .circuitBreaker,
         ])
         upstreams = try c.decodeIfPresent([UpstreamConfig].self, forKey: .upstreams) ?? []
         dynamicUpstreams = try c.decodeIfPresent(Loaded<UpstreamSources>.self, forKey: .dynamicUpstreams)
@@ -144,6 +150,19 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         flushInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .flushInterval)
         rewrite = try c.decodeIfPresent(RewriteHandler.self, forKey: .rewrite)
         handleResponse = try c.decodeIfPresent([ResponseHandlerConfig].self, forKey: .handleResponse) ?? []
+        let maxBuffer = try c.decodeIfPresent(Int.self, forKey: .maxBufferSize) ?? 0
+        requestBuffers = try c.decodeIfPresent(Int.self, forKey: .requestBuffers) ?? 0
+        responseBuffers = try c.decodeIfPresent(Int.self, forKey: .responseBuffers) ?? 0
+        // The deprecated switches mean "buffer", up to max_buffer_size when given.
+        if requestBuffers == 0, try c.decodeIfPresent(Bool.self, forKey: .bufferRequests) == true {
+            requestBuffers = maxBuffer > 0 ? maxBuffer : -1
+        }
+        if responseBuffers == 0, try c.decodeIfPresent(Bool.self, forKey: .bufferResponses) == true {
+            responseBuffers = maxBuffer > 0 ? maxBuffer : -1
+        }
+        verboseLogs = try c.decodeIfPresent(Bool.self, forKey: .verboseLogs) ?? false
+        // Copies move whatever each read brings; there is no fixed copy buffer to size.
+        _ = try c.decodeIfPresent(Int.self, forKey: .streamBufferSize)
         streamTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .streamTimeout)
         streamCloseDelay = try c.decodeIfPresent(ConfigDuration.self, forKey: .streamCloseDelay)
         configKey = decoder.rawJSON ?? .string(UUID().uuidString)
@@ -222,6 +241,10 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                                 metadata: ["error": .string("\(error)")])
             }
         }
+        var prebuffered: PrebufferedBody?
+        if requestBuffers != 0, request.body.expectedLength != 0, Self.requestedUpgrade(request) == nil {
+            prebuffered = try await PrebufferedBody.read(request.body, limit: requestBuffers)
+        }
         var attempt = 0
         var failure: AttemptFailure?
         while true {
@@ -232,7 +255,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                 do {
                     defer { upstream.host.end() }
                     try await proxy(request, writer, to: upstream, connections: connections, loop: loop,
-                                    placeholders: placeholders, next: next)
+                                    placeholders: placeholders, next: next, prebuffered: prebuffered)
                     return
                 } catch let f as AttemptFailure {
                     countFailure(upstream, loop: loop)
@@ -265,7 +288,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     /// Throws ``AttemptFailure`` when the upstream failed before anything was sent to the client.
     private func proxy(_ request: Request, _ writer: any ResponseWriter, to upstream: Upstream,
                        connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders,
-                       next: any HTTPHandler) async throws {
+                       next: any HTTPHandler, prebuffered: PrebufferedBody? = nil) async throws {
         let upgrade = Self.requestedUpgrade(request)
         if let upgrade, upgrade.extendedConnect, upgrade.type.lowercased() != "websocket" {
             throw HandlerError(status: 501, HTTPErrorMessage("reverse_proxy: extended CONNECT for \(upgrade.type) is not supported"))
@@ -289,7 +312,11 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             // A rewrite to GET or HEAD leaves the body for later handlers (forward_auth relies on it), as Caddy.
             withoutBody = changed && (target?.method == .GET || target?.method == .HEAD)
         }
-        let head = upstreamRequestHead(request, upgrade: upgrade, target: target, withoutBody: withoutBody)
+        var head = upstreamRequestHead(request, upgrade: upgrade, target: target, withoutBody: withoutBody)
+        if let prebuffered, prebuffered.complete, !withoutBody {
+            head.headers.remove(name: "Transfer-Encoding")
+            head.headers.replaceOrAdd(name: "Content-Length", value: String(prebuffered.length))
+        }
         do {
             try await conn.write(.head(head), flush: false)
         } catch where reused {
@@ -308,9 +335,15 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         do {
             // An upgrade's body is the tunnel itself, bridged once the upstream switches.
             if upgrade == nil && !withoutBody {
-                for try await chunk in request.body {
+                for chunk in prebuffered?.chunks ?? [] {
                     bodySent = true
                     try await conn.write(.body(.byteBuffer(chunk)), flush: false)
+                }
+                if prebuffered?.complete != true {
+                    for try await chunk in request.body {
+                        bodySent = true
+                        try await conn.write(.body(.byteBuffer(chunk)), flush: false)
+                    }
                 }
             }
             try await conn.write(.end(nil), flush: true)
@@ -406,14 +439,35 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         writer.headers.remove(name: "Server")
         writer.headers.add(name: "Via", value: "\(first.version.major).\(first.version.minor) Usher")
         for (name, value) in responseHeaders { writer.headers.add(name: name, value: value) }
-        let streaming = (flushInterval?.nanoseconds ?? 0) < 0
-            || !first.headers.contains(name: "Content-Length")
-            || (first.headers.first(name: "Content-Type")?.lowercased().hasPrefix("text/event-stream") ?? false)
+        let eventStream = first.headers.first(name: "Content-Type")?.lowercased().hasPrefix("text/event-stream") ?? false
+        var held: [ByteBuffer] = []
+        var heldBytes = 0
+        var complete = false
+        if responseBuffers != 0 && !eventStream {
+            // Read ahead up to the limit; a body that ends within it gets a length.
+            reading: while responseBuffers < 0 || heldBytes <= responseBuffers {
+                guard let part = try await conn.next() else { break }
+                switch part {
+                case .head: continue
+                case .body(let b):
+                    held.append(b)
+                    heldBytes += b.readableBytes
+                case .end:
+                    complete = true
+                    break reading
+                }
+            }
+            if complete && !responseHeaders.contains(name: "Content-Length") {
+                writer.headers.replaceOrAdd(name: "Content-Length", value: String(heldBytes))
+            }
+        }
+        let streaming = !complete && ((flushInterval?.nanoseconds ?? 0) < 0
+            || !first.headers.contains(name: "Content-Length") || eventStream)
         try await writer.writeHead(status)
         let flusher = writer.capability((any Flushing).self)
+        for b in held { try await writer.write(b) }
         if streaming { try await flusher?.flush() }
-        var complete = false
-        while let part = try await conn.next() {
+        while !complete, let part = try await conn.next() {
             switch part {
             case .head:
                 continue
@@ -423,7 +477,6 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             case .end:
                 complete = true
             }
-            if complete { break }
         }
         connections.release(conn, reusable: complete && reusable, loop: loop)
     }
@@ -850,5 +903,27 @@ final class DynamicHosts: Sendable {
             u.host.detach(u.health)
             registry.release(u.address)
         }
+    }
+}
+
+/// The first bytes of a request body, read before it goes up (`request_buffers`).
+struct PrebufferedBody {
+    var chunks: [ByteBuffer]
+    var length: Int
+    /// The whole body is here.
+    var complete: Bool
+
+    static func read(_ body: RequestBody, limit: Int) async throws -> PrebufferedBody {
+        var b = PrebufferedBody(chunks: [], length: 0, complete: false)
+        var it = body.makeAsyncIterator()
+        while limit < 0 || b.length < limit {
+            guard let chunk = try await it.next() else {
+                b.complete = true
+                break
+            }
+            b.chunks.append(chunk)
+            b.length += chunk.readableBytes
+        }
+        return b
     }
 }

@@ -1,4 +1,4 @@
-import NIOCore
+public import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
@@ -32,6 +32,8 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
     public var idleTimeout: ConfigDuration?
     /// `tls`: speak TLS to upstreams.
     public var tls: UpstreamTLS?
+    /// `local_address`: the IP address connections to upstreams come from.
+    public var localAddress: SocketAddress?
     /// `versions`: HTTP versions to speak: `1.1`, `2` (over TLS, by ALPN), `h2c` (HTTP/2 in cleartext, prior
     /// knowledge). Default: `["1.1", "2"]` (so cleartext upstreams get HTTP/1.1).
     public var versions: [String] = ["1.1", "2"]
@@ -55,10 +57,16 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.proxyProtocol, .localAddress, .resolver, .maxConnsPerHost,
+        try c.refuseUnsupported([.proxyProtocol, .resolver, .maxConnsPerHost,
                                  .forwardProxyURL, .networkProxy, .readTimeout, .writeTimeout])
         dialTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .dialTimeout)
         tls = try c.decodeIfPresent(UpstreamTLS.self, forKey: .tls)
+        if let local = try c.decodeIfPresent(String.self, forKey: .localAddress), !local.isEmpty {
+            guard let a = try? SocketAddress(ipAddress: local, port: 0) else {
+                throw c.error(.localAddress, "not an IP address: \(local)")
+            }
+            localAddress = a
+        }
         responseHeaderTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .responseHeaderTimeout)
         versions = try c.decodeIfPresent([String].self, forKey: .versions) ?? ["1.1", "2"]
         for v in versions where !["1.1", "2", "h2c"].contains(v) {
@@ -576,10 +584,12 @@ final class ConnectionPool: Sendable {
         let tls: (NIOSSLContext, String?)? = transport.usesTLS(port: parsed.startPort)
             ? context.map { ($0, transport.tls?.sni(for: host)) } : nil
         let handshake = loop.makePromise(of: String?.self)
-        let bootstrap = ClientBootstrap(group: loop)
+        var bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.autoRead, value: false)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        if let local = transport.localAddress, !parsed.isUnixNetwork { bootstrap = bootstrap.bind(to: local) }
+        bootstrap = bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let (context, sni) = tls {
