@@ -63,7 +63,7 @@ final class Backend: @unchecked Sendable {
     }
 
     /// nginx (Debian's), one process, answering every request with `text` (and its own Server field).
-    static func nginx(_ text: String, port: Int? = nil) throws -> Backend {
+    static func nginx(_ text: String, port: Int? = nil, listenOptions: String = "") throws -> Backend {
         let port = port ?? freePort()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-nginx-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -79,7 +79,7 @@ final class Backend: @unchecked Sendable {
             access_log off;
             client_body_temp_path \(tmp)/body; proxy_temp_path \(tmp)/proxy; fastcgi_temp_path \(tmp)/fcgi;
             uwsgi_temp_path \(tmp)/uwsgi; scgi_temp_path \(tmp)/scgi;
-            server { listen 127.0.0.1:\(port); location / { return 200 "\(text)"; } }
+            server { listen 127.0.0.1:\(port) \(listenOptions); location / { return 200 "\(text)"; } }
         }
 
         """.write(to: conf, atomically: true, encoding: .utf8)
@@ -406,5 +406,28 @@ struct ReverseProxyTests {
             """, waitPort: port)
         defer { s.stop() }
         #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "from 127.0.0.2")
+    }
+
+    @Test("transport proxy_protocol v1 and v2: nginx learns the client's address from the PROXY header")
+    func proxyProtocol() throws {
+        let nginx = try Backend.nginx("pp=$proxy_protocol_addr:$proxy_protocol_port", listenOptions: "proxy_protocol")
+        defer { nginx.stop() }
+        let (v1, v2) = (freePort(), freePort())
+        func site(_ name: String, _ port: Int, _ version: String) -> String {
+            """
+            "\(name)": {"listen": ["127.0.0.1:\(port)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+              "upstreams": [{"dial": "127.0.0.1:\(nginx.port)"}], "transport": {"protocol": "http", "proxy_protocol": "\(version)"}}]}]}
+            """
+        }
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {\(site("a", v1, "v1")), \(site("b", v2, "v2"))}}}}
+            """, waitPort: v2)
+        defer { s.stop() }
+        for port in [v1, v2] {
+            // curl's own source port is what nginx must report.
+            let r = try runCommand("/usr/bin/curl", ["-s", "-w", " local=%{local_port}", "http://127.0.0.1:\(port)/"])
+            let parts = r.stdout.split(separator: " ")
+            #expect(parts.count == 2 && parts[0] == "pp=127.0.0.1:" + parts[1].dropFirst("local=".count), "\(r.stdout)")
+        }
     }
 }

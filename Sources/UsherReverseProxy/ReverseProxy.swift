@@ -293,10 +293,15 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         if let upgrade, upgrade.extendedConnect, upgrade.type.lowercased() != "websocket" {
             throw HandlerError(status: 501, HTTPErrorMessage("reverse_proxy: extended CONNECT for \(upgrade.type) is not supported"))
         }
+        // With proxy_protocol each client connection gets its own upstream connections ("client->upstream").
+        var dialKey = upstream.address
+        if connections.transport.proxyProtocol != nil, let peer = request.remoteAddress, let ip = peer.ipAddress, let port = peer.port {
+            dialKey = (ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)") + "->" + upstream.address
+        }
         var conn: UpstreamConnection
         var reused: Bool
         do {
-            (conn, reused) = try await connections.acquire(upstream.address, on: loop, upgrade: upgrade != nil)
+            (conn, reused) = try await connections.acquire(dialKey, on: loop, upgrade: upgrade != nil)
         } catch let e as UpstreamError {
             throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
         }
@@ -323,7 +328,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             // A pooled connection the upstream had closed: dial afresh, nothing was sent.
             conn.close()
             do {
-                (conn, reused) = try await connections.acquire(upstream.address, on: loop, upgrade: upgrade != nil)
+                (conn, reused) = try await connections.acquire(dialKey, on: loop, upgrade: upgrade != nil)
             } catch let e as UpstreamError {
                 throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
             }

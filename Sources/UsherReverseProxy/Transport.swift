@@ -1,5 +1,8 @@
 public import NIOCore
 import NIOHTTP1
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOPosix
 import NIOSSL
 import NIOHTTP2
@@ -32,6 +35,9 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
     public var idleTimeout: ConfigDuration?
     /// `tls`: speak TLS to upstreams.
     public var tls: UpstreamTLS?
+    /// `proxy_protocol`: `v1` or `v2` to send a PROXY header naming the client first. Connections are then pooled
+    /// per client connection, as in Caddy.
+    public var proxyProtocol: String?
     /// `local_address`: the IP address connections to upstreams come from.
     public var localAddress: SocketAddress?
     /// `versions`: HTTP versions to speak: `1.1`, `2` (over TLS, by ALPN), `h2c` (HTTP/2 in cleartext, prior
@@ -57,10 +63,13 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.proxyProtocol, .resolver, .maxConnsPerHost,
+        try c.refuseUnsupported([.resolver, .maxConnsPerHost,
                                  .forwardProxyURL, .networkProxy, .readTimeout, .writeTimeout])
         dialTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .dialTimeout)
         tls = try c.decodeIfPresent(UpstreamTLS.self, forKey: .tls)
+        proxyProtocol = try c.decodeIfPresent(String.self, forKey: .proxyProtocol)
+        if proxyProtocol == "" { proxyProtocol = nil }
+        if let v = proxyProtocol, v != "v1" && v != "v2" { throw c.error(.proxyProtocol, "proxy_protocol must be v1 or v2, not \(v)") }
         if let local = try c.decodeIfPresent(String.self, forKey: .localAddress), !local.isEmpty {
             guard let a = try? SocketAddress(ipAddress: local, port: 0) else {
                 throw c.error(.localAddress, "not an IP address: \(local)")
@@ -407,8 +416,9 @@ final class ConnectionPool: Sendable {
         return try await acquireHTTP1(address, on: loop, upgrade: upgrade)
     }
 
-    private static func port(of address: String) -> Int {
-        (try? NetworkAddress(parsing: address)).map(\.startPort) ?? 0
+    private static func port(of key: String) -> Int {
+        let address = key.firstRange(of: "->").map { String(key[$0.upperBound...]) } ?? key
+        return (try? NetworkAddress(parsing: address)).map(\.startPort) ?? 0
     }
 
     /// A new stream on the HTTP/2 connection to `address`, dialling it first if needed; `nil` when the upstream
@@ -570,8 +580,15 @@ final class ConnectionPool: Sendable {
     }
 
     /// Connects (and shakes hands, for TLS): the channel, whether it is TLS, and the protocol ALPN chose.
-    private func connect(_ address: String, on loop: any EventLoop, timeout: TimeAmount?,
+    private func connect(_ key: String, on loop: any EventLoop, timeout: TimeAmount?,
                          http1Only: Bool) async throws -> (any Channel, Bool, String?) {
+        // A pool key "client->upstream" (proxy_protocol) names the client to announce.
+        var address = key
+        var proxyHeader: ByteBuffer?
+        if let r = key.firstRange(of: "->"), let version = transport.proxyProtocol {
+            address = String(key[r.upperBound...])
+            proxyHeader = ProxyProtocolHeader.make(version: version, source: String(key[..<r.lowerBound]))
+        }
         let parsed: NetworkAddress
         do {
             parsed = try NetworkAddress(parsing: address)
@@ -592,6 +609,9 @@ final class ConnectionPool: Sendable {
         bootstrap = bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let proxyHeader {
+                        try channel.pipeline.syncOperations.addHandler(ProxyHeaderWriter(header: proxyHeader))
+                    }
                     if let (context, sni) = tls {
                         let sync = channel.pipeline.syncOperations
                         try sync.addHandler(NIOSSLClientHandler(context: context, serverHostname: sni))
@@ -632,5 +652,50 @@ final class ConnectionPool: Sendable {
             let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
             throw UpstreamError(description: "TLS handshake with \(address): \(error)", retryable: true, timedOut: timedOut)
         }
+    }
+}
+
+/// Sends a PROXY protocol header as the connection opens, before anything else (TLS included).
+final class ProxyHeaderWriter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    typealias OutboundOut = ByteBuffer
+    let header: ByteBuffer
+
+    init(header: ByteBuffer) { self.header = header }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(header), promise: nil)
+        context.fireChannelActive()
+        context.pipeline.syncOperations.removeHandler(self, promise: nil)
+    }
+}
+
+/// PROXY protocol headers (v1 text, v2 binary) with the client as source and an all-zero destination of the same
+/// family, as Caddy sends them.
+enum ProxyProtocolHeader {
+    static func make(version: String, source: String) -> ByteBuffer? {
+        guard let src = try? NetworkAddress(parsing: source),
+              let ip = try? SocketAddress(ipAddress: src.host, port: src.startPort) else { return nil }
+        let v6: Bool
+        switch ip {
+        case .v6: v6 = true
+        default: v6 = false
+        }
+        var b = ByteBuffer()
+        if version == "v1" {
+            b.writeString("PROXY \(v6 ? "TCP6" : "TCP4") \(src.host) \(v6 ? "::" : "0.0.0.0") \(src.startPort) 0\r\n")
+            return b
+        }
+        b.writeBytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A])
+        b.writeInteger(UInt8(0x21))  // version 2, PROXY
+        b.writeInteger(UInt8(v6 ? 0x21 : 0x11))  // TCP over IPv6 / IPv4
+        b.writeInteger(UInt16(v6 ? 36 : 12))
+        var addr = [UInt8](repeating: 0, count: v6 ? 16 : 4)
+        _ = inet_pton(v6 ? AF_INET6 : AF_INET, src.host, &addr)
+        b.writeBytes(addr)
+        b.writeBytes([UInt8](repeating: 0, count: v6 ? 16 : 4))
+        b.writeInteger(UInt16(src.startPort))
+        b.writeInteger(UInt16(0))
+        return b
     }
 }
