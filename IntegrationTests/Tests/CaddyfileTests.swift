@@ -201,6 +201,9 @@ struct CaddyfileTests {
             case .refused(let message):
                 if let missing = missingFeature(message) {
                     refused[missing, default: 0] += 1
+                } else if try caddyRefuses(json, dir: dir) {
+                    // The oracle refuses it as well (e.g. copy_response_headers with both include and exclude).
+                    refused["refused by Caddy too", default: 0] += 1
                 } else {
                     problems.append("\(name): refused without naming what is missing: \(message)")
                 }
@@ -328,6 +331,15 @@ struct CaddyfileTests {
             for v in a { out += hostNames(in: v) }
         }
         return out
+    }
+
+    /// Whether Caddy 2.11.7 (`caddy validate`) also rejects the config.
+    func caddyRefuses(_ json: Data, dir: URL) throws -> Bool {
+        let file = dir.appendingPathComponent("caddy-check.json")
+        try json.write(to: file)
+        let caddy = packageRoot.appendingPathComponent(".venv/bin/caddy").path
+        let r = try runCommand(caddy, ["validate", "--config", file.path], environment: ["XDG_DATA_HOME": dir.path, "XDG_CONFIG_HOME": dir.path])
+        return r.status != 0
     }
 
     func missingFeature(_ message: String) -> String? {
