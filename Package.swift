@@ -33,6 +33,12 @@ let package = Package(
     ],
     targets: [
         // Small C helpers for system calls Swift cannot import (glibc's _GNU_SOURCE API).
+        // HTTP/3: Debian 12's nghttp3 0.8.0 and ngtcp2 0.12.1 (GnuTLS crypto), wrapped where Swift cannot call them.
+        .systemLibrary(name: "CNghttp3", path: "Sources/CNghttp3", pkgConfig: "libnghttp3", providers: [.apt(["libnghttp3-dev"])]),
+        .systemLibrary(name: "CNgtcp2", path: "Sources/CNgtcp2", pkgConfig: "libngtcp2",
+                       providers: [.apt(["libngtcp2-dev", "libngtcp2-crypto-gnutls-dev", "libgnutls28-dev"])]),
+        // The HTTP/3 layer: wire primitives (varints, SETTINGS, stream classification, datagrams) and nghttp3.
+        .target(name: "UsherHTTP3", dependencies: ["CNghttp3", "CNgtcp2"], swiftSettings: swiftSettings),
         .target(name: "CUsherSystem", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd"), .linkedLibrary("resolv")]),
         .target(
             name: "UsherCore",
@@ -181,6 +187,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UsherHTTP3Tests",
+            dependencies: ["UsherHTTP3", "CNghttp3"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

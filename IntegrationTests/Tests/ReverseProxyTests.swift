@@ -62,8 +62,8 @@ final class Backend: @unchecked Sendable {
         return try Backend(caddy, ["run", "--config", file.path, "--adapter", "caddyfile"], port: port, cwd: dir)
     }
 
-    /// nginx (Debian's), one process, answering every request with `text` (and its own Server field).
-    static func nginx(_ text: String, port: Int? = nil, listenOptions: String = "") throws -> Backend {
+    /// nginx (Debian's) as one foreground process with `server` as its only server block (`{{PORT}}` is the port).
+    static func nginxServer(_ server: String, port: Int? = nil) throws -> (Backend, URL) {
         let port = port ?? freePort()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-nginx-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -79,11 +79,16 @@ final class Backend: @unchecked Sendable {
             access_log off;
             client_body_temp_path \(tmp)/body; proxy_temp_path \(tmp)/proxy; fastcgi_temp_path \(tmp)/fcgi;
             uwsgi_temp_path \(tmp)/uwsgi; scgi_temp_path \(tmp)/scgi;
-            server { listen 127.0.0.1:\(port) \(listenOptions); location / { return 200 "\(text)"; } }
+            \(server.replacingOccurrences(of: "{{PORT}}", with: String(port)))
         }
 
         """.write(to: conf, atomically: true, encoding: .utf8)
-        return try Backend("/usr/sbin/nginx", ["-p", tmp, "-c", conf.path], port: port, cwd: dir)
+        return (try Backend("/usr/sbin/nginx", ["-p", tmp, "-c", conf.path], port: port, cwd: dir), dir)
+    }
+
+    /// nginx answering every request with `text` (and its own Server field).
+    static func nginx(_ text: String, port: Int? = nil, listenOptions: String = "") throws -> Backend {
+        try nginxServer("server { listen 127.0.0.1:{{PORT}} \(listenOptions); location / { return 200 \"\(text)\"; } }", port: port).0
     }
 
     /// A Python socket server that reads each request and closes the connection without answering.
@@ -96,32 +101,12 @@ final class Backend: @unchecked Sendable {
 
     /// nginx storing PUT bodies under its root and serving them back (the DAV module), for large transfers.
     static func nginxStore() throws -> (Backend, URL) {
-        let port = freePort()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-nginx-\(UUID().uuidString)")
-        let root = dir.appendingPathComponent("root")
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("usher-nginx-root-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let conf = dir.appendingPathComponent("nginx.conf")
-        let tmp = dir.path
-        try """
-        daemon off;
-        master_process off;
-        pid \(tmp)/nginx.pid;
-        error_log \(tmp)/error.log;
-        events {}
-        http {
-            access_log off;
-            client_body_temp_path \(tmp)/body; proxy_temp_path \(tmp)/proxy; fastcgi_temp_path \(tmp)/fcgi;
-            uwsgi_temp_path \(tmp)/uwsgi; scgi_temp_path \(tmp)/scgi;
-            server {
-                listen 127.0.0.1:\(port);
-                root \(root.path);
-                client_max_body_size 0;
-                dav_methods PUT DELETE;
-            }
-        }
-
-        """.write(to: conf, atomically: true, encoding: .utf8)
-        return (try Backend("/usr/sbin/nginx", ["-p", tmp, "-c", conf.path], port: port, cwd: dir), root)
+        let (backend, _) = try nginxServer("""
+            server { listen 127.0.0.1:{{PORT}}; root \(root.path); client_max_body_size 0; dav_methods PUT DELETE; }
+            """)
+        return (backend, root)
     }
 
     /// A Python (standard library) server sending Server-Sent Events: one at once, then one every `every` seconds.
