@@ -415,4 +415,32 @@ struct ReverseProxyTests {
             #expect(parts.count == 2 && parts[0] == "pp=127.0.0.1:" + parts[1].dropFirst("local=".count), "\(r.stdout)")
         }
     }
+
+    @Test("transport max_conns_per_host: a second request waits for the first upstream connection to close")
+    func maxConnsPerHost() throws {
+        // Each response takes about 1.5 s (five chunks, 0.3 s apart).
+        let slow = try Backend.eventStream(every: 0.3, contentType: "text/plain")
+        defer { slow.stop() }
+        let (limited, free) = (freePort(), freePort())
+        func site(_ name: String, _ port: Int, _ transport: String) -> String {
+            """
+            "\(name)": {"listen": ["127.0.0.1:\(port)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+              "upstreams": [{"dial": "127.0.0.1:\(slow.port)"}], "transport": \(transport)}]}]}
+            """
+        }
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+              \(site("l", limited, #"{"protocol": "http", "max_conns_per_host": 1}"#)), \(site("f", free, #"{"protocol": "http"}"#))}}}}
+            """, waitPort: free)
+        defer { s.stop() }
+        func times(_ port: Int) throws -> [Double] {
+            let r = try runCommand("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{time_total}\\n", "-Z", "--parallel-immediate",
+                                                     "http://127.0.0.1:\(port)/a", "http://127.0.0.1:\(port)/b"], timeout: 30)
+            return r.stdout.split(separator: "\n").compactMap { Double($0) }.sorted()
+        }
+        let unlimited = try times(free)
+        #expect(unlimited.count == 2 && unlimited[1] < 2.5, "\(unlimited)")
+        let serial = try times(limited)
+        #expect(serial.count == 2 && serial[0] < 2.5 && serial[1] >= 2.8, "\(serial)")
+    }
 }

@@ -35,6 +35,9 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
     public var idleTimeout: ConfigDuration?
     /// `tls`: speak TLS to upstreams.
     public var tls: UpstreamTLS?
+    /// `max_conns_per_host`: most HTTP/1.1 connections open to one upstream (dialling, busy or idle); requests
+    /// beyond wait for one to close. Default: 0 (no limit).
+    public var maxConnsPerHost = 0
     /// `proxy_protocol`: `v1` or `v2` to send a PROXY header naming the client first. Connections are then pooled
     /// per client connection, as in Caddy.
     public var proxyProtocol: String?
@@ -63,10 +66,11 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.resolver, .maxConnsPerHost,
+        try c.refuseUnsupported([.resolver,
                                  .forwardProxyURL, .networkProxy, .readTimeout, .writeTimeout])
         dialTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .dialTimeout)
         tls = try c.decodeIfPresent(UpstreamTLS.self, forKey: .tls)
+        maxConnsPerHost = try c.decodeIfPresent(Int.self, forKey: .maxConnsPerHost) ?? 0
         proxyProtocol = try c.decodeIfPresent(String.self, forKey: .proxyProtocol)
         if proxyProtocol == "" { proxyProtocol = nil }
         if let v = proxyProtocol, v != "v1" && v != "v2" { throw c.error(.proxyProtocol, "proxy_protocol must be v1 or v2, not \(v)") }
@@ -398,8 +402,11 @@ final class ConnectionPool: Sendable {
     private let idle = Mutex<[ObjectIdentifier: LoopIdle]>([:])
     private let idleTimeout: TimeAmount
 
+    private let limiterStorage: ConnectionLimiter?
+
     init(transport: HTTPTransport) {
         self.transport = transport
+        limiterStorage = transport.maxConnsPerHost > 0 ? ConnectionLimiter(max: transport.maxConnsPerHost) : nil
         idleTimeout = transport.idleTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .minutes(2)
     }
 
@@ -492,12 +499,39 @@ final class ConnectionPool: Sendable {
             }
             c.close()
         }
+        if let limiter {
+            try await limiter.reserve(address) { [self] in closeOneIdle(address) }
+            do {
+                let c = try await dial(address, on: loop)
+                c.channel?.closeFuture.whenComplete { _ in limiter.free(address) }
+                return (c, false)
+            } catch {
+                limiter.free(address)
+                throw error
+            }
+        }
         return (try await dial(address, on: loop), false)
+    }
+
+    /// Limits connections per upstream when `max_conns_per_host` is set.
+    private var limiter: ConnectionLimiter? { limiterStorage }
+
+    /// Closes one idle connection to `address` (on whichever loop has one), to make room under the limit.
+    private func closeOneIdle(_ address: String) {
+        let victim = idle.withLock { d -> PooledConnection? in
+            for key in d.keys {
+                if let p = d[key]?.byAddress[address]?.popLast() { return p }
+            }
+            return nil
+        }
+        if let victim { victim.loop.execute { victim.connection.close() } }
     }
 
     /// Parks a connection whose exchange completed cleanly; otherwise closes it. An HTTP/2 stream just ends.
     func release(_ connection: UpstreamConnection, reusable: Bool, loop: any EventLoop) {
-        guard reusable, transport.keepAlive, connection.reusable, !connection.isStream else {
+        // Under max_conns_per_host a waiting request needs the slot more than the pool needs another idle connection.
+        let wanted = limiter?.hasWaiters(connection.address) ?? false
+        guard reusable, transport.keepAlive, connection.reusable, !connection.isStream, !wanted else {
             connection.close()
             return
         }
@@ -697,5 +731,73 @@ enum ProxyProtocolHeader {
         b.writeInteger(UInt16(src.startPort))
         b.writeInteger(UInt16(0))
         return b
+    }
+}
+
+/// Counts open connections per upstream against `max_conns_per_host`; requests over the limit wait, first come
+/// first served, for one to close.
+final class ConnectionLimiter: Sendable {
+    private struct Host {
+        var open = 0
+        var waiters: [(id: Int, resume: CheckedContinuation<Void, any Error>)] = []
+    }
+    private let max: Int
+    private let hosts = Mutex<(byAddress: [String: Host], nextID: Int)>(([:], 0))
+
+    init(max: Int) { self.max = max }
+
+    /// Takes a slot for a new connection to `address`, waiting while all are taken (`makeRoom` may close an idle
+    /// one). Throws when the waiting task is cancelled.
+    func reserve(_ address: String, makeRoom: @Sendable () -> Void) async throws {
+        let id = hosts.withLock { h -> Int? in
+            if h.byAddress[address, default: Host()].open < max {
+                h.byAddress[address, default: Host()].open += 1
+                return nil
+            }
+            h.nextID += 1
+            return h.nextID
+        }
+        guard let id else { return }
+        makeRoom()
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                let granted = hosts.withLock { h -> Bool in
+                    // A slot may have come free meanwhile.
+                    if h.byAddress[address, default: Host()].open < max {
+                        h.byAddress[address, default: Host()].open += 1
+                        return true
+                    }
+                    h.byAddress[address, default: Host()].waiters.append((id, c))
+                    return false
+                }
+                if granted { c.resume() }
+            }
+        } onCancel: {
+            let waiter = hosts.withLock { h -> CheckedContinuation<Void, any Error>? in
+                guard let i = h.byAddress[address]?.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return h.byAddress[address]!.waiters.remove(at: i).resume
+            }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+
+    func hasWaiters(_ address: String) -> Bool {
+        hosts.withLock { !($0.byAddress[address]?.waiters.isEmpty ?? true) }
+    }
+
+    /// A connection to `address` closed (or its dial failed): the slot goes to the first waiter, if any.
+    func free(_ address: String) {
+        let next = hosts.withLock { h -> CheckedContinuation<Void, any Error>? in
+            guard var host = h.byAddress[address] else { return nil }
+            if !host.waiters.isEmpty {
+                let w = host.waiters.removeFirst()
+                h.byAddress[address] = host
+                return w.resume
+            }
+            host.open -= 1
+            h.byAddress[address] = host.open > 0 ? host : nil
+            return nil
+        }
+        next?.resume()
     }
 }
