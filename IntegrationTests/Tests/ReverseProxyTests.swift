@@ -443,4 +443,38 @@ struct ReverseProxyTests {
         let serial = try times(limited)
         #expect(serial.count == 2 && serial[0] < 2.5 && serial[1] >= 2.8, "\(serial)")
     }
+
+    @Test("transport read_timeout: an upstream that goes quiet before its head gets 504; one that stalls mid-body is cut off")
+    func readTimeout() throws {
+        let (mute, stall) = (freePort(), freePort())
+        func socketServer(_ port: Int, reply: String) throws -> Backend {
+            let script = "import socket,threading\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                + "s.bind(('127.0.0.1',\(port)))\ns.listen()\nkeep=[]\nwhile True:\n  c,_=s.accept()\n  c.recv(65536)\n"
+                + "  c.sendall(\(reply))\n  keep.append(c)\n"
+            return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
+        }
+        let quiet = try socketServer(mute, reply: "b''")
+        let stalling = try socketServer(stall, reply: "b'HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\nabc'")
+        defer { quiet.stop(); stalling.stop() }
+        let (p1, p2) = (freePort(), freePort())
+        func site(_ name: String, _ port: Int, _ upstream: Int) -> String {
+            """
+            "\(name)": {"listen": ["127.0.0.1:\(port)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+              "upstreams": [{"dial": "127.0.0.1:\(upstream)"}], "transport": {"protocol": "http", "read_timeout": "300ms"}}]}]}
+            """
+        }
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {\(site("a", p1, mute)), \(site("b", p2, stall))}}}}
+            """, waitPort: p2)
+        defer { s.stop() }
+        let started = Date()
+        #expect(try curl(["http://127.0.0.1:\(p1)/"]).status == 504)
+        #expect(Date().timeIntervalSince(started) < 5)
+        // The 3 bytes are still held back with the head (a short body goes out in one write), so the client sees
+        // the connection close with no response, as with Caddy; curl's own limit (10 s) is not what ends it.
+        let cutStarted = Date()
+        let cut = try runCommand("/usr/bin/curl", ["-s", "--max-time", "10", "http://127.0.0.1:\(p2)/"])
+        #expect(cut.status == 52, "curl should report an empty reply: \(cut.status)")
+        #expect(Date().timeIntervalSince(cutStarted) < 5)
+    }
 }

@@ -35,6 +35,12 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
     public var idleTimeout: ConfigDuration?
     /// `tls`: speak TLS to upstreams.
     public var tls: UpstreamTLS?
+    /// `resolver`: nameservers for upstream host names (else the system resolver).
+    public var resolver: UpstreamResolver?
+    /// `read_timeout`: longest wait for the next bytes from an upstream (head or body). Default: none.
+    public var readTimeout: ConfigDuration?
+    /// `write_timeout`: longest wait for an upstream to take more of the request. Default: none.
+    public var writeTimeout: ConfigDuration?
     /// `max_conns_per_host`: most HTTP/1.1 connections open to one upstream (dialling, busy or idle); requests
     /// beyond wait for one to close. Default: 0 (no limit).
     public var maxConnsPerHost = 0
@@ -66,8 +72,10 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.resolver,
-                                 .forwardProxyURL, .networkProxy, .readTimeout, .writeTimeout])
+        try c.refuseUnsupported([.forwardProxyURL, .networkProxy])
+        resolver = try c.decodeIfPresent(UpstreamResolver.self, forKey: .resolver)
+        readTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .readTimeout)
+        writeTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .writeTimeout)
         dialTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .dialTimeout)
         tls = try c.decodeIfPresent(UpstreamTLS.self, forKey: .tls)
         maxConnsPerHost = try c.decodeIfPresent(Int.self, forKey: .maxConnsPerHost) ?? 0
@@ -122,6 +130,12 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
         return !tls.exceptPorts.contains(String(port))
     }
 
+    /// Gives a new connection (or HTTP/2 stream) the transport's read and write timeouts.
+    func applyTimeouts(_ c: UpstreamConnection) {
+        c.readTimeout = readTimeout.flatMap { $0.nanoseconds > 0 ? .nanoseconds($0.nanoseconds) : nil }
+        c.writeTimeout = writeTimeout.flatMap { $0.nanoseconds > 0 ? .nanoseconds($0.nanoseconds) : nil }
+    }
+
     /// Whether HTTP/2 is offered: by ALPN over TLS (`2` listed), or with prior knowledge in cleartext (`h2c`).
     func offersHTTP2(toTLS tls: Bool) -> Bool {
         tls ? versions.contains("2") : versions.contains("h2c")
@@ -162,6 +176,10 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     private(set) var closed = false
     /// Set by the pool while the connection is idle.
     var idleSince: NIODeadline?
+    /// `read_timeout` and `write_timeout` of the transport.
+    var readTimeout: TimeAmount?
+    var writeTimeout: TimeAmount?
+    private var ioTimer: Scheduled<Void>?
 
     /// Response bytes held for a slow client before the upstream is no longer read.
     static let highWatermark = 64 * 1024
@@ -201,6 +219,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     private func teardown(_ error: (any Error)?) {
         guard !closed else { return }
         closed = true
+        ioTimer?.cancel()
         let e = error ?? UpstreamError(description: "upstream closed the connection", retryable: false)
         waiter?.resume(throwing: e)
         waiter = nil
@@ -211,6 +230,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         let part = unwrapInboundIn(data)
         if let w = waiter {
             waiter = nil
+            ioTimer?.cancel()
             w.resume(returning: part)
         } else {
             if case .body(let b) = part { bufferedBytes += b.readableBytes }
@@ -248,6 +268,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         }
         return try await withCheckedThrowingContinuation { c in
             waiter = c
+            armIOTimer(readTimeout, "timeout reading from upstream")
             context.read()
         }
     }
@@ -258,6 +279,8 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(part), promise: nil)
         if flush || !context.channel.isWritable { context.flush() }
         if !context.channel.isWritable {
+            armIOTimer(writeTimeout, "timeout writing to upstream")
+            defer { ioTimer?.cancel() }
             try await writability.wait()
         }
     }
@@ -284,8 +307,21 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         return tunnel
     }
 
-    /// Set when the response head did not come in time (`response_header_timeout`).
+    /// Set when the response head did not come in time (`response_header_timeout`), or a read or write took
+    /// longer than `read_timeout`/`write_timeout`.
     private(set) var timedOut = false
+
+    private func armIOTimer(_ limit: TimeAmount?, _ why: String) {
+        guard let limit, let loop = context?.eventLoop else { return }
+        ioTimer?.cancel()
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        ioTimer = loop.scheduleTask(in: limit) {
+            let me = bound.value
+            me.timedOut = true
+            me.teardown(UpstreamError(description: why, retryable: false, timedOut: true))
+            me.context?.close(promise: nil)
+        }
+    }
 
     /// Gives up on the exchange: the head did not arrive in time.
     func timeOut() {
@@ -455,7 +491,9 @@ final class ConnectionPool: Sendable {
             guard let upstream else { return nil }
             if upstream.isUsable {
                 do {
-                    return (try await upstream.openStream(), !dialing)
+                    let stream = try await upstream.openStream()
+                    transport.applyTimeouts(stream)
+                    return (stream, !dialing)
                 } catch where !dialing && attempt == 0 {
                     // The shared connection went away under us: dial again.
                 }
@@ -600,6 +638,7 @@ final class ConnectionPool: Sendable {
     /// Puts the HTTP/1.1 client codec and an ``UpstreamConnection`` on a connected channel.
     func addHTTP1(to channel: any Channel, address: String) throws -> UpstreamConnection {
         let connection = UpstreamConnection(address: address)
+        transport.applyTimeouts(connection)
         do {
             let sync = channel.pipeline.syncOperations
             // Header values are checked where they are made (the handler strips CR/LF from header ops);
@@ -660,6 +699,9 @@ final class ConnectionPool: Sendable {
             } else if let ip = try? SocketAddress(ipAddress: host, port: parsed.startPort) {
                 // An IP literal needs no resolver round (getaddrinfo and Happy Eyeballs) on every dial.
                 channel = try await bootstrap.connect(to: ip).get()
+            } else if let resolver = transport.resolver {
+                let ips = try await DNSLookup.addresses(host, ipv4: true, ipv6: true, resolver: resolver)
+                channel = try await bootstrap.connect(to: try SocketAddress(ipAddress: ips[0], port: parsed.startPort)).get()
             } else {
                 channel = try await bootstrap.connect(host: host, port: parsed.startPort).get()
             }
