@@ -38,7 +38,11 @@ let package = Package(
         .systemLibrary(name: "CNgtcp2", path: "Sources/CNgtcp2", pkgConfig: "libngtcp2",
                        providers: [.apt(["libngtcp2-dev", "libngtcp2-crypto-gnutls-dev", "libgnutls28-dev"])]),
         // The HTTP/3 layer: wire primitives (varints, SETTINGS, stream classification, datagrams) and nghttp3.
-        .target(name: "UsherHTTP3", dependencies: ["CNghttp3", "CNgtcp2"], swiftSettings: swiftSettings),
+        .target(name: "UsherHTTP3", dependencies: [
+            "CNghttp3", "CNgtcp2",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], swiftSettings: swiftSettings),
         .target(name: "CUsherSystem", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd"), .linkedLibrary("resolv")]),
         .target(
             name: "UsherCore",
@@ -191,7 +195,7 @@ let package = Package(
         ),
         .testTarget(
             name: "UsherHTTP3Tests",
-            dependencies: ["UsherHTTP3", "CNghttp3"],
+            dependencies: ["UsherHTTP3", "CNghttp3", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,0 +1,47 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+import UsherHTTP3
+
+@Suite("QUIC endpoint against ngtcp2's gtlsclient")
+struct QUICHandshakeTests {
+    @Test("a QUIC v1 handshake with TLS 1.3 and ALPN h3 completes with Debian's gtlsclient")
+    func handshake() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-quic-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cert = dir.appendingPathComponent("cert.pem").path
+        let key = dir.appendingPathComponent("key.pem").path
+        let gen = Process()
+        gen.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        gen.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                         "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+        gen.standardError = FileHandle.nullDevice
+        try gen.run()
+        gen.waitUntilExit()
+        #expect(gen.terminationStatus == 0)
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let endpoint = QUICServerEndpoint(credentials: try QUICCredentials(certificateFile: cert, keyFile: key),
+                                          loop: group.next())
+        let port = try await endpoint.start(host: "127.0.0.1", port: 0)
+
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/gtlsclient")
+        client.arguments = ["--timeout=1s", "--exit-on-all-streams-close", "127.0.0.1", String(port)]
+        let out = Pipe()
+        client.standardOutput = out
+        client.standardError = out
+        try client.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        client.waitUntilExit()
+        let log = String(decoding: data, as: UTF8.self)
+        let completed = try await group.next().submit { endpoint.handshakesCompleted }.get()
+        #expect(completed == 1, "\(log.suffix(2000))")
+        #expect(log.contains("QUIC handshake has completed"), "\(log.suffix(2000))")
+        await endpoint.stop()
+        try await group.shutdownGracefully()
+    }
+}
