@@ -1,3 +1,4 @@
+import CNghttp3
 import CNgtcp2
 import Foundation
 public import NIOCore
@@ -38,21 +39,27 @@ func quicTimestamp() -> ngtcp2_tstamp {
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
-/// A QUIC server endpoint on one UDP socket: routes datagrams to connections by destination connection ID and
-/// completes QUIC v1 handshakes (TLS 1.3 with ALPN `h3`). Streams are not served yet. Everything runs on the
-/// socket's event loop.
+/// Answers one HTTP/3 request: method and path in, status, header fields and body out. A stand-in for the handler
+/// chain until requests are bridged into it.
+public typealias HTTP3Responder = @Sendable (_ method: String, _ path: String) -> (status: Int, headers: [(String, String)], body: [UInt8])
+
+/// A QUIC server endpoint on one UDP socket: routes datagrams to connections by destination connection ID,
+/// completes QUIC v1 handshakes (TLS 1.3 with ALPN `h3`) and, when given a responder, answers HTTP/3 requests
+/// through nghttp3. Everything runs on the socket's event loop.
 public final class QUICServerEndpoint: @unchecked Sendable {
     // @unchecked: all state is touched only on `loop`.
     let credentials: QUICCredentials
     let loop: any EventLoop
+    let responder: HTTP3Responder?
     private var channel: (any Channel)?
     private var connections: [[UInt8]: QUICServerConnection] = [:]
     /// Handshakes completed so far.
     public private(set) var handshakesCompleted = 0
 
-    public init(credentials: QUICCredentials, loop: any EventLoop) {
+    public init(credentials: QUICCredentials, loop: any EventLoop, responder: HTTP3Responder? = nil) {
         self.credentials = credentials
         self.loop = loop
+        self.responder = responder
     }
 
     /// Binds `host:port` (port 0 picks one) and returns the bound port.
@@ -132,6 +139,12 @@ final class QUICServerConnection {
     private let path = UnsafeMutablePointer<ngtcp2_path>.allocate(capacity: 1)
     private let connRef = UnsafeMutablePointer<ngtcp2_crypto_conn_ref>.allocate(capacity: 1)
     private var timer: Scheduled<Void>?
+    /// nghttp3, bound once the handshake is done.
+    fileprivate var h3: OpaquePointer?
+    /// Per request stream: what was received, and the response body (kept until the stream closes, as nghttp3
+    /// sends from it without copying).
+    fileprivate var requests: [Int64: (method: String, path: String)] = [:]
+    fileprivate var bodies: [Int64: UnsafeMutableBufferPointer<UInt8>] = [:]
 
     init(endpoint: QUICServerEndpoint, header hd: ngtcp2_pkt_hd, local: SocketAddress, remote: SocketAddress) throws {
         self.endpoint = endpoint
@@ -166,7 +179,48 @@ final class QUICServerConnection {
         }
         callbacks.handshake_completed = { _, userData in
             guard let userData else { return 0 }
-            Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue().endpoint.handshakeCompleted()
+            let me = Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue()
+            me.endpoint.handshakeCompleted()
+            return me.endpoint.responder == nil ? 0 : me.startHTTP3()
+        }
+        callbacks.recv_stream_data = { _, flags, streamID, _, data, len, userData, _ in
+            guard let userData else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            let me = Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue()
+            guard let h3 = me.h3, let conn = me.conn else { return 0 }
+            let consumed = nghttp3_conn_read_stream(h3, streamID, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN != 0 ? 1 : 0)
+            guard consumed >= 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            // Credit goes back for what nghttp3 consumed (the rest is returned by deferred_consume).
+            ngtcp2_conn_extend_max_stream_offset(conn, streamID, UInt64(consumed))
+            ngtcp2_conn_extend_max_offset(conn, UInt64(consumed))
+            return 0
+        }
+        callbacks.acked_stream_data_offset = { _, streamID, _, datalen, userData, _ in
+            guard let userData else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            let me = Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue()
+            guard let h3 = me.h3 else { return 0 }
+            return nghttp3_conn_add_ack_offset(h3, streamID, datalen) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE
+        }
+        callbacks.stream_close = { _, _, streamID, code, userData, _ in
+            guard let userData else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            let me = Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue()
+            if let h3 = me.h3 {
+                let rv = nghttp3_conn_close_stream(h3, streamID, code)
+                if rv != 0 && rv != NGHTTP3_ERR_STREAM_NOT_FOUND { return NGTCP2_ERR_CALLBACK_FAILURE }
+            }
+            me.requests[streamID] = nil
+            me.bodies.removeValue(forKey: streamID)?.deallocate()
+            return 0
+        }
+        callbacks.extend_max_remote_streams_bidi = { _, maxStreams, userData in
+            guard let userData else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            let me = Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue()
+            if let h3 = me.h3 { nghttp3_conn_set_max_client_streams_bidi(h3, maxStreams) }
+            return 0
+        }
+        callbacks.extend_max_stream_data = { _, streamID, _, userData, _ in
+            guard let userData else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            let me = Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue()
+            if let h3 = me.h3 { return nghttp3_conn_unblock_stream(h3, streamID) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE }
             return 0
         }
 
@@ -231,6 +285,8 @@ final class QUICServerConnection {
 
     deinit {
         timer?.cancel()
+        if let h3 { nghttp3_conn_del(h3) }
+        for b in bodies.values { b.deallocate() }
         if let conn { ngtcp2_conn_del(conn) }
         if let session { gnutls_deinit(session) }
         localStorage.deallocate()
@@ -258,21 +314,155 @@ final class QUICServerConnection {
         writePackets()
     }
 
-    /// Sends whatever ngtcp2 has (handshake, ACKs), then arms the timer for its next expiry.
+    /// Sends whatever there is: HTTP/3 stream data from nghttp3, and ngtcp2's own packets (handshake, ACKs); then
+    /// arms the timer for ngtcp2's next expiry.
     func writePackets() {
         guard let conn else { return }
         var buf = [UInt8](repeating: 0, count: 1452)
         var ps = ngtcp2_path_storage()
         ngtcp2_path_storage_zero(&ps)
         var pi = ngtcp2_pkt_info()
+        var vecs = [nghttp3_vec](repeating: nghttp3_vec(), count: 16)
         while true {
-            let n = buf.withUnsafeMutableBufferPointer { b in
-                usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, b.baseAddress, b.count, nil, 0, -1, nil, 0, quicTimestamp())
+            var streamID: Int64 = -1
+            var fin: Int32 = 0
+            var count = 0
+            if let h3, ngtcp2_conn_get_max_data_left(conn) > 0 {
+                let n = nghttp3_conn_writev_stream(h3, &streamID, &fin, &vecs, vecs.count)
+                guard n >= 0 else {
+                    close()
+                    return
+                }
+                count = Int(n)
             }
-            if n <= 0 { break }
+            var accepted: ngtcp2_ssize = -1
+            var flags = UInt32(NGTCP2_WRITE_STREAM_FLAG_MORE)
+            if fin != 0 { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
+            let n = buf.withUnsafeMutableBufferPointer { b in
+                vecs.withUnsafeBufferPointer { v in
+                    // nghttp3_vec and ngtcp2_vec have the same layout (base pointer, length).
+                    v.baseAddress!.withMemoryRebound(to: ngtcp2_vec.self, capacity: max(count, 1)) { nv in
+                        usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, b.baseAddress, b.count, &accepted, flags,
+                                                        streamID, count > 0 ? nv : nil, count, quicTimestamp())
+                    }
+                }
+            }
+            if n < 0 {
+                switch Int32(n) {
+                case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+                    if let h3 { nghttp3_conn_block_stream(h3, streamID) }
+                    continue
+                case NGTCP2_ERR_STREAM_SHUT_WR:
+                    if let h3 { nghttp3_conn_shutdown_stream_write(h3, streamID) }
+                    continue
+                case NGTCP2_ERR_WRITE_MORE:
+                    if let h3, accepted >= 0, nghttp3_conn_add_write_offset(h3, streamID, Int(accepted)) != 0 {
+                        close()
+                        return
+                    }
+                    continue
+                default:
+                    close()
+                    return
+                }
+            }
+            if let h3, accepted >= 0, nghttp3_conn_add_write_offset(h3, streamID, Int(accepted)) != 0 {
+                close()
+                return
+            }
+            if n == 0 { break }
             endpoint.send(buf[0..<Int(n)], to: remote)
         }
         armTimer()
+    }
+
+    /// After the handshake: our control and QPACK streams, and nghttp3 reading the client's.
+    fileprivate func startHTTP3() -> Int32 {
+        guard let conn else { return NGTCP2_ERR_CALLBACK_FAILURE }
+        var settings = nghttp3_settings()
+        usher_nghttp3_settings_default(&settings)
+        var callbacks = nghttp3_callbacks()
+        callbacks.recv_header = { _, streamID, token, _, value, _, userData, _ in
+            guard let userData, let value else { return 0 }
+            let me = Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue()
+            let v = nghttp3_rcbuf_get_buf(value)
+            let text = String(decoding: UnsafeBufferPointer(start: v.base, count: v.len), as: UTF8.self)
+            var r = me.requests[streamID] ?? ("", "")
+            switch token {
+            case Int32(NGHTTP3_QPACK_TOKEN__METHOD.rawValue): r.method = text
+            case Int32(NGHTTP3_QPACK_TOKEN__PATH.rawValue): r.path = text
+            default: break
+            }
+            me.requests[streamID] = r
+            return 0
+        }
+        callbacks.end_stream = { _, streamID, userData, _ in
+            guard let userData else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            return Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue().respond(streamID)
+        }
+        callbacks.deferred_consume = { _, streamID, consumed, userData, _ in
+            guard let userData else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            let me = Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue()
+            guard let conn = me.conn else { return 0 }
+            ngtcp2_conn_extend_max_stream_offset(conn, streamID, UInt64(consumed))
+            ngtcp2_conn_extend_max_offset(conn, UInt64(consumed))
+            return 0
+        }
+        callbacks.acked_stream_data = { _, _, _, _, _ in 0 }
+        var h: OpaquePointer?
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        guard usher_nghttp3_conn_server_new(&h, &callbacks, &settings, nil, me) == 0, let h else {
+            return NGTCP2_ERR_CALLBACK_FAILURE
+        }
+        h3 = h
+        var control: Int64 = -1, encoder: Int64 = -1, decoder: Int64 = -1
+        guard ngtcp2_conn_open_uni_stream(conn, &control, nil) == 0,
+              ngtcp2_conn_open_uni_stream(conn, &encoder, nil) == 0,
+              ngtcp2_conn_open_uni_stream(conn, &decoder, nil) == 0,
+              nghttp3_conn_bind_control_stream(h, control) == 0,
+              nghttp3_conn_bind_qpack_streams(h, encoder, decoder) == 0 else {
+            return NGTCP2_ERR_CALLBACK_FAILURE
+        }
+        return 0
+    }
+
+    /// The request on `streamID` is complete: ask the responder and submit the response.
+    fileprivate func respond(_ streamID: Int64) -> Int32 {
+        guard let h3, let responder = endpoint.responder else { return 0 }
+        let r = requests[streamID] ?? ("", "")
+        let answer = responder(r.method, r.path)
+        let body = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(answer.body.count, 1))
+        _ = body.initialize(from: answer.body)
+        bodies[streamID] = UnsafeMutableBufferPointer(rebasing: body[0..<answer.body.count])
+        let fields = [(":status", String(answer.status)), ("content-length", String(answer.body.count))]
+            + answer.headers.map { ($0.0.lowercased(), $0.1) }
+        // nghttp3 encodes the fields during the call, so the buffers need only live that long.
+        let names = fields.map { Array($0.0.utf8) }
+        let values = fields.map { Array($0.1.utf8) }
+        var nva: [nghttp3_nv] = []
+        var holders: [UnsafeMutableBufferPointer<UInt8>] = []
+        defer { holders.forEach { $0.deallocate() } }
+        for (n, v) in zip(names, values) {
+            let nb = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(n.count, 1))
+            _ = nb.initialize(from: n)
+            let vb = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(v.count, 1))
+            _ = vb.initialize(from: v)
+            holders += [nb, vb]
+            nva.append(nghttp3_nv(name: nb.baseAddress, value: vb.baseAddress, namelen: n.count, valuelen: v.count,
+                                  flags: UInt8(NGHTTP3_NV_FLAG_NONE)))
+        }
+        var reader = nghttp3_data_reader(read_data: { _, streamID, vec, _, pflags, userData, _ in
+            guard let userData, let vec, let pflags else { return nghttp3_ssize(NGHTTP3_ERR_CALLBACK_FAILURE) }
+            let me = Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue()
+            pflags.pointee |= UInt32(NGHTTP3_DATA_FLAG_EOF)
+            guard let b = me.bodies[streamID], b.count > 0 else { return 0 }
+            vec.pointee = nghttp3_vec(base: b.baseAddress, len: b.count)
+            return 1
+        })
+        let rv = answer.body.isEmpty
+            ? nghttp3_conn_submit_response(h3, streamID, nva, nva.count, nil)
+            : nghttp3_conn_submit_response(h3, streamID, nva, nva.count, &reader)
+        return rv == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE
     }
 
     private func armTimer() {

@@ -44,4 +44,43 @@ struct QUICHandshakeTests {
         await endpoint.stop()
         try await group.shutdownGracefully()
     }
+
+    @Test("HTTP/3 through nghttp3: gtlsclient's GET gets the responder's status, fields and body")
+    func get() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-h3-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("dl"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cert = dir.appendingPathComponent("cert.pem").path
+        let key = dir.appendingPathComponent("key.pem").path
+        let gen = Process()
+        gen.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        gen.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                         "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost"]
+        gen.standardError = FileHandle.nullDevice
+        try gen.run()
+        gen.waitUntilExit()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let endpoint = QUICServerEndpoint(credentials: try QUICCredentials(certificateFile: cert, keyFile: key),
+                                          loop: group.next()) { method, path in
+            (200, [("x-served-by", "usher")], Array("\(method) \(path) over h3\n".utf8))
+        }
+        let port = try await endpoint.start(host: "127.0.0.1", port: 0)
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/gtlsclient")
+        client.arguments = ["--timeout=2s", "--exit-on-all-streams-close", "--download=\(dir.appendingPathComponent("dl").path)",
+                            "127.0.0.1", String(port), "https://localhost:\(port)/hello.txt"]
+        let out = Pipe()
+        client.standardOutput = out
+        client.standardError = out
+        try client.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        client.waitUntilExit()
+        let log = String(decoding: data, as: UTF8.self)
+        let body = try? String(contentsOf: dir.appendingPathComponent("dl/hello.txt"), encoding: .utf8)
+        #expect(body == "GET /hello.txt over h3\n", "\(log.suffix(3000))")
+        #expect(log.contains("[:status: 200]"), "\(log.suffix(1500))")
+        #expect(log.contains("[x-served-by: usher]"))
+        await endpoint.stop()
+        try await group.shutdownGracefully()
+    }
 }
