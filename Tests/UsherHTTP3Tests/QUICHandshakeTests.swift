@@ -4,7 +4,7 @@ import NIOPosix
 import Testing
 import UsherHTTP3
 
-@Suite("QUIC endpoint against ngtcp2's gtlsclient")
+@Suite("QUIC endpoint against ngtcp2's gtlsclient and Python aioquic")
 struct QUICHandshakeTests {
     @Test("a QUIC v1 handshake with TLS 1.3 and ALPN h3 completes with Debian's gtlsclient")
     func handshake() async throws {
@@ -80,6 +80,43 @@ struct QUICHandshakeTests {
         #expect(body == "GET /hello.txt over h3\n", "\(log.suffix(3000))")
         #expect(log.contains("[:status: 200]"), "\(log.suffix(1500))")
         #expect(log.contains("[x-served-by: usher]"))
+        await endpoint.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("aioquic (Python) as the client: 100 GETs at once on one connection, each answered")
+    func aioquicConcurrent() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-h3a-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cert = dir.appendingPathComponent("cert.pem").path
+        let key = dir.appendingPathComponent("key.pem").path
+        let gen = Process()
+        gen.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        gen.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                         "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost"]
+        gen.standardError = FileHandle.nullDevice
+        try gen.run()
+        gen.waitUntilExit()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let endpoint = QUICServerEndpoint(credentials: try QUICCredentials(certificateFile: cert, keyFile: key),
+                                          loop: group.next()) { method, path in
+            (200, [], Array("\(method) \(path);".utf8))
+        }
+        let port = try await endpoint.start(host: "127.0.0.1", port: 0)
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let client = Process()
+        client.executableURL = root.appendingPathComponent(".venv/bin/python")
+        client.arguments = [root.appendingPathComponent("IntegrationTests/interop/h3_client.py").path, String(port), "/x", "100"]
+        let out = Pipe()
+        client.standardOutput = out
+        client.standardError = out
+        try client.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        client.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        #expect(client.terminationStatus == 0, "\(text.suffix(2000))")
+        #expect(text == String(repeating: "200 GET /x;", count: 100), "\(text.suffix(500))")
         await endpoint.stop()
         try await group.shutdownGracefully()
     }
