@@ -1,9 +1,10 @@
 """HTTP/3 GETs with aioquic, for the integration tests.
 
-  h3_client.py PORT PATH [COUNT]
+  h3_client.py PORT PATH [COUNT] [--settings]
 
 Sends COUNT (default 1) GET requests for PATH at once on one QUIC connection to 127.0.0.1:PORT (authority
-localhost, certificate not verified) and prints, per response in stream order, `status BODY`.
+localhost, certificate not verified) and prints, per response in stream order, `status BODY`. With --settings it
+first prints the server's SETTINGS as `settings ID=VALUE ...` (hex IDs, sorted) on a line of its own.
 """
 
 import asyncio
@@ -46,14 +47,18 @@ class Client(QuicConnectionProtocol):
         return await fut
 
 
-async def main(port, path, count):
+async def main(port, path, count, show_settings):
     config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN)
     config.verify_mode = ssl.CERT_NONE
     async with connect("127.0.0.1", port, configuration=config, create_protocol=Client) as client:
         results = await asyncio.wait_for(asyncio.gather(*(client.get(path) for _ in range(count))), 20)
+        if show_settings:
+            received = client.h3.received_settings or {}
+            sys.stdout.write("settings %s\n" % " ".join("0x%x=%d" % (k, received[k]) for k in sorted(received)))
         for r in results:
             status = dict(r["headers"]).get(b":status", b"?").decode()
             sys.stdout.write("%s %s" % (status, r["body"].decode()))
 
 
-asyncio.run(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1))
+args = [a for a in sys.argv[1:] if a != "--settings"]
+asyncio.run(main(int(args[0]), args[1], int(args[2]) if len(args) > 2 else 1, "--settings" in sys.argv))

@@ -51,14 +51,18 @@ public final class QUICServerEndpoint: @unchecked Sendable {
     let credentials: QUICCredentials
     let loop: any EventLoop
     let responder: HTTP3Responder?
+    /// SETTINGS to add to nghttp3's (e.g. H3_DATAGRAM and WebTransport's); none leaves the wire untouched.
+    let extraSettings: [HTTP3Setting]
     private var channel: (any Channel)?
     private var connections: [[UInt8]: QUICServerConnection] = [:]
     /// Handshakes completed so far.
     public private(set) var handshakesCompleted = 0
 
-    public init(credentials: QUICCredentials, loop: any EventLoop, responder: HTTP3Responder? = nil) {
+    public init(credentials: QUICCredentials, loop: any EventLoop, extraSettings: [HTTP3Setting] = [],
+                responder: HTTP3Responder? = nil) {
         self.credentials = credentials
         self.loop = loop
+        self.extraSettings = extraSettings
         self.responder = responder
     }
 
@@ -145,10 +149,21 @@ final class QUICServerConnection {
     /// sends from it without copying).
     fileprivate var requests: [Int64: (method: String, path: String)] = [:]
     fileprivate var bodies: [Int64: UnsafeMutableBufferPointer<UInt8>] = [:]
+    /// Our control stream, whose SETTINGS frame gets the endpoint's extra settings (see ``ControlStreamSplice``).
+    fileprivate var controlStream: Int64 = -1
+    fileprivate var splice: ControlStreamSplice
+    /// The spliced bytes, alive until the connection ends (ngtcp2 keeps pointing at stream data until it is acked).
+    fileprivate var spliced: UnsafeMutableBufferPointer<UInt8>?
+    /// Acknowledged bytes of the control stream nghttp3 never wrote, not yet subtracted from what we tell it.
+    fileprivate var ackShift = 0
+    /// Whether ngtcp2 has taken the spliced chunk, and how long nghttp3's own version of it was.
+    fileprivate var splicedAccepted = false
+    fileprivate var splicedOriginalLength = 0
 
     init(endpoint: QUICServerEndpoint, header hd: ngtcp2_pkt_hd, local: SocketAddress, remote: SocketAddress) throws {
         self.endpoint = endpoint
         self.remote = remote
+        splice = ControlStreamSplice(extra: endpoint.extraSettings)
         scid = (0..<18).map { _ in UInt8.random(in: 0...255) }
         var scidC = ngtcp2_cid()
         scid.withUnsafeBufferPointer { ngtcp2_cid_init(&scidC, $0.baseAddress, $0.count) }
@@ -198,7 +213,13 @@ final class QUICServerConnection {
             guard let userData else { return NGTCP2_ERR_CALLBACK_FAILURE }
             let me = Unmanaged<QUICServerConnection>.fromOpaque(userData).takeUnretainedValue()
             guard let h3 = me.h3 else { return 0 }
-            return nghttp3_conn_add_ack_offset(h3, streamID, datalen) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE
+            var acked = datalen
+            if streamID == me.controlStream && me.ackShift > 0 {
+                let shift = min(UInt64(me.ackShift), acked)
+                me.ackShift -= Int(shift)
+                acked -= shift
+            }
+            return nghttp3_conn_add_ack_offset(h3, streamID, acked) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE
         }
         callbacks.stream_close = { _, _, streamID, code, userData, _ in
             guard let userData else { return NGTCP2_ERR_CALLBACK_FAILURE }
@@ -237,6 +258,10 @@ final class QUICServerConnection {
         params.initial_max_streams_uni = 3
         params.max_idle_timeout = 30 * 1_000_000_000
         params.original_dcid = hd.dcid
+        if endpoint.extraSettings.contains(where: { $0.id == HTTP3Codepoint.settingsH3Datagram && $0.value == 1 }) {
+            // HTTP/3 datagrams need QUIC DATAGRAM frames (RFC 9297 section 2.1.1).
+            params.max_datagram_frame_size = 65535
+        }
 
         localStorage.initialize(to: sockaddr_storage())
         remoteStorage.initialize(to: sockaddr_storage())
@@ -287,6 +312,7 @@ final class QUICServerConnection {
         timer?.cancel()
         if let h3 { nghttp3_conn_del(h3) }
         for b in bodies.values { b.deallocate() }
+        spliced?.deallocate()
         if let conn { ngtcp2_conn_del(conn) }
         if let session { gnutls_deinit(session) }
         localStorage.deallocate()
@@ -335,6 +361,32 @@ final class QUICServerConnection {
                 }
                 count = Int(n)
             }
+            // nghttp3's first write on our control stream carries SETTINGS: send the spliced bytes instead, and
+            // count only nghttp3's own towards its offset.
+            var originalLength: Int?
+            if streamID == controlStream && count > 0, let b = spliced, !splicedAccepted {
+                // The spliced chunk did not go out last time; nghttp3 offers the same bytes again.
+                originalLength = splicedOriginalLength
+                vecs[0] = nghttp3_vec(base: b.baseAddress, len: b.count)
+                count = 1
+            } else if streamID == controlStream && !splice.done && count > 0 {
+                var original: [UInt8] = []
+                for v in vecs.prefix(count) where v.len > 0 { original += UnsafeBufferPointer(start: v.base, count: v.len) }
+                guard let rewritten = try? splice.rewrite(original) else {
+                    close()
+                    return
+                }
+                if rewritten != original {
+                    let b = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: rewritten.count)
+                    _ = b.initialize(from: rewritten)
+                    spliced = b
+                    ackShift = splice.added
+                    originalLength = original.count
+                    splicedOriginalLength = original.count
+                    vecs[0] = nghttp3_vec(base: b.baseAddress, len: b.count)
+                    count = 1
+                }
+            }
             var accepted: ngtcp2_ssize = -1
             var flags = UInt32(NGTCP2_WRITE_STREAM_FLAG_MORE)
             if fin != 0 { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
@@ -356,7 +408,12 @@ final class QUICServerConnection {
                     if let h3 { nghttp3_conn_shutdown_stream_write(h3, streamID) }
                     continue
                 case NGTCP2_ERR_WRITE_MORE:
-                    if let h3, accepted >= 0, nghttp3_conn_add_write_offset(h3, streamID, Int(accepted)) != 0 {
+                    if accepted >= 0, let written = nghttp3Written(accepted, original: originalLength),
+                       let h3, nghttp3_conn_add_write_offset(h3, streamID, written) != 0 {
+                        close()
+                        return
+                    }
+                    if accepted >= 0 && nghttp3Written(accepted, original: originalLength) == nil {
                         close()
                         return
                     }
@@ -366,14 +423,29 @@ final class QUICServerConnection {
                     return
                 }
             }
-            if let h3, accepted >= 0, nghttp3_conn_add_write_offset(h3, streamID, Int(accepted)) != 0 {
-                close()
-                return
+            if accepted >= 0 {
+                guard let written = nghttp3Written(accepted, original: originalLength) else {
+                    close()
+                    return
+                }
+                if let h3, nghttp3_conn_add_write_offset(h3, streamID, written) != 0 {
+                    close()
+                    return
+                }
             }
             if n == 0 { break }
             endpoint.send(buf[0..<Int(n)], to: remote)
         }
         armTimer()
+    }
+
+    /// How many of nghttp3's bytes ngtcp2 took: all of them when the whole spliced SETTINGS chunk went out; a
+    /// partly accepted spliced chunk cannot be mapped back (`nil`).
+    private func nghttp3Written(_ accepted: ngtcp2_ssize, original: Int?) -> Int? {
+        guard let original else { return Int(accepted) }
+        guard Int(accepted) == spliced?.count else { return nil }
+        splicedAccepted = true
+        return original
     }
 
     /// After the handshake: our control and QPACK streams, and nghttp3 reading the client's.
@@ -416,6 +488,7 @@ final class QUICServerConnection {
         }
         h3 = h
         var control: Int64 = -1, encoder: Int64 = -1, decoder: Int64 = -1
+        defer { controlStream = control }
         guard ngtcp2_conn_open_uni_stream(conn, &control, nil) == 0,
               ngtcp2_conn_open_uni_stream(conn, &encoder, nil) == 0,
               ngtcp2_conn_open_uni_stream(conn, &decoder, nil) == 0,

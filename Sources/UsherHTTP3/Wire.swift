@@ -88,20 +88,26 @@ public struct ControlStreamSplice: Sendable {
     public private(set) var added = 0
     /// Whether the SETTINGS frame has been seen (and rewritten).
     public private(set) var done = false
+    private var sawType = false
 
     public init(extra: [HTTP3Setting]) {
         self.extra = extra
         done = extra.isEmpty
     }
 
-    /// The bytes to send for a chunk nghttp3 wrote on its control stream. The first chunk must hold the stream type
-    /// and the whole SETTINGS frame, as nghttp3 writes them.
+    /// The bytes to send for a chunk nghttp3 wrote on its control stream. nghttp3 may write the stream type alone
+    /// and the SETTINGS frame in a later chunk; the frame itself must arrive whole in one chunk, as nghttp3 writes it.
     public mutating func rewrite(_ chunk: [UInt8]) throws -> [UInt8] {
-        guard !done else { return chunk }
-        guard let type = QUICVarint.decode(chunk), type.value == HTTP3Codepoint.controlStream else {
-            throw HTTP3WireError.frame("control stream does not start with its stream type")
+        guard !done, !chunk.isEmpty else { return chunk }
+        var i = 0
+        if !sawType {
+            guard let type = QUICVarint.decode(chunk), type.value == HTTP3Codepoint.controlStream else {
+                throw HTTP3WireError.frame("control stream does not start with its stream type")
+            }
+            sawType = true
+            i = type.length
+            if i == chunk.count { return chunk }
         }
-        var i = type.length
         guard let frameType = QUICVarint.decode(chunk, from: i), frameType.value == HTTP3Codepoint.settingsFrame else {
             throw HTTP3WireError.missingSettings("control stream does not start with SETTINGS")
         }

@@ -59,6 +59,13 @@ struct WireTests {
         #expect(splice.added == 7)
         // Later chunks pass through.
         #expect(try splice.rewrite([0x07, 0x01, 0x00]) == [0x07, 0x01, 0x00])
+        // The stream type alone first (as nghttp3 writes it on a live connection), then the frame.
+        var split = ControlStreamSplice(extra: [HTTP3Setting(HTTP3Codepoint.settingsH3Datagram, 1)])
+        #expect(try split.rewrite([0x00]) == [0x00])
+        #expect(!split.done)
+        #expect(try split.rewrite(Array(original.dropFirst())) == [0x04, 0x13, 0x06] + maxVarint
+                + [0x01, 0x50, 0x00, 0x07, 0x40, 0x64, 0x08, 0x01, 0x33, 0x01])
+        #expect(split.added == 2)
 
         // The peer side reads the result back, split anywhere.
         for cut in 0...spliced.count {
