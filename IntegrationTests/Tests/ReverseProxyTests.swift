@@ -42,24 +42,10 @@ final class Backend: @unchecked Sendable {
 
     /// Caddy 2.11.7 (PyPI) answering with what it received: the headers a proxy should set, and the Host.
     static func caddyEcho() throws -> Backend {
-        let port = freePort()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-caddy-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let file = dir.appendingPathComponent("Caddyfile")
-        try """
-        {
-        \tadmin off
-        \tauto_https off
-        }
-        http://:\(port) {
-        \tbind 127.0.0.1
-        \theader X-Upstream caddy
-        \trespond "host={host} xff={header.X-Forwarded-For} xfp={header.X-Forwarded-Proto} xfh={header.X-Forwarded-Host} via={header.Via} conn={header.Connection} custom={header.X-Custom} uri={uri}"
-        }
-
-        """.write(to: file, atomically: true, encoding: .utf8)
-        let caddy = packageRoot.appendingPathComponent(".venv/bin/caddy").path
-        return try Backend(caddy, ["run", "--config", file.path, "--adapter", "caddyfile"], port: port, cwd: dir)
+        try caddy("""
+            \theader X-Upstream caddy
+            \trespond "host={host} xff={header.X-Forwarded-For} xfp={header.X-Forwarded-Proto} xfh={header.X-Forwarded-Host} via={header.Via} conn={header.Connection} custom={header.X-Custom} uri={uri}"
+            """)
     }
 
     /// nginx (Debian's) as one foreground process with `server` as its only server block (`{{PORT}}` is the port).
@@ -91,13 +77,18 @@ final class Backend: @unchecked Sendable {
         try nginxServer("server { listen 127.0.0.1:{{PORT}} \(listenOptions); location / { return 200 \"\(text)\"; } }", port: port).0
     }
 
-    /// A Python socket server that reads each request and closes the connection without answering.
-    static func hangUp() throws -> Backend {
+    /// A Python socket server that reads each request, sends `reply` (a Python bytes literal), then closes the
+    /// connection or (`close: false`) keeps it open and says nothing more.
+    static func socketServer(reply: String, close: Bool) throws -> Backend {
         let port = freePort()
         let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-            + "s.bind(('127.0.0.1',\(port)))\ns.listen()\nwhile True:\n  c,_=s.accept()\n  c.recv(65536)\n  c.close()\n"
+            + "s.bind(('127.0.0.1',\(port)))\ns.listen()\nkeep=[]\nwhile True:\n  c,_=s.accept()\n  c.recv(65536)\n"
+            + "  c.sendall(\(reply))\n" + (close ? "  c.close()\n" : "  keep.append(c)\n")
         return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
     }
+
+    /// Reads each request and closes the connection without answering.
+    static func hangUp() throws -> Backend { try socketServer(reply: "b''", close: true) }
 
     /// nginx storing PUT bodies under its root and serving them back (the DAV module), for large transfers.
     static func nginxStore() throws -> (Backend, URL) {
@@ -133,13 +124,9 @@ final class Backend: @unchecked Sendable {
         return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
     }
 
-    /// A Python socket server answering every request with bytes that are not HTTP.
+    /// Answers every request with bytes that are not HTTP.
     static func garbage() throws -> Backend {
-        let port = freePort()
-        let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-            + "s.bind(('127.0.0.1',\(port)))\ns.listen()\nwhile True:\n  c,_=s.accept()\n  c.recv(65536)\n"
-            + "  c.sendall(b'SSH-2.0-OpenSSH_9.2\\r\\nnot http at all\\r\\n\\r\\n')\n  c.close()\n"
-        return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
+        try socketServer(reply: "b'SSH-2.0-OpenSSH_9.2\\r\\nnot http at all\\r\\n\\r\\n'", close: true)
     }
 
     /// SIGKILL: a child may inherit a blocked SIGTERM from the test process's spawning thread.
@@ -223,10 +210,8 @@ struct ReverseProxyTests {
 
     @Test("an upstream that accepts but never answers gets 504 after response_header_timeout")
     func responseHeaderTimeout() throws {
-        let silent = freePort()
-        let script = "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-            + "s.bind(('127.0.0.1',\(silent)))\ns.listen()\nkeep=[]\nwhile True:\n  c,_=s.accept()\n  keep.append(c)\n"
-        let mute = try Backend("/usr/bin/env", ["python3", "-c", script], port: silent)
+        let mute = try Backend.socketServer(reply: "b''", close: false)
+        let silent = mute.port
         defer { mute.stop() }
         let port = freePort()
         let s = try UsherProcess(config: """
@@ -446,15 +431,9 @@ struct ReverseProxyTests {
 
     @Test("transport read_timeout: an upstream that goes quiet before its head gets 504; one that stalls mid-body is cut off")
     func readTimeout() throws {
-        let (mute, stall) = (freePort(), freePort())
-        func socketServer(_ port: Int, reply: String) throws -> Backend {
-            let script = "import socket,threading\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-                + "s.bind(('127.0.0.1',\(port)))\ns.listen()\nkeep=[]\nwhile True:\n  c,_=s.accept()\n  c.recv(65536)\n"
-                + "  c.sendall(\(reply))\n  keep.append(c)\n"
-            return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
-        }
-        let quiet = try socketServer(mute, reply: "b''")
-        let stalling = try socketServer(stall, reply: "b'HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\nabc'")
+        let quiet = try Backend.socketServer(reply: "b''", close: false)
+        let stalling = try Backend.socketServer(reply: "b'HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\nabc'", close: false)
+        let (mute, stall) = (quiet.port, stalling.port)
         defer { quiet.stop(); stalling.stop() }
         let (p1, p2) = (freePort(), freePort())
         func site(_ name: String, _ port: Int, _ upstream: Int) -> String {

@@ -19,21 +19,27 @@ public struct HTTP3ConnectionSettings: Sendable {
 ///
 /// Only what the QUIC layer needs is exposed; the unsafe C is confined here.
 public final class NGHTTP3Connection {
-    private var conn: OpaquePointer?
+    /// The `nghttp3_conn`, for the QUIC layer's callbacks.
+    private(set) var conn: OpaquePointer?
 
-    /// A server-side connection.
-    public init(server settings: HTTP3ConnectionSettings) throws {
+    /// A server-side connection; `callbacks` and `userData` reach nghttp3 as they are.
+    init(server settings: HTTP3ConnectionSettings, callbacks: nghttp3_callbacks, userData: UnsafeMutableRawPointer?) throws {
         var s = nghttp3_settings()
         usher_nghttp3_settings_default(&s)
         if let max = settings.maxFieldSectionSize { s.max_field_section_size = max }
         s.qpack_max_dtable_capacity = settings.qpackMaxTableCapacity
         s.qpack_blocked_streams = settings.qpackBlockedStreams
         s.enable_connect_protocol = settings.enableConnectProtocol ? 1 : 0
-        var callbacks = nghttp3_callbacks()
+        var callbacks = callbacks
         var c: OpaquePointer?
-        let rv = usher_nghttp3_conn_server_new(&c, &callbacks, &s, nil, nil)
+        let rv = usher_nghttp3_conn_server_new(&c, &callbacks, &s, nil, userData)
         guard rv == 0, let c else { throw NGHTTP3Error(code: rv) }
         conn = c
+    }
+
+    /// A server-side connection that only frames (no callbacks), e.g. to see what nghttp3 writes.
+    public convenience init(server settings: HTTP3ConnectionSettings) throws {
+        try self.init(server: settings, callbacks: nghttp3_callbacks(), userData: nil)
     }
 
     deinit {

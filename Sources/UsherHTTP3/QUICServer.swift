@@ -144,7 +144,8 @@ final class QUICServerConnection {
     private let connRef = UnsafeMutablePointer<ngtcp2_crypto_conn_ref>.allocate(capacity: 1)
     private var timer: Scheduled<Void>?
     /// nghttp3, bound once the handshake is done.
-    fileprivate var h3: OpaquePointer?
+    fileprivate var h3Connection: NGHTTP3Connection?
+    fileprivate var h3: OpaquePointer? { h3Connection?.conn }
     /// Per request stream: what was received, and the response body (kept until the stream closes, as nghttp3
     /// sends from it without copying).
     fileprivate var requests: [Int64: (method: String, path: String)] = [:]
@@ -310,7 +311,7 @@ final class QUICServerConnection {
 
     deinit {
         timer?.cancel()
-        if let h3 { nghttp3_conn_del(h3) }
+        h3Connection = nil
         for b in bodies.values { b.deallocate() }
         spliced?.deallocate()
         if let conn { ngtcp2_conn_del(conn) }
@@ -451,8 +452,6 @@ final class QUICServerConnection {
     /// After the handshake: our control and QPACK streams, and nghttp3 reading the client's.
     fileprivate func startHTTP3() -> Int32 {
         guard let conn else { return NGTCP2_ERR_CALLBACK_FAILURE }
-        var settings = nghttp3_settings()
-        usher_nghttp3_settings_default(&settings)
         var callbacks = nghttp3_callbacks()
         callbacks.recv_header = { _, streamID, token, _, value, _, userData, _ in
             guard let userData, let value else { return 0 }
@@ -481,21 +480,23 @@ final class QUICServerConnection {
             return 0
         }
         callbacks.acked_stream_data = { _, _, _, _, _ in 0 }
-        var h: OpaquePointer?
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        guard usher_nghttp3_conn_server_new(&h, &callbacks, &settings, nil, me) == 0, let h else {
-            return NGTCP2_ERR_CALLBACK_FAILURE
-        }
-        h3 = h
+        // No QPACK dynamic table yet: every field is sent literally or from the static table.
+        var settings = HTTP3ConnectionSettings()
+        settings.qpackMaxTableCapacity = 0
+        settings.qpackBlockedStreams = 0
         var control: Int64 = -1, encoder: Int64 = -1, decoder: Int64 = -1
-        defer { controlStream = control }
-        guard ngtcp2_conn_open_uni_stream(conn, &control, nil) == 0,
-              ngtcp2_conn_open_uni_stream(conn, &encoder, nil) == 0,
-              ngtcp2_conn_open_uni_stream(conn, &decoder, nil) == 0,
-              nghttp3_conn_bind_control_stream(h, control) == 0,
-              nghttp3_conn_bind_qpack_streams(h, encoder, decoder) == 0 else {
+        do {
+            let h3 = try NGHTTP3Connection(server: settings, callbacks: callbacks,
+                                           userData: Unmanaged.passUnretained(self).toOpaque())
+            h3Connection = h3
+            guard ngtcp2_conn_open_uni_stream(conn, &control, nil) == 0,
+                  ngtcp2_conn_open_uni_stream(conn, &encoder, nil) == 0,
+                  ngtcp2_conn_open_uni_stream(conn, &decoder, nil) == 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            try h3.bindLocalStreams(control: control, qpackEncoder: encoder, qpackDecoder: decoder)
+        } catch {
             return NGTCP2_ERR_CALLBACK_FAILURE
         }
+        controlStream = control
         return 0
     }
 

@@ -295,8 +295,8 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         }
         // With proxy_protocol each client connection gets its own upstream connections ("client->upstream").
         var dialKey = upstream.address
-        if connections.transport.proxyProtocol != nil, let peer = request.remoteAddress, let ip = peer.ipAddress, let port = peer.port {
-            dialKey = (ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)") + "->" + upstream.address
+        if connections.transport.proxyProtocol != nil, let peer = request.remoteAddress, peer.ipAddress != nil {
+            dialKey = peer.hostPortString + "->" + upstream.address
         }
         var conn: UpstreamConnection
         var reused: Bool
@@ -725,8 +725,8 @@ final class ProxyPlaceholders: PlaceholderProvider {
         let address = upstream.address
         switch key.dropFirst(28) {
         case "address", "hostport": return address
-        case "host": return Self.split(address).host
-        case "port": return Self.split(address).port
+        case "host": return splitHostPort(address).host
+        case "port": return splitHostPort(address).port
         case "requests": return String(upstream.host.numRequests)
         case "max_requests": return String(upstream.maxRequests)
         case "fails": return String(upstream.health.failures)
@@ -736,18 +736,6 @@ final class ProxyPlaceholders: PlaceholderProvider {
 
     private func seconds(_ from: NIODeadline, _ to: NIODeadline?) -> Double {
         Double(((to ?? .now()) - from).nanoseconds) / 1e9
-    }
-
-    /// Host and port of a dial address (`[::1]:80` → `::1`, `80`; Unix sockets have no port).
-    static func split(_ address: String) -> (host: String, port: String) {
-        var host = address
-        var port = ""
-        if let colon = address.lastIndex(of: ":"), !address.hasPrefix("unix/") {
-            host = String(address[..<colon])
-            port = String(address[address.index(after: colon)...])
-        }
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host, port)
     }
 }
 

@@ -438,11 +438,12 @@ final class ConnectionPool: Sendable {
     private let idle = Mutex<[ObjectIdentifier: LoopIdle]>([:])
     private let idleTimeout: TimeAmount
 
-    private let limiterStorage: ConnectionLimiter?
+    /// Counts connections per upstream when `max_conns_per_host` is set.
+    private let limiter: ConnectionLimiter?
 
     init(transport: HTTPTransport) {
         self.transport = transport
-        limiterStorage = transport.maxConnsPerHost > 0 ? ConnectionLimiter(max: transport.maxConnsPerHost) : nil
+        limiter = transport.maxConnsPerHost > 0 ? ConnectionLimiter(max: transport.maxConnsPerHost) : nil
         idleTimeout = transport.idleTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .minutes(2)
     }
 
@@ -550,9 +551,6 @@ final class ConnectionPool: Sendable {
         }
         return (try await dial(address, on: loop), false)
     }
-
-    /// Limits connections per upstream when `max_conns_per_host` is set.
-    private var limiter: ConnectionLimiter? { limiterStorage }
 
     /// Closes one idle connection to `address` (on whichever loop has one), to make room under the limit.
     private func closeOneIdle(_ address: String) {

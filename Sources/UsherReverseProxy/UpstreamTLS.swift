@@ -4,6 +4,7 @@ import NIOSSL
 import NIOTLS
 public import UsherCore
 public import UsherTLS
+import UsherHTTP
 
 /// `transport.tls` of the `http` transport: TLS to upstreams, verified against the system roots or the CAs given.
 public struct UpstreamTLS: Decodable, Sendable {
@@ -95,14 +96,8 @@ public struct UpstreamTLS: Decodable, Sendable {
     /// (the certificate is then checked against the peer's address).
     func sni(for host: String) -> String? {
         if let serverName, !serverName.isEmpty { return serverName }
-        if host.isEmpty || IPAddressLiteral.isIP(host) { return nil }
+        if host.isEmpty || IPAddress(host) != nil { return nil }
         return host
-    }
-}
-
-enum IPAddressLiteral {
-    static func isIP(_ s: String) -> Bool {
-        (try? SocketAddress(ipAddress: s, port: 0)) != nil
     }
 }
 
