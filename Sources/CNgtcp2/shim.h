@@ -46,4 +46,12 @@ static inline ngtcp2_ssize usher_ngtcp2_conn_writev_datagram(ngtcp2_conn *conn, 
     return ngtcp2_conn_writev_datagram(conn, path, pi, dest, destlen, paccepted, flags, dgram_id, datav, datavcnt, ts);
 }
 
+static inline ngtcp2_ssize usher_ngtcp2_conn_write_connection_close(ngtcp2_conn *conn, ngtcp2_path *path,
+                                                                    ngtcp2_pkt_info *pi, uint8_t *dest,
+                                                                    size_t destlen,
+                                                                    const ngtcp2_connection_close_error *ccerr,
+                                                                    ngtcp2_tstamp ts) {
+    return ngtcp2_conn_write_connection_close(conn, path, pi, dest, destlen, ccerr, ts);
+}
+
 #endif

@@ -1,0 +1,200 @@
+import CNghttp3
+public import NIOCore
+
+/// One request stream of a server-side HTTP/3 connection as the application sees it: the request's fields and
+/// body coming in, the response going out. Every call and callback happens on the connection's event loop.
+///
+/// Request body bytes get the client credit back only through ``consumed(_:)``, so a slow reader holds the client
+/// back instead of buffering without bound. Response body bytes stay referenced until the client acknowledges
+/// them; ``write(_:)`` waits while more than ``sendWindow`` bytes are unacknowledged.
+public final class HTTP3ServerStream {
+    /// The QUIC stream ID.
+    public let id: Int64
+    weak var connection: QUICServerConnection?
+    /// Request header fields in arrival order, pseudo-header fields (`:method`, `:path`, ...) included.
+    public internal(set) var fields: [(name: String, value: String)] = []
+    /// Request trailer fields, once the body has ended.
+    public internal(set) var trailers: [(name: String, value: String)] = []
+    /// Request body bytes as they arrive.
+    public var onData: ((ByteBuffer) -> Void)?
+    /// The request body has ended (after trailers, if any).
+    public var onEnd: (() -> Void)?
+    /// The stream is gone: `complete` when both sides ended normally, else it was reset by the peer, refused, or
+    /// its connection closed. Called once; pending writes fail with ``HTTP3StreamClosedError``.
+    public var onClose: ((_ complete: Bool) -> Void)?
+    /// Whether the request body has ended.
+    public private(set) var requestEnded = false
+    /// Unacknowledged response bytes above which ``write(_:)`` waits.
+    public var sendWindow = 256 * 1024
+
+    var inTrailers = false
+    private(set) var closed = false
+    private var responseSubmitted = false
+    private var responseEnded = false
+    private var responseTrailers: [(String, String)] = []
+    /// Body bytes not yet handed to nghttp3, and those handed over but not yet acknowledged (nghttp3 and ngtcp2
+    /// point into them until then).
+    private var pending = CircularBuffer<ByteBuffer>()
+    private var inflight = CircularBuffer<ByteBuffer>()
+    private var unacked = 0
+    /// nghttp3 asked for data and got none: it must be told when there is some.
+    private var starved = false
+    private var waiters: [CheckedContinuation<Void, any Error>] = []
+
+    init(id: Int64, connection: QUICServerConnection) {
+        self.id = id
+        self.connection = connection
+    }
+
+    /// The value of the first field named `name` (lowercase), pseudo-header fields included.
+    public func field(_ name: String) -> String? { fields.first { $0.name == name }?.value }
+
+    /// Gives the client credit for `count` request body bytes the application has taken.
+    public func consumed(_ count: Int) {
+        guard count > 0, !closed else { return }
+        connection?.extendCredit(stream: id, by: count)
+    }
+
+    /// Sends an interim (1xx) response.
+    public func sendInterim(_ fields: [(String, String)]) throws {
+        guard !closed, !responseSubmitted, let connection else { throw HTTP3StreamClosedError() }
+        try connection.submitInfo(stream: id, fields: fields)
+    }
+
+    /// Sends the final response head; with `hasBody` false the stream ends with it.
+    public func sendResponse(_ fields: [(String, String)], hasBody: Bool) throws {
+        guard !closed, !responseSubmitted, let connection else { throw HTTP3StreamClosedError() }
+        responseSubmitted = true
+        if !hasBody { responseEnded = true }
+        try connection.submitResponse(stream: id, fields: fields, withBody: hasBody)
+    }
+
+    /// Queues body bytes without waiting for the client.
+    public func enqueue(_ buffer: ByteBuffer) throws {
+        guard !closed, responseSubmitted, !responseEnded else { throw HTTP3StreamClosedError() }
+        guard buffer.readableBytes > 0 else { return }
+        pending.append(buffer)
+        unacked += buffer.readableBytes
+        resume()
+    }
+
+    /// Queues body bytes, then waits while too many are unacknowledged.
+    public func write(_ buffer: ByteBuffer) async throws {
+        try enqueue(buffer)
+        while unacked > sendWindow && !closed {
+            try await withCheckedThrowingContinuation { waiters.append($0) }
+        }
+        if closed { throw HTTP3StreamClosedError() }
+    }
+
+    /// Ends the response body, with trailer fields if any.
+    public func finish(trailers: [(String, String)] = []) throws {
+        guard !closed, responseSubmitted else { throw HTTP3StreamClosedError() }
+        guard !responseEnded else { return }
+        responseEnded = true
+        responseTrailers = trailers
+        if !trailers.isEmpty, let connection { try connection.submitTrailers(stream: id, fields: trailers) }
+        resume()
+    }
+
+    /// Abandons the stream both ways with an HTTP/3 error code (default 0x10c, H3_REQUEST_CANCELLED).
+    public func reset(_ code: UInt64 = 0x010c) {
+        guard !closed else { return }
+        connection?.resetStream(id, code: code)
+    }
+
+    /// Stops reading the request body (STOP_SENDING, default 0x100, H3_NO_ERROR); the response may still be sent.
+    public func stopReading(_ code: UInt64 = 0x0100) {
+        guard !closed, !requestEnded else { return }
+        requestEnded = true
+        connection?.stopReading(id, code: code)
+    }
+
+    private func resume() {
+        guard starved else {
+            connection?.scheduleWrite()
+            return
+        }
+        starved = false
+        connection?.resumeStream(id)
+    }
+
+    // MARK: - Called by the connection
+
+    /// nghttp3 wants body bytes: fills `vec`, moving buffers to `inflight`.
+    func provide(_ vec: UnsafeMutablePointer<nghttp3_vec>, count: Int, flags: UnsafeMutablePointer<UInt32>) -> Int {
+        var n = 0
+        while n < count, let b = pending.popFirst() {
+            // The storage stays alive and unmoved in `inflight` until acknowledged: nothing writes to it.
+            b.withUnsafeReadableBytes { raw in
+                vec[n] = nghttp3_vec(base: UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                                     len: raw.count)
+            }
+            inflight.append(b)
+            n += 1
+        }
+        if pending.isEmpty && responseEnded {
+            flags.pointee |= UInt32(NGHTTP3_DATA_FLAG_EOF)
+            if !responseTrailers.isEmpty { flags.pointee |= UInt32(NGHTTP3_DATA_FLAG_NO_END_STREAM) }
+            return n
+        }
+        if n == 0 {
+            starved = true
+            return Int(NGHTTP3_ERR_WOULDBLOCK)
+        }
+        return n
+    }
+
+    /// The client acknowledged `count` more body bytes.
+    func acknowledged(_ count: Int) {
+        var left = count
+        while left > 0, var first = inflight.first {
+            if first.readableBytes <= left {
+                left -= first.readableBytes
+                inflight.removeFirst()
+            } else {
+                first.moveReaderIndex(forwardBy: left)
+                inflight[inflight.startIndex] = first
+                left = 0
+            }
+        }
+        unacked -= count
+        if unacked <= sendWindow { wakeWriters(nil) }
+    }
+
+    func requestDidEnd() {
+        guard !requestEnded else { return }
+        requestEnded = true
+        onEnd?()
+    }
+
+    func didClose(complete: Bool) {
+        guard !closed else { return }
+        closed = true
+        pending.removeAll()
+        wakeWriters(HTTP3StreamClosedError())
+        let callback = onClose
+        onClose = nil
+        onData = nil
+        onEnd = nil
+        callback?(complete && responseEnded)
+    }
+
+    private func wakeWriters(_ error: (any Error)?) {
+        guard !waiters.isEmpty else { return }
+        let w = waiters
+        waiters = []
+        for c in w {
+            if let error { c.resume(throwing: error) } else { c.resume() }
+        }
+    }
+
+    /// Releases what nghttp3 no longer points at, once the stream is closed for good.
+    func releaseBuffers() { inflight.removeAll() }
+}
+
+/// The stream was reset or its connection closed before the response completed.
+public struct HTTP3StreamClosedError: Error, CustomStringConvertible {
+    public init() {}
+    public var description: String { "HTTP/3 stream closed" }
+}
