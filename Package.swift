@@ -74,6 +74,7 @@ let package = Package(
             dependencies: [
                 "UsherCore",
                 "UsherTLS",
+                "UsherHTTP3",
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

@@ -54,4 +54,21 @@ static inline ngtcp2_ssize usher_ngtcp2_conn_write_connection_close(ngtcp2_conn 
     return ngtcp2_conn_write_connection_close(conn, path, pi, dest, destlen, ccerr, ts);
 }
 
+#include <stdarg.h>
+#include <stdio.h>
+
+// ngtcp2's debug log (a variadic callback, which Swift cannot define) to standard error.
+static void usher_ngtcp2_log_stderr(void *user_data, const char *format, ...) {
+    (void)user_data;
+    va_list ap;
+    va_start(ap, format);
+    vfprintf(stderr, format, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static inline void usher_ngtcp2_settings_log_to_stderr(ngtcp2_settings *settings) {
+    settings->log_printf = usher_ngtcp2_log_stderr;
+}
+
 #endif

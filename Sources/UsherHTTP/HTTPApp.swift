@@ -165,6 +165,14 @@ final class HTTPAppRuntime: Sendable {
                             throw ConfigError(path: "apps.http.servers.\(instance.name).listen[\(i)]",
                                               "listening on \(a): \(describeSocketError(error))")
                         }
+                        guard instance.servesHTTP3, !a.isUnixNetwork, !a.isFDNetwork else { continue }
+                        do {
+                            let slot = try await pool.acquireHTTP3(a, server: instance, group: group)
+                            acquired.append((slot, instance))
+                        } catch {
+                            throw ConfigError(path: "apps.http.servers.\(instance.name).listen[\(i)]",
+                                              "listening for HTTP/3 on udp \(a): \(describeSocketError(error))")
+                        }
                     }
                 }
             }

@@ -34,6 +34,8 @@ public final class Request {
     public var body: RequestBody
     /// The `:protocol` of an HTTP/2 extended CONNECT (RFC 8441), e.g. `websocket`; `nil` otherwise.
     public var connectProtocol: String?
+    /// Trailer fields that followed the body (HTTP/2, HTTP/3); complete once the body has been read to its end.
+    public internal(set) var trailers = HTTPHeaders()
     /// Objects handlers leave for handlers further down the chain, by type (Go's context values).
     private var attachments: [ObjectIdentifier: AnyObject] = [:]
 

@@ -46,6 +46,13 @@ public final class HTTP3ServerStream {
         self.connection = connection
     }
 
+    /// The client's address.
+    public var remoteAddress: SocketAddress? { connection?.remoteAddress }
+    /// The address the client sent to.
+    public var localAddress: SocketAddress? { connection?.localAddress }
+    /// The server name the client asked for in its TLS hello (SNI), if any.
+    public var serverName: String? { connection?.serverName }
+
     /// The value of the first field named `name` (lowercase), pseudo-header fields included.
     public func field(_ name: String) -> String? { fields.first { $0.name == name }?.value }
 

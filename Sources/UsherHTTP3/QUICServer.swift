@@ -13,6 +13,26 @@ public final class QUICCredentials: @unchecked Sendable {
     // @unchecked: immutable after init; GnuTLS credentials are safe to share between sessions.
     let cred: gnutls_certificate_credentials_t
 
+    /// Credentials from PEM text: the certificate chain (leaf first) and its private key.
+    public init(chainPEM: String, keyPEM: String) throws {
+        var c: gnutls_certificate_credentials_t?
+        guard gnutls_certificate_allocate_credentials(&c) == 0, let c else { throw QUICError("allocating credentials") }
+        var chain = Array(chainPEM.utf8)
+        var key = Array(keyPEM.utf8)
+        let rv = chain.withUnsafeMutableBufferPointer { cb in
+            key.withUnsafeMutableBufferPointer { kb in
+                var cd = gnutls_datum_t(data: cb.baseAddress, size: UInt32(cb.count))
+                var kd = gnutls_datum_t(data: kb.baseAddress, size: UInt32(kb.count))
+                return gnutls_certificate_set_x509_key_mem(c, &cd, &kd, GNUTLS_X509_FMT_PEM)
+            }
+        }
+        guard rv == 0 else {
+            gnutls_certificate_free_credentials(c)
+            throw QUICError("loading a certificate and key: \(String(cString: gnutls_strerror(rv)))")
+        }
+        cred = c
+    }
+
     public init(certificateFile: String, keyFile: String) throws {
         var c: gnutls_certificate_credentials_t?
         guard gnutls_certificate_allocate_credentials(&c) == 0, let c else { throw QUICError("allocating credentials") }
@@ -45,8 +65,9 @@ public typealias HTTP3Responder = @Sendable (_ method: String, _ path: String) -
 
 /// What a QUIC server endpoint serves and how.
 public struct HTTP3ServerConfiguration: Sendable {
-    /// The credentials for a handshake, by the client's server name (`nil` without SNI); `nil` refuses it.
-    public var credentials: @Sendable (_ serverName: String?) -> QUICCredentials?
+    /// The credentials for a handshake, by the client's server name (`nil` without SNI) and the addresses;
+    /// `nil` refuses the handshake.
+    public var credentials: @Sendable (_ serverName: String?, _ local: SocketAddress, _ remote: SocketAddress) -> QUICCredentials?
     /// Called on the endpoint's loop when a request's header fields are complete.
     public var onRequest: (@Sendable (HTTP3ServerStream) -> Void)?
     /// SETTINGS to add to nghttp3's (e.g. H3_DATAGRAM and WebTransport's); none leaves the wire untouched.
@@ -60,7 +81,7 @@ public struct HTTP3ServerConfiguration: Sendable {
     /// Request streams a client may have open at once. Default: 100.
     public var maxConcurrentStreams = 100
 
-    public init(credentials: @escaping @Sendable (_ serverName: String?) -> QUICCredentials?,
+    public init(credentials: @escaping @Sendable (_ serverName: String?, _ local: SocketAddress, _ remote: SocketAddress) -> QUICCredentials?,
                 onRequest: (@Sendable (HTTP3ServerStream) -> Void)? = nil) {
         self.credentials = credentials
         self.onRequest = onRequest
@@ -83,6 +104,8 @@ public final class QUICServerEndpoint: @unchecked Sendable {
     private var drainWaiters: [CheckedContinuation<Void, Never>] = []
     /// Handshakes completed so far.
     public private(set) var handshakesCompleted = 0
+    /// ngtcp2's packet-level debug log on standard error, when `USHER_QUIC_DEBUG_LOG` is set.
+    static let debugLog = ProcessInfo.processInfo.environment["USHER_QUIC_DEBUG_LOG"] != nil
 
     public init(configuration: HTTP3ServerConfiguration, loop: any EventLoop) {
         self.configuration = configuration
@@ -92,7 +115,7 @@ public final class QUICServerEndpoint: @unchecked Sendable {
     /// An endpoint that answers every request through `responder` (or only handshakes, without one).
     public convenience init(credentials: QUICCredentials, loop: any EventLoop, extraSettings: [HTTP3Setting] = [],
                             responder: HTTP3Responder? = nil) {
-        var config = HTTP3ServerConfiguration(credentials: { _ in credentials })
+        var config = HTTP3ServerConfiguration(credentials: { _, _, _ in credentials })
         config.extraSettings = extraSettings
         if let responder {
             config.onRequest = { stream in Self.answer(stream, with: responder) }
@@ -245,6 +268,10 @@ final class QUICServerConnection {
     private var credentials: QUICCredentials?
     let scid: [UInt8]
     private var remote: SocketAddress
+    var remoteAddress: SocketAddress { remote }
+    let localAddress: SocketAddress
+    /// The server name from the client's hello (SNI).
+    private(set) var serverName: String?
     // C code keeps pointers to these, so they live at fixed heap addresses, freed in deinit.
     private let localStorage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
     private let remoteStorage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
@@ -278,6 +305,7 @@ final class QUICServerConnection {
     init(endpoint: QUICServerEndpoint, header hd: ngtcp2_pkt_hd, local: SocketAddress, remote: SocketAddress) throws {
         self.endpoint = endpoint
         self.remote = remote
+        self.localAddress = local
         splice = ControlStreamSplice(extra: endpoint.extraSettings)
         scid = (0..<18).map { _ in UInt8.random(in: 0...255) }
         var scidC = ngtcp2_cid()
@@ -372,6 +400,7 @@ final class QUICServerConnection {
         var settings = ngtcp2_settings()
         usher_ngtcp2_settings_default(&settings)
         settings.initial_ts = quicTimestamp()
+        if QUICServerEndpoint.debugLog { usher_ngtcp2_settings_log_to_stderr(&settings) }
         var params = ngtcp2_transport_params()
         usher_ngtcp2_transport_params_default(&params)
         params.initial_max_stream_data_bidi_local = 256 * 1024
@@ -462,7 +491,8 @@ final class QUICServerConnection {
         var type: UInt32 = 0
         let serverName = gnutls_server_name_get(session, &name, &length, &type, 0) == 0
             ? String(decoding: name.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
-        guard let chosen = endpoint.configuration.credentials(serverName) else { return GNUTLS_E_NO_CERTIFICATE_FOUND }
+        self.serverName = serverName
+        guard let chosen = endpoint.configuration.credentials(serverName, localAddress, remote) else { return GNUTLS_E_NO_CERTIFICATE_FOUND }
         credentials = chosen
         return gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(chosen.cred))
     }

@@ -346,6 +346,22 @@ public final class ServerTLS: Sendable {
         return Choice(context: context, verification: verification)
     }
 
+    /// The certificate a handshake gets (for TLS stacks other than NIOSSL, such as QUIC's): the first matching
+    /// policy's selection, or a ``Refusal``.
+    public func certificate(for hello: HandshakeInfo) throws -> TLSCertificate {
+        guard let p = compiled.first(where: { $0.policy.matches(hello) }) else {
+            throw Refusal(description: "no connection policy matches server name '\(hello.serverName ?? "")'")
+        }
+        if p.policy.drop { throw Refusal(description: "connection policy drops this connection", dropped: true) }
+        guard let cert = selectCertificate(p.policy, hello) else {
+            throw Refusal(description: "no certificate available for '\(hello.serverName ?? "")'")
+        }
+        return cert
+    }
+
+    /// Whether some policy asks clients for certificates (which the QUIC stack does not verify).
+    public var requestsClientCertificates: Bool { compiled.contains { $0.policy.clientAuthentication != nil } }
+
     func selectCertificate(_ policy: ConnectionPolicy, _ hello: HandshakeInfo) -> TLSCertificate? {
         var names: [String] = []
         if let sni = hello.serverName, !sni.isEmpty { names.append(sni) } else if let d = policy.defaultSNI, !d.isEmpty { names.append(d) }

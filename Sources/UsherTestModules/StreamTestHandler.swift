@@ -5,13 +5,25 @@ public import UsherHTTP
 
 /// `http.handlers.test_stream` (test builds only): reads the whole request body, counting bytes, then streams
 /// `?size=N` bytes of response in 64 KiB chunks (`?delay=MS` between chunks, each flushed), with `X-Request-Bytes`
-/// telling how many bytes it read. Exercises streaming both ways without buffering.
+/// telling how many bytes it read and, with `?checksum=1`, `X-Request-Checksum` their FNV-1a 64 hash (hex). Request trailer fields come
+/// back as response trailers named `x-echo-NAME`. Exercises streaming both ways without buffering.
 public struct StreamTestHandler: MiddlewareHandler {
     public static let moduleID: ModuleID = "http.handlers.test_stream"
 
     public func serve(_ request: Request, _ writer: any ResponseWriter, next: any HTTPHandler) async throws {
         var received = 0
-        for try await chunk in request.body { received += chunk.readableBytes }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        let checksum = request.queryValue("checksum") == "1"
+        for try await chunk in request.body {
+            received += chunk.readableBytes
+            if checksum {
+                for b in chunk.readableBytesView { hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3 }
+            }
+        }
+        if checksum { writer.headers.replaceOrAdd(name: "X-Request-Checksum", value: String(hash, radix: 16)) }
+        if !request.trailers.isEmpty, let trailing = writer.capability((any ResponseTrailing).self) {
+            for (name, value) in request.trailers { trailing.trailers.add(name: "x-echo-" + name.lowercased(), value: value) }
+        }
         let size = Int(request.queryValue("size") ?? "0") ?? 0
         writer.headers.replaceOrAdd(name: "X-Request-Bytes", value: String(received))
         writer.headers.replaceOrAdd(name: "Content-Type", value: "application/octet-stream")

@@ -90,8 +90,10 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var headReceived = false
     private var body: BodyStream?
-    private var writer: HTTP2ResponseWriter?
+    private var writer: FramedResponseWriter?
     private var task: Task<Void, Never>?
+    /// The request, for trailers arriving after its body.
+    private var request: Request?
     private var closed = false
     private var bodyBackpressure = false
     private var pendingRead = false
@@ -127,6 +129,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     private func teardown() {
         guard !closed else { return }
         closed = true
+        request = nil
         let error = ClientDisconnectedError()
         writability.fail(error)
         body?.fail(error)
@@ -162,6 +165,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
                 begin(h.headers, hasBody: !h.endStream)
             } else if h.endStream {
                 // Trailers end the body.
+                for (name, value, _) in h.headers where name.utf8.first != UInt8(ascii: ":") {
+                    request?.trailers.add(name: name, value: value)
+                }
                 body?.finish()
             }
         case .data(let d):
@@ -243,13 +249,14 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         )
         request.tls = tls
         request.connectProtocol = head.protocol
-        let writer = HTTP2ResponseWriter(stream: self, isHEAD: head.method == .HEAD)
+        let writer = FramedResponseWriter(stream: self, isHEAD: head.method == .HEAD)
         writer.upgradeRequested = head.protocol != nil && head.method == .CONNECT
         self.writer = writer
         if let limit = settings.writeTimeout {
             let bound = NIOLoopBound(self, eventLoop: eventLoop)
             writeTimer = eventLoop.scheduleTask(in: limit) { bound.value.context?.close(promise: nil) }
         }
+        if hasBody { self.request = request }
         let handle = StreamHandle(stream: self, request: request, writer: writer)
         task = Task.immediate(executorPreference: executor) {
             await server.serve(handle.request, handle.writer)
@@ -344,200 +351,33 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     func dateHeader() -> String { dates.value() }
 }
 
+extension HTTP2StreamHandler: FramedStream {
+    func sendHead(_ fields: [(String, String)], interim: Bool, endStream: Bool, flush: Bool) async throws {
+        var block = HPACKHeaders()
+        block.reserveCapacity(fields.count)
+        for (name, value) in fields { block.add(name: name, value: value) }
+        try await send(.headers(.init(headers: block, endStream: endStream)), flush: flush)
+    }
+
+    func sendData(_ buffer: ByteBuffer, endStream: Bool, flush: Bool) async throws {
+        try await send(.data(.init(data: .byteBuffer(buffer), endStream: endStream)), flush: flush)
+    }
+
+    func sendTrailers(_ fields: [(String, String)]) async throws {
+        try await sendHead(fields, interim: false, endStream: true, flush: true)
+    }
+
+    func endStream() async throws {
+        try await send(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)), flush: true)
+    }
+
+    func flushStream() async throws { try await send(nil, flush: true) }
+}
+
 /// The stream, request and writer a request task works on; all belong to the connection's event loop, where the
 /// task runs.
 struct StreamHandle: @unchecked Sendable {
     let stream: HTTP2StreamHandler
     let request: Request
-    let writer: HTTP2ResponseWriter
-}
-
-/// The root response writer of an HTTP/2 stream. Holds back the head and the first few KiB of body, so a small
-/// response goes out as one HEADERS frame and one DATA frame that ends the stream, with a `content-length`, as
-/// Go's server does.
-final class HTTP2ResponseWriter: ResponseWriter, Flushing, ResponseAccounting, RootResponseWriter {
-    unowned let stream: HTTP2StreamHandler
-    let isHEAD: Bool
-    var headers = HTTPHeaders()
-    private(set) var status: HTTPResponseStatus?
-    private var pending: ByteBuffer?
-    private var headSent = false
-    private(set) var finished = false
-    private(set) var bodyBytesWritten = 0
-    private var declaredRemaining: Int?
-    /// The request is an extended CONNECT (`:protocol`).
-    var upgradeRequested = false
-
-    init(stream: HTTP2StreamHandler, isHEAD: Bool) {
-        self.stream = stream
-        self.isHEAD = isHEAD
-    }
-
-    var wrapped: (any ResponseWriter)? { nil }
-
-    func writeHead(_ status: HTTPResponseStatus) async throws {
-        guard self.status == nil, !finished else { return }
-        if status.code >= 100 && status.code < 200 {
-            // 101 has no meaning in HTTP/2; other 1xx go out as interim heads.
-            if status == .switchingProtocols { return }
-            try await stream.send(.headers(.init(headers: headerBlock(status, headers))), flush: true)
-            return
-        }
-        self.status = status
-    }
-
-    func write(_ buffer: ByteBuffer) async throws {
-        guard !finished else { throw ResponseFinishedError() }
-        if status == nil { status = .ok }
-        bodyBytesWritten += buffer.readableBytes
-        if !headSent {
-            if pending == nil { pending = buffer } else {
-                var b = buffer
-                pending!.writeBuffer(&b)
-            }
-            if pending!.readableBytes > HTTP1ResponseWriter.holdBackLimit {
-                try await sendHead(complete: false, flush: false)
-            }
-            return
-        }
-        try await sendBody(buffer, endStream: false, flush: false)
-    }
-
-    func flush() async throws {
-        guard !finished else { return }
-        if !headSent {
-            if status == nil { status = .ok }
-            try await sendHead(complete: false, flush: true)
-        } else {
-            try await stream.send(nil, flush: true)
-        }
-    }
-
-    func finish() async throws {
-        guard !finished else { return }
-        if status == nil { status = .ok }
-        if !headSent {
-            finished = true
-            try await sendHead(complete: true, flush: true)
-            return
-        }
-        finished = true
-        if let remaining = declaredRemaining, remaining > 0 {
-            // Fewer bytes than declared: the client must not take this for a complete response.
-            stream.reset()
-            return
-        }
-        try await stream.send(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)), flush: true)
-    }
-
-    func abandon() {
-        finished = true
-        stream.reset()
-    }
-
-    /// Marks the writer finished when the stream is already gone.
-    func abandonQuietly() { finished = true }
-
-    private func bodyAllowed(_ status: HTTPResponseStatus) -> Bool {
-        !(status.code < 200 || status.code == 204 || status.code == 304)
-    }
-
-    /// `:status` and the header fields, names lowercased and connection-specific fields dropped (RFC 9113 8.2.2).
-    private func headerBlock(_ status: HTTPResponseStatus, _ h: HTTPHeaders) -> HPACKHeaders {
-        var block = HPACKHeaders()
-        block.reserveCapacity(h.count + 1)
-        block.add(name: ":status", value: String(status.code))
-        for (name, value) in h {
-            switch name.lowercased() {
-            case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade": continue
-            case let lower: block.add(name: lower, value: value)
-            }
-        }
-        return block
-    }
-
-    /// Sends the head, with what is held back. `complete`: the handler is done, so the held-back bytes are the
-    /// whole body and the stream ends with them.
-    private func sendHead(complete: Bool, flush: Bool) async throws {
-        let status = self.status ?? .ok
-        var h = headers
-        let pendingBytes = pending?.readableBytes ?? 0
-        var declared = h.first(name: "Content-Length").flatMap { Int($0.trimmingASCIISpaces) }
-        if h.contains(name: "Content-Length") && declared == nil { h.remove(name: "Content-Length") }
-        if !bodyAllowed(status) {
-            if status.code == 204 { h.remove(name: "Content-Length") }
-            declared = nil
-        } else if declared == nil && complete && !isHEAD {
-            h.add(name: "Content-Length", value: String(pendingBytes))
-        }
-        if !isHEAD, bodyAllowed(status) { declaredRemaining = declared }
-        if !h.contains(name: "Date") { h.add(name: "Date", value: stream.dateHeader()) }
-        let suppressSniffing = h.first(name: "Content-Type")?.isEmpty == true
-        if suppressSniffing { h.remove(name: "Content-Type") }
-        if !suppressSniffing, !h.contains(name: "Content-Type"), bodyAllowed(status), pendingBytes > 0, let p = pending {
-            h.add(name: "Content-Type", value: sniffContentType(p))
-        }
-        headSent = true
-        let body = pending
-        pending = nil
-        let hasBody = !isHEAD && bodyAllowed(status) && (body?.readableBytes ?? 0) > 0
-        if complete && !hasBody {
-            try await stream.send(.headers(.init(headers: headerBlock(status, h), endStream: true)), flush: flush)
-            return
-        }
-        try await stream.send(.headers(.init(headers: headerBlock(status, h))), flush: false)
-        if hasBody, let body {
-            try await sendBody(body, endStream: complete, flush: flush)
-        } else if flush {
-            try await stream.send(nil, flush: true)
-        }
-    }
-
-    private func sendBody(_ buffer: ByteBuffer, endStream: Bool, flush: Bool) async throws {
-        guard !isHEAD, let status, bodyAllowed(status), buffer.readableBytes > 0 else {
-            if flush { try await stream.send(nil, flush: true) }
-            return
-        }
-        if let remaining = declaredRemaining {
-            let allowed = min(remaining, buffer.readableBytes)
-            declaredRemaining = remaining - allowed
-            if allowed < buffer.readableBytes {
-                if allowed > 0 {
-                    let slice = buffer.getSlice(at: buffer.readerIndex, length: allowed)!
-                    try await stream.send(.data(.init(data: .byteBuffer(slice))), flush: true)
-                }
-                throw ContentLengthExceededError()
-            }
-        }
-        try await stream.send(.data(.init(data: .byteBuffer(buffer), endStream: endStream)), flush: flush || endStream)
-    }
-}
-
-extension HTTP2ResponseWriter: ConnectionUpgrading {
-    func upgrade(_ status: HTTPResponseStatus) async throws -> any UpgradedStream {
-        guard upgradeRequested, !finished, !headSent, (200..<300).contains(status.code) else { throw ResponseFinishedError() }
-        self.status = status
-        try await flush()
-        let inbound = stream.beganTunnel()
-        return HTTP2Tunnel(writer: self, inbound: RequestBody(stream: inbound, expectedLength: inbound == nil ? 0 : nil))
-    }
-
-    /// Tunnel bytes: DATA frames without any framing or length check.
-    fileprivate func tunnelWrite(_ buffer: ByteBuffer) async throws {
-        try await stream.send(.data(.init(data: .byteBuffer(buffer))), flush: true)
-    }
-}
-
-/// An HTTP/2 stream after an extended CONNECT was accepted: DATA frames both ways.
-final class HTTP2Tunnel: UpgradedStream {
-    let writer: HTTP2ResponseWriter
-    let inbound: RequestBody
-
-    init(writer: HTTP2ResponseWriter, inbound: RequestBody) {
-        self.writer = writer
-        self.inbound = inbound
-    }
-
-    func write(_ buffer: ByteBuffer) async throws { try await writer.tunnelWrite(buffer) }
-    func close(sending last: ByteBuffer?) { writer.stream.closeTunnel(sending: last) }
+    let writer: FramedResponseWriter
 }

@@ -32,6 +32,9 @@ public final class HTTPServerInstance: Sendable {
     let protocols: Set<String>
     /// Requests over TLS must name the host the handshake named.
     let strictSNIHost: Bool
+    /// HTTP/3 on the UDP ports of the listen addresses: the server has TLS and `h3` among its protocols. Not
+    /// when a policy asks for client certificates, which the QUIC stack cannot verify yet.
+    let servesHTTP3: Bool
 
     init(name: String, config: ServerConfig, router: LogRouter, tls: ServerTLS?) {
         self.name = name
@@ -39,6 +42,7 @@ public final class HTTPServerInstance: Sendable {
         self.protocols = Set(config.protocols)
         self.strictSNIHost = config.strictSNIHost
             ?? (config.tlsConnectionPolicies ?? []).contains { $0.clientAuthentication != nil }
+        self.servesHTTP3 = tls != nil && protocols.contains("h3") && tls?.requestsClientCertificates != true
         self.listen = config.listen
         self.primary = config.routes.compile(next: EmptyHandler())
         if let errors = config.errors, !errors.routes.isEmpty {
@@ -72,6 +76,10 @@ public final class HTTPServerInstance: Sendable {
     /// Serves one request to completion: client IP, the handler chain, error routes, the access log.
     func serve(_ request: Request, _ writer: some RootResponseWriter) async {
         writer.headers.add(name: "Server", value: "Usher")
+        if servesHTTP3, request.version.major < 3, request.tls != nil, let port = request.localAddress?.port {
+            // Clients that see this may come back over QUIC (quic-go's value, which Caddy sends).
+            writer.headers.add(name: "Alt-Svc", value: "h3=\":\(port)\"; ma=2592000")
+        }
         request.topWriter = writer
         do {
             if strictSNIHost, let tls = request.tls, request.hostWithoutPort.lowercased() != tls.serverName {

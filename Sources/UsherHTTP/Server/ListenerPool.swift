@@ -53,10 +53,13 @@ final class ListenerSlot: Sendable {
     }
 
     let address: NetworkAddress
+    /// HTTP/3: the address's port over UDP.
+    let http3: Bool
     private let state: Mutex<State>
 
-    init(address: NetworkAddress, server: HTTPServerInstance) {
+    init(address: NetworkAddress, server: HTTPServerInstance, http3: Bool = false) {
         self.address = address
+        self.http3 = http3
         self.state = Mutex(State(server: server))
     }
 
@@ -118,7 +121,8 @@ final class ListenerSlot: Sendable {
 /// Bound listeners shared by successive configs, reference-counted by address.
 final class ListenerPool: Sendable {
     private struct Entry {
-        let channel: any Channel
+        /// The TCP listener; none for HTTP/3, whose socket closes once its connections have drained.
+        let channel: (any Channel)?
         let slot: ListenerSlot
         var refs: Int
         let unixPath: String?
@@ -143,9 +147,34 @@ final class ListenerPool: Sendable {
         return slot
     }
 
+    /// The HTTP/3 (QUIC over UDP) listener on `address`'s port, bound now if no config holds it yet.
+    func acquireHTTP3(_ address: NetworkAddress, server: HTTPServerInstance, group: any EventLoopGroup) async throws -> ListenerSlot {
+        let key = Self.http3Key(address)
+        if let slot = entries.withLock({ e -> ListenerSlot? in
+            guard var entry = e[key] else { return nil }
+            entry.refs += 1
+            e[key] = entry
+            return entry.slot
+        }) {
+            return slot
+        }
+        let slot = ListenerSlot(address: address, server: server, http3: true)
+        let listener = HTTP3Listener(slot: slot, loop: group.next())
+        let host = address.host.isEmpty ? (address.network == "tcp4" ? "0.0.0.0" : "::") : (address.host == "localhost" ? "127.0.0.1" : address.host)
+        do {
+            try await listener.start(host: host, port: address.startPort)
+        } catch where address.host.isEmpty && host == "::" {
+            try await listener.start(host: "0.0.0.0", port: address.startPort)
+        }
+        entries.withLock { $0[key] = Entry(channel: nil, slot: slot, refs: 1, unixPath: nil) }
+        return slot
+    }
+
+    private static func http3Key(_ address: NetworkAddress) -> String { "h3 " + address.description }
+
     /// Drops one reference; the last one closes the listener (connections finish their current response).
     func release(_ slot: ListenerSlot) async {
-        let key = slot.address.description
+        let key = slot.http3 ? Self.http3Key(slot.address) : slot.address.description
         let closing: Entry? = entries.withLock { e in
             guard var entry = e[key] else { return nil }
             entry.refs -= 1
@@ -157,7 +186,7 @@ final class ListenerPool: Sendable {
             return entry
         }
         guard let closing else { return }
-        try? await closing.channel.close()
+        try? await closing.channel?.close()
         if let path = closing.unixPath { unlink(path) }
         closing.slot.close()
     }
