@@ -7,10 +7,10 @@ public import NIOCore
 /// Request body bytes get the client credit back only through ``consumed(_:)``, so a slow reader holds the client
 /// back instead of buffering without bound. Response body bytes stay referenced until the client acknowledges
 /// them; ``write(_:)`` waits while more than ``sendWindow`` bytes are unacknowledged.
-public final class HTTP3ServerStream {
+public final class HTTP3Stream {
     /// The QUIC stream ID.
     public let id: Int64
-    weak var connection: QUICServerConnection?
+    weak var connection: QUICConnection?
     /// Request header fields in arrival order, pseudo-header fields (`:method`, `:path`, ...) included.
     public internal(set) var fields: [(name: String, value: String)] = []
     /// Request trailer fields, once the body has ended.
@@ -41,7 +41,7 @@ public final class HTTP3ServerStream {
     private var starved = false
     private var waiters: [CheckedContinuation<Void, any Error>] = []
 
-    init(id: Int64, connection: QUICServerConnection) {
+    init(id: Int64, connection: QUICConnection) {
         self.id = id
         self.connection = connection
     }

@@ -82,7 +82,7 @@ final class QUICCredentialCache: Sendable {
 /// endpoint's loop, the body streamed in with credit returned as the handler reads, and the response through a
 /// ``FramedResponseWriter``.
 final class HTTP3RequestStream: FramedStream {
-    let stream: HTTP3ServerStream
+    let stream: HTTP3Stream
     let loop: any EventLoop
     let dates: DateHeaderCache
     private var body: BodyStream?
@@ -92,13 +92,13 @@ final class HTTP3RequestStream: FramedStream {
     private var withheld = 0
     private var paused = false
 
-    private init(stream: HTTP3ServerStream, loop: any EventLoop, dates: DateHeaderCache) {
+    private init(stream: HTTP3Stream, loop: any EventLoop, dates: DateHeaderCache) {
         self.stream = stream
         self.loop = loop
         self.dates = dates
     }
 
-    static func begin(_ stream: HTTP3ServerStream, slot: ListenerSlot, executor: EventLoopTaskExecutor, dates: DateHeaderCache) {
+    static func begin(_ stream: HTTP3Stream, slot: ListenerSlot, executor: EventLoopTaskExecutor, dates: DateHeaderCache) {
         let me = HTTP3RequestStream(stream: stream, loop: executor.eventLoop, dates: dates)
         guard let server = slot.currentServer else {
             me.refuse(.serviceUnavailable)

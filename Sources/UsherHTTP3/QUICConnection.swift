@@ -1,0 +1,641 @@
+import CNghttp3
+import CNgtcp2
+import Foundation
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Recovers the connection from a C callback's user data.
+@inline(__always)
+private func connection(_ userData: UnsafeMutableRawPointer?) -> QUICConnection? {
+    userData.map { Unmanaged<QUICConnection>.fromOpaque($0).takeUnretainedValue() }
+}
+
+/// Where a QUIC connection's packets go, and who routes packets to it: a server endpoint's shared socket, or a
+/// client connection's own. Everything happens on `loop`.
+protocol QUICDatagramSink: AnyObject {
+    var loop: any EventLoop { get }
+    var allocator: ByteBufferAllocator { get }
+    func send(_ buffer: ByteBuffer, to remote: SocketAddress)
+    func flush()
+    /// A new connection ID of ours: packets carrying it belong to `conn`.
+    func register(_ cid: [UInt8], _ conn: QUICConnection)
+    /// The connection is closed.
+    func forget(_ conn: QUICConnection)
+}
+
+/// What server and client QUIC connections share: ngtcp2 state and its GnuTLS session, nghttp3 once the
+/// handshake is done, the HTTP/3 streams, the packet write loop and the one timer ngtcp2 asks for. Subclasses
+/// create the ngtcp2 connection and the TLS session, and say what a received header block means.
+class QUICConnection {
+    unowned let sink: any QUICDatagramSink
+    var conn: OpaquePointer?
+    var session: gnutls_session_t?
+    let scid: [UInt8]
+    private var remote: SocketAddress
+    var remoteAddress: SocketAddress { remote }
+    let localAddress: SocketAddress
+    /// The server name from the client's hello (SNI), or the one a client asked for.
+    var serverName: String?
+    // C code keeps pointers to these, so they live at fixed heap addresses, freed in deinit.
+    private let localStorage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+    private let remoteStorage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+    let path = UnsafeMutablePointer<ngtcp2_path>.allocate(capacity: 1)
+    private let connRef = UnsafeMutablePointer<ngtcp2_crypto_conn_ref>.allocate(capacity: 1)
+    private var timer: Scheduled<Void>?
+    /// nghttp3, bound once the handshake is done.
+    var h3Connection: NGHTTP3Connection?
+    var h3: OpaquePointer? { h3Connection?.conn }
+    /// HTTP/3 request streams by ID.
+    var streams: [Int64: HTTP3Stream] = [:]
+    /// Our control stream, whose SETTINGS frame gets the endpoint's extra settings (see ``ControlStreamSplice``).
+    fileprivate var controlStream: Int64 = -1
+    fileprivate var splice: ControlStreamSplice
+    /// The spliced bytes, alive until the connection ends (ngtcp2 keeps pointing at stream data until it is acked).
+    fileprivate var spliced: UnsafeMutableBufferPointer<UInt8>?
+    /// Acknowledged bytes of the control stream nghttp3 never wrote, not yet subtracted from what we tell it.
+    fileprivate var ackShift = 0
+    /// Whether ngtcp2 has taken the spliced chunk, and how long nghttp3's own version of it was.
+    fileprivate var splicedAccepted = false
+    fileprivate var splicedOriginalLength = 0
+    private var writeScheduled = false
+    private(set) var closed = false
+    /// Draining (the peer closed): nothing more is sent; the connection is forgotten after 3 PTO.
+    private var draining = false
+    /// GOAWAY went out: close once no request stream is left.
+    var shuttingDown = false
+    /// Request streams the peer may open (server side).
+    var maxPeerBidiStreams: UInt64 = 100
+    /// Reused for every packet this connection writes.
+    private var packet = [UInt8](repeating: 0, count: 1452)
+
+    init(sink: any QUICDatagramSink, local: SocketAddress, remote: SocketAddress, extraSettings: [HTTP3Setting]) {
+        self.sink = sink
+        self.remote = remote
+        self.localAddress = local
+        splice = ControlStreamSplice(extra: extraSettings)
+        scid = (0..<18).map { _ in UInt8.random(in: 0...255) }
+        localStorage.initialize(to: sockaddr_storage())
+        remoteStorage.initialize(to: sockaddr_storage())
+        path.initialize(to: ngtcp2_path())
+        connRef.initialize(to: ngtcp2_crypto_conn_ref())
+        Self.store(local, into: localStorage)
+        Self.store(remote, into: remoteStorage)
+        let localLen = local.protocol == .inet6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size
+        let remoteLen = remote.protocol == .inet6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size
+        path.pointee.local.addr = UnsafeMutableRawPointer(localStorage).assumingMemoryBound(to: sockaddr.self)
+        path.pointee.local.addrlen = ngtcp2_socklen(localLen)
+        path.pointee.remote.addr = UnsafeMutableRawPointer(remoteStorage).assumingMemoryBound(to: sockaddr.self)
+        path.pointee.remote.addrlen = ngtcp2_socklen(remoteLen)
+    }
+
+    /// This connection as C user data (unretained: the sink's table keeps it alive).
+    var userData: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+
+    /// The callbacks both sides share; subclasses add the handshake's first step.
+    func commonCallbacks() -> ngtcp2_callbacks {
+        var callbacks = ngtcp2_callbacks()
+        callbacks.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb
+        callbacks.encrypt = ngtcp2_crypto_encrypt_cb
+        callbacks.decrypt = ngtcp2_crypto_decrypt_cb
+        callbacks.hp_mask = ngtcp2_crypto_hp_mask_cb
+        callbacks.update_key = ngtcp2_crypto_update_key_cb
+        callbacks.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb
+        callbacks.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb
+        callbacks.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb
+        callbacks.version_negotiation = ngtcp2_crypto_version_negotiation_cb
+        callbacks.rand = { dest, len, _ in
+            guard let dest else { return }
+            for i in 0..<len { dest[i] = UInt8.random(in: 0...255) }
+        }
+        callbacks.get_new_connection_id = { _, cid, token, cidlen, userData in
+            guard let cid, let token, let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            let bytes = (0..<cidlen).map { _ in UInt8.random(in: 0...255) }
+            bytes.withUnsafeBufferPointer { ngtcp2_cid_init(cid, $0.baseAddress, $0.count) }
+            for i in 0..<Int(NGTCP2_STATELESS_RESET_TOKENLEN) { token[i] = UInt8.random(in: 0...255) }
+            me.sink.register(bytes, me)
+            return 0
+        }
+        callbacks.handshake_completed = { _, userData in
+            guard let me = connection(userData) else { return 0 }
+            return me.handshakeDidComplete()
+        }
+        callbacks.recv_stream_data = { _, flags, streamID, _, data, len, userData, _ in
+            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            guard let h3 = me.h3, let conn = me.conn else { return 0 }
+            let consumed = nghttp3_conn_read_stream(h3, streamID, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN != 0 ? 1 : 0)
+            guard consumed >= 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            // Credit goes back for framing nghttp3 consumed; body bytes are credited as the application takes
+            // them (HTTP3Stream.consumed), the rest through deferred_consume.
+            ngtcp2_conn_extend_max_stream_offset(conn, streamID, UInt64(consumed))
+            ngtcp2_conn_extend_max_offset(conn, UInt64(consumed))
+            return 0
+        }
+        callbacks.acked_stream_data_offset = { _, streamID, _, datalen, userData, _ in
+            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            guard let h3 = me.h3 else { return 0 }
+            var acked = datalen
+            if streamID == me.controlStream && me.ackShift > 0 {
+                let shift = min(UInt64(me.ackShift), acked)
+                me.ackShift -= Int(shift)
+                acked -= shift
+            }
+            return nghttp3_conn_add_ack_offset(h3, streamID, acked) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE
+        }
+        callbacks.stream_close = { _, flags, streamID, code, userData, _ in
+            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            let appError = flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0 ? code : UInt64(NGHTTP3_H3_NO_ERROR)
+            if let h3 = me.h3 {
+                let rv = nghttp3_conn_close_stream(h3, streamID, appError)
+                if rv != 0 && rv != NGHTTP3_ERR_STREAM_NOT_FOUND { return NGTCP2_ERR_CALLBACK_FAILURE }
+            }
+            me.streamClosed(streamID, complete: appError == UInt64(NGHTTP3_H3_NO_ERROR))
+            return 0
+        }
+        callbacks.stream_reset = { _, streamID, _, _, userData, _ in
+            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            // The client abandoned its request: stop reading it, and the request is not complete.
+            if let h3 = me.h3, nghttp3_conn_shutdown_stream_read(h3, streamID) != 0 { return NGTCP2_ERR_CALLBACK_FAILURE }
+            me.streams[streamID]?.didClose(complete: false)
+            return 0
+        }
+        callbacks.stream_stop_sending = { _, streamID, _, userData, _ in
+            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            // The client wants no more response (ngtcp2 answers with RESET_STREAM).
+            if let h3 = me.h3, nghttp3_conn_shutdown_stream_read(h3, streamID) != 0 { return NGTCP2_ERR_CALLBACK_FAILURE }
+            me.streams[streamID]?.didClose(complete: false)
+            return 0
+        }
+        callbacks.extend_max_remote_streams_bidi = { _, maxStreams, userData in
+            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            if let h3 = me.h3 { nghttp3_conn_set_max_client_streams_bidi(h3, maxStreams) }
+            return 0
+        }
+        callbacks.extend_max_stream_data = { _, streamID, _, userData, _ in
+            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            if let h3 = me.h3 { return nghttp3_conn_unblock_stream(h3, streamID) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE }
+            return 0
+        }
+        return callbacks
+    }
+
+    /// Hands the TLS session to ngtcp2 with ALPN `h3`; ngtcp2 finds this connection through `connRef`.
+    func attach(_ s: gnutls_session_t) throws {
+        var alpn = Array("h3".utf8)
+        let alpnRV = alpn.withUnsafeMutableBufferPointer { b -> Int32 in
+            var datum = gnutls_datum_t(data: b.baseAddress, size: UInt32(b.count))
+            return gnutls_alpn_set_protocols(s, &datum, 1, UInt32(GNUTLS_ALPN_MANDATORY.rawValue))
+        }
+        guard alpnRV == 0 else { throw QUICError("setting ALPN") }
+        connRef.pointee.get_conn = { ref in
+            guard let ref, let user = ref.pointee.user_data else { return nil }
+            return Unmanaged<QUICConnection>.fromOpaque(user).takeUnretainedValue().conn
+        }
+        connRef.pointee.user_data = userData
+        gnutls_session_set_ptr(s, UnsafeMutableRawPointer(connRef))
+        ngtcp2_conn_set_tls_native_handle(conn, UnsafeMutableRawPointer(s))
+    }
+
+    /// The GnuTLS priority both sides use: TLS 1.3 only, QUIC's cipher suites and groups.
+    static let priority = "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
+        + "+CHACHA20-POLY1305:+AES-128-CCM:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:+GROUP-SECP521R1"
+
+    /// The handshake is done (server: confirmed). Returns 0 or an ngtcp2 error.
+    func handshakeDidComplete() -> Int32 { 0 }
+
+    /// A header block on `stream` is complete (server: a request; client: a response head).
+    func headersReceived(_ stream: HTTP3Stream) {}
+
+    /// The nghttp3 settings this side uses.
+    func http3Settings() -> HTTP3ConnectionSettings {
+        // No QPACK dynamic table yet: every field is sent literally or from the static table.
+        var settings = HTTP3ConnectionSettings()
+        settings.qpackMaxTableCapacity = 0
+        settings.qpackBlockedStreams = 0
+        return settings
+    }
+
+    deinit {
+        timer?.cancel()
+        h3Connection = nil
+        spliced?.deallocate()
+        if let conn { ngtcp2_conn_del(conn) }
+        if let session { gnutls_deinit(session) }
+        localStorage.deallocate()
+        remoteStorage.deallocate()
+        path.deallocate()
+        connRef.deallocate()
+    }
+
+    private static func store(_ address: SocketAddress, into storage: UnsafeMutablePointer<sockaddr_storage>) {
+        address.withSockAddr { sa, len in
+            UnsafeMutableRawPointer(storage).copyMemory(from: sa, byteCount: len)
+        }
+    }
+
+    func read(_ bytes: UnsafeBufferPointer<UInt8>, from remote: SocketAddress) {
+        guard let conn, !closed, !draining else { return }
+        var pi = ngtcp2_pkt_info()
+        let rv = usher_ngtcp2_conn_read_pkt(conn, path, &pi, bytes.baseAddress, bytes.count, quicTimestamp())
+        switch rv {
+        case 0:
+            writePackets()
+        case NGTCP2_ERR_DRAINING:
+            startDraining()
+        case NGTCP2_ERR_DROP_CONN:
+            close(sendingClose: false)
+        default:
+            close(sendingClose: true, error: rv)
+        }
+    }
+
+    /// Writes soon, once for everything queued until then.
+    func scheduleWrite() {
+        guard !writeScheduled, !closed else { return }
+        writeScheduled = true
+        let bound = NIOLoopBound(Unmanaged.passRetained(self), eventLoop: sink.loop)
+        sink.loop.execute {
+            let me = bound.value.takeRetainedValue()
+            me.writeScheduled = false
+            me.writePackets()
+            me.sink.flush()
+        }
+    }
+
+    /// Sends whatever there is: HTTP/3 stream data from nghttp3, and ngtcp2's own packets (handshake, ACKs); then
+    /// arms the timer for ngtcp2's next expiry.
+    func writePackets() {
+        guard let conn, !closed, !draining else { return }
+        var ps = ngtcp2_path_storage()
+        ngtcp2_path_storage_zero(&ps)
+        var pi = ngtcp2_pkt_info()
+        var vecs = [nghttp3_vec](repeating: nghttp3_vec(), count: 16)
+        while true {
+            var streamID: Int64 = -1
+            var fin: Int32 = 0
+            var count = 0
+            if let h3, ngtcp2_conn_get_max_data_left(conn) > 0 {
+                let n = nghttp3_conn_writev_stream(h3, &streamID, &fin, &vecs, vecs.count)
+                guard n >= 0 else {
+                    close(sendingClose: true, error: NGTCP2_ERR_CALLBACK_FAILURE)
+                    return
+                }
+                count = Int(n)
+            }
+            // nghttp3's first write on our control stream carries SETTINGS: send the spliced bytes instead, and
+            // count only nghttp3's own towards its offset.
+            var originalLength: Int?
+            if streamID == controlStream && count > 0, let b = spliced, !splicedAccepted {
+                // The spliced chunk did not go out last time; nghttp3 offers the same bytes again.
+                originalLength = splicedOriginalLength
+                vecs[0] = nghttp3_vec(base: b.baseAddress, len: b.count)
+                count = 1
+            } else if streamID == controlStream && !splice.done && count > 0 {
+                var original: [UInt8] = []
+                for v in vecs.prefix(count) where v.len > 0 { original += UnsafeBufferPointer(start: v.base, count: v.len) }
+                guard let rewritten = try? splice.rewrite(original) else {
+                    close(sendingClose: true, error: NGTCP2_ERR_CALLBACK_FAILURE)
+                    return
+                }
+                if rewritten != original {
+                    let b = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: rewritten.count)
+                    _ = b.initialize(from: rewritten)
+                    spliced = b
+                    ackShift = splice.added
+                    originalLength = original.count
+                    splicedOriginalLength = original.count
+                    vecs[0] = nghttp3_vec(base: b.baseAddress, len: b.count)
+                    count = 1
+                }
+            }
+            var accepted: ngtcp2_ssize = -1
+            var flags = UInt32(NGTCP2_WRITE_STREAM_FLAG_MORE)
+            if fin != 0 { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
+            let n = packet.withUnsafeMutableBufferPointer { b in
+                vecs.withUnsafeBufferPointer { v in
+                    // nghttp3_vec and ngtcp2_vec have the same layout (base pointer, length).
+                    v.baseAddress!.withMemoryRebound(to: ngtcp2_vec.self, capacity: max(count, 1)) { nv in
+                        usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, b.baseAddress, b.count, &accepted, flags,
+                                                        streamID, count > 0 ? nv : nil, count, quicTimestamp())
+                    }
+                }
+            }
+            if n < 0 {
+                switch Int32(n) {
+                case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+                    if let h3 { nghttp3_conn_block_stream(h3, streamID) }
+                    continue
+                case NGTCP2_ERR_STREAM_SHUT_WR:
+                    if let h3 { nghttp3_conn_shutdown_stream_write(h3, streamID) }
+                    continue
+                case NGTCP2_ERR_WRITE_MORE:
+                    guard recordWritten(streamID, accepted, originalLength) else { return }
+                    continue
+                default:
+                    close(sendingClose: true, error: Int32(n))
+                    return
+                }
+            }
+            guard recordWritten(streamID, accepted, originalLength) else { return }
+            if n == 0 { break }
+            emit(Int(n))
+        }
+        armTimer()
+    }
+
+    /// Tells nghttp3 how many of its bytes ngtcp2 took; false when the connection had to close.
+    private func recordWritten(_ streamID: Int64, _ accepted: ngtcp2_ssize, _ originalLength: Int?) -> Bool {
+        guard accepted >= 0 else { return true }
+        guard let written = nghttp3Written(accepted, original: originalLength),
+              h3.map({ nghttp3_conn_add_write_offset($0, streamID, written) == 0 }) ?? true else {
+            close(sendingClose: true, error: NGTCP2_ERR_CALLBACK_FAILURE)
+            return false
+        }
+        return true
+    }
+
+    /// Sends the first `length` bytes of ``packet`` (flushed by the caller or the end of the read batch).
+    private func emit(_ length: Int) {
+        var buf = sink.allocator.buffer(capacity: length)
+        _ = packet.withUnsafeBufferPointer { buf.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[0..<length])) }
+        sink.send(buf, to: remote)
+    }
+
+    /// How many of nghttp3's bytes ngtcp2 took: all of them when the whole spliced SETTINGS chunk went out; a
+    /// partly accepted spliced chunk cannot be mapped back (`nil`).
+    private func nghttp3Written(_ accepted: ngtcp2_ssize, original: Int?) -> Int? {
+        guard let original else { return Int(accepted) }
+        guard Int(accepted) == spliced?.count else { return nil }
+        splicedAccepted = true
+        return original
+    }
+
+    /// After the handshake: our control and QPACK streams, and nghttp3 reading the peer's.
+    func startHTTP3(server: Bool) -> Int32 {
+        guard let conn else { return NGTCP2_ERR_CALLBACK_FAILURE }
+        var callbacks = nghttp3_callbacks()
+        callbacks.begin_headers = { _, streamID, userData, _ in
+            guard let me = connection(userData) else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            if let stream = me.streams[streamID] {
+                // A client sees interim (1xx) heads before the final one.
+                stream.fields = []
+            } else {
+                me.streams[streamID] = HTTP3Stream(id: streamID, connection: me)
+            }
+            return 0
+        }
+        callbacks.recv_header = { _, streamID, _, name, value, _, userData, _ in
+            guard let me = connection(userData), let name, let value, let stream = me.streams[streamID] else { return 0 }
+            let n = nghttp3_rcbuf_get_buf(name)
+            let v = nghttp3_rcbuf_get_buf(value)
+            stream.fields.append((String(decoding: UnsafeBufferPointer(start: n.base, count: n.len), as: UTF8.self),
+                                  String(decoding: UnsafeBufferPointer(start: v.base, count: v.len), as: UTF8.self)))
+            return 0
+        }
+        callbacks.end_headers = { _, streamID, _, userData, _ in
+            guard let me = connection(userData), let stream = me.streams[streamID] else { return 0 }
+            me.headersReceived(stream)
+            return 0
+        }
+        callbacks.begin_trailers = { _, streamID, userData, _ in
+            guard let me = connection(userData) else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            me.streams[streamID]?.inTrailers = true
+            return 0
+        }
+        callbacks.recv_trailer = { _, streamID, _, name, value, _, userData, _ in
+            guard let me = connection(userData), let name, let value, let stream = me.streams[streamID] else { return 0 }
+            let n = nghttp3_rcbuf_get_buf(name)
+            let v = nghttp3_rcbuf_get_buf(value)
+            stream.trailers.append((String(decoding: UnsafeBufferPointer(start: n.base, count: n.len), as: UTF8.self),
+                                    String(decoding: UnsafeBufferPointer(start: v.base, count: v.len), as: UTF8.self)))
+            return 0
+        }
+        callbacks.recv_data = { _, streamID, data, len, userData, _ in
+            guard let me = connection(userData) else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            guard let stream = me.streams[streamID], let onData = stream.onData, let data else {
+                // Nobody reads this body: credit it back at once.
+                me.extendCredit(stream: streamID, by: len)
+                return 0
+            }
+            onData(ByteBuffer(bytes: UnsafeBufferPointer(start: data, count: len)))
+            return 0
+        }
+        callbacks.end_stream = { _, streamID, userData, _ in
+            guard let me = connection(userData) else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            me.streams[streamID]?.requestDidEnd()
+            return 0
+        }
+        callbacks.deferred_consume = { _, streamID, consumed, userData, _ in
+            guard let me = connection(userData) else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            me.extendCredit(stream: streamID, by: consumed)
+            return 0
+        }
+        callbacks.acked_stream_data = { _, streamID, datalen, userData, _ in
+            guard let me = connection(userData) else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            me.streams[streamID]?.acknowledged(Int(datalen))
+            return 0
+        }
+        callbacks.stream_close = { _, streamID, code, userData, _ in
+            guard let me = connection(userData) else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            me.streamClosed(streamID, complete: code == UInt64(NGHTTP3_H3_NO_ERROR))
+            return 0
+        }
+        callbacks.stop_sending = { _, streamID, code, userData, _ in
+            guard let me = connection(userData), let conn = me.conn else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            return ngtcp2_conn_shutdown_stream_read(conn, streamID, code) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE
+        }
+        callbacks.reset_stream = { _, streamID, code, userData, _ in
+            guard let me = connection(userData), let conn = me.conn else { return NGHTTP3_ERR_CALLBACK_FAILURE }
+            return ngtcp2_conn_shutdown_stream_write(conn, streamID, code) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE
+        }
+        var control: Int64 = -1, encoder: Int64 = -1, decoder: Int64 = -1
+        do {
+            let h3 = try NGHTTP3Connection(server: server, settings: http3Settings(), callbacks: callbacks, userData: userData)
+            h3Connection = h3
+            if server { nghttp3_conn_set_max_client_streams_bidi(h3.conn, maxPeerBidiStreams) }
+            guard ngtcp2_conn_open_uni_stream(conn, &control, nil) == 0,
+                  ngtcp2_conn_open_uni_stream(conn, &encoder, nil) == 0,
+                  ngtcp2_conn_open_uni_stream(conn, &decoder, nil) == 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            try h3.bindLocalStreams(control: control, qpackEncoder: encoder, qpackDecoder: decoder)
+        } catch {
+            return NGTCP2_ERR_CALLBACK_FAILURE
+        }
+        controlStream = control
+        if shuttingDown { beginShutdown() }
+        return 0
+    }
+
+    // MARK: - Streams
+
+    func streamClosed(_ streamID: Int64, complete: Bool) {
+        guard let stream = streams.removeValue(forKey: streamID) else { return }
+        stream.didClose(complete: complete)
+        stream.releaseBuffers()
+        // A client-initiated bidirectional stream ended: the client may open another.
+        if streamID & 0x3 == 0, let conn { ngtcp2_conn_extend_max_streams_bidi(conn, 1) }
+        if shuttingDown && streams.isEmpty { finishShutdown() }
+    }
+
+    func extendCredit(stream: Int64, by count: Int) {
+        guard let conn, !closed else { return }
+        ngtcp2_conn_extend_max_stream_offset(conn, stream, UInt64(count))
+        ngtcp2_conn_extend_max_offset(conn, UInt64(count))
+        scheduleWrite()
+    }
+
+    func submitInfo(stream: Int64, fields: [(String, String)]) throws {
+        guard let h3 else { throw HTTP3StreamClosedError() }
+        let rv = withFieldVector(fields) { nghttp3_conn_submit_info(h3, stream, $0, $1) }
+        guard rv == 0 else { throw NGHTTP3Error(code: rv) }
+        scheduleWrite()
+    }
+
+    func submitResponse(stream: Int64, fields: [(String, String)], withBody: Bool) throws {
+        guard let h3 else { throw HTTP3StreamClosedError() }
+        var reader = nghttp3_data_reader(read_data: { _, streamID, vec, count, flags, userData, _ in
+            guard let me = connection(userData), let vec, let flags, let stream = me.streams[streamID] else {
+                return nghttp3_ssize(NGHTTP3_ERR_CALLBACK_FAILURE)
+            }
+            return nghttp3_ssize(stream.provide(vec, count: count, flags: flags))
+        })
+        let rv = withFieldVector(fields) { nva, n in
+            withBody ? nghttp3_conn_submit_response(h3, stream, nva, n, &reader) : nghttp3_conn_submit_response(h3, stream, nva, n, nil)
+        }
+        guard rv == 0 else { throw NGHTTP3Error(code: rv) }
+        scheduleWrite()
+    }
+
+    func submitTrailers(stream: Int64, fields: [(String, String)]) throws {
+        guard let h3 else { throw HTTP3StreamClosedError() }
+        let rv = withFieldVector(fields) { nghttp3_conn_submit_trailers(h3, stream, $0, $1) }
+        guard rv == 0 else { throw NGHTTP3Error(code: rv) }
+        scheduleWrite()
+    }
+
+    func resumeStream(_ id: Int64) {
+        guard let h3 else { return }
+        nghttp3_conn_resume_stream(h3, id)
+        scheduleWrite()
+    }
+
+    func resetStream(_ id: Int64, code: UInt64) {
+        guard let conn else { return }
+        ngtcp2_conn_shutdown_stream(conn, id, code)
+        scheduleWrite()
+    }
+
+    func stopReading(_ id: Int64, code: UInt64) {
+        guard let conn else { return }
+        ngtcp2_conn_shutdown_stream_read(conn, id, code)
+        scheduleWrite()
+    }
+
+    // MARK: - Closing
+
+    /// GOAWAY: no new requests; those in flight finish, then the connection closes.
+    func beginShutdown() {
+        shuttingDown = true
+        guard let h3 else {
+            // Still handshaking: nothing to finish.
+            close(sendingClose: true)
+            return
+        }
+        nghttp3_conn_submit_shutdown_notice(h3)
+        nghttp3_conn_shutdown(h3)
+        scheduleWrite()
+        if streams.isEmpty { finishShutdown() }
+    }
+
+    private func finishShutdown() {
+        // Let the GOAWAY and the last responses go out before CONNECTION_CLOSE.
+        let bound = NIOLoopBound(self, eventLoop: sink.loop)
+        writePackets()
+        sink.loop.scheduleTask(in: .milliseconds(50)) {
+            bound.value.close(sendingClose: true)
+        }
+    }
+
+    private func startDraining() {
+        draining = true
+        timer?.cancel()
+        let pto = conn.map { ngtcp2_conn_get_pto($0) } ?? 1_000_000_000
+        let bound = NIOLoopBound(self, eventLoop: sink.loop)
+        timer = sink.loop.scheduleTask(in: .nanoseconds(Int64(3 * pto))) { bound.value.close(sendingClose: false) }
+    }
+
+    /// Ends the connection: with a CONNECTION_CLOSE (NO_ERROR, or a transport error for `error`) unless the peer
+    /// is gone or the handshake never produced keys; streams still open learn they are gone.
+    func close(sendingClose: Bool, error: Int32 = 0) {
+        guard !closed else { return }
+        if sendingClose, let conn, !draining {
+            var ccerr = ngtcp2_connection_close_error()
+            if error != 0 {
+                ngtcp2_connection_close_error_set_transport_error_liberr(&ccerr, error, nil, 0)
+            } else if h3 != nil {
+                ngtcp2_connection_close_error_set_application_error(&ccerr, UInt64(NGHTTP3_H3_NO_ERROR), nil, 0)
+            } else {
+                ngtcp2_connection_close_error_default(&ccerr)
+            }
+            var pi = ngtcp2_pkt_info()
+            let n = packet.withUnsafeMutableBufferPointer {
+                usher_ngtcp2_conn_write_connection_close(conn, nil, &pi, $0.baseAddress, $0.count, &ccerr, quicTimestamp())
+            }
+            if n > 0 {
+                emit(Int(n))
+                sink.flush()
+            }
+        }
+        closed = true
+        timer?.cancel()
+        let open = streams
+        streams = [:]
+        for stream in open.values { stream.didClose(complete: false) }
+        sink.forget(self)
+    }
+
+    private func armTimer() {
+        guard let conn else { return }
+        timer?.cancel()
+        let expiry = ngtcp2_conn_get_expiry(conn)
+        guard expiry != UInt64.max else { return }
+        let now = quicTimestamp()
+        let wait = expiry > now ? Int64(expiry - now) : 0
+        let bound = NIOLoopBound(Unmanaged.passUnretained(self), eventLoop: sink.loop)
+        timer = sink.loop.scheduleTask(in: .nanoseconds(wait)) {
+            let c = bound.value.takeUnretainedValue()
+            guard let conn = c.conn, !c.closed else { return }
+            let rv = ngtcp2_conn_handle_expiry(conn, quicTimestamp())
+            if rv == NGTCP2_ERR_IDLE_CLOSE {
+                c.close(sendingClose: false)
+            } else if rv != 0 {
+                c.close(sendingClose: true, error: rv)
+            } else {
+                c.writePackets()
+                c.sink.flush()
+            }
+        }
+    }
+}
+
+/// Calls `body` with `fields` as an `nghttp3_nv` array (names lowercased by the caller); the bytes live for the
+/// call only, which is enough: nghttp3 encodes them before returning.
+func withFieldVector<R>(_ fields: [(String, String)], _ body: (UnsafePointer<nghttp3_nv>, Int) -> R) -> R {
+    var bytes: [UInt8] = []
+    var spans: [(Int, Int, Int, Int)] = []
+    for (name, value) in fields {
+        let n = bytes.count
+        bytes += name.utf8
+        let v = bytes.count
+        bytes += value.utf8
+        spans.append((n, name.utf8.count, v, value.utf8.count))
+    }
+    return bytes.withUnsafeMutableBufferPointer { b in
+        let base = b.baseAddress ?? UnsafeMutablePointer(bitPattern: 1)!
+        let nva = spans.map { s in
+            nghttp3_nv(name: base + s.0, value: base + s.2, namelen: s.1, valuelen: s.3, flags: UInt8(NGHTTP3_NV_FLAG_NONE))
+        }
+        return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+    }
+}
