@@ -185,6 +185,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // HTTP/3 load on Usher's QUIC client: the bench harness and interop tests use it against usher and Caddy.
+        .executableTarget(
+            name: "h3load",
+            dependencies: [
+                "UsherHTTP3",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/Benchmarks/H3Load",
+            swiftSettings: swiftSettings
+        ),
+
         .testTarget(
             name: "UsherCoreTests",
             dependencies: [

@@ -25,6 +25,14 @@ static inline int usher_ngtcp2_conn_server_new(ngtcp2_conn **pconn, const ngtcp2
                                   user_data);
 }
 
+static inline int usher_ngtcp2_conn_client_new(ngtcp2_conn **pconn, const ngtcp2_cid *dcid, const ngtcp2_cid *scid,
+                                               const ngtcp2_path *path, uint32_t version,
+                                               const ngtcp2_callbacks *callbacks, const ngtcp2_settings *settings,
+                                               const ngtcp2_transport_params *params, const ngtcp2_mem *mem,
+                                               void *user_data) {
+    return ngtcp2_conn_client_new(pconn, dcid, scid, path, version, callbacks, settings, params, mem, user_data);
+}
+
 static inline int usher_ngtcp2_conn_read_pkt(ngtcp2_conn *conn, const ngtcp2_path *path, const ngtcp2_pkt_info *pi,
                                              const uint8_t *pkt, size_t pktlen, ngtcp2_tstamp ts) {
     return ngtcp2_conn_read_pkt(conn, path, pi, pkt, pktlen, ts);

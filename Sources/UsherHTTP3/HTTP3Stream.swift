@@ -1,8 +1,10 @@
 import CNghttp3
 public import NIOCore
 
-/// One request stream of a server-side HTTP/3 connection as the application sees it: the request's fields and
-/// body coming in, the response going out. Every call and callback happens on the connection's event loop.
+/// One request stream of an HTTP/3 connection as the application sees it. On a server: the request's fields and
+/// body coming in, the response going out. On a client: the request going out (``sendRequest(_:hasBody:)``), the
+/// response's fields (``onHeaders``) and body coming in. Every call and callback happens on the connection's event
+/// loop.
 ///
 /// Request body bytes get the client credit back only through ``consumed(_:)``, so a slow reader holds the client
 /// back instead of buffering without bound. Response body bytes stay referenced until the client acknowledges
@@ -11,11 +13,14 @@ public final class HTTP3Stream {
     /// The QUIC stream ID.
     public let id: Int64
     weak var connection: QUICConnection?
-    /// Request header fields in arrival order, pseudo-header fields (`:method`, `:path`, ...) included.
+    /// Received header fields in arrival order, pseudo-header fields (`:method`, `:path`, `:status`, ...) included:
+    /// the request's on a server, the latest response head's on a client.
     public internal(set) var fields: [(name: String, value: String)] = []
     /// Request trailer fields, once the body has ended.
     public internal(set) var trailers: [(name: String, value: String)] = []
-    /// Request body bytes as they arrive.
+    /// Client: a response head arrived (interim 1xx heads too; ``fields`` holds it).
+    public var onHeaders: (() -> Void)?
+    /// Received body bytes as they arrive.
     public var onData: ((ByteBuffer) -> Void)?
     /// The request body has ended (after trailers, if any).
     public var onEnd: (() -> Void)?
@@ -74,6 +79,14 @@ public final class HTTP3Stream {
         responseSubmitted = true
         if !hasBody { responseEnded = true }
         try connection.submitResponse(stream: id, fields: fields, withBody: hasBody)
+    }
+
+    /// Client: sends the request head; with `hasBody` false the stream's sending side ends with it.
+    public func sendRequest(_ fields: [(String, String)], hasBody: Bool) throws {
+        guard !closed, !responseSubmitted, let connection else { throw HTTP3StreamClosedError() }
+        responseSubmitted = true
+        if !hasBody { responseEnded = true }
+        try connection.submitRequest(stream: id, fields: fields, withBody: hasBody)
     }
 
     /// Queues body bytes without waiting for the client.
@@ -184,6 +197,7 @@ public final class HTTP3Stream {
         onClose = nil
         onData = nil
         onEnd = nil
+        onHeaders = nil
         callback?(complete && responseEnded)
     }
 
@@ -204,4 +218,10 @@ public final class HTTP3Stream {
 public struct HTTP3StreamClosedError: Error, CustomStringConvertible {
     public init() {}
     public var description: String { "HTTP/3 stream closed" }
+}
+
+/// The server allows no more concurrent request streams on this connection for now.
+public struct HTTP3StreamsExhaustedError: Error, CustomStringConvertible {
+    public init() {}
+    public var description: String { "no HTTP/3 request stream available on this connection" }
 }

@@ -66,6 +66,10 @@ class QUICConnection {
     private var draining = false
     /// GOAWAY went out: close once no request stream is left.
     var shuttingDown = false
+    /// The peer sent GOAWAY.
+    var goawayReceived = false
+    /// This side is the server (it grants the peer request streams).
+    var isServer = true
     /// Request streams the peer may open (server side).
     var maxPeerBidiStreams: UInt64 = 100
     /// Reused for every packet this connection writes.
@@ -219,14 +223,22 @@ class QUICConnection {
 
     deinit {
         timer?.cancel()
-        h3Connection = nil
+        releaseProtocolState()
         spliced?.deallocate()
-        if let conn { ngtcp2_conn_del(conn) }
-        if let session { gnutls_deinit(session) }
         localStorage.deallocate()
         remoteStorage.deallocate()
         path.deallocate()
         connRef.deallocate()
+    }
+
+    /// Frees nghttp3, ngtcp2 and the TLS session, in that order. Subclasses call it before releasing the
+    /// credentials the session uses.
+    func releaseProtocolState() {
+        h3Connection = nil
+        if let c = conn { ngtcp2_conn_del(c) }
+        conn = nil
+        if let s = session { gnutls_deinit(s) }
+        session = nil
     }
 
     private static func store(_ address: SocketAddress, into storage: UnsafeMutablePointer<sockaddr_storage>) {
@@ -446,6 +458,11 @@ class QUICConnection {
             guard let me = connection(userData), let conn = me.conn else { return NGHTTP3_ERR_CALLBACK_FAILURE }
             return ngtcp2_conn_shutdown_stream_read(conn, streamID, code) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE
         }
+        callbacks.shutdown = { _, _, userData in
+            // The peer sent GOAWAY: no new requests on this connection.
+            connection(userData)?.goawayReceived = true
+            return 0
+        }
         callbacks.reset_stream = { _, streamID, code, userData, _ in
             guard let me = connection(userData), let conn = me.conn else { return NGHTTP3_ERR_CALLBACK_FAILURE }
             return ngtcp2_conn_shutdown_stream_write(conn, streamID, code) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE
@@ -474,7 +491,7 @@ class QUICConnection {
         stream.didClose(complete: complete)
         stream.releaseBuffers()
         // A client-initiated bidirectional stream ended: the client may open another.
-        if streamID & 0x3 == 0, let conn { ngtcp2_conn_extend_max_streams_bidi(conn, 1) }
+        if isServer, streamID & 0x3 == 0, let conn { ngtcp2_conn_extend_max_streams_bidi(conn, 1) }
         if shuttingDown && streams.isEmpty { finishShutdown() }
     }
 
@@ -492,19 +509,45 @@ class QUICConnection {
         scheduleWrite()
     }
 
+    /// nghttp3 pulls a stream's body through this: from the stream's queued buffers.
+    private static let bodyReader = nghttp3_data_reader(read_data: { _, streamID, vec, count, flags, userData, _ in
+        guard let me = connection(userData), let vec, let flags, let stream = me.streams[streamID] else {
+            return nghttp3_ssize(NGHTTP3_ERR_CALLBACK_FAILURE)
+        }
+        return nghttp3_ssize(stream.provide(vec, count: count, flags: flags))
+    })
+
     func submitResponse(stream: Int64, fields: [(String, String)], withBody: Bool) throws {
         guard let h3 else { throw HTTP3StreamClosedError() }
-        var reader = nghttp3_data_reader(read_data: { _, streamID, vec, count, flags, userData, _ in
-            guard let me = connection(userData), let vec, let flags, let stream = me.streams[streamID] else {
-                return nghttp3_ssize(NGHTTP3_ERR_CALLBACK_FAILURE)
-            }
-            return nghttp3_ssize(stream.provide(vec, count: count, flags: flags))
-        })
+        var reader = Self.bodyReader
         let rv = withFieldVector(fields) { nva, n in
             withBody ? nghttp3_conn_submit_response(h3, stream, nva, n, &reader) : nghttp3_conn_submit_response(h3, stream, nva, n, nil)
         }
         guard rv == 0 else { throw NGHTTP3Error(code: rv) }
         scheduleWrite()
+    }
+
+    func submitRequest(stream: Int64, fields: [(String, String)], withBody: Bool) throws {
+        guard let h3 else { throw HTTP3StreamClosedError() }
+        var reader = Self.bodyReader
+        let rv = withFieldVector(fields) { nva, n in
+            withBody ? nghttp3_conn_submit_request(h3, stream, nva, n, &reader, nil)
+                : nghttp3_conn_submit_request(h3, stream, nva, n, nil, nil)
+        }
+        guard rv == 0 else { throw NGHTTP3Error(code: rv) }
+        scheduleWrite()
+    }
+
+    /// Client: a new request stream, or ``HTTP3StreamsExhaustedError`` when the server allows no more now.
+    func openRequestStream() throws -> HTTP3Stream {
+        guard let conn, h3 != nil, !closed, !goawayReceived else { throw HTTP3StreamClosedError() }
+        var id: Int64 = -1
+        let rv = ngtcp2_conn_open_bidi_stream(conn, &id, nil)
+        if rv == NGTCP2_ERR_STREAM_ID_BLOCKED { throw HTTP3StreamsExhaustedError() }
+        guard rv == 0 else { throw QUICError("opening a stream: \(String(cString: ngtcp2_strerror(rv)))") }
+        let stream = HTTP3Stream(id: id, connection: self)
+        streams[id] = stream
+        return stream
     }
 
     func submitTrailers(stream: Int64, fields: [(String, String)]) throws {

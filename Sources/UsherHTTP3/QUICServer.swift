@@ -310,6 +310,8 @@ final class QUICServerConnection: QUICConnection {
         try attach(s)
     }
 
+    deinit { releaseProtocolState() }
+
     /// Picks the certificate for the client's server name (SNI).
     func chooseCredentials(_ session: gnutls_session_t) -> Int32 {
         var name = [CChar](repeating: 0, count: 256)

@@ -1,0 +1,268 @@
+import CNghttp3
+import CNgtcp2
+import Foundation
+public import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How an HTTP/3 client connection reaches and trusts a server.
+public struct HTTP3ClientConfiguration: Sendable {
+    /// The name sent as SNI and checked against the certificate; an IP address is checked as such (no SNI sent).
+    public var serverName: String
+    /// Accept any certificate.
+    public var insecureSkipVerify = false
+    /// PEM certificates to trust instead of the system's roots.
+    public var rootCAPEM: [String]?
+    /// A client certificate chain and key (PEM), if the server asks for one.
+    public var clientCertificate: (chainPEM: String, keyPEM: String)?
+    /// QUIC idle timeout. Default: 30 s.
+    public var idleTimeout: TimeAmount = .seconds(30)
+    /// How long the handshake may take. Default: 10 s.
+    public var handshakeTimeout: TimeAmount = .seconds(10)
+    /// Receive windows: per stream and for the connection (bytes). Defaults: 8 MiB and 32 MiB.
+    public var streamWindow = 8 << 20
+    public var connectionWindow = 32 << 20
+
+    public init(serverName: String) { self.serverName = serverName }
+}
+
+/// A client-side HTTP/3 connection over its own UDP socket: ``connect(to:configuration:on:)`` completes the QUIC
+/// handshake, ``openStream()`` gives a request stream (``HTTP3Stream/sendRequest(_:hasBody:)``). Everything runs
+/// on the connection's event loop; call from there.
+public final class HTTP3ClientConnection: QUICDatagramSink, @unchecked Sendable {
+    // @unchecked: all state is touched only on `loop`.
+    public let loop: any EventLoop
+    private let channel: any Channel
+    private var connection: QUICClientConnection?
+    private var handshake: EventLoopPromise<Void>?
+    private var closeWaiters: [EventLoopPromise<Void>] = []
+    /// Called once when the connection has closed (on `loop`).
+    public var onClose: (() -> Void)?
+
+    private init(loop: any EventLoop, channel: any Channel) {
+        self.loop = loop
+        self.channel = channel
+    }
+
+    /// Opens a UDP socket towards `address` and completes the handshake.
+    public static func connect(to address: SocketAddress, configuration: HTTP3ClientConfiguration,
+                               on loop: any EventLoop) async throws -> HTTP3ClientConnection {
+        let reader = ClientDatagramReader()
+        let channel = try await DatagramBootstrap(group: loop)
+            .channelOption(.maxMessagesPerRead, value: 64)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
+            .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+            .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(reader) } }
+            .connect(to: address).get()
+        let future: EventLoopFuture<HTTP3ClientConnection> = loop.flatSubmit {
+            let client = HTTP3ClientConnection(loop: loop, channel: channel)
+            reader.client = client
+            let promise = loop.makePromise(of: Void.self)
+            client.handshake = promise
+            do {
+                guard let local = channel.localAddress else { throw QUICError("no local address") }
+                let conn = try QUICClientConnection(client: client, local: local, remote: address, configuration: configuration)
+                client.connection = conn
+                conn.writePackets()
+                client.flush()
+            } catch {
+                promise.fail(error)
+            }
+            let timeout = loop.scheduleTask(in: configuration.handshakeTimeout) {
+                client.handshake?.fail(QUICError("handshake with \(address) timed out"))
+                client.handshake = nil
+                client.close()
+            }
+            return promise.futureResult.always { _ in timeout.cancel() }.map { client }
+        }
+        do {
+            return try await future.get()
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    /// A new request stream; throws ``HTTP3StreamsExhaustedError`` when the server's stream limit is reached,
+    /// ``HTTP3StreamClosedError`` when the connection is closed or going away.
+    public func openStream() throws -> HTTP3Stream {
+        guard let connection else { throw HTTP3StreamClosedError() }
+        return try connection.openRequestStream()
+    }
+
+    /// Whether new requests may start here: open, and no GOAWAY from the server.
+    public var isUsable: Bool { connection.map { !$0.closed && !$0.goawayReceived } ?? false }
+
+    /// Request streams open now.
+    public var openStreams: Int { connection?.streams.count ?? 0 }
+
+    /// Closes with CONNECTION_CLOSE (NO_ERROR); open streams fail.
+    public func close() {
+        connection?.close(sendingClose: true)
+    }
+
+    /// Waits until the connection has closed.
+    public func closed() async {
+        let promise = loop.makePromise(of: Void.self)
+        loop.execute {
+            if self.connection == nil { promise.succeed() } else { self.closeWaiters.append(promise) }
+        }
+        try? await promise.futureResult.get()
+    }
+
+    fileprivate func receive(_ envelope: AddressedEnvelope<ByteBuffer>) {
+        envelope.data.withUnsafeReadableBytes { raw in
+            connection?.read(raw.bindMemory(to: UInt8.self), from: envelope.remoteAddress)
+        }
+    }
+
+    fileprivate func handshakeDone() {
+        handshake?.succeed()
+        handshake = nil
+    }
+
+    // MARK: QUICDatagramSink
+
+    public var allocator: ByteBufferAllocator { channel.allocator }
+    func send(_ buffer: ByteBuffer, to remote: SocketAddress) {
+        channel.write(AddressedEnvelope(remoteAddress: remote, data: buffer), promise: nil)
+    }
+    func flush() { channel.flush() }
+    func register(_ cid: [UInt8], _ conn: QUICConnection) {}
+    func forget(_ conn: QUICConnection) {
+        guard connection === conn else { return }
+        connection = nil
+        handshake?.fail(QUICError("connection closed during the handshake"))
+        handshake = nil
+        channel.close(promise: nil)
+        for w in closeWaiters { w.succeed() }
+        closeWaiters = []
+        let callback = onClose
+        onClose = nil
+        callback?()
+    }
+}
+
+private final class ClientDatagramReader: ChannelInboundHandler, @unchecked Sendable {
+    // @unchecked: `client` is set on the channel's loop before the first read.
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    var client: HTTP3ClientConnection?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        client?.receive(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { client?.flush() }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ECONNREFUSED from ICMP: nobody listens. The handshake times out, or the idle timer ends the connection.
+    }
+}
+
+/// One client-side QUIC connection: the client's Initial, server verification by GnuTLS, HTTP/3 requests.
+final class QUICClientConnection: QUICConnection {
+    unowned let client: HTTP3ClientConnection
+    private var credentials: gnutls_certificate_credentials_t?
+
+    init(client: HTTP3ClientConnection, local: SocketAddress, remote: SocketAddress, configuration config: HTTP3ClientConfiguration) throws {
+        self.client = client
+        super.init(sink: client, local: local, remote: remote, extraSettings: [])
+        isServer = false
+        serverName = config.serverName
+        var scidC = ngtcp2_cid()
+        scid.withUnsafeBufferPointer { ngtcp2_cid_init(&scidC, $0.baseAddress, $0.count) }
+        var dcidC = ngtcp2_cid()
+        let dcid = (0..<18).map { _ in UInt8.random(in: 0...255) }
+        dcid.withUnsafeBufferPointer { ngtcp2_cid_init(&dcidC, $0.baseAddress, $0.count) }
+        var callbacks = commonCallbacks()
+        callbacks.client_initial = ngtcp2_crypto_client_initial_cb
+        callbacks.recv_retry = ngtcp2_crypto_recv_retry_cb
+
+        var settings = ngtcp2_settings()
+        usher_ngtcp2_settings_default(&settings)
+        settings.initial_ts = quicTimestamp()
+        if QUICServerEndpoint.debugLog { usher_ngtcp2_settings_log_to_stderr(&settings) }
+        var params = ngtcp2_transport_params()
+        usher_ngtcp2_transport_params_default(&params)
+        params.initial_max_stream_data_bidi_local = UInt64(config.streamWindow)
+        params.initial_max_stream_data_bidi_remote = 256 * 1024
+        params.initial_max_stream_data_uni = 256 * 1024
+        params.initial_max_data = UInt64(config.connectionWindow)
+        params.initial_max_streams_bidi = 0
+        params.initial_max_streams_uni = 3
+        params.max_idle_timeout = UInt64(max(config.idleTimeout.nanoseconds, 0))
+        var c: OpaquePointer?
+        let rv = usher_ngtcp2_conn_client_new(&c, &dcidC, &scidC, path, UInt32(NGTCP2_PROTO_VER_V1), &callbacks, &settings,
+                                              &params, nil, userData)
+        guard rv == 0, let c else { throw QUICError("ngtcp2_conn_client_new: \(rv)") }
+        conn = c
+
+        var s: gnutls_session_t?
+        let flags = UInt32(GNUTLS_CLIENT) | GNUTLS_ENABLE_EARLY_DATA.rawValue | GNUTLS_NO_END_OF_EARLY_DATA.rawValue
+        guard gnutls_init(&s, flags) == 0, let s else { throw QUICError("gnutls_init") }
+        session = s
+        guard gnutls_priority_set_direct(s, Self.priority, nil) == 0,
+              ngtcp2_crypto_gnutls_configure_client_session(s) == 0 else {
+            throw QUICError("configuring the TLS session")
+        }
+        var cred: gnutls_certificate_credentials_t?
+        guard gnutls_certificate_allocate_credentials(&cred) == 0, let cred else { throw QUICError("allocating credentials") }
+        credentials = cred
+        if let roots = config.rootCAPEM {
+            for pem in roots {
+                var bytes = Array(pem.utf8)
+                let n = bytes.withUnsafeMutableBufferPointer { b -> Int32 in
+                    var d = gnutls_datum_t(data: b.baseAddress, size: UInt32(b.count))
+                    return gnutls_certificate_set_x509_trust_mem(cred, &d, GNUTLS_X509_FMT_PEM)
+                }
+                guard n >= 0 else { throw QUICError("loading trusted certificates: \(String(cString: gnutls_strerror(n)))") }
+            }
+        } else if !config.insecureSkipVerify {
+            guard gnutls_certificate_set_x509_system_trust(cred) >= 0 else { throw QUICError("loading the system's trusted roots") }
+        }
+        if let client = config.clientCertificate {
+            var chain = Array(client.chainPEM.utf8)
+            var key = Array(client.keyPEM.utf8)
+            let n = chain.withUnsafeMutableBufferPointer { cb in
+                key.withUnsafeMutableBufferPointer { kb in
+                    var cd = gnutls_datum_t(data: cb.baseAddress, size: UInt32(cb.count))
+                    var kd = gnutls_datum_t(data: kb.baseAddress, size: UInt32(kb.count))
+                    return gnutls_certificate_set_x509_key_mem(cred, &cd, &kd, GNUTLS_X509_FMT_PEM)
+                }
+            }
+            guard n == 0 else { throw QUICError("loading the client certificate: \(String(cString: gnutls_strerror(n)))") }
+        }
+        guard gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(cred)) == 0 else {
+            throw QUICError("setting credentials")
+        }
+        let name = config.serverName
+        let isIP = (try? SocketAddress(ipAddress: name, port: 0)) != nil
+        if !isIP && !name.isEmpty {
+            let n = Array(name.utf8)
+            _ = n.withUnsafeBufferPointer { gnutls_server_name_set(s, GNUTLS_NAME_DNS, $0.baseAddress, $0.count) }
+        }
+        if !config.insecureSkipVerify {
+            // GnuTLS checks the chain and the name (or IP address) during the handshake.
+            gnutls_session_set_verify_cert(s, name, 0)
+        }
+        try attach(s)
+    }
+
+    deinit {
+        releaseProtocolState()
+        if let credentials { gnutls_certificate_free_credentials(credentials) }
+    }
+
+    override func handshakeDidComplete() -> Int32 {
+        let rv = startHTTP3(server: false)
+        if rv == 0 { client.handshakeDone() }
+        return rv
+    }
+
+    override func headersReceived(_ stream: HTTP3Stream) {
+        stream.onHeaders?()
+    }
+}
