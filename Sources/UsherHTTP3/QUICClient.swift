@@ -52,9 +52,7 @@ public final class HTTP3ClientConnection: QUICDatagramSink, @unchecked Sendable 
                                on loop: any EventLoop) async throws -> HTTP3ClientConnection {
         let reader = ClientDatagramReader()
         let channel = try await DatagramBootstrap(group: loop)
-            .channelOption(.maxMessagesPerRead, value: 64)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
-            .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+            .quicSocketOptions(coalesced: true)
             .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(reader) } }
             .connect(to: address).get()
         let future: EventLoopFuture<HTTP3ClientConnection> = loop.flatSubmit {
@@ -114,9 +112,7 @@ public final class HTTP3ClientConnection: QUICDatagramSink, @unchecked Sendable 
     }
 
     fileprivate func receive(_ envelope: AddressedEnvelope<ByteBuffer>) {
-        envelope.data.withUnsafeReadableBytes { raw in
-            connection?.read(raw.bindMemory(to: UInt8.self), from: envelope.remoteAddress)
-        }
+        forEachDatagram(envelope) { connection?.read($0, from: envelope.remoteAddress) }
     }
 
     fileprivate func handshakeDone() {
@@ -127,11 +123,22 @@ public final class HTTP3ClientConnection: QUICDatagramSink, @unchecked Sendable 
     // MARK: QUICDatagramSink
 
     public var allocator: ByteBufferAllocator { channel.allocator }
-    func send(_ buffer: ByteBuffer, to remote: SocketAddress) {
-        channel.write(AddressedEnvelope(remoteAddress: remote, data: buffer), promise: nil)
+    func send(_ buffer: ByteBuffer, segmentSize: Int?, to remote: SocketAddress) {
+        let metadata = segmentSize.map { AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: $0) }
+        channel.write(AddressedEnvelope(remoteAddress: remote, data: buffer, metadata: metadata), promise: nil)
     }
     func flush() { channel.flush() }
     func register(_ cid: [UInt8], _ conn: QUICConnection) {}
+    private var owing = false
+    func writeAfterReads(_ conn: QUICConnection) { owing = true }
+
+    fileprivate func readBatchDone() {
+        if owing {
+            owing = false
+            connection?.readsDone()
+        }
+        flush()
+    }
     func forget(_ conn: QUICConnection) {
         guard connection === conn else { return }
         connection = nil
@@ -155,7 +162,7 @@ private final class ClientDatagramReader: ChannelInboundHandler, @unchecked Send
         client?.receive(unwrapInboundIn(data))
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { client?.flush() }
+    func channelReadComplete(context: ChannelHandlerContext) { client?.readBatchDone() }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // ECONNREFUSED from ICMP: nobody listens. The handshake times out, or the idle timer ends the connection.

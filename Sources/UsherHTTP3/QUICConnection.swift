@@ -2,6 +2,7 @@ import CNghttp3
 import CNgtcp2
 import Foundation
 import NIOCore
+import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -18,12 +19,15 @@ private func connection(_ userData: UnsafeMutableRawPointer?) -> QUICConnection?
 protocol QUICDatagramSink: AnyObject {
     var loop: any EventLoop { get }
     var allocator: ByteBufferAllocator { get }
-    func send(_ buffer: ByteBuffer, to remote: SocketAddress)
+    /// Sends one datagram, or several of `segmentSize` bytes each (the last may be shorter) through GSO.
+    func send(_ buffer: ByteBuffer, segmentSize: Int?, to remote: SocketAddress)
     func flush()
     /// A new connection ID of ours: packets carrying it belong to `conn`.
     func register(_ cid: [UInt8], _ conn: QUICConnection)
     /// The connection is closed.
     func forget(_ conn: QUICConnection)
+    /// Calls ``QUICConnection/readsDone()`` on `conn` once the current batch of reads is processed.
+    func writeAfterReads(_ conn: QUICConnection)
 }
 
 /// What server and client QUIC connections share: ngtcp2 state and its GnuTLS session, nghttp3 once the
@@ -45,6 +49,8 @@ class QUICConnection {
     let path = UnsafeMutablePointer<ngtcp2_path>.allocate(capacity: 1)
     private let connRef = UnsafeMutablePointer<ngtcp2_crypto_conn_ref>.allocate(capacity: 1)
     private var timer: Scheduled<Void>?
+    /// When `timer` fires (ngtcp2's clock).
+    private var timerDeadline: UInt64 = .max
     /// nghttp3, bound once the handshake is done.
     var h3Connection: NGHTTP3Connection?
     var h3: OpaquePointer? { h3Connection?.conn }
@@ -61,6 +67,8 @@ class QUICConnection {
     fileprivate var splicedAccepted = false
     fileprivate var splicedOriginalLength = 0
     private var writeScheduled = false
+    /// Registered with the sink to write at the end of the read batch.
+    private var pendingWrite = false
     private(set) var closed = false
     /// Draining (the peer closed): nothing more is sent; the connection is forgotten after 3 PTO.
     private var draining = false
@@ -72,6 +80,10 @@ class QUICConnection {
     var isServer = true
     /// Request streams the peer may open (server side).
     var maxPeerBidiStreams: UInt64 = 100
+    /// Packets written but not yet handed to the socket (one GSO write), their size and count.
+    private var batch: ByteBuffer?
+    private var batchSegment = 0
+    private var batchCount = 0
     /// Reused for every packet this connection writes.
     private var packet = [UInt8](repeating: 0, count: 1452)
 
@@ -253,7 +265,11 @@ class QUICConnection {
         let rv = usher_ngtcp2_conn_read_pkt(conn, path, &pi, bytes.baseAddress, bytes.count, quicTimestamp())
         switch rv {
         case 0:
-            writePackets()
+            // Answer once per read batch (acknowledgements for several packets at once).
+            if !pendingWrite {
+                pendingWrite = true
+                sink.writeAfterReads(self)
+            }
         case NGTCP2_ERR_DRAINING:
             startDraining()
         case NGTCP2_ERR_DROP_CONN:
@@ -261,6 +277,12 @@ class QUICConnection {
         default:
             close(sendingClose: true, error: rv)
         }
+    }
+
+    /// The read batch is over: write what the packets called for.
+    func readsDone() {
+        pendingWrite = false
+        writePackets()
     }
 
     /// Writes soon, once for everything queued until then.
@@ -284,7 +306,11 @@ class QUICConnection {
         ngtcp2_path_storage_zero(&ps)
         var pi = ngtcp2_pkt_info()
         var vecs = [nghttp3_vec](repeating: nghttp3_vec(), count: 16)
-        while true {
+        // Pacing: at most a send quantum now; ngtcp2's expiry brings us back for the rest.
+        let quantum = max(1, min(ngtcp2_conn_get_send_quantum(conn) / packet.count, 64))
+        var written = 0
+        defer { ngtcp2_conn_update_pkt_tx_time(conn, quicTimestamp()) }
+        while written < quantum {
             var streamID: Int64 = -1
             var fin: Int32 = 0
             var count = 0
@@ -353,7 +379,9 @@ class QUICConnection {
             guard recordWritten(streamID, accepted, originalLength) else { return }
             if n == 0 { break }
             emit(Int(n))
+            written += 1
         }
+        sendBatch()
         armTimer()
     }
 
@@ -368,12 +396,33 @@ class QUICConnection {
         return true
     }
 
-    /// Sends the first `length` bytes of ``packet`` (flushed by the caller or the end of the read batch).
+    /// Queues the first `length` bytes of ``packet``. Packets of one size go out together as one GSO write (the
+    /// kernel cuts them apart): a write per packet is most of the cost of sending otherwise. A shorter packet ends
+    /// a batch; ``sendBatch()`` sends what is queued.
     private func emit(_ length: Int) {
-        var buf = sink.allocator.buffer(capacity: length)
-        _ = packet.withUnsafeBufferPointer { buf.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[0..<length])) }
-        sink.send(buf, to: remote)
+        let canJoin = batch != nil && batchCount < Self.maxSegments && length <= batchSegment
+        if !canJoin {
+            sendBatch()
+            batch = sink.allocator.buffer(capacity: Self.useGSO ? length * Self.maxSegments : length)
+            batchSegment = length
+        }
+        _ = packet.withUnsafeBufferPointer { batch!.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[0..<length])) }
+        batchCount += 1
+        if length < batchSegment || !Self.useGSO { sendBatch() }
     }
+
+    /// Sends the queued packets (flushed by the caller or at the end of the read batch).
+    func sendBatch() {
+        guard let b = batch else { return }
+        sink.send(b, segmentSize: batchCount > 1 ? batchSegment : nil, to: remote)
+        batch = nil
+        batchCount = 0
+    }
+
+    /// Whether the kernel cuts a write into datagrams for us (Linux UDP GSO).
+    static let useGSO = System.supportsUDPSegmentationOffload
+    /// Packets per GSO write.
+    static let maxSegments = 32
 
     /// How many of nghttp3's bytes ngtcp2 took: all of them when the whole spliced SETTINGS chunk went out; a
     /// partly accepted spliced chunk cannot be mapped back (`nil`).
@@ -627,6 +676,7 @@ class QUICConnection {
             }
             if n > 0 {
                 emit(Int(n))
+                sendBatch()
                 sink.flush()
             }
         }
@@ -640,14 +690,24 @@ class QUICConnection {
 
     private func armTimer() {
         guard let conn else { return }
-        timer?.cancel()
         let expiry = ngtcp2_conn_get_expiry(conn)
-        guard expiry != UInt64.max else { return }
+        guard expiry != UInt64.max else {
+            timer?.cancel()
+            timer = nil
+            return
+        }
+        // A timer due no later is set already: when it fires, ngtcp2 says what is due and it is set again. Saves
+        // rescheduling on every write.
+        if timer != nil && timerDeadline <= expiry { return }
+        timer?.cancel()
+        timerDeadline = expiry
         let now = quicTimestamp()
         let wait = expiry > now ? Int64(expiry - now) : 0
-        let bound = NIOLoopBound(Unmanaged.passUnretained(self), eventLoop: sink.loop)
+        // Strong: a timer already due in this loop tick runs even if cancelled after the connection is gone.
+        let bound = NIOLoopBound(self, eventLoop: sink.loop)
         timer = sink.loop.scheduleTask(in: .nanoseconds(wait)) {
-            let c = bound.value.takeUnretainedValue()
+            let c = bound.value
+            c.timer = nil
             guard let conn = c.conn, !c.closed else { return }
             let rv = ngtcp2_conn_handle_expiry(conn, quicTimestamp())
             if rv == NGTCP2_ERR_IDLE_CLOSE {
@@ -658,6 +718,44 @@ class QUICConnection {
                 c.writePackets()
                 c.sink.flush()
             }
+        }
+    }
+}
+
+extension DatagramBootstrap {
+    /// Socket options for QUIC: big buffers, and with `coalesced` the kernel's receive offload (GRO), which hands
+    /// over runs of datagrams from one sender as one read (``forEachDatagram(_:_:)`` cuts them apart again).
+    func quicSocketOptions(coalesced: Bool) -> DatagramBootstrap {
+        let gro = coalesced && System.supportsUDPReceiveOffload
+        var b = self
+            .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+            .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
+            .channelOption(.maxMessagesPerRead, value: 64)
+        if gro {
+            b = b.channelOption(.datagramReceiveOffload, value: true)
+                .channelOption(.datagramReceiveSegmentSize, value: true)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65536))
+        } else {
+            b = b.channelOption(.datagramVectorReadMessageCount, value: 16)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048 * 16))
+        }
+        return b
+    }
+}
+
+/// Calls `body` with each datagram of `envelope`: one, or several of the reported segment size after GRO.
+func forEachDatagram(_ envelope: AddressedEnvelope<ByteBuffer>, _ body: (UnsafeBufferPointer<UInt8>) -> Void) {
+    envelope.data.withUnsafeReadableBytes { raw in
+        let all = raw.bindMemory(to: UInt8.self)
+        guard let size = envelope.metadata?.segmentSize, size > 0, size < all.count else {
+            body(all)
+            return
+        }
+        var offset = 0
+        while offset < all.count {
+            let end = min(offset + size, all.count)
+            body(UnsafeBufferPointer(rebasing: all[offset..<end]))
+            offset = end
         }
     }
 }

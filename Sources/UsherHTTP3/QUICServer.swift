@@ -146,8 +146,7 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
         let endpoint = self
         let ch = try await DatagramBootstrap(group: loop)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelOption(.maxMessagesPerRead, value: 64)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
+            .quicSocketOptions(coalesced: false)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(DatagramReader(endpoint: endpoint)) }
             }
@@ -193,8 +192,7 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
 
     fileprivate func receive(_ envelope: AddressedEnvelope<ByteBuffer>) {
         guard let channel else { return }
-        envelope.data.withUnsafeReadableBytes { raw in
-            let bytes = raw.bindMemory(to: UInt8.self)
+        forEachDatagram(envelope) { bytes in
             var vc = ngtcp2_version_cid()
             guard ngtcp2_pkt_decode_version_cid(&vc, bytes.baseAddress, bytes.count, 18) == 0 else { return }
             let dcid = Array(UnsafeBufferPointer(start: vc.dcid, count: vc.dcidlen))
@@ -214,11 +212,24 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
         }
     }
 
-    func send(_ buffer: ByteBuffer, to remote: SocketAddress) {
-        channel?.write(AddressedEnvelope(remoteAddress: remote, data: buffer), promise: nil)
+    func send(_ buffer: ByteBuffer, segmentSize: Int?, to remote: SocketAddress) {
+        let metadata = segmentSize.map { AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: $0) }
+        channel?.write(AddressedEnvelope(remoteAddress: remote, data: buffer, metadata: metadata), promise: nil)
     }
 
     func flush() { channel?.flush() }
+
+    /// Connections that read packets in the current batch and owe an answer.
+    private var owing: [QUICConnection] = []
+
+    func writeAfterReads(_ conn: QUICConnection) { owing.append(conn) }
+
+    fileprivate func readBatchDone() {
+        let due = owing
+        owing = []
+        for c in due { c.readsDone() }
+        flush()
+    }
 
     var allocator: ByteBufferAllocator { channel?.allocator ?? ByteBufferAllocator() }
 
@@ -244,7 +255,7 @@ private final class DatagramReader: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        endpoint.flush()
+        endpoint.readBatchDone()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
