@@ -119,7 +119,7 @@ let package = Package(
         .target(
             name: "UsherReverseProxy",
             dependencies: [
-                "CUsherSystem", "UsherCore", "UsherHTTP", "UsherHandlers", "UsherTLS",
+                "CUsherSystem", "UsherCore", "UsherHTTP", "UsherHTTP3", "UsherHandlers", "UsherTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -228,7 +228,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["usher", "usher-test"],
+            dependencies: ["usher", "usher-test", "h3load"],
             path: "IntegrationTests/Tests",
             swiftSettings: swiftSettings
         ),

@@ -203,3 +203,126 @@ func fnvOfX(_ count: Int) -> String {
     for _ in 0..<count { h = (h ^ 0x78) &* 0x100_0000_01b3 }
     return String(h, radix: 16)
 }
+
+/// The `h3load` binary next to the test binaries.
+var h3loadBinary: String { URL(fileURLWithPath: usherBinary).deletingLastPathComponent().appendingPathComponent("h3load").path }
+
+/// Runs h3load with `args` (JSON output) and decodes its summary.
+func h3load(_ args: [String]) throws -> [String: Any] {
+    let r = try runCommand(h3loadBinary, ["--json"] + args, timeout: 60)
+    guard r.status == 0, let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
+        throw TestFailure("h3load \(args): status \(r.status): \(r.stdout) \(r.stderr.suffix(1500))")
+    }
+    return o
+}
+
+@Suite("HTTP/3 client: h3load and reverse_proxy versions [\"3\"] against Caddy 2.6.2, Caddy 2.11.7 and aioquic", .serialized)
+struct HTTP3ClientTests {
+    /// A Caddy (`binary`) serving HTTPS and HTTP/3 on 127.0.0.1 with the a.test certificate, answering
+    /// `caddy PROTO URI`; waits until its UDP socket is bound too.
+    static func caddy(_ binary: String, _ pki: TestPKI) throws -> Backend {
+        let port = freePort()
+        let dir = pki.dir.appendingPathComponent("caddy-\(port)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let config = """
+            {"admin": {"disabled": true}, "storage": {"module": "file_system", "root": "\(dir.path)"},
+             "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"], "tls_connection_policies": [{}],
+               "routes": [{"handle": [{"handler": "static_response", "body": "caddy {http.request.proto} {http.request.uri}"}]}]}}},
+               "tls": {"certificates": {"load_files": [{"certificate": "\(pki.path("a.crt"))", "key": "\(pki.path("a.key"))"}]}}}}
+            """
+        let file = dir.appendingPathComponent("caddy.json")
+        try config.write(to: file, atomically: true, encoding: .utf8)
+        let b = try Backend(binary, ["run", "--config", file.path], port: port, cwd: dir)
+        let deadline = Date().addingTimeInterval(10)
+        while try !udpBound(port), Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        return b
+    }
+
+    /// The aioquic server of `h3_server.py`, with the a.test certificate.
+    static func aioquic(_ pki: TestPKI) throws -> Backend {
+        let port = freePort()
+        let script = packageRoot.appendingPathComponent("IntegrationTests/interop/h3_server.py").path
+        return try Backend(venvPython, [script, String(port), pki.path("a.crt"), pki.path("a.key")], port: port, udp: true)
+    }
+
+    @Test("h3load (usher's QUIC client) against Caddy 2.6.2 and 2.11.7: 400 GETs on 4 connections × 10 streams, every one 200")
+    func loadAgainstCaddy() throws {
+        let pki = try TestPKI()
+        for binary in ["/usr/bin/caddy", packageRoot.appendingPathComponent(".venv/bin/caddy").path] {
+            let caddy = try Self.caddy(binary, pki)
+            defer { caddy.stop() }
+            let r = try h3load(["-k", "--sni", "a.test", "-n", "400", "-c", "4", "-m", "10", "https://127.0.0.1:\(caddy.port)/x"])
+            #expect(r["succeeded"] as? Int == 400, "\(binary): \(r)")
+            #expect(r["errored"] as? Int == 0)
+            #expect(r["bytes"] as? Int == 400 * "caddy HTTP/3.0 /x".utf8.count, "\(binary): \(r)")
+        }
+    }
+
+    @Test("reverse_proxy with versions [\"3\"]: to Caddy 2.6.2 and 2.11.7 (GET), to aioquic (POST 1 MiB, fields both ways)")
+    func proxy() throws {
+        let pki = try TestPKI()
+        let caddy26 = try Self.caddy("/usr/bin/caddy", pki)
+        defer { caddy26.stop() }
+        let caddy211 = try Self.caddy(packageRoot.appendingPathComponent(".venv/bin/caddy").path, pki)
+        defer { caddy211.stop() }
+        let aioquic = try Self.aioquic(pki)
+        defer { aioquic.stop() }
+        let port = freePort()
+        func route(_ path: String, _ upstream: Int, verify: Bool) -> String {
+            let tls = verify ? #"{"root_ca_pem_files": ["\#(pki.path("a.crt"))"], "server_name": "a.test"}"# : #"{"insecure_skip_verify": true, "server_name": "a.test"}"#
+            return """
+                {"match": [{"path": ["\(path)*"]}], "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(upstream)"}],
+                  "transport": {"protocol": "http", "versions": ["3"], "tls": \(tls)}}]}
+                """
+        }
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [\(route("/c26", caddy26.port, verify: true)), \(route("/c211", caddy211.port, verify: false)),
+                         \(route("/aio", aioquic.port, verify: true))]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        let a = try curl(["http://127.0.0.1:\(port)/c26/one?x=1"])
+        #expect(a.status == 200)
+        #expect(a.body == "caddy HTTP/3.0 /c26/one?x=1", "\(a.body) \(s.log.suffix(1500))")
+        #expect(a.header("via") == "3.0 Usher")
+        let b = try curl(["http://127.0.0.1:\(port)/c211/two"])
+        #expect(b.body == "caddy HTTP/3.0 /c211/two", "\(b.body) \(s.log.suffix(1500))")
+        let upload = pki.dir.appendingPathComponent("one-mib")
+        try Data(repeating: 0x61, count: 1 << 20).write(to: upload)
+        let c = try curl(["-H", "X-Echo-Token: t123", "--data-binary", "@\(upload.path)", "http://127.0.0.1:\(port)/aio/post?size=300000"])
+        #expect(c.status == 200)
+        #expect(c.header("x-served-by") == "aioquic")
+        #expect(c.header("x-echo-token") == "t123")
+        #expect(c.body.hasPrefix("aioquic POST /aio/post?size=300000 1048576y"), "\(c.body.prefix(80)) \(s.log.suffix(1500))")
+        #expect(c.body.utf8.count == "aioquic POST /aio/post?size=300000 1048576".utf8.count + 300000)
+        // A certificate the transport does not trust: no connection, 502.
+        let s2port = freePort()
+        let s2 = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(s2port)"],
+              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(caddy211.port)"}],
+                "transport": {"protocol": "http", "versions": ["3"], "tls": {"server_name": "a.test"}}}]}]}}}}}
+            """, waitPort: s2port)
+        defer { s2.stop() }
+        #expect(try curl(["http://127.0.0.1:\(s2port)/"]).status == 502)
+    }
+
+    @Test("versions [\"3\"] must stand alone and needs tls: bad configs are refused with the JSON path")
+    func configErrors() throws {
+        for (transport, message) in [
+            (#"{"protocol": "http", "versions": ["3", "2"], "tls": {}}"#, "no other HTTP versions"),
+            (#"{"protocol": "http", "versions": ["3"]}"#, "needs tls"),
+        ] {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-h3cfg-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let file = dir.appendingPathComponent("c.json")
+            try """
+                {"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(freePort())"], "routes": [{"handle": [
+                  {"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:1"}], "transport": \(transport)}]}]}}}}}
+                """.write(to: file, atomically: true, encoding: .utf8)
+            let r = try runCommand(usherBinary, ["validate", "--config", file.path])
+            #expect(r.status != 0)
+            #expect((r.stdout + r.stderr).contains(message), "\(r.stdout) \(r.stderr)")
+            #expect((r.stdout + r.stderr).contains("transport"), "\(r.stdout) \(r.stderr)")
+        }
+    }
+}

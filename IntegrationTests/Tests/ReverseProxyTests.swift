@@ -6,7 +6,8 @@ final class Backend: @unchecked Sendable {
     let process = Process()
     let port: Int
 
-    init(_ executable: String, _ args: [String], port: Int, cwd: URL? = nil) throws {
+    /// Starts `executable` and waits until it listens on TCP `port` (`udp`: until a UDP socket is bound there).
+    init(_ executable: String, _ args: [String], port: Int, cwd: URL? = nil, udp: Bool = false) throws {
         self.port = port
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = args
@@ -14,9 +15,10 @@ final class Backend: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
+        let listening = { udp ? ((try? udpBound(port)) ?? false) : portOpen(port) }
         let deadline = Date().addingTimeInterval(15)
-        while !portOpen(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        guard portOpen(port) else { throw TestFailure("\(executable) did not listen on \(port)") }
+        while !listening() && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        guard listening() else { throw TestFailure("\(executable) did not listen on \(port)") }
     }
 
     /// `python3 -m http.server` serving a folder holding `index.html` with `text`.

@@ -173,6 +173,7 @@ private final class ClientDatagramReader: ChannelInboundHandler, @unchecked Send
 final class QUICClientConnection: QUICConnection {
     unowned let client: HTTP3ClientConnection
     private var credentials: gnutls_certificate_credentials_t?
+    private var verifyName: UnsafeMutablePointer<CChar>?
 
     init(client: HTTP3ClientConnection, local: SocketAddress, remote: SocketAddress, configuration config: HTTP3ClientConfiguration) throws {
         self.client = client
@@ -252,8 +253,10 @@ final class QUICClientConnection: QUICConnection {
             _ = n.withUnsafeBufferPointer { gnutls_server_name_set(s, GNUTLS_NAME_DNS, $0.baseAddress, $0.count) }
         }
         if !config.insecureSkipVerify {
-            // GnuTLS checks the chain and the name (or IP address) during the handshake.
-            gnutls_session_set_verify_cert(s, name, 0)
+            // GnuTLS checks the chain and the name (or IP address) during the handshake; it keeps the pointer, so
+            // the name lives as long as the session.
+            verifyName = strdup(name)
+            gnutls_session_set_verify_cert(s, verifyName, 0)
         }
         try attach(s)
     }
@@ -261,6 +264,7 @@ final class QUICClientConnection: QUICConnection {
     deinit {
         releaseProtocolState()
         if let credentials { gnutls_certificate_free_credentials(credentials) }
+        free(verifyName)
     }
 
     override func handshakeDidComplete() -> Int32 {

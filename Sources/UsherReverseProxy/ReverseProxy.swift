@@ -298,7 +298,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         if connections.transport.proxyProtocol != nil, let peer = request.remoteAddress, peer.ipAddress != nil {
             dialKey = peer.hostPortString + "->" + upstream.address
         }
-        var conn: UpstreamConnection
+        var conn: any UpstreamExchange
         var reused: Bool
         do {
             (conn, reused) = try await connections.acquire(dialKey, on: loop, upgrade: upgrade != nil)
@@ -433,7 +433,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     /// `Server`), then the body, flushed per write when it streams; the connection goes back to the pool if the
     /// body ended cleanly.
     func copyResponse(_ request: Request, _ writer: any ResponseWriter, head first: HTTPResponseHead,
-                      status: HTTPResponseStatus, headers upstreamHeaders: HTTPHeaders, connection conn: UpstreamConnection,
+                      status: HTTPResponseStatus, headers upstreamHeaders: HTTPHeaders, connection conn: any UpstreamExchange,
                       reusable: Bool, connections: ConnectionPool, loop: any EventLoop) async throws {
         var responseHeaders = upstreamHeaders
         if let r = headers?.response, let ops = r.ops,
@@ -488,7 +488,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
 
     /// The upstream agreed to switch protocols: answer the client (101, or 200 to an HTTP/2 extended CONNECT),
     /// then bridge bytes both ways until either side closes. The tunnel counts as a request in flight meanwhile.
-    private func switchProtocols(_ request: Request, _ writer: any ResponseWriter, conn: UpstreamConnection,
+    private func switchProtocols(_ request: Request, _ writer: any ResponseWriter, conn: any UpstreamExchange,
                                  upgrade: (type: String, extendedConnect: Bool), head: HTTPResponseHead,
                                  headers upstreamHeaders: HTTPHeaders, loop: any EventLoop) async throws {
         let switchedTo = head.headers.first(name: "Upgrade") ?? ""
@@ -563,7 +563,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     }
 
     /// The final response head, skipping interim (1xx) ones.
-    private func nextHead(_ conn: UpstreamConnection) async throws -> HTTPResponseHead? {
+    private func nextHead(_ conn: any UpstreamExchange) async throws -> HTTPResponseHead? {
         while let part = try await conn.next() {
             if case .head(let h) = part {
                 if h.status.code >= 100 && h.status.code < 200 && h.status != .switchingProtocols { continue }
@@ -774,14 +774,14 @@ final class PendingResponse {
     let handler: ReverseProxyHandler
     let head: HTTPResponseHead
     let headers: HTTPHeaders
-    let connection: UpstreamConnection
+    let connection: any UpstreamExchange
     let reusable: Bool
     let connections: ConnectionPool
     let loop: any EventLoop
     /// The body went to the client (or the connection was otherwise finished with).
     var copied = false
 
-    init(handler: ReverseProxyHandler, head: HTTPResponseHead, headers: HTTPHeaders, connection: UpstreamConnection,
+    init(handler: ReverseProxyHandler, head: HTTPResponseHead, headers: HTTPHeaders, connection: any UpstreamExchange,
          reusable: Bool, connections: ConnectionPool, loop: any EventLoop) {
         self.handler = handler
         self.head = head

@@ -90,10 +90,14 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
         }
         responseHeaderTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .responseHeaderTimeout)
         versions = try c.decodeIfPresent([String].self, forKey: .versions) ?? ["1.1", "2"]
-        for v in versions where !["1.1", "2", "h2c"].contains(v) {
-            throw c.error(.versions, "unsupported HTTP version \(v) (1.1, 2 and h2c are)")
+        for v in versions where !["1.1", "2", "h2c", "3"].contains(v) {
+            throw c.error(.versions, "unsupported HTTP version \(v) (1.1, 2, h2c and 3 are)")
         }
         if versions.isEmpty { throw c.error(.versions, "no HTTP versions listed") }
+        // As in Caddy: HTTP/3 to an upstream is all or nothing, and needs TLS.
+        if versions.contains("3") && versions.count > 1 {
+            throw c.error(.versions, "if HTTP/3 is enabled to the upstream, no other HTTP versions are supported")
+        }
         // Buffer sizes and the other tuning knobs of Go's transport have no equivalent to set here.
         _ = try c.decodeIfPresent(Int.self, forKey: .readBuffer)
         _ = try c.decodeIfPresent(Int.self, forKey: .writeBuffer)
@@ -114,6 +118,9 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
+        if versions == ["3"] && tls == nil {
+            throw ConfigError("versions [\"3\"] needs tls: HTTP/3 runs over QUIC, which is always encrypted")
+        }
         try await tls?.provision(context)
         var alpn: [String] = []
         if versions.contains("2") { alpn.append("h2") }
@@ -156,6 +163,26 @@ struct UpstreamError: Error, CustomStringConvertible {
     /// The failure was a timeout (the client gets 504 rather than 502).
     var timedOut = false
 }
+
+/// One request/response exchange with an upstream, as the proxy drives it: request parts out, response parts in.
+/// An HTTP/1.1 connection, an HTTP/2 stream (through NIO's codec) or an HTTP/3 stream. Calls happen on the loop of
+/// the request.
+protocol UpstreamExchange: AnyObject {
+    /// The next response part; `nil` after the end.
+    func next() async throws -> HTTPClientResponsePart?
+    /// Sends a request part, waiting while the upstream cannot take more.
+    func write(_ part: HTTPClientRequestPart, flush: Bool) async throws
+    /// Abandons the exchange (the connection for HTTP/1.1, the stream otherwise).
+    func close()
+    /// The response head did not come in time: fail the exchange.
+    func timeOut()
+    /// Whether a timeout ended the exchange.
+    var timedOut: Bool { get }
+    /// After a `101`: the raw byte tunnel (HTTP/1.1 only).
+    func becomeTunnel() throws -> UpstreamTunnel
+}
+
+extension UpstreamConnection: UpstreamExchange {}
 
 /// One HTTP/1.1 connection to an upstream, used by one request at a time. Reads only on demand (auto-read is off),
 /// so a slow client slows the upstream instead of filling memory. Every call happens on the channel's loop.
@@ -443,6 +470,7 @@ final class ConnectionPool: Sendable {
 
     init(transport: HTTPTransport) {
         self.transport = transport
+        http3 = HTTP3UpstreamPool(transport: transport)
         limiter = transport.maxConnsPerHost > 0 ? ConnectionLimiter(max: transport.maxConnsPerHost) : nil
         idleTimeout = transport.idleTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .minutes(2)
     }
@@ -450,10 +478,15 @@ final class ConnectionPool: Sendable {
     /// HTTP/2 connections by event loop and address (a connecting one is a future the next requests share);
     /// a `nil` result means the upstream chose HTTP/1.1 by ALPN.
     private let http2 = Mutex<[ObjectIdentifier: [String: EventLoopFuture<HTTP2Upstream?>]]>([:])
+    /// HTTP/3 connections (`versions ["3"]`).
+    let http3: HTTP3UpstreamPool
 
     /// A connection (or HTTP/2 stream) to `address` on `loop`: an idle one if there is one (`reused`), else a new
     /// one. `upgrade`: the request switches protocols, which only HTTP/1.1 can carry.
-    func acquire(_ address: String, on loop: any EventLoop, upgrade: Bool = false) async throws -> (UpstreamConnection, reused: Bool) {
+    func acquire(_ address: String, on loop: any EventLoop, upgrade: Bool = false) async throws -> (any UpstreamExchange, reused: Bool) {
+        if transport.versions == ["3"] {
+            return try await http3.stream(address, on: loop)
+        }
         if !upgrade, transport.offersHTTP2(toTLS: transport.usesTLS(port: Self.port(of: address))) {
             if let stream = try await http2Stream(address, on: loop) { return stream }
         }
@@ -563,8 +596,13 @@ final class ConnectionPool: Sendable {
         if let victim { victim.loop.execute { victim.connection.close() } }
     }
 
-    /// Parks a connection whose exchange completed cleanly; otherwise closes it. An HTTP/2 stream just ends.
-    func release(_ connection: UpstreamConnection, reusable: Bool, loop: any EventLoop) {
+    /// Parks a connection whose exchange completed cleanly; otherwise closes it. An HTTP/2 or HTTP/3 stream just
+    /// ends.
+    func release(_ exchange: any UpstreamExchange, reusable: Bool, loop: any EventLoop) {
+        guard let connection = exchange as? UpstreamConnection else {
+            if !reusable { exchange.close() }
+            return
+        }
         // Under max_conns_per_host a waiting request needs the slot more than the pool needs another idle connection.
         let wanted = limiter?.hasWaiters(connection.address) ?? false
         guard reusable, transport.keepAlive, connection.reusable, !connection.isStream, !wanted else {
@@ -611,8 +649,9 @@ final class ConnectionPool: Sendable {
         if again { scheduleSweep(on: loop) }
     }
 
-    /// Closes every idle connection and the HTTP/2 connections (the handler is being unloaded).
+    /// Closes every idle connection and the HTTP/2 and HTTP/3 connections (the handler is being unloaded).
     func closeAll() {
+        http3.closeAll()
         let all = idle.withLock { d -> [PooledConnection] in
             let v = d.values.flatMap { $0.byAddress.values.flatMap { $0 } }
             d.removeAll()
