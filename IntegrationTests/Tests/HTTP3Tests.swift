@@ -165,6 +165,31 @@ struct HTTP3Tests {
         #expect(try h3Request(port: port, "/?size=10").first?["length"] as? Int == 10)
     }
 
+    @Test("Initial floods: past 64 pending handshakes genuine Initials get Retry; bogus ones leave nothing; real clients are served, memory stays bounded")
+    func initialFlood() throws {
+        let pki = try TestPKI()
+        let port = freePort()
+        let s = try UsherProcess(config: try Self.config(pki, port: port, routes: #"[{"handle": [{"handler": "static_response", "body": "still here"}]}]"#),
+                                 waitPort: port)
+        defer { s.stop() }
+        _ = try h3Request(port: port, "/")
+        let idle = residentKiB(s.pid)
+        let script = packageRoot.appendingPathComponent("IntegrationTests/interop/quic_flood.py").path
+        // 20,000 undecryptable Initials: dropped without an answer, and without keeping state (no Retry needed).
+        let bogus = try runCommand(venvPython, [script, String(port), "20000", "--bogus"], timeout: 60)
+        let bogusResult = try JSONSerialization.jsonObject(with: Data(bogus.stdout.utf8)) as? [String: Int] ?? [:]
+        #expect(bogusResult["sent"] == 20000 && bogusResult["replies"] == 0, "\(bogus.stdout) \(bogus.stderr.suffix(500))")
+        // 2,000 real ClientHellos (aioquic) that never finish: the first 64 start handshakes, the rest get Retry.
+        let flood = try runCommand(venvPython, [script, String(port), "2000", "--sni", "a.test"], timeout: 60)
+        let result = try JSONSerialization.jsonObject(with: Data(flood.stdout.utf8)) as? [String: Int] ?? [:]
+        #expect((result["retries"] ?? 0) >= 2000 - 64 - 16, "\(flood.stdout) \(flood.stderr.suffix(500))")
+        let served = try h3Request(port: port, "/", ["--count", "5"])
+        #expect(served.count == 5 && served.allSatisfy { $0["head"] as? String == "still here" })
+        let after = residentKiB(s.pid)
+        #expect(after < idle + 32 * 1024, "idle \(idle) KiB, after the floods \(after) KiB")
+        #expect(try curl(["-k", "--resolve", "a.test:\(port):127.0.0.1", "https://a.test:\(port)/"]).body == "still here")
+    }
+
     @Test("a reload that moves the server lets a slow HTTP/3 response finish, then closes the old UDP socket")
     func gracefulReload() throws {
         let pki = try TestPKI()

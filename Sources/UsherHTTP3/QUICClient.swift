@@ -129,6 +129,9 @@ public final class HTTP3ClientConnection: QUICDatagramSink, @unchecked Sendable 
     }
     func flush() { channel.flush() }
     func register(_ cid: [UInt8], _ conn: QUICConnection) {}
+    func statelessResetToken(for cid: [UInt8]) -> [UInt8] {
+        (0..<Int(NGTCP2_STATELESS_RESET_TOKENLEN)).map { _ in UInt8.random(in: 0...255) }
+    }
     private var owing = false
     func writeAfterReads(_ conn: QUICConnection) { owing = true }
 
@@ -268,6 +271,7 @@ final class QUICClientConnection: QUICConnection {
     }
 
     override func handshakeDidComplete() -> Int32 {
+        handshakeDone = true
         let rv = startHTTP3(server: false)
         if rv == 0 { client.handshakeDone() }
         return rv

@@ -28,6 +28,8 @@ protocol QUICDatagramSink: AnyObject {
     func forget(_ conn: QUICConnection)
     /// Calls ``QUICConnection/readsDone()`` on `conn` once the current batch of reads is processed.
     func writeAfterReads(_ conn: QUICConnection)
+    /// The stateless reset token announced with connection ID `cid`.
+    func statelessResetToken(for cid: [UInt8]) -> [UInt8]
 }
 
 /// What server and client QUIC connections share: ngtcp2 state and its GnuTLS session, nghttp3 once the
@@ -76,6 +78,8 @@ class QUICConnection {
     var shuttingDown = false
     /// The peer sent GOAWAY.
     var goawayReceived = false
+    /// The handshake completed.
+    var handshakeDone = false
     /// This side is the server (it grants the peer request streams).
     var isServer = true
     /// Request streams the peer may open (server side).
@@ -130,7 +134,8 @@ class QUICConnection {
             guard let cid, let token, let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
             let bytes = (0..<cidlen).map { _ in UInt8.random(in: 0...255) }
             bytes.withUnsafeBufferPointer { ngtcp2_cid_init(cid, $0.baseAddress, $0.count) }
-            for i in 0..<Int(NGTCP2_STATELESS_RESET_TOKENLEN) { token[i] = UInt8.random(in: 0...255) }
+            let reset = me.sink.statelessResetToken(for: bytes)
+            for i in 0..<Int(NGTCP2_STATELESS_RESET_TOKENLEN) { token[i] = reset[i] }
             me.sink.register(bytes, me)
             return 0
         }

@@ -80,6 +80,11 @@ public struct HTTP3ServerConfiguration: Sendable {
     public var idleTimeout: TimeAmount = .seconds(30)
     /// Request streams a client may have open at once. Default: 100.
     public var maxConcurrentStreams = 100
+    /// Handshakes under way above which new clients must first echo a Retry token (address validation, so a
+    /// flood of spoofed Initials costs no state). 0: always. Default: 64.
+    public var retryThreshold = 64
+    /// How long a handshake may take before the connection is dropped. Default: 10 s.
+    public var handshakeTimeout: TimeAmount = .seconds(10)
 
     public init(credentials: @escaping @Sendable (_ serverName: String?, _ local: SocketAddress, _ remote: SocketAddress) -> QUICCredentials?,
                 onRequest: (@Sendable (HTTP3Stream) -> Void)? = nil) {
@@ -194,22 +199,110 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
         guard let channel else { return }
         forEachDatagram(envelope) { bytes in
             var vc = ngtcp2_version_cid()
-            guard ngtcp2_pkt_decode_version_cid(&vc, bytes.baseAddress, bytes.count, 18) == 0 else { return }
+            let rv = ngtcp2_pkt_decode_version_cid(&vc, bytes.baseAddress, bytes.count, 18)
+            if rv == NGTCP2_ERR_VERSION_NEGOTIATION {
+                sendVersionNegotiation(vc, to: envelope.remoteAddress)
+                return
+            }
+            guard rv == 0 else { return }
             let dcid = Array(UnsafeBufferPointer(start: vc.dcid, count: vc.dcidlen))
             if let conn = connections[dcid] {
                 conn.read(bytes, from: envelope.remoteAddress)
                 return
             }
+            if bytes[0] & 0x80 == 0 {
+                // A short-header packet for a connection we do not know (lost state, or long gone).
+                sendStatelessReset(dcid: dcid, triggerLength: bytes.count, to: envelope.remoteAddress)
+                return
+            }
             guard !shuttingDown else { return }
             var hd = ngtcp2_pkt_hd()
             guard ngtcp2_accept(&hd, bytes.baseAddress, bytes.count) == 0 else { return }
+            var retry: (odcid: ngtcp2_cid, scid: ngtcp2_cid)?
+            if hd.token.len > 0, hd.token.base[0] == UInt8(NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+                // The address is validated: the client echoed our Retry token.
+                var odcid = ngtcp2_cid()
+                let ok = envelope.remoteAddress.withSockAddr { sa, len in
+                    ngtcp2_crypto_verify_retry_token(&odcid, hd.token.base, hd.token.len, secret, secret.count, hd.version,
+                                                     sa, ngtcp2_socklen(len), &hd.dcid, 10 * 1_000_000_000, quicTimestamp())
+                }
+                guard ok == 0 else { return }
+                retry = (odcid, hd.dcid)
+            } else if pendingHandshakes >= configuration.retryThreshold {
+                // Too many handshakes under way: make the client prove its address before we keep any state.
+                sendRetry(hd, to: envelope.remoteAddress)
+                return
+            }
             guard let local = channel.localAddress,
-                  let conn = try? QUICServerConnection(endpoint: self, header: hd, local: local, remote: envelope.remoteAddress) else { return }
+                  let conn = try? QUICServerConnection(endpoint: self, header: hd, local: local, remote: envelope.remoteAddress,
+                                                       retry: retry) else { return }
             connections[dcid] = conn
             connections[conn.scid] = conn
             live[ObjectIdentifier(conn)] = conn
+            pendingHandshakes += 1
             conn.read(bytes, from: envelope.remoteAddress)
         }
+    }
+
+    /// Secret for Retry tokens and stateless reset tokens; new per endpoint (tokens do not outlive it).
+    let secret: [UInt8] = (0..<32).map { _ in UInt8.random(in: 0...255) }
+    /// Connections created whose handshake has not completed.
+    private var pendingHandshakes = 0
+    /// Retry packets sent (address validation under load).
+    public private(set) var retriesSent = 0
+
+    /// The stateless reset token for one of our connection IDs (RFC 9000 10.3.2: derived, so a reset can be sent
+    /// without the connection's state).
+    public func statelessResetToken(for cid: [UInt8]) -> [UInt8] {
+        var token = [UInt8](repeating: 0, count: Int(NGTCP2_STATELESS_RESET_TOKENLEN))
+        var c = ngtcp2_cid()
+        cid.withUnsafeBufferPointer { ngtcp2_cid_init(&c, $0.baseAddress, $0.count) }
+        _ = ngtcp2_crypto_generate_stateless_reset_token(&token, secret, secret.count, &c)
+        return token
+    }
+
+    private func sendDatagram(_ bytes: ArraySlice<UInt8>, to remote: SocketAddress) {
+        var buf = allocator.buffer(capacity: bytes.count)
+        buf.writeBytes(bytes)
+        send(buf, segmentSize: nil, to: remote)
+    }
+
+    private func sendVersionNegotiation(_ vc: ngtcp2_version_cid, to remote: SocketAddress) {
+        var out = [UInt8](repeating: 0, count: 256)
+        var versions: [UInt32] = [UInt32(NGTCP2_PROTO_VER_V1)]
+        let n = ngtcp2_pkt_write_version_negotiation(&out, out.count, UInt8.random(in: 0...255), vc.scid, vc.scidlen,
+                                                     vc.dcid, vc.dcidlen, &versions, versions.count)
+        if n > 0 { sendDatagram(out[0..<Int(n)], to: remote) }
+    }
+
+    private func sendStatelessReset(dcid: [UInt8], triggerLength: Int, to remote: SocketAddress) {
+        // Smaller than what triggered it, so two endpoints cannot loop; too small a trigger gets nothing.
+        let minimum = Int(NGTCP2_STATELESS_RESET_TOKENLEN) + Int(NGTCP2_MIN_STATELESS_RESET_RANDLEN) + 1
+        guard triggerLength > minimum, dcid.count > 0 else { return }
+        let length = min(triggerLength - 1, 43)
+        let random = (0..<(length - Int(NGTCP2_STATELESS_RESET_TOKENLEN))).map { _ in UInt8.random(in: 0...255) }
+        let token = statelessResetToken(for: dcid)
+        var out = [UInt8](repeating: 0, count: 64)
+        let n = ngtcp2_pkt_write_stateless_reset(&out, out.count, token, random, random.count)
+        if n > 0 { sendDatagram(out[0..<Int(n)], to: remote) }
+    }
+
+    private func sendRetry(_ hd: ngtcp2_pkt_hd, to remote: SocketAddress) {
+        var hd = hd
+        var scid = ngtcp2_cid()
+        let bytes = (0..<18).map { _ in UInt8.random(in: 0...255) }
+        bytes.withUnsafeBufferPointer { ngtcp2_cid_init(&scid, $0.baseAddress, $0.count) }
+        var token = [UInt8](repeating: 0, count: 256)
+        let tokenLength = remote.withSockAddr { sa, len in
+            ngtcp2_crypto_generate_retry_token(&token, secret, secret.count, hd.version, sa, ngtcp2_socklen(len), &scid,
+                                               &hd.dcid, quicTimestamp())
+        }
+        guard tokenLength > 0 else { return }
+        var out = [UInt8](repeating: 0, count: 512)
+        let n = ngtcp2_crypto_write_retry(&out, out.count, hd.version, &hd.scid, &scid, &hd.dcid, token, Int(tokenLength))
+        guard n > 0 else { return }
+        retriesSent += 1
+        sendDatagram(out[0..<Int(n)], to: remote)
     }
 
     func send(_ buffer: ByteBuffer, segmentSize: Int?, to remote: SocketAddress) {
@@ -235,10 +328,14 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
 
     func register(_ cid: [UInt8], _ conn: QUICConnection) { connections[cid] = conn }
 
-    func handshakeCompleted() { handshakesCompleted += 1 }
+    func handshakeCompleted() {
+        handshakesCompleted += 1
+        pendingHandshakes -= 1
+    }
 
     func forget(_ conn: QUICConnection) {
         guard live.removeValue(forKey: ObjectIdentifier(conn)) != nil else { return }
+        if !conn.handshakeDone { pendingHandshakes -= 1 }
         connections = connections.filter { $0.value !== conn }
         checkDrained()
     }
@@ -269,7 +366,9 @@ final class QUICServerConnection: QUICConnection {
     /// The credentials chosen for this handshake, alive as long as the session uses them.
     private var credentials: QUICCredentials?
 
-    init(endpoint: QUICServerEndpoint, header hd: ngtcp2_pkt_hd, local: SocketAddress, remote: SocketAddress) throws {
+    /// `retry`: the original destination CID and our Retry's source CID, when the client came back with a token.
+    init(endpoint: QUICServerEndpoint, header hd: ngtcp2_pkt_hd, local: SocketAddress, remote: SocketAddress,
+         retry: (odcid: ngtcp2_cid, scid: ngtcp2_cid)? = nil) throws {
         self.endpoint = endpoint
         super.init(sink: endpoint, local: local, remote: remote, extraSettings: endpoint.extraSettings)
         let config = endpoint.configuration
@@ -293,6 +392,13 @@ final class QUICServerConnection: QUICConnection {
         params.initial_max_streams_uni = 3
         params.max_idle_timeout = UInt64(max(config.idleTimeout.nanoseconds, 0))
         params.original_dcid = hd.dcid
+        if let retry {
+            params.original_dcid = retry.odcid
+            params.retry_scid = retry.scid
+            params.retry_scid_present = 1
+        }
+        settings.handshake_timeout = UInt64(max(config.handshakeTimeout.nanoseconds, 0))
+        settings.token = hd.token
         if endpoint.extraSettings.contains(where: { $0.id == HTTP3Codepoint.settingsH3Datagram && $0.value == 1 }) {
             // HTTP/3 datagrams need QUIC DATAGRAM frames (RFC 9297 section 2.1.1).
             params.max_datagram_frame_size = 65535
@@ -339,6 +445,7 @@ final class QUICServerConnection: QUICConnection {
     }
 
     override func handshakeDidComplete() -> Int32 {
+        handshakeDone = true
         endpoint.handshakeCompleted()
         return endpoint.configuration.onRequest == nil ? 0 : startHTTP3(server: true)
     }
