@@ -71,6 +71,8 @@ class QUICConnection {
     private var writeScheduled = false
     /// Registered with the sink to write at the end of the read batch.
     private var pendingWrite = false
+    /// Inside ngtcp2_conn_read_pkt (whose callbacks may queue writes).
+    private var reading = false
     private(set) var closed = false
     /// Draining (the peer closed): nothing more is sent; the connection is forgotten after 3 PTO.
     private var draining = false
@@ -267,7 +269,9 @@ class QUICConnection {
     func read(_ bytes: UnsafeBufferPointer<UInt8>, from remote: SocketAddress) {
         guard let conn, !closed, !draining else { return }
         var pi = ngtcp2_pkt_info()
+        reading = true
         let rv = usher_ngtcp2_conn_read_pkt(conn, path, &pi, bytes.baseAddress, bytes.count, quicTimestamp())
+        reading = false
         switch rv {
         case 0:
             // Answer once per read batch (acknowledgements for several packets at once).
@@ -290,9 +294,10 @@ class QUICConnection {
         writePackets()
     }
 
-    /// Writes soon, once for everything queued until then.
+    /// Writes soon, once for everything queued until then. Inside a read there is nothing to schedule: the
+    /// read is followed by a write anyway.
     func scheduleWrite() {
-        guard !writeScheduled, !closed else { return }
+        guard !writeScheduled, !closed, !reading, !pendingWrite else { return }
         writeScheduled = true
         let bound = NIOLoopBound(Unmanaged.passRetained(self), eventLoop: sink.loop)
         sink.loop.execute {
@@ -739,10 +744,10 @@ extension DatagramBootstrap {
         if gro {
             b = b.channelOption(.datagramReceiveOffload, value: true)
                 .channelOption(.datagramReceiveSegmentSize, value: true)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65536))
+                // Sized by what arrives: small datagrams (request/response traffic) do not get 64 KiB each.
+                .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: 16384, maximum: 65536))
         } else {
-            b = b.channelOption(.datagramVectorReadMessageCount, value: 16)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048 * 16))
+            b = b.channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
         }
         return b
     }

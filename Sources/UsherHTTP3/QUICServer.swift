@@ -312,17 +312,11 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
 
     func flush() { channel?.flush() }
 
-    /// Connections that read packets in the current batch and owe an answer.
-    private var owing: [QUICConnection] = []
+    /// A server answers each packet at once (batching answers per read delayed them under load); the socket is
+    /// flushed at the end of the read batch.
+    func writeAfterReads(_ conn: QUICConnection) { conn.readsDone() }
 
-    func writeAfterReads(_ conn: QUICConnection) { owing.append(conn) }
-
-    fileprivate func readBatchDone() {
-        let due = owing
-        owing = []
-        for c in due { c.readsDone() }
-        flush()
-    }
+    fileprivate func readBatchDone() { flush() }
 
     var allocator: ByteBufferAllocator { channel?.allocator ?? ByteBufferAllocator() }
 
