@@ -78,6 +78,20 @@ class QUICConnection {
     private var draining = false
     /// GOAWAY went out: close once no request stream is left.
     var shuttingDown = false
+    /// The extension that takes WebTransport streams and datagrams, if any (server: from the configuration).
+    var ext: (any HTTP3Extension)?
+    /// This connection as extensions see it.
+    private(set) lazy var handle = HTTP3ConnectionHandle(self)
+    /// Streams outside nghttp3, peer streams not yet classified (their first bytes), and peer streams known to be
+    /// plain HTTP/3. Used only with an extension.
+    var rawStreams: [Int64: HTTP3RawStream] = [:]
+    var undecided: [Int64: [UInt8]] = [:]
+    var plainStreams: Set<Int64> = []
+    /// The peer's control stream, read alongside nghttp3 for the settings nghttp3 does not expose.
+    var peerControl = PeerControlStream()
+    var peerControlStream: Int64 = -1
+    /// HTTP/3 datagrams to send.
+    private var outgoingDatagrams = CircularBuffer<[UInt8]>()
     /// The peer sent GOAWAY.
     var goawayReceived = false
     /// The handshake completed.
@@ -148,6 +162,9 @@ class QUICConnection {
         callbacks.recv_stream_data = { _, flags, streamID, _, data, len, userData, _ in
             guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
             guard let h3 = me.h3, let conn = me.conn else { return 0 }
+            if me.ext != nil {
+                return me.receiveClassified(streamID, data, len, fin: flags & NGTCP2_STREAM_DATA_FLAG_FIN != 0)
+            }
             let consumed = nghttp3_conn_read_stream(h3, streamID, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN != 0 ? 1 : 0)
             guard consumed >= 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
             // Credit goes back for framing nghttp3 consumed; body bytes are credited as the application takes
@@ -158,6 +175,10 @@ class QUICConnection {
         }
         callbacks.acked_stream_data_offset = { _, streamID, _, datalen, userData, _ in
             guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            if let raw = me.rawStreams[streamID] {
+                raw.acknowledged(Int(datalen))
+                return 0
+            }
             guard let h3 = me.h3 else { return 0 }
             var acked = datalen
             if streamID == me.controlStream && me.ackShift > 0 {
@@ -170,6 +191,15 @@ class QUICConnection {
         callbacks.stream_close = { _, flags, streamID, code, userData, _ in
             guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
             let appError = flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0 ? code : UInt64(NGHTTP3_H3_NO_ERROR)
+            if me.ext != nil {
+                me.undecided[streamID] = nil
+                me.plainStreams.remove(streamID)
+                if let raw = me.rawStreams.removeValue(forKey: streamID) {
+                    raw.didClose(code: flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0 ? code : nil)
+                    raw.releaseBuffers()
+                    return 0
+                }
+            }
             if let h3 = me.h3 {
                 let rv = nghttp3_conn_close_stream(h3, streamID, appError)
                 if rv != 0 && rv != NGHTTP3_ERR_STREAM_NOT_FOUND { return NGTCP2_ERR_CALLBACK_FAILURE }
@@ -177,18 +207,33 @@ class QUICConnection {
             me.streamClosed(streamID, complete: appError == UInt64(NGHTTP3_H3_NO_ERROR))
             return 0
         }
-        callbacks.stream_reset = { _, streamID, _, _, userData, _ in
+        callbacks.stream_reset = { _, streamID, _, code, userData, _ in
             guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            if let raw = me.rawStreams[streamID] {
+                raw.didClose(code: code)
+                return 0
+            }
             // The client abandoned its request: stop reading it, and the request is not complete.
             if let h3 = me.h3, nghttp3_conn_shutdown_stream_read(h3, streamID) != 0 { return NGTCP2_ERR_CALLBACK_FAILURE }
             me.streams[streamID]?.didClose(complete: false)
             return 0
         }
-        callbacks.stream_stop_sending = { _, streamID, _, userData, _ in
+        callbacks.stream_stop_sending = { _, streamID, code, userData, _ in
             guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            if let raw = me.rawStreams[streamID] {
+                raw.didClose(code: code)
+                return 0
+            }
             // The client wants no more response (ngtcp2 answers with RESET_STREAM).
             if let h3 = me.h3, nghttp3_conn_shutdown_stream_read(h3, streamID) != 0 { return NGTCP2_ERR_CALLBACK_FAILURE }
             me.streams[streamID]?.didClose(complete: false)
+            return 0
+        }
+        callbacks.recv_datagram = { _, _, data, len, userData in
+            guard let me = connection(userData), let data, let ext = me.ext else { return 0 }
+            // A malformed quarter stream ID is the peer's error (RFC 9297 2.1); dropping it is allowed too.
+            guard let d = HTTP3Datagram.decode(Array(UnsafeBufferPointer(start: data, count: len))) else { return 0 }
+            ext.datagramReceived(d.payload, streamID: d.streamID, on: me.handle)
             return 0
         }
         callbacks.extend_max_remote_streams_bidi = { _, maxStreams, userData in
@@ -391,6 +436,7 @@ class QUICConnection {
             emit(Int(n))
             written += 1
         }
+        if ext != nil { writeExtensionData() }
         sendBatch()
         armTimer()
     }
@@ -541,6 +587,133 @@ class QUICConnection {
         controlStream = control
         if shuttingDown { beginShutdown() }
         return 0
+    }
+
+    // MARK: - Extension streams and datagrams
+
+    /// Stream data when an extension is registered: a peer stream's first varint decides whether nghttp3 or the
+    /// extension gets it; bytes wait here until there are enough to tell.
+    func receiveClassified(_ id: Int64, _ data: UnsafePointer<UInt8>?, _ len: Int, fin: Bool) -> Int32 {
+        guard let h3, let conn else { return 0 }
+        let bytes = UnsafeBufferPointer(start: data, count: len)
+        if let raw = rawStreams[id] {
+            raw.receive(ByteBuffer(bytes: bytes), fin: fin)
+            return 0
+        }
+        let peerInitiated = (id & 0x1 == 0) == isServer
+        if !peerInitiated || plainStreams.contains(id) || streams[id] != nil {
+            if id == peerControlStream { try? peerControl.receive(Array(bytes)) }
+            let consumed = nghttp3_conn_read_stream(h3, id, data, len, fin ? 1 : 0)
+            guard consumed >= 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            ngtcp2_conn_extend_max_stream_offset(conn, id, UInt64(consumed))
+            ngtcp2_conn_extend_max_offset(conn, UInt64(consumed))
+            return 0
+        }
+        let first = (undecided[id] ?? []) + Array(bytes)
+        let bidirectional = id & 0x2 == 0
+        let (kind, headerLength) = PeerStreamClassifier.classify(first, bidirectional: bidirectional)
+        switch kind {
+        case .undecided:
+            if fin { return 0 }
+            undecided[id] = first
+            return 0
+        case .http3:
+            undecided[id] = nil
+            plainStreams.insert(id)
+            if !bidirectional, QUICVarint.decode(first)?.value == HTTP3Codepoint.controlStream {
+                peerControlStream = id
+                try? peerControl.receive(first)
+            }
+            let consumed = first.withUnsafeBufferPointer { nghttp3_conn_read_stream(h3, id, $0.baseAddress, $0.count, fin ? 1 : 0) }
+            guard consumed >= 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            ngtcp2_conn_extend_max_stream_offset(conn, id, UInt64(consumed))
+            ngtcp2_conn_extend_max_offset(conn, UInt64(consumed))
+            return 0
+        case .webTransportBidi, .webTransportUni:
+            undecided[id] = nil
+            let raw = HTTP3RawStream(id: id, connection: self)
+            rawStreams[id] = raw
+            // The preamble is ours to credit; the rest is credited as the extension consumes it.
+            extendCredit(stream: id, by: headerLength)
+            ext?.streamOpened(raw, kind: kind)
+            raw.receive(ByteBuffer(bytes: first[headerLength...]), fin: fin)
+            return 0
+        }
+    }
+
+    func queueDatagram(_ datagram: [UInt8]) -> Bool {
+        guard let conn, !closed else { return false }
+        let max = ngtcp2_conn_get_remote_transport_params(conn)?.pointee.max_datagram_frame_size ?? 0
+        // The frame adds a type byte and a length.
+        guard UInt64(datagram.count + 4) <= max, datagram.count + 64 < packet.count else { return false }
+        outgoingDatagrams.append(datagram)
+        scheduleWrite()
+        return true
+    }
+
+    func openRawStream(bidirectional: Bool, preamble: [UInt8]) throws -> HTTP3RawStream {
+        guard let conn, !closed else { throw HTTP3StreamClosedError() }
+        var id: Int64 = -1
+        let rv = bidirectional ? ngtcp2_conn_open_bidi_stream(conn, &id, nil) : ngtcp2_conn_open_uni_stream(conn, &id, nil)
+        if rv == NGTCP2_ERR_STREAM_ID_BLOCKED { throw HTTP3StreamsExhaustedError() }
+        guard rv == 0 else { throw QUICError("opening a stream: \(String(cString: ngtcp2_strerror(rv)))") }
+        let raw = HTTP3RawStream(id: id, connection: self)
+        rawStreams[id] = raw
+        try raw.enqueue(ByteBuffer(bytes: preamble))
+        return raw
+    }
+
+    /// Datagrams, then extension streams' bytes, each into packets of their own.
+    private func writeExtensionData() {
+        guard let conn else { return }
+        var ps = ngtcp2_path_storage()
+        ngtcp2_path_storage_zero(&ps)
+        var pi = ngtcp2_pkt_info()
+        while let d = outgoingDatagrams.first {
+            var accepted: Int32 = 0
+            let n = packet.withUnsafeMutableBufferPointer { b in
+                d.withUnsafeBufferPointer { db in
+                    var v = ngtcp2_vec(base: UnsafeMutablePointer(mutating: db.baseAddress), len: db.count)
+                    return usher_ngtcp2_conn_writev_datagram(conn, &ps.path, &pi, b.baseAddress, b.count, &accepted, 0, 0,
+                                                            &v, 1, quicTimestamp())
+                }
+            }
+            if n < 0 {
+                // Too large or not allowed: dropped, as datagrams may be.
+                outgoingDatagrams.removeFirst()
+                continue
+            }
+            if n == 0 { break }
+            if accepted != 0 { outgoingDatagrams.removeFirst() }
+            emit(Int(n))
+        }
+        for (id, raw) in rawStreams where raw.hasPendingWrite {
+            while raw.hasPendingWrite {
+                let (buffer, fin) = raw.nextWrite()
+                var accepted: ngtcp2_ssize = -1
+                let flags = fin ? UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) : 0
+                let n: ngtcp2_ssize = packet.withUnsafeMutableBufferPointer { b in
+                    if let buffer {
+                        return buffer.withUnsafeReadableBytes { r in
+                            var v = ngtcp2_vec(base: UnsafeMutablePointer(mutating: r.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                                               len: r.count)
+                            return usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, b.baseAddress, b.count, &accepted, flags, id,
+                                                                   &v, 1, quicTimestamp())
+                        }
+                    }
+                    return usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, b.baseAddress, b.count, &accepted, flags, id,
+                                                           nil, 0, quicTimestamp())
+                }
+                if n < 0 {
+                    if Int32(n) == NGTCP2_ERR_STREAM_DATA_BLOCKED { break }
+                    raw.didClose(code: nil)
+                    break
+                }
+                if accepted >= 0 { raw.wrote(Int(accepted), fin: fin && Int(accepted) == (buffer?.readableBytes ?? 0)) }
+                if n == 0 { return }
+                emit(Int(n))
+            }
+        }
     }
 
     // MARK: - Streams
@@ -695,6 +868,9 @@ class QUICConnection {
         let open = streams
         streams = [:]
         for stream in open.values { stream.didClose(complete: false) }
+        let raw = rawStreams
+        rawStreams = [:]
+        for r in raw.values { r.didClose(code: nil) }
         sink.forget(self)
     }
 

@@ -85,6 +85,9 @@ public struct HTTP3ServerConfiguration: Sendable {
     public var retryThreshold = 64
     /// How long a handshake may take before the connection is dropped. Default: 10 s.
     public var handshakeTimeout: TimeAmount = .seconds(10)
+    /// Takes WebTransport streams and datagrams (see ``HTTP3Extension``). Default: none, which keeps the wire
+    /// plain HTTP/3 and costs nothing per stream.
+    public var `extension`: (any HTTP3Extension)?
 
     public init(credentials: @escaping @Sendable (_ serverName: String?, _ local: SocketAddress, _ remote: SocketAddress) -> QUICCredentials?,
                 onRequest: (@Sendable (HTTP3Stream) -> Void)? = nil) {
@@ -367,6 +370,7 @@ final class QUICServerConnection: QUICConnection {
         super.init(sink: endpoint, local: local, remote: remote, extraSettings: endpoint.extraSettings)
         let config = endpoint.configuration
         maxPeerBidiStreams = UInt64(config.maxConcurrentStreams)
+        ext = config.extension
         var scidC = ngtcp2_cid()
         scid.withUnsafeBufferPointer { ngtcp2_cid_init(&scidC, $0.baseAddress, $0.count) }
         var callbacks = commonCallbacks()
@@ -383,7 +387,8 @@ final class QUICServerConnection: QUICConnection {
         params.initial_max_stream_data_uni = 256 * 1024
         params.initial_max_data = 4 * 1024 * 1024
         params.initial_max_streams_bidi = UInt64(config.maxConcurrentStreams)
-        params.initial_max_streams_uni = 3
+        // HTTP/3 needs 3 unidirectional streams from the client; an extension's (WebTransport) need more.
+        params.initial_max_streams_uni = config.extension == nil ? 3 : 100
         params.max_idle_timeout = UInt64(max(config.idleTimeout.nanoseconds, 0))
         params.original_dcid = hd.dcid
         if let retry {
