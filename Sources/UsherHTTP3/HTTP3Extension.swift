@@ -48,16 +48,16 @@ public final class HTTP3RawStream {
     public var onData: ((ByteBuffer, _ fin: Bool) -> Void)?
     /// The stream is gone (reset either way, or the connection closed): `code` is the peer's error code if any.
     public var onClose: ((_ code: UInt64?) -> Void)?
-    /// Unacknowledged bytes above which ``write(_:)`` waits.
-    public var sendWindow = 256 * 1024
+    /// Unacknowledged bytes above which ``write(_:)`` waits. Default: 256 KiB.
+    public var sendWindow: Int {
+        get { outbound.window }
+        set { outbound.window = newValue }
+    }
 
-    private var pending = CircularBuffer<ByteBuffer>()
-    private var inflight = CircularBuffer<ByteBuffer>()
-    private var unacked = 0
+    private let outbound = SendQueue(window: 256 * 1024)
     private var finQueued = false
     private(set) var finSent = false
     private(set) var closed = false
-    private var waiters: [CheckedContinuation<Void, any Error>] = []
 
     init(id: Int64, connection: QUICConnection) {
         self.id = id
@@ -77,10 +77,7 @@ public final class HTTP3RawStream {
     /// Queues bytes (and the end of our side with `fin`) without waiting.
     public func enqueue(_ buffer: ByteBuffer, fin: Bool = false) throws {
         guard !closed, !finQueued else { throw HTTP3StreamClosedError() }
-        if buffer.readableBytes > 0 {
-            pending.append(buffer)
-            unacked += buffer.readableBytes
-        }
+        outbound.append(buffer)
         if fin { finQueued = true }
         connection?.scheduleWrite()
     }
@@ -88,10 +85,7 @@ public final class HTTP3RawStream {
     /// Queues bytes, then waits while too many are unacknowledged.
     public func write(_ buffer: ByteBuffer, fin: Bool = false) async throws {
         try enqueue(buffer, fin: fin)
-        while unacked > sendWindow && !closed {
-            try await withCheckedThrowingContinuation { waiters.append($0) }
-        }
-        if closed { throw HTTP3StreamClosedError() }
+        try await outbound.waitForWindow { closed }
     }
 
     /// Resets our side (RESET_STREAM) and stops reading (STOP_SENDING) with `code`.
@@ -108,43 +102,20 @@ public final class HTTP3RawStream {
 
     // MARK: - Called by the connection
 
-    var hasPendingWrite: Bool { !closed && (!pending.isEmpty || (finQueued && !finSent)) }
+    var hasPendingWrite: Bool { !closed && (!outbound.pending.isEmpty || (finQueued && !finSent)) }
 
     /// The next bytes to write (one buffer), and whether they end our side.
     func nextWrite() -> (ByteBuffer?, fin: Bool) {
-        let b = pending.first
-        return (b, finQueued && pending.count <= 1)
+        (outbound.pending.first, finQueued && outbound.pending.count <= 1)
     }
 
     /// ngtcp2 took `count` bytes of ``nextWrite()`` (and the FIN if `fin`).
     func wrote(_ count: Int, fin: Bool) {
-        if count > 0, var first = pending.popFirst() {
-            if count < first.readableBytes {
-                let taken = first.readSlice(length: count)!
-                inflight.append(taken)
-                pending.prepend(first)
-            } else {
-                inflight.append(first)
-            }
-        }
-        if fin && pending.isEmpty { finSent = true }
+        outbound.wrote(count)
+        if fin && outbound.pending.isEmpty { finSent = true }
     }
 
-    func acknowledged(_ count: Int) {
-        var left = count
-        while left > 0, var first = inflight.first {
-            if first.readableBytes <= left {
-                left -= first.readableBytes
-                inflight.removeFirst()
-            } else {
-                first.moveReaderIndex(forwardBy: left)
-                inflight[inflight.startIndex] = first
-                left = 0
-            }
-        }
-        unacked -= count
-        if unacked <= sendWindow { wake(nil) }
-    }
+    func acknowledged(_ count: Int) { outbound.acknowledged(count) }
 
     func receive(_ buffer: ByteBuffer, fin: Bool) {
         if let onData { onData(buffer, fin) } else { consumed(buffer.readableBytes) }
@@ -153,22 +124,12 @@ public final class HTTP3RawStream {
     func didClose(code: UInt64?) {
         guard !closed else { return }
         closed = true
-        pending.removeAll()
-        wake(HTTP3StreamClosedError())
+        outbound.fail()
         let callback = onClose
         onClose = nil
         onData = nil
         callback?(code)
     }
 
-    func releaseBuffers() { inflight.removeAll() }
-
-    private func wake(_ error: (any Error)?) {
-        guard !waiters.isEmpty else { return }
-        let w = waiters
-        waiters = []
-        for c in w {
-            if let error { c.resume(throwing: error) } else { c.resume() }
-        }
-    }
+    func releaseBuffers() { outbound.release() }
 }

@@ -29,22 +29,21 @@ public final class HTTP3Stream {
     public var onClose: ((_ complete: Bool) -> Void)?
     /// Whether the request body has ended.
     public private(set) var requestEnded = false
-    /// Unacknowledged response bytes above which ``write(_:)`` waits.
-    public var sendWindow = 256 * 1024
+    /// Unacknowledged bytes above which ``write(_:)`` waits. Default: 256 KiB.
+    public var sendWindow: Int {
+        get { outbound.window }
+        set { outbound.window = newValue }
+    }
 
     var inTrailers = false
     private(set) var closed = false
     private var responseSubmitted = false
     private var responseEnded = false
     private var responseTrailers: [(String, String)] = []
-    /// Body bytes not yet handed to nghttp3, and those handed over but not yet acknowledged (nghttp3 and ngtcp2
-    /// point into them until then).
-    private var pending = CircularBuffer<ByteBuffer>()
-    private var inflight = CircularBuffer<ByteBuffer>()
-    private var unacked = 0
+    /// Body bytes to send, and those sent but not yet acknowledged.
+    private let outbound = SendQueue(window: 256 * 1024)
     /// nghttp3 asked for data and got none: it must be told when there is some.
     private var starved = false
-    private var waiters: [CheckedContinuation<Void, any Error>] = []
 
     init(id: Int64, connection: QUICConnection) {
         self.id = id
@@ -93,18 +92,14 @@ public final class HTTP3Stream {
     public func enqueue(_ buffer: ByteBuffer) throws {
         guard !closed, responseSubmitted, !responseEnded else { throw HTTP3StreamClosedError() }
         guard buffer.readableBytes > 0 else { return }
-        pending.append(buffer)
-        unacked += buffer.readableBytes
+        outbound.append(buffer)
         resume()
     }
 
     /// Queues body bytes, then waits while too many are unacknowledged.
     public func write(_ buffer: ByteBuffer) async throws {
         try enqueue(buffer)
-        while unacked > sendWindow && !closed {
-            try await withCheckedThrowingContinuation { waiters.append($0) }
-        }
-        if closed { throw HTTP3StreamClosedError() }
+        try await outbound.waitForWindow { closed }
     }
 
     /// Ends the response body, with trailer fields if any.
@@ -144,16 +139,14 @@ public final class HTTP3Stream {
     /// nghttp3 wants body bytes: fills `vec`, moving buffers to `inflight`.
     func provide(_ vec: UnsafeMutablePointer<nghttp3_vec>, count: Int, flags: UnsafeMutablePointer<UInt32>) -> Int {
         var n = 0
-        while n < count, let b = pending.popFirst() {
-            // The storage stays alive and unmoved in `inflight` until acknowledged: nothing writes to it.
+        while n < count, let b = outbound.popForWrite() {
             b.withUnsafeReadableBytes { raw in
                 vec[n] = nghttp3_vec(base: UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: UInt8.self)),
                                      len: raw.count)
             }
-            inflight.append(b)
             n += 1
         }
-        if pending.isEmpty && responseEnded {
+        if outbound.pending.isEmpty && responseEnded {
             flags.pointee |= UInt32(NGHTTP3_DATA_FLAG_EOF)
             if !responseTrailers.isEmpty { flags.pointee |= UInt32(NGHTTP3_DATA_FLAG_NO_END_STREAM) }
             return n
@@ -165,22 +158,8 @@ public final class HTTP3Stream {
         return n
     }
 
-    /// The client acknowledged `count` more body bytes.
-    func acknowledged(_ count: Int) {
-        var left = count
-        while left > 0, var first = inflight.first {
-            if first.readableBytes <= left {
-                left -= first.readableBytes
-                inflight.removeFirst()
-            } else {
-                first.moveReaderIndex(forwardBy: left)
-                inflight[inflight.startIndex] = first
-                left = 0
-            }
-        }
-        unacked -= count
-        if unacked <= sendWindow { wakeWriters(nil) }
-    }
+    /// The peer acknowledged `count` more body bytes.
+    func acknowledged(_ count: Int) { outbound.acknowledged(count) }
 
     func requestDidEnd() {
         guard !requestEnded else { return }
@@ -191,8 +170,7 @@ public final class HTTP3Stream {
     func didClose(complete: Bool) {
         guard !closed else { return }
         closed = true
-        pending.removeAll()
-        wakeWriters(HTTP3StreamClosedError())
+        outbound.fail()
         let callback = onClose
         onClose = nil
         onData = nil
@@ -201,17 +179,8 @@ public final class HTTP3Stream {
         callback?(complete && responseEnded)
     }
 
-    private func wakeWriters(_ error: (any Error)?) {
-        guard !waiters.isEmpty else { return }
-        let w = waiters
-        waiters = []
-        for c in w {
-            if let error { c.resume(throwing: error) } else { c.resume() }
-        }
-    }
-
     /// Releases what nghttp3 no longer points at, once the stream is closed for good.
-    func releaseBuffers() { inflight.removeAll() }
+    func releaseBuffers() { outbound.release() }
 }
 
 /// The stream was reset or its connection closed before the response completed.

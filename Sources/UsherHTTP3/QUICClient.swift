@@ -211,14 +211,7 @@ final class QUICClientConnection: QUICConnection {
         guard rv == 0, let c else { throw QUICError("ngtcp2_conn_client_new: \(rv)") }
         conn = c
 
-        var s: gnutls_session_t?
-        let flags = UInt32(GNUTLS_CLIENT) | GNUTLS_ENABLE_EARLY_DATA.rawValue | GNUTLS_NO_END_OF_EARLY_DATA.rawValue
-        guard gnutls_init(&s, flags) == 0, let s else { throw QUICError("gnutls_init") }
-        session = s
-        guard gnutls_priority_set_direct(s, Self.priority, nil) == 0,
-              ngtcp2_crypto_gnutls_configure_client_session(s) == 0 else {
-            throw QUICError("configuring the TLS session")
-        }
+        let s = try makeSession(server: false)
         var cred: gnutls_certificate_credentials_t?
         guard gnutls_certificate_allocate_credentials(&cred) == 0, let cred else { throw QUICError("allocating credentials") }
         credentials = cred
@@ -235,16 +228,7 @@ final class QUICClientConnection: QUICConnection {
             guard gnutls_certificate_set_x509_system_trust(cred) >= 0 else { throw QUICError("loading the system's trusted roots") }
         }
         if let client = config.clientCertificate {
-            var chain = Array(client.chainPEM.utf8)
-            var key = Array(client.keyPEM.utf8)
-            let n = chain.withUnsafeMutableBufferPointer { cb in
-                key.withUnsafeMutableBufferPointer { kb in
-                    var cd = gnutls_datum_t(data: cb.baseAddress, size: UInt32(cb.count))
-                    var kd = gnutls_datum_t(data: kb.baseAddress, size: UInt32(kb.count))
-                    return gnutls_certificate_set_x509_key_mem(cred, &cd, &kd, GNUTLS_X509_FMT_PEM)
-                }
-            }
-            guard n == 0 else { throw QUICError("loading the client certificate: \(String(cString: gnutls_strerror(n)))") }
+            try QUICCredentials.addKeyPair(to: cred, chainPEM: client.chainPEM, keyPEM: client.keyPEM)
         }
         guard gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(cred)) == 0 else {
             throw QUICError("setting credentials")

@@ -14,6 +14,15 @@ private func connection(_ userData: UnsafeMutableRawPointer?) -> QUICConnection?
     userData.map { Unmanaged<QUICConnection>.fromOpaque($0).takeUnretainedValue() }
 }
 
+/// A header field nghttp3 decoded, as text.
+private func fieldText(_ name: OpaquePointer?, _ value: OpaquePointer?) -> (name: String, value: String)? {
+    guard let name, let value else { return nil }
+    let n = nghttp3_rcbuf_get_buf(name)
+    let v = nghttp3_rcbuf_get_buf(value)
+    return (String(decoding: UnsafeBufferPointer(start: n.base, count: n.len), as: UTF8.self),
+            String(decoding: UnsafeBufferPointer(start: v.base, count: v.len), as: UTF8.self))
+}
+
 /// Where a QUIC connection's packets go, and who routes packets to it: a server endpoint's shared socket, or a
 /// client connection's own. Everything happens on `loop`.
 protocol QUICDatagramSink: AnyObject {
@@ -207,27 +216,13 @@ class QUICConnection {
             me.streamClosed(streamID, complete: appError == UInt64(NGHTTP3_H3_NO_ERROR))
             return 0
         }
+        // The peer abandoned its side (RESET_STREAM) or wants no more of ours (STOP_SENDING; ngtcp2 answers with
+        // RESET_STREAM): either way the exchange is over.
         callbacks.stream_reset = { _, streamID, _, code, userData, _ in
-            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
-            if let raw = me.rawStreams[streamID] {
-                raw.didClose(code: code)
-                return 0
-            }
-            // The client abandoned its request: stop reading it, and the request is not complete.
-            if let h3 = me.h3, nghttp3_conn_shutdown_stream_read(h3, streamID) != 0 { return NGTCP2_ERR_CALLBACK_FAILURE }
-            me.streams[streamID]?.didClose(complete: false)
-            return 0
+            connection(userData)?.peerAbandoned(streamID, code: code) ?? NGTCP2_ERR_CALLBACK_FAILURE
         }
         callbacks.stream_stop_sending = { _, streamID, code, userData, _ in
-            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
-            if let raw = me.rawStreams[streamID] {
-                raw.didClose(code: code)
-                return 0
-            }
-            // The client wants no more response (ngtcp2 answers with RESET_STREAM).
-            if let h3 = me.h3, nghttp3_conn_shutdown_stream_read(h3, streamID) != 0 { return NGTCP2_ERR_CALLBACK_FAILURE }
-            me.streams[streamID]?.didClose(complete: false)
-            return 0
+            connection(userData)?.peerAbandoned(streamID, code: code) ?? NGTCP2_ERR_CALLBACK_FAILURE
         }
         callbacks.recv_datagram = { _, _, data, len, userData in
             guard let me = connection(userData), let data, let ext = me.ext else { return 0 }
@@ -504,11 +499,8 @@ class QUICConnection {
             return 0
         }
         callbacks.recv_header = { _, streamID, _, name, value, _, userData, _ in
-            guard let me = connection(userData), let name, let value, let stream = me.streams[streamID] else { return 0 }
-            let n = nghttp3_rcbuf_get_buf(name)
-            let v = nghttp3_rcbuf_get_buf(value)
-            stream.fields.append((String(decoding: UnsafeBufferPointer(start: n.base, count: n.len), as: UTF8.self),
-                                  String(decoding: UnsafeBufferPointer(start: v.base, count: v.len), as: UTF8.self)))
+            guard let me = connection(userData), let stream = me.streams[streamID], let field = fieldText(name, value) else { return 0 }
+            stream.fields.append(field)
             return 0
         }
         callbacks.end_headers = { _, streamID, _, userData, _ in
@@ -522,11 +514,8 @@ class QUICConnection {
             return 0
         }
         callbacks.recv_trailer = { _, streamID, _, name, value, _, userData, _ in
-            guard let me = connection(userData), let name, let value, let stream = me.streams[streamID] else { return 0 }
-            let n = nghttp3_rcbuf_get_buf(name)
-            let v = nghttp3_rcbuf_get_buf(value)
-            stream.trailers.append((String(decoding: UnsafeBufferPointer(start: n.base, count: n.len), as: UTF8.self),
-                                    String(decoding: UnsafeBufferPointer(start: v.base, count: v.len), as: UTF8.self)))
+            guard let me = connection(userData), let stream = me.streams[streamID], let field = fieldText(name, value) else { return 0 }
+            stream.trailers.append(field)
             return 0
         }
         callbacks.recv_data = { _, streamID, data, len, userData, _ in
@@ -587,6 +576,29 @@ class QUICConnection {
         controlStream = control
         if shuttingDown { beginShutdown() }
         return 0
+    }
+
+    func peerAbandoned(_ streamID: Int64, code: UInt64) -> Int32 {
+        if let raw = rawStreams[streamID] {
+            raw.didClose(code: code)
+            return 0
+        }
+        if let h3, nghttp3_conn_shutdown_stream_read(h3, streamID) != 0 { return NGTCP2_ERR_CALLBACK_FAILURE }
+        streams[streamID]?.didClose(complete: false)
+        return 0
+    }
+
+    /// A TLS session for either side with QUIC's priority, hooked up to ngtcp2's crypto callbacks.
+    func makeSession(server: Bool) throws -> gnutls_session_t {
+        var s: gnutls_session_t?
+        let flags = UInt32(server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_ENABLE_EARLY_DATA.rawValue | GNUTLS_NO_END_OF_EARLY_DATA.rawValue
+        guard gnutls_init(&s, flags) == 0, let s else { throw QUICError("gnutls_init") }
+        session = s
+        let configured = server ? ngtcp2_crypto_gnutls_configure_server_session(s) : ngtcp2_crypto_gnutls_configure_client_session(s)
+        guard gnutls_priority_set_direct(s, Self.priority, nil) == 0, configured == 0 else {
+            throw QUICError("configuring the TLS session")
+        }
+        return s
     }
 
     // MARK: - Extension streams and datagrams

@@ -17,20 +17,27 @@ public final class QUICCredentials: @unchecked Sendable {
     public init(chainPEM: String, keyPEM: String) throws {
         var c: gnutls_certificate_credentials_t?
         guard gnutls_certificate_allocate_credentials(&c) == 0, let c else { throw QUICError("allocating credentials") }
+        do {
+            try Self.addKeyPair(to: c, chainPEM: chainPEM, keyPEM: keyPEM)
+        } catch {
+            gnutls_certificate_free_credentials(c)
+            throw error
+        }
+        cred = c
+    }
+
+    /// Adds a certificate chain and its key (PEM) to GnuTLS credentials.
+    static func addKeyPair(to cred: gnutls_certificate_credentials_t, chainPEM: String, keyPEM: String) throws {
         var chain = Array(chainPEM.utf8)
         var key = Array(keyPEM.utf8)
         let rv = chain.withUnsafeMutableBufferPointer { cb in
             key.withUnsafeMutableBufferPointer { kb in
                 var cd = gnutls_datum_t(data: cb.baseAddress, size: UInt32(cb.count))
                 var kd = gnutls_datum_t(data: kb.baseAddress, size: UInt32(kb.count))
-                return gnutls_certificate_set_x509_key_mem(c, &cd, &kd, GNUTLS_X509_FMT_PEM)
+                return gnutls_certificate_set_x509_key_mem(cred, &cd, &kd, GNUTLS_X509_FMT_PEM)
             }
         }
-        guard rv == 0 else {
-            gnutls_certificate_free_credentials(c)
-            throw QUICError("loading a certificate and key: \(String(cString: gnutls_strerror(rv)))")
-        }
-        cred = c
+        guard rv == 0 else { throw QUICError("loading a certificate and key: \(String(cString: gnutls_strerror(rv)))") }
     }
 
     public init(certificateFile: String, keyFile: String) throws {
@@ -408,14 +415,7 @@ final class QUICServerConnection: QUICConnection {
         guard rv == 0, let c else { throw QUICError("ngtcp2_conn_server_new: \(rv)") }
         conn = c
 
-        var s: gnutls_session_t?
-        let flags = UInt32(GNUTLS_SERVER) | GNUTLS_ENABLE_EARLY_DATA.rawValue | GNUTLS_NO_END_OF_EARLY_DATA.rawValue
-        guard gnutls_init(&s, flags) == 0, let s else { throw QUICError("gnutls_init") }
-        session = s
-        guard gnutls_priority_set_direct(s, Self.priority, nil) == 0,
-              ngtcp2_crypto_gnutls_configure_server_session(s) == 0 else {
-            throw QUICError("configuring the TLS session")
-        }
+        let s = try makeSession(server: true)
         // The certificate depends on the server name the client asks for, known once its hello is in.
         gnutls_handshake_set_post_client_hello_function(s) { session in
             guard let session, let ref = gnutls_session_get_ptr(session)?.assumingMemoryBound(to: ngtcp2_crypto_conn_ref.self),

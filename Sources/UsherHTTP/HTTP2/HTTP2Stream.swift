@@ -180,41 +180,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         }
     }
 
-    /// The request head from a HEADERS block: pseudo-header fields give method, path and authority; the rest are
-    /// header fields (`cookie` fields, which HTTP/2 may split, joined again as Go's server does).
-    private func requestHead(_ block: HPACKHeaders) -> (method: HTTPMethod, path: String, authority: String?, protocol: String?, headers: HTTPHeaders)? {
-        var method: String?
-        var path: String?
-        var authority: String?
-        var connectProtocol: String?
-        var headers = HTTPHeaders()
-        var cookies: [String] = []
-        for (name, value, _) in block {
-            if name.utf8.first == UInt8(ascii: ":") {
-                switch name {
-                case ":method": method = value
-                case ":path": path = value
-                case ":authority": authority = value
-                case ":protocol": connectProtocol = value
-                default: break
-                }
-            } else if name == "cookie" {
-                cookies.append(value)
-            } else {
-                headers.add(name: name, value: value)
-            }
-        }
-        if !cookies.isEmpty { headers.add(name: "cookie", value: cookies.joined(separator: "; ")) }
-        guard let method, let path else { return nil }
-        return (HTTPMethod(rawValue: method), path, authority, connectProtocol, headers)
-    }
-
     private func begin(_ block: HPACKHeaders, hasBody: Bool) {
         guard let server = slot.currentServer else {
             respondAndClose(.serviceUnavailable)
             return
         }
-        guard let head = requestHead(block) else {
+        guard let head = FramedRequestHead(block.lazy.map { ($0.name, $0.value) }) else {
             respondAndClose(.badRequest)
             return
         }

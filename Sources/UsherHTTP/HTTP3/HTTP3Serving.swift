@@ -125,33 +125,13 @@ final class HTTP3RequestStream: FramedStream {
     }
 
     private func makeRequest(_ server: HTTPServerInstance) -> Request? {
-        var method: String?
-        var path: String?
-        var authority: String?
-        var connectProtocol: String?
-        var headers = HTTPHeaders()
-        var cookies: [String] = []
-        for (name, value) in stream.fields {
-            if name.utf8.first == UInt8(ascii: ":") {
-                switch name {
-                case ":method": method = value
-                case ":path": path = value
-                case ":authority": authority = value
-                case ":protocol": connectProtocol = value
-                default: break
-                }
-            } else if name == "cookie" {
-                cookies.append(value)
-            } else {
-                headers.add(name: name, value: value)
-            }
-        }
-        // HTTP/3 may split cookies into several fields; Go's server joins them again.
-        if !cookies.isEmpty { headers.add(name: "cookie", value: cookies.joined(separator: "; ")) }
-        guard let method, let path else { return nil }
-        let httpMethod = HTTPMethod(rawValue: method)
+        guard let head = FramedRequestHead(stream.fields.lazy.map { ($0.name, $0.value) }) else { return nil }
+        let httpMethod = head.method
+        let headers = head.headers
+        let connectProtocol = head.protocol
+        let authority = head.authority
         // An extended CONNECT names a path, not an authority, as its target.
-        guard let target = try? RequestTarget(parsing: path, method: connectProtocol == nil ? httpMethod : .GET) else { return nil }
+        guard let target = try? RequestTarget(parsing: head.path, method: connectProtocol == nil ? httpMethod : .GET) else { return nil }
         let hasBody = !stream.requestEnded
         var stream: BodyStream?
         if hasBody {

@@ -23,6 +23,42 @@ protocol FramedStream: AnyObject {
     func closeTunnel(sending last: ByteBuffer?)
 }
 
+/// The request head of an HTTP/2 or HTTP/3 header block: pseudo-header fields give method, path, authority and
+/// `:protocol`; the rest are header fields (`cookie` fields, which both protocols may split, joined again as Go's
+/// server does). `nil` without `:method` or `:path`.
+struct FramedRequestHead {
+    var method: HTTPMethod
+    var path: String
+    var authority: String?
+    var `protocol`: String?
+    var headers = HTTPHeaders()
+
+    init?(_ fields: some Sequence<(String, String)>) {
+        var method: String?
+        var path: String?
+        var cookies: [String] = []
+        for (name, value) in fields {
+            if name.utf8.first == UInt8(ascii: ":") {
+                switch name {
+                case ":method": method = value
+                case ":path": path = value
+                case ":authority": authority = value
+                case ":protocol": `protocol` = value
+                default: break
+                }
+            } else if name == "cookie" {
+                cookies.append(value)
+            } else {
+                headers.add(name: name, value: value)
+            }
+        }
+        if !cookies.isEmpty { headers.add(name: "cookie", value: cookies.joined(separator: "; ")) }
+        guard let method, let path else { return nil }
+        self.method = HTTPMethod(rawValue: method)
+        self.path = path
+    }
+}
+
 /// Response trailer fields, sent after the body on protocols that frame them (HTTP/2, HTTP/3). Found through
 /// ``ResponseWriter/capability(_:)``; set them any time before the handler chain returns.
 public protocol ResponseTrailing: AnyObject {

@@ -133,14 +133,7 @@ final class ListenerPool: Sendable {
     /// The listener for `address`, bound now if no config holds it yet.
     func acquire(_ address: NetworkAddress, server: HTTPServerInstance, group: any EventLoopGroup) async throws -> ListenerSlot {
         let key = address.description
-        if let slot = entries.withLock({ e -> ListenerSlot? in
-            guard var entry = e[key] else { return nil }
-            entry.refs += 1
-            e[key] = entry
-            return entry.slot
-        }) {
-            return slot
-        }
+        if let slot = reuse(key) { return slot }
         let slot = ListenerSlot(address: address, server: server)
         let (channel, unixPath) = try await Self.bind(address, slot: slot, group: group)
         entries.withLock { $0[key] = Entry(channel: channel, slot: slot, refs: 1, unixPath: unixPath) }
@@ -150,14 +143,7 @@ final class ListenerPool: Sendable {
     /// The HTTP/3 (QUIC over UDP) listener on `address`'s port, bound now if no config holds it yet.
     func acquireHTTP3(_ address: NetworkAddress, server: HTTPServerInstance, group: any EventLoopGroup) async throws -> ListenerSlot {
         let key = Self.http3Key(address)
-        if let slot = entries.withLock({ e -> ListenerSlot? in
-            guard var entry = e[key] else { return nil }
-            entry.refs += 1
-            e[key] = entry
-            return entry.slot
-        }) {
-            return slot
-        }
+        if let slot = reuse(key) { return slot }
         let slot = ListenerSlot(address: address, server: server, http3: true)
         let listener = HTTP3Listener(slot: slot, loop: group.next())
         let host = address.host.isEmpty ? (address.network == "tcp4" ? "0.0.0.0" : "::") : (address.host == "localhost" ? "127.0.0.1" : address.host)
@@ -171,6 +157,16 @@ final class ListenerPool: Sendable {
     }
 
     private static func http3Key(_ address: NetworkAddress) -> String { "h3 " + address.description }
+
+    /// The slot already bound under `key`, with one more reference.
+    private func reuse(_ key: String) -> ListenerSlot? {
+        entries.withLock { e in
+            guard var entry = e[key] else { return nil }
+            entry.refs += 1
+            e[key] = entry
+            return entry.slot
+        }
+    }
 
     /// Drops one reference; the last one closes the listener (connections finish their current response).
     func release(_ slot: ListenerSlot) async {
