@@ -160,7 +160,7 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
     public func start(host: String, port: Int) async throws -> Int {
         let endpoint = self
         let ch = try await DatagramBootstrap(group: loop)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            // No SO_REUSEADDR: on UDP it would let a second process bind the same port without an error.
             .quicSocketOptions(coalesced: false)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(DatagramReader(endpoint: endpoint)) }

@@ -86,7 +86,6 @@ final class HTTP3RequestStream: FramedStream {
     let loop: any EventLoop
     let dates: DateHeaderCache
     private var body: BodyStream?
-    private weak var writer: FramedResponseWriter?
     private var task: Task<Void, Never>?
     /// Credit held back while the body buffer is full, given back when the handler catches up.
     private var withheld = 0
@@ -110,7 +109,6 @@ final class HTTP3RequestStream: FramedStream {
         }
         let writer = FramedResponseWriter(stream: me, isHEAD: request.method == .HEAD)
         writer.upgradeRequested = request.connectProtocol != nil && request.method == .CONNECT
-        me.writer = writer
         stream.onClose = { complete in
             guard !complete else { return }
             me.body?.fail(ClientDisconnectedError())
