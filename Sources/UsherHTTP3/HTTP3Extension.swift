@@ -41,7 +41,9 @@ public final class HTTP3ConnectionHandle {
 /// acknowledgement rules as request streams.
 public final class HTTP3RawStream {
     public let id: Int64
-    weak var connection: QUICConnection?
+    /// Unowned for the reason ``HTTP3Stream`` gives; `closed` guards it.
+    private unowned(unsafe) let owner: QUICConnection
+    var connection: QUICConnection? { closed ? nil : owner }
     /// The connection, for datagrams and more streams.
     public let handle: HTTP3ConnectionHandle
     /// Bytes from the peer, and whether its side ended with them. Give credit back with ``consumed(_:)``.
@@ -61,7 +63,7 @@ public final class HTTP3RawStream {
 
     init(id: Int64, connection: QUICConnection) {
         self.id = id
-        self.connection = connection
+        self.owner = connection
         self.handle = connection.handle
     }
 
