@@ -85,6 +85,7 @@ struct RunCommand: AsyncParsableCommand {
         // Signals are handled before anything listens, so a stop that arrives during start-up is not lost.
         let signals = SignalHandling(runtime: runtime, logger: logger, configPath: configPath, adapter: configOptions.adapter, registry: registry)
         signals.install()
+        await SystemdNotifier.install(on: runtime, loop: group.next())
         do {
             try await runtime.load(config, force: true)
         } catch {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CUsherSystem
 import Dispatch
 import Logging
 import NIOCore
@@ -168,9 +169,10 @@ enum ConfigFiles {
     }
 
     static func modificationTime(_ path: String) -> Int? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec)
+        // In C: which module Swift credits with `struct stat` shifts with the module's other imports, and member
+        // import visibility then refuses its fields.
+        let ns = c_usher_mtime_ns(path)
+        return ns < 0 ? nil : Int(ns)
     }
 
     /// Loads `KEY=VALUE` lines into the environment (`--envfile`).

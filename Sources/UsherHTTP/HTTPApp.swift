@@ -158,6 +158,20 @@ final class HTTPAppRuntime: Sendable {
             for instance in instances {
                 for (i, address) in instance.listen.enumerated() {
                     for a in address.expanded() {
+                        if a.isFDNetwork && a.isUDP {
+                            // `fdgram/N`: an inherited UDP socket, which can only carry HTTP/3.
+                            guard instance.servesHTTP3 else {
+                                throw ConfigError(path: "apps.http.servers.\(instance.name).listen[\(i)]",
+                                                  "\(a) is a datagram socket: it serves HTTP/3 only, which needs TLS and h3 in protocols")
+                            }
+                            do {
+                                acquired.append((try await pool.acquireHTTP3(a, server: instance, group: group), instance))
+                            } catch {
+                                throw ConfigError(path: "apps.http.servers.\(instance.name).listen[\(i)]",
+                                                  "listening for HTTP/3 on \(a): \(describeSocketError(error))")
+                            }
+                            continue
+                        }
                         do {
                             let slot = try await pool.acquire(a, server: instance, group: group)
                             acquired.append((slot, instance))
@@ -165,6 +179,8 @@ final class HTTPAppRuntime: Sendable {
                             throw ConfigError(path: "apps.http.servers.\(instance.name).listen[\(i)]",
                                               "listening on \(a): \(describeSocketError(error))")
                         }
+                        // HTTP/3 beside TCP listeners on ports; an inherited TCP socket (`fd/N`) gets none (its UDP twin
+                        // comes as `fdgram/N`).
                         guard instance.servesHTTP3, !a.isUnixNetwork, !a.isFDNetwork else { continue }
                         do {
                             let slot = try await pool.acquireHTTP3(a, server: instance, group: group)

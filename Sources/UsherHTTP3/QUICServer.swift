@@ -158,14 +158,23 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
 
     /// Binds `host:port` (port 0 picks one) and returns the bound port.
     public func start(host: String, port: Int) async throws -> Int {
+        // No SO_REUSEADDR: on UDP it would let a second process bind the same port without an error.
+        try await start { try await $0.bind(host: host, port: port).get() }
+    }
+
+    /// Serves on a UDP socket that is already bound (socket activation: `fdgram/N`); returns its port.
+    public func start(boundSocket fd: Int32) async throws -> Int {
+        try await start { try await $0.withBoundSocket(fd).get() }
+    }
+
+    private func start(_ open: (DatagramBootstrap) async throws -> any Channel) async throws -> Int {
         let endpoint = self
-        let ch = try await DatagramBootstrap(group: loop)
-            // No SO_REUSEADDR: on UDP it would let a second process bind the same port without an error.
+        let bootstrap = DatagramBootstrap(group: loop)
             .quicSocketOptions(coalesced: false)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(DatagramReader(endpoint: endpoint)) }
             }
-            .bind(host: host, port: port).get()
+        let ch = try await open(bootstrap)
         try await loop.submit { endpoint.channel = ch }.get()
         return ch.localAddress?.port ?? 0
     }

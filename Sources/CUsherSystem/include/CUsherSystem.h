@@ -9,6 +9,9 @@ int c_usher_affinity_cpu_count(void);
 /// Returns the descriptor (close-on-exec) or -1 with errno set.
 int c_usher_open_beneath(int dirfd, const char *path, int flags);
 
+/// The modification time of `path` in nanoseconds since the epoch, or -1 if it cannot be read.
+long long c_usher_mtime_ns(const char *path);
+
 /// Opens a directory as a path-only descriptor (O_PATH), usable as the base of c_usher_open_beneath.
 int c_usher_open_directory(const char *path);
 
@@ -16,5 +19,6 @@ int c_usher_open_directory(const char *path);
 #include "dns.h"
 #include "encoder.h"
 #include "signals.h"
+#include "systemd.h"
 
 #endif

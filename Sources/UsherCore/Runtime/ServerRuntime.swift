@@ -65,6 +65,27 @@ public actor ServerRuntime {
     /// Registers a closure called with the generation number after each successful load.
     public func onLoad(_ observer: @escaping @Sendable (Int) -> Void) { loadObservers.append(observer) }
 
+    /// What the runtime is doing, for a service manager (systemd's notify protocol).
+    public enum LifecycleEvent: Sendable {
+        /// A config is being loaded; `initial` for the first one.
+        case loading(initial: Bool)
+        /// A config is serving (generation number).
+        case loaded(generation: Int)
+        /// A load failed; the previous config (if any) keeps serving.
+        case loadFailed(String)
+        /// Stopping.
+        case stopping
+    }
+
+    private var lifecycleObservers: [@Sendable (LifecycleEvent) -> Void] = []
+
+    /// Registers a closure called, in order, as configs load and the runtime stops.
+    public func onLifecycle(_ observer: @escaping @Sendable (LifecycleEvent) -> Void) { lifecycleObservers.append(observer) }
+
+    private func announce(_ event: LifecycleEvent) {
+        for o in lifecycleObservers { o(event) }
+    }
+
     // MARK: - Loading
 
     /// Replaces the running config with `json`. Unchanged config is a no-op unless `force` is set.
@@ -76,6 +97,17 @@ public actor ServerRuntime {
             logger.info("config is unchanged")
             return
         }
+        announce(.loading(initial: running == nil && generation == 0))
+        do {
+            try await loadUnchecked(json)
+            announce(.loaded(generation: generation))
+        } catch {
+            announce(.loadFailed(error.usherDescription))
+            throw error
+        }
+    }
+
+    private func loadUnchecked(_ json: JSONValue) async throws {
         let decoded: UsherConfig
         if json.isNull {
             decoded = try ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: .object([:]))
@@ -219,6 +251,7 @@ public actor ServerRuntime {
     public func stop() async {
         await acquireExclusive()
         defer { releaseExclusive() }
+        if !stopRequested { announce(.stopping) }
         if let running {
             for name in running.appOrder.reversed() { await running.apps[name]!.stop() }
             await running.context.runCleanups()

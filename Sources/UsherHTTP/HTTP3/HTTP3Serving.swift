@@ -46,6 +46,12 @@ final class HTTP3Listener: ServedConnection, @unchecked Sendable {
         slot.register(self)
     }
 
+    /// Serves on an inherited UDP socket (`fdgram/N`, from systemd socket activation).
+    func start(boundSocket fd: Int32) async throws {
+        _ = try await endpoint.start(boundSocket: fd)
+        slot.register(self)
+    }
+
     func shutdown() {
         guard stopping.withLock({ s in defer { s = true }; return !s }) else { return }
         let endpoint = self.endpoint!

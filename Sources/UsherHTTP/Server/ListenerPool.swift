@@ -146,6 +146,12 @@ final class ListenerPool: Sendable {
         if let slot = reuse(key) { return slot }
         let slot = ListenerSlot(address: address, server: server, http3: true)
         let listener = HTTP3Listener(slot: slot, loop: group.next())
+        if address.isFDNetwork {
+            guard let fd = Int32(address.host) else { throw AddressError("invalid file descriptor \"\(address.host)\"") }
+            try await listener.start(boundSocket: fd)
+            entries.withLock { $0[key] = Entry(channel: nil, slot: slot, refs: 1, unixPath: nil) }
+            return slot
+        }
         let host = address.host.isEmpty ? (address.network == "tcp4" ? "0.0.0.0" : "::") : (address.host == "localhost" ? "127.0.0.1" : address.host)
         do {
             try await listener.start(host: host, port: address.startPort)

@@ -222,7 +222,10 @@ public struct ServerConfig: Decodable, Sendable {
         listen = try listenTexts.enumerated().map { i, text in
             do {
                 let a = try NetworkAddress(parsing: text, defaultPort: 0)
-                if a.isUDP { throw AddressError("HTTP servers listen on stream sockets, not \(a.network)") }
+                // `fdgram/N` (an inherited UDP socket, for HTTP/3) is the one datagram listener a server takes.
+                if a.isUDP && !a.isFDNetwork {
+                    throw AddressError("HTTP servers listen on stream sockets, not \(a.network) (HTTP/3 takes the TCP port's UDP twin, or fdgram/N)")
+                }
                 if !a.isUnixNetwork && !a.isFDNetwork && a.startPort == 0 && !text.hasSuffix(":0") {
                     throw AddressError("missing port in address \"\(text)\"")
                 }
