@@ -473,7 +473,7 @@ class QUICConnection {
     /// Whether the kernel cuts a write into datagrams for us (Linux UDP GSO).
     static let useGSO = System.supportsUDPSegmentationOffload
     /// Packets per GSO write.
-    static let maxSegments = 32
+    static let maxSegments = 64
 
     /// How many of nghttp3's bytes ngtcp2 took: all of them when the whole spliced SETTINGS chunk went out; a
     /// partly accepted spliced chunk cannot be mapped back (`nil`).
