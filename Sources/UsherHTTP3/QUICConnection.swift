@@ -105,6 +105,8 @@ class QUICConnection {
     var goawayReceived = false
     /// The handshake completed.
     var handshakeDone = false
+    /// When the peer last sent a packet (for the endpoint's sweep of connections whose timers failed to end them).
+    private(set) var lastActivity = NIODeadline.now()
     /// This side is the server (it grants the peer request streams).
     var isServer = true
     /// Request streams the peer may open (server side).
@@ -308,6 +310,7 @@ class QUICConnection {
 
     func read(_ bytes: UnsafeBufferPointer<UInt8>, from remote: SocketAddress) {
         guard let conn, !closed, !draining else { return }
+        lastActivity = .now()
         var pi = ngtcp2_pkt_info()
         reading = true
         let rv = usher_ngtcp2_conn_read_pkt(conn, path, &pi, bytes.baseAddress, bytes.count, quicTimestamp())

@@ -175,13 +175,34 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
                 ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(DatagramReader(endpoint: endpoint)) }
             }
         let ch = try await open(bootstrap)
-        try await loop.submit { endpoint.channel = ch }.get()
+        try await loop.submit {
+            endpoint.channel = ch
+            endpoint.startSweeping()
+        }.get()
         return ch.localAddress?.port ?? 0
     }
 
     /// Closes the socket at once; connections end without a word.
     public func stop() async {
+        sweep?.cancel()
         try? await channel?.close()
+    }
+
+    private var sweep: RepeatedTask?
+
+    /// A safety net under ngtcp2's timers: a connection the peer has not sent to for longer than the idle and
+    /// handshake timeouts together is closed, whatever its timers say. (Under heavy load one connection was once
+    /// seen to outlive its timers; the cause was not found.)
+    fileprivate func startSweeping() {
+        let limit = configuration.idleTimeout + configuration.handshakeTimeout + .seconds(1)
+        let interval = max(.seconds(1), min(configuration.idleTimeout, configuration.handshakeTimeout))
+        sweep = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [weak self] _ in
+            guard let self else { return }
+            let now = NIODeadline.now()
+            for conn in self.live.values where now - conn.lastActivity > limit {
+                conn.close(sendingClose: false)
+            }
+        }
     }
 
     /// Graceful shutdown: every connection gets GOAWAY, requests in flight finish, and each connection closes when
