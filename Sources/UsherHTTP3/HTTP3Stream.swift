@@ -39,7 +39,6 @@ public final class HTTP3Stream {
         set { outbound.window = newValue }
     }
 
-    var inTrailers = false
     private(set) var closed = false
     private var responseSubmitted = false
     private var responseEnded = false

@@ -511,11 +511,6 @@ class QUICConnection {
             me.headersReceived(stream)
             return 0
         }
-        callbacks.begin_trailers = { _, streamID, userData, _ in
-            guard let me = connection(userData) else { return NGHTTP3_ERR_CALLBACK_FAILURE }
-            me.streams[streamID]?.inTrailers = true
-            return 0
-        }
         callbacks.recv_trailer = { _, streamID, _, name, value, _, userData, _ in
             guard let me = connection(userData), let stream = me.streams[streamID], let field = fieldText(name, value) else { return 0 }
             stream.trailers.append(field)

@@ -22,8 +22,6 @@ public actor ServerRuntime {
     private var stopWaiters: [CheckedContinuation<Void, Never>] = []
     /// Admin endpoints contributed by bundles, keyed by path prefix.
     private let adminEndpoints: [any AdminEndpoint]
-    /// Called after each successful load (systemd notifications, tests).
-    private var loadObservers: [@Sendable (Int) -> Void] = []
     /// Loads and stops run one at a time: the actor is reentrant, and a stop arriving while a load awaits would
     /// otherwise find nothing to stop, after which the load would start a config nobody stops.
     private var exclusiveBusy = false
@@ -62,9 +60,6 @@ public actor ServerRuntime {
     /// The provisioned app named `name` in the running config.
     public func app(_ name: String) -> (any App)? { running?.apps[name] }
 
-    /// Registers a closure called with the generation number after each successful load.
-    public func onLoad(_ observer: @escaping @Sendable (Int) -> Void) { loadObservers.append(observer) }
-
     /// What the runtime is doing, for a service manager (systemd's notify protocol).
     public enum LifecycleEvent: Sendable {
         /// A config is being loaded; `initial` for the first one.
@@ -79,7 +74,8 @@ public actor ServerRuntime {
 
     private var lifecycleObservers: [@Sendable (LifecycleEvent) -> Void] = []
 
-    /// Registers a closure called, in order, as configs load and the runtime stops.
+    /// Registers a closure called, in order, as configs load (`.loaded` after each successful one) and the runtime
+    /// stops.
     public func onLifecycle(_ observer: @escaping @Sendable (LifecycleEvent) -> Void) { lifecycleObservers.append(observer) }
 
     private func announce(_ event: LifecycleEvent) {
@@ -176,7 +172,6 @@ public actor ServerRuntime {
         }
         logger.info("serving initial configuration", metadata: ["generation": "\(generation)"])
         if decoded.admin.persist && !json.isNull { persist(json) }
-        for o in loadObservers { o(generation) }
     }
 
     /// Decodes and provisions `json` without starting anything, then cleans up: the `usher validate` check.
