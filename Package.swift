@@ -160,7 +160,7 @@ let package = Package(
         .target(
             name: "UsherTestModules",
             dependencies: [
-                "UsherCore", "UsherHTTP", "UsherCaddyfile", "UsherCaddyfileHTTP",
+                "UsherCore", "UsherHTTP", "UsherHTTP3", "UsherCaddyfile", "UsherCaddyfileHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

@@ -60,6 +60,9 @@ public final class HTTP3Stream {
     /// The server name the client asked for in its TLS hello (SNI), if any.
     public var serverName: String? { connection?.serverName }
 
+    /// The WebTransport registry of the stream's connection, when it offers WebTransport.
+    public var webTransportSessions: WebTransportSessions? { connection?.ext as? WebTransportSessions }
+
     /// The value of the first field named `name` (lowercase), pseudo-header fields included.
     public func field(_ name: String) -> String? { fields.first { $0.name == name }?.value }
 

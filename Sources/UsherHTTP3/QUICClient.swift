@@ -25,6 +25,11 @@ public struct HTTP3ClientConfiguration: Sendable {
     /// Receive windows: per stream and for the connection (bytes). Defaults: 8 MiB and 32 MiB.
     public var streamWindow = 8 << 20
     public var connectionWindow = 32 << 20
+    /// SETTINGS to add to nghttp3's (e.g. H3_DATAGRAM and WebTransport's); none leaves the wire untouched.
+    public var extraSettings: [HTTP3Setting] = []
+    /// Takes the server's WebTransport streams and datagrams (see ``HTTP3Extension``); with one, the server may
+    /// open 100 streams of each kind, and H3_DATAGRAM in ``extraSettings`` turns on QUIC datagrams.
+    public var `extension`: (any HTTP3Extension)?
 
     public init(serverName: String) { self.serverName = serverName }
 }
@@ -96,6 +101,9 @@ public final class HTTP3ClientConnection: QUICDatagramSink, @unchecked Sendable 
 
     /// Request streams open now.
     public var openStreams: Int { connection?.streams.count ?? 0 }
+
+    /// The connection as an extension sees it (datagrams, streams, the server's SETTINGS); nil once closed.
+    public var handle: HTTP3ConnectionHandle? { connection?.handle }
 
     /// Closes with CONNECTION_CLOSE (NO_ERROR); open streams fail.
     public func close() {
@@ -180,8 +188,9 @@ final class QUICClientConnection: QUICConnection {
 
     init(client: HTTP3ClientConnection, local: SocketAddress, remote: SocketAddress, configuration config: HTTP3ClientConfiguration) throws {
         self.client = client
-        super.init(sink: client, local: local, remote: remote, extraSettings: [])
+        super.init(sink: client, local: local, remote: remote, extraSettings: config.extraSettings)
         isServer = false
+        ext = config.extension
         serverName = config.serverName
         var scidC = ngtcp2_cid()
         scid.withUnsafeBufferPointer { ngtcp2_cid_init(&scidC, $0.baseAddress, $0.count) }
@@ -202,8 +211,12 @@ final class QUICClientConnection: QUICConnection {
         params.initial_max_stream_data_bidi_remote = 256 * 1024
         params.initial_max_stream_data_uni = 256 * 1024
         params.initial_max_data = UInt64(config.connectionWindow)
-        params.initial_max_streams_bidi = 0
-        params.initial_max_streams_uni = 3
+        // Servers open no request streams; an extension's (WebTransport) streams are another matter.
+        params.initial_max_streams_bidi = config.extension == nil ? 0 : 100
+        params.initial_max_streams_uni = config.extension == nil ? 3 : 100
+        if config.extraSettings.contains(where: { $0.id == HTTP3Codepoint.settingsH3Datagram && $0.value == 1 }) {
+            params.max_datagram_frame_size = 65535
+        }
         params.max_idle_timeout = UInt64(max(config.idleTimeout.nanoseconds, 0))
         var c: OpaquePointer?
         let rv = usher_ngtcp2_conn_client_new(&c, &dcidC, &scidC, path, UInt32(NGTCP2_PROTO_VER_V1), &callbacks, &settings,

@@ -208,6 +208,14 @@ class QUICConnection {
                 if let raw = me.rawStreams.removeValue(forKey: streamID) {
                     raw.didClose(code: flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0 ? code : nil)
                     raw.releaseBuffers()
+                    // A stream the peer opened is done: it may open another of its kind.
+                    if (streamID & 0x1 == 0) == me.isServer, let conn = me.conn {
+                        if streamID & 0x2 == 0 {
+                            ngtcp2_conn_extend_max_streams_bidi(conn, 1)
+                        } else {
+                            ngtcp2_conn_extend_max_streams_uni(conn, 1)
+                        }
+                    }
                     return 0
                 }
             }
@@ -221,10 +229,21 @@ class QUICConnection {
         // The peer abandoned its side (RESET_STREAM) or wants no more of ours (STOP_SENDING; ngtcp2 answers with
         // RESET_STREAM): either way the exchange is over.
         callbacks.stream_reset = { _, streamID, _, code, userData, _ in
-            connection(userData)?.peerAbandoned(streamID, code: code) ?? NGTCP2_ERR_CALLBACK_FAILURE
+            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            if let raw = me.rawStreams[streamID] {
+                raw.peerReset(code: code)
+                return 0
+            }
+            if me.ext != nil { me.undecided[streamID] = nil }
+            return me.peerAbandoned(streamID, code: code)
         }
         callbacks.stream_stop_sending = { _, streamID, code, userData, _ in
-            connection(userData)?.peerAbandoned(streamID, code: code) ?? NGTCP2_ERR_CALLBACK_FAILURE
+            guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            if let raw = me.rawStreams[streamID] {
+                raw.peerStopSending(code: code)
+                return 0
+            }
+            return me.peerAbandoned(streamID, code: code)
         }
         callbacks.recv_datagram = { _, _, data, len, userData in
             guard let me = connection(userData), let data, let ext = me.ext else { return 0 }
@@ -235,7 +254,8 @@ class QUICConnection {
         }
         callbacks.extend_max_remote_streams_bidi = { _, maxStreams, userData in
             guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
-            if let h3 = me.h3 { nghttp3_conn_set_max_client_streams_bidi(h3, maxStreams) }
+            // Only a server counts the client's request streams (a client granting streams to an extension does not).
+            if me.isServer, let h3 = me.h3 { nghttp3_conn_set_max_client_streams_bidi(h3, maxStreams) }
             return 0
         }
         callbacks.extend_max_stream_data = { _, streamID, _, userData, _ in
@@ -577,10 +597,6 @@ class QUICConnection {
     }
 
     func peerAbandoned(_ streamID: Int64, code: UInt64) -> Int32 {
-        if let raw = rawStreams[streamID] {
-            raw.didClose(code: code)
-            return 0
-        }
         if let h3, nghttp3_conn_shutdown_stream_read(h3, streamID) != 0 { return NGTCP2_ERR_CALLBACK_FAILURE }
         streams[streamID]?.didClose(complete: false)
         return 0
@@ -612,7 +628,7 @@ class QUICConnection {
         }
         let peerInitiated = (id & 0x1 == 0) == isServer
         if !peerInitiated || plainStreams.contains(id) || streams[id] != nil {
-            if id == peerControlStream { try? peerControl.receive(Array(bytes)) }
+            if id == peerControlStream { feedPeerControl(Array(bytes)) }
             let consumed = nghttp3_conn_read_stream(h3, id, data, len, fin ? 1 : 0)
             guard consumed >= 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
             ngtcp2_conn_extend_max_stream_offset(conn, id, UInt64(consumed))
@@ -632,7 +648,7 @@ class QUICConnection {
             plainStreams.insert(id)
             if !bidirectional, QUICVarint.decode(first)?.value == HTTP3Codepoint.controlStream {
                 peerControlStream = id
-                try? peerControl.receive(first)
+                feedPeerControl(first)
             }
             let consumed = first.withUnsafeBufferPointer { nghttp3_conn_read_stream(h3, id, $0.baseAddress, $0.count, fin ? 1 : 0) }
             guard consumed >= 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
@@ -649,6 +665,13 @@ class QUICConnection {
             raw.receive(ByteBuffer(bytes: first[headerLength...]), fin: fin)
             return 0
         }
+    }
+
+    /// Reads the peer's control stream beside nghttp3 (which checks it); tells the extension when SETTINGS arrive.
+    private func feedPeerControl(_ bytes: [UInt8]) {
+        let had = peerControl.settings != nil
+        try? peerControl.receive(bytes)
+        if !had, peerControl.settings != nil { ext?.settingsReceived(on: handle) }
     }
 
     func queueDatagram(_ datagram: [UInt8]) -> Bool {
@@ -669,7 +692,7 @@ class QUICConnection {
         guard rv == 0 else { throw QUICError("opening a stream: \(String(cString: ngtcp2_strerror(rv)))") }
         let raw = HTTP3RawStream(id: id, connection: self)
         rawStreams[id] = raw
-        try raw.enqueue(ByteBuffer(bytes: preamble))
+        try raw.enqueuePreamble(preamble)
         return raw
     }
 
@@ -715,8 +738,14 @@ class QUICConnection {
                                                            nil, 0, quicTimestamp())
                 }
                 if n < 0 {
-                    if Int32(n) == NGTCP2_ERR_STREAM_DATA_BLOCKED { break }
-                    raw.didClose(code: nil)
+                    switch Int32(n) {
+                    case NGTCP2_ERR_STREAM_DATA_BLOCKED: break
+                    case NGTCP2_ERR_STREAM_SHUT_WR: raw.sendingWasShut()
+                    case NGTCP2_ERR_STREAM_NOT_FOUND: raw.didClose(code: nil)
+                    default:
+                        close(sendingClose: true, error: Int32(n))
+                        return
+                    }
                     break
                 }
                 if accepted >= 0 { raw.wrote(Int(accepted), fin: fin && Int(accepted) == (buffer?.readableBytes ?? 0)) }
@@ -811,6 +840,12 @@ class QUICConnection {
         scheduleWrite()
     }
 
+    func resetStreamWrite(_ id: Int64, code: UInt64) {
+        guard let conn else { return }
+        ngtcp2_conn_shutdown_stream_write(conn, id, code)
+        scheduleWrite()
+    }
+
     func stopReading(_ id: Int64, code: UInt64) {
         guard let conn else { return }
         ngtcp2_conn_shutdown_stream_read(conn, id, code)
@@ -881,6 +916,7 @@ class QUICConnection {
         let raw = rawStreams
         rawStreams = [:]
         for r in raw.values { r.didClose(code: nil) }
+        ext?.connectionClosed(handle)
         sink.forget(self)
     }
 

@@ -95,6 +95,9 @@ public struct HTTP3ServerConfiguration: Sendable {
     /// Takes WebTransport streams and datagrams (see ``HTTP3Extension``). Default: none, which keeps the wire
     /// plain HTTP/3 and costs nothing per stream.
     public var `extension`: (any HTTP3Extension)?
+    /// Decides ``extension`` and ``extraSettings`` afresh for each new connection (a reload may turn an
+    /// extension on or off without a new socket); when set, it replaces those two.
+    public var extensionForNewConnection: (@Sendable () -> (extension: (any HTTP3Extension)?, settings: [HTTP3Setting]))?
 
     public init(credentials: @escaping @Sendable (_ serverName: String?, _ local: SocketAddress, _ remote: SocketAddress) -> QUICCredentials?,
                 onRequest: (@Sendable (HTTP3Stream) -> Void)? = nil) {
@@ -404,10 +407,11 @@ final class QUICServerConnection: QUICConnection {
     init(endpoint: QUICServerEndpoint, header hd: ngtcp2_pkt_hd, local: SocketAddress, remote: SocketAddress,
          retry: (odcid: ngtcp2_cid, scid: ngtcp2_cid)? = nil) throws {
         self.endpoint = endpoint
-        super.init(sink: endpoint, local: local, remote: remote, extraSettings: endpoint.extraSettings)
         let config = endpoint.configuration
+        let extras = config.extensionForNewConnection?() ?? (extension: config.extension, settings: config.extraSettings)
+        super.init(sink: endpoint, local: local, remote: remote, extraSettings: extras.settings)
         maxPeerBidiStreams = UInt64(config.maxConcurrentStreams)
-        ext = config.extension
+        ext = extras.extension
         var scidC = ngtcp2_cid()
         scid.withUnsafeBufferPointer { ngtcp2_cid_init(&scidC, $0.baseAddress, $0.count) }
         var callbacks = commonCallbacks()
@@ -428,7 +432,7 @@ final class QUICServerConnection: QUICConnection {
         params.initial_max_data = 4 * 1024 * 1024
         params.initial_max_streams_bidi = UInt64(config.maxConcurrentStreams)
         // HTTP/3 needs 3 unidirectional streams from the client; an extension's (WebTransport) need more.
-        params.initial_max_streams_uni = config.extension == nil ? 3 : 100
+        params.initial_max_streams_uni = extras.extension == nil ? 3 : 100
         params.max_idle_timeout = UInt64(max(config.idleTimeout.nanoseconds, 0))
         params.original_dcid = hd.dcid
         if let retry {
@@ -438,7 +442,7 @@ final class QUICServerConnection: QUICConnection {
         }
         settings.handshake_timeout = UInt64(max(config.handshakeTimeout.nanoseconds, 0))
         settings.token = hd.token
-        if endpoint.extraSettings.contains(where: { $0.id == HTTP3Codepoint.settingsH3Datagram && $0.value == 1 }) {
+        if extras.settings.contains(where: { $0.id == HTTP3Codepoint.settingsH3Datagram && $0.value == 1 }) {
             // HTTP/3 datagrams need QUIC DATAGRAM frames (RFC 9297 section 2.1.1).
             params.max_datagram_frame_size = 65535
         }

@@ -44,7 +44,9 @@ final class HTTP3UpstreamPool: Sendable {
         }
     }
 
-    private func dial(_ address: String, on loop: any EventLoop) async throws -> HTTP3ClientConnection {
+    /// A new connection to `address` on `loop`; with `webTransport`, one that offers WebTransport and hands the
+    /// server's WebTransport streams and datagrams to that registry.
+    func dial(_ address: String, on loop: any EventLoop, webTransport: WebTransportSessions? = nil) async throws -> HTTP3ClientConnection {
         let parsed: NetworkAddress
         do {
             parsed = try NetworkAddress(parsing: address)
@@ -68,6 +70,10 @@ final class HTTP3UpstreamPool: Sendable {
         config.rootCAPEM = transport.quicRootCAPEM
         config.clientCertificate = transport.quicClientCertificate
         if let t = transport.dialTimeout, t.nanoseconds > 0 { config.handshakeTimeout = .nanoseconds(t.nanoseconds) }
+        if let webTransport {
+            config.extension = webTransport
+            config.extraSettings = WebTransportCodepoint.clientSettings
+        }
         do {
             return try await HTTP3ClientConnection.connect(to: remote, configuration: config, on: loop)
         } catch {
@@ -215,8 +221,14 @@ final class HTTP3UpstreamExchange: UpstreamExchange {
     private func sendHead(hasBody: Bool) throws {
         guard let head = pendingHead else { return }
         pendingHead = nil
-        var fields: [(String, String)] = [(":method", head.method.rawValue), (":scheme", "https"),
-                                          (":authority", head.headers.first(name: "Host") ?? ""), (":path", head.uri)]
+        try stream.sendRequest(Self.fields(head), hasBody: hasBody)
+    }
+
+    /// An HTTP/1 request head as HTTP/3 fields; with `connectProtocol`, an Extended CONNECT for that protocol.
+    static func fields(_ head: HTTPRequestHead, connectProtocol: String? = nil) -> [(String, String)] {
+        var fields: [(String, String)] = [(":method", connectProtocol == nil ? head.method.rawValue : "CONNECT")]
+        if let connectProtocol { fields.append((":protocol", connectProtocol)) }
+        fields += [(":scheme", "https"), (":authority", head.headers.first(name: "Host") ?? ""), (":path", head.uri)]
         for (name, value) in head.headers {
             switch name.lowercased() {
             case "host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade": continue
@@ -224,7 +236,7 @@ final class HTTP3UpstreamExchange: UpstreamExchange {
             case let lower: fields.append((lower, value))
             }
         }
-        try stream.sendRequest(fields, hasBody: hasBody)
+        return fields
     }
 
     func close() {

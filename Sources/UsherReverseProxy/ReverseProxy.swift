@@ -4,6 +4,7 @@ import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import UsherHTTP3
 public import UsherCore
 public import UsherHTTP
 public import UsherHandlers
@@ -118,11 +119,11 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     public var streamCloseDelay: ConfigDuration?
 
     /// The handler's config, which names its group of upgraded connections across reloads.
-    private let configKey: JSONValue
-    private var tunnels: TunnelRegistry?
+    let configKey: JSONValue
+    var tunnels: TunnelRegistry?
     private var pool: [Upstream] = []
     private var dynamicHosts: DynamicHosts?
-    private var logger: Logger?
+    var logger: Logger?
     private var connections: ConnectionPool?
     private var registry: UpstreamRegistry?
     private var checker: CheckerTask?
@@ -277,7 +278,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     }
 
     /// Passive health checking: remember a failure for `fail_duration`.
-    private func countFailure(_ upstream: Upstream, loop: any EventLoop) {
+    func countFailure(_ upstream: Upstream, loop: any EventLoop) {
         guard let passive = healthChecks?.passive, passive.failDuration.nanoseconds > 0 else { return }
         let health = upstream.health
         health.countFailure()
@@ -290,6 +291,11 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                        connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders,
                        next: any HTTPHandler, prebuffered: PrebufferedBody? = nil) async throws {
         let upgrade = Self.requestedUpgrade(request)
+        if request.method == .CONNECT, WebTransportCodepoint.isWebTransportProtocol(request.connectProtocol) {
+            try await proxyWebTransport(request, writer, to: upstream, connections: connections, loop: loop,
+                                        placeholders: placeholders)
+            return
+        }
         if let upgrade, upgrade.extendedConnect, upgrade.type.lowercased() != "websocket" {
             throw HandlerError(status: 501, HTTPErrorMessage("reverse_proxy: extended CONNECT for \(upgrade.type) is not supported"))
         }
@@ -575,7 +581,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
 
     /// The request as it goes up: the (possibly rewritten) method and URI, headers without hop-by-hop fields, the
     /// `X-Forwarded-*` fields, the client's Host, and the configured header ops.
-    private func upstreamRequestHead(_ request: Request, upgrade: (type: String, extendedConnect: Bool)?,
+    func upstreamRequestHead(_ request: Request, upgrade: (type: String, extendedConnect: Bool)?,
                                      target: (method: HTTPMethod, uri: String)? = nil, withoutBody: Bool = false) -> HTTPRequestHead {
         var h = request.headers
         let te = h.first(name: "TE")?.lowercased().contains("trailers") ?? false

@@ -10,7 +10,7 @@ import UsherHTTP
 final class TunnelRegistry: Sendable {
     private struct Group {
         var handlers = 0
-        var tunnels: [ObjectIdentifier: HeldTunnel] = [:]
+        var tunnels: [ObjectIdentifier: any HeldConnection] = [:]
         /// Bumped on every retain, so a delayed close can tell that the group came back meanwhile.
         var epoch = 0
     }
@@ -34,6 +34,8 @@ final class TunnelRegistry: Sendable {
             return (group.handlers <= 0, group.epoch)
         }
         guard orphaned else { return }
+        // Sessions that can be asked to wind down (WebTransport) are asked at once.
+        for t in groups.withLock({ Array(($0[key]?.tunnels ?? [:]).values) }) { t.drain() }
         if delay <= .zero {
             closeOrphans(key, epoch: epoch)
             return
@@ -45,7 +47,7 @@ final class TunnelRegistry: Sendable {
     }
 
     private func closeOrphans(_ key: JSONValue, epoch: Int) {
-        let tunnels: [HeldTunnel] = groups.withLock { g in
+        let tunnels: [any HeldConnection] = groups.withLock { g in
             guard let group = g[key], group.handlers <= 0, group.epoch == epoch else { return [] }
             g[key] = nil
             return Array(group.tunnels.values)
@@ -53,11 +55,11 @@ final class TunnelRegistry: Sendable {
         for t in tunnels { t.close() }
     }
 
-    func add(_ tunnel: HeldTunnel, to key: JSONValue) {
+    func add(_ tunnel: any HeldConnection, to key: JSONValue) {
         groups.withLock { g in g[key, default: Group()].tunnels[ObjectIdentifier(tunnel)] = tunnel }
     }
 
-    func remove(_ tunnel: HeldTunnel, from key: JSONValue) {
+    func remove(_ tunnel: any HeldConnection, from key: JSONValue) {
         groups.withLock { g in
             g[key]?.tunnels[ObjectIdentifier(tunnel)] = nil
             if let group = g[key], group.handlers <= 0, group.tunnels.isEmpty { g[key] = nil }
@@ -68,8 +70,16 @@ final class TunnelRegistry: Sendable {
     var count: Int { groups.withLock { $0.values.reduce(0) { $0 + $1.tunnels.count } } }
 }
 
+/// A long-lived exchange a handler holds beyond one request: a tunnel, or a WebTransport session.
+protocol HeldConnection: AnyObject, Sendable {
+    /// Asks both ends to wind down (the handler is going away); closing follows after `stream_close_delay`.
+    func drain()
+    /// Closes both ends.
+    func close()
+}
+
 /// One open tunnel: its two ends, reachable from any thread through their event loop.
-final class HeldTunnel: Sendable {
+final class HeldTunnel: HeldConnection {
     private let ends: NIOLoopBound<(client: any UpgradedStream, upstream: UpstreamTunnel)>
     private let websocket: Bool
 
@@ -78,6 +88,9 @@ final class HeldTunnel: Sendable {
         ends = NIOLoopBound((client, upstream), eventLoop: loop)
         self.websocket = websocket
     }
+
+    /// Tunnels have no way to ask their ends to wind down.
+    func drain() {}
 
     /// Closes both ends; a WebSocket first gets a Close frame with 1001 (going away) each way, as Caddy sends.
     func close() {

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import UsherHTTP3
 import NIOHTTP1
 import NIOHPACK
 import NIOHTTP2
@@ -282,6 +283,10 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         writeTimer?.cancel()
         writeTimer = nil
         return body
+    }
+
+    func beganWebTransport() throws -> WebTransportSession {
+        throw WebTransportError("WebTransport needs HTTP/3")
     }
 
     /// Ends a tunnel: `last` (if any) goes out with END_STREAM, and the client's side is read no more.

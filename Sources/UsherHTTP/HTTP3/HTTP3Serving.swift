@@ -32,6 +32,13 @@ final class HTTP3Listener: ServedConnection, @unchecked Sendable {
             HTTP3RequestStream.begin(stream, slot: slot, executor: executor, dates: dates.value)
         }
         config.enableConnectProtocol = true
+        // One registry per endpoint; whether a new connection offers WebTransport follows the server in the slot
+        // when it connects, so a reload can turn it on or off on the same socket.
+        let sessions = WebTransportSessions()
+        config.extensionForNewConnection = {
+            guard slot.currentServer?.settings.webTransport == true else { return (nil, []) }
+            return (sessions, WebTransportCodepoint.serverSettings)
+        }
         if let server = slot.currentServer {
             // quic-go's idle timeout (30 s), which Caddy keeps, unless the server's `idle_timeout` is shorter.
             config.idleTimeout = min(server.settings.idleTimeout ?? .seconds(30), .seconds(30))
@@ -114,8 +121,20 @@ final class HTTP3RequestStream: FramedStream {
             return
         }
         let writer = FramedResponseWriter(stream: me, isHEAD: request.method == .HEAD)
-        writer.upgradeRequested = request.connectProtocol != nil && request.method == .CONNECT
+        let webTransport = request.method == .CONNECT && WebTransportCodepoint.isWebTransportProtocol(request.connectProtocol)
+        let sessions = stream.webTransportSessions
+        if webTransport {
+            guard sessions != nil else {
+                me.refuse(.notImplemented, "WebTransport is not enabled on this server (enable_webtransport)")
+                return
+            }
+            writer.webTransportRequested = true
+        } else {
+            writer.upgradeRequested = request.connectProtocol != nil && request.method == .CONNECT
+        }
         stream.onClose = { complete in
+            // A CONNECT that did not become a session: its early streams are refused.
+            if webTransport { sessions?.rejectPending(for: stream) }
             guard !complete else { return }
             me.body?.fail(ClientDisconnectedError())
             writer.abandonQuietly()
@@ -195,8 +214,8 @@ final class HTTP3RequestStream: FramedStream {
     }
 
     /// Answers without running a handler (protocol-level refusal).
-    private func refuse(_ status: HTTPResponseStatus) {
-        let text = "\(status.code) \(status.reasonPhrase)"
+    private func refuse(_ status: HTTPResponseStatus, _ why: String? = nil) {
+        let text = why ?? "\(status.code) \(status.reasonPhrase)"
         do {
             try stream.sendResponse([(":status", String(status.code)), ("content-type", "text/plain; charset=utf-8"),
                                      ("content-length", String(text.utf8.count))], hasBody: true)
@@ -265,6 +284,13 @@ final class HTTP3RequestStream: FramedStream {
     func dateHeader() -> String { dates.value() }
 
     func beganTunnel() -> BodyStream? { body }
+
+    func beganWebTransport() throws -> WebTransportSession {
+        // The session reads the CONNECT stream's capsules from here on.
+        body?.finish()
+        body = nil
+        return try WebTransportSession.accept(stream)
+    }
 
     func closeTunnel(sending last: ByteBuffer?) {
         let run: (HTTP3RequestStream) -> Void = { me in

@@ -1,5 +1,6 @@
 public import NIOCore
 public import NIOHTTP1
+import UsherHTTP3
 
 /// A request stream of a framed protocol (HTTP/2, HTTP/3) that a ``FramedResponseWriter`` sends on. Calls come
 /// from the request's task; implementations hop to their event loop when needed.
@@ -19,6 +20,8 @@ protocol FramedStream: AnyObject {
     func dateHeader() -> String
     /// An extended CONNECT was answered: the request body becomes the tunnel's inbound side.
     func beganTunnel() -> BodyStream?
+    /// Takes the stream as a WebTransport session (HTTP/3 only), once its 2xx head is out.
+    func beganWebTransport() throws -> WebTransportSession
     /// Ends a tunnel: `last` (if any) goes out with the end of the stream; the client's side is read no more.
     func closeTunnel(sending last: ByteBuffer?)
 }
@@ -81,6 +84,8 @@ final class FramedResponseWriter: ResponseWriter, Flushing, ResponseAccounting, 
     private var declaredRemaining: Int?
     /// The request is an extended CONNECT (`:protocol`).
     var upgradeRequested = false
+    /// The request is a WebTransport CONNECT on a connection that offers WebTransport.
+    var webTransportRequested = false
 
     init(stream: any FramedStream, isHEAD: Bool) {
         self.stream = stream
@@ -244,6 +249,18 @@ extension FramedResponseWriter: ConnectionUpgrading {
         try await flush()
         let inbound = stream.beganTunnel()
         return FramedTunnel(writer: self, inbound: RequestBody(stream: inbound, expectedLength: inbound == nil ? 0 : nil))
+    }
+}
+
+extension FramedResponseWriter: WebTransportAccepting {
+    func acceptWebTransport(_ status: HTTPResponseStatus) async throws -> WebTransportSession {
+        guard webTransportRequested, !finished, !headSent, (200..<300).contains(status.code) else { throw ResponseFinishedError() }
+        self.status = status
+        try await flush()
+        let session = try stream.beganWebTransport()
+        // The session owns the stream now; the server must not end it when the handler returns.
+        abandonQuietly()
+        return session
     }
 }
 

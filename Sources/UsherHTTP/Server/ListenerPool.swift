@@ -25,6 +25,8 @@ struct ConnectionSettings: Sendable {
     /// Files may go out with sendfile(2): the connection is cleartext TCP.
     var zeroCopy = true
     var tcpKeepAlive: (interval: Int, idle: Int, count: Int)?
+    /// `enable_webtransport`: new HTTP/3 connections offer WebTransport.
+    var webTransport = false
 }
 
 /// A connection a listener keeps track of, so stopping the listener can close it gracefully or at once.

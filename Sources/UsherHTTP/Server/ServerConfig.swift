@@ -185,6 +185,10 @@ public struct ServerConfig: Decodable, Sendable {
     public var enableFullDuplex: Bool
     /// `tls_connection_policies`: how TLS handshakes go; present (even empty) means the server speaks TLS.
     public var tlsConnectionPolicies: [ConnectionPolicy]?
+    /// `enable_webtransport`: HTTP/3 connections offer WebTransport (Extended CONNECT, HTTP/3 datagrams and the
+    /// WebTransport SETTINGS of drafts 02 to 15), for handlers that accept sessions such as `reverse_proxy`.
+    /// Default: false (the HTTP/3 wire stays plain, and WebTransport CONNECTs are refused with 501).
+    public var enableWebTransport: Bool
     /// `strict_sni_host`: refuse (421) requests whose Host differs from the TLS server name. Default: on when a
     /// policy authenticates clients, as in Caddy (a client certificate checked for one name must not reach another).
     public var strictSNIHost: Bool?
@@ -216,7 +220,7 @@ public struct ServerConfig: Decodable, Sendable {
         try c.refuseUnsupported([
             .listenerWrappers, .packetConnWrappers, .readMinRate, .writeMinRate, .maxWriteChunk,
             .expectedUnderscoreHeaders, .expectedDotHeaders,
-            .listenProtocols, .allow0RTT, .metrics, .enableWebTransport,
+            .listenProtocols, .allow0RTT, .metrics,
         ])
         let listenTexts = try c.decodeIfPresent([String].self, forKey: .listen) ?? []
         listen = try listenTexts.enumerated().map { i, text in
@@ -268,6 +272,7 @@ public struct ServerConfig: Decodable, Sendable {
             throw c.error(.protocols, "a server without TLS must speak h1 or h2c")
         }
         enableFullDuplex = try c.decodeIfPresent(Bool.self, forKey: .enableFullDuplex) ?? false
+        enableWebTransport = try c.decodeIfPresent(Bool.self, forKey: .enableWebTransport) ?? false
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
@@ -291,6 +296,7 @@ public struct ServerConfig: Decodable, Sendable {
     var connectionSettings: ConnectionSettings {
         var s = ConnectionSettings()
         s.maxHeaderBytes = maxHeaderBytes
+        s.webTransport = enableWebTransport
         s.readTimeout = Self.timeout(readTimeout, default: nil)
         s.readHeaderTimeout = Self.timeout(readHeaderTimeout, default: .minutes(1))
         s.readIdleTimeout = Self.timeout(readIdleTimeout, default: .minutes(1))
