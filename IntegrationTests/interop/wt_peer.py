@@ -11,9 +11,13 @@ Connects to 127.0.0.1:PORT (authority localhost, certificate not verified) and s
                 reset whose code must come back, then asks the server to close with code 4242 and a reason.
   close         opens a session and closes it from the client with WT_CLOSE_SESSION (code 77, reason "client says
                 bye") and FIN.
-  hold          opens a session, prints {"status": ...}, waits for a line on stdin, then closes it.
+  hold          opens a session and prints {"status": ...}; then reads commands from stdin: "echo" (a small
+                bidirectional echo, printed as {"echo": ...}), "drained?" (whether WT_DRAIN_SESSION came), anything
+                else closes the session. Ends early, printing how, if the server ends the session.
   sessions K    K sessions at once (one connection each), each echoing one bidirectional stream.
   status        the CONNECT's response status and fields only.
+  settings      no CONNECT: the server's control stream bytes up to its SETTINGS frame (hex), the SETTINGS as
+                parsed, and its transport parameters max_datagram_frame_size and initial_max_streams_uni.
 """
 
 import asyncio
@@ -30,9 +34,15 @@ from aioquic.buffer import Buffer
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DataReceived, DatagramReceived, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import StreamReset
+from aioquic.quic.events import StreamDataReceived, StreamReset
 
 CLOSE_SESSION = 0x2843
+DRAIN_SESSION = 0x78AE
+
+
+def say(obj):
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
 
 
 def capsule(ctype, value):
@@ -70,8 +80,12 @@ class Client(QuicConnectionProtocol):
         self.resets = {}
         self.datagrams = []
         self.changed = asyncio.Event()
+        self.control = b""
 
     def quic_event_received(self, event):
+        if isinstance(event, StreamDataReceived) and event.stream_id == 3:
+            # The server's first unidirectional stream: nghttp3 opens its control stream first.
+            self.control += event.data
         if isinstance(event, StreamReset):
             self.resets[event.stream_id] = event.error_code
             self.changed.set()
@@ -226,12 +240,32 @@ async def main():
         result = await one_session(port, work)
     elif mode == "hold":
         async def work(c):
-            sys.stdout.write(json.dumps({"status": c.status}) + "\n")
-            sys.stdout.flush()
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-            c.close_session(0, "")
-            await c.until(lambda: c.session_ended)
-            return {"closed": True}
+            say({"status": c.status})
+            loop = asyncio.get_running_loop()
+            while True:
+                line = loop.run_in_executor(None, sys.stdin.readline)
+                ended = asyncio.ensure_future(c.until(lambda: c.session_ended, 3600))
+                done, _ = await asyncio.wait([line, ended], return_when=asyncio.FIRST_COMPLETED)
+                if ended in done:
+                    return {"ended_by_server": True, "server_close": c.peer_close(),
+                            "drained": DRAIN_SESSION in [t for t, _ in parse_capsules(c.session_data)]}
+                ended.cancel()
+                command = (await line).strip()
+                if command == "echo":
+                    sid = c.open_stream()
+                    c._quic.send_stream_data(sid, b"still here", end_stream=True)
+                    c.transmit()
+                    try:
+                        await c.until(lambda: c.streams.get(sid, {}).get("ended"), 5)
+                        say({"echo": c.streams[sid]["data"].decode()})
+                    except asyncio.TimeoutError:
+                        say({"echo": None})
+                elif command == "drained?":
+                    say({"drained": DRAIN_SESSION in [t for t, _ in parse_capsules(c.session_data)]})
+                else:
+                    c.close_session(0, "")
+                    await c.until(lambda: c.session_ended)
+                    return {"closed": True}
         result = await one_session(port, work)
     elif mode == "sessions":
         k = int(sys.argv[3])
@@ -248,6 +282,19 @@ async def main():
         done = await asyncio.gather(*(one_session(port, work) for _ in range(k)), return_exceptions=True)
         result = {"sessions": k, "ok": sum(1 for d in done if isinstance(d, dict) and d.get("ok")),
                   "errors": [repr(d) for d in done if not isinstance(d, dict)][:3]}
+    elif mode == "settings":
+        async with connect("127.0.0.1", port, configuration=config(), create_protocol=Client) as c:
+            await c.until(lambda: c.h3.received_settings is not None)
+            # Stream type, then the SETTINGS frame (type 4, length, payload).
+            buf = Buffer(data=c.control)
+            buf.pull_uint_var()
+            assert buf.pull_uint_var() == 4
+            length = buf.pull_uint_var()
+            end = buf.tell() + length
+            result = {"control_hex": c.control[:end].hex(),
+                      "settings": {"0x%x" % k: v for k, v in c.h3.received_settings.items()},
+                      "max_datagram_frame_size": c._quic._remote_max_datagram_frame_size,
+                      "initial_max_streams_uni": c._quic._remote_max_streams_uni}
     elif mode == "status":
         result = await one_session(port, lambda c: asyncio.sleep(0, result={}))
     else:

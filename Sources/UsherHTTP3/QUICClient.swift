@@ -123,6 +123,13 @@ public final class HTTP3ClientConnection: QUICDatagramSink, @unchecked Sendable 
         forEachDatagram(envelope) { connection?.read($0, from: envelope.remoteAddress) }
     }
 
+    fileprivate func refused() {
+        guard let handshake else { return }
+        self.handshake = nil
+        handshake.fail(QUICError("connection refused (nothing listens on the UDP port)"))
+        close()
+    }
+
     fileprivate func handshakeDone() {
         handshake?.succeed()
         handshake = nil
@@ -176,7 +183,9 @@ private final class ClientDatagramReader: ChannelInboundHandler, @unchecked Send
     func channelReadComplete(context: ChannelHandlerContext) { client?.readBatchDone() }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // ECONNREFUSED from ICMP: nobody listens. The handshake times out, or the idle timer ends the connection.
+        // ECONNREFUSED from ICMP: nobody listens. During the handshake that ends the attempt at once; later the
+        // idle timer ends the connection (an ICMP message alone is no proof, RFC 9000 section 14.2.1 aside).
+        if let e = error as? IOError, e.errnoCode == ECONNREFUSED { client?.refused() }
     }
 }
 

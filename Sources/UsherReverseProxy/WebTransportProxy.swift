@@ -293,16 +293,15 @@ final class WebTransportBridge: HeldConnection, @unchecked Sendable {
 
     // MARK: HeldConnection
 
+    // Called from any thread; the bridge is touched only on its loop (hence `@unchecked Sendable`).
     func drain() {
-        let bound = NIOLoopBound(self, eventLoop: loop)
         loop.execute {
-            bound.value.client.drain()
-            bound.value.upstream.drain()
+            self.client.drain()
+            self.upstream.drain()
         }
     }
 
     func close() {
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        loop.execute { bound.value.closeNow(reason: "proxy handler unloaded") }
+        loop.execute { self.closeNow(reason: "proxy handler unloaded") }
     }
 }
