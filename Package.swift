@@ -196,6 +196,17 @@ let package = Package(
             path: "Tests/Benchmarks/H3Load",
             swiftSettings: swiftSettings
         ),
+        // WebTransport on Usher's own client: throughput, datagram round trips and idle sessions (scripts/bench-wt).
+        .executableTarget(
+            name: "wtbench",
+            dependencies: [
+                "UsherHTTP3", "UsherHTTP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/Benchmarks/WTBench",
+            swiftSettings: swiftSettings
+        ),
 
         .testTarget(
             name: "UsherCoreTests",

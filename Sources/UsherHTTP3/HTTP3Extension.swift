@@ -115,10 +115,15 @@ public final class HTTP3RawStream {
     /// Bytes queued or sent but not yet acknowledged.
     public var unacknowledged: Int { outbound.unacked }
 
-    /// Gives the peer credit for `count` bytes taken.
+    /// Gives the peer credit for `count` bytes taken. After the stream has closed only the connection's window
+    /// grows (a proxy may take a stream's last bytes after it ended; the connection must not lose that credit).
     public func consumed(_ count: Int) {
-        guard count > 0, !closed else { return }
-        connection?.extendCredit(stream: id, by: count)
+        guard count > 0 else { return }
+        if closed {
+            handle.connection?.extendConnectionCredit(by: count)
+        } else {
+            connection?.extendCredit(stream: id, by: count)
+        }
     }
 
     /// Queues the preamble of a stream we opened.

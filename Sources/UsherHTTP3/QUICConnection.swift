@@ -766,6 +766,12 @@ class QUICConnection {
         if shuttingDown && streams.isEmpty { finishShutdown() }
     }
 
+    func extendConnectionCredit(by count: Int) {
+        guard let conn, !closed else { return }
+        ngtcp2_conn_extend_max_offset(conn, UInt64(count))
+        scheduleWrite()
+    }
+
     func extendCredit(stream: Int64, by count: Int) {
         guard let conn, !closed else { return }
         ngtcp2_conn_extend_max_stream_offset(conn, stream, UInt64(count))

@@ -233,7 +233,9 @@ final class WebTransportBridge: HeldConnection, @unchecked Sendable {
                 a?.consumed(n)
             }
         }
-        b.onAcknowledged = { [weak a] n in a?.consumed(n) }
+        // Strong: `a` may have closed by the time `b`'s last bytes are acknowledged, and its connection still
+        // needs that credit back. (Closing clears these callbacks, which ends the cycle.)
+        b.onAcknowledged = { [a] n in a.consumed(n) }
         a.onReset = { [weak b] code in b?.resetSending(code) }
         b.onStopSending = { [weak a] code in a?.stopReading(code) }
     }
