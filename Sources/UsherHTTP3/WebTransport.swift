@@ -1,4 +1,4 @@
-public import NIOCore
+import NIOCore
 
 /// WebTransport over HTTP/3 codepoints (draft-ietf-webtrans-http3; values as deployed by browsers and libraries).
 public enum WebTransportCodepoint {

@@ -52,6 +52,11 @@ let executor = EventLoopTaskExecutor.forLoop(loop)
 let address = try SocketAddress.makeAddressResolvingHost(host, port: url.port ?? 443)
 let path = url.path.isEmpty ? "/" : url.path
 
+/// Set once, on `loop`.
+final class Flag: @unchecked Sendable {
+    var value = false
+}
+
 /// A connection and its session, used only on `loop`.
 struct Opened: @unchecked Sendable {
     let conn: HTTP3ClientConnection
@@ -148,7 +153,7 @@ case "throughput":
     result = ["echoed_bytes": echoed, "streams": streams, "seconds": seconds, "mb_per_s": Double(echoed) / seconds / 1e6]
 case "rtt":
     let opened = try await Task(executorPreference: executor) { try await openSession() }.value
-    let rtts: [Int64] = try await Task(executorPreference: executor) {
+    let rtts: [Int64] = await Task(executorPreference: executor) {
         let session = opened.session
         var out: [Int64] = []
         var lost = 0
@@ -156,13 +161,13 @@ case "rtt":
             let payload = Array("ping \(i) ".utf8) + [UInt8](repeating: 0x70, count: 32)
             let start = NIODeadline.now()
             let got: Bool = await withCheckedContinuation { c in
-                var resumed = false
+                let resumed = Flag()
                 let timer = loop.scheduleTask(in: .seconds(1)) {
-                    if !resumed { resumed = true; c.resume(returning: false) }
+                    if !resumed.value { resumed.value = true; c.resume(returning: false) }
                 }
                 session.onDatagram = { d in
-                    guard d == payload, !resumed else { return }
-                    resumed = true
+                    guard d == payload, !resumed.value else { return }
+                    resumed.value = true
                     timer.cancel()
                     c.resume(returning: true)
                 }
