@@ -36,35 +36,12 @@ from aioquic.h3.events import DataReceived, DatagramReceived, HeadersReceived, W
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import StreamDataReceived, StreamReset
 
-CLOSE_SESSION = 0x2843
-DRAIN_SESSION = 0x78AE
+from wt_wire import CLOSE_SESSION, DRAIN_SESSION, capsule, parse_capsules
 
 
 def say(obj):
     sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
     sys.stdout.flush()
-
-
-def capsule(ctype, value):
-    buf = Buffer(capacity=16 + len(value))
-    buf.push_uint_var(ctype)
-    buf.push_uint_var(len(value))
-    buf.push_bytes(value)
-    return buf.data
-
-
-def parse_capsules(data):
-    out = []
-    buf = Buffer(data=data)
-    while not buf.eof():
-        try:
-            ctype = buf.pull_uint_var()
-            length = buf.pull_uint_var()
-            value = buf.pull_bytes(length)
-        except Exception:
-            break
-        out.append((ctype, value))
-    return out
 
 
 class Client(QuicConnectionProtocol):

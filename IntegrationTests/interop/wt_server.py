@@ -18,27 +18,19 @@ import sys
 
 from aioquic.asyncio import serve
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.buffer import Buffer
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DataReceived, DatagramReceived, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import StreamReset
 
-CLOSE_SESSION = 0x2843
+from wt_wire import CLOSE_SESSION, capsule, parse_capsules
+
 EVENTS = None
 
 
 def record(event):
     with open(EVENTS, "a") as f:
         f.write(json.dumps(event) + "\n")
-
-
-def capsule(ctype, value):
-    buf = Buffer(capacity=16 + len(value))
-    buf.push_uint_var(ctype)
-    buf.push_uint_var(len(value))
-    buf.push_bytes(value)
-    return buf.data
 
 
 class Server(QuicConnectionProtocol):
@@ -84,15 +76,8 @@ class Server(QuicConnectionProtocol):
         self.transmit()
 
     def session_ended(self, sid):
-        data = self.sessions.pop(sid)
-        buf = Buffer(data=data)
         event = {"ended": True}
-        while not buf.eof():
-            try:
-                ctype, length = buf.pull_uint_var(), buf.pull_uint_var()
-                value = buf.pull_bytes(length)
-            except Exception:
-                break
+        for ctype, value in parse_capsules(self.sessions.pop(sid)):
             if ctype == CLOSE_SESSION:
                 event = {"closed": {"code": struct.unpack("!I", value[:4])[0], "reason": value[4:].decode()}}
         record(event)
