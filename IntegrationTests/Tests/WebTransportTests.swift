@@ -137,9 +137,9 @@ struct WebTransportTests {
             #expect(r["bidi_intact"] as? Int == 8, "\(r)")
             #expect(r["uni_back"] as? [String] == ["reply:client reply", "uni hello"], "\(r)")
             #expect(r["server_bidi"] as? String == "server bidi", "\(r)")
-            // Usher's echo returns every datagram; aioquic, in Python, loses some of a burst itself (the proxy's
-            // own count below shows what it got back from it and that the proxy dropped none).
-            #expect((r["datagrams_back"] as? Int ?? 0) >= (servedBy == "Usher" ? 950 : 700), "\(r)")
+            // ≥ 95 % back (the peer sends them in bursts of 20 every 5 ms; aioquic, in Python, loses some of larger
+            // bursts itself); the proxy's own count below shows it dropped none.
+            #expect((r["datagrams_back"] as? Int ?? 0) >= 950, "\(r)")
             #expect(r["reset_back"] as? Int != nil && r["reset_back"] as? Int == r["reset_sent"] as? Int, "\(r)")
             let close = r["server_close"] as? [String: Any]
             #expect(close?["code"] as? Int == 4242 && close?["reason"] as? String == "done with the echo", "\(r)")
