@@ -72,7 +72,7 @@ struct WebTransportTests {
     /// WebTransport off and without the option.
     struct Ports {
         let echo = freePort(), proxy = freePort(), proxyAio = freePort(), proxyDead = freePort(), proxyH2 = freePort()
-        let off = freePort(), absent = freePort(), dead = freePort()
+        let off = freePort(), absent = freePort(), dead = freePort(), retry = freePort()
     }
 
     static func server(_ port: Int, webTransport: Bool?, _ handler: String) -> String {
@@ -83,13 +83,16 @@ struct WebTransportTests {
             """
     }
 
-    static func proxy(to port: Int, versions: String = #"["3"]"#, extra: String = "") -> String {
+    static func proxy(to port: Int, versions: String = #"["3"]"#, extra: String = "", upstreams: String? = nil) -> String {
         """
-        {"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(port)"}],
-         "headers": {"request": {"set": {"X-Up": ["from-proxy"]}}} \(extra),
+        {"handler": "reverse_proxy", "upstreams": \(upstreams ?? #"[{"dial": "127.0.0.1:\#(port)"}]"#),
+         "headers": {"request": {"set": {"X-Up": ["from-proxy"]}}, "response": {"set": {"X-Down": ["{http.reverse_proxy.upstream.hostport}"]}}} \(extra),
          "transport": {"protocol": "http", "versions": \(versions), "tls": {"insecure_skip_verify": true, "server_name": "localhost"}}}
         """
     }
+
+    /// Round robin with one retry (for an unreachable upstream beside the echo).
+    static let retryExtra = #", "load_balancing": {"selection_policy": {"policy": "round_robin"}, "retries": 1}"#
 
     static func config(_ pki: TestPKI, _ p: Ports, aioquic: Int, proxyExtra: String = "", more: String = "") throws -> String {
         _ = try HTTP3Tests.config(pki, port: p.echo, routes: "[]")  // makes localhost.crt
@@ -100,6 +103,8 @@ struct WebTransportTests {
               "aio": \(server(p.proxyAio, webTransport: true, proxy(to: aioquic))),
               "dead": \(server(p.proxyDead, webTransport: true, proxy(to: p.dead))),
               "h2": \(server(p.proxyH2, webTransport: true, proxy(to: p.echo, versions: #"["1.1", "2"]"#))),
+              "retry": \(server(p.retry, webTransport: true, proxy(to: p.echo, extra: retryExtra,
+                                                                      upstreams: #"[{"dial": "127.0.0.1:\#(p.dead)"}, {"dial": "127.0.0.1:\#(p.echo)"}]"#))),
               "off": \(server(p.off, webTransport: false, #"{"handler": "static_response", "body": "off"}"#)),
               "absent": \(server(p.absent, webTransport: nil, #"{"handler": "static_response", "body": "absent"}"#))
               \(more)}},
@@ -149,6 +154,8 @@ struct WebTransportTests {
             #expect(fields["x-echo-up"] == "from-proxy", "\(fields)")
             #expect(fields["via"] == "3.0 Usher", "\(fields)")
             #expect(fields["sec-webtransport-http3-draft"] == "draft02", "\(fields)")
+            #expect(fields["wt-protocol"] == "\"chat\"", "\(fields)")
+            #expect(fields["x-down"] == "127.0.0.1:\(port == p.proxy ? p.echo : aio.port)", "\(fields)")
             #expect((fields["server"] ?? fields["x-served-by"]).map { $0 == servedBy } ?? false, "\(fields)")
             // The client closes: code and reason reach the upstream.
             let c = try wtPeer(port, ["close"])
@@ -200,17 +207,25 @@ struct WebTransportTests {
         #expect(n == 0)
     }
 
-    @Test("refusals: an unbound upstream gives 502 at once, a transport without HTTP/3 502, WebTransport off 501; with it off the SETTINGS bytes are plain HTTP/3's")
+    @Test("refusals: an unbound upstream gives 502 at once (with a retry the next upstream serves), a transport without HTTP/3 502, the upstream's 403 passes, WebTransport off 501; with it off the SETTINGS bytes are plain HTTP/3's")
     func refusals() throws {
         let pki = try TestPKI()
+        let (aio, _) = try Self.aioquicServer(pki)
+        defer { aio.stop() }
         let p = Ports()
-        let s = try UsherProcess(config: try Self.config(pki, p, aioquic: p.dead), waitPort: p.absent, binary: usherTestBinary)
+        let s = try UsherProcess(config: try Self.config(pki, p, aioquic: aio.port), waitPort: p.absent, binary: usherTestBinary)
         defer { s.stop() }
         let started = Date()
         let dead = try wtPeer(p.proxyDead, ["status"])
         #expect(dead["status"] as? String == "502", "\(dead)")
         #expect(Date().timeIntervalSince(started) < 5)
         #expect(try wtPeer(p.proxyH2, ["status"])["status"] as? String == "502")
+        // With a retry, an unreachable upstream costs nothing: whichever comes first, the session opens.
+        for _ in 0..<3 { #expect(try wtPeer(p.retry, ["status"])["status"] as? String == "200", "\(s.log.suffix(1500))") }
+        // The upstream's own refusal is passed on.
+        let forbidden = try wtPeer(p.proxyAio, ["status", "/forbidden"])
+        #expect(forbidden["status"] as? String == "403", "\(forbidden)")
+        #expect((forbidden["fields"] as? [String: String])?["x-served-by"] == "aioquic", "\(forbidden)")
         #expect(s.log.contains("needs the HTTP/3 transport"), "\(s.log.suffix(2000))")
         #expect(try wtPeer(p.off, ["status"])["status"] as? String == "501")
         #expect(try wtPeer(p.absent, ["status"])["status"] as? String == "501")

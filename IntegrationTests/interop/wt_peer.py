@@ -15,7 +15,7 @@ Connects to 127.0.0.1:PORT (authority localhost, certificate not verified) and s
                 bidirectional echo, printed as {"echo": ...}), "drained?" (whether WT_DRAIN_SESSION came), anything
                 else closes the session. Ends early, printing how, if the server ends the session.
   sessions K    K sessions at once (one connection each), each echoing one bidirectional stream.
-  status        the CONNECT's response status and fields only.
+  status [PATH] the CONNECT's response status and fields only (path /wt unless given).
   settings      no CONNECT: the server's control stream bytes up to its SETTINGS frame (hex), the SETTINGS as
                 parsed, and its transport parameters max_datagram_frame_size and initial_max_streams_uni.
 """
@@ -94,7 +94,8 @@ class Client(QuicConnectionProtocol):
         self.session = self._quic.get_next_available_stream_id()
         self.h3.send_headers(self.session, [(b":method", b"CONNECT"), (b":protocol", b"webtransport"), (b":scheme", b"https"),
                                             (b":authority", b"localhost"), (b":path", path.encode()),
-                                            (b"origin", b"https://localhost"), (b"sec-webtransport-http3-draft02", b"1")])
+                                            (b"origin", b"https://localhost"), (b"sec-webtransport-http3-draft02", b"1"),
+                                            (b"wt-available-protocols", b'"chat", "v2"')])
         self.transmit()
         await self.until(lambda: self.status is not None)
         return self.status
@@ -195,9 +196,9 @@ async def echo(c, n, size):
     return result
 
 
-async def one_session(port, work):
+async def one_session(port, work, path="/wt"):
     async with connect("127.0.0.1", port, configuration=config(), create_protocol=Client) as c:
-        status = await c.open_session()
+        status = await c.open_session(path)
         out = {"status": status, "fields": {k: v for k, v in c.fields.items() if not k.startswith(":")}}
         if status == "200":
             out.update(await work(c))
@@ -273,7 +274,7 @@ async def main():
                       "max_datagram_frame_size": c._quic._remote_max_datagram_frame_size,
                       "initial_max_streams_uni": c._quic._remote_max_streams_uni}
     elif mode == "status":
-        result = await one_session(port, lambda c: asyncio.sleep(0, result={}))
+        result = await one_session(port, lambda c: asyncio.sleep(0, result={}), sys.argv[3] if len(sys.argv) > 3 else "/wt")
     else:
         raise SystemExit("unknown mode " + mode)
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")

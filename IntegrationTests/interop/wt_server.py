@@ -7,7 +7,8 @@ them as usher's test handler `http.handlers.webtransport` does (see wt_peer.py):
 on themselves, unidirectional ones on a new unidirectional stream ("open bidi" makes the server open a
 bidirectional stream instead), datagrams come back, a stream reset comes back with its code, the datagram
 `close:CODE:REASON` closes the session. The CONNECT's response carries x-echo-forwarded-for, x-echo-via and
-x-echo-up (the request's X-Forwarded-For, Via and X-Up). Each session's end is appended to the file EVENTS as a
+x-echo-up (the request's X-Forwarded-For, Via and X-Up), and WT-Protocol the first of WT-Available-Protocols; a
+CONNECT to /forbidden gets 403. Each session's end is appended to the file EVENTS as a
 JSON line: {"closed": {"code": ..., "reason": ...}} (WT_CLOSE_SESSION from the client) or {"ended": true}.
 """
 
@@ -51,12 +52,15 @@ class Server(QuicConnectionProtocol):
         for ev in self.h3.handle_event(event):
             if isinstance(ev, HeadersReceived):
                 h = dict(ev.headers)
-                if h.get(b":method") == b"CONNECT" and h.get(b":protocol") in (b"webtransport", b"webtransport-h3"):
+                if h.get(b":path") == b"/forbidden":
+                    self.h3.send_headers(ev.stream_id, [(b":status", b"403"), (b"x-served-by", b"aioquic")], end_stream=True)
+                elif h.get(b":method") == b"CONNECT" and h.get(b":protocol") in (b"webtransport", b"webtransport-h3"):
                     self.sessions[ev.stream_id] = b""
                     self.h3.send_headers(ev.stream_id, [
                         (b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02"), (b"x-served-by", b"aioquic"),
                         (b"x-echo-forwarded-for", h.get(b"x-forwarded-for", b"")), (b"x-echo-via", h.get(b"via", b"")),
-                        (b"x-echo-up", h.get(b"x-up", b""))])
+                        (b"x-echo-up", h.get(b"x-up", b"")),
+                        (b"wt-protocol", h.get(b"wt-available-protocols", b"").split(b",")[0].strip())])
                 else:
                     self.h3.send_headers(ev.stream_id, [(b":status", b"404")], end_stream=True)
             elif isinstance(ev, DataReceived) and ev.stream_id in self.sessions:

@@ -50,7 +50,18 @@ extension ReverseProxyHandler {
                                      : "reverse_proxy: WebTransport to \(upstream.address): \(error)",
                                  dial: true, bodySent: false)
         }
-        placeholders.latency = NIODeadline.now() - sentAt
+        let latency = NIODeadline.now() - sentAt
+        placeholders.latency = latency
+        if let passive = healthChecks?.passive {
+            // Passive health as for any response: a slow answer or an unhealthy status counts against the upstream.
+            if let slow = passive.unhealthyLatency, slow.nanoseconds > 0, latency.nanoseconds >= slow.nanoseconds {
+                countFailure(upstream, loop: loop)
+            }
+            if case .refused(let status, _, _) = result,
+               passive.unhealthyStatus.contains(where: { ResponseMatcher.statusMatches(status, $0) }) {
+                countFailure(upstream, loop: loop)
+            }
+        }
         switch result {
         case .refused(let status, let upstreamFields, let stream):
             // The upstream's answer goes to the client as it is (without its body); the stream is done.

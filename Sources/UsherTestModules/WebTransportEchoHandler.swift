@@ -13,6 +13,8 @@ import UsherHTTP3
 ///   the client answers on it back on a unidirectional stream, prefixed `reply:`;
 /// - a datagram comes back as it is, except `close:CODE:REASON`, which closes the session with that code and
 ///   reason;
+/// - `WT-Protocol` answers with the first protocol of `WT-Available-Protocols`, and the fields named in the
+///   type's doc come back as x-echo-*;
 /// - the session's end is logged (`webtransport echo session closed`, with `code`, `reason`, `aborted`).
 /// The handler returns when the session ends.
 public struct WebTransportEchoHandler: MiddlewareHandler, Provisioner {
@@ -33,6 +35,11 @@ public struct WebTransportEchoHandler: MiddlewareHandler, Provisioner {
         writer.headers.replaceOrAdd(name: "x-echo-via", value: request.headers.first(name: "Via") ?? "")
         writer.headers.replaceOrAdd(name: "x-echo-up", value: request.headers.first(name: "X-Up") ?? "")
         writer.headers.replaceOrAdd(name: "x-echo-path", value: request.uri)
+        // Subprotocol negotiation (WT-Available-Protocols / WT-Protocol): the first offered one is chosen.
+        if let offered = request.headers.first(name: "WT-Available-Protocols"),
+           let first = offered.split(separator: ",").first.map({ String($0.drop { $0 == " " }) }) {
+            writer.headers.replaceOrAdd(name: "WT-Protocol", value: first)
+        }
         let session = try await accepting.acceptWebTransport(.ok)
         let logger = self.logger
         let echo = WebTransportEcho(session: session)
