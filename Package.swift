@@ -196,6 +196,15 @@ let package = Package(
             path: "Tests/Benchmarks/H3Load",
             swiftSettings: swiftSettings
         ),
+        // `swift package usher-build --with PATH|URL@VERSION`: a custom usher binary with extra module packages.
+        .plugin(
+            name: "UsherBuild",
+            capability: .command(
+                intent: .custom(verb: "usher-build", description: "Build an usher binary with extra module packages"),
+                permissions: [.writeToPackageDirectory(reason: "The built binary is written into the package directory (--output).")]
+            ),
+            path: "Plugins/UsherBuild"
+        ),
         // WebTransport on Usher's own client: throughput, datagram round trips and idle sessions (scripts/bench-wt).
         .executableTarget(
             name: "wtbench",

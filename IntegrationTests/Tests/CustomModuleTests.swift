@@ -55,4 +55,28 @@ struct CustomModuleTests {
                                      headers: ["Content-Type: text/caddyfile"])
         #expect(badDirective.body.contains("parsing caddyfile tokens for 'hello': status must be a number, not 'soon', at Caddyfile:2"), "\(badDirective.body)")
     }
+
+    @Test("swift package usher-build --with the fixture package: the plugin finds its bundle and builds a binary whose list-modules shows it")
+    func plugin() throws {
+        let output = packageRoot.appendingPathComponent(".build-plugin/usher-hello-custom")
+        try? FileManager.default.removeItem(at: output)
+        // Its own scratch path: the test runner holds the lock on .build.
+        let build = try runCommand("/usr/bin/env", [
+            "swift", "package", "--package-path", packageRoot.path, "--scratch-path", packageRoot.appendingPathComponent(".build-plugin").path,
+            "--allow-writing-to-package-directory", "usher-build", "--with", "IntegrationTests/Fixtures/ExampleModule", "--debug",
+            "--output", output.path,
+        ], environment: ["USHER_PACKAGE_PATH": packageRoot.path], timeout: 1500)
+        #expect(build.status == 0, "usher-build failed:\n\(build.stdout.suffix(3000))\n\(build.stderr.suffix(3000))")
+        #expect(build.stdout.contains("with HelloModule.HelloModules"), "\(build.stdout.suffix(1000))")
+        let list = try runCommand(output.path, ["list-modules", "--packages", "--versions"])
+        #expect(list.stdout.contains("http.handlers.hello 1.0.0 example.com/hello"), "\(list.stdout)")
+        #expect(list.stdout.contains("http.handlers.reverse_proxy"))
+        // A path without a package, and a URL without a version, are refused by name.
+        let bad = try runCommand("/usr/bin/env", [
+            "swift", "package", "--package-path", packageRoot.path, "--scratch-path", packageRoot.appendingPathComponent(".build-plugin").path,
+            "--allow-writing-to-package-directory", "usher-build", "--with", "/nonexistent/mod",
+        ], timeout: 600)
+        #expect(bad.status != 0)
+        #expect((bad.stdout + bad.stderr).contains("--with /nonexistent/mod: no Package.swift in /nonexistent/mod"), "\(bad.stderr.suffix(1500))")
+    }
 }
