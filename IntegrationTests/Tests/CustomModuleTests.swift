@@ -2,8 +2,9 @@ import Foundation
 import Testing
 
 /// Builds the third-party fixture package (its own `http.handlers.hello` module and a custom binary) with the
-/// public API only, then checks the binary lists and runs the module.
-@Suite("Custom modules from a separate package", .timeLimit(.minutes(20)))
+/// public API only, then checks the binary lists and runs the module; then builds it again through the
+/// `usher-build` plugin. One build at a time: two full builds at once starve the rest of the test run.
+@Suite("Custom modules from a separate package", .serialized, .timeLimit(.minutes(20)))
 struct CustomModuleTests {
     @Test("the fixture builds into a binary whose list-modules shows http.handlers.hello, and it answers")
     func fixtureBinary() throws {
