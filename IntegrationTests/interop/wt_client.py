@@ -6,78 +6,33 @@ Opens a session (Extended CONNECT, :protocol webtransport, path /wt) on 127.0.0.
 certificate not verified), then sends "bidi hello" on a bidirectional stream, "uni hello" on a unidirectional
 stream and the datagram "dgram hello", each ending its stream, if the server's SETTINGS offer WebTransport.
 Prints JSON: the CONNECT status, what came back on the bidirectional stream, on the server's unidirectional stream,
-as a datagram, the server's SETTINGS and two of its transport parameters.
+as a datagram, the server's SETTINGS and two of its transport parameters. The client is wt_peer.py's.
 """
 
 import asyncio
 import json
-import ssl
 import sys
 
 from aioquic.asyncio import connect
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
-from aioquic.h3.events import DatagramReceived, HeadersReceived, WebTransportStreamDataReceived
-from aioquic.quic.configuration import QuicConfiguration
 
-
-class Client(QuicConnectionProtocol):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.h3 = H3Connection(self._quic, enable_webtransport=True)
-        self.status = None
-        self.streams = {}
-        self.datagrams = []
-        self.changed = asyncio.Event()
-
-    def quic_event_received(self, event):
-        for ev in self.h3.handle_event(event):
-            if isinstance(ev, HeadersReceived):
-                self.status = dict(ev.headers).get(b":status", b"?").decode()
-            elif isinstance(ev, WebTransportStreamDataReceived):
-                s = self.streams.setdefault(ev.stream_id, {"data": b"", "ended": False})
-                s["data"] += ev.data
-                s["ended"] = s["ended"] or ev.stream_ended
-            elif isinstance(ev, DatagramReceived):
-                self.datagrams.append(ev.data)
-            self.changed.set()
-
-    async def until(self, predicate):
-        while not predicate():
-            self.changed.clear()
-            await self.changed.wait()
+from wt_peer import Client, config
 
 
 async def main(port):
-    config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, max_datagram_frame_size=65536)
-    config.verify_mode = ssl.CERT_NONE
-    async with connect("127.0.0.1", port, configuration=config, create_protocol=Client) as c:
-        session = c._quic.get_next_available_stream_id()
-        c.h3.send_headers(session, [(b":method", b"CONNECT"), (b":protocol", b"webtransport"), (b":scheme", b"https"),
-                                    (b":authority", b"localhost"), (b":path", b"/wt")])
-        c.transmit()
-        await asyncio.wait_for(c.until(lambda: c.status is not None), 10)
+    async with connect("127.0.0.1", port, configuration=config(), create_protocol=Client) as c:
+        await c.open_session()
         result = {"status": c.status}
         # Only where the server announced WebTransport (aioquic would not refuse to try).
         offered = (c.h3.received_settings or {}).get(0x2B603742) == 1
         if c.status == "200" and offered:
-            bidi = c.h3.create_webtransport_stream(session, is_unidirectional=False)
-            # aioquic does not register the streams it opens, and would parse the server's bytes on them as frames.
-            opened = c.h3._get_or_create_stream(bidi)
-            opened.frame_type = FrameType.WEBTRANSPORT_STREAM
-            opened.session_id = session
+            bidi = c.open_stream()
             c._quic.send_stream_data(bidi, b"bidi hello", end_stream=True)
-            uni = c.h3.create_webtransport_stream(session, is_unidirectional=True)
+            uni = c.open_stream(unidirectional=True)
             c._quic.send_stream_data(uni, b"uni hello", end_stream=True)
-            c.h3.send_datagram(session, b"dgram hello")
+            c.h3.send_datagram(c.session, b"dgram hello")
             c.transmit()
-
-            def done():
-                ended = [s for s in c.streams.values() if s["ended"]]
-                return len(ended) >= 2 and c.datagrams
-
             try:
-                await asyncio.wait_for(c.until(done), 10)
+                await c.until(lambda: sum(1 for s in c.streams.values() if s["ended"]) >= 2 and c.datagrams)
             except asyncio.TimeoutError:
                 pass
             result["bidi"] = c.streams.get(bidi, {}).get("data", b"").decode()

@@ -280,4 +280,5 @@ async def main():
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())

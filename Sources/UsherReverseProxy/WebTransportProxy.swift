@@ -251,8 +251,10 @@ final class WebTransportBridge: HeldConnection, @unchecked Sendable {
         b.onStopSending = { [weak a] code in a?.stopReading(code) }
     }
 
+    /// Called for both sessions (the second because the first one's end closed it): only the first counts.
     private func sessionEnded(_ info: WebTransportCloseInfo, byClient: Bool) {
-        if ended == nil { ended = (info, byClient) }
+        guard ended == nil else { return }
+        ended = (info, byClient)
         let other = byClient ? upstream : client
         if other.closeInfo == nil {
             if info.aborted { other.abort() } else { other.close(code: info.code, reason: info.reason) }

@@ -122,7 +122,8 @@ final class HTTP3RequestStream: FramedStream {
         }
         let writer = FramedResponseWriter(stream: me, isHEAD: request.method == .HEAD)
         let webTransport = request.method == .CONNECT && WebTransportCodepoint.isWebTransportProtocol(request.connectProtocol)
-        let sessions = stream.webTransportSessions
+        // Looked up only for WebTransport CONNECTs: a cast on every request is not free.
+        let sessions = webTransport ? stream.webTransportSessions : nil
         if webTransport {
             guard sessions != nil else {
                 me.refuse(.notImplemented, "WebTransport is not enabled on this server (enable_webtransport)")
