@@ -187,6 +187,12 @@ struct WebTransportTests {
         defer { held.stop() }
         #expect(held.next()?["status"] as? String == "200")
         #expect(try Self.numRequests(s, p.echo) == 1)
+        let metricsURL = "http://\(s.adminAddress)/metrics"
+        let echo = ["upstream": "127.0.0.1:\(p.echo)"]
+        let open = try Scrape(metricsURL)
+        #expect(open.families["usher_reverse_proxy_webtransport_sessions_active"] == "gauge")
+        #expect(open.value("usher_reverse_proxy_webtransport_sessions_active", echo) == 1)
+        #expect(open.value("usher_reverse_proxy_webtransport_sessions_total", echo) == 1)
         held.send("echo")
         #expect(held.next()?["echo"] as? String == "still here")
         held.send("close")
@@ -197,6 +203,10 @@ struct WebTransportTests {
             n = try Self.numRequests(s, p.echo)
         }
         #expect(n == 0)
+        let closed = try Scrape(metricsURL)
+        #expect(closed.value("usher_reverse_proxy_webtransport_sessions_active", echo) == 0)
+        #expect((closed.value("usher_reverse_proxy_webtransport_streams_total", echo) ?? 0) >= 1)
+        #expect((closed.value("usher_reverse_proxy_webtransport_bytes_total", echo.merging(["direction": "up"]) { a, _ in a }) ?? 0) > 0)
         let many = try wtPeer(p.proxy, ["sessions", "100"], timeout: 180)
         #expect(many["ok"] as? Int == 100, "\(many) \(s.log.suffix(2000))")
         n = try Self.numRequests(s, p.echo)
@@ -205,6 +215,9 @@ struct WebTransportTests {
             n = try Self.numRequests(s, p.echo)
         }
         #expect(n == 0)
+        let after = try Scrape(metricsURL)
+        #expect(after.value("usher_reverse_proxy_webtransport_sessions_total", echo) == 101)
+        #expect(after.value("usher_reverse_proxy_webtransport_sessions_active", echo) == 0)
     }
 
     @Test("refusals: an unbound upstream gives 502 at once (with a retry the next upstream serves), a transport without HTTP/3 502, the upstream's 403 passes, WebTransport off 501; with it off the SETTINGS bytes are plain HTTP/3's")

@@ -20,6 +20,8 @@ public enum UsherMain {
     public static func run(bundles: [any ModuleBundle.Type]) async -> Never {
         CLIState.bundles = [CoreModules.self] + bundles
         LoggingSystem.bootstrap { label in UsherLogHandler(label: label, router: .shared) }
+        // Modules (ours and third parties') that record through swift-metrics land on /metrics.
+        UsherMetrics.bootstrapSwiftMetrics()
         await UsherCommand.main()
         Glibc.exit(0)
     }

@@ -26,6 +26,8 @@ public struct HTTPApp: App, Provisioner, Validator {
     public var shutdownDelay: ConfigDuration?
     /// `servers`: the servers, by name.
     public var servers: [String: ServerConfig]
+    /// `metrics`: instrument every route with Caddy's `caddy_http_*` series. Default: off (no cost at all).
+    public var metrics: HTTPMetricsConfig?
 
     private var runtime: HTTPAppRuntime?
 
@@ -36,12 +38,12 @@ public struct HTTPApp: App, Provisioner, Validator {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.metrics])
         httpPort = try c.decodeIfPresent(Int.self, forKey: .httpPort) ?? 80
         httpsPort = try c.decodeIfPresent(Int.self, forKey: .httpsPort) ?? 443
         gracePeriod = try c.decodeIfPresent(ConfigDuration.self, forKey: .gracePeriod)
         shutdownDelay = try c.decodeIfPresent(ConfigDuration.self, forKey: .shutdownDelay)
         servers = try c.decodeIfPresent([String: ServerConfig].self, forKey: .servers) ?? [:]
+        metrics = try c.decodeIfPresent(HTTPMetricsConfig.self, forKey: .metrics)
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
@@ -53,6 +55,10 @@ public struct HTTPApp: App, Provisioner, Validator {
             }
             tlsApp = app
         }
+        if let metrics {
+            context.setLoadValue(HTTPMetrics(config: metrics, allowedHosts: HTTPMetrics.configuredHosts(servers)))
+        }
+        defer { context.setLoadValue(nil, as: HTTPMetrics.self) }
         // Servers are provisioned before automatic HTTPS changes them, so their own errors come first.
         for name in servers.keys.sorted() {
             var server = servers[name]!

@@ -126,6 +126,8 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     var logger: Logger?
     private var connections: ConnectionPool?
     private var registry: UpstreamRegistry?
+    /// Whether the `http` app has `metrics`, so responses are counted per upstream.
+    private var countsUpstreamRequests = false
     private var checker: CheckerTask?
 
     enum CodingKeys: String, CodingKey {
@@ -185,6 +187,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         for i in handleResponse.indices { try await handleResponse[i].routes.provision(context) }
         try await dynamicUpstreams?.provision(context)
         logger = context.logger(for: Self.moduleID)
+        countsUpstreamRequests = context.loadValue(HTTPMetrics.self) != nil
         let registry = context.services.service(UpstreamRegistry.self) { UpstreamRegistry() }
         self.registry = registry
         let tunnels = context.services.service(TunnelRegistry.self) { TunnelRegistry() }
@@ -275,6 +278,13 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             throw HandlerError(status: 503, HTTPErrorMessage("no upstreams available"))
         }
         throw HandlerError(status: failure.status, HTTPErrorMessage(failure.message))
+    }
+
+    /// Counts a response head from `upstream` in the per-upstream series, when metrics are on.
+    func recordUpstreamResponse(_ upstream: Upstream, _ request: Request, status: Int, latency: TimeAmount) {
+        guard countsUpstreamRequests else { return }
+        ProxyMetrics.shared.recordRequest(upstream: upstream.address, method: request.method.rawValue, status: status,
+                                          latency: .nanoseconds(latency.nanoseconds))
     }
 
     /// Passive health checking: remember a failure for `fail_duration`.
@@ -378,6 +388,7 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             let latency = NIODeadline.now() - sentAt
             placeholders.latency = latency
             placeholders.status = Int(first.status.code)
+            recordUpstreamResponse(upstream, request, status: Int(first.status.code), latency: latency)
             if let passive = healthChecks?.passive {
                 let status = Int(first.status.code)
                 for bad in passive.unhealthyStatus where ResponseMatcher.statusMatches(status, bad) {

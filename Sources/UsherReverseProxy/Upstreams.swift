@@ -65,7 +65,13 @@ public final class UpstreamRegistry: Sendable {
     }
     private let hosts = Mutex<[String: Entry]>([:])
 
-    public init() {}
+    public init() {
+        // The registry lives as long as the process's shared services; each scrape reads health from it.
+        _ = UsherMetrics.addRefresher { [weak self] in
+            guard let self else { return }
+            ProxyMetrics.shared.refreshHealth(self.all)
+        }
+    }
 
     func acquire(_ address: String) -> UpstreamHost {
         hosts.withLock { h in

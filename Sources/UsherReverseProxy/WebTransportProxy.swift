@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import Prometheus
 import UsherCore
 import UsherHTTP
 import UsherHTTP3
@@ -66,6 +67,7 @@ extension ReverseProxyHandler {
         case .refused(let status, let upstreamFields, let stream):
             // The upstream's answer goes to the client as it is (without its body); the stream is done.
             placeholders.status = status
+            recordUpstreamResponse(upstream, request, status: status, latency: latency)
             stream.reset()
             connection.close()
             copyFields(upstreamFields, status: status, into: writer, request: request)
@@ -73,6 +75,7 @@ extension ReverseProxyHandler {
             return
         case .accepted(let upstreamSession, let upstreamFields):
             placeholders.status = 200
+            recordUpstreamResponse(upstream, request, status: 200, latency: latency)
             copyFields(upstreamFields, status: 200, into: writer, request: request)
             if request.headers.contains(name: "Sec-Webtransport-Http3-Draft02"),
                !writer.headers.contains(name: "Sec-Webtransport-Http3-Draft") {
@@ -168,6 +171,7 @@ final class WebTransportBridge: HeldConnection, @unchecked Sendable {
     private var ended: (WebTransportCloseInfo, byClient: Bool)?
     private var finished = false
     private var lifetime: Scheduled<Void>?
+    private let series: ProxyMetrics.WebTransportSeries
 
     init(client: WebTransportSession, upstream: WebTransportSession, connection: HTTP3ClientConnection, upstreamHost: UpstreamHost,
          loop: any EventLoop, logger: Logger?, address: String, remote: String) {
@@ -179,11 +183,14 @@ final class WebTransportBridge: HeldConnection, @unchecked Sendable {
         self.logger = logger
         self.address = address
         self.remote = remote
+        self.series = ProxyMetrics.shared.webTransportSeries(upstream: address)
     }
 
     func start() {
         // The session is a request in flight at its upstream (least_conn, max_requests, num_requests).
         upstreamHost.begin()
+        series.active.increment()
+        series.sessions.increment()
         client.onStream = { [weak self] s in self?.pair(s, fromClient: true) }
         upstream.onStream = { [weak self] s in self?.pair(s, fromClient: false) }
         client.onDatagram = { [weak self] d in
@@ -271,6 +278,13 @@ final class WebTransportBridge: HeldConnection, @unchecked Sendable {
         finished = true
         lifetime?.cancel()
         upstreamHost.end()
+        series.active.decrement()
+        series.streams.increment(by: Int64(streams))
+        series.bytesUp.increment(by: Int64(bytesUp))
+        series.bytesDown.increment(by: Int64(bytesDown))
+        series.datagramsUp.increment(by: Int64(datagramsUp))
+        series.datagramsDown.increment(by: Int64(datagramsDown))
+        series.datagramsDropped.increment(by: Int64(datagramsDropped))
         // Not from inside the callback that got us here (a QUIC connection's read or write): next tick.
         let ends = NIOLoopBound((client, upstream, connection), eventLoop: loop)
         loop.execute {

@@ -26,7 +26,7 @@ public enum StandardModules: ModuleBundle {
             SubrouteHandler.self, StaticResponseHandler.self, HeadersHandler.self, RewriteHandler.self,
             VarsHandler.self, MapHandler.self, ErrorHandler.self, RequestBodyHandler.self, InvokeHandler.self,
             FileServerHandler.self, PrecompressedGzip.self, PrecompressedZstd.self, PrecompressedBrotli.self,
-            EncodeHandler.self, GzipEncoding.self, ZstdEncoding.self,
+            EncodeHandler.self, GzipEncoding.self, ZstdEncoding.self, MetricsHandler.self,
             // Reverse proxy
             ReverseProxyHandler.self, HTTPTransport.self, RandomSelection.self, RandomChooseSelection.self,
             LeastConnSelection.self, RoundRobinSelection.self, WeightedRoundRobinSelection.self, FirstSelection.self,

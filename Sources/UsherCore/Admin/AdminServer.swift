@@ -150,12 +150,33 @@ struct AdminRouter: Sendable {
     let logger: Logger
 
     func handle(_ req: AdminRequest) async -> (AdminResponse, stopAfter: Bool) {
+        let result: (AdminResponse, stopAfter: Bool)
         do {
-            return try await route(req)
+            result = try await route(req)
         } catch let e as AdminError {
-            return (errorResponse(e.status, e.message), false)
+            result = (errorResponse(e.status, e.message), false)
         } catch {
-            return (errorResponse(400, error.usherDescription), false)
+            result = (errorResponse(400, error.usherDescription), false)
+        }
+        if let (handler, pattern) = metricsLabels(req.path) {
+            UsherMetrics.recordAdminRequest(handler: handler, path: pattern, method: req.method, status: result.0.status)
+        }
+        return result
+    }
+
+    /// The route a path belongs to, as Caddy labels admin metrics: `admin` and the pattern for the config API,
+    /// the endpoint's first path segment and its path for bundle endpoints. `nil` for paths no route serves, so
+    /// arbitrary paths cannot grow the series count.
+    func metricsLabels(_ path: String) -> (handler: String, pattern: String)? {
+        if path == "/config" || path.hasPrefix("/config/") { return ("admin", "/config/") }
+        if path.hasPrefix("/id/") { return ("admin", "/id/") }
+        switch path {
+        case "/load", "/adapt", "/stop": return ("admin", path)
+        case "/metrics": return ("metrics", "/metrics")
+        default:
+            guard let e = endpoints.first(where: { path == $0.path || path.hasPrefix($0.path + "/") }) else { return nil }
+            let handler = e.path.split(separator: "/").first.map(String.init) ?? "admin"
+            return (handler, e.path)
         }
     }
 
@@ -189,6 +210,10 @@ struct AdminRouter: Sendable {
             if !result.warnings.isEmpty { out["warnings"] = .array(result.warnings.map(\.json)) }
             out["result"] = result.config
             return (.json(.object(out)), false)
+        case "/metrics":
+            guard req.method == "GET" || req.method == "HEAD" else { throw AdminError(405, "method not allowed") }
+            return (AdminResponse(status: 200, headers: [("Content-Type", UsherMetrics.contentType)],
+                                  body: UsherMetrics.exposition()), false)
         case "/stop":
             guard req.method == "POST" else { throw AdminError(405, "method not allowed") }
             logger.info("stopping now, bye!! 👋")

@@ -78,6 +78,7 @@ public final class ProvisionContext: @unchecked Sendable {
     private(set) var appOrder: [String] = []
     private var pendingApps: [String: Loaded<Apps>] = [:]
     private var provisioning: Set<String> = []
+    private var loadValues: [ObjectIdentifier: any Sendable] = [:]
 
     public var registry: ModuleRegistry { environment.registry }
     public var eventLoopGroup: any EventLoopGroup { environment.eventLoopGroup }
@@ -95,6 +96,17 @@ public final class ProvisionContext: @unchecked Sendable {
 
     /// A logger for a module.
     public func logger(for id: ModuleID) -> Logger { logger(id.rawValue) }
+
+    /// Shares `value` with the modules provisioned after this call in this config load, by its type (an app's
+    /// settings its nested modules follow, such as the `http` app's metrics). `nil` removes it.
+    public func setLoadValue<T: AnyObject & Sendable>(_ value: T?, as type: T.Type = T.self) {
+        loadValues[ObjectIdentifier(type)] = value
+    }
+
+    /// The value of type `T` shared with ``setLoadValue(_:as:)`` in this config load, if any.
+    public func loadValue<T: AnyObject & Sendable>(_ type: T.Type) -> T? {
+        loadValues[ObjectIdentifier(type)] as? T
+    }
 
     /// Registers something to clean up when the config is unloaded or fails to load (last registered runs first).
     public func registerCleanup(_ item: any CleanerUpper) { cleanups.append(item) }

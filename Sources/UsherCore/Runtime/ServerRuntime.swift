@@ -96,8 +96,10 @@ public actor ServerRuntime {
         announce(.loading(initial: running == nil && generation == 0))
         do {
             try await loadUnchecked(json)
+            UsherMetrics.recordConfigLoad(succeeded: true, at: WallTime.now().secondsSinceEpoch)
             announce(.loaded(generation: generation))
         } catch {
+            UsherMetrics.recordConfigLoad(succeeded: false, at: WallTime.now().secondsSinceEpoch)
             announce(.loadFailed(error.usherDescription))
             throw error
         }

@@ -30,6 +30,8 @@ public struct Route: Decodable, Sendable {
     public var handle: [Loaded<HTTPHandlers>]
     /// `terminal`: stop after this route rather than continuing to the next. Default: false.
     public var terminal: Bool
+    /// Its series when the `http` app has `metrics` (labelled by its first handler's name, as in Caddy).
+    var instrument: RouteInstrument?
 
     enum CodingKeys: String, CodingKey { case group, match, handle, terminal }
 
@@ -52,6 +54,9 @@ public struct Route: Decodable, Sendable {
     public mutating func provision(_ context: ProvisionContext) async throws {
         for i in match.indices { try await match[i].provision(context) }
         try await handle.provision(context)
+        if let metrics = context.loadValue(HTTPMetrics.self), let first = handle.first {
+            instrument = RouteInstrument(handler: first.moduleID.name, metrics: metrics)
+        }
     }
 }
 
@@ -97,6 +102,9 @@ final class RouteNode: HTTPHandler {
         var chain: any HTTPHandler = route.terminal ? TerminalEnd() : next
         for h in route.handle.reversed() {
             chain = MiddlewareLink(middleware: h.module, next: chain)
+        }
+        if let instrument = route.instrument {
+            chain = InstrumentedRoute(instrument: instrument, next: chain)
         }
         self.matched = chain
     }
