@@ -29,7 +29,7 @@ public struct HTTPMetricsConfig: Decodable, Sendable {
         observeCatchallHosts = try c.decodeIfPresent(Bool.self, forKey: .observeCatchallHosts) ?? false
         if try c.decodeIfPresent(Bool.self, forKey: .otlp) == true {
             throw ConfigError(path: jsonPathString(c.codingPath + [CodingKeys.otlp]),
-                              "OTLP push is not supported; scrape /metrics on the admin endpoint or a metrics handler")
+                              "not supported yet: OTLP push (scrape /metrics on the admin endpoint or a metrics handler)")
         }
     }
 }
