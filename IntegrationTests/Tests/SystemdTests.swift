@@ -87,4 +87,33 @@ struct SystemdTests {
         let logs = (try? String(contentsOf: dir.appendingPathComponent("activate-7.log"), encoding: .utf8)) ?? ""
         #expect(served.first?["head"] as? String == "inherited over QUIC", "\(served) \(logs.suffix(1500))")
     }
+
+    @Test("the journald encoder prefixes each line with its syslog priority: console underneath loses its timestamp, JSON keeps it")
+    func journaldEncoder() throws {
+        let port = freePort()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-journald-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let console = dir.appendingPathComponent("console.log").path, json = dir.appendingPathComponent("json.log").path
+        // Nothing listens on the upstream port: the proxy logs an error for the 502.
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"},
+             "logging": {"logs": {
+               "default": {"writer": {"output": "file", "filename": "\(console)"},
+                           "encoder": {"format": "journald", "wrap": {"format": "console"}}},
+               "json": {"writer": {"output": "file", "filename": "\(json)"}, "encoder": {"format": "journald"}, "include": ["http.log.error"]}}},
+             "apps": {"http": {"servers": {"web": {"listen": ["127.0.0.1:\(port)"],
+               "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(freePort())"}]}]}]}}}}}
+            """, waitPort: port)
+        defer { s.stop() }
+        #expect(try curl(["http://127.0.0.1:\(port)/"]).status == 502)
+        Thread.sleep(forTimeInterval: 0.3)
+        let consoleLines = ((try? String(contentsOfFile: console, encoding: .utf8)) ?? "").split(separator: "\n")
+        // Console fields are tab-separated: with the timestamp left out, the (coloured) level comes first.
+        #expect(consoleLines.contains { $0.hasPrefix("<6>\u{1B}[34mINFO\u{1B}[0m\tserving") }, "\(consoleLines)")
+        #expect(consoleLines.contains { $0.hasPrefix("<3>") && $0.contains("http.log.error") }, "\(consoleLines)")
+        #expect(consoleLines.allSatisfy { $0.hasPrefix("<") && !$0.dropFirst(3).first!.isNumber }, "\(consoleLines)")
+        let jsonLines = ((try? String(contentsOfFile: json, encoding: .utf8)) ?? "").split(separator: "\n")
+        #expect(jsonLines.count == 1 && jsonLines[0].hasPrefix(#"<3>{"level":"error","ts":"#), "\(jsonLines)")
+    }
 }

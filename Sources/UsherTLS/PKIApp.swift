@@ -267,10 +267,11 @@ public final class CertificateAuthority: Sendable {
 
 /// The four or sixteen bytes of an IP address literal, or `nil` for a host name.
 func ipBytes(_ s: String) -> [UInt8]? {
-    var v4 = in_addr()
-    if inet_pton(AF_INET, s, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
-    var v6 = in6_addr()
-    if inet_pton(AF_INET6, s, &v6) == 1 { return withUnsafeBytes(of: &v6) { Array($0) } }
+    // Plain byte buffers rather than in_addr/in6_addr: their imported initializers belong to whichever C module
+    // Clang saw the header in first, which MemberImportVisibility then asks us to import.
+    var bytes = [UInt8](repeating: 0, count: 16)
+    if inet_pton(AF_INET, s, &bytes) == 1 { return Array(bytes.prefix(4)) }
+    if inet_pton(AF_INET6, s, &bytes) == 1 { return bytes }
     return nil
 }
 

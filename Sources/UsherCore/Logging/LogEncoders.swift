@@ -6,6 +6,9 @@ public protocol LogEncoder: Sendable {
 /// A module in `caddy.logging.encoders` (inline key `format`).
 public protocol LogEncoderModule: Module {
     func makeEncoder() -> any LogEncoder
+    /// The encoder for entries going to `writer`, for encoders whose defaults depend on it (a terminal or not).
+    /// Default: ``makeEncoder()``.
+    func makeEncoder(for writer: (any LogWriter)?) -> any LogEncoder
 }
 
 public enum LogEncoders: ModuleNamespace {
@@ -273,4 +276,62 @@ struct ConsoleLogEncoder: LogEncoder {
         }
         out += Array(config.lineEnding.utf8)
     }
+}
+
+/// `caddy.logging.encoders.journald`: another encoder's output with a syslog priority prefix (`<6>` info, `<4>`
+/// warn, `<3>` error, `<7>` debug, `<2>` panic and fatal), which journald reads from a service's stdout and stderr
+/// to file each line at its level. A console encoder underneath leaves out its timestamp (the journal has its own).
+public struct JournaldLogEncoderModule: LogEncoderModule {
+    public static let moduleID: ModuleID = "caddy.logging.encoders.journald"
+    /// `wrap`: the encoder whose output is prefixed. Default: console on a terminal, otherwise JSON.
+    public var wrap: Loaded<LogEncoders>?
+
+    enum CodingKeys: String, CodingKey { case wrap }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        wrap = try c.decodeIfPresent(Loaded<LogEncoders>.self, forKey: .wrap)
+    }
+
+    public func makeEncoder() -> any LogEncoder { makeEncoder(for: nil) }
+
+    public func makeEncoder(for writer: (any LogWriter)?) -> any LogEncoder {
+        var inner: any LogEncoderModule
+        if let w = wrap?.module {
+            inner = w
+        } else if writer?.isTerminal == true {
+            inner = ConsoleLogEncoderModule()
+        } else {
+            inner = JSONLogEncoderModule()
+        }
+        if var console = inner as? ConsoleLogEncoderModule {
+            console.config.timeKey = ""
+            inner = console
+        }
+        return JournaldLogEncoder(wrapped: inner.makeEncoder(for: writer))
+    }
+
+    /// The prefix journald reads as the line's priority (syslog levels).
+    public static func priorityPrefix(_ level: LogLevel) -> String {
+        switch level {
+        case .debug: "<7>"
+        case .info: "<6>"
+        case .warn: "<4>"
+        case .error: "<3>"
+        case .panic, .fatal: "<2>"
+        }
+    }
+}
+
+struct JournaldLogEncoder: LogEncoder {
+    let wrapped: any LogEncoder
+
+    func encode(_ entry: LogEntry, into out: inout [UInt8]) {
+        out += JournaldLogEncoderModule.priorityPrefix(entry.level).utf8
+        wrapped.encode(entry, into: &out)
+    }
+}
+
+extension LogEncoderModule {
+    public func makeEncoder(for writer: (any LogWriter)?) -> any LogEncoder { makeEncoder() }
 }

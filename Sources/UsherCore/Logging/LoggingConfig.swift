@@ -42,7 +42,7 @@ public struct LoggingConfig: Decodable, Sendable {
             } catch {
                 throw ConfigError(path: "logging.logs.\(name).writer", error.usherDescription)
             }
-            let encoder = log.encoder?.module.makeEncoder() ?? Self.defaultEncoder(for: w)
+            let encoder = log.encoder?.module.makeEncoder(for: w) ?? Self.defaultEncoder(for: w)
             sinks.append(
                 LogSink(name: name, level: log.level, include: log.include, exclude: log.exclude, encoder: encoder,
                         writer: w, writerKey: writerModule.writerKey)

@@ -9,7 +9,7 @@ public enum CoreModules: ModuleBundle {
     public static let version = UsherVersion.current
     public static var modules: [any Module.Type] {
         [
-            JSONLogEncoderModule.self, ConsoleLogEncoderModule.self,
+            JSONLogEncoderModule.self, ConsoleLogEncoderModule.self, JournaldLogEncoderModule.self,
             StdoutWriterModule.self, StderrWriterModule.self, DiscardWriterModule.self, FileWriterModule.self,
         ]
     }
