@@ -165,6 +165,21 @@ struct HTTP3Tests {
         #expect(try h3Request(port: port, "/?size=10").first?["length"] as? Int == 10)
     }
 
+    @Test("request bodies nobody reads do not use up the connection's flow control: 30 unread 1 MiB uploads in a row on one connection, all answered")
+    func unreadBodiesKeepConnectionCredit() throws {
+        let pki = try TestPKI()
+        let port = freePort()
+        let s = try UsherProcess(config: try Self.config(pki, port: port, routes: #"[{"handle": [{"handler": "test_stream"}]}]"#),
+                                 waitPort: port, binary: usherTestBinary)
+        defer { s.stop() }
+        // The handler answers after 150 ms without reading: by then the client has filled the body's window, and
+        // those bytes stay unread until the stream closes (about 256 KiB a request). The connection window is
+        // 4 MiB: unless the bytes are credited back when their stream closes, it runs dry after ~16 requests.
+        let r = try h3Request(port: port, "/?unread=150", ["--method", "POST", "--body-size", "1048576", "--count", "30", "--sequential"],
+                              timeout: 120)
+        #expect(r.count == 30 && r.allSatisfy { $0["status"] as? Int == 200 && $0["head"] as? String == "unread" }, "\(r.suffix(3))")
+    }
+
     @Test("Initial floods: past 64 pending handshakes genuine Initials get Retry; bogus ones leave nothing; real clients are served, memory stays bounded")
     func initialFlood() throws {
         let pki = try TestPKI()

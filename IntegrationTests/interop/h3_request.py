@@ -1,13 +1,14 @@
 """One or more HTTP/3 requests with aioquic, for the integration tests.
 
   h3_request.py PORT PATH [--method M] [--body-size N] [--trailer NAME=VALUE]... [--count C] [--authority A]
-                [--stall]
+                [--stall] [--sequential]
 
 Opens one QUIC connection to 127.0.0.1:PORT (certificate not verified), sends C (default 1) requests at once and
 prints one JSON object per response, in request order: status, header fields, body length, the body's FNV-1a 64
 hash (hex) and its first 200 bytes, trailer fields, and the subject of the server's certificate (peer_cn). A
 request body of N bytes is bytes i % 251, sent in 64 KiB pieces as flow control allows, then the trailers if any. --stall sends the headers and half the body, then
-exits without closing: a client that vanishes mid-stream.
+exits without closing: a client that vanishes mid-stream. --sequential sends the C requests one after another on
+the connection (each must be answered within 10 s), and stops sending a body once its response is complete.
 """
 
 import argparse
@@ -74,13 +75,20 @@ class Client(QuicConnectionProtocol):
             limit = len(body) // 2 if args.stall else len(body)
             sent = 0
             while sent < limit:
+                if args.sequential and fut.done():
+                    break  # answered without the rest of the body (the server sent STOP_SENDING)
                 piece = body[sent:min(sent + 65536, limit)]
                 # Wait while the stream's send buffer is full (aioquic buffers without bound otherwise).
                 while self._quic._streams[sid].sender.buffer_is_empty is False and \
                         len(self._quic._streams[sid].sender._buffer) > 1 << 20:
                     await asyncio.sleep(0.005)
                 end = sent + len(piece) == len(body) and not args.trailer
-                self.h3.send_data(sid, piece, end_stream=end)
+                try:
+                    self.h3.send_data(sid, piece, end_stream=end)
+                except Exception:
+                    if not args.sequential:
+                        raise
+                    break
                 self.transmit()
                 sent += len(piece)
                 await asyncio.sleep(0)
@@ -114,7 +122,12 @@ async def main(args):
     config.server_name = args.authority.split(":")[0]
     body = bytes(i % 251 for i in range(args.body_size)) if args.body_size is not None else None
     async with connect("127.0.0.1", args.port, configuration=config, create_protocol=Client) as client:
-        results = await asyncio.wait_for(asyncio.gather(*(client.request(args, body) for _ in range(args.count))), 60)
+        if args.sequential:
+            results = []
+            for _ in range(args.count):
+                results.append(await asyncio.wait_for(client.request(args, body), 10))
+        else:
+            results = await asyncio.wait_for(asyncio.gather(*(client.request(args, body) for _ in range(args.count))), 60)
         cert = client._quic.tls._peer_certificate
         for r in results:
             d = describe(r)
@@ -132,4 +145,5 @@ p.add_argument("--trailer", action="append", default=[])
 p.add_argument("--count", type=int, default=1)
 p.add_argument("--authority", default="localhost")
 p.add_argument("--stall", action="store_true")
+p.add_argument("--sequential", action="store_true")
 asyncio.run(main(p.parse_args()))

@@ -47,6 +47,9 @@ public final class HTTP3Stream {
     private let outbound = SendQueue(window: 256 * 1024)
     /// nghttp3 asked for data and got none: it must be told when there is some.
     private var starved = false
+    /// Body bytes handed to ``onData`` and not yet credited through ``consumed(_:)``: when the stream closes they
+    /// go back to the connection's window, or unread bodies would shrink it for good.
+    var uncredited = 0
 
     init(id: Int64, connection: QUICConnection) {
         self.id = id
@@ -69,6 +72,7 @@ public final class HTTP3Stream {
     /// Gives the client credit for `count` request body bytes the application has taken.
     public func consumed(_ count: Int) {
         guard count > 0, !closed else { return }
+        uncredited -= min(count, uncredited)
         connection?.extendCredit(stream: id, by: count)
     }
 
@@ -175,6 +179,10 @@ public final class HTTP3Stream {
 
     func didClose(complete: Bool) {
         guard !closed else { return }
+        if uncredited > 0 {
+            owner.extendConnectionCredit(by: uncredited)
+            uncredited = 0
+        }
         closed = true
         outbound.fail()
         let callback = onClose

@@ -543,6 +543,7 @@ class QUICConnection {
                 me.extendCredit(stream: streamID, by: len)
                 return 0
             }
+            stream.uncredited += len
             onData(ByteBuffer(bytes: UnsafeBufferPointer(start: data, count: len)))
             return 0
         }

@@ -6,11 +6,17 @@ public import UsherHTTP
 /// `http.handlers.test_stream` (test builds only): reads the whole request body, counting bytes, then streams
 /// `?size=N` bytes of response in 64 KiB chunks (`?delay=MS` between chunks, each flushed), with `X-Request-Bytes`
 /// telling how many bytes it read and, with `?checksum=1`, `X-Request-Checksum` their FNV-1a 64 hash (hex). Request trailer fields come
-/// back as response trailers named `x-echo-NAME`. Exercises streaming both ways without buffering.
+/// back as response trailers named `x-echo-NAME`. Exercises streaming both ways without buffering. With `?unread=MS`
+/// it leaves the body unread: it waits MS milliseconds, then answers `unread`.
 public struct StreamTestHandler: MiddlewareHandler {
     public static let moduleID: ModuleID = "http.handlers.test_stream"
 
     public func serve(_ request: Request, _ writer: any ResponseWriter, next: any HTTPHandler) async throws {
+        if let wait = request.queryValue("unread").flatMap(Int.init) {
+            try await Task.sleep(for: .milliseconds(wait))
+            try await writer.write("unread")
+            return
+        }
         var received = 0
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         let checksum = request.queryValue("checksum") == "1"
