@@ -417,7 +417,7 @@ struct ServeContent {
            try await direct.writeFileRegion(descriptor: fd, offset: start, length: length) {
             return
         }
-        let chunk = 64 * 1024
+        let chunk = 128 * 1024
         var offset = start
         var remaining = length
         var buffer = ByteBufferAllocator().buffer(capacity: min(chunk, remaining))
