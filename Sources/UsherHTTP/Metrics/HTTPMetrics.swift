@@ -224,9 +224,9 @@ struct InstrumentedRoute: HTTPHandler {
 final class MeasuringResponseWriter: WrappingResponseWriter {
     let wrappedWriter: any ResponseWriter
     let start: ContinuousClock.Instant
-    private(set) var code: Int?
+    fileprivate(set) var code: Int?
     private(set) var firstByte: Duration?
-    private(set) var bodyBytes = 0
+    fileprivate(set) var bodyBytes = 0
 
     init(_ wrapped: any ResponseWriter, start: ContinuousClock.Instant) {
         self.wrappedWriter = wrapped
@@ -244,9 +244,21 @@ final class MeasuringResponseWriter: WrappingResponseWriter {
         try await wrappedWriter.write(buffer)
     }
 
-    private func noteHead(_ status: HTTPResponseStatus) {
+    fileprivate func noteHead(_ status: HTTPResponseStatus) {
         guard code == nil, status.code >= 200 || status == .switchingProtocols else { return }
         code = Int(status.code)
         firstByte = ContinuousClock.now - start
+    }
+}
+
+// Passes file bodies through to a writer that can send them itself (sendfile), so measuring does not cost the
+// zero-copy path.
+extension MeasuringResponseWriter: FileBodyWriting {
+    func writeFileRegion(descriptor: CInt, offset: Int, length: Int) async throws -> Bool {
+        guard let direct = wrappedWriter as? any FileBodyWriting,
+              try await direct.writeFileRegion(descriptor: descriptor, offset: offset, length: length) else { return false }
+        if code == nil { noteHead(wrappedWriter.status ?? .ok) }
+        bodyBytes += length
+        return true
     }
 }
