@@ -34,10 +34,11 @@ struct UsherMetricsTests {
         #expect(runs.load(ordering: .relaxed) == 2)
     }
 
-    @Test("label values: methods upper case, no status counts as 200")
+    @Test("label values: standard methods upper case and the rest OTHER, no status counts as 200")
     func labels() {
         #expect(UsherMetrics.methodLabel("get") == "GET")
-        #expect(UsherMetrics.methodLabel("PROPFIND") == "PROPFIND")
+        #expect(UsherMetrics.methodLabel("PROPFIND") == "OTHER")
+        #expect(UsherMetrics.methodLabel("Get") == "OTHER")
         #expect(UsherMetrics.codeLabel(0) == "200")
         #expect(UsherMetrics.codeLabel(404) == "404")
         #expect(UsherMetrics.sizeBuckets == [256, 1024, 4096, 16384, 65536, 262_144, 1_048_576, 4_194_304])

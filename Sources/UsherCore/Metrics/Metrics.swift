@@ -65,11 +65,13 @@ public enum UsherMetrics {
         MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 
-    /// A method as a label value: upper case, as Caddy writes it.
+    /// A method as a label value, as Caddy sanitizes it: the standard methods in upper case, anything else `OTHER`
+    /// (clients cannot grow the series count by inventing methods).
     public static func methodLabel(_ method: String) -> String {
         switch method {
-        case "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT": method
-        default: method.uppercased()
+        case "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE": method
+        case "get", "head", "post", "put", "delete", "patch", "options", "connect", "trace": method.uppercased()
+        default: "OTHER"
         }
     }
 
