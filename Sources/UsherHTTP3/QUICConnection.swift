@@ -884,6 +884,13 @@ class QUICConnection {
         }
     }
 
+    /// What ``QUICServerEndpoint/connectionSummaries`` shows of this connection.
+    func summary(now: NIODeadline) -> String {
+        let idle = Double((now - lastActivity).nanoseconds) / 1e9
+        return "handshake_done=\(handshakeDone) closed=\(closed) draining=\(draining) idle_s=\(idle) timer=\(timer != nil) "
+            + "streams=\(streams.count) expiry_in_s=\(conn.map { Double(Int64(bitPattern: ngtcp2_conn_get_expiry($0) &- quicTimestamp())) / 1e9 } ?? -1)"
+    }
+
     private func startDraining() {
         draining = true
         timer?.cancel()

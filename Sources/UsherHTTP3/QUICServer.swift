@@ -231,6 +231,13 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
     /// Live connections (handshaking or established).
     public var connectionCount: Int { live.count }
 
+    /// One line per open connection (handshake, draining, time since the peer last sent, timer armed), for
+    /// diagnosing a connection that outlives its timers. Read on the endpoint's loop.
+    public var connectionSummaries: [String] {
+        let now = NIODeadline.now()
+        return live.values.map { $0.summary(now: now) }
+    }
+
     private func checkDrained() {
         guard shuttingDown, live.isEmpty, !drainWaiters.isEmpty else { return }
         let w = drainWaiters

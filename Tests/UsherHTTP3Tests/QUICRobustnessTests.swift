@@ -178,14 +178,16 @@ struct QUICRobustnessTests {
             #expect(r.output == "200 ok", "\(r.output.suffix(1500))")
             // Half-open connections from fake Initials go when their handshake times out.
             // Generous: under a loaded CI machine timers run late.
-            let deadline = Date().addingTimeInterval(20)
+            let deadline = Date().addingTimeInterval(40)
             var left = -1
             while Date() < deadline {
                 left = try await loop.submit { endpoint.connectionCount }.get()
                 if left == 0 { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
-            #expect(left == 0)
+            // Seen twice in a loaded CI run (one connection left after 20 s, never alone): say what it was.
+            let summaries = try await loop.submit { endpoint.connectionSummaries }.get()
+            #expect(left == 0, "\(summaries.prefix(5))")
         }
     }
 }
