@@ -57,6 +57,24 @@ struct HTTP2Tests {
         #expect(r.stdout.contains("status codes: \(done) 2xx, 0 3xx, 0 4xx, 0 5xx"), "\(r.stdout)")
     }
 
+    @Test("request bodies nobody reads do not use up the connection's window: h2load sends 30 unread 1 MiB uploads one after another on one h2c connection")
+    func unreadBodies() throws {
+        let port = freePort()
+        let s = try UsherProcess(config: """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "protocols": ["h1", "h2c"], "routes": [{"handle": [{"handler": "test_stream"}]}]}}}}}
+            """, waitPort: port, binary: usherTestBinary)
+        defer { s.stop() }
+        let upload = s.dir.appendingPathComponent("upload.bin")
+        try Data(repeating: 0x61, count: 1 << 20).write(to: upload)
+        // The handler answers after 150 ms without reading (the HTTP/3 test of the same name has the details).
+        let r = try runCommand("/usr/bin/h2load", ["-n", "30", "-c", "1", "-m", "1", "-d", upload.path,
+                                                   "http://127.0.0.1:\(port)/?unread=150"], timeout: 90)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("requests: 30 total, 30 started, 30 done, 30 succeeded, 0 failed, 0 errored, 0 timeout"), "\(r.stdout)")
+        #expect(r.stdout.contains("status codes: 30 2xx"), "\(r.stdout)")
+    }
+
     @Test("a stream reset by the client stops its response; the connection and other streams go on")
     func streamReset() throws {
         let port = freePort()
