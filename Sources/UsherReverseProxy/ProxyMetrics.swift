@@ -10,8 +10,8 @@ final class ProxyMetrics: Sendable {
     private struct RequestKey: Hashable { var upstream: String; var code: Int; var method: String }
 
     private let healthGauges = Mutex<[String: Gauge]>([:])
-    private let requestCounters = Mutex<[RequestKey: Counter]>([:])
-    private let durations = Mutex<[String: DurationHistogram]>([:])
+    private let requestCounters = SeriesCache<RequestKey, Counter>()
+    private let durations = SeriesCache<String, DurationHistogram>()
 
     private static var healthyName: MetricNameDescriptor {
         UsherMetrics.descriptor("caddy_reverse_proxy_upstreams_healthy", "Health status of reverse proxy upstreams.")
@@ -49,23 +49,16 @@ final class ProxyMetrics: Sendable {
     /// head arrived (`…_upstream_request_duration_seconds`).
     func recordRequest(upstream: String, method: String, status: Int, latency: Duration) {
         let key = RequestKey(upstream: upstream, code: status, method: UsherMetrics.methodLabel(method))
-        let counter = requestCounters.withLock { c in
-            if let existing = c[key] { return existing }
-            let new = UsherMetrics.registry.makeCounter(
+        requestCounters.get(key) {
+            UsherMetrics.registry.makeCounter(
                 descriptor: Self.requestsName,
                 labels: [("code", UsherMetrics.codeLabel(status)), ("method", key.method), ("upstream", upstream)]
             )
-            c[key] = new
-            return new
-        }
-        counter.increment()
-        let histogram = durations.withLock { d in
-            if let existing = d[upstream] { return existing }
-            let new = UsherMetrics.registry.makeDurationHistogram(
+        }.increment()
+        let histogram = durations.get(upstream) {
+            UsherMetrics.registry.makeDurationHistogram(
                 descriptor: Self.durationName, labels: [("upstream", upstream)], buckets: UsherMetrics.durationBuckets
             )
-            d[upstream] = new
-            return new
         }
         histogram.record(latency)
     }
@@ -105,15 +98,10 @@ final class ProxyMetrics: Sendable {
         }
     }
 
-    private let webTransport = Mutex<[String: WebTransportSeries]>([:])
+    private let webTransport = SeriesCache<String, WebTransportSeries>()
 
     /// The WebTransport series of `upstream`; a session holds on to them from start to end.
     func webTransportSeries(upstream: String) -> WebTransportSeries {
-        webTransport.withLock { w in
-            if let s = w[upstream] { return s }
-            let s = WebTransportSeries(upstream: upstream)
-            w[upstream] = s
-            return s
-        }
+        webTransport.get(upstream) { WebTransportSeries(upstream: upstream) }
     }
 }

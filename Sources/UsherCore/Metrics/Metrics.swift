@@ -104,26 +104,22 @@ public enum UsherMetrics {
         var method: String
     }
 
-    private static let adminCache = Mutex<[AdminSeries: (errors: Prometheus.Counter, byCode: [Int: Prometheus.Counter])]>([:])
+    private struct AdminRequestKey: Hashable { var series: AdminSeries; var status: Int }
+    private static let adminRequests = SeriesCache<AdminRequestKey, Prometheus.Counter>()
+    private static let adminErrors = SeriesCache<AdminSeries, Prometheus.Counter>()
 
     /// Counts an admin API request (`caddy_admin_http_requests_total`, and `…_request_errors_total` for errors).
     static func recordAdminRequest(handler: String, path: String, method: String, status: Int) {
         let key = AdminSeries(handler: handler, path: path, method: methodLabel(method))
-        let counter = adminCache.withLock { cache -> Prometheus.Counter in
-            var entry = cache[key] ?? (errors: makeAdminErrors(key), byCode: [:])
-            if let c = entry.byCode[status] { return c }
-            let c = registry.makeCounter(
+        adminRequests.get(AdminRequestKey(series: key, status: status)) {
+            registry.makeCounter(
                 descriptor: descriptor("caddy_admin_http_requests_total", "Counter of requests made to the Admin API's HTTP endpoints."),
                 labels: [("code", codeLabel(status)), ("handler", key.handler), ("method", key.method), ("path", key.path)]
             )
-            entry.byCode[status] = c
-            cache[key] = entry
-            return c
-        }
-        counter.increment()
-        if status >= 400 {
-            adminCache.withLock { $0[key]?.errors }?.increment()
-        }
+        }.increment()
+        // Made with the route's first request, so the series reads 0 until an error.
+        let errors = adminErrors.get(key) { makeAdminErrors(key) }
+        if status >= 400 { errors.increment() }
     }
 
     private static func makeAdminErrors(_ key: AdminSeries) -> Prometheus.Counter {
@@ -131,5 +127,23 @@ public enum UsherMetrics {
             descriptor: descriptor("caddy_admin_http_request_errors_total", "Number of requests resulting in middleware errors."),
             labels: [("handler", key.handler), ("method", key.method), ("path", key.path)]
         )
+    }
+}
+
+/// Metric handles by label values, each made once. The registry finds an existing series too, but it takes a
+/// lock and builds a key from label strings on every call; this is a single dictionary lookup.
+public final class SeriesCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+    private let entries = Mutex<[Key: Value]>([:])
+
+    public init() {}
+
+    /// The value for `key`, made by `make` the first time.
+    public func get(_ key: Key, make: () -> Value) -> Value {
+        entries.withLock { e in
+            if let v = e[key] { return v }
+            let v = make()
+            e[key] = v
+            return v
+        }
     }
 }

@@ -123,8 +123,8 @@ final class RouteInstrument: Sendable {
     struct BasicKey: Hashable { var server: String; var host: String? }
     struct StatusKey: Hashable { var server: String; var host: String?; var code: Int; var method: String }
 
-    private let basic = Mutex<[BasicKey: Basic]>([:])
-    private let byStatus = Mutex<[StatusKey: ByStatus]>([:])
+    private let basic = SeriesCache<BasicKey, Basic>()
+    private let byStatus = SeriesCache<StatusKey, ByStatus>()
 
     init(handler: String, metrics: HTTPMetrics) {
         self.handler = handler
@@ -132,26 +132,18 @@ final class RouteInstrument: Sendable {
     }
 
     func basic(server: String, host: String?) -> Basic {
-        let key = BasicKey(server: server, host: host)
-        return basic.withLock { cache in
-            if let b = cache[key] { return b }
+        basic.get(BasicKey(server: server, host: host)) {
             var labels = [("handler", handler), ("server", server)]
             if let host { labels.append(("host", host)) }
-            let b = Basic(labels)
-            cache[key] = b
-            return b
+            return Basic(labels)
         }
     }
 
     func byStatus(server: String, host: String?, code: Int, method: String) -> ByStatus {
-        let key = StatusKey(server: server, host: host, code: code, method: method)
-        return byStatus.withLock { cache in
-            if let s = cache[key] { return s }
+        byStatus.get(StatusKey(server: server, host: host, code: code, method: method)) {
             var labels = [("code", UsherMetrics.codeLabel(code)), ("handler", handler), ("method", method), ("server", server)]
             if let host { labels.append(("host", host)) }
-            let s = ByStatus(labels)
-            cache[key] = s
-            return s
+            return ByStatus(labels)
         }
     }
 }
