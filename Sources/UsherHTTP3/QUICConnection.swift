@@ -111,12 +111,11 @@ class QUICConnection {
     var isServer = true
     /// Request streams the peer may open (server side).
     var maxPeerBidiStreams: UInt64 = 100
-    /// Packets written but not yet handed to the socket (one GSO write), their size and count.
-    private var batch: ByteBuffer?
-    private var batchSegment = 0
-    private var batchCount = 0
-    /// Reused for every packet this connection writes.
-    private var packet = [UInt8](repeating: 0, count: 1452)
+    /// Packets written but not yet handed to the socket (one GSO write), their size and count. ngtcp2 writes each
+    /// packet straight into `batch`, which is only ever touched on the connection's event loop (hence unchecked).
+    @exclusivity(unchecked) private var batch: ByteBuffer?
+    @exclusivity(unchecked) private var batchSegment = 0
+    @exclusivity(unchecked) private var batchCount = 0
 
     init(sink: any QUICDatagramSink, local: SocketAddress, remote: SocketAddress, extraSettings: [HTTP3Setting]) {
         self.sink = sink
@@ -380,7 +379,7 @@ class QUICConnection {
         var pi = ngtcp2_pkt_info()
         var vecs = [nghttp3_vec](repeating: nghttp3_vec(), count: 16)
         // Pacing: at most a send quantum now; ngtcp2's expiry brings us back for the rest.
-        let quantum = max(1, min(ngtcp2_conn_get_send_quantum(conn) / packet.count, 64))
+        let quantum = max(1, min(ngtcp2_conn_get_send_quantum(conn) / Self.maxPacket, 64))
         var written = 0
         defer { ngtcp2_conn_update_pkt_tx_time(conn, quicTimestamp()) }
         while written < quantum {
@@ -424,11 +423,11 @@ class QUICConnection {
             var accepted: ngtcp2_ssize = -1
             var flags = UInt32(NGTCP2_WRITE_STREAM_FLAG_MORE)
             if fin != 0 { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
-            let n = packet.withUnsafeMutableBufferPointer { b in
+            let n = writePacket { dest, destLength in
                 vecs.withUnsafeBufferPointer { v in
                     // nghttp3_vec and ngtcp2_vec have the same layout (base pointer, length).
                     v.baseAddress!.withMemoryRebound(to: ngtcp2_vec.self, capacity: max(count, 1)) { nv in
-                        usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, b.baseAddress, b.count, &accepted, flags,
+                        usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, dest, destLength, &accepted, flags,
                                                         streamID, count > 0 ? nv : nil, count, quicTimestamp())
                     }
                 }
@@ -451,7 +450,6 @@ class QUICConnection {
             }
             guard recordWritten(streamID, accepted, originalLength) else { return }
             if n == 0 { break }
-            emit(Int(n))
             written += 1
         }
         if ext != nil { writeExtensionData() }
@@ -470,33 +468,62 @@ class QUICConnection {
         return true
     }
 
-    /// Queues the first `length` bytes of ``packet``. Packets of one size go out together as one GSO write (the
-    /// kernel cuts them apart): a write per packet is most of the cost of sending otherwise. A shorter packet ends
-    /// a batch; ``sendBatch()`` sends what is queued.
-    private func emit(_ length: Int) {
-        let canJoin = batch != nil && batchCount < Self.maxSegments && length <= batchSegment
-        if !canJoin {
-            sendBatch()
-            batch = sink.allocator.buffer(capacity: Self.useGSO ? length * Self.maxSegments : length)
-            batchSegment = length
+    /// Has `write` put the next packet straight into the GSO batch (no copy), then queues it. `write` gets the
+    /// destination and its room and returns what ngtcp2 returned: a packet's length, 0, or an error. ngtcp2 may
+    /// leave a packet unfinished (`NGTCP2_ERR_WRITE_MORE`) and finish it in the next call, which must therefore get
+    /// the same destination: nothing moves the batch between the two, and it always has room for a whole packet.
+    private func writePacket(_ write: (UnsafeMutablePointer<UInt8>, Int) -> ngtcp2_ssize) -> ngtcp2_ssize {
+        if batch == nil {
+            batch = sink.allocator.buffer(capacity: Self.useGSO ? Self.maxBatchBytes : Self.maxPacket)
         }
-        _ = packet.withUnsafeBufferPointer { batch!.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[0..<length])) }
+        var n: ngtcp2_ssize = 0
+        batch!.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.maxPacket) { dest in
+            n = write(dest.baseAddress!.assumingMemoryBound(to: UInt8.self), Self.maxPacket)
+            return n > 0 ? Int(n) : 0
+        }
+        if n > 0 { queued(Int(n)) }
+        return n
+    }
+
+    /// A packet of `length` bytes was just written at the end of ``batch``. Packets of one size go out together as
+    /// one GSO write (the kernel cuts them apart): a write per packet is most of the cost of sending otherwise. A
+    /// shorter packet ends a batch; a longer one starts the next.
+    private func queued(_ length: Int) {
+        if batchCount > 0 && length > batchSegment {
+            // Rare (sizes change at the ends of bursts): the batch goes without it, and it starts the next one.
+            let end = batch!.writerIndex
+            let last = batch!.getSlice(at: end - length, length: length)!
+            batch!.moveWriterIndex(to: end - length)
+            sendBatch()
+            var next = sink.allocator.buffer(capacity: Self.useGSO ? Self.maxBatchBytes : Self.maxPacket)
+            next.writeImmutableBuffer(last)
+            batch = next
+        }
+        if batchCount == 0 { batchSegment = length }
         batchCount += 1
-        if length < batchSegment || !Self.useGSO { sendBatch() }
+        if length < batchSegment || !Self.useGSO || batch!.writerIndex + Self.maxPacket > Self.maxBatchBytes
+            || batchCount == Self.maxSegments {
+            sendBatch()
+        }
     }
 
     /// Sends the queued packets (flushed by the caller or at the end of the read batch).
     func sendBatch() {
         guard let b = batch else { return }
-        sink.send(b, segmentSize: batchCount > 1 ? batchSegment : nil, to: remote)
+        // A batch with no packet is dropped unsent (an idle connection keeps no buffer).
+        if batchCount > 0 { sink.send(b, segmentSize: batchCount > 1 ? batchSegment : nil, to: remote) }
         batch = nil
         batchCount = 0
     }
 
     /// Whether the kernel cuts a write into datagrams for us (Linux UDP GSO).
     static let useGSO = System.supportsUDPSegmentationOffload
-    /// Packets per GSO write.
+    /// Packets per GSO write (the kernel's limit).
     static let maxSegments = 64
+    /// The most a GSO write may carry: one UDP datagram's worth before the kernel cuts it.
+    static let maxBatchBytes = 65_000
+    /// The largest packet written (ngtcp2's default `max_tx_udp_payload_size`).
+    static let maxPacket = 1452
 
     /// How many of nghttp3's bytes ngtcp2 took: all of them when the whole spliced SETTINGS chunk went out; a
     /// partly accepted spliced chunk cannot be mapped back (`nil`).
@@ -679,7 +706,7 @@ class QUICConnection {
         guard let conn, !closed else { return false }
         let max = ngtcp2_conn_get_remote_transport_params(conn)?.pointee.max_datagram_frame_size ?? 0
         // The frame adds a type byte and a length.
-        guard UInt64(datagram.count + 4) <= max, datagram.count + 64 < packet.count else { return false }
+        guard UInt64(datagram.count + 4) <= max, datagram.count + 64 < Self.maxPacket else { return false }
         outgoingDatagrams.append(datagram)
         scheduleWrite()
         return true
@@ -705,10 +732,10 @@ class QUICConnection {
         var pi = ngtcp2_pkt_info()
         while let d = outgoingDatagrams.first {
             var accepted: Int32 = 0
-            let n = packet.withUnsafeMutableBufferPointer { b in
+            let n = writePacket { dest, destLength in
                 d.withUnsafeBufferPointer { db in
                     var v = ngtcp2_vec(base: UnsafeMutablePointer(mutating: db.baseAddress), len: db.count)
-                    return usher_ngtcp2_conn_writev_datagram(conn, &ps.path, &pi, b.baseAddress, b.count, &accepted, 0, 0,
+                    return usher_ngtcp2_conn_writev_datagram(conn, &ps.path, &pi, dest, destLength, &accepted, 0, 0,
                                                             &v, 1, quicTimestamp())
                 }
             }
@@ -719,23 +746,22 @@ class QUICConnection {
             }
             if n == 0 { break }
             if accepted != 0 { outgoingDatagrams.removeFirst() }
-            emit(Int(n))
         }
         for (id, raw) in rawStreams where raw.hasPendingWrite {
             while raw.hasPendingWrite {
                 let (buffer, fin) = raw.nextWrite()
                 var accepted: ngtcp2_ssize = -1
                 let flags = fin ? UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) : 0
-                let n: ngtcp2_ssize = packet.withUnsafeMutableBufferPointer { b in
+                let n: ngtcp2_ssize = writePacket { dest, destLength in
                     if let buffer {
                         return buffer.withUnsafeReadableBytes { r in
                             var v = ngtcp2_vec(base: UnsafeMutablePointer(mutating: r.baseAddress!.assumingMemoryBound(to: UInt8.self)),
                                                len: r.count)
-                            return usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, b.baseAddress, b.count, &accepted, flags, id,
+                            return usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, dest, destLength, &accepted, flags, id,
                                                                    &v, 1, quicTimestamp())
                         }
                     }
-                    return usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, b.baseAddress, b.count, &accepted, flags, id,
+                    return usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, dest, destLength, &accepted, flags, id,
                                                            nil, 0, quicTimestamp())
                 }
                 if n < 0 {
@@ -751,7 +777,6 @@ class QUICConnection {
                 }
                 if accepted >= 0 { raw.wrote(Int(accepted), fin: fin && Int(accepted) == (buffer?.readableBytes ?? 0)) }
                 if n == 0 { return }
-                emit(Int(n))
             }
         }
     }
@@ -913,11 +938,10 @@ class QUICConnection {
                 ngtcp2_connection_close_error_default(&ccerr)
             }
             var pi = ngtcp2_pkt_info()
-            let n = packet.withUnsafeMutableBufferPointer {
-                usher_ngtcp2_conn_write_connection_close(conn, nil, &pi, $0.baseAddress, $0.count, &ccerr, quicTimestamp())
+            let n = writePacket {
+                usher_ngtcp2_conn_write_connection_close(conn, nil, &pi, $0, $1, &ccerr, quicTimestamp())
             }
             if n > 0 {
-                emit(Int(n))
                 sendBatch()
                 sink.flush()
             }
