@@ -379,10 +379,13 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         // The task runs on this connection's event loop (its executor), where the request, writer and exchange
         // live; nothing else touches them meanwhile except on this loop.
         let handle = ExchangeHandle(connection: self, exchange: exchange)
-        exchange.task = Task.immediate(executorPreference: executor) {
+        let task = executor.startTask {
             await server.serve(handle.exchange.request, handle.exchange.writer)
             handle.connection.finishOnLoop(handle.exchange)
         }
+        // The task's closure holds the exchange until the task is freed, and the task is freed only once nothing
+        // holds it: kept only while the handler runs (it may have finished already, before startTask returned).
+        if !exchange.handlerDone { exchange.task = task }
     }
 
     /// The body's reader wants data: resume reading, and send `100 Continue` the first time if asked for.
@@ -413,6 +416,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func handlerFinished(_ exchange: Exchange) {
         exchange.handlerDone = true
+        exchange.task = nil
         requestStartedAt = nil
         writeStalledAt = nil
         guard !closed else { return }

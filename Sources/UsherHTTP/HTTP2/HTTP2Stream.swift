@@ -93,6 +93,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     private var body: BodyStream?
     private var writer: FramedResponseWriter?
     private var task: Task<Void, Never>?
+    private var handlerDone = false
     /// The request, for trailers arriving after its body.
     private var request: Request?
     private var closed = false
@@ -137,6 +138,10 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         writer?.abandonQuietly()
         task?.cancel()
         writeTimer?.cancel()
+        // The writer points back at this handler, and the body's demand callback too: let both go, or the three
+        // keep each other alive after the stream is gone (a running handler keeps its own references).
+        writer = nil
+        body = nil
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -230,10 +235,13 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         }
         if hasBody { self.request = request }
         let handle = StreamHandle(stream: self, request: request, writer: writer)
-        task = Task.immediate(executorPreference: executor) {
+        let task = executor.startTask {
             await server.serve(handle.request, handle.writer)
             handle.stream.handlerFinished()
         }
+        // The task's closure holds this stream until the task is freed, and the task is freed only once nothing
+        // holds it: kept only while the handler runs (it may have finished already, before startTask returned).
+        if !handlerDone { self.task = task }
     }
 
     private func bodyDemand() {
@@ -251,6 +259,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         let bound = NIOLoopBound(self, eventLoop: executor.eventLoop)
         let finish: @Sendable () -> Void = {
             let me = bound.value
+            me.handlerDone = true
+            me.task = nil
             me.writeTimer?.cancel()
             if let body = me.body, !body.isFinished {
                 body.fail(ResponseFinishedError())

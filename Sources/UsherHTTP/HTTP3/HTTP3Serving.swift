@@ -100,6 +100,7 @@ final class HTTP3RequestStream: FramedStream {
     let dates: DateHeaderCache
     private var body: BodyStream?
     private var task: Task<Void, Never>?
+    private var handlerDone = false
     /// Credit held back while the body buffer is full, given back when the handler catches up.
     private var withheld = 0
     private var paused = false
@@ -136,16 +137,22 @@ final class HTTP3RequestStream: FramedStream {
         stream.onClose = { complete in
             // A CONNECT that did not become a session: its early streams are refused.
             if webTransport { sessions?.rejectPending(for: stream) }
+            // The body's demand callback points back at `me`: let it go, or the two keep each other alive after
+            // the stream is gone (a running handler keeps its own reference).
+            defer { me.body = nil }
             guard !complete else { return }
             me.body?.fail(ClientDisconnectedError())
             writer.abandonQuietly()
             me.task?.cancel()
         }
         let handle = HTTP3Handle(request: request, writer: writer, stream: me)
-        me.task = Task.immediate(executorPreference: executor) {
+        let task = executor.startTask {
             await server.serve(handle.request, handle.writer)
             handle.stream.handlerFinished()
         }
+        // The task's closure holds this stream until the task is freed, and the task is freed only once nothing
+        // holds it: kept only while the handler runs (it may have finished already, before startTask returned).
+        if !me.handlerDone { me.task = task }
     }
 
     private func makeRequest(_ server: HTTPServerInstance) -> Request? {
@@ -206,6 +213,8 @@ final class HTTP3RequestStream: FramedStream {
         let bound = NIOLoopBound(self, eventLoop: loop)
         let finish: @Sendable () -> Void = {
             let me = bound.value
+            me.handlerDone = true
+            me.task = nil
             if let body = me.body, !body.isFinished {
                 body.fail(ResponseFinishedError())
                 me.stream.stopReading()
