@@ -285,6 +285,12 @@ class QUICConnection {
     /// The GnuTLS priority both sides use: TLS 1.3 only, QUIC's cipher suites and groups.
     static let priority = "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
         + "+CHACHA20-POLY1305:+AES-128-CCM:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:+GROUP-SECP521R1"
+    /// ``priority`` parsed once and shared by every session (GnuTLS counts a cache's users atomically). A cache per
+    /// session, as `gnutls_priority_set_direct` makes, cost each connection ~8 KB and a parse.
+    nonisolated(unsafe) static let priorityCache: gnutls_priority_t? = {
+        var cache: gnutls_priority_t?
+        return gnutls_priority_init(&cache, priority, nil) == 0 ? cache : nil
+    }()
 
     /// The handshake is done (server: confirmed). Returns 0 or an ngtcp2 error.
     func handshakeDidComplete() -> Int32 { 0 }
@@ -637,7 +643,7 @@ class QUICConnection {
         guard gnutls_init(&s, flags) == 0, let s else { throw QUICError("gnutls_init") }
         session = s
         let configured = server ? ngtcp2_crypto_gnutls_configure_server_session(s) : ngtcp2_crypto_gnutls_configure_client_session(s)
-        guard gnutls_priority_set_direct(s, Self.priority, nil) == 0, configured == 0 else {
+        guard let cache = Self.priorityCache, gnutls_priority_set(s, cache) == 0, configured == 0 else {
             throw QUICError("configuring the TLS session")
         }
         return s
