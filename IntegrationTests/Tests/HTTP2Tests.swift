@@ -51,8 +51,7 @@ struct HTTP2Tests {
         #expect(r.status == 0, "\(r.stderr)")
         let summary = r.stdout.split(separator: "\n").first { $0.hasPrefix("requests:") }.map(String.init) ?? ""
         #expect(summary.contains("0 failed, 0 errored, 0 timeout"), "\(r.stdout)")
-        let done = summary.split(separator: ",").first { $0.contains("succeeded") }
-            .flatMap { Int($0.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") } ?? 0
+        let done = h2loadSucceeded(r.stdout)
         #expect(done > 1000, "\(summary)")
         #expect(r.stdout.contains("status codes: \(done) 2xx, 0 3xx, 0 4xx, 0 5xx"), "\(r.stdout)")
     }
@@ -141,4 +140,11 @@ struct HTTP2Tests {
             #expect(!portOpen(port))
         }
     }
+}
+
+/// How many requests h2load's summary line (`requests: N total, … M succeeded, …`) says succeeded.
+func h2loadSucceeded(_ output: String) -> Int {
+    let summary = output.split(separator: "\n").first { $0.hasPrefix("requests:") } ?? ""
+    return summary.split(separator: ",").first { $0.contains("succeeded") }
+        .flatMap { Int($0.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") } ?? 0
 }

@@ -14,13 +14,6 @@ func h3Request(port: Int, _ path: String, _ extra: [String] = [], timeout: TimeI
     }
 }
 
-/// The resident set size of a process, in KiB.
-func residentKiB(_ pid: Int32) -> Int {
-    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-    let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-    return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
-}
-
 /// Whether some socket is bound to UDP `port`.
 func udpBound(_ port: Int) throws -> Bool {
     let r = try runCommand("/usr/bin/ss", ["-Hulnp", "sport = :\(port)"])
@@ -153,14 +146,14 @@ struct HTTP3Tests {
                                  waitPort: port, binary: usherTestBinary)
         defer { s.stop() }
         _ = try h3Request(port: port, "/?size=1000", ["--count", "20"])
-        let idle = residentKiB(s.pid)
+        let idle = residentKiB(pid: s.pid)
         for _ in 0..<10 {
             _ = try h3Request(port: port, "/", ["--method", "POST", "--body-size", "4000000", "--stall"])
         }
         let ok = try h3Request(port: port, "/?size=1000")
         #expect(ok.first?["status"] as? Int == 200)
         Thread.sleep(forTimeInterval: 4)
-        let after = residentKiB(s.pid)
+        let after = residentKiB(pid: s.pid)
         #expect(after < idle + 16 * 1024, "idle \(idle) KiB, after \(after) KiB")
         #expect(try h3Request(port: port, "/?size=10").first?["length"] as? Int == 10)
     }
@@ -188,7 +181,7 @@ struct HTTP3Tests {
                                  waitPort: port)
         defer { s.stop() }
         _ = try h3Request(port: port, "/")
-        let idle = residentKiB(s.pid)
+        let idle = residentKiB(pid: s.pid)
         let script = packageRoot.appendingPathComponent("IntegrationTests/interop/quic_flood.py").path
         // 20,000 undecryptable Initials: dropped without an answer, and without keeping state (no Retry needed).
         let bogus = try runCommand(venvPython, [script, String(port), "20000", "--bogus"], timeout: 60)
@@ -200,7 +193,7 @@ struct HTTP3Tests {
         #expect((result["retries"] ?? 0) >= 2000 - 64 - 16, "\(flood.stdout) \(flood.stderr.suffix(500))")
         let served = try h3Request(port: port, "/", ["--count", "5"])
         #expect(served.count == 5 && served.allSatisfy { $0["head"] as? String == "still here" })
-        let after = residentKiB(s.pid)
+        let after = residentKiB(pid: s.pid)
         #expect(after < idle + 32 * 1024, "idle \(idle) KiB, after the floods \(after) KiB")
         #expect(try curl(["-k", "--resolve", "a.test:\(port):127.0.0.1", "https://a.test:\(port)/"]).body == "still here")
     }

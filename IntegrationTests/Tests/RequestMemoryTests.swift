@@ -28,14 +28,12 @@ struct RequestMemoryTests {
             }
             let r = try runCommand("/usr/bin/h2load", (proto == "h1" ? ["--h1"] : ["-m", "10"]) + ["-n", String(n), "-c", "4", url],
                                    timeout: 120)
-            let summary = r.stdout.split(separator: "\n").first { $0.hasPrefix("requests:") } ?? ""
-            return summary.split(separator: ",").first { $0.contains("succeeded") }
-                .flatMap { Int($0.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") } ?? 0
+            return h2loadSucceeded(r.stdout)
         }
         #expect(try load(3000) == 3000)
-        let before = residentKiB(s.pid)
+        let before = residentKiB(pid: s.pid)
         #expect(try load(30000) == 30000)
-        let after = residentKiB(s.pid)
+        let after = residentKiB(pid: s.pid)
         // A leak of the old size would add ~150 MiB here.
         #expect(after - before < 24 * 1024, "\(proto): RSS \(before) KiB → \(after) KiB after 30,000 more requests")
     }
