@@ -35,13 +35,15 @@ enum HTTP2Pipeline {
         let connection = HTTP2Connection(channel: channel)
         slot.register(connection)
         channel.closeFuture.whenComplete { _ in slot.unregister(connection) }
-        let manager = NIOHTTP2ServerConnectionManagementHandler(
-            eventLoop: channel.eventLoop,
-            configuration: .init(maxIdleTime: settings.idleTimeout, maxAge: nil, maxGraceTime: nil, keepalive: nil)
+        let connectionGuard = ConnectionGuard.of(channel)
+        let manager = HTTP2ConnectionManager(
+            maxStreams: maxConcurrentStreams, idleTimeout: settings.idleTimeout, connectionGuard: connectionGuard
         )
         var connectionConfig = NIOHTTP2Handler.ConnectionConfiguration()
         connectionConfig.initialSettings = [
-            HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams),
+            // NIOHTTP2 treats going past this as a connection error; HTTP2FrameWatch advertises the real limit and
+            // the manager refuses streams beyond it one by one.
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 2 * maxConcurrentStreams),
             HTTP2Setting(parameter: .maxHeaderListSize, value: settings.maxHeaderBytes),
             HTTP2Setting(parameter: .initialWindowSize, value: windowSize),
             // Extended CONNECT (RFC 8441), so WebSockets can ride HTTP/2 streams.
@@ -54,11 +56,16 @@ enum HTTP2Pipeline {
         let local = channel.localAddress
         // The streams of a connection share one Date cache.
         let dates = NIOLoopBound(DateHeaderCache(), eventLoop: channel.eventLoop)
+        let boundManager = NIOLoopBound(manager, eventLoop: channel.eventLoop)
         let handler = NIOHTTP2Handler(
             mode: .server, eventLoop: channel.eventLoop, connectionConfiguration: connectionConfig,
-            streamConfiguration: streamConfig, streamDelegate: manager.http2StreamDelegate
+            streamConfiguration: streamConfig, streamDelegate: manager.streamDelegate(on: channel.eventLoop)
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
+                if !boundManager.value.streamOpened(stream) {
+                    try stream.pipeline.syncOperations.addHandler(RefusedStreamHandler())
+                    return
+                }
                 try stream.pipeline.syncOperations.addHandler(HTTP2StreamHandler(
                     slot: slot, settings: settings, executor: executor, remoteAddress: remote, localAddress: local,
                     dates: dates.value, tls: tls
@@ -66,6 +73,7 @@ enum HTTP2Pipeline {
             }
         }
         let sync = channel.pipeline.syncOperations
+        try sync.addHandler(HTTP2FrameWatch(advertisedMaxStreams: maxConcurrentStreams, connectionGuard: connectionGuard))
         try sync.addHandler(handler)
         try sync.addHandler(manager)
     }

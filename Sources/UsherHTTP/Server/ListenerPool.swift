@@ -204,11 +204,18 @@ final class ListenerPool: Sendable {
             .serverChannelOption(.maxMessagesPerRead, value: 128)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 4)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let logger = slot.currentServer?.errorLogger ?? Logger(label: "usher.http")
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoff(logger: logger, address: address.description))
+                }
+            }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let server = slot.currentServer else {
                         throw ChannelError.ioOnClosedChannel
                     }
+                    try channel.pipeline.syncOperations.addHandler(ConnectionGuard(settings: server.settings))
                     try ConnectionPipeline.configure(channel, slot: slot, server: server)
                 }
             }
@@ -244,7 +251,9 @@ extension HTTP1Connection: ServedConnection {}
 enum HTTP1Pipeline {
     static func configure(_ channel: any Channel, slot: ListenerSlot, settings: ConnectionSettings, tls: TLSConnectionInfo? = nil) throws {
         let executor = EventLoopTaskExecutor.forLoop(channel.eventLoop)
-        let connection = HTTP1Connection(slot: slot, settings: settings, executor: executor, tls: tls)
+        let connection = HTTP1Connection(
+            slot: slot, settings: settings, executor: executor, tls: tls, connectionGuard: ConnectionGuard.of(channel)
+        )
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(HTTP1HeadGuard(connection: connection))
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
