@@ -83,9 +83,15 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// What the TLS handshake settled, on a TLS connection.
     let tls: TLSConnectionInfo?
+    /// The connection-level policy below this handler, told when the first request has arrived.
+    private let connectionGuard: ConnectionGuard?
+    /// A protocol error that came after a complete request: answered once the responses before it are out.
+    private var pendingError: HTTPResponseStatus?
 
-    init(slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor, tls: TLSConnectionInfo? = nil) {
+    init(slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor, tls: TLSConnectionInfo? = nil,
+         connectionGuard: ConnectionGuard? = nil) {
         self.tls = tls
+        self.connectionGuard = connectionGuard
         self.slot = slot
         self.settings = settings
         self.executor = executor
@@ -154,7 +160,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     /// Reading stops for body backpressure and when a pipelined request is already waiting; otherwise it goes on
     /// while a response is produced, which keeps the socket's epoll registration unchanged between requests.
     private var shouldRead: Bool {
-        !(closed || bodyBackpressure || !queued.isEmpty)
+        !(closed || bodyBackpressure || !queued.isEmpty || pendingError != nil)
     }
 
     private func maybeResumeReading() {
@@ -172,14 +178,26 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             case .invalidVersion: status = .httpVersionNotSupported
             default: status = .badRequest
             }
-            sendErrorAndClose(status)
+            failParsing(status)
             return
         }
         if error is ByteToMessageDecoderError {
-            sendErrorAndClose(.badRequest)
+            failParsing(.badRequest)
             return
         }
         context.close(promise: nil)
+    }
+
+    /// The bytes after the last complete request do not parse. Requests already received are answered first, in
+    /// order (a proxied response may still be on its way); then the error, and the connection closes. An error
+    /// inside a request's body ends that request instead.
+    private func failParsing(_ status: HTTPResponseStatus) {
+        guard !closed else { return }
+        if receiving == nil && (current != nil || !queued.isEmpty) {
+            if pendingError == nil { pendingError = status }
+            return
+        }
+        sendErrorAndClose(status)
     }
 
     /// A protocol error before a handler ran: answer as Go does (status text as body) and close.
@@ -222,6 +240,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             headBytesPending = 0
             awaitingHead = false
             headStartedAt = nil
+            connectionGuard?.requestStarted()
             beginRequest(head)
         case .body(let buffer):
             guard let exchange = receiving else { return }
@@ -311,8 +330,13 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             }
             contentLength = n
         }
-        if let te = transferEncoding,
-           te.split(separator: ",").last.map({ String($0).trimmingASCIISpaces.lowercased() }) != "chunked" {
+        if transferEncoding != nil && head.version.minor == 0 {
+            // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+            sendErrorAndClose(.badRequest, detail: "Transfer-Encoding in an HTTP/1.0 request")
+            return
+        }
+        // Only `chunked` alone, as Go accepts: any other coding, or one before chunked, is not implemented.
+        if let te = transferEncoding, !te.trimmingASCIISpaces.equalsASCIICaseInsensitive("chunked") {
             sendErrorAndClose(.notImplemented, detail: "unsupported transfer encoding")
             return
         }
@@ -356,9 +380,18 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         let body = RequestBody(stream: stream, expectedLength: transferEncoding == nil ? (contentLength ?? 0) : nil)
-        let requestHost = host ?? target.authority ?? ""
+        // RFC 9112 §3.2.2: an absolute-form target (and CONNECT's authority form) names the authority, and the Host
+        // field gives way to it; the forwarded Host follows.
+        var headers = head.headers
+        let requestHost: String
+        if let authority = target.authority {
+            requestHost = authority
+            if host != authority { headers.replaceOrAdd(name: "Host", value: authority) }
+        } else {
+            requestHost = host ?? ""
+        }
         let request = Request(
-            method: head.method, target: target, version: head.version, headers: head.headers, host: requestHost,
+            method: head.method, target: target, version: head.version, headers: headers, host: requestHost,
             scheme: settings.scheme, body: body, remoteAddress: remoteAddress, localAddress: localAddress,
             server: server.info
         )
@@ -464,6 +497,11 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             if closed { return }
         }
         if current == nil {
+            if let pendingError, queued.isEmpty, receiving == nil {
+                self.pendingError = nil
+                sendErrorAndClose(pendingError)
+                return
+            }
             idleSince = .now()
         }
         maybeResumeReading()
