@@ -1,6 +1,11 @@
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <sched.h>
 #include "CUsherSystem.h"
+
+void c_usher_release_free_memory(void) {
+    malloc_trim(0);
+}
 
 int c_usher_affinity_cpu_count(void) {
     cpu_set_t set;

@@ -15,6 +15,9 @@ long long c_usher_mtime_ns(const char *path);
 /// Opens a directory as a path-only descriptor (O_PATH), usable as the base of c_usher_open_beneath.
 int c_usher_open_directory(const char *path);
 
+/// Returns freed heap memory to the system (glibc's malloc_trim(0)); after a large, short-lived allocation.
+void c_usher_release_free_memory(void);
+
 #include "compress.h"
 #include "dns.h"
 #include "encoder.h"

@@ -1,3 +1,4 @@
+import CUsherSystem
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -276,7 +277,12 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     let server: AdminServerBox
     var head: HTTPRequestHead?
     var body: [UInt8] = []
-    static let maxBody = 64 * 1024 * 1024
+    /// The largest request body the admin API reads (a config for `/load`, `/adapt` or `/config/`): 16 MiB, room
+    /// for tens of thousands of sites; larger bodies get 413 before they are read.
+    static let maxBody = 16 * 1024 * 1024
+    /// Bodies past this size are followed by `malloc_trim`, so the memory their parse took goes back to the system.
+    static let trimAfter = 1024 * 1024
+    private var refused = false
 
     init(router: AdminRouter, server: AdminServerBox) {
         self.router = router
@@ -288,15 +294,22 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .head(let h):
             head = h
             body = []
-        case .body(var buf):
+            if let length = h.headers.first(name: "Content-Length").flatMap({ Int($0) }) {
+                if length > Self.maxBody {
+                    refuseTooLarge(context: context)
+                    return
+                }
+                body.reserveCapacity(length)
+            }
+        case .body(let buf):
+            guard !refused else { return }
             if body.count + buf.readableBytes > Self.maxBody {
-                head = nil
-                respond(context: context, AdminResponse(status: 413), keepAlive: false)
+                refuseTooLarge(context: context)
                 return
             }
-            body += buf.readBytes(length: buf.readableBytes) ?? []
+            buf.withUnsafeReadableBytes { body.append(contentsOf: $0) }
         case .end:
-            guard let h = head else { return }
+            guard let h = head, !refused else { return }
             head = nil
             let (path, query) = splitTarget(h.uri)
             let req = AdminRequest(
@@ -305,6 +318,7 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             )
             body = []
             let keepAlive = h.isKeepAlive
+            let trim = req.body.count >= Self.trimAfter
             guard let policy = server.policy else {
                 respond(context: context, AdminResponse(status: 503), keepAlive: false)
                 return
@@ -329,6 +343,8 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     response.headers.append(("Access-Control-Allow-Origin", allowOrigin))
                 }
                 let finalResponse = response
+                // A large config's parse leaves the heap grown by many times the body; give it back.
+                if trim { c_usher_release_free_memory() }
                 let done = loopBound.eventLoop.submit {
                     let (handler, ctx) = loopBound.value
                     handler.respond(context: ctx, finalResponse, keepAlive: keepAlive && !stopAfter)
@@ -339,6 +355,13 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
             }
         }
+    }
+
+    private func refuseTooLarge(context: ChannelHandlerContext) {
+        head = nil
+        body = []
+        refused = true
+        respond(context: context, router.errorResponse(413, "request body larger than \(Self.maxBody) bytes"), keepAlive: false)
     }
 
     func respond(context: ChannelHandlerContext, _ response: AdminResponse, keepAlive: Bool) {
