@@ -161,7 +161,7 @@ struct AdminAPITests {
         env["XDG_CONFIG_HOME"] = s.dir.appendingPathComponent("xdg-config").path
         p.environment = env
         p.standardError = FileHandle.nullDevice
-        try p.run()
+        try launch(p)
         defer { p.terminate(); p.waitUntilExit() }
         let deadline = Date().addingTimeInterval(20)
         while !portOpen(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
@@ -182,7 +182,7 @@ struct AdminAPITests {
         env["XDG_CONFIG_HOME"] = dir.path
         p.environment = env
         p.standardError = FileHandle.nullDevice
-        try p.run()
+        try launch(p)
         defer { p.terminate(); p.waitUntilExit() }
         let deadline = Date().addingTimeInterval(20)
         while !portOpen(adminPort) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }

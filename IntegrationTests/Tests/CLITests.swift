@@ -73,7 +73,7 @@ struct CLITests {
         p.executableURL = URL(fileURLWithPath: usherBinary)
         p.arguments = ["respond", "--listen", "127.0.0.1:\(port)", "--status", "201", "--header", "X-Quick: yes", "path={http.request.uri.path}"]
         p.standardError = FileHandle.nullDevice
-        try p.run()
+        try launch(p)
         defer { p.terminate(); p.waitUntilExit() }
         let deadline = Date().addingTimeInterval(20)
         while !portOpen(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }

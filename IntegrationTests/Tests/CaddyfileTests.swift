@@ -278,7 +278,7 @@ struct CaddyfileTests {
         let err = Pipe()
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice
-        try p.run()
+        try launch(p)
         let deadline = Date().addingTimeInterval(15)
         while Date() < deadline {
             if !p.isRunning {

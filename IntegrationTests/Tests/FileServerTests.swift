@@ -240,7 +240,7 @@ struct FileServerTests {
         p.executableURL = URL(fileURLWithPath: usherBinary)
         p.arguments = ["file-server", "--root", tree.root.path, "--listen", "127.0.0.1:\(port)", "--browse"]
         p.standardError = FileHandle.nullDevice
-        try p.run()
+        try launch(p)
         defer { p.terminate(); p.waitUntilExit() }
         let deadline = Date().addingTimeInterval(20)
         while !portOpen(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }

@@ -113,7 +113,7 @@ struct HTTP2Tests {
         p.arguments = ["-v", "-n", "http://127.0.0.1:\(port)/?size=655360&delay=100"]
         let out = Pipe()
         p.standardOutput = out
-        try p.run()
+        try launch(p)
         Thread.sleep(forTimeInterval: 0.4)
         if how == "stop" {
             _ = try admin(s, "POST", "/stop")

@@ -213,7 +213,7 @@ struct HTTP3Tests {
         let out = Pipe()
         slow.standardOutput = out
         slow.standardError = FileHandle.nullDevice
-        try slow.run()
+        try launch(slow)
         Thread.sleep(forTimeInterval: 0.5)
         let newConfig = try Self.config(pki, port: next, routes: #"[{"handle": [{"handler": "static_response", "body": "moved"}]}]"#)
             .replacingOccurrences(of: "{{ADMIN}}", with: s.adminAddress)

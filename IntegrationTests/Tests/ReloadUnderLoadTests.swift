@@ -40,7 +40,7 @@ struct ReloadUnderLoadTests {
         wrk.arguments = ["-t2", "-c32", "-d10s", "--timeout", "5s", "-s", script.path, "http://127.0.0.1:\(port)/"]
         let out = Pipe()
         wrk.standardOutput = out
-        try wrk.run()
+        try launch(wrk)
 
         Thread.sleep(forTimeInterval: 0.5)
         var swaps = 0

@@ -50,26 +50,43 @@ final class PolicyBench: @unchecked Sendable {
         try (0..<n).map { _ in try get(policy, path, headers).body }
     }
 
-    deinit {
+    func stop() {
         server.stop()
         for b in backends { b.stop() }
     }
+
+    deinit { stop() }
 }
 
-@Suite("reverse_proxy selection policies against three python upstreams", .serialized)
+/// Starts the bench before the suite's tests and stops it (and its upstreams) after them, even when one fails.
+struct PolicyBenchScope: SuiteTrait, TestScoping {
+    @TaskLocal static var current: PolicyBench?
+
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        let bench = try PolicyBench()
+        defer { bench.stop() }
+        try await Self.$current.withValue(bench) { try await function() }
+    }
+
+    static func get() throws -> PolicyBench {
+        guard let b = current else { throw TestFailure("no policy bench in scope") }
+        return b
+    }
+}
+
+@Suite("reverse_proxy selection policies against three python upstreams", .serialized, PolicyBenchScope())
 struct ReverseProxyPolicyTests {
-    static let bench = Result { try PolicyBench() }
 
     @Test("random and random_choose spread requests over the upstreams")
     func randomPolicies() throws {
-        let b = try Self.bench.get()
+        let b = try PolicyBenchScope.get()
         #expect(Set(try b.bodies("random", 40)) == ["python A", "python B", "python C"])
         #expect(Set(try b.bodies("random_choose", 40)).count >= 2)
     }
 
     @Test("weighted_round_robin gives turns by weight (3:1:0); first always takes the first")
     func orderedPolicies() throws {
-        let b = try Self.bench.get()
+        let b = try PolicyBenchScope.get()
         let got = try b.bodies("weighted_round_robin", 16)
         #expect(got.filter { $0 == "python A" }.count == 12, "\(got)")
         #expect(got.filter { $0 == "python B" }.count == 4, "\(got)")
@@ -79,7 +96,7 @@ struct ReverseProxyPolicyTests {
 
     @Test("ip_hash, client_ip_hash, uri_hash, header and query keep a key on one upstream and spread different keys")
     func hashingPolicies() throws {
-        let b = try Self.bench.get()
+        let b = try PolicyBenchScope.get()
         // One client address: always the same upstream.
         #expect(Set(try b.bodies("ip_hash", 10)).count == 1)
         func spread(_ policy: String, _ request: (Int) -> (path: String, headers: [String])) throws {
@@ -104,7 +121,7 @@ struct ReverseProxyPolicyTests {
 
     @Test("cookie: a new client gets Set-Cookie with the upstream's HMAC and sticks to that upstream")
     func cookiePolicy() throws {
-        let b = try Self.bench.get()
+        let b = try PolicyBenchScope.get()
         let first = try b.get("cookie")
         let setCookie = first.header("Set-Cookie") ?? ""
         #expect(setCookie.hasPrefix("sticky="))
@@ -145,7 +162,7 @@ struct ReverseProxyPolicyTests {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
             p.arguments = ["-s", "-o", "/dev/null", "--max-time", "8", "http://127.0.0.1:\(port)/events"]
-            try p.run()
+            try launch(p)
             held.append(p)
             _ = eventually(0.5) { (try? upstreamStatus(s)[slowAddress]?["num_requests"] as? Int) == 1 }
         }

@@ -14,7 +14,7 @@ final class Backend: @unchecked Sendable {
         if let cwd { process.currentDirectoryURL = cwd }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try launch(process)
         let listening = { udp ? ((try? udpBound(port)) ?? false) : portOpen(port) }
         let deadline = Date().addingTimeInterval(15)
         while !listening() && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
@@ -133,7 +133,7 @@ final class Backend: @unchecked Sendable {
 
     /// SIGKILL: a child may inherit a blocked SIGTERM from the test process's spawning thread.
     func stop() {
-        kill(process.processIdentifier, SIGKILL)
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
 }
@@ -237,7 +237,7 @@ struct ReverseProxyTests {
         p.arguments = ["reverse-proxy", "--from", ":\(port)", "--to", "127.0.0.1:\(caddy.port)", "--change-host-header",
                        "--header-up", "X-Custom: {http.reverse_proxy.upstream.port}", "--header-down", "X-Down: yes"]
         p.standardError = FileHandle.nullDevice
-        try p.run()
+        try launch(p)
         defer { p.terminate(); p.waitUntilExit() }
         let deadline = Date().addingTimeInterval(20)
         while !portOpen(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }

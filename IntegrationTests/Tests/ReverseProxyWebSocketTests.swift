@@ -27,7 +27,7 @@ final class LinePeer: @unchecked Sendable {
             self.lock.unlock()
             if data.isEmpty { h.readabilityHandler = nil }
         }
-        try process.run()
+        try launch(process)
     }
 
     func send(_ line: String) {

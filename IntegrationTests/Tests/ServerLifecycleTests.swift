@@ -47,7 +47,7 @@ struct ServerLifecycleTests {
             FileManager.default.createFile(atPath: errFile.path, contents: nil)
             p.standardOutput = FileHandle.nullDevice
             p.standardError = try FileHandle(forWritingTo: errFile)
-            try p.run()
+            try launch(p)
             let deadline = Date().addingTimeInterval(10)
             while !portOpen(port) && Date() < deadline { usleep(200) }
             kill(p.processIdentifier, SIGTERM)
@@ -78,7 +78,7 @@ struct ServerLifecycleTests {
                               "http://127.0.0.1:\(port)/?size=\(size)&length=known"]
         let out = Pipe()
         download.standardOutput = out
-        try download.run()
+        try launch(download)
         Thread.sleep(forTimeInterval: 0.5)
         let signalledAt = Date()
         kill(s.pid, SIGTERM)
@@ -109,7 +109,7 @@ struct ServerLifecycleTests {
         var env = ProcessInfo.processInfo.environment
         env["XDG_CONFIG_HOME"] = dir.path
         p.environment = env
-        try p.run()
+        try launch(p)
         defer { p.terminate(); p.waitUntilExit() }
         let deadline = Date().addingTimeInterval(20)
         while !portOpen(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }

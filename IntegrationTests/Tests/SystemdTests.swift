@@ -14,7 +14,7 @@ struct SystemdTests {
         listener.arguments = [packageRoot.appendingPathComponent("IntegrationTests/interop/notify_listen.py").path, socketPath, "30"]
         let out = Pipe()
         listener.standardOutput = out
-        try listener.run()
+        try launch(listener)
         // Wait for the socket before usher starts.
         let ready = Date().addingTimeInterval(10)
         while !FileManager.default.fileExists(atPath: socketPath) && Date() < ready { Thread.sleep(forTimeInterval: 0.02) }

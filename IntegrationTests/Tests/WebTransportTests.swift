@@ -28,7 +28,7 @@ final class HeldSession {
         process.standardInput = input
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try launch(process)
     }
 
     /// The next JSON line the peer prints (nil after `timeout` seconds).

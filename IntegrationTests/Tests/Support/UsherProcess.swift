@@ -82,6 +82,51 @@ func portOpen(_ port: Int) -> Bool {
     } == 0
 }
 
+/// Starts `process` with no signal blocked (a child inherits the mask of the thread that spawns it, and a test
+/// thread may have signals blocked, which left children deaf to SIGTERM), and records it so that whatever is still
+/// running when the test process exits is killed then, even after a failed test or from a suite-wide static.
+func launch(_ process: Process) throws {
+    var empty = sigset_t(), saved = sigset_t()
+    sigemptyset(&empty)
+    pthread_sigmask(SIG_SETMASK, &empty, &saved)
+    defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+    try process.run()
+    children.add(process.processIdentifier)
+}
+
+/// The processes tests started, killed at exit if still running.
+private let children = ChildRegistry()
+
+private final class ChildRegistry: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pids: [Int32] = []
+    private var installed = false
+
+    func add(_ pid: Int32) {
+        lock.lock()
+        defer { lock.unlock() }
+        pids.append(pid)
+        if !installed {
+            installed = true
+            atexit { children.killSurvivors() }
+        }
+    }
+
+    /// SIGKILLs every recorded process that is still this process's child (a reaped pid may have been reused).
+    func killSurvivors() {
+        lock.lock()
+        let all = pids
+        lock.unlock()
+        let me = getpid()
+        for pid in all {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 2,
+                  Int32(fields[1]) == me, fields[0] != "Z" else { continue }
+            kill(pid, SIGKILL)
+        }
+    }
+}
+
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
@@ -118,7 +163,7 @@ final class UsherProcess: @unchecked Sendable {
         process.environment = env
         process.standardOutput = log
         process.standardError = log
-        try process.run()
+        try launch(process)
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             if !process.isRunning {
@@ -181,7 +226,7 @@ func runCommand(_ executable: String, _ args: [String], input: Data? = nil, envi
     p.standardOutput = out
     p.standardError = err
     p.standardInput = inp
-    try p.run()
+    try launch(p)
     if let input { inp.fileHandleForWriting.write(input) }
     try? inp.fileHandleForWriting.close()
     // Read both pipes concurrently so neither fills up.
