@@ -5,7 +5,8 @@ Usage:
   hostile.py after-error TRIGGER PORT [--tls] [--megabytes N]
       Opens HTTP/2 (h2c prior knowledge, or TLS with ALPN h2), provokes a connection error with TRIGGER
       (window_update0: WINDOW_UPDATE of 0 on stream 0; continuation: HEADERS then endless empty CONTINUATION
-      frames; settings_ack: an unsolicited SETTINGS ACK with a payload), then keeps sending PING frames (or, for
+      frames; settings_ack: an unsolicited SETTINGS ACK with a payload; ping_flood: no error but PINGs whose answers
+      are never read), then keeps sending PING frames (or, for
       continuation, more CONTINUATION frames) without reading, up to N MB (default 1000) or 10 s.
       Prints {"goaway_code": int|null, "closed_after": seconds|null, "sent_mb": float}.
   stall KIND PORT LIMIT
@@ -125,6 +126,10 @@ def after_error(trigger, port, tls, megabytes):
         flood = frame(PING, 0, 0, b"12345678") * 4096
     elif trigger == "settings_ack":
         sock.sendall(frame(SETTINGS, 1, 0, b"\x00\x03\x00\x00\x00\x01"))
+        flood = frame(PING, 0, 0, b"12345678") * 4096
+    elif trigger == "ping_flood":
+        # No error at first: PINGs the client never reads the answers to, until the server's buffered answers
+        # are an error of their own.
         flood = frame(PING, 0, 0, b"12345678") * 4096
     elif trigger == "continuation":
         # The error comes once the server has seen too many CONTINUATION frames.

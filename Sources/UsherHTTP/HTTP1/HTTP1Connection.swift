@@ -109,6 +109,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         localAddress = context.channel.localAddress
         slot.register(self)
         idleSince = .now()
+        // The first head is due read_header_timeout after the connection began, whether or not a byte comes.
+        headStartedAt = idleSince
         armTimer()
     }
 
@@ -651,8 +653,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     /// Bytes arrived before a head was parsed: the header timeout starts, and heads that never end are cut off.
     func headBytesArrived(_ count: Int) {
         guard awaitingHead, !closed else { return }
-        if headStartedAt == nil && settings.readHeaderTimeout != nil {
-            headStartedAt = .now()
+        if settings.readHeaderTimeout != nil {
+            if headStartedAt == nil { headStartedAt = .now() }
             idleSince = nil
         }
         headBytesPending += count
@@ -681,7 +683,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             return now - since >= limit
         }
         if passed(headStartedAt, settings.readHeaderTimeout) {
-            sendErrorAndClose(.requestTimeout)
+            // A connection that never sent a byte is closed quietly, as Go does.
+            if headBytesPending == 0 && current == nil { forceClose() } else { sendErrorAndClose(.requestTimeout) }
             return
         }
         if current == nil && receiving == nil && passed(idleSince, settings.idleTimeout) {

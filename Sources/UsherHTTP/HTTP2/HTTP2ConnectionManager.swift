@@ -23,6 +23,10 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private(set) var openStreams = 0
     private var lastStreamID = HTTP2StreamID(0)
+    /// Since when no stream has been open (nil while one is).
+    private var idleSince: NIODeadline?
+    /// Checks `idleSince` when it fires; armed at most once per idle period, never cancelled as streams come and
+    /// go (a timer cancel searches the loop's whole timer heap).
     private var idleTimer: Scheduled<Void>?
     private var goingAway = false
 
@@ -33,14 +37,10 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     }
 
     /// A client stream was opened: counts it until it closes, and says whether it is within the limit.
-    func streamOpened(_ stream: any Channel) -> Bool {
+    func streamOpened() -> Bool {
         let accepted = openStreams < maxStreams
         openStreams += 1
-        if let id = try? stream.syncOptions?.getOption(HTTP2StreamChannelOptions.streamID), id > lastStreamID {
-            lastStreamID = id
-        }
-        idleTimer?.cancel()
-        idleTimer = nil
+        idleSince = nil
         connectionGuard?.requestStarted()
         // The protocol may have closed the stream already (its delegate call came first).
         if openStreams == 0 { streamsDrained() }
@@ -54,12 +54,13 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
 
     private struct Delegate: NIOHTTP2StreamDelegate {
         let manager: NIOLoopBound<HTTP2ConnectionManager>
-        func streamCreated(_ id: HTTP2StreamID, channel: any Channel) {}
+        func streamCreated(_ id: HTTP2StreamID, channel: any Channel) { manager.value.noteStreamID(id) }
         func streamClosed(_ id: HTTP2StreamID, channel: any Channel) { manager.value.streamClosed() }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        idleSince = .now()
         armIdleTimer()
     }
 
@@ -84,6 +85,10 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
         context.fireUserInboundEventTriggered(event)
     }
 
+    private func noteStreamID(_ id: HTTP2StreamID) {
+        if id > lastStreamID { lastStreamID = id }
+    }
+
     private func streamClosed() {
         openStreams -= 1
         if openStreams == 0 { streamsDrained() }
@@ -93,19 +98,25 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
         if goingAway {
             closeAfterFlush()
         } else {
+            idleSince = .now()
             armIdleTimer()
         }
     }
 
     private func armIdleTimer() {
-        guard let idleTimeout, idleTimer == nil, !goingAway, let context else { return }
+        guard let idleTimeout, let idleSince, idleTimer == nil, !goingAway, let context else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        idleTimer = context.eventLoop.scheduleTask(in: idleTimeout) { bound.value.idleTimeoutPassed() }
+        idleTimer = context.eventLoop.scheduleTask(deadline: idleSince + idleTimeout) { bound.value.idleTimerFired() }
     }
 
-    private func idleTimeoutPassed() {
+    private func idleTimerFired() {
         idleTimer = nil
-        guard openStreams == 0, !goingAway, let context else { return }
+        guard let idleTimeout, let idleSince, !goingAway, let context else { return }
+        if NIODeadline.now() - idleSince < idleTimeout {
+            // Streams came and went since the timer was set: wait for the rest of this idle period.
+            armIdleTimer()
+            return
+        }
         goAway()
         if let connectionGuard {
             connectionGuard.lingerClose()
@@ -195,23 +206,29 @@ final class HTTP2FrameWatch: ChannelOutboundHandler, RemovableChannelHandler {
                 index += n
                 continue
             }
-            var header: [UInt8]
+            // The 9-byte header: length (24 bits), type, flags, stream ID (31 bits). Read in place when whole.
+            let lengthAndType: UInt32, flags: UInt8, stream: UInt32
             let payloadStart: Int
             if partialHeader.isEmpty && end - index >= 9 {
-                header = buffer.getBytes(at: index, length: 9)!
+                lengthAndType = buffer.getInteger(at: index, as: UInt32.self)!
+                flags = buffer.getInteger(at: index + 4, as: UInt8.self)!
+                stream = buffer.getInteger(at: index + 5, as: UInt32.self)!
                 payloadStart = index + 9
             } else {
                 let n = min(9 - partialHeader.count, end - index)
                 partialHeader += buffer.getBytes(at: index, length: n)!
                 index += n
                 guard partialHeader.count == 9 else { return changed }
-                header = partialHeader
+                let h = partialHeader
                 partialHeader = []
+                lengthAndType = UInt32(h[0]) << 24 | UInt32(h[1]) << 16 | UInt32(h[2]) << 8 | UInt32(h[3])
+                flags = h[4]
+                stream = UInt32(h[5]) << 24 | UInt32(h[6]) << 16 | UInt32(h[7]) << 8 | UInt32(h[8])
                 payloadStart = index
             }
-            let length = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
-            let type = header[3], flags = header[4]
-            let streamZero = header[5] & 0x7f == 0 && header[6] == 0 && header[7] == 0 && header[8] == 0
+            let length = Int(lengthAndType >> 8)
+            let type = UInt8(truncatingIfNeeded: lengthAndType)
+            let streamZero = stream & 0x7fff_ffff == 0
             let available = min(length, end - payloadStart)
             if type == 0x4, streamZero, flags & 0x1 == 0, !settingsSent {
                 settingsSent = true

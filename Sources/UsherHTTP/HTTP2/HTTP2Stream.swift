@@ -30,12 +30,12 @@ enum HTTP2Pipeline {
     /// Per-stream and connection receive windows: how much request body may be in flight.
     static let windowSize = 1 << 20
 
-    static func configure(_ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance, tls: TLSConnectionInfo? = nil) throws {
+    static func configure(_ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance, tls: TLSConnectionInfo? = nil,
+                          connectionGuard: ConnectionGuard?) throws {
         let settings = server.settings
         let connection = HTTP2Connection(channel: channel)
         slot.register(connection)
         channel.closeFuture.whenComplete { _ in slot.unregister(connection) }
-        let connectionGuard = ConnectionGuard.of(channel)
         let manager = HTTP2ConnectionManager(
             maxStreams: maxConcurrentStreams, idleTimeout: settings.idleTimeout, connectionGuard: connectionGuard
         )
@@ -62,7 +62,7 @@ enum HTTP2Pipeline {
             streamConfiguration: streamConfig, streamDelegate: manager.streamDelegate(on: channel.eventLoop)
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
-                if !boundManager.value.streamOpened(stream) {
+                if !boundManager.value.streamOpened() {
                     try stream.pipeline.syncOperations.addHandler(RefusedStreamHandler())
                     return
                 }

@@ -5,7 +5,9 @@ import NIOCore
 import Glibc
 #endif
 
-/// The first handler of every accepted TCP connection, below TLS: the connection-level policy every protocol shares.
+/// The first handler of an accepted TCP connection, below TLS: the connection-level policy the protocols share. Every
+/// TLS or h2c-capable listener's connections have one; cleartext HTTP/1.1 alone needs none, since its connection
+/// handler is there from the accept and keeps the first request's deadline itself.
 ///
 /// - **Until the first request**, one deadline covers every phase before it (TLS handshake, ALPN, the h2c sniff, the
 ///   HTTP/2 preface, a connection with no stream, an HTTP/1.1 head that never starts): `read_header_timeout`, else
@@ -27,7 +29,10 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     private let firstRequestLimit: TimeAmount?
     private var context: ChannelHandlerContext?
-    private var deadline: Scheduled<Void>?
+    /// The first request's deadline: a scheduled callback, which costs no allocation (a scheduled task costs
+    /// several, on every connection).
+    private var deadline: NIOScheduledCallback?
+    private var lingerTimer: Scheduled<Void>?
     private var waitingForRequest = true
     private var lingering = false
     private var discarded = 0
@@ -39,20 +44,30 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         guard let limit = firstRequestLimit else { return }
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        deadline = context.eventLoop.scheduleTask(in: limit) { bound.value.firstRequestDeadlinePassed() }
+        deadline = try? context.eventLoop.scheduleCallback(in: limit, handler: Deadline(owner: self))
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
+        cancelDeadline()
+        lingerTimer?.cancel()
+        lingerTimer = nil
         self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        cancelDeadline()
+        context.fireChannelInactive()
+    }
+
+    private func cancelDeadline() {
         deadline?.cancel()
         deadline = nil
-        context.fireChannelInactive()
+    }
+
+    /// Calls back the guard, which cancels it before it leaves the pipeline, so the reference cannot dangle.
+    private struct Deadline: NIOScheduledCallbackHandler, @unchecked Sendable {
+        unowned let owner: ConnectionGuard
+        func handleScheduledCallback(eventLoop: some EventLoop) { owner.firstRequestDeadlinePassed() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -72,8 +87,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     func requestStarted() {
         guard waitingForRequest else { return }
         waitingForRequest = false
-        deadline?.cancel()
-        deadline = nil
+        cancelDeadline()
     }
 
     private func firstRequestDeadlinePassed() {
@@ -87,9 +101,9 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         guard !lingering, let context else { return }
         lingering = true
         waitingForRequest = false
-        deadline?.cancel()
+        cancelDeadline()
         let channel = context.channel
-        deadline = context.eventLoop.scheduleTask(in: Self.lingerGrace) { channel.close(promise: nil) }
+        lingerTimer = context.eventLoop.scheduleTask(in: Self.lingerGrace) { channel.close(promise: nil) }
         // Once everything written so far has reached the socket, there is nothing left to wait for but the peer's
         // reading it; a short grace covers that.
         context.writeAndFlush(NIOAny(ByteBuffer())).whenComplete { result in
@@ -104,10 +118,6 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         context.writeAndFlush(NIOAny(ByteBuffer())).whenComplete { _ in channel.close(promise: nil) }
     }
 
-    /// The guard of `channel`, if it has one (every accepted TCP connection does).
-    static func of(_ channel: any Channel) -> ConnectionGuard? {
-        try? channel.pipeline.syncOperations.handler(type: ConnectionGuard.self)
-    }
 }
 
 /// On the listening socket: when `accept` fails because the process or system is out of descriptors (or memory),

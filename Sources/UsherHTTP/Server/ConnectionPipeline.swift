@@ -14,7 +14,8 @@ import Glibc
 /// Builds an accepted connection's pipeline: TLS (policy and certificate chosen from the ClientHello's SNI), then
 /// HTTP/1.1 or HTTP/2 by ALPN; on cleartext, HTTP/1.1, or HTTP/2 with prior knowledge when the server allows h2c.
 enum ConnectionPipeline {
-    static func configure(_ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance) throws {
+    static func configure(_ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance,
+                          connectionGuard: ConnectionGuard?) throws {
         if let ka = server.settings.tcpKeepAlive {
             _ = channel.setOption(.socketOption(.so_keepalive), value: 1)
             _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPINTVL))), value: SocketOptionValue(ka.interval))
@@ -24,15 +25,18 @@ enum ConnectionPipeline {
         let sync = channel.pipeline.syncOperations
         guard let tls = server.tls else {
             if server.protocols.contains("h2c") {
-                try sync.addHandler(PriorKnowledgeSniffer(slot: slot, server: server, allowHTTP1: server.protocols.contains("h1")))
+                try sync.addHandler(PriorKnowledgeSniffer(
+                    slot: slot, server: server, allowHTTP1: server.protocols.contains("h1"), connectionGuard: connectionGuard
+                ))
             } else {
-                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings)
+                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings, connectionGuard: connectionGuard)
             }
             return
         }
         let remote = channel.remoteAddress
         let local = channel.localAddress
         let logger = server.errorLogger
+        let boundGuard = connectionGuard.map { NIOLoopBound($0, eventLoop: channel.eventLoop) }
         let sni = ByteToMessageHandler(SNIHandler { result in
             let name: String?
             if case .hostname(let h) = result { name = h } else { name = nil }
@@ -54,7 +58,8 @@ enum ConnectionPipeline {
                         serverName: name, version: ssl.tlsVersion?.codePoint ?? 0, negotiatedProtocol: proto,
                         clientCertificate: ssl.peerCertificate.flatMap(ClientCertificate.init)
                     )
-                    return negotiated(alpn, channel: channel, slot: slot, server: server, tls: info)
+                    return negotiated(alpn, channel: channel, slot: slot, server: server, tls: info,
+                                      connectionGuard: boundGuard?.value)
                 })
                 return channel.eventLoop.makeSucceededVoidFuture()
             } catch {
@@ -77,12 +82,14 @@ enum ConnectionPipeline {
     }
 
     private static func negotiated(_ result: ALPNResult, channel: any Channel, slot: ListenerSlot,
-                                   server: HTTPServerInstance, tls: TLSConnectionInfo) -> EventLoopFuture<Void> {
+                                   server: HTTPServerInstance, tls: TLSConnectionInfo,
+                                   connectionGuard: ConnectionGuard?) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
             if case .negotiated("h2") = result, server.protocols.contains("h2") {
-                try HTTP2Pipeline.configure(channel, slot: slot, server: server, tls: tls)
+                try HTTP2Pipeline.configure(channel, slot: slot, server: server, tls: tls, connectionGuard: connectionGuard)
             } else if server.protocols.contains("h1") {
-                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings, tls: tls)
+                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings, tls: tls,
+                                            connectionGuard: connectionGuard)
             } else {
                 channel.close(promise: nil)
             }
@@ -101,12 +108,14 @@ final class PriorKnowledgeSniffer: ChannelInboundHandler, RemovableChannelHandle
     let slot: ListenerSlot
     let server: HTTPServerInstance
     let allowHTTP1: Bool
+    let connectionGuard: ConnectionGuard?
     private var buffered: ByteBuffer?
 
-    init(slot: ListenerSlot, server: HTTPServerInstance, allowHTTP1: Bool) {
+    init(slot: ListenerSlot, server: HTTPServerInstance, allowHTTP1: Bool, connectionGuard: ConnectionGuard?) {
         self.slot = slot
         self.server = server
         self.allowHTTP1 = allowHTTP1
+        self.connectionGuard = connectionGuard
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -119,9 +128,9 @@ final class PriorKnowledgeSniffer: ChannelInboundHandler, RemovableChannelHandle
         let channel = context.channel
         do {
             if isPreface {
-                try HTTP2Pipeline.configure(channel, slot: slot, server: server)
+                try HTTP2Pipeline.configure(channel, slot: slot, server: server, connectionGuard: connectionGuard)
             } else if allowHTTP1 {
-                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings)
+                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings, connectionGuard: connectionGuard)
             } else {
                 context.close(promise: nil)
                 return

@@ -215,8 +215,14 @@ final class ListenerPool: Sendable {
                     guard let server = slot.currentServer else {
                         throw ChannelError.ioOnClosedChannel
                     }
-                    try channel.pipeline.syncOperations.addHandler(ConnectionGuard(settings: server.settings))
-                    try ConnectionPipeline.configure(channel, slot: slot, server: server)
+                    // Cleartext HTTP/1.1 alone needs no guard: its connection handler is added at once and keeps the
+                    // first request's deadline on its own timer.
+                    var connectionGuard: ConnectionGuard?
+                    if server.tls != nil || server.protocols.contains("h2c") {
+                        connectionGuard = ConnectionGuard(settings: server.settings)
+                        try channel.pipeline.syncOperations.addHandler(connectionGuard!)
+                    }
+                    try ConnectionPipeline.configure(channel, slot: slot, server: server, connectionGuard: connectionGuard)
                 }
             }
         if address.isUnixNetwork {
@@ -249,10 +255,11 @@ final class ListenerPool: Sendable {
 extension HTTP1Connection: ServedConnection {}
 
 enum HTTP1Pipeline {
-    static func configure(_ channel: any Channel, slot: ListenerSlot, settings: ConnectionSettings, tls: TLSConnectionInfo? = nil) throws {
+    static func configure(_ channel: any Channel, slot: ListenerSlot, settings: ConnectionSettings, tls: TLSConnectionInfo? = nil,
+                          connectionGuard: ConnectionGuard?) throws {
         let executor = EventLoopTaskExecutor.forLoop(channel.eventLoop)
         let connection = HTTP1Connection(
-            slot: slot, settings: settings, executor: executor, tls: tls, connectionGuard: ConnectionGuard.of(channel)
+            slot: slot, settings: settings, executor: executor, tls: tls, connectionGuard: connectionGuard
         )
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(HTTP1HeadGuard(connection: connection))
