@@ -14,7 +14,7 @@ import Glibc
 ///   `idle_timeout`, from the moment the connection was accepted (Go arms the same deadline before its handshake).
 ///   Protocol handlers call ``requestStarted()`` when a first request head is complete.
 /// - **After a connection error**, ``lingerClose()`` stops passing bytes up (so nothing the peer sends next is parsed
-///   or buffered), lets what was written (a GOAWAY, a 400) go out, and closes after a short grace or once the peer has
+///   or buffered), lets what was written (the GOAWAY) go out, and closes after a short grace or once the peer has
 ///   sent ``lingerBudget`` more bytes, whichever comes first.
 ///
 /// Everything here runs on the channel's event loop.
