@@ -36,6 +36,30 @@ private func hardenedServer(extra: String = "", binary: String = usherBinary) th
 
 private func seconds(_ value: Any?) -> Double? { (value as? NSNumber)?.doubleValue }
 
+/// A front server proxying everything to an upstream server (in the same process) whose route is `upstreamHandler`;
+/// returns the process and the front's port.
+private func proxyPair(upstreamHandler: String, binary: String = usherBinary) throws -> (UsherProcess, Int) {
+    let (port, upstream) = (freePort(), freePort())
+    let s = try UsherProcess(config: """
+        {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+          "front": {"listen": ["127.0.0.1:\(port)"], "routes": [
+            {"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(upstream)"}]}]}]},
+          "up": {"listen": ["127.0.0.1:\(upstream)"], "routes": [{"handle": [\(upstreamHandler)]}]}}}}}
+        """, waitPort: port, binary: binary)
+    return (s, port)
+}
+
+/// Every kind of stall before the first request, each on its own connection at once; the seconds until the server
+/// closed each (nil: still open at `limit`), labelled with the kind and port.
+private func stallEverywhere(clear: Int, tls: Int, plain: Int, limit: Int) throws -> [(String, Double?)] {
+    let stalls: [(String, Int)] = [("bare", clear), ("bare", plain), ("tls_no_hello", tls), ("tls_no_preface", tls),
+                                   ("h2c_partial_preface", clear), ("h2_no_stream", clear)]
+    let results = try runConcurrently(stalls.map { kind, port in
+        { try hostile(["stall", kind, String(port), String(limit)], timeout: TimeInterval(limit + 20)) }
+    })
+    return zip(stalls, results).map { stall, out in ("\(stall.0) on \(stall.1): \(out)", seconds(out["closed_after"])) }
+}
+
 @Suite("Hardening: every connection bounded in memory and time, whatever the peer sends", .serialized)
 struct HardeningTests {
     @Test("1. after an HTTP/2 connection error, 1000 MB more on the socket raise RSS by at most 16 MiB and it closes within 2 s (h2c and TLS)")
@@ -67,13 +91,9 @@ struct HardeningTests {
     func preRequestStalls() throws {
         let (s, clear, tls, plain) = try hardenedServer(extra: #", "read_header_timeout": "3s", "idle_timeout": "5s""#)
         defer { s.stop() }
-        let stalls: [(String, Int)] = [("bare", clear), ("bare", plain), ("tls_no_hello", tls), ("tls_no_preface", tls),
-                                       ("h2c_partial_preface", clear), ("h2_no_stream", clear)]
-        let results = try runConcurrently(stalls.map { kind, port in { try hostile(["stall", kind, String(port), "10"]) } })
-        for ((kind, port), out) in zip(stalls, results) {
-            let closed = seconds(out["closed_after"])
-            #expect(closed != nil && closed! <= 4, "\(kind) on \(port): \(out)")
-            #expect(closed == nil || closed! >= 2.5, "\(kind) on \(port) closed before the deadline: \(out)")
+        for (what, closed) in try stallEverywhere(clear: clear, tls: tls, plain: plain, limit: 10) {
+            #expect(closed != nil && closed! <= 4, "\(what)")
+            #expect(closed == nil || closed! >= 2.5, "closed before the deadline: \(what)")
         }
     }
 
@@ -81,12 +101,8 @@ struct HardeningTests {
     func preRequestStallsDefaults() throws {
         let (s, clear, tls, plain) = try hardenedServer()
         defer { s.stop() }
-        let stalls: [(String, Int)] = [("bare", clear), ("bare", plain), ("tls_no_hello", tls), ("tls_no_preface", tls),
-                                       ("h2c_partial_preface", clear), ("h2_no_stream", clear)]
-        let results = try runConcurrently(stalls.map { kind, port in { try hostile(["stall", kind, String(port), "70"], timeout: 90) } })
-        for ((kind, port), out) in zip(stalls, results) {
-            let closed = seconds(out["closed_after"])
-            #expect(closed != nil && closed! >= 58 && closed! <= 62, "\(kind) on \(port): \(out)")
+        for (what, closed) in try stallEverywhere(clear: clear, tls: tls, plain: plain, limit: 70) {
+            #expect(closed != nil && closed! >= 58 && closed! <= 62, "\(what)")
         }
     }
 
@@ -144,13 +160,7 @@ struct HardeningTests {
 
     @Test("6. through reverse_proxy, a request followed by bytes that do not parse, or by a request after Connection: close or HTTP/1.0, gets its response (1 response, then at most one 400)")
     func pipelinedAfterProxy() throws {
-        let (port, upstream) = (freePort(), freePort())
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              "front": {"listen": ["127.0.0.1:\(port)"], "routes": [
-                {"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(upstream)"}]}]}]},
-              "up": {"listen": ["127.0.0.1:\(upstream)"], "routes": [{"handle": [{"handler": "test_stream"}]}]}}}}}
-            """, waitPort: port, binary: usherTestBinary)
+        let (s, port) = try proxyPair(upstreamHandler: #"{"handler": "test_stream"}"#, binary: usherTestBinary)
         defer { s.stop() }
         // The upstream answers after 200 ms, long after the bytes that follow the request have arrived.
         let request = "GET /?unread=200 HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -173,13 +183,7 @@ struct HardeningTests {
 
     @Test("7. Transfer-Encoding other than a lone chunked gets 501, and HTTP/1.0 with Transfer-Encoding gets 400; neither reaches the upstream (0 upstream requests)")
     func strictTransferEncoding() throws {
-        let (port, upstream) = (freePort(), freePort())
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              "front": {"listen": ["127.0.0.1:\(port)"], "routes": [
-                {"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(upstream)"}]}]}]},
-              "up": {"listen": ["127.0.0.1:\(upstream)"], "routes": [{"handle": [{"handler": "static_response", "body": "reached"}]}]}}}}}
-            """, waitPort: port)
+        let (s, port) = try proxyPair(upstreamHandler: #"{"handler": "static_response", "body": "reached"}"#)
         defer { s.stop() }
         let body = "5\r\nhello\r\n0\r\n\r\n"
         for te in ["identity, chunked", "gzip, chunked", "chunked, chunked", "identity"] {

@@ -190,9 +190,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
-    /// The bytes after the last complete request do not parse. Requests already received are answered first, in
-    /// order (a proxied response may still be on its way); then the error, and the connection closes. An error
-    /// inside a request's body ends that request instead.
+    /// Bytes after the last complete request do not parse: the requests before them are answered first, in order (a
+    /// proxied response may still be on its way), then the error closes the connection. One inside a body ends it.
     private func failParsing(_ status: HTTPResponseStatus) {
         guard !closed else { return }
         if receiving == nil && (current != nil || !queued.isEmpty) {
@@ -337,7 +336,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             sendErrorAndClose(.badRequest, detail: "Transfer-Encoding in an HTTP/1.0 request")
             return
         }
-        // Only `chunked` alone, as Go accepts: any other coding, or one before chunked, is not implemented.
+        // Only `chunked` alone, as Go accepts: any other coding, or one before chunked, gets 501.
         if let te = transferEncoding, !te.trimmingASCIISpaces.equalsASCIICaseInsensitive("chunked") {
             sendErrorAndClose(.notImplemented, detail: "unsupported transfer encoding")
             return
@@ -385,13 +384,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         // RFC 9112 §3.2.2: an absolute-form target (and CONNECT's authority form) names the authority, and the Host
         // field gives way to it; the forwarded Host follows.
         var headers = head.headers
-        let requestHost: String
-        if let authority = target.authority {
-            requestHost = authority
-            if host != authority { headers.replaceOrAdd(name: "Host", value: authority) }
-        } else {
-            requestHost = host ?? ""
-        }
+        let requestHost = target.authority ?? host ?? ""
+        if let authority = target.authority, host != authority { headers.replaceOrAdd(name: "Host", value: authority) }
         let request = Request(
             method: head.method, target: target, version: head.version, headers: headers, host: requestHost,
             scheme: settings.scheme, body: body, remoteAddress: remoteAddress, localAddress: localAddress,
@@ -594,7 +588,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         return stream
     }
 
-    fileprivate func upgradedRead(_ buffer: ByteBuffer) {
+    /// Raw bytes after an upgrade, from ``UpgradedInbound``.
+    func upgradedRead(_ buffer: ByteBuffer) {
         guard let upgraded, buffer.readableBytes > 0 else { return }
         if !upgraded.yield(buffer) { bodyBackpressure = true }
     }
@@ -701,48 +696,5 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         armTimer()
-    }
-}
-
-/// The connection and exchange a request task works on; both belong to the connection's event loop, where the
-/// task runs.
-struct ExchangeHandle: @unchecked Sendable {
-    let connection: HTTP1Connection
-    let exchange: HTTP1Connection.Exchange
-}
-
-/// The client went away while its request was being served.
-public struct ClientDisconnectedError: Error, CustomStringConvertible, Sendable {
-    public init() {}
-    public var description: String { "client disconnected" }
-}
-
-/// After an upgrade, takes the place of the HTTP decoder: raw bytes go to the connection's upgraded stream.
-final class UpgradedInbound: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-
-    let connection: HTTP1Connection
-
-    init(connection: HTTP1Connection) { self.connection = connection }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        connection.upgradedRead(unwrapInboundIn(data))
-    }
-}
-
-/// Counts bytes ahead of the HTTP decoder: starts the header timer and stops heads that never end.
-final class HTTP1HeadGuard: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-
-    let connection: HTTP1Connection
-
-    init(connection: HTTP1Connection) { self.connection = connection }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let count = unwrapInboundIn(data).readableBytes
-        connection.headBytesArrived(count)
-        context.fireChannelRead(data)
-        connection.checkHeadOverflow()
     }
 }

@@ -33,7 +33,6 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     /// several, on every connection).
     private var deadline: NIOScheduledCallback?
     private var lingerTimer: Scheduled<Void>?
-    private var waitingForRequest = true
     private var lingering = false
     private var discarded = 0
 
@@ -85,22 +84,19 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     /// A first request head is complete: the protocol's own timeouts govern the connection from here on.
     func requestStarted() {
-        guard waitingForRequest else { return }
-        waitingForRequest = false
         cancelDeadline()
     }
 
+    /// Only reached while no request has come: a first request or an error cancels the callback.
     private func firstRequestDeadlinePassed() {
         deadline = nil
-        guard waitingForRequest, let context else { return }
-        context.close(promise: nil)
+        context?.close(promise: nil)
     }
 
     /// The connection cannot go on: discard what arrives, let what was written go out, then close.
     func lingerClose() {
         guard !lingering, let context else { return }
         lingering = true
-        waitingForRequest = false
         cancelDeadline()
         let channel = context.channel
         lingerTimer = context.eventLoop.scheduleTask(in: Self.lingerGrace) { channel.close(promise: nil) }
