@@ -84,7 +84,6 @@ let package = Package(
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 "UsherCaddyfile",
-                "UsherCaddyfileHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -98,7 +97,6 @@ let package = Package(
             dependencies: [
                 "CUsherSystem",
                 "UsherCaddyfile",
-                "UsherCaddyfileHTTP",
                 "UsherCore",
                 "UsherHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -108,16 +106,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Caddyfile syntax: tokens, parser, imports, formatter. No HTTP knowledge.
+        // Caddyfile syntax: tokens, parser, imports, formatter, and what a module's Caddyfile parser is written
+        // against (dispenser, `Helper`, `CaddyfileSupport`). Runtime targets depend on this and nothing above it.
         .target(
             name: "UsherCaddyfile",
             dependencies: ["UsherCore"],
             swiftSettings: swiftSettings
         ),
-        // The Caddyfile's HTTP server type: lowers server blocks to Caddy JSON; directive parsers register here.
+        // The Caddyfile's HTTP server type: lowers server blocks to Caddy JSON. It sits above the runtime.
         .target(
             name: "UsherCaddyfileHTTP",
-            dependencies: ["UsherCore", "UsherCaddyfile"],
+            dependencies: ["UsherCore", "UsherCaddyfile", "UsherHTTP", "UsherTLS"],
             swiftSettings: swiftSettings
         ),
         // http.handlers.reverse_proxy: upstreams, selection policies, transports.

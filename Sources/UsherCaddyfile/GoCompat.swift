@@ -349,6 +349,14 @@ public enum Go {
 }
 
 extension String {
+    /// Drops every leading and trailing character found in `set` (Go's `strings.Trim`).
+    package func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let f = s.first, set.contains(f) { s = s.dropFirst() }
+        while let l = s.last, set.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+
     /// The string without leading and trailing spaces, tabs and line breaks.
     public func trimmingWhitespace() -> String {
         let ws: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }

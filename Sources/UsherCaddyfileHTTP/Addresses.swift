@@ -245,12 +245,3 @@ struct CaddyNetworkAddress {
         return Self.join(net, host, portText)
     }
 }
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s = s.dropFirst() }
-        while let l = s.last, set.contains(l) { s = s.dropLast() }
-        return String(s)
-    }
-}

@@ -1,3 +1,4 @@
+import UsherCaddyfile
 import UsherCore
 
 /// `caddyhttp.AutoHTTPSConfig`.

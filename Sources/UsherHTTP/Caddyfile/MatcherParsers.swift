@@ -1,5 +1,4 @@
-public import UsherCaddyfileHTTP
-import UsherCaddyfile
+public import UsherCaddyfile
 import UsherCore
 
 /// Caddyfile parsers for the request matchers in this module (`@name { path ... }` and friends).

@@ -1,5 +1,4 @@
-public import UsherCaddyfileHTTP
-import UsherCaddyfile
+public import UsherCaddyfile
 import UsherCore
 
 /// Caddyfile directives for the handlers in this module: `header`, `request_header`, `rewrite`, `method`, `uri`,

@@ -1,11 +1,11 @@
-import UsherCaddyfile
+
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Reads a file some directives read while adapting (certificates), failing as Go's `os.ReadFile` words it.
-func readTextFile(_ path: String) throws -> String {
+package func readTextFile(_ path: String) throws -> String {
     guard let bytes = readWholeFile(path) else {
         throw CaddyfileError("open \(path): \(String(cString: strerror(errno)).lowercasedFirst)")
     }
@@ -14,17 +14,17 @@ func readTextFile(_ path: String) throws -> String {
 
 extension String {
     /// Go's error texts start lower-case ("no such file or directory").
-    var lowercasedFirst: String {
+    package var lowercasedFirst: String {
         guard let f = first else { return self }
         return f.lowercased() + dropFirst()
     }
 }
 
 /// Standard base64 (RFC 4648 with padding).
-enum Base64Text {
+package enum Base64Text {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
-    static func encode(_ data: [UInt8]) -> String {
+    package static func encode(_ data: [UInt8]) -> String {
         var out: [UInt8] = []
         out.reserveCapacity((data.count + 2) / 3 * 4)
         var i = 0
@@ -44,7 +44,7 @@ enum Base64Text {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func decode(_ text: String) -> [UInt8]? {
+    package static func decode(_ text: String) -> [UInt8]? {
         var values: [UInt8] = []
         for c in text.utf8 {
             if c == UInt8(ascii: "=") { break }

@@ -1,4 +1,4 @@
-public import UsherCaddyfile
+
 public import UsherCore
 
 /// Building JSON the way Go's `encoding/json` writes Caddy's structs: `omitempty` fields left out when zero, map

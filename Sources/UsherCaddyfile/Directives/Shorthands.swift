@@ -1,7 +1,7 @@
-import UsherCaddyfile
+
 
 /// Caddyfile placeholder shorthands and what they stand for (`{host}` → `{http.request.host}`).
-let placeholderShorthands: [(String, String)] = [
+package let placeholderShorthands: [(String, String)] = [
     ("{host}", "{http.request.host}"),
     ("{hostport}", "{http.request.hostport}"),
     ("{port}", "{http.request.port}"),
@@ -57,14 +57,16 @@ private let complexShorthands: [(prefix: String, dots: Bool, replacement: String
 ]
 
 /// Expands placeholder shorthands in token text (Caddy's `ShorthandReplacer`).
-struct ShorthandReplacer {
-    func apply(_ segment: inout [CaddyfileToken]) {
+package struct ShorthandReplacer {
+    package init() {}
+
+    package func apply(_ segment: inout [CaddyfileToken]) {
         for i in segment.indices {
             segment[i].text = replace(segment[i].text)
         }
     }
 
-    func replace(_ input: String) -> String {
+    package func replace(_ input: String) -> String {
         guard input.contains("{") else { return input }
         var text = simpleReplace(input)
         for c in complexShorthands { text = regexReplace(text, c.prefix, c.dots, c.replacement) }

@@ -1,4 +1,4 @@
-public import UsherCaddyfile
+
 public import UsherCore
 
 /// Header manipulations as Caddy's `headers.HeaderOps` holds them, built from Caddyfile header fields
@@ -18,13 +18,13 @@ public struct HeaderOpsJSON: Equatable {
     }
 
     /// `http.Header.Add`.
-    mutating func headerAdd(_ field: String, _ value: String) {
+    package mutating func headerAdd(_ field: String, _ value: String) {
         let k = Go.canonicalHeaderKey(field)
         if let i = add.firstIndex(where: { $0.0 == k }) { add[i].1.append(value) } else { add.append((k, [value])) }
     }
 
     /// `http.Header.Set`.
-    mutating func headerSet(_ field: String, _ value: String) {
+    package mutating func headerSet(_ field: String, _ value: String) {
         let k = Go.canonicalHeaderKey(field)
         if let i = set.firstIndex(where: { $0.0 == k }) { set[i].1 = [value] } else { set.append((k, [value])) }
     }
@@ -60,7 +60,7 @@ public struct ResponseHeaderOpsJSON: Equatable {
     }
 
     /// Adds `field` with value `nil` to the `require` matcher's headers (`?Field`: only when absent).
-    mutating func requireAbsent(_ field: String) {
+    package mutating func requireAbsent(_ field: String) {
         var r = require ?? JSONObject()
         var headers = r["headers"]?.objectValue ?? JSONObject()
         headers[field] = .null

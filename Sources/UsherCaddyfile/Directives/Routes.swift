@@ -1,4 +1,4 @@
-public import UsherCaddyfile
+
 public import UsherCore
 
 /// A route as Caddy's JSON has it: `group`, `match`, `handle`, `terminal`.
@@ -27,7 +27,7 @@ public struct HTTPRoute: Equatable {
     }
 
     /// Whether the matcher sets equal `other`'s, ignoring key order inside each set.
-    func sameMatchers(as other: HTTPRoute) -> Bool {
+    package func sameMatchers(as other: HTTPRoute) -> Bool {
         matcherSets.count == other.matcherSets.count
             && zip(matcherSets, other.matcherSets).allSatisfy { $0.sameMembers(as: $1) }
     }
@@ -58,7 +58,7 @@ public struct HTTPSubroute {
 }
 
 /// Sorts (when asked), groups and merges routes from directives into one subroute (Caddy's `buildSubroute`).
-func buildSubroute(_ input: [ConfigValue], context: AdaptContext, needsSorting: Bool) throws -> HTTPSubroute {
+package func buildSubroute(_ input: [ConfigValue], context: AdaptContext, needsSorting: Bool) throws -> HTTPSubroute {
     var routes = input
     if needsSorting {
         for v in routes where !context.directiveOrder.contains(v.directive) {
@@ -100,7 +100,7 @@ func buildSubroute(_ input: [ConfigValue], context: AdaptContext, needsSorting: 
 
 /// Sorts route values by directive order; within a directive, more specific path matchers first (Caddy's
 /// `sortRoutes`, a stable sort).
-func sortRoutes(_ routes: inout [ConfigValue], order: [String]) {
+package func sortRoutes(_ routes: inout [ConfigValue], order: [String]) {
     var positions: [String: Int] = [:]
     for (i, d) in order.enumerated() { positions[d] = i }
 
@@ -148,7 +148,7 @@ func sortRoutes(_ routes: inout [ConfigValue], order: [String]) {
 /// Go's `sort.SliceStable` (insertion sort over blocks, then merges): the same result as any stable sort when
 /// `less` is a strict weak order, and the same result as Go's when it is not, which matters for Caddy's
 /// `sortRoutes` (its `vars` rule is not a strict weak order).
-func goStableSort<T>(_ input: [T], _ less: (T, T) -> Bool) -> [T] {
+package func goStableSort<T>(_ input: [T], _ less: (T, T) -> Bool) -> [T] {
     var data = input
     let n = data.count
     var blockSize = 20
@@ -253,7 +253,7 @@ func goStableSort<T>(_ input: [T], _ less: (T, T) -> Bool) -> [T] {
 }
 
 /// Merges adjacent routes with the same matchers, group and terminal flag.
-func consolidateRoutes(_ input: [HTTPRoute]) -> [HTTPRoute] {
+package func consolidateRoutes(_ input: [HTTPRoute]) -> [HTTPRoute] {
     var routes = input
     var i = 0
     while i < routes.count - 1 {
@@ -271,7 +271,7 @@ func consolidateRoutes(_ input: [HTTPRoute]) -> [HTTPRoute] {
 // MARK: - Matchers
 
 /// A matcher token: `*` (no matcher), `/path`, or `@name`. Returns nil and `false` for anything else.
-func matcherSetFromMatcherToken(_ token: CaddyfileToken, _ defs: [String: JSONObject]) throws -> (JSONObject?, Bool) {
+package func matcherSetFromMatcherToken(_ token: CaddyfileToken, _ defs: [String: JSONObject]) throws -> (JSONObject?, Bool) {
     if token.text == "*" { return (nil, true) }
     if token.text.hasPrefix("/") {
         return (["path": .strings([token.text])], true)
@@ -287,7 +287,7 @@ func matcherSetFromMatcherToken(_ token: CaddyfileToken, _ defs: [String: JSONOb
 public let matcherNameContextKey = "matcher_name"
 
 /// Parses a named matcher definition (`@name ...` one-line or block) into `defs`.
-func parseMatcherDefinitions(_ d: Dispenser, _ defs: inout [String: JSONObject], registry: CaddyfileRegistry) throws {
+package func parseMatcherDefinitions(_ d: Dispenser, _ defs: inout [String: JSONObject], registry: CaddyfileRegistry) throws {
     d.next()
     let name = d.val
     guard defs[name] == nil else { throw d.err("matcher is defined more than once: \(name)") }

@@ -1,4 +1,4 @@
-public import UsherCaddyfile
+
 public import UsherCore
 
 /// One value a directive produced, sorted into a "pile" by its class (`route`, `bind`, `tls.connection_policy`, ...).
@@ -8,9 +8,9 @@ public struct ConfigValue {
     /// The value itself: a ``HTTPRoute`` or ``HTTPSubroute`` for class `route`, other types for other classes.
     public var value: Any
     /// The directive that produced the value, set by the server type (for ordering).
-    public internal(set) var directive = ""
+    public package(set) var directive = ""
     /// The directive's first token, for errors that arise later.
-    public internal(set) var token: CaddyfileToken?
+    public package(set) var token: CaddyfileToken?
 
     public init(_ className: String, _ value: Any) {
         self.className = className
@@ -26,31 +26,31 @@ public final class StateMap {
         get { values[key] }
         set { values[key] = newValue }
     }
-    func copy() -> StateMap { StateMap(values) }
+    package func copy() -> StateMap { StateMap(values) }
 }
 
 /// What one adaptation shares among all parsers: options, warnings, the group counter, the directive order.
-final class AdaptContext {
-    let registry: CaddyfileRegistry
-    var options: [String: Any] = [:]
-    var warnings: [AdapterWarning] = []
-    var groupCounter = 0
-    var directiveOrder: [String]
+package final class AdaptContext {
+    package let registry: CaddyfileRegistry
+    package var options: [String: Any] = [:]
+    package var warnings: [AdapterWarning] = []
+    package var groupCounter = 0
+    package var directiveOrder: [String]
     /// Where each named route was first invoked, for the error when it is not defined.
-    var invokeTokens: [String: CaddyfileToken] = [:]
+    package var invokeTokens: [String: CaddyfileToken] = [:]
 
-    init(registry: CaddyfileRegistry) {
+    package init(registry: CaddyfileRegistry) {
         self.registry = registry
         self.directiveOrder = registry.directiveOrder
     }
 
     /// A global option's value; nil when unset or set to nothing (`acme_dns` with no provider).
-    func option(_ name: String) -> Any? {
+    package func option(_ name: String) -> Any? {
         guard let v = options[name], !(v is NilOptionValue) else { return nil }
         return v
     }
 
-    func nextGroup() -> String {
+    package func nextGroup() -> String {
         defer { groupCounter += 1 }
         return "group\(groupCounter)"
     }
@@ -64,12 +64,12 @@ public struct Helper {
     /// State shared by the whole adaptation.
     public let state: StateMap
     /// State shared by the current block and copied into nested blocks.
-    public internal(set) var blockState: StateMap
-    let context: AdaptContext
-    var matcherDefs: [String: JSONObject]
-    let parentBlock: ServerBlock
+    public package(set) var blockState: StateMap
+    package let context: AdaptContext
+    package var matcherDefs: [String: JSONObject]
+    package let parentBlock: ServerBlock
 
-    init(d: Dispenser, context: AdaptContext, state: StateMap, blockState: StateMap,
+    package init(d: Dispenser, context: AdaptContext, state: StateMap, blockState: StateMap,
          matcherDefs: [String: JSONObject], parentBlock: ServerBlock) {
         self.d = d
         self.context = context
@@ -200,9 +200,11 @@ public struct Helper {
 }
 
 /// `handle_path` sorts with `handle`.
-func normalizeDirectiveName(_ directive: String) -> String {
+package func normalizeDirectiveName(_ directive: String) -> String {
     directive == "handle_path" ? "handle" : directive
 }
 
 /// Stands for a global option set to nothing, so that "set" and "has a value" stay distinguishable.
-struct NilOptionValue {}
+package struct NilOptionValue {
+    package init() {}
+}

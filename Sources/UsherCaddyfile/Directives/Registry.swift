@@ -1,4 +1,4 @@
-public import UsherCaddyfile
+
 public import UsherCore
 
 /// Parses one directive's segment into config values (Caddy's `UnmarshalFunc`).
@@ -19,7 +19,13 @@ public typealias GlobalOptionParser = @Sendable (GlobalOptionInput) throws -> An
 public struct GlobalOptionInput {
     public let d: Dispenser
     public let existing: Any?
-    let context: AdaptContext
+    package let context: AdaptContext
+
+    package init(d: Dispenser, existing: Any?, context: AdaptContext) {
+        self.d = d
+        self.existing = existing
+        self.context = context
+    }
 }
 
 /// Where `order` puts a directive relative to another.
