@@ -123,7 +123,7 @@ let package = Package(
         .target(
             name: "UsherReverseProxy",
             dependencies: [
-                "CUsherSystem", "UsherCore", "UsherHTTP", "UsherHTTP3", "UsherHandlers", "UsherTLS",
+                "CUsherSystem", "UsherCaddyfile", "UsherCore", "UsherHTTP", "UsherHTTP3", "UsherHandlers", "UsherTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -366,6 +366,9 @@ extension String {
     }
 }
 
+/// Go's `<` on strings: byte-wise order, as `sort.Strings` sorts.
+package func goLess(_ a: String, _ b: String) -> Bool { Array(a.utf8).lexicographicallyPrecedes(Array(b.utf8)) }
+
 /// Go's `strconv.ParseBool`, as an optional.
 func goParseBool(_ s: String) -> Bool? { try? Go.parseBool(s) }
 

@@ -455,7 +455,6 @@ public struct HTTPServerType {
 }
 
 /// Go's string ordering (by bytes).
-func goLess(_ a: String, _ b: String) -> Bool { Array(a.utf8).lexicographicallyPrecedes(Array(b.utf8)) }
 
 let namedRouteKey = "named_route"
 

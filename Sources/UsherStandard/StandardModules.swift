@@ -42,7 +42,10 @@ public enum StandardModules: ModuleBundle {
     }
 
     public static var extensions: [any BundleExtension] {
-        [CaddyfileAdapter(), HTTPMatcherCaddyfile.support, HandlerCaddyfile.support, UpstreamsAdminEndpoint()]
+        [
+            CaddyfileAdapter(), HTTPMatcherCaddyfile.support, HandlerCaddyfile.support, ReverseProxyCaddyfile.support,
+            UpstreamsAdminEndpoint(),
+        ]
             + HTTPCaddyfile.support
     }
 }

@@ -2,7 +2,7 @@ import UsherCaddyfile
 import UsherCore
 
 // Handler directives of the standard distribution whose modules are not in this build yet: encode, templates,
-// basic_auth, push, intercept, timeouts, tracing, log_append, metrics, acme_server.
+// basic_auth, push, timeouts, tracing, log_append, metrics, acme_server.
 
 let otherHandlerParsers = CaddyfileSupport(
     directives: ["acme_server": parseACMEServer],
@@ -12,7 +12,6 @@ let otherHandlerParsers = CaddyfileSupport(
         "basicauth": parseBasicAuth,
         "basic_auth": parseBasicAuth,
         "push": parsePush,
-        "intercept": parseIntercept,
         "timeouts": parseTimeouts,
         "tracing": parseTracing,
         "log_append": parseLogAppend,
@@ -222,18 +221,6 @@ private func parsePush(_ h: Helper) throws -> JSONObject {
 }
 
 /// `intercept`: response matchers, `handle_response` routes and `replace_status`.
-private func parseIntercept(_ h: Helper) throws -> JSONObject {
-    let d = h.d
-    var responses = ResponseHandlers()
-    d.next()
-    while d.nextBlock(0) {
-        if try !responses.parse(d) { throw d.err("unrecognized subdirective \(d.val)") }
-    }
-    try responses.finalize(h)
-    var o = JSONObject()
-    o.put("handle_response", responses.json)
-    return handlerObject("intercept", o)
-}
 
 private func parseTimeouts(_ h: Helper) throws -> JSONObject {
     let d = h.d
