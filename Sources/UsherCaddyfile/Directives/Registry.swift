@@ -58,6 +58,20 @@ public struct CaddyfileSupport: BundleExtension {
     }
 }
 
+extension CaddyfileSupport {
+    /// One support made of several, as a target whose modules each keep their syntax in their own file lists them.
+    /// Two parts registering the same name is a programming error.
+    public init(merging parts: [CaddyfileSupport]) {
+        self.init()
+        for part in parts {
+            directives.merge(part.directives) { _, _ in preconditionFailure("a directive is registered twice") }
+            globalOptions.merge(part.globalOptions) { _, _ in preconditionFailure("a global option is registered twice") }
+            modules.merge(part.modules) { _, _ in preconditionFailure("a module parser is registered twice") }
+            order += part.order
+        }
+    }
+}
+
 /// Wraps a handler parser as Caddy's `RegisterHandlerDirective` does: the optional matcher token after the
 /// directive name becomes the route's matcher set.
 public func handlerDirective(_ parser: @escaping HandlerDirectiveParser) -> DirectiveParser {
