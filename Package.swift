@@ -64,6 +64,7 @@ let package = Package(
             name: "UsherTLS",
             dependencies: [
                 "UsherCore",
+                "UsherCaddyfile",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),

@@ -43,7 +43,8 @@ public enum StandardModules: ModuleBundle {
 
     public static var extensions: [any BundleExtension] {
         [
-            CaddyfileAdapter(), HTTPMatcherCaddyfile.support, HandlerCaddyfile.support, ReverseProxyCaddyfile.support,
+            CaddyfileAdapter(), HTTPMatcherCaddyfile.support, ServerCaddyfile.support, HandlerCaddyfile.support,
+            ReverseProxyCaddyfile.support, CAPoolCaddyfile.support,
             UpstreamsAdminEndpoint(),
         ]
             + HTTPCaddyfile.support
