@@ -4,7 +4,7 @@ public import UsherCaddyfile
 /// `StandardModules` lists it.
 public enum HandlerCaddyfile {
     public static let support = CaddyfileSupport(merging: [
-        staticResponseParsers, varsParsers, headerParsers, rewriteParsers, requestBodyParsers, encodeParsers,
-        metricsParsers, fileServerParsers,
+        staticResponseParsers, errorParsers, varsParsers, mapParsers, headerParsers, rewriteParsers,
+        requestBodyParsers, encodeParsers, metricsParsers, fileServerParsers,
     ])
 }

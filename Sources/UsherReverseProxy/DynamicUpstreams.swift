@@ -232,16 +232,12 @@ enum DNSLookup {
                 var p = res
                 while let ai = p {
                     var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-                    if ai.pointee.ai_family == AF_INET {
-                        ai.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sa in
-                            var a = sa.pointee.sin_addr
-                            _ = inet_ntop(AF_INET, &a, &buf, socklen_t(buf.count))
-                        }
-                    } else if ai.pointee.ai_family == AF_INET6 {
-                        ai.pointee.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sa in
-                            var a = sa.pointee.sin6_addr
-                            _ = inet_ntop(AF_INET6, &a, &buf, socklen_t(buf.count))
-                        }
+                    // The address sits at a fixed offset: after family and port in `sockaddr_in`, after the flow
+                    // label too in `sockaddr_in6`.
+                    let family = ai.pointee.ai_family
+                    if let sa = ai.pointee.ai_addr, family == AF_INET || family == AF_INET6 {
+                        let offset = family == AF_INET ? 4 : 8
+                        _ = inet_ntop(family, UnsafeRawPointer(sa) + offset, &buf, socklen_t(buf.count))
                     }
                     let text = String(cString: buf)
                     if !text.isEmpty && !out.contains(text) { out.append(text) }
@@ -299,14 +295,8 @@ enum DNSMessage {
             let data = afterName + 10
             guard data + len <= m.count else { break }
             switch (type, len) {
-            case (1, 4):
-                out.append(DNSRecord(address: m[data..<data + 4].map(String.init).joined(separator: ".")))
-            case (28, 16):
-                var a = in6_addr()
-                withUnsafeMutableBytes(of: &a) { $0.copyBytes(from: m[data..<data + 16]) }
-                var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-                _ = inet_ntop(AF_INET6, &a, &buf, socklen_t(buf.count))
-                out.append(DNSRecord(address: String(cString: buf)))
+            case (1, 4), (28, 16):
+                if let ip = IPAddress(bytes: Array(m[data..<data + len])) { out.append(DNSRecord(address: ip.description)) }
             case (33, _) where len >= 7:
                 if let p = u16(data), let w = u16(data + 2), let port = u16(data + 4), let target = readName(m, data + 6) {
                     out.append(DNSRecord(srv: (p, w, port, target)))
