@@ -1,3 +1,5 @@
+import UsherCore
+
 /// Walks a list of tokens for a directive's parser: arguments on the same line, blocks, nesting, and errors that
 /// name the file and line (Caddy's `Dispenser`).
 public final class Dispenser {

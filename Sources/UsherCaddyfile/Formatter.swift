@@ -1,3 +1,5 @@
+import UsherCore
+
 /// Formats Caddyfile text as `caddy fmt` does: one tab per nesting level, a space before an opening brace, closing
 /// braces on their own lines, a blank line between top-level blocks, at most one blank line anywhere, comments,
 /// quotes and heredocs kept as written.
@@ -275,21 +277,5 @@ public enum CaddyfileFormatter {
             if ch == UInt8(ascii: "\n") { line += 1 }
         }
         return (line, "Caddyfile input is not formatted; run 'usher fmt --overwrite' to fix inconsistencies")
-    }
-}
-
-extension String {
-    /// Replaces every occurrence of `target` (no Foundation).
-    public func replacingAll(_ target: String, with replacement: String) -> String {
-        guard !target.isEmpty else { return self }
-        var out = ""
-        var rest = self[...]
-        while let r = rest.firstRange(of: target) {
-            out += rest[..<r.lowerBound]
-            out += replacement
-            rest = rest[r.upperBound...]
-        }
-        out += rest
-        return out
     }
 }

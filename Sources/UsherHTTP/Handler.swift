@@ -95,13 +95,6 @@ public struct ErrorEmptyHandler: HTTPHandler {
     }
 }
 
-/// A handler made from a closure.
-public struct ClosureHandler: HTTPHandler {
-    let body: @Sendable (Request, any ResponseWriter) async throws -> Void
-    public init(_ body: @escaping @Sendable (Request, any ResponseWriter) async throws -> Void) { self.body = body }
-    public func serve(_ request: Request, _ writer: any ResponseWriter) async throws { try await body(request, writer) }
-}
-
 /// Calls a middleware with a fixed `next`: one link of a compiled chain.
 struct MiddlewareLink: HTTPHandler {
     let middleware: any MiddlewareHandler
@@ -109,12 +102,5 @@ struct MiddlewareLink: HTTPHandler {
 
     func serve(_ request: Request, _ writer: any ResponseWriter) async throws {
         try await middleware.serve(request, writer, next: next)
-    }
-}
-
-extension HTTPResponseStatus {
-    /// The reason phrase Go's `http.StatusText` gives, which `{http.error.status_text}` uses.
-    public static func text(for code: Int) -> String {
-        HTTPResponseStatus(statusCode: code).reasonPhrase
     }
 }

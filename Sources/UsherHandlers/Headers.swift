@@ -224,21 +224,3 @@ final class HeaderOpsWriter: WrappingResponseWriter {
         try await wrappedWriter.write(buffer)
     }
 }
-
-extension String {
-    /// Replaces every occurrence of `target`.
-    func replacingAll(_ target: String, with replacement: String, limit: Int = -1) -> String {
-        guard !target.isEmpty else { return self }
-        var out = ""
-        var rest = self[...]
-        var count = 0
-        while limit < 0 || count < limit, let r = rest.firstRange(of: target) {
-            out += rest[..<r.lowerBound]
-            out += replacement
-            rest = rest[r.upperBound...]
-            count += 1
-        }
-        out += rest
-        return out
-    }
-}

@@ -3,7 +3,7 @@ import UsherCaddyfileHTTP
 import UsherCore
 
 /// Caddyfile parsers for the stand-ins Caddy's own adapt tests use (test builds only): `dns.providers.mock`, which
-/// takes one optional argument, and `tls.client_auth.verifier.dummy`, which takes none.
+/// takes one optional argument; `tls.client_auth.verifier.dummy` and `caddy.logging.cores.mock`, which take none.
 let testCaddyfileSupport = CaddyfileSupport(modules: [
     "dns.providers.mock": { d, _ in
         d.next()
@@ -13,4 +13,5 @@ let testCaddyfileSupport = CaddyfileSupport(modules: [
         return .object(o)
     },
     "tls.client_auth.verifier.dummy": { _, _ in .object(JSONObject()) },
+    "caddy.logging.cores.mock": { _, _ in .object(JSONObject()) },
 ])

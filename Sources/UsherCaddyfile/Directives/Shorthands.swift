@@ -1,3 +1,5 @@
+import UsherCore
+
 
 
 /// Caddyfile placeholder shorthands and what they stand for (`{host}` → `{http.request.host}`).

@@ -37,7 +37,6 @@ let loggingParsers = CaddyfileSupport(modules: [
         if d.nextArg() { o.put("name", d.val) }
         return .object(o)
     },
-    "caddy.logging.cores.mock": { _, _ in .object(JSONObject()) },
 ])
 
 private func parseFileWriter(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSONValue {

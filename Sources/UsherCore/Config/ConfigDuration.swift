@@ -30,48 +30,10 @@ public struct ConfigDuration: Decodable, Sendable, Hashable, Comparable, CustomS
         self = d
     }
 
-    /// Parses Go duration syntax plus `d` for days; `nil` when malformed.
+    /// Parses Go duration syntax plus `d` for days (Caddy's `ParseDuration`, exactly); `nil` when malformed.
     public init?(parsing input: String) {
-        guard input.utf8.count <= 1024 else { return nil }
-        var s = Substring(input)
-        var negative = false
-        if s.first == "-" || s.first == "+" {
-            negative = s.first == "-"
-            s = s.dropFirst()
-        }
-        if s == "0" {
-            self.nanoseconds = 0
-            return
-        }
-        guard !s.isEmpty else { return nil }
-        var total: Double = 0
-        while !s.isEmpty {
-            var number = ""
-            while let ch = s.first, ch.isASCII, ch.isNumber || ch == "." {
-                number.append(ch)
-                s = s.dropFirst()
-            }
-            guard !number.isEmpty, number != ".", let value = Double(number) else { return nil }
-            var unit = ""
-            while let ch = s.first, !(ch.isASCII && (ch.isNumber || ch == ".")) {
-                unit.append(ch)
-                s = s.dropFirst()
-            }
-            let scale: Double
-            switch unit {
-            case "ns": scale = 1
-            case "us", "µs", "μs": scale = 1e3
-            case "ms": scale = 1e6
-            case "s": scale = 1e9
-            case "m": scale = 60e9
-            case "h": scale = 3600e9
-            case "d": scale = 86400e9
-            default: return nil
-            }
-            total += value * scale
-        }
-        guard total < 9.2e18 else { return nil }
-        self.nanoseconds = Int64(total.rounded()) * (negative ? -1 : 1)
+        guard let n = try? Go.caddyDuration(input) else { return nil }
+        self.nanoseconds = n
     }
 
     public var description: String { formatGoDuration(seconds) }

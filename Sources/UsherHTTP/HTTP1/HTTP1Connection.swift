@@ -405,13 +405,7 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             bodyActivityAt = request.startTime
         }
 
-        // The task runs on this connection's event loop (its executor), where the request, writer and exchange
-        // live; nothing else touches them meanwhile except on this loop.
-        let handle = ExchangeHandle(connection: self, exchange: exchange)
-        let task = executor.startTask {
-            await server.serve(handle.exchange.request, handle.exchange.writer)
-            handle.connection.finishOnLoop(handle.exchange)
-        }
+        let task = executor.startRequest(server, request, writer, owner: (self, exchange)) { $0.0.finishOnLoop($0.1) }
         // The task's closure holds the exchange until the task is freed, and the task is freed only once nothing
         // holds it: kept only while the handler runs (it may have finished already, before startTask returned).
         if !exchange.handlerDone { exchange.task = task }

@@ -242,11 +242,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
             writeTimer = eventLoop.scheduleTask(in: limit) { bound.value.context?.close(promise: nil) }
         }
         if hasBody { self.request = request }
-        let handle = StreamHandle(stream: self, request: request, writer: writer)
-        let task = executor.startTask {
-            await server.serve(handle.request, handle.writer)
-            handle.stream.handlerFinished()
-        }
+        let task = executor.startRequest(server, request, writer, owner: self) { $0.handlerFinished() }
         // The task's closure holds this stream until the task is freed, and the task is freed only once nothing
         // holds it: kept only while the handler runs (it may have finished already, before startTask returned).
         if !handlerDone { self.task = task }
@@ -368,10 +364,3 @@ extension HTTP2StreamHandler: FramedStream {
     func flushStream() async throws { try await send(nil, flush: true) }
 }
 
-/// The stream, request and writer a request task works on; all belong to the connection's event loop, where the
-/// task runs.
-struct StreamHandle: @unchecked Sendable {
-    let stream: HTTP2StreamHandler
-    let request: Request
-    let writer: FramedResponseWriter
-}

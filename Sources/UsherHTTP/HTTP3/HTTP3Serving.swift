@@ -145,11 +145,7 @@ final class HTTP3RequestStream: FramedStream {
             writer.abandonQuietly()
             me.task?.cancel()
         }
-        let handle = HTTP3Handle(request: request, writer: writer, stream: me)
-        let task = executor.startTask {
-            await server.serve(handle.request, handle.writer)
-            handle.stream.handlerFinished()
-        }
+        let task = executor.startRequest(server, request, writer, owner: me) { $0.handlerFinished() }
         // The task's closure holds this stream until the task is freed, and the task is freed only once nothing
         // holds it: kept only while the handler runs (it may have finished already, before startTask returned).
         if !me.handlerDone { me.task = task }
@@ -318,9 +314,3 @@ final class HTTP3RequestStream: FramedStream {
     }
 }
 
-/// The request, writer and stream a request task works on; all belong to the endpoint's loop, where it runs.
-private struct HTTP3Handle: @unchecked Sendable {
-    let request: Request
-    let writer: FramedResponseWriter
-    let stream: HTTP3RequestStream
-}

@@ -48,3 +48,23 @@ public final class EventLoopTaskExecutor: TaskExecutor, Sendable {
         }
     }
 }
+
+extension EventLoopTaskExecutor {
+    /// Starts the task that serves one request on this loop (HTTP/1.1, HTTP/2 and HTTP/3 all start requests here):
+    /// `server` handles `request` through `writer`, then `finished(owner)` runs. The request, writer and owner belong
+    /// to the loop; `NIOLoopBound` carries them into the task and checks there that they are used on it.
+    ///
+    /// The returned task's closure holds all three until the task is freed; a caller that keeps the task must drop
+    /// it once `finished` has run, or the two keep each other alive.
+    func startRequest<Writer: RootResponseWriter, Owner>(
+        _ server: HTTPServerInstance, _ request: Request, _ writer: Writer, owner: Owner,
+        finished: @escaping (Owner) -> Void
+    ) -> Task<Void, Never> {
+        let bound = NIOLoopBound((request: request, writer: writer, owner: owner, finished: finished), eventLoop: eventLoop)
+        return startTask {
+            let state = bound.value
+            await server.serve(state.request, state.writer)
+            state.finished(state.owner)
+        }
+    }
+}

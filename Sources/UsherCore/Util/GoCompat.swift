@@ -1,5 +1,6 @@
-/// The few Go standard-library behaviours whose results and error texts Caddyfile users see: number and duration
-/// parsing, host:port splitting, quoting. Kept exact so that our messages read like Caddy's.
+/// The few Go standard-library behaviours whose results and error texts users see: number and duration parsing,
+/// host:port splitting, quoting. Kept exact so that config values mean what they mean to Caddy, and our messages
+/// read like Caddy's. The JSON decoder and the Caddyfile adapter both use these.
 public enum Go {
     /// An error worded as the Go function that would have failed.
     public struct Failure: Error, CustomStringConvertible, Sendable {
@@ -349,6 +350,23 @@ public enum Go {
 }
 
 extension String {
+    /// Replaces the first `limit` occurrences of `target` (all when negative), without Foundation (Go's
+    /// `strings.Replace`; an empty `target` changes nothing).
+    public func replacingAll(_ target: String, with replacement: String, limit: Int = -1) -> String {
+        guard !target.isEmpty else { return self }
+        var out = ""
+        var rest = self[...]
+        var count = 0
+        while limit < 0 || count < limit, let r = rest.firstRange(of: target) {
+            out += rest[..<r.lowerBound]
+            out += replacement
+            rest = rest[r.upperBound...]
+            count += 1
+        }
+        out += rest
+        return out
+    }
+
     /// Drops every leading and trailing character found in `set` (Go's `strings.Trim`).
     package func trimmingCharacters(in set: String) -> String {
         var s = Substring(self)
@@ -370,7 +388,7 @@ extension String {
 package func goLess(_ a: String, _ b: String) -> Bool { Array(a.utf8).lexicographicallyPrecedes(Array(b.utf8)) }
 
 /// Go's `strconv.ParseBool`, as an optional.
-func goParseBool(_ s: String) -> Bool? { try? Go.parseBool(s) }
+package func goParseBool(_ s: String) -> Bool? { try? Go.parseBool(s) }
 
 /// Go's `strconv.ParseFloat`, as an optional.
-func goParseFloat(_ s: String) -> Double? { try? Go.parseFloat(s) }
+package func goParseFloat(_ s: String) -> Double? { try? Go.parseFloat(s) }
