@@ -1,3 +1,4 @@
+import UsherTLS
 import UsherCaddyfile
 import UsherCore
 

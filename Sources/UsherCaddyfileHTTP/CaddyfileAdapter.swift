@@ -1,3 +1,4 @@
+import UsherTLS
 public import UsherCaddyfile
 public import UsherCore
 

@@ -1,41 +1,12 @@
+import UsherTLS
 import UsherCaddyfile
 import UsherCore
 
-/// `caddypki.CA`.
-final class CertificateAuthority {
-    var id = ""
-    var name = ""
-    var rootCommonName = ""
-    var intermediateCommonName = ""
-    var intermediateLifetime: Int64 = 0
-    var installTrust: Bool?
-    var root: JSONObject?
-    var intermediate: JSONObject?
-    var maintenanceInterval: Int64 = 0
-    var renewalWindowRatio: Double = 0
-    var storage: JSONObject?
-
-    var json: JSONObject {
-        var o = JSONObject()
-        o.put("name", name)
-        o.put("root_common_name", rootCommonName)
-        o.put("intermediate_common_name", intermediateCommonName)
-        o.putDuration("intermediate_lifetime", intermediateLifetime)
-        if let installTrust { o["install_trust"] = .bool(installTrust) }
-        o.put("root", root)
-        o.put("intermediate", intermediate)
-        o.putDuration("maintenance_interval", maintenanceInterval)
-        o.put("renewal_window_ratio", renewalWindowRatio)
-        o.put("storage", storage)
-        return o
-    }
-}
-
 /// The `pki` global option's value: CAs by ID, in the order first defined.
 final class PKIOption {
-    var cas: [String: CertificateAuthority] = [:]
+    var cas: [String: CAConfig.Document] = [:]
     var order: [String] = []
-    func set(_ ca: CertificateAuthority) {
+    func set(_ ca: CAConfig.Document) {
         if cas[ca.id] == nil { order.append(ca.id) }
         cas[ca.id] = ca
     }
@@ -48,7 +19,7 @@ func parsePKIOption(_ input: GlobalOptionInput) throws -> Any? {
     while d.nextBlock(0) {
         switch d.val {
         case "ca":
-            let ca = CertificateAuthority()
+            let ca = CAConfig.Document()
             if d.nextArg() {
                 ca.id = d.val
                 if d.nextArg() { throw d.argErr() }
@@ -127,14 +98,14 @@ extension HTTPServerType {
         for p in pairings {
             for sb in p.serverBlocks {
                 for v in sb.pile["pki.ca"] ?? [] {
-                    let ca = v.value as! CertificateAuthority
+                    let ca = v.value as! CAConfig.Document
                     if skipInstallTrust { ca.installTrust = false }
                     if pki.cas[ca.id] == nil { pki.set(ca) }
                 }
             }
         }
         if pki.cas.isEmpty && skipInstallTrust && !autoHTTPSOff {
-            let ca = CertificateAuthority()
+            let ca = CAConfig.Document()
             ca.id = "local"
             ca.installTrust = false
             pki.set(ca)

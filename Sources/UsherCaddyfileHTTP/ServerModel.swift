@@ -1,3 +1,4 @@
+import UsherTLS
 import UsherCaddyfile
 import UsherCore
 
@@ -90,7 +91,7 @@ final class ServerModel {
     var routes: [HTTPRoute] = []
     var errors: [HTTPRoute]?
     var namedRoutes: [String: HTTPRoute]?
-    var tlsConnPolicies: [ConnectionPolicy] = []
+    var tlsConnPolicies: [ConnectionPolicy.Document] = []
     var autoHTTPS: AutoHTTPSConfig?
     var strictSNIHost: Bool?
     var trustedProxies: JSONObject?

@@ -1,3 +1,4 @@
+import UsherTLS
 import UsherCaddyfile
 import UsherCore
 
@@ -65,7 +66,7 @@ extension HTTPServerType {
 
             var hasCatchAllTLSConnPolicy = false
             var addressQualifiesForTLS = false
-            var emptyConnPolicies: [ConnectionPolicy] = []
+            var emptyConnPolicies: [ConnectionPolicy.Document] = []
             var autoHTTPSWillAddConnPolicy = srv.autoHTTPS == nil || !srv.autoHTTPS!.disabled
 
             if p.serverBlocks.contains(where: { !($0.pile["custom_log"] ?? []).isEmpty }) {
@@ -100,7 +101,7 @@ extension HTTPServerType {
 
                 if let cpVals = sb.pile["tls.connection_policy"] {
                     for cpVal in cpVals {
-                        let cp = cpVal.value as! ConnectionPolicy
+                        let cp = cpVal.value as! ConnectionPolicy.Document
                         for h in hosts {
                             if h == defaultSNI {
                                 hosts.append("")
@@ -130,7 +131,7 @@ extension HTTPServerType {
                 } else {
                     let specific = hosts.filter { !$0.isEmpty && !$0.contains("*") }.sorted(by: goLess)
                     if !specific.isEmpty {
-                        let cp = ConnectionPolicy()
+                        let cp = ConnectionPolicy.Document()
                         cp.matchers = ["sni": .strings(specific)]
                         emptyConnPolicies.append(cp)
                     }
@@ -230,7 +231,7 @@ extension HTTPServerType {
 
             if addressQualifiesForTLS && !hasCatchAllTLSConnPolicy
                 && (!srv.tlsConnPolicies.isEmpty || !autoHTTPSWillAddConnPolicy || !defaultSNI.isEmpty || !fallbackSNI.isEmpty) {
-                let cp = ConnectionPolicy()
+                let cp = ConnectionPolicy.Document()
                 cp.defaultSNI = defaultSNI
                 cp.fallbackSNI = fallbackSNI
                 srv.tlsConnPolicies.append(cp)
@@ -337,7 +338,7 @@ extension HTTPServerType {
     }
 
     /// Sorts catch-all policies last, drops duplicates and merges compatible ones.
-    func consolidateConnPolicies(_ input: [ConnectionPolicy]) throws -> [ConnectionPolicy] {
+    func consolidateConnPolicies(_ input: [ConnectionPolicy.Document]) throws -> [ConnectionPolicy.Document] {
         var cps = goStableSort(input) { a, b in b.matchers == nil && a.matchers != nil }
         var i = 0
         outer: while i < cps.count {

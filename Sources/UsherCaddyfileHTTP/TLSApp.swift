@@ -1,3 +1,4 @@
+import UsherTLS
 import UsherCaddyfile
 import UsherCore
 
@@ -6,13 +7,13 @@ extension HTTPServerType {
     func buildTLSApp(_ pairings: [ServerPairing], _ ctx: AdaptContext) throws -> JSONObject? {
         let options = ctx.options
         var certificates = JSONObject()
-        var automationPolicies: [AutomationPolicy]?
+        var automationPolicies: [AutomationPolicy.Document]?
         var automationExtra = JSONObject()
         var certLoaders: [ConfigValue] = []
         let httpPort = (options["http_port"] as? Int).map(String.init) ?? "80"
         let autoHTTPS = options["auto_https"] as? [String] ?? []
 
-        func appendPolicy(_ ap: AutomationPolicy) {
+        func appendPolicy(_ ap: AutomationPolicy.Document) {
             if automationPolicies == nil { automationPolicies = [] }
             automationPolicies!.append(ap)
         }
@@ -80,7 +81,7 @@ extension HTTPServerType {
 
                 ap.subjects = sb.hostsFromKeysNotHTTP(httpPort)
 
-                var ap2: AutomationPolicy?
+                var ap2: AutomationPolicy.Document?
                 if ap.issuers.isEmpty {
                     var internalNames: [String] = []
                     var external: [String] = []
@@ -149,7 +150,7 @@ extension HTTPServerType {
         if let o = options["ocsp_stapling"] as? OCSPOption { disableOCSPStapling = o.disableStapling }
 
         var automate: [String] = []
-        let internalAP = AutomationPolicy()
+        let internalAP = AutomationPolicy.Document()
         internalAP.issuersRaw = [["module": "internal"]]
         if !autoHTTPS.contains("off") && !autoHTTPS.contains("disable_certs") {
             for h in sharedWithHostless.sorted(by: goLess) {
@@ -217,7 +218,7 @@ extension HTTPServerType {
     }
 
     /// A policy carrying the global automation settings; nil when there are none (unless `always`).
-    func newBaseAutomationPolicy(_ ctx: AdaptContext, always: Bool) throws -> AutomationPolicy? {
+    func newBaseAutomationPolicy(_ ctx: AdaptContext, always: Bool) throws -> AutomationPolicy.Document? {
         let o = ctx.options
         let hasIssuers = o.keys.contains("cert_issuer")
         let hasLocalCerts = o.keys.contains("local_certs")
@@ -228,9 +229,9 @@ extension HTTPServerType {
         let hasGlobalACMEDefaults = ctx.option("acme_ca") != nil || ctx.option("acme_ca_root") != nil
             || o.keys.contains("acme_dns") || ctx.option("acme_eab") != nil || ctx.option("preferred_chains") != nil
         if !hasGlobalAutomation && !hasGlobalACMEDefaults {
-            return always ? AutomationPolicy() : nil
+            return always ? AutomationPolicy.Document() : nil
         }
-        let ap = AutomationPolicy()
+        let ap = AutomationPolicy.Document()
         if hasKeyType { ap.keyType = o["key_type"] as? String ?? "" }
         if hasIssuers && hasLocalCerts {
             throw CaddyfileError("global options are ambiguous: local_certs is confusing when combined with cert_issuer, because local_certs is also a specific kind of issuer")
@@ -254,7 +255,7 @@ extension HTTPServerType {
         return ap
     }
 
-    func consolidateAutomationPolicies(_ input: [AutomationPolicy]) -> [AutomationPolicy]? {
+    func consolidateAutomationPolicies(_ input: [AutomationPolicy.Document]) -> [AutomationPolicy.Document]? {
         var aps = goStableSort(input) { a, b in
             if automationPolicyIsSubset(a, b) { return true }
             if automationPolicyIsSubset(b, a) { return false }
@@ -262,7 +263,7 @@ extension HTTPServerType {
         }
         var emptyCount = 0
         let origCount = aps.count
-        let empty = AutomationPolicy()
+        let empty = AutomationPolicy.Document()
         var i = 0
         while i < aps.count {
             empty.subjects = aps[i].subjects
@@ -486,7 +487,7 @@ private func mergePort(_ base: PortChallengeConfig?, _ o: PortChallengeConfig?) 
     return m
 }
 
-func automationPolicyIsSubset(_ a: AutomationPolicy, _ b: AutomationPolicy) -> Bool {
+func automationPolicyIsSubset(_ a: AutomationPolicy.Document, _ b: AutomationPolicy.Document) -> Bool {
     let bs = b.subjects ?? []
     let asubj = a.subjects ?? []
     if bs.isEmpty { return true }
@@ -494,7 +495,7 @@ func automationPolicyIsSubset(_ a: AutomationPolicy, _ b: AutomationPolicy) -> B
     return asubj.allSatisfy { s in bs.contains { matchWildcard(s, $0) } }
 }
 
-func automationPolicyShadows(_ i: Int, _ aps: [AutomationPolicy]) -> Int {
+func automationPolicyShadows(_ i: Int, _ aps: [AutomationPolicy.Document]) -> Int {
     var j = i + 1
     while j < aps.count {
         if automationPolicyIsSubset(aps[i], aps[j]) { return j }
@@ -503,21 +504,21 @@ func automationPolicyShadows(_ i: Int, _ aps: [AutomationPolicy]) -> Int {
     return -1
 }
 
-func subjectQualifiesForPublicCert(_ ap: AutomationPolicy, _ subj: String) -> Bool {
+func subjectQualifiesForPublicCert(_ ap: AutomationPolicy.Document, _ subj: String) -> Bool {
     !subjectIsIP(subj) && !subjectIsInternal(subj) && (subj.occurrences(of: "*.") < 2 || ap.onDemand)
 }
 
-func automationPoliciesHaveSameIssuers(_ a: AutomationPolicy, _ b: AutomationPolicy) -> Bool {
+func automationPoliciesHaveSameIssuers(_ a: AutomationPolicy.Document, _ b: AutomationPolicy.Document) -> Bool {
     if sameObjectList(a.issuersRaw, b.issuersRaw) { return automationPoliciesHaveCompatibleImplicitIssuers(a, b) }
     return automationPolicyUsesDefaultInternalIssuer(a) && automationPolicyUsesDefaultInternalIssuer(b)
 }
 
-func automationPolicyUsesDefaultInternalIssuer(_ ap: AutomationPolicy) -> Bool {
+func automationPolicyUsesDefaultInternalIssuer(_ ap: AutomationPolicy.Document) -> Bool {
     if (ap.issuersRaw ?? []).isEmpty && ap.issuers.isEmpty { return automationPolicyImplicitIssuerClass(ap) == "internal" }
     return ap.issuersRaw?.count == 1 && ap.issuers.isEmpty && ap.issuersRaw![0] == ["module": "internal"]
 }
 
-func automationPoliciesHaveCompatibleImplicitIssuers(_ a: AutomationPolicy, _ b: AutomationPolicy) -> Bool {
+func automationPoliciesHaveCompatibleImplicitIssuers(_ a: AutomationPolicy.Document, _ b: AutomationPolicy.Document) -> Bool {
     if !(a.issuersRaw ?? []).isEmpty || !a.issuers.isEmpty || !(b.issuersRaw ?? []).isEmpty || !b.issuers.isEmpty {
         return true
     }
@@ -526,7 +527,7 @@ func automationPoliciesHaveCompatibleImplicitIssuers(_ a: AutomationPolicy, _ b:
     return ac == "catch-all" || bc == "catch-all" || ac == bc
 }
 
-func automationPolicyImplicitIssuerClass(_ ap: AutomationPolicy) -> String {
+func automationPolicyImplicitIssuerClass(_ ap: AutomationPolicy.Document) -> String {
     let subjects = ap.subjects ?? []
     if subjects.isEmpty { return "catch-all" }
     let hasPublic = subjects.contains { subjectQualifiesForPublicCert(ap, $0) }
@@ -535,7 +536,7 @@ func automationPolicyImplicitIssuerClass(_ ap: AutomationPolicy) -> String {
     return hasPublic ? "public" : "internal"
 }
 
-func automationPolicyHasAllPublicNames(_ ap: AutomationPolicy) -> Bool {
+func automationPolicyHasAllPublicNames(_ ap: AutomationPolicy.Document) -> Bool {
     !(ap.subjects ?? []).contains { !subjectQualifiesForPublicCert(ap, $0) || isTailscaleDomain($0) }
 }
 

@@ -1,3 +1,4 @@
+import UsherTLS
 import UsherCaddyfile
 import UsherCore
 
@@ -10,14 +11,16 @@ let supportedCipherSuites: Set<String> = [
     "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
 ]
+
 let supportedCurves: Set<String> = ["x25519mlkem768", "x25519", "secp256r1", "secp384r1", "secp521r1"]
+
 let supportedProtocols: Set<String> = ["tls1.2", "tls1.3"]
 
 /// The `tls` directive.
 func parseTLS(_ h: Helper) throws -> [ConfigValue] {
     let d = h.d
     d.next()
-    let cp = ConnectionPolicy()
+    let cp = ConnectionPolicy.Document()
     var fileLoader: [JSONValue] = []
     var folderLoader: [String] = []
     var anyTag: [String] = []
@@ -223,7 +226,11 @@ func parseTLS(_ h: Helper) throws -> [ConfigValue] {
     if reusePrivateKeys { values.append(ConfigValue("tls.reuse_private_keys", true)) }
     if renewalWindowRatio > 0 { values.append(ConfigValue("tls.renewal_window_ratio", renewalWindowRatio)) }
     if forceAutomate { values.append(ConfigValue("tls.force_automate", true)) }
-    if !anyTag.isEmpty { cp.certSelection = CertSelection(anyTag: anyTag) }
+    if !anyTag.isEmpty {
+        var selection = CertificateSelection.Document()
+        selection.anyTag = anyTag
+        cp.certSelection = selection
+    }
     values.append(ConfigValue("tls.connection_policy", cp))
     return values
 }
@@ -234,7 +241,7 @@ func parseIssuerModule(_ d: Dispenser, _ name: String, _ registry: CaddyfileRegi
     case "acme":
         return .acme(try parseACMEIssuer(d.newFromNextSegment(), registry))
     case "internal":
-        return .internal(try parseInternalIssuer(d.newFromNextSegment()))
+        return .internal(try registry.unmarshalModuleObject(d, "tls.issuance.internal"))
     default:
         let fields = try registry.unmarshalModuleObject(d, "tls.issuance." + name)
         return .other(name, fields)
@@ -380,34 +387,6 @@ func parsePreferredChains(_ d: Dispenser) throws -> ChainPreference {
         throw d.err("No options for preferred_chains received")
     }
     return pref
-}
-
-/// `tls.issuance.internal`.
-func parseInternalIssuer(_ d: Dispenser) throws -> JSONObject {
-    d.next()
-    var ca = ""
-    var lifetime: Int64 = 0
-    var signWithRoot = false
-    while d.nextBlock(0) {
-        switch d.val {
-        case "ca":
-            guard let a = d.allArgs(1) else { throw d.argErr() }
-            ca = a[0]
-        case "lifetime":
-            guard d.nextArg() else { throw d.argErr() }
-            lifetime = try Go.caddyDuration(d.val)
-        case "sign_with_root":
-            if d.nextArg() { throw d.argErr() }
-            signWithRoot = true
-        default:
-            throw d.err("unrecognized subdirective '\(d.val)'")
-        }
-    }
-    var o = JSONObject()
-    o.put("ca", ca)
-    o.putDuration("lifetime", lifetime)
-    o.put("sign_with_root", signWithRoot)
-    return o
 }
 
 /// `tls.issuance.zerossl`.

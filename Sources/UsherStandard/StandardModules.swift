@@ -44,7 +44,7 @@ public enum StandardModules: ModuleBundle {
     public static var extensions: [any BundleExtension] {
         [
             CaddyfileAdapter(), HTTPMatcherCaddyfile.support, ServerCaddyfile.support, HandlerCaddyfile.support,
-            ReverseProxyCaddyfile.support, CAPoolCaddyfile.support,
+            ReverseProxyCaddyfile.support, TLSCaddyfile.support,
             UpstreamsAdminEndpoint(),
         ]
             + HTTPCaddyfile.support

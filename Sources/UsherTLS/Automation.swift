@@ -25,7 +25,7 @@ public struct InternalIssuer: AutomationIssuer {
     /// `sign_with_root`: sign with the root instead of the intermediate. Default: false.
     public var signWithRoot: Bool
 
-    enum CodingKeys: String, CodingKey { case ca, lifetime, signWithRoot = "sign_with_root" }
+    package enum CodingKeys: String, CodingKey { case ca, lifetime, signWithRoot = "sign_with_root" }
 
     public init(ca: String = "local") {
         self.ca = ca
@@ -57,7 +57,7 @@ public struct AutomationPolicy: Decodable, Sendable {
     /// `issuers`: tried in order. Default: the internal issuer (no ACME issuer exists in this build).
     public var issuers: [Loaded<Issuers>]
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case subjects, issuers, keyType = "key_type", renewalWindowRatio = "renewal_window_ratio"
         case onDemand = "on_demand", getCertificate = "get_certificate", storage, mustStaple = "must_staple"
         case reusePrivateKeys = "reuse_private_keys", disableOCSPStapling = "disable_ocsp_stapling"

@@ -1,25 +1,23 @@
-public import UsherCaddyfile
+import UsherCaddyfile
 import UsherCore
 
 /// The Caddyfile syntax of the `tls.ca_pool.source.*` modules (with those whose runtime is not in this build yet:
-/// `pki_root`, `pki_intermediate`, `storage`, `http`); `StandardModules` lists it.
-public enum CAPoolCaddyfile {
-    public static let support = CaddyfileSupport(modules: [
-        "tls.ca_pool.source.inline": parseInlineCAPool,
-        "tls.ca_pool.source.file": parseFileCAPool,
-        "tls.ca_pool.source.pki_root": { d, _ in try parseAuthorityPool(d) },
-        "tls.ca_pool.source.pki_intermediate": { d, _ in try parseAuthorityPool(d) },
-        "tls.ca_pool.source.storage": parseStorageCAPool,
-        "tls.ca_pool.source.http": parseHTTPCAPool,
-        "tls.ca_pool.source.system": { d, _ in
-            d.next()
-            if d.countRemainingArgs() > 0 { throw d.argErr() }
-            if d.nextBlock(0) { throw d.err("system trust pool does not support any configuration") }
-            return .object(JSONObject())
-        },
-        "tls.ca_pool.source.combined": parseCombinedCAPool,
-    ])
-}
+/// `pki_root`, `pki_intermediate`, `storage`, `http`).
+let caPoolParsers = CaddyfileSupport(modules: [
+    "tls.ca_pool.source.inline": parseInlineCAPool,
+    "tls.ca_pool.source.file": parseFileCAPool,
+    "tls.ca_pool.source.pki_root": { d, _ in try parseAuthorityPool(d) },
+    "tls.ca_pool.source.pki_intermediate": { d, _ in try parseAuthorityPool(d) },
+    "tls.ca_pool.source.storage": parseStorageCAPool,
+    "tls.ca_pool.source.http": parseHTTPCAPool,
+    "tls.ca_pool.source.system": { d, _ in
+        d.next()
+        if d.countRemainingArgs() > 0 { throw d.argErr() }
+        if d.nextBlock(0) { throw d.err("system trust pool does not support any configuration") }
+        return .object(JSONObject())
+    },
+    "tls.ca_pool.source.combined": parseCombinedCAPool,
+])
 
 func parseInlineCAPool(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSONValue {
     d.next()

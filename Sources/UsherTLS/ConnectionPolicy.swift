@@ -57,7 +57,7 @@ public struct CertificateSelection: Decodable, Sendable {
     /// `all_tags`: every one of these tags.
     public var allTags: [String]
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case serialNumbers = "serial_number", subjectOrganizations = "subject_organization"
         case publicKeyAlgorithm = "public_key_algorithm", anyTag = "any_tag", allTags = "all_tags"
     }
@@ -164,7 +164,7 @@ public struct ConnectionPolicy: Decodable, Sendable {
     /// `drop`: close matching connections without a handshake.
     public var drop: Bool
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case match, certificateSelection = "certificate_selection", cipherSuites = "cipher_suites", curves, alpn
         case protocolMin = "protocol_min", protocolMax = "protocol_max", clientAuthentication = "client_authentication"
         case defaultSNI = "default_sni", fallbackSNI = "fallback_sni", drop

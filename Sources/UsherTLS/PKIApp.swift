@@ -71,10 +71,10 @@ public struct CAConfig: Decodable, Sendable {
     /// `usher trust --install` once instead of writing to the system store on every start).
     public var installTrust: Bool
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case name, rootCommonName = "root_common_name", intermediateCommonName = "intermediate_common_name"
         case intermediateLifetime = "intermediate_lifetime", installTrust = "install_trust", root, intermediate
-        case maintenanceInterval = "maintenance_interval", renewalWindowRatio = "renewal_window_ratio"
+        case maintenanceInterval = "maintenance_interval", renewalWindowRatio = "renewal_window_ratio", storage
     }
 
     init() {
@@ -85,6 +85,7 @@ public struct CAConfig: Decodable, Sendable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([.root, .intermediate], note: "bring-your-own CA keys")
+        try c.refuseUnsupported([.storage])
         name = try c.decodeIfPresent(String.self, forKey: .name) ?? "Usher Local Authority"
         rootCommonName = try c.decodeIfPresent(String.self, forKey: .rootCommonName)
         intermediateCommonName = try c.decodeIfPresent(String.self, forKey: .intermediateCommonName)

@@ -1,3 +1,4 @@
+import UsherTLS
 import UsherCaddyfile
 import UsherCore
 
@@ -220,7 +221,7 @@ private func parseACMEServer(_ h: Helper) throws -> [ConfigValue] {
     d.next()
     if d.nextArg() { throw d.argErr() }
     var ca = ""
-    var caValue: CertificateAuthority?
+    var caValue: CAConfig.Document?
     var lifetime: Int64 = 0
     var resolvers: [String] = []
     var challenges: [String] = []
@@ -248,7 +249,7 @@ private func parseACMEServer(_ h: Helper) throws -> [ConfigValue] {
         case "ca":
             guard let a = d.allArgs(1) else { throw d.argErr() }
             ca = a[0]
-            if caValue == nil { caValue = CertificateAuthority() }
+            if caValue == nil { caValue = CAConfig.Document() }
             caValue!.id = ca
         case "lifetime":
             guard d.nextArg() else { throw d.argErr() }

@@ -1,3 +1,4 @@
+import UsherTLS
 import UsherCaddyfile
 import UsherCore
 
@@ -6,7 +7,6 @@ import UsherCore
 
 let tlsModuleParsers = CaddyfileSupport(modules: [
     "tls.issuance.acme": { d, r in .object(try parseACMEIssuer(d, r).json) },
-    "tls.issuance.internal": { d, _ in .object(try parseInternalIssuer(d)) },
     "tls.issuance.zerossl": { d, r in .object(try parseZeroSSLIssuer(d, r)) },
     "tls.leaf_cert_loader.file": { d, _ in try leafLoader(d, key: "files") },
     "tls.leaf_cert_loader.folder": { d, _ in try leafLoader(d, key: "folders") },
