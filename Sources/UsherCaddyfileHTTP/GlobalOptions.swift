@@ -1,3 +1,4 @@
+import UsherHTTP
 import UsherTLS
 import UsherCaddyfile
 import UsherCore
@@ -268,7 +269,7 @@ private func parseAutoHTTPSOption(_ i: GlobalOptionInput) throws -> Any? {
 private func parseMetricsOption(_ i: GlobalOptionInput) throws -> Any? {
     let d = i.d
     d.next()
-    var m = HTTPMetricsConfig()
+    var m = HTTPMetricsConfig.Document()
     while d.nextBlock(0) {
         switch d.val {
         case "per_host": m.perHost = true

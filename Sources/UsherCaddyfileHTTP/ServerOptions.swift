@@ -1,3 +1,4 @@
+import UsherHTTP
 import UsherTLS
 import UsherCaddyfile
 import UsherCore
@@ -31,7 +32,7 @@ struct ServerOptions {
     var trustedProxiesUnix = false
     var clientIPHeaders: [String] = []
     var shouldLogCredentials = false
-    var metrics: HTTPMetricsConfig?
+    var metrics: HTTPMetricsConfig.Document?
     var trace = false
     var allow0RTT: Bool?
     /// Usher: accept WebTransport sessions on this server's HTTP/3 listener.
@@ -181,7 +182,7 @@ func parseServerOptions(_ input: GlobalOptionInput) throws -> Any? {
             }
             if d.nextBlock(d.nesting) { throw d.argErr() }
         case "metrics":
-            var m = HTTPMetricsConfig()
+            var m = HTTPMetricsConfig.Document()
             let nesting = d.nesting
             while d.nextBlock(nesting) {
                 switch d.val {
@@ -208,7 +209,7 @@ func parseServerOptions(_ input: GlobalOptionInput) throws -> Any? {
 }
 
 /// Applies `servers` options to the servers whose listeners they name (the first matching option wins).
-func applyServerOptions(_ servers: inout [String: ServerModel], _ ctx: AdaptContext) throws {
+func applyServerOptions(_ servers: inout [String: ServerConfig.Document], _ ctx: AdaptContext) throws {
     guard let opts = ctx.options["servers"] as? [ServerOptions] else { return }
     var names = Set<String>()
     for o in opts where !o.name.isEmpty {
@@ -249,11 +250,11 @@ func applyServerOptions(_ servers: inout [String: ServerModel], _ ctx: AdaptCont
         s.allow0RTT = o.allow0RTT
         s.enableWebTransport = o.enableWebTransport
         if o.shouldLogCredentials {
-            if s.logs == nil { s.logs = ServerLogConfig() }
+            if s.logs == nil { s.logs = ServerLogConfig.Document() }
             s.logs!.shouldLogCredentials = true
         }
         if o.trace {
-            if s.logs == nil { s.logs = ServerLogConfig() }
+            if s.logs == nil { s.logs = ServerLogConfig.Document() }
             s.logs!.trace = true
         }
         if !o.name.isEmpty { renames.append((key, o.name)) }

@@ -1,3 +1,4 @@
+import UsherHTTP
 import UsherTLS
 public import UsherCaddyfile
 public import UsherCore
@@ -152,11 +153,13 @@ public struct HTTPServerType {
         var servers = try serversFromPairings(&pairings, ctx)
 
         // Per-server metrics settings are hoisted into the app.
-        var metrics = ctx.options["metrics"] as? HTTPMetricsConfig
+        var metrics = ctx.options["metrics"] as? HTTPMetricsConfig.Document
         for key in servers.keys {
             if let m = servers[key]!.metrics {
-                let base = metrics ?? HTTPMetricsConfig()
-                metrics = HTTPMetricsConfig(perHost: base.perHost || m.perHost)
+                // Caddy keeps only `per_host` when hoisting.
+                var hoisted = HTTPMetricsConfig.Document()
+                hoisted.perHost = (metrics?.perHost ?? false) || m.perHost
+                metrics = hoisted
                 servers[key]!.metrics = nil
             }
         }

@@ -1,3 +1,4 @@
+import UsherHTTP
 import UsherTLS
 import UsherCaddyfile
 import UsherCore
@@ -6,8 +7,8 @@ extension HTTPServerType {
     /// One server per pairing of listeners and server blocks (Caddy's `serversFromPairings`).
     /// Sorting a pairing's server blocks also reorders them for the TLS app built afterwards, as in Caddy (where the
     /// sort works on the shared slice), so `pairings` is updated in place.
-    func serversFromPairings(_ pairings: inout [ServerPairing], _ ctx: AdaptContext) throws -> [String: ServerModel] {
-        var servers: [String: ServerModel] = [:]
+    func serversFromPairings(_ pairings: inout [ServerPairing], _ ctx: AdaptContext) throws -> [String: ServerConfig.Document] {
+        var servers: [String: ServerConfig.Document] = [:]
         let defaultSNI = tryString(ctx.option("default_sni"), ctx)
         let fallbackSNI = tryString(ctx.option("fallback_sni"), ctx)
         let httpPort = (ctx.options["http_port"] as? Int).map(String.init) ?? "80"
@@ -26,17 +27,17 @@ extension HTTPServerType {
                 }
             }
 
-            let srv = ServerModel()
+            let srv = ServerConfig.Document()
             srv.listen = p.addresses.map(\.address)
             let lp: [[String]?] = p.addresses.map { a in a.protocols.contains { !$0.isEmpty } ? a.protocols : nil }
             srv.listenProtocols = lp.contains { $0 != nil } ? lp : nil
 
             for v in autoHTTPS {
                 switch v {
-                case "off": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig(); srv.autoHTTPS!.disabled = true
-                case "disable_redirects": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig(); srv.autoHTTPS!.disableRedirects = true
-                case "disable_certs": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig(); srv.autoHTTPS!.disableCerts = true
-                case "ignore_loaded_certs": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig(); srv.autoHTTPS!.ignoreLoadedCerts = true
+                case "off": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.disabled = true
+                case "disable_redirects": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.disableRedirects = true
+                case "disable_certs": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.disableCerts = true
+                case "ignore_loaded_certs": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.ignoreLoadedCerts = true
                 default: break
                 }
             }
@@ -70,7 +71,7 @@ extension HTTPServerType {
             var autoHTTPSWillAddConnPolicy = srv.autoHTTPS == nil || !srv.autoHTTPS!.disabled
 
             if p.serverBlocks.contains(where: { !($0.pile["custom_log"] ?? []).isEmpty }) {
-                srv.logs = ServerLogConfig()
+                srv.logs = ServerLogConfig.Document()
             }
 
             let configuredNamedRoutes = ctx.options["named_routes"] as? [String: HTTPRoute] ?? [:]
@@ -140,7 +141,7 @@ extension HTTPServerType {
                 for addr in sb.parsedKeys {
                     if listenersUseAnyPortOtherThan(srv.listen, httpPort) {
                         if addr.scheme == "http" && !addr.host.isEmpty {
-                            if srv.autoHTTPS == nil { srv.autoHTTPS = AutoHTTPSConfig() }
+                            if srv.autoHTTPS == nil { srv.autoHTTPS = AutoHTTPSConfig.Document() }
                             if !srv.autoHTTPS!.skip.contains(addr.host) { srv.autoHTTPS!.skip.append(addr.host) }
                         }
                     }
@@ -254,7 +255,7 @@ extension HTTPServerType {
         return servers
     }
 
-    func detectConflictingSchemes(_ srv: ServerModel, _ blocks: [ServerBlockView], _ ctx: AdaptContext) throws {
+    func detectConflictingSchemes(_ srv: ServerConfig.Document, _ blocks: [ServerBlockView], _ ctx: AdaptContext) throws {
         let httpPort = (ctx.options["http_port"] as? Int).map(String.init) ?? "80"
         let httpsPort = (ctx.options["https_port"] as? Int).map(String.init) ?? "443"
         var mode = ""

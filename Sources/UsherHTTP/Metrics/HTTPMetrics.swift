@@ -14,7 +14,7 @@ public struct HTTPMetricsConfig: Decodable, Sendable {
     /// where clients cannot choose arbitrary hosts). Default: false.
     public var observeCatchallHosts: Bool
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case perHost = "per_host", observeCatchallHosts = "observe_catchall_hosts", otlp
     }
 

@@ -132,7 +132,7 @@ struct TerminalEnd: HTTPHandler {
 public struct HTTPErrorConfig: Decodable, Sendable {
     public var routes: RouteList
 
-    enum CodingKeys: String, CodingKey { case routes }
+    package enum CodingKeys: String, CodingKey { case routes }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)

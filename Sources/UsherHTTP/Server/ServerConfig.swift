@@ -49,7 +49,7 @@ public struct ServerLogConfig: Decodable, Sendable {
     /// `trace`: log each handler as it runs, at debug level. Default: false.
     public var trace: Bool
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case defaultLoggerName = "default_logger_name", loggerNames = "logger_names", skipHosts = "skip_hosts"
         case skipUnmappedHosts = "skip_unmapped_hosts", shouldLogCredentials = "should_log_credentials", trace
     }
@@ -120,7 +120,7 @@ public struct AutoHTTPSConfig: Decodable, Sendable {
     /// `ignore_loaded_certificates`: obtain certificates even for names a loaded certificate covers.
     public var ignoreLoadedCertificates: Bool
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case disable, skip
         case disableRedirects = "disable_redirects", disableCertificates = "disable_certificates"
         case skipCertificates = "skip_certificates", ignoreLoadedCertificates = "ignore_loaded_certificates"
@@ -193,7 +193,7 @@ public struct ServerConfig: Decodable, Sendable {
     /// policy authenticates clients, as in Caddy (a client certificate checked for one name must not reach another).
     public var strictSNIHost: Bool?
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case listen, routes, errors
         case namedRoutes = "named_routes"
         case readTimeout = "read_timeout", readHeaderTimeout = "read_header_timeout"
