@@ -165,14 +165,15 @@ public struct HTTPServerType {
         }
 
         var httpApp = JSONObject()
-        httpApp.put("http_port", tryInt(ctx.option("http_port"), ctx))
-        httpApp.put("https_port", tryInt(ctx.option("https_port"), ctx))
-        httpApp.putDuration("grace_period", tryDuration(ctx.option("grace_period"), ctx))
-        httpApp.putDuration("shutdown_delay", tryDuration(ctx.option("shutdown_delay"), ctx))
+        typealias Keys = HTTPApp.CodingKeys
+        httpApp.put(Keys.httpPort, tryInt(ctx.option("http_port"), ctx))
+        httpApp.put(Keys.httpsPort, tryInt(ctx.option("https_port"), ctx))
+        httpApp.putDuration(Keys.gracePeriod, tryDuration(ctx.option("grace_period"), ctx))
+        httpApp.putDuration(Keys.shutdownDelay, tryDuration(ctx.option("shutdown_delay"), ctx))
         var serversJSON = JSONObject()
         for (k, s) in servers { serversJSON[k] = .object(s.json) }
-        httpApp.putMap("servers", serversJSON.sortedByKey())
-        httpApp.put("metrics", metrics?.json)
+        httpApp.putMap(Keys.servers, serversJSON.sortedByKey())
+        httpApp.put(Keys.metrics, metrics?.json)
 
         let tlsApp = try buildTLSApp(pairings, ctx)
         let pkiApp = buildPKIApp(pairings, ctx)

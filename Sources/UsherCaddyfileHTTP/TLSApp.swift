@@ -116,7 +116,7 @@ extension HTTPServerType {
         }
         for name in loaderOrder { certificates[name] = .array(loaders[name]!) }
 
-        if let od = options["on_demand_tls"] as? JSONObject { automationExtra["on_demand"] = .object(od) }
+        if let od = options["on_demand_tls"] as? JSONObject { automationExtra[AutomationConfig.CodingKeys.onDemand] = .object(od) }
 
         var dnsRaw: JSONObject?
         if let dns = options["dns"] as? DNSProviderValue { dnsRaw = dns.json }
@@ -138,13 +138,13 @@ extension HTTPServerType {
         if let sc = options["storage_check"] as? String, sc == "off" { disableStorageCheck = true }
         if let sci = options["storage_clean_interval"] as? Bool, !sci { disableStorageClean = true }
         if let d = options["storage_clean_interval"] as? CaddyDurationValue {
-            automationExtra["storage_clean_interval"] = .number(JSONNumber(literal: String(d.nanoseconds)))
+            automationExtra.putDuration(AutomationConfig.CodingKeys.storageCleanInterval, d.nanoseconds)
         }
         if let d = options["renew_interval"] as? CaddyDurationValue {
-            automationExtra["renew_interval"] = .number(JSONNumber(literal: String(d.nanoseconds)))
+            automationExtra.putDuration(AutomationConfig.CodingKeys.renewInterval, d.nanoseconds)
         }
         if let d = options["ocsp_interval"] as? CaddyDurationValue {
-            automationExtra["ocsp_interval"] = .number(JSONNumber(literal: String(d.nanoseconds)))
+            automationExtra.putDuration(AutomationConfig.CodingKeys.ocspInterval, d.nanoseconds)
         }
         var disableOCSPStapling = false
         if let o = options["ocsp_stapling"] as? OCSPOption { disableOCSPStapling = o.disableStapling }
@@ -163,7 +163,7 @@ extension HTTPServerType {
         }
         for name in forcedAutomated.sorted(by: goLess) where !automate.contains(name) { automate.append(name) }
         automate.sort(by: goLess)
-        if !automate.isEmpty { certificates["automate"] = .strings(automate) }
+        if !automate.isEmpty { certificates[AutomateLoader.moduleID.name] = .strings(automate) }
         if !(internalAP.subjects ?? []).isEmpty { appendPolicy(internalAP) }
 
         let hasAutomation = automationPolicies != nil || !automationExtra.isEmpty
@@ -202,18 +202,19 @@ extension HTTPServerType {
             }
         }
 
+        typealias Keys = TLSApp.CodingKeys
         var tls = JSONObject()
-        tls.putMap("certificates", certificates.sortedByKey())
+        tls.putMap(Keys.certificates, certificates.sortedByKey())
         var automation = JSONObject()
-        automation.put("policies", (automationPolicies ?? []).map(\.json))
+        automation.put(AutomationConfig.CodingKeys.policies, (automationPolicies ?? []).map(\.json))
         for m in automationExtra { automation[m.key] = m.value }
-        if hasAutomation && !automation.isEmpty { tls["automation"] = .object(automation) }
-        tls.put("disable_ocsp_stapling", disableOCSPStapling)
-        tls.put("disable_storage_check", disableStorageCheck)
-        tls.put("disable_storage_clean", disableStorageClean)
-        tls.put("encrypted_client_hello", ech)
-        tls.put("dns", dnsRaw)
-        tls.put("resolvers", resolvers ?? [])
+        if hasAutomation && !automation.isEmpty { tls[Keys.automation] = .object(automation) }
+        tls.put(Keys.disableOCSPStapling, disableOCSPStapling)
+        tls.put(Keys.disableStorageCheck, disableStorageCheck)
+        tls.put(Keys.disableStorageClean, disableStorageClean)
+        tls.put(Keys.encryptedClientHello, ech)
+        tls.put(Keys.dnsAny, dnsRaw)
+        tls.put(Keys.resolvers, resolvers ?? [])
         return tls.isEmpty ? nil : tls
     }
 

@@ -31,7 +31,7 @@ public struct HTTPApp: App, Provisioner, Validator {
 
     private var runtime: HTTPAppRuntime?
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case httpPort = "http_port", httpsPort = "https_port", gracePeriod = "grace_period"
         case shutdownDelay = "shutdown_delay", servers, metrics
     }

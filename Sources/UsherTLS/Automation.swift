@@ -89,7 +89,7 @@ public struct AutomationConfig: Decodable, Sendable {
     /// `renew_interval`: how often managed certificates are checked for renewal. Default: 10m.
     public var renewInterval: ConfigDuration?
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case policies, renewInterval = "renew_interval", onDemand = "on_demand", ocspInterval = "ocsp_interval"
         case storageCleanInterval = "storage_clean_interval"
     }

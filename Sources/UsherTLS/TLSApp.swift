@@ -57,7 +57,7 @@ public struct TLSApp: App, Provisioner {
     private let managedNames = SharedState<[String]>([])
     private let runtime = SharedState<TLSAppRuntime?>(nil)
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case certificates, automation
         case sessionTickets = "session_tickets", cache, disableOCSPStapling = "disable_ocsp_stapling"
         case disableStorageCheck = "disable_storage_check", disableStorageClean = "disable_storage_clean"
