@@ -153,21 +153,10 @@ enum ConfigFiles {
     }
 
     static func readFile(_ path: String) throws -> [UInt8] {
-        let fd = path == "-" ? 0 : open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CLIError("reading config file: open \(path): \(String(cString: strerror(errno)))") }
-        defer { if fd != 0 { close(fd) } }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = read(fd, &buf, buf.count)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CLIError("reading config file \(path): \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { break }
-            out.append(contentsOf: buf[0..<n])
+        do { return try readWholeFile(path, fd: path == "-" ? 0 : nil) } catch {
+            if error.operation == "open" { throw CLIError("reading config file: open \(path): \(error.reason)") }
+            throw CLIError("reading config file \(path): \(error.reason)")
         }
-        return out
     }
 
     static func modificationTime(_ path: String) -> Int? {

@@ -388,8 +388,9 @@ public struct CaddyfileParser {
             throw d.err("Could not import \(file): \(String(cString: strerror(errno)))")
         }
         if (st.st_mode & S_IFMT) == S_IFDIR { throw d.err("Could not import \(file): is a directory") }
-        guard let bytes = readWholeFile(file) else {
-            throw d.err("Could not read imported file \(file): \(String(cString: strerror(errno)))")
+        let bytes: [UInt8]
+        do { bytes = try readWholeFile(file) } catch {
+            throw d.err("Could not read imported file \(file): \(error.reason)")
         }
         let text = String(decoding: bytes, as: UTF8.self)
         if text.allSatisfy({ $0.isWhitespace }) { return [] }
@@ -486,10 +487,10 @@ struct ImportGraph {
 
 /// Go's `filepath.Abs` (against the working directory) followed by `Clean`.
 public func absolutePath(_ path: String) -> String {
-    if path.hasPrefix("/") { return cleanFilePath(path) }
+    if path.hasPrefix("/") { return PathUtil.clean(path) }
     var buf = [CChar](repeating: 0, count: 4096)
     let cwd = getcwd(&buf, buf.count) != nil ? String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/"
-    return cleanFilePath(cwd + "/" + path)
+    return PathUtil.clean(cwd + "/" + path)
 }
 
 func directoryOf(_ path: String) -> String {
@@ -498,43 +499,7 @@ func directoryOf(_ path: String) -> String {
     return String(path[..<slash])
 }
 
-func joinPath(_ a: String, _ b: String) -> String { cleanFilePath(a + "/" + b) }
-
-/// `filepath.Clean`.
-public func cleanFilePath(_ p: String) -> String {
-    let rooted = p.hasPrefix("/")
-    var out: [Substring] = []
-    for part in p.split(separator: "/", omittingEmptySubsequences: true) {
-        if part == "." { continue }
-        if part == ".." {
-            if let last = out.last, last != ".." { out.removeLast() } else if !rooted { out.append(part) }
-            continue
-        }
-        out.append(part)
-    }
-    let joined = out.joined(separator: "/")
-    if rooted { return "/" + joined }
-    return joined.isEmpty ? "." : joined
-}
-
-/// The whole file, or nil when it cannot be read.
-public func readWholeFile(_ path: String) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var out: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = read(fd, &buf, buf.count)
-        if n < 0 {
-            if errno == EINTR { continue }
-            return nil
-        }
-        if n == 0 { break }
-        out.append(contentsOf: buf[0..<n])
-    }
-    return out
-}
+func joinPath(_ a: String, _ b: String) -> String { PathUtil.clean(a + "/" + b) }
 
 /// Files matching a glob pattern, sorted (`filepath.Glob`).
 func globFiles(_ pattern: String) -> [String] {

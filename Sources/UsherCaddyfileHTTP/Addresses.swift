@@ -57,7 +57,10 @@ public struct SiteAddress: Equatable, Sendable {
     /// Lower-cased scheme and host (placeholders kept as written), IPv6 hosts in canonical form.
     public func normalized() -> SiteAddress {
         var h = host.trimmingWhitespace()
-        if let ip = IPAddressText.canonicalIPv6(h) { h = ip }
+        // IPv6 hosts print as Go's netip does (a zone kept as written; IPv4-mapped ones left alone).
+        if h.contains(":"), let ip = IPAddress(h), ip.bytes.count == 16, ip.unmapped.bytes.count == 16 {
+            h = ip.description + (h.firstIndex(of: "%").map { String(h[$0...]) } ?? "")
+        }
         return SiteAddress(original: original, scheme: lowerExceptPlaceholders(scheme),
                            host: lowerExceptPlaceholders(h), port: port, path: path)
     }

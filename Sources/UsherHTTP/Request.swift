@@ -301,22 +301,6 @@ struct RequestTargetError: Error, CustomStringConvertible {
     var description: String { "malformed request target" }
 }
 
-/// Splits `host:port`, `[v6]:port` or a bare host.
-public func splitHostPort(_ hostport: String) -> (host: String, port: String) {
-    if hostport.hasPrefix("[") {
-        if let close = hostport.firstIndex(of: "]") {
-            let host = String(hostport[hostport.index(after: hostport.startIndex)..<close])
-            let rest = hostport[hostport.index(after: close)...]
-            return (host, rest.hasPrefix(":") ? String(rest.dropFirst()) : "")
-        }
-        return (hostport, "")
-    }
-    guard let colon = hostport.lastIndex(of: ":"), hostport.firstIndex(of: ":") == colon else {
-        return (hostport, "")
-    }
-    return (String(hostport[..<colon]), String(hostport[hostport.index(after: colon)...]))
-}
-
 extension SocketAddress {
     /// `ip:port` (`[v6]:port`) as Go's `RemoteAddr` reads, or the path of a unix socket.
     public var hostPortString: String {

@@ -1,4 +1,3 @@
-import UsherCaddyfile
 import UsherCore
 
 // certmagic's rules for certificate subjects: which names are internal, which qualify for a public certificate,
@@ -33,8 +32,8 @@ package func goParseIP(_ s: String) -> [UInt8]? {
     if isIPv4(s) {
         return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] + s.split(separator: ".").map { UInt8($0)! }
     }
-    guard !s.contains("%"), let g = IPAddressText.parseIPv6(Substring(s)) else { return nil }
-    return g.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] }
+    guard !s.contains("%"), s.contains(":"), let ip = IPAddress(s) else { return nil }
+    return ip.bytes
 }
 
 /// certmagic's `SubjectIsIP`.

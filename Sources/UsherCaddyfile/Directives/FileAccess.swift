@@ -1,3 +1,4 @@
+import UsherCore
 
 
 #if canImport(Glibc)
@@ -6,10 +7,9 @@ import Glibc
 
 /// Reads a file some directives read while adapting (certificates), failing as Go's `os.ReadFile` words it.
 package func readTextFile(_ path: String) throws -> String {
-    guard let bytes = readWholeFile(path) else {
-        throw CaddyfileError("open \(path): \(String(cString: strerror(errno)).lowercasedFirst)")
+    do { return String(decoding: try readWholeFile(path), as: UTF8.self) } catch {
+        throw CaddyfileError("\(error.operation) \(path): \(error.reason.lowercasedFirst)")
     }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 extension String {

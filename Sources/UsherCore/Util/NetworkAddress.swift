@@ -160,3 +160,20 @@ extension Substring {
         String(drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
     }
 }
+
+/// Splits `host:port`, `[v6]:port` or a bare host, never failing (a request's Host as the runtime reads it); Go's
+/// strict `net.SplitHostPort` is ``Go/splitHostPort(_:)``, and listener addresses parse with ``NetworkAddress``.
+public func splitHostPort(_ hostport: String) -> (host: String, port: String) {
+    if hostport.hasPrefix("[") {
+        if let close = hostport.firstIndex(of: "]") {
+            let host = String(hostport[hostport.index(after: hostport.startIndex)..<close])
+            let rest = hostport[hostport.index(after: close)...]
+            return (host, rest.hasPrefix(":") ? String(rest.dropFirst()) : "")
+        }
+        return (hostport, "")
+    }
+    guard let colon = hostport.lastIndex(of: ":"), hostport.firstIndex(of: ":") == colon else {
+        return (hostport, "")
+    }
+    return (String(hostport[..<colon]), String(hostport[hostport.index(after: colon)...]))
+}

@@ -1,3 +1,4 @@
+import UsherCore
 /// Path cleaning and glob matching with the semantics of Go's `path` package and Caddy's path matcher.
 public enum PathMatching {
     /// `path.Clean`, keeping a trailing slash; without `collapseSlashes`, runs of slashes are kept.

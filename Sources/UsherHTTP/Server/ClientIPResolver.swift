@@ -1,3 +1,4 @@
+import UsherCore
 import NIOCore
 import NIOHTTP1
 

@@ -123,7 +123,7 @@ private func parseFileServer(_ h: Helper) throws -> JSONObject {
 
     // The Caddyfile itself is hidden from the file server unless already covered.
     for var file in h.caddyfiles() {
-        file = cleanFilePath(file)
+        file = PathUtil.clean(file)
         if !fileHidden(file, hide) {
             if !file.contains("/") { file = "./" + file }
             hide.append(file)

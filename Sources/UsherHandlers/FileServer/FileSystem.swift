@@ -2,7 +2,6 @@ import CUsherSystem
 import Foundation
 import NIOCore
 import Synchronization
-import UsherCaddyfile
 import UsherCore
 
 #if canImport(Glibc)
@@ -323,7 +322,7 @@ func sanitizedPathJoin(_ root: String, _ requestPath: String) -> String {
 func cleanPath(_ p: String) -> String {
     if p.isEmpty { return "." }
     if isClean(p) { return p }
-    return cleanFilePath(p)
+    return PathUtil.clean(p)
 }
 
 /// Whether `cleanPath` would return `p` unchanged: no empty, `.` or `..` elements and no trailing slash (a

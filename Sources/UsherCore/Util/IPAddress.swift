@@ -197,7 +197,7 @@ extension SocketAddress {
 }
 
 extension StringProtocol {
-    func components(separatedBy separator: String) -> [Substring] {
+    package func components(separatedBy separator: String) -> [Substring] {
         var result: [Substring] = []
         var rest = self[...]
         while let r = rest.firstRange(of: separator) {
