@@ -28,7 +28,11 @@ let builtinDirectives = CaddyfileSupport(
 func parseBind(_ h: Helper) throws -> [ConfigValue] {
     let d = h.d
     d.next()
-    let addresses = d.remainingArgs()
+    return [ConfigValue("bind", try parseBindBlock(d, addresses: d.remainingArgs()))]
+}
+
+/// The `protocols` subdirective of `bind` and of the `default_bind` option, after their addresses.
+func parseBindBlock(_ d: Dispenser, addresses: [String]) throws -> AddressesWithProtocols {
     var protocols: [String]?
     while d.nextBlock(0) {
         switch d.val {
@@ -39,7 +43,7 @@ func parseBind(_ h: Helper) throws -> [ConfigValue] {
             throw d.err("unknown subdirective: \(d.val)")
         }
     }
-    return [ConfigValue("bind", AddressesWithProtocols(addresses: addresses, protocols: protocols))]
+    return AddressesWithProtocols(addresses: addresses, protocols: protocols)
 }
 
 func parseRoot(_ h: Helper) throws -> [ConfigValue] {

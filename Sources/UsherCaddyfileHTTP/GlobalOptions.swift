@@ -178,17 +178,7 @@ private func parseDefaultBindOption(_ i: GlobalOptionInput) throws -> Any? {
     d.next()
     var addresses = d.remainingArgs()
     if addresses.isEmpty { addresses = [""] }
-    var protocols: [String]?
-    while d.nextBlock(0) {
-        switch d.val {
-        case "protocols":
-            protocols = d.remainingArgs()
-            if protocols!.isEmpty { throw d.err("protocols requires one or more arguments") }
-        default:
-            throw d.err("unknown subdirective: \(d.val)")
-        }
-    }
-    return [ConfigValue("bind", AddressesWithProtocols(addresses: addresses, protocols: protocols))]
+    return [ConfigValue("bind", try parseBindBlock(d, addresses: addresses))]
 }
 
 private func parseAdminOption(_ i: GlobalOptionInput) throws -> Any? {
