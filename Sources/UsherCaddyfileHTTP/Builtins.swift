@@ -163,7 +163,7 @@ func parseLogHelper(_ h: Helper, globalLogNames: Set<String>?) throws -> [Config
         if d.nextArg() { throw d.argErr() }
     }
 
-    let cl = CustomLog()
+    let cl = CustomLogConfig.Document()
     var hostnames: [String] = []
     var noHostname = false
     var seen = Set<String>()

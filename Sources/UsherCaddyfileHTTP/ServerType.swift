@@ -191,7 +191,7 @@ public struct HTTPServerType {
             for v in logs { addCustomLog(v.value as! NamedCustomLog) }
         }
         if !hasDefaultLog && ctx.options.keys.contains("debug") {
-            let l = CustomLog()
+            let l = CustomLogConfig.Document()
             l.level = "DEBUG"
             customLogs.append(NamedCustomLog(name: "default", log: l))
         }
@@ -214,9 +214,9 @@ public struct HTTPServerType {
         cfg.put("admin", admin)
 
         if !customLogs.isEmpty {
-            var logs: [String: CustomLog] = [:]
+            var logs: [String: CustomLogConfig.Document] = [:]
             var order: [String] = []
-            func set(_ name: String, _ l: CustomLog) {
+            func set(_ name: String, _ l: CustomLogConfig.Document) {
                 if logs[name] == nil { order.append(name) }
                 logs[name] = l
             }
@@ -229,8 +229,8 @@ public struct HTTPServerType {
                 if !ncl.name.isEmpty { set(ncl.name, log) }
                 // Access logs directed elsewhere stay out of the default log.
                 if !log.include.isEmpty {
-                    let def: CustomLog
-                    if let d = logs["default"] { def = d } else { def = CustomLog(); set("default", def) }
+                    let def: CustomLogConfig.Document
+                    if let d = logs["default"] { def = d } else { def = CustomLogConfig.Document(); set("default", def) }
                     def.exclude.append(contentsOf: log.include)
                     def.exclude = Array(Set(def.exclude)).sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
                 }

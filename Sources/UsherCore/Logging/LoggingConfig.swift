@@ -70,7 +70,7 @@ public struct CustomLogConfig: Decodable, Sendable {
     /// `exclude`: logger names this log leaves out.
     public var exclude: [String]
 
-    enum CodingKeys: String, CodingKey { case writer, encoder, level, include, exclude, sampling, core }
+    package enum CodingKeys: String, CodingKey { case writer, encoder, level, include, exclude, sampling, core }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
