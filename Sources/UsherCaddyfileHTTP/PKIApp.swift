@@ -113,6 +113,6 @@ extension HTTPServerType {
         guard !pki.cas.isEmpty else { return nil }
         var cas = JSONObject()
         for id in pki.order { cas[id] = .object(pki.cas[id]!.json) }
-        return ["certificate_authorities": .object(cas.sortedByKey())]
+        return [PKIApp.CodingKeys.certificateAuthorities.stringValue: .object(cas.sortedByKey())]
     }
 }

@@ -211,7 +211,7 @@ public struct HTTPServerType {
             a["config"] = .object(c)
             admin = a
         }
-        cfg.put("admin", admin)
+        cfg.put(UsherConfig.CodingKeys.admin, admin)
 
         if !customLogs.isEmpty {
             var logs: [String: CustomLogConfig.Document] = [:]
@@ -238,21 +238,21 @@ public struct HTTPServerType {
             if !logs.isEmpty {
                 var m = JSONObject()
                 for name in order { m[name] = .object(logs[name]!.json) }
-                cfg["logging"] = .object(["logs": .object(m.sortedByKey())])
+                cfg[UsherConfig.CodingKeys.logging] = .object([LoggingConfig.CodingKeys.logs.stringValue: .object(m.sortedByKey())])
             }
         }
 
-        if let storage = ctx.options["storage"] as? JSONObject { cfg["storage"] = .object(storage) }
+        if let storage = ctx.options["storage"] as? JSONObject { cfg[UsherConfig.CodingKeys.storage] = .object(storage) }
 
         var apps = JSONObject()
         for (_, v) in ctx.options {
             if let app = v as? CaddyfileApp { apps[app.name] = app.value }
         }
-        if !servers.isEmpty { apps["http"] = .object(httpApp) }
-        if let tlsApp { apps["tls"] = .object(tlsApp) }
-        if let pkiApp { apps["pki"] = .object(pkiApp) }
+        if !servers.isEmpty { apps[HTTPApp.moduleID.name] = .object(httpApp) }
+        if let tlsApp { apps[TLSApp.moduleID.name] = .object(tlsApp) }
+        if let pkiApp { apps[PKIApp.moduleID.name] = .object(pkiApp) }
         if let fs = ctx.options["filesystem"] as? JSONObject { apps["caddy.filesystems"] = .object(fs) }
-        cfg.putMap("apps", apps.sortedByKey())
+        cfg.putMap(UsherConfig.CodingKeys.apps, apps.sortedByKey())
         return (cfg, ctx.warnings)
     }
 

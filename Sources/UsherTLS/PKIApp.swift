@@ -18,7 +18,7 @@ public struct PKIApp: App, Provisioner {
     private let authorities = SharedState<[String: CertificateAuthority]>([:])
     private let logger = SharedState<Logger?>(nil)
 
-    enum CodingKeys: String, CodingKey { case certificateAuthorities = "certificate_authorities" }
+    package enum CodingKeys: String, CodingKey { case certificateAuthorities = "certificate_authorities" }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)

@@ -7,7 +7,7 @@ public struct UsherConfig: Decodable, Sendable {
     /// `apps`: the apps to run, keyed by module ID (`http`, `tls`, ...).
     public var apps: [Loaded<Apps>]
 
-    enum CodingKeys: String, CodingKey { case admin, logging, apps, storage }
+    package enum CodingKeys: String, CodingKey { case admin, logging, apps, storage }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)

@@ -3,7 +3,7 @@ public struct LoggingConfig: Decodable, Sendable {
     /// `logs`: logs by name; `default` configures the default log (stderr, INFO, all loggers).
     public var logs: [String: CustomLogConfig]
 
-    enum CodingKeys: String, CodingKey { case logs, sink }
+    package enum CodingKeys: String, CodingKey { case logs, sink }
 
     public init(logs: [String: CustomLogConfig] = [:]) { self.logs = logs }
 
