@@ -250,6 +250,26 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "UsherTLSTests",
+            dependencies: ["UsherTLS", "UsherCore", "UsherCaddyfile"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UsherHandlersTests",
+            dependencies: [
+                "UsherHandlers", "UsherHTTP", "UsherCore", "UsherCaddyfile", "UsherCaddyfileHTTP", "UsherStandard",
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UsherReverseProxyTests",
+            dependencies: [
+                "UsherReverseProxy", "UsherHTTP", "UsherCore", "UsherCaddyfile", "UsherCaddyfileHTTP", "UsherStandard",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "UsherCaddyfileTests",
             dependencies: ["UsherCore", "UsherCaddyfile", "UsherCaddyfileHTTP", "UsherStandard", "UsherTestModules"],
             swiftSettings: swiftSettings

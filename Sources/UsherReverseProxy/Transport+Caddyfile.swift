@@ -179,24 +179,24 @@ struct HTTPTransportFields {
 
     var json: JSONObject {
         var o = JSONObject()
-        if let resolvers { o["resolver"] = .object(resolvers.isEmpty ? JSONObject() : ["addresses": .strings(resolvers)]) }
-        o.put("tls", tls.map(orderTLSConfig))
-        o.put("keep_alive", keepAlive.map(orderKeepAlive))
-        if let compression { o["compression"] = .bool(compression) }
-        o.put("max_conns_per_host", maxConnsPerHost)
-        o.put("proxy_protocol", proxyProtocol)
-        o.putDuration("dial_timeout", dialTimeout)
-        o.putDuration("dial_fallback_delay", fallbackDelay)
-        o.putDuration("response_header_timeout", responseHeaderTimeout)
-        o.putDuration("expect_continue_timeout", expectContinueTimeout)
-        if maxResponseHeaderSize != 0 { o["max_response_header_size"] = .number(JSONNumber(literal: String(maxResponseHeaderSize))) }
-        o.put("write_buffer_size", writeBufferSize)
-        o.put("read_buffer_size", readBufferSize)
-        o.putDuration("read_timeout", readTimeout)
-        o.putDuration("write_timeout", writeTimeout)
-        o.put("versions", versions)
-        o.put("local_address", localAddress)
-        o.put("network_proxy", networkProxy)
+        if let resolvers { o[HTTPTransport.CodingKeys.resolver] = .object(resolvers.isEmpty ? JSONObject() : ["addresses": .strings(resolvers)]) }
+        o.put(HTTPTransport.CodingKeys.tls, tls.map(orderTLSConfig))
+        o.put(HTTPTransport.CodingKeys.keepalive, keepAlive.map(orderKeepAlive))
+        if let compression { o[HTTPTransport.CodingKeys.compression] = .bool(compression) }
+        o.put(HTTPTransport.CodingKeys.maxConnsPerHost, maxConnsPerHost)
+        o.put(HTTPTransport.CodingKeys.proxyProtocol, proxyProtocol)
+        o.putDuration(HTTPTransport.CodingKeys.dialTimeout, dialTimeout)
+        o.putDuration(HTTPTransport.CodingKeys.dialFallbackDelay, fallbackDelay)
+        o.putDuration(HTTPTransport.CodingKeys.responseHeaderTimeout, responseHeaderTimeout)
+        o.putDuration(HTTPTransport.CodingKeys.expectContinueTimeout, expectContinueTimeout)
+        if maxResponseHeaderSize != 0 { o[HTTPTransport.CodingKeys.maxResponseHeaderSize] = .number(JSONNumber(literal: String(maxResponseHeaderSize))) }
+        o.put(HTTPTransport.CodingKeys.writeBuffer, writeBufferSize)
+        o.put(HTTPTransport.CodingKeys.readBuffer, readBufferSize)
+        o.putDuration(HTTPTransport.CodingKeys.readTimeout, readTimeout)
+        o.putDuration(HTTPTransport.CodingKeys.writeTimeout, writeTimeout)
+        o.put(HTTPTransport.CodingKeys.versions, versions)
+        o.put(HTTPTransport.CodingKeys.localAddress, localAddress)
+        o.put(HTTPTransport.CodingKeys.networkProxy, networkProxy)
         return o
     }
 }

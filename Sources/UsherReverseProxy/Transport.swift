@@ -57,8 +57,8 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
     var tlsContextHTTP1: NIOSSLContext?
 
     enum CodingKeys: String, CodingKey {
-        case dialTimeout = "dial_timeout", responseHeaderTimeout = "response_header_timeout", keepalive, versions
-        case readBuffer = "read_buffer", writeBuffer = "write_buffer", maxResponseHeaderSize = "max_response_header_size"
+        case dialTimeout = "dial_timeout", responseHeaderTimeout = "response_header_timeout", keepalive = "keep_alive", versions
+        case readBuffer = "read_buffer_size", writeBuffer = "write_buffer_size", maxResponseHeaderSize = "max_response_header_size"
         case tls, compression, proxyProtocol = "proxy_protocol", localAddress = "local_address", resolver
         case maxConnsPerHost = "max_conns_per_host", expectContinueTimeout = "expect_continue_timeout"
         case dialFallbackDelay = "dial_fallback_delay", forwardProxyURL = "forward_proxy_url", networkProxy = "network_proxy"
