@@ -26,7 +26,9 @@ struct AdminAPITests {
         #expect(listen.header("Etag")?.hasPrefix("\"/config/apps/http/servers/srv0/listen ") == true)
 
         // PATCH a nested value; the server answers with it at once.
-        #expect(try admin(s, "PATCH", "/config/apps/http/servers/srv0/routes/0/handle/0/body", body: "\"two\"").status == 200)
+        #expect(
+            try admin(s, "PATCH", "/config/apps/http/servers/srv0/routes/0/handle/0/body", body: "\"two\"").status
+                == 200)
         #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "two")
 
         // Address the same route through its @id.
@@ -35,8 +37,11 @@ struct AdminAPITests {
         #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "three")
 
         // POST appends to an array; PUT inserts at an index.
-        #expect(try admin(s, "PUT", "/config/apps/http/servers/srv0/routes/0",
-                          body: #"{"match": [{"path": ["/first"]}], "handle": [{"handler": "static_response", "body": "first"}]}"#).status == 200)
+        #expect(
+            try admin(
+                s, "PUT", "/config/apps/http/servers/srv0/routes/0",
+                body: #"{"match": [{"path": ["/first"]}], "handle": [{"handler": "static_response", "body": "first"}]}"#
+            ).status == 200)
         #expect(try curl(["http://127.0.0.1:\(port)/first"]).body == "first")
         #expect(try curl(["http://127.0.0.1:\(port)/other"]).body == "three")
 
@@ -46,35 +51,57 @@ struct AdminAPITests {
 
         // Optimistic concurrency: a stale If-Match is refused with 412.
         let etag = try admin(s, "GET", "/config/apps/http/servers/srv0/routes/0/handle/0/body").header("Etag")!
-        #expect(try admin(s, "PATCH", "/config/apps/http/servers/srv0/routes/0/handle/0/body", body: "\"four\"",
-                          headers: ["If-Match: \(etag)"]).status == 200)
-        #expect(try admin(s, "PATCH", "/config/apps/http/servers/srv0/routes/0/handle/0/body", body: "\"five\"",
-                          headers: ["If-Match: \(etag)"]).status == 412)
+        #expect(
+            try admin(
+                s, "PATCH", "/config/apps/http/servers/srv0/routes/0/handle/0/body", body: "\"four\"",
+                headers: ["If-Match: \(etag)"]
+            ).status == 200)
+        #expect(
+            try admin(
+                s, "PATCH", "/config/apps/http/servers/srv0/routes/0/handle/0/body", body: "\"five\"",
+                headers: ["If-Match: \(etag)"]
+            ).status == 412)
         #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "four")
 
         // POST /load replaces everything.
         let port2 = freePort()
-        #expect(try admin(s, "POST", "/load", body: simpleConfig(port: port2, body: "loaded", admin: s.adminAddress)).status == 200)
+        #expect(
+            try admin(s, "POST", "/load", body: simpleConfig(port: port2, body: "loaded", admin: s.adminAddress)).status
+                == 200)
         #expect(try curl(["http://127.0.0.1:\(port2)/"]).body == "loaded")
         #expect(!portOpen(port), "the old listener must close when the new config drops it")
     }
 
     /// A bad config is refused with an error naming where it is, and the running config keeps serving.
-    @Test("bad configs are refused with their JSON path and the old config keeps answering", arguments: [
-        ("{\"apps\": {", "decoding request body: unexpected end of JSON input"),
-        (#"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "routes": [{"handle": [{"handler": "teleport"}]}]}}}}}"#,
-         "apps.http.servers.s.routes[0].handle[0]: unknown module http.handlers.teleport"),
-        (#"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "routes": [{"handle": [{"handler": "static_response", "bodyy": "x"}]}]}}}}}"#,
-         "apps.http.servers.s.routes[0].handle[0].bodyy (http.handlers.static_response): unknown field"),
-        (#"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "routes": [{"handle": [{"handler": "static_response", "close": "yes"}]}]}}}}}"#,
-         "apps.http.servers.s.routes[0].handle[0].close (http.handlers.static_response): expected a boolean, got a string"),
-        (#"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "routes": [{"handle": [{"handler": "templates"}]}]}}}}}"#,
-         "apps.http.servers.s.routes[0].handle[0]: module http.handlers.templates is not available in this build"),
-        (#"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "listener_wrappers": [{}]}}}}}"#,
-         "apps.http.servers.s.listener_wrappers (http): not supported yet"),
-        (#"{"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:99999"]}}}}}"#,
-         #"apps.http.servers.s.listen[0] (http): invalid start port \"99999\""#),
-    ])
+    @Test(
+        "bad configs are refused with their JSON path and the old config keeps answering",
+        arguments: [
+            ("{\"apps\": {", "decoding request body: unexpected end of JSON input"),
+            (
+                #"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "routes": [{"handle": [{"handler": "teleport"}]}]}}}}}"#,
+                "apps.http.servers.s.routes[0].handle[0]: unknown module http.handlers.teleport"
+            ),
+            (
+                #"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "routes": [{"handle": [{"handler": "static_response", "bodyy": "x"}]}]}}}}}"#,
+                "apps.http.servers.s.routes[0].handle[0].bodyy (http.handlers.static_response): unknown field"
+            ),
+            (
+                #"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "routes": [{"handle": [{"handler": "static_response", "close": "yes"}]}]}}}}}"#,
+                "apps.http.servers.s.routes[0].handle[0].close (http.handlers.static_response): expected a boolean, got a string"
+            ),
+            (
+                #"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "routes": [{"handle": [{"handler": "templates"}]}]}}}}}"#,
+                "apps.http.servers.s.routes[0].handle[0]: module http.handlers.templates is not available in this build"
+            ),
+            (
+                #"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "listener_wrappers": [{}]}}}}}"#,
+                "apps.http.servers.s.listener_wrappers (http): not supported yet"
+            ),
+            (
+                #"{"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:99999"]}}}}}"#,
+                #"apps.http.servers.s.listen[0] (http): invalid start port \"99999\""#
+            ),
+        ])
     func badConfigs(body: String, message: String) throws {
         let port = freePort()
         let s = try UsherProcess(config: simpleConfig(port: port, body: "still here"), waitPort: port)
@@ -95,13 +122,15 @@ struct AdminAPITests {
         let s = try UsherProcess(config: simpleConfig(port: port, body: "mine"), waitPort: port)
         defer { s.stop() }
         let bad = """
-        {"admin": {"listen": "\(s.adminAddress)"}, "apps": {"http": {"servers": {
-          "a": {"listen": ["127.0.0.1:\(port)"], "routes": [{"handle": [{"handler": "static_response", "body": "new"}]}]},
-          "b": {"listen": ["127.0.0.1:\(blocker)"], "routes": [{"handle": [{"handler": "static_response", "body": "new b"}]}]}}}}}
-        """
+            {"admin": {"listen": "\(s.adminAddress)"}, "apps": {"http": {"servers": {
+              "a": {"listen": ["127.0.0.1:\(port)"], "routes": [{"handle": [{"handler": "static_response", "body": "new"}]}]},
+              "b": {"listen": ["127.0.0.1:\(blocker)"], "routes": [{"handle": [{"handler": "static_response", "body": "new b"}]}]}}}}}
+            """
         let r = try admin(s, "POST", "/load", body: bad)
         #expect(r.status == 400)
-        #expect(r.body.contains("apps.http.servers.b.listen[0]: listening on 127.0.0.1:\(blocker): address already in use"), "got \(r.body)")
+        #expect(
+            r.body.contains("apps.http.servers.b.listen[0]: listening on 127.0.0.1:\(blocker): address already in use"),
+            "got \(r.body)")
         #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "mine")
         #expect(try curl(["http://127.0.0.1:\(blocker)/"]).body == "other process")
     }
@@ -123,13 +152,17 @@ struct AdminAPITests {
     func enforceOrigin() throws {
         let port = freePort()
         let config = """
-        {"admin": {"listen": "{{ADMIN}}", "enforce_origin": true, "origins": ["https://console.example"]},
-         "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"]}}}}}
-        """
+            {"admin": {"listen": "{{ADMIN}}", "enforce_origin": true, "origins": ["https://console.example"]},
+             "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"]}}}}}
+            """
         let s = try UsherProcess(config: config, waitPort: port)
         defer { s.stop() }
         #expect(try curl(["http://\(s.adminAddress)/config/"]).status == 403)
-        #expect(try curl(["-H", "Origin: https://console.example", "-H", "Host: console.example", "http://\(s.adminAddress)/config/"]).status == 200)
+        #expect(
+            try curl([
+                "-H", "Origin: https://console.example", "-H", "Host: console.example",
+                "http://\(s.adminAddress)/config/",
+            ]).status == 200)
     }
 
     @Test("POST /stop shuts the server down")
@@ -148,7 +181,9 @@ struct AdminAPITests {
     func resume() throws {
         let port = freePort()
         let s = try UsherProcess(config: simpleConfig(port: port, body: "original"), waitPort: port)
-        #expect(try admin(s, "PATCH", "/config/apps/http/servers/srv0/routes/0/handle/0/body", body: "\"changed\"").status == 200)
+        #expect(
+            try admin(s, "PATCH", "/config/apps/http/servers/srv0/routes/0/handle/0/body", body: "\"changed\"").status
+                == 200)
         let autosave = s.dir.appendingPathComponent("xdg-config/usher/autosave.json")
         let saved = try String(contentsOf: autosave, encoding: .utf8)
         #expect(saved.contains("\"changed\""))

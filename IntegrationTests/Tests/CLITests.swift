@@ -18,8 +18,11 @@ struct CLITests {
         #expect(try usher(["version"]).stdout.hasPrefix("v"))
         let list = try usher(["list-modules"])
         #expect(list.status == 0)
-        for id in ["http", "http.handlers.static_response", "http.handlers.reverse_proxy", "http.matchers.path", "caddy.logging.writers.file"]
-            where id != "http.handlers.reverse_proxy" {
+        for id in [
+            "http", "http.handlers.static_response", "http.handlers.reverse_proxy", "http.matchers.path",
+            "caddy.logging.writers.file",
+        ]
+        where id != "http.handlers.reverse_proxy" {
             #expect(list.stdout.split(separator: "\n").contains(Substring(id)), "\(id) missing")
         }
         #expect(list.stdout.contains("Standard modules: "))
@@ -44,7 +47,10 @@ struct CLITests {
             .write(to: bad, atomically: true, encoding: .utf8)
         let r = try usher(["validate", "--config", bad.path])
         #expect(r.status == 1)
-        #expect(r.stderr.contains("apps.http.servers.s.routes[0].match[0].path (http.matchers.path): expected an array, got a string"), "\(r.stderr)")
+        #expect(
+            r.stderr.contains(
+                "apps.http.servers.s.routes[0].match[0].path (http.matchers.path): expected an array, got a string"),
+            "\(r.stderr)")
     }
 
     @Test("adapt with the JSON adapter pretty-prints")
@@ -60,7 +66,8 @@ struct CLITests {
     func environ() throws {
         let d = try tempDir()
         let env = d.appendingPathComponent(".env")
-        try "# comment\nUSHER_FROM_FILE=\"quoted value\"\nexport OTHER=1\n".write(to: env, atomically: true, encoding: .utf8)
+        try "# comment\nUSHER_FROM_FILE=\"quoted value\"\nexport OTHER=1\n".write(
+            to: env, atomically: true, encoding: .utf8)
         let r = try usher(["environ", "--envfile", env.path])
         #expect(r.stdout.contains("USHER_FROM_FILE=quoted value\n"))
         #expect(r.stdout.contains("OTHER=1\n"))
@@ -71,7 +78,10 @@ struct CLITests {
         let port = freePort()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: usherBinary)
-        p.arguments = ["respond", "--listen", "127.0.0.1:\(port)", "--status", "201", "--header", "X-Quick: yes", "path={http.request.uri.path}"]
+        p.arguments = [
+            "respond", "--listen", "127.0.0.1:\(port)", "--status", "201", "--header", "X-Quick: yes",
+            "path={http.request.uri.path}",
+        ]
         p.standardError = FileHandle.nullDevice
         try launch(p)
         defer { p.terminate(); p.waitUntilExit() }
@@ -94,13 +104,16 @@ struct CLITests {
         let env = ["XDG_CONFIG_HOME": d.path]
         // The background server keeps the output it inherited open, so send it to a file rather than a pipe.
         let out = d.appendingPathComponent("start.log").path
-        let start = try runCommand("/bin/sh", ["-c", "'\(usherBinary)' start --config '\(f.path)' --pidfile '\(d.path)/pid' > '\(out)' 2>&1"],
-                                   environment: env, timeout: 60)
+        let start = try runCommand(
+            "/bin/sh", ["-c", "'\(usherBinary)' start --config '\(f.path)' --pidfile '\(d.path)/pid' > '\(out)' 2>&1"],
+            environment: env, timeout: 60)
         let startLog = try String(contentsOfFile: out, encoding: .utf8)
         #expect(start.status == 0, "\(startLog)")
         #expect(startLog.contains("Successfully started"))
         #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "first")
-        let pid = Int32(try String(contentsOf: d.appendingPathComponent("pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))!
+        let pid = Int32(
+            try String(contentsOf: d.appendingPathComponent("pid"), encoding: .utf8).trimmingCharacters(
+                in: .whitespacesAndNewlines))!
 
         try simpleConfig(port: port, body: "second", admin: admin).write(to: f, atomically: true, encoding: .utf8)
         let reload = try usher(["reload", "--config", f.path], environment: env)
@@ -108,10 +121,12 @@ struct CLITests {
         #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "second")
 
         // A broken file is refused and the server keeps the last good config.
-        try #"{"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\#(port)"], "routes": 5}}}}}"#.write(to: f, atomically: true, encoding: .utf8)
+        try #"{"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\#(port)"], "routes": 5}}}}}"#.write(
+            to: f, atomically: true, encoding: .utf8)
         let bad = try usher(["reload", "--config", f.path, "--address", admin], environment: env)
         #expect(bad.status == 1)
-        #expect(bad.stderr.contains("apps.http.servers.s.routes (http): expected an array, got a number"), "\(bad.stderr)")
+        #expect(
+            bad.stderr.contains("apps.http.servers.s.routes (http): expected an array, got a number"), "\(bad.stderr)")
         #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "second")
 
         let stop = try usher(["stop", "--address", admin], environment: env)
@@ -146,7 +161,9 @@ struct CLITests {
         let d = try tempDir()
         let f = d.appendingPathComponent("c.json")
         try #"{"apps": {"nope": {}}}"#.write(to: f, atomically: true, encoding: .utf8)
-        let r = try usher(["run", "--config", f.path], environment: ["USHER_ADMIN": "127.0.0.1:\(freePort())", "XDG_CONFIG_HOME": d.path])
+        let r = try usher(
+            ["run", "--config", f.path],
+            environment: ["USHER_ADMIN": "127.0.0.1:\(freePort())", "XDG_CONFIG_HOME": d.path])
         #expect(r.status == 1)
         #expect(r.stderr.contains("Error: loading initial config: apps.nope: unknown module nope"), "\(r.stderr)")
     }
@@ -161,13 +178,13 @@ struct LogTests {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let logPath = dir.appendingPathComponent("access.log").path
         let config = """
-        {"admin": {"listen": "{{ADMIN}}"},
-         "logging": {"logs": {
-           "default": {"exclude": ["http.log.access.log0"]},
-           "log0": {"writer": {"output": "file", "filename": "\(logPath)"}, "encoder": {"format": "json"}, "include": ["http.log.access.log0"]}}},
-         "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"], "logs": {"default_logger_name": "log0"},
-           "routes": [{"handle": [{"handler": "static_response", "status_code": 201, "body": "logged"}]}]}}}}}
-        """
+            {"admin": {"listen": "{{ADMIN}}"},
+             "logging": {"logs": {
+               "default": {"exclude": ["http.log.access.log0"]},
+               "log0": {"writer": {"output": "file", "filename": "\(logPath)"}, "encoder": {"format": "json"}, "include": ["http.log.access.log0"]}}},
+             "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"], "logs": {"default_logger_name": "log0"},
+               "routes": [{"handle": [{"handler": "static_response", "status_code": 201, "body": "logged"}]}]}}}}}
+            """
         let s = try UsherProcess(config: config, waitPort: port)
         defer { s.stop() }
         _ = try curl(["-A", "log-test", "-H", "Authorization: secret", "http://127.0.0.1:\(port)/some/path?q=1"])
@@ -195,11 +212,11 @@ struct LogTests {
     func consoleFormat() throws {
         let port = freePort()
         let config = """
-        {"admin": {"listen": "{{ADMIN}}"},
-         "logging": {"logs": {"default": {"level": "DEBUG", "encoder": {"format": "console", "level_format": "upper", "time_format": "rfc3339"}}}},
-         "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"], "logs": {},
-           "routes": [{"handle": [{"handler": "static_response", "body": "x"}]}]}}}}}
-        """
+            {"admin": {"listen": "{{ADMIN}}"},
+             "logging": {"logs": {"default": {"level": "DEBUG", "encoder": {"format": "console", "level_format": "upper", "time_format": "rfc3339"}}}},
+             "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"], "logs": {},
+               "routes": [{"handle": [{"handler": "static_response", "body": "x"}]}]}}}}}
+            """
         let s = try UsherProcess(config: config, waitPort: port)
         defer { s.stop() }
         _ = try curl(["http://127.0.0.1:\(port)/console"])

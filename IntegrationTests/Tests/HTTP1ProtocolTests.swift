@@ -21,13 +21,17 @@ struct HTTP1ProtocolTests {
         let port = freePort()
         let s = try UsherProcess(config: Self.config(port: port), waitPort: port)
         defer { s.stop() }
-        let (out, closed) = try rawExchange(port: port, request(
-            "GET /a HTTP/1.1\r\nHost: x\r\n\r\n" +
-            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" +
-            "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n" +
-            "GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        let (out, closed) = try rawExchange(
+            port: port,
+            request(
+                "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                    + "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                    + "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+                    + "GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
         #expect(closed)
-        let bodies = out.components(separatedBy: "\r\n\r\n").dropFirst().map { $0.components(separatedBy: "HTTP/1.1").first ?? "" }
+        let bodies = out.components(separatedBy: "\r\n\r\n").dropFirst().map {
+            $0.components(separatedBy: "HTTP/1.1").first ?? ""
+        }
         #expect(bodies == ["ok /a", "[hello]", "[abcde]", "ok /b"])
         #expect(out.components(separatedBy: "HTTP/1.1 200 OK").count == 5)
     }
@@ -42,7 +46,9 @@ struct HTTP1ProtocolTests {
         batch += "GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         let (out, closed) = try rawExchange(port: port, request(batch), timeout: 20)
         #expect(closed)
-        let bodies = out.components(separatedBy: "\r\n\r\n").dropFirst().map { $0.components(separatedBy: "HTTP/1.1").first ?? "" }
+        let bodies = out.components(separatedBy: "\r\n\r\n").dropFirst().map {
+            $0.components(separatedBy: "HTTP/1.1").first ?? ""
+        }
         #expect(bodies.count == 2001)
         #expect(bodies.first == "ok /r0")
         #expect(bodies.dropLast().last == "ok /r1999")
@@ -55,8 +61,10 @@ struct HTTP1ProtocolTests {
         let s = try UsherProcess(config: Self.config(port: port), waitPort: port)
         defer { s.stop() }
         let big = String(repeating: "x", count: 10_000)
-        let (out, _) = try rawExchange(port: port, request(
-            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: \(big.count)\r\nConnection: close\r\n\r\n\(big)"))
+        let (out, _) = try rawExchange(
+            port: port,
+            request(
+                "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: \(big.count)\r\nConnection: close\r\n\r\n\(big)"))
         #expect(out.contains("Transfer-Encoding: chunked\r\n"))
         #expect(out.hasSuffix("\r\n0\r\n\r\n"))
         let (head, _) = try rawExchange(port: port, request("HEAD /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
@@ -69,22 +77,37 @@ struct HTTP1ProtocolTests {
         let port = freePort()
         let s = try UsherProcess(config: Self.config(port: port), waitPort: port)
         defer { s.stop() }
-        let (out, _) = try rawExchange(port: port, request("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"),
-                                       chunks: [(request("abc"), 0.5)])
+        let (out, _) = try rawExchange(
+            port: port,
+            request(
+                "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+            ),
+            chunks: [(request("abc"), 0.5)])
         #expect(out.hasPrefix("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"))
         #expect(out.hasSuffix("[abc]"))
     }
 
-    @Test("bad input is refused", arguments: [
-        ("malformed request line", "GARBAGE\r\n\r\n", "HTTP/1.1 400 "),
-        ("both Content-Length and Transfer-Encoding (request smuggling)",
-         "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "HTTP/1.1 400 "),
-        ("conflicting Content-Length values", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", "HTTP/1.1 400 "),
-        ("missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 400 "),
-        ("unknown Expect", "GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n", "HTTP/1.1 417 "),
-        ("invalid percent-encoding", "GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400 "),
-        ("unsupported transfer coding", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "HTTP/1.1 501 "),
-    ])
+    @Test(
+        "bad input is refused",
+        arguments: [
+            ("malformed request line", "GARBAGE\r\n\r\n", "HTTP/1.1 400 "),
+            (
+                "both Content-Length and Transfer-Encoding (request smuggling)",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "HTTP/1.1 400 "
+            ),
+            (
+                "conflicting Content-Length values",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd", "HTTP/1.1 400 "
+            ),
+            ("missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 400 "),
+            ("unknown Expect", "GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n", "HTTP/1.1 417 "),
+            ("invalid percent-encoding", "GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400 "),
+            (
+                "unsupported transfer coding", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "HTTP/1.1 501 "
+            ),
+        ])
     func badInput(name: String, raw: String, statusLine: String) throws {
         let port = freePort()
         let s = try UsherProcess(config: Self.config(port: port), waitPort: port)
@@ -106,22 +129,27 @@ struct HTTP1ProtocolTests {
         #expect(out.hasPrefix("HTTP/1.1 431 Request Header Fields Too Large\r\n"))
         #expect(closed)
         // A head that never ends is cut off too, before it grows without bound.
-        let (out2, closed2) = try rawExchange(port: port, request("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "b", count: 100_000)))
+        let (out2, closed2) = try rawExchange(
+            port: port, request("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "b", count: 100_000)))
         #expect(out2.hasPrefix("HTTP/1.1 431 "))
         #expect(closed2)
         // Within the limit is fine.
-        #expect(try curl(["-H", "X-Small: \(String(repeating: "c", count: 1000))", "http://127.0.0.1:\(port)/"]).status == 200)
+        #expect(
+            try curl(["-H", "X-Small: \(String(repeating: "c", count: 1000))", "http://127.0.0.1:\(port)/"]).status
+                == 200)
     }
 
     @Test("a client that sends its headers slowly is cut off after read_header_timeout")
     func slowloris() throws {
         let port = freePort()
-        let s = try UsherProcess(config: Self.config(port: port, extra: #", "read_header_timeout": "1s""#), waitPort: port)
+        let s = try UsherProcess(
+            config: Self.config(port: port, extra: #", "read_header_timeout": "1s""#), waitPort: port)
         defer { s.stop() }
         let start = Date()
         // One header line every 400 ms: it never finishes within the timeout.
         let drip = (0..<10).map { (Array("X-Drip-\($0): 1\r\n".utf8), 0.4) }
-        let (out, closed) = try rawExchange(port: port, request("GET / HTTP/1.1\r\nHost: x\r\n"), timeout: 6, chunks: drip)
+        let (out, closed) = try rawExchange(
+            port: port, request("GET / HTTP/1.1\r\nHost: x\r\n"), timeout: 6, chunks: drip)
         let elapsed = Date().timeIntervalSince(start)
         #expect(closed)
         #expect(out.hasPrefix("HTTP/1.1 408 ") || out.isEmpty)

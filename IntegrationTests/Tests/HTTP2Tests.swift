@@ -9,13 +9,14 @@ struct HTTP2Tests {
     @Test("h2c: prior knowledge gets HTTP/2 and HTTP/1.1 still works on the same port; h2c can be the only protocol")
     func h2c() throws {
         let (both, only) = (freePort(), freePort())
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              "both": {"listen": ["127.0.0.1:\(both)"], "protocols": ["h1", "h2c"],
-                "routes": [{"handle": [{"handler": "static_response", "body": "{http.request.proto}"}]}]},
-              "only": {"listen": ["127.0.0.1:\(only)"], "protocols": ["h2c"],
-                "routes": [{"handle": [{"handler": "static_response", "body": "{http.request.proto}"}]}]}}}}}
-            """, waitPort: both)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+                  "both": {"listen": ["127.0.0.1:\(both)"], "protocols": ["h1", "h2c"],
+                    "routes": [{"handle": [{"handler": "static_response", "body": "{http.request.proto}"}]}]},
+                  "only": {"listen": ["127.0.0.1:\(only)"], "protocols": ["h2c"],
+                    "routes": [{"handle": [{"handler": "static_response", "body": "{http.request.proto}"}]}]}}}}}
+                """, waitPort: both)
         defer { s.stop() }
         let h2 = try curl(["--http2-prior-knowledge", "http://127.0.0.1:\(both)/"])
         #expect(h2.httpVersion == "HTTP/2")
@@ -28,12 +29,14 @@ struct HTTP2Tests {
         #expect(h1.status != 0)
         // Without h2c, prior knowledge is not HTTP/2 (the server answers it as a bad HTTP/1 request).
         let s2port = freePort()
-        let s2 = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(s2port)"],
-              "routes": [{"handle": [{"handler": "static_response", "body": "x"}]}]}}}}}
-            """, waitPort: s2port)
+        let s2 = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(s2port)"],
+                  "routes": [{"handle": [{"handler": "static_response", "body": "x"}]}]}}}}}
+                """, waitPort: s2port)
         defer { s2.stop() }
-        let refused = try runCommand("/usr/bin/curl", ["-s", "--max-time", "5", "--http2-prior-knowledge", "http://127.0.0.1:\(s2port)/"])
+        let refused = try runCommand(
+            "/usr/bin/curl", ["-s", "--max-time", "5", "--http2-prior-knowledge", "http://127.0.0.1:\(s2port)/"])
         #expect(refused.status != 0)
     }
 
@@ -41,13 +44,15 @@ struct HTTP2Tests {
     func h2load() throws {
         let pki = try TestPKI()
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "static_response", "body": "hello, h2load"}]}], "tls_connection_policies": [{}]}}},
-              "tls": {"certificates": {"load_files": [{"certificate": "\(pki.path("a.crt"))", "key": "\(pki.path("a.key"))"}]}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "static_response", "body": "hello, h2load"}]}], "tls_connection_policies": [{}]}}},
+                  "tls": {"certificates": {"load_files": [{"certificate": "\(pki.path("a.crt"))", "key": "\(pki.path("a.key"))"}]}}}}
+                """, waitPort: port)
         defer { s.stop() }
-        let r = try runCommand("/usr/bin/h2load", ["-D", "10", "-c", "32", "-m", "10", "https://127.0.0.1:\(port)/"], timeout: 60)
+        let r = try runCommand(
+            "/usr/bin/h2load", ["-D", "10", "-c", "32", "-m", "10", "https://127.0.0.1:\(port)/"], timeout: 60)
         #expect(r.status == 0, "\(r.stderr)")
         let summary = r.stdout.split(separator: "\n").first { $0.hasPrefix("requests:") }.map(String.init) ?? ""
         #expect(summary.contains("0 failed, 0 errored, 0 timeout"), "\(r.stdout)")
@@ -56,35 +61,49 @@ struct HTTP2Tests {
         #expect(r.stdout.contains("status codes: \(done) 2xx, 0 3xx, 0 4xx, 0 5xx"), "\(r.stdout)")
     }
 
-    @Test("request bodies nobody reads do not use up the connection's window: h2load sends 30 unread 1 MiB uploads one after another on one h2c connection")
+    @Test(
+        "request bodies nobody reads do not use up the connection's window: h2load sends 30 unread 1 MiB uploads one after another on one h2c connection"
+    )
     func unreadBodies() throws {
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "protocols": ["h1", "h2c"], "routes": [{"handle": [{"handler": "test_stream"}]}]}}}}}
-            """, waitPort: port, binary: usherTestBinary)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "protocols": ["h1", "h2c"], "routes": [{"handle": [{"handler": "test_stream"}]}]}}}}}
+                """, waitPort: port, binary: usherTestBinary)
         defer { s.stop() }
         let upload = s.dir.appendingPathComponent("upload.bin")
         try Data(repeating: 0x61, count: 1 << 20).write(to: upload)
         // The handler answers after 150 ms without reading (the HTTP/3 test of the same name has the details).
-        let r = try runCommand("/usr/bin/h2load", ["-n", "30", "-c", "1", "-m", "1", "-d", upload.path,
-                                                   "http://127.0.0.1:\(port)/?unread=150"], timeout: 90)
+        let r = try runCommand(
+            "/usr/bin/h2load",
+            [
+                "-n", "30", "-c", "1", "-m", "1", "-d", upload.path,
+                "http://127.0.0.1:\(port)/?unread=150",
+            ], timeout: 90)
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout.contains("requests: 30 total, 30 started, 30 done, 30 succeeded, 0 failed, 0 errored, 0 timeout"), "\(r.stdout)")
+        #expect(
+            r.stdout.contains("requests: 30 total, 30 started, 30 done, 30 succeeded, 0 failed, 0 errored, 0 timeout"),
+            "\(r.stdout)")
         #expect(r.stdout.contains("status codes: 30 2xx"), "\(r.stdout)")
     }
 
     @Test("a stream reset by the client stops its response; the connection and other streams go on")
     func streamReset() throws {
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"], "protocols": ["h1", "h2c"],
-              "routes": [{"match": [{"path": ["/big"]}], "handle": [{"handler": "test_stream"}]},
-                         {"handle": [{"handler": "static_response", "body": "small"}]}]}}}}}
-            """, waitPort: port, binary: usherTestBinary)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"], "protocols": ["h1", "h2c"],
+                  "routes": [{"match": [{"path": ["/big"]}], "handle": [{"handler": "test_stream"}]},
+                             {"handle": [{"handler": "static_response", "body": "small"}]}]}}}}}
+                """, waitPort: port, binary: usherTestBinary)
         defer { s.stop() }
-        let r = try runCommand(venvPython, [packageRoot.appendingPathComponent("IntegrationTests/interop/h2_peer.py").path,
-                                            "reset", String(port), "/big?size=67108864", "/small"], timeout: 60)
+        let r = try runCommand(
+            venvPython,
+            [
+                packageRoot.appendingPathComponent("IntegrationTests/interop/h2_peer.py").path,
+                "reset", String(port), "/big?size=67108864", "/small",
+            ], timeout: 60)
         #expect(r.status == 0, "\(r.stderr)")
         let result = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
         #expect(result["reset_sent"] as? Bool == true)
@@ -96,7 +115,9 @@ struct HTTP2Tests {
         #expect((result["big_bytes_before_end"] as? Int ?? Int.max) < 8 << 20, "\(r.stdout)")
     }
 
-    @Test("stopping, or a reload that drops the listener, sends GOAWAY; the stream in flight completes", arguments: ["stop", "reload"])
+    @Test(
+        "stopping, or a reload that drops the listener, sends GOAWAY; the stream in flight completes",
+        arguments: ["stop", "reload"])
     func goaway(_ how: String) throws {
         let (port, other) = (freePort(), freePort())
         func config(_ admin: String, _ listen: Int) -> String {

@@ -3,29 +3,31 @@ import Testing
 
 /// Counts response bodies by content, so the run shows every response came from one of the two configs.
 let wrkCounterScript = """
-local counts = {}
-local threads = {}
-function setup(thread)
-  table.insert(threads, thread)
-end
-function init(args)
-  a = 0; b = 0; other = 0
-end
-function response(status, headers, body)
-  if body == "config A" then a = a + 1 elseif body == "config B" then b = b + 1 else other = other + 1 end
-end
-function done(summary, latency, requests)
-  local ta, tb, to = 0, 0, 0
-  for _, t in ipairs(threads) do
-    ta = ta + t:get("a"); tb = tb + t:get("b"); to = to + t:get("other")
-  end
-  io.write(string.format("BODIES a=%d b=%d other=%d\\n", ta, tb, to))
-  io.write(string.format("ERRORS connect=%d read=%d write=%d timeout=%d status=%d\\n",
-    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout, summary.errors.status))
-end
-"""
+    local counts = {}
+    local threads = {}
+    function setup(thread)
+      table.insert(threads, thread)
+    end
+    function init(args)
+      a = 0; b = 0; other = 0
+    end
+    function response(status, headers, body)
+      if body == "config A" then a = a + 1 elseif body == "config B" then b = b + 1 else other = other + 1 end
+    end
+    function done(summary, latency, requests)
+      local ta, tb, to = 0, 0, 0
+      for _, t in ipairs(threads) do
+        ta = ta + t:get("a"); tb = tb + t:get("b"); to = to + t:get("other")
+      end
+      io.write(string.format("BODIES a=%d b=%d other=%d\\n", ta, tb, to))
+      io.write(string.format("ERRORS connect=%d read=%d write=%d timeout=%d status=%d\\n",
+        summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout, summary.errors.status))
+    end
+    """
 
-@Suite("Config reloads under load", .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk"), "needs wrk"))
+@Suite(
+    "Config reloads under load", .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/wrk"), "needs wrk")
+)
 struct ReloadUnderLoadTests {
     @Test("wrk for 10 s while the config is swapped 20 times: no socket errors, no non-2xx, every body from A or B")
     func reloadUnderLoad() throws {
@@ -78,7 +80,9 @@ struct ConnectionChurnTests {
         let s = try UsherProcess(config: simpleConfig(port: port, body: "churn"), waitPort: port)
         defer { s.stop() }
         func churn() throws -> Int {
-            let r = try runCommand("/usr/bin/wrk", ["-t1", "-c16", "-d3s", "-H", "Connection: close", "http://127.0.0.1:\(port)/"], timeout: 30)
+            let r = try runCommand(
+                "/usr/bin/wrk", ["-t1", "-c16", "-d3s", "-H", "Connection: close", "http://127.0.0.1:\(port)/"],
+                timeout: 30)
             let line = r.stdout.split(separator: "\n").first { $0.contains("requests in") } ?? ""
             return Int(line.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "0") ?? 0
         }

@@ -3,7 +3,9 @@ import Testing
 
 @Suite("reverse_proxy dynamic upstreams from DNS (dnsmasq)", .serialized)
 struct ReverseProxyDynamicTests {
-    @Test("srv, a (with a resolver and with the system's), multi, falling back to static upstreams when lookups fail, and the transport's resolver")
+    @Test(
+        "srv, a (with a resolver and with the system's), multi, falling back to static upstreams when lookups fail, and the transport's resolver"
+    )
     func dynamicUpstreams() throws {
         let a = try Backend.pythonServer("python A")
         let b = try Backend.pythonServer("python B")
@@ -11,15 +13,22 @@ struct ReverseProxyDynamicTests {
         let dnsPort = freePort()
         // dnsmasq closes every descriptor it inherits, which confuses Foundation's child tracking if it stays our
         // child; it runs as a daemon instead, known by its pid file.
-        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("usher-dnsmasq-\(UUID().uuidString).pid")
-        let started = try runCommand("/usr/sbin/dnsmasq", [
-            "--no-resolv", "--no-hosts", "--port=\(dnsPort)", "--listen-address=127.0.0.1", "--bind-interfaces",
-            "--user=root", "--pid-file=\(pidFile.path)",
-            "--srv-host=_http._tcp.svc.test,localhost,\(a.port),0,10",
-            "--srv-host=_http._tcp.svc.test,localhost,\(b.port),0,10",
-            "--host-record=api.test,127.0.0.1"])
+        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "usher-dnsmasq-\(UUID().uuidString).pid")
+        let started = try runCommand(
+            "/usr/sbin/dnsmasq",
+            [
+                "--no-resolv", "--no-hosts", "--port=\(dnsPort)", "--listen-address=127.0.0.1", "--bind-interfaces",
+                "--user=root", "--pid-file=\(pidFile.path)",
+                "--srv-host=_http._tcp.svc.test,localhost,\(a.port),0,10",
+                "--srv-host=_http._tcp.svc.test,localhost,\(b.port),0,10",
+                "--host-record=api.test,127.0.0.1",
+            ])
         #expect(started.status == 0, "\(started.stderr)")
-        let dnsPID = Int32((try? String(contentsOf: pidFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+        let dnsPID =
+            Int32(
+                (try? String(contentsOf: pidFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+                    ?? "") ?? 0
         defer {
             if dnsPID > 0 { kill(dnsPID, SIGKILL) }
             try? FileManager.default.removeItem(at: pidFile)
@@ -31,14 +40,15 @@ struct ReverseProxyDynamicTests {
             "s\(i)": {"listen": ["127.0.0.1:\(ports[i])"], "routes": [{"handle": [{"handler": "reverse_proxy", \(handler)}]}]}
             """
         }
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              \(site(0, #""dynamic_upstreams": {"source": "srv", "service": "http", "proto": "tcp", "name": "svc.test", \#(resolver)}, "load_balancing": {"selection_policy": {"policy": "round_robin"}}"#)),
-              \(site(1, #""dynamic_upstreams": {"source": "multi", "sources": [{"source": "a", "name": "api.test", "port": \#(a.port), \#(resolver)}, {"source": "a", "name": "nothing.test", "port": 1, \#(resolver)}]}"#)),
-              \(site(2, #""dynamic_upstreams": {"source": "a", "name": "localhost", "port": "\#(b.port)", "versions": {"ipv4": true}}"#)),
-              \(site(3, #""dynamic_upstreams": {"source": "a", "name": "missing.test", "port": 80, \#(resolver)}, "upstreams": [{"dial": "127.0.0.1:\#(a.port)"}]"#)),
-              \(site(4, #""upstreams": [{"dial": "api.test:\#(b.port)"}], "transport": {"protocol": "http", \#(resolver)}"#))}}}}
-            """, waitPort: ports[4])
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+                  \(site(0, #""dynamic_upstreams": {"source": "srv", "service": "http", "proto": "tcp", "name": "svc.test", \#(resolver)}, "load_balancing": {"selection_policy": {"policy": "round_robin"}}"#)),
+                  \(site(1, #""dynamic_upstreams": {"source": "multi", "sources": [{"source": "a", "name": "api.test", "port": \#(a.port), \#(resolver)}, {"source": "a", "name": "nothing.test", "port": 1, \#(resolver)}]}"#)),
+                  \(site(2, #""dynamic_upstreams": {"source": "a", "name": "localhost", "port": "\#(b.port)", "versions": {"ipv4": true}}"#)),
+                  \(site(3, #""dynamic_upstreams": {"source": "a", "name": "missing.test", "port": 80, \#(resolver)}, "upstreams": [{"dial": "127.0.0.1:\#(a.port)"}]"#)),
+                  \(site(4, #""upstreams": [{"dial": "api.test:\#(b.port)"}], "transport": {"protocol": "http", \#(resolver)}"#))}}}}
+                """, waitPort: ports[4])
         defer { s.stop() }
         var srv = Set<String>()
         for _ in 0..<6 { srv.insert(try curl(["http://127.0.0.1:\(ports[0])/"]).body) }

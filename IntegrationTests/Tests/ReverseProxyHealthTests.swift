@@ -22,19 +22,22 @@ func eventually(_ seconds: TimeInterval, _ condition: () throws -> Bool) rethrow
 
 @Suite("reverse_proxy health checks and retries", .serialized)
 struct ReverseProxyHealthTests {
-    @Test("passive checks: a killed upstream costs one client error, then traffic fails over; it is forgiven after fail_duration")
+    @Test(
+        "passive checks: a killed upstream costs one client error, then traffic fails over; it is forgiven after fail_duration"
+    )
     func passive() throws {
         let a = try Backend.pythonServer("python A")
         let b = try Backend.nginx("nginx B")
         defer { b.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(a.port)"}, {"dial": "127.0.0.1:\(b.port)"}],
-                "load_balancing": {"selection_policy": {"policy": "round_robin"}},
-                "health_checks": {"passive": {"fail_duration": "2s", "max_fails": 1}}}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(a.port)"}, {"dial": "127.0.0.1:\(b.port)"}],
+                    "load_balancing": {"selection_policy": {"policy": "round_robin"}},
+                    "health_checks": {"passive": {"fail_duration": "2s", "max_fails": 1}}}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         var bodies = Set<String>()
         for _ in 0..<4 { bodies.insert(try curl(["http://127.0.0.1:\(port)/"]).body) }
@@ -58,23 +61,30 @@ struct ReverseProxyHealthTests {
         #expect(try upstreamStatus(s)["127.0.0.1:\(a.port)"]?["healthy"] as? Bool == true)
     }
 
-    @Test("active checks: a killed upstream is marked down with the reason, gets no traffic, and comes back when it returns")
+    @Test(
+        "active checks: a killed upstream is marked down with the reason, gets no traffic, and comes back when it returns"
+    )
     func active() throws {
         let aPort = freePort()
         var a = try Backend.pythonServer("python A", port: aPort)
         let b = try Backend.nginx("nginx B")
         defer { a.stop(); b.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(aPort)"}, {"dial": "127.0.0.1:\(b.port)"}],
-                "load_balancing": {"selection_policy": {"policy": "round_robin"}},
-                "health_checks": {"active": {"uri": "/", "interval": "150ms", "timeout": "1s", "expect_status": 2,
-                                             "expect_body": "^(python|nginx) [AB]$", "passes": 2, "fails": 1}}}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(aPort)"}, {"dial": "127.0.0.1:\(b.port)"}],
+                    "load_balancing": {"selection_policy": {"policy": "round_robin"}},
+                    "health_checks": {"active": {"uri": "/", "interval": "150ms", "timeout": "1s", "expect_status": 2,
+                                                 "expect_body": "^(python|nginx) [AB]$", "passes": 2, "fails": 1}}}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
-        #expect(try eventually(5) { (try upstreamStatus(s)["127.0.0.1:\(aPort)"]?["last_check"] as? [String: Any])?["passed"] as? Bool == true })
+        #expect(
+            try eventually(5) {
+                (try upstreamStatus(s)["127.0.0.1:\(aPort)"]?["last_check"] as? [String: Any])?["passed"] as? Bool
+                    == true
+            })
         a.stop()
         #expect(try eventually(5) { try upstreamStatus(s)["127.0.0.1:\(aPort)"]?["healthy"] as? Bool == false })
         let check = try upstreamStatus(s)["127.0.0.1:\(aPort)"]?["last_check"] as? [String: Any]
@@ -97,14 +107,15 @@ struct ReverseProxyHealthTests {
         let a = try Backend.pythonServer("python A")
         defer { a.stop() }
         let (strict, lax) = (freePort(), freePort())
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              "strict": {"listen": ["127.0.0.1:\(strict)"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(a.port)"}],
-                "health_checks": {"active": {"uri": "/missing", "interval": "100ms"}}}]}]},
-              "lax": {"listen": ["127.0.0.1:\(lax)"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(a.port)"}]}]}]}}}}}
-            """, waitPort: lax)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+                  "strict": {"listen": ["127.0.0.1:\(strict)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(a.port)"}],
+                    "health_checks": {"active": {"uri": "/missing", "interval": "100ms"}}}]}]},
+                  "lax": {"listen": ["127.0.0.1:\(lax)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(a.port)"}]}]}]}}}}}
+                """, waitPort: lax)
         defer { s.stop() }
         #expect(try eventually(5) { try upstreamStatus(s)["127.0.0.1:\(a.port)"]?["healthy"] as? Bool == false })
         let check = try upstreamStatus(s)["127.0.0.1:\(a.port)"]?["last_check"] as? [String: Any]
@@ -131,13 +142,14 @@ struct ReverseProxyHealthTests {
             """
         }
         let post = #", "retry_match": [{"method": ["POST"]}]"#
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              \(site(0, retryMatch: "")), \(site(1, retryMatch: "")), \(site(2, retryMatch: post)), \(site(3, retryMatch: post)),
-              "t": {"listen": ["127.0.0.1:\(ports[4])"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(dead)"}],
-                "load_balancing": {"try_duration": "1s", "try_interval": "100ms"}}]}]}}}}}
-            """, waitPort: ports[4])
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+                  \(site(0, retryMatch: "")), \(site(1, retryMatch: "")), \(site(2, retryMatch: post)), \(site(3, retryMatch: post)),
+                  "t": {"listen": ["127.0.0.1:\(ports[4])"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(dead)"}],
+                    "load_balancing": {"try_duration": "1s", "try_interval": "100ms"}}]}]}}}}}
+                """, waitPort: ports[4])
         defer { s.stop() }
         // The first upstream hangs up on every request: a GET goes on to the second.
         let get = try curl(["http://127.0.0.1:\(ports[0])/x"])
@@ -160,15 +172,19 @@ struct ReverseProxyHealthTests {
         let caddy = try Backend.caddyEcho()
         defer { caddy.stop() }
         let (trusting, wary) = (freePort(), freePort())
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              "t": {"listen": ["127.0.0.1:\(trusting)"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(caddy.port)"}], "trusted_proxies": ["127.0.0.0/8"]}]}]},
-              "w": {"listen": ["127.0.0.1:\(wary)"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(caddy.port)"}], "trusted_proxies": ["10.0.0.0/8"]}]}]}}}}}
-            """, waitPort: wary)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+                  "t": {"listen": ["127.0.0.1:\(trusting)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(caddy.port)"}], "trusted_proxies": ["127.0.0.0/8"]}]}]},
+                  "w": {"listen": ["127.0.0.1:\(wary)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(caddy.port)"}], "trusted_proxies": ["10.0.0.0/8"]}]}]}}}}}
+                """, waitPort: wary)
         defer { s.stop() }
-        let forwarded = ["-H", "X-Forwarded-For: 203.0.113.9", "-H", "X-Forwarded-Proto: https", "-H", "X-Forwarded-Host: public.test"]
+        let forwarded = [
+            "-H", "X-Forwarded-For: 203.0.113.9", "-H", "X-Forwarded-Proto: https", "-H",
+            "X-Forwarded-Host: public.test",
+        ]
         let t = try curl(forwarded + ["-H", "Host: inner.test", "http://127.0.0.1:\(trusting)/"])
         #expect(t.body.contains("xff=203.0.113.9, 127.0.0.1 xfp=https xfh=public.test "), "\(t.body)")
         let w = try curl(forwarded + ["-H", "Host: inner.test", "http://127.0.0.1:\(wary)/"])

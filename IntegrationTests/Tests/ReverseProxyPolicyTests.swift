@@ -29,7 +29,8 @@ final class PolicyBench: @unchecked Sendable {
         for (name, policy) in Self.policies {
             let port = freePort()
             ports[name] = port
-            servers.append("""
+            servers.append(
+                """
                 "\(name)": {"listen": ["127.0.0.1:\(port)"], "trusted_proxies": {"source": "static", "ranges": ["127.0.0.1/32"]},
                   "client_ip_headers": ["X-Forwarded-For"],
                   "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [\(upstreams)],
@@ -37,9 +38,10 @@ final class PolicyBench: @unchecked Sendable {
                 """)
         }
         self.ports = ports
-        server = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {\(servers.joined(separator: ", "))}}}}
-            """, waitPort: ports["cookie"])
+        server = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {\(servers.joined(separator: ", "))}}}}
+                """, waitPort: ports["cookie"])
     }
 
     func get(_ policy: String, _ path: String = "/", _ headers: [String] = []) throws -> CurlResponse {
@@ -62,7 +64,9 @@ final class PolicyBench: @unchecked Sendable {
 struct PolicyBenchScope: SuiteTrait, TestScoping {
     @TaskLocal static var current: PolicyBench?
 
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void)
+        async throws
+    {
         let bench = try PolicyBench()
         defer { bench.stop() }
         try await Self.$current.withValue(bench) { try await function() }
@@ -130,7 +134,8 @@ struct ReverseProxyPolicyTests {
         // The value is HMAC-SHA256(secret, dial address), hex, as Caddy computes it.
         let index = ["python A", "python B", "python C"].firstIndex(of: first.body) ?? 0
         let dial = "127.0.0.1:\(b.backends[index].port)"
-        let mac = try runCommand("/usr/bin/openssl", ["dgst", "-sha256", "-hmac", "s3cret", "-r"], input: Data(dial.utf8))
+        let mac = try runCommand(
+            "/usr/bin/openssl", ["dgst", "-sha256", "-hmac", "s3cret", "-r"], input: Data(dial.utf8))
         #expect(mac.stdout.split(separator: " ").first.map(String.init) == value)
         for _ in 0..<8 {
             let r = try b.get("cookie", "/", ["Cookie: other=1; sticky=\(value)"])
@@ -147,12 +152,13 @@ struct ReverseProxyPolicyTests {
         let quick = try Backend.pythonServer("python A")
         defer { slow.stop(); quick.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(slow.port)"}, {"dial": "127.0.0.1:\(quick.port)"}],
-                "load_balancing": {"selection_policy": {"policy": "least_conn"}}}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(slow.port)"}, {"dial": "127.0.0.1:\(quick.port)"}],
+                    "load_balancing": {"selection_policy": {"policy": "least_conn"}}}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         // Requests that land on the quick upstream end at once; the first to land on the slow one stays.
         var held: [Process] = []

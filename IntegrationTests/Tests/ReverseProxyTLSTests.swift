@@ -23,8 +23,9 @@ struct ReverseProxyTLSTests {
 
         """.write(to: dir.appendingPathComponent("Caddyfile"), atomically: true, encoding: .utf8)
         setenv("XDG_DATA_HOME", dir.path, 1)
-        let caddy = try Backend(packageRoot.appendingPathComponent(".venv/bin/caddy").path,
-                                ["run", "--config", dir.appendingPathComponent("Caddyfile").path], port: caddyPort, cwd: dir)
+        let caddy = try Backend(
+            packageRoot.appendingPathComponent(".venv/bin/caddy").path,
+            ["run", "--config", dir.appendingPathComponent("Caddyfile").path], port: caddyPort, cwd: dir)
         unsetenv("XDG_DATA_HOME")
         defer { caddy.stop() }
         let root = dir.appendingPathComponent("caddy/pki/authorities/local/root.crt")
@@ -38,14 +39,15 @@ struct ReverseProxyTLSTests {
               "headers": {"request": {"set": {"Host": ["{http.reverse_proxy.upstream.hostport}"]}}}}]}]}
             """
         }
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              \(site(0, #"{"ca": {"provider": "file", "pem_files": ["\#(root.path)"]}}"#)),
-              \(site(1, "{}")),
-              \(site(2, #"{"insecure_skip_verify": true}"#)),
-              \(site(3, #"{"root_ca_pem_files": ["\#(root.path)"], "server_name": "other.test"}"#)),
-              \(site(4, #"{"ca": {"provider": "file", "pem_files": ["\#(root.path)"]}}"#, versions: #"["1.1", "2"]"#))}}}}
-            """, waitPort: ports[4])
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+                  \(site(0, #"{"ca": {"provider": "file", "pem_files": ["\#(root.path)"]}}"#)),
+                  \(site(1, "{}")),
+                  \(site(2, #"{"insecure_skip_verify": true}"#)),
+                  \(site(3, #"{"root_ca_pem_files": ["\#(root.path)"], "server_name": "other.test"}"#)),
+                  \(site(4, #"{"ca": {"provider": "file", "pem_files": ["\#(root.path)"]}}"#, versions: #"["1.1", "2"]"#))}}}}
+                """, waitPort: ports[4])
         defer { s.stop() }
         let verified = try curl(["http://127.0.0.1:\(ports[0])/"])
         #expect(verified.status == 200)
@@ -54,13 +56,17 @@ struct ReverseProxyTLSTests {
         let refused = try curl(["http://127.0.0.1:\(ports[1])/"])
         #expect(refused.status == 502)
         let insecure = try curl(["http://127.0.0.1:\(ports[2])/"])
-        #expect(insecure.status == 200 && insecure.body.hasPrefix("caddy over http/1.1 sni=localhost"), "\(insecure.body)")
+        #expect(
+            insecure.status == 200 && insecure.body.hasPrefix("caddy over http/1.1 sni=localhost"), "\(insecure.body)")
         let named = try curl(["http://127.0.0.1:\(ports[3])/"])
         #expect(named.status == 200 && named.body.hasPrefix("caddy over http/1.1 sni=other.test"), "\(named.body)")
         // With 2 listed, ALPN settles on h2: eight requests at once on a cold pool, all carried as streams.
-        let h2 = try runCommand("/usr/bin/curl", ["-s", "-m", "10", "-Z", "--parallel-immediate"]
-                                + Array(repeating: "http://127.0.0.1:\(ports[4])/", count: 8), timeout: 30)
-        #expect(h2.stdout.components(separatedBy: "caddy over h2 sni=localhost host=localhost").count == 9, "\(h2.stdout)")
+        let h2 = try runCommand(
+            "/usr/bin/curl",
+            ["-s", "-m", "10", "-Z", "--parallel-immediate"]
+                + Array(repeating: "http://127.0.0.1:\(ports[4])/", count: 8), timeout: 30)
+        #expect(
+            h2.stdout.components(separatedBy: "caddy over h2 sni=localhost host=localhost").count == 9, "\(h2.stdout)")
     }
 
     @Test("h2c upstreams: HTTP/2 with prior knowledge in cleartext, request and response bodies both ways")
@@ -83,15 +89,17 @@ struct ReverseProxyTLSTests {
         }
 
         """.write(to: dir.appendingPathComponent("Caddyfile"), atomically: true, encoding: .utf8)
-        let caddy = try Backend(packageRoot.appendingPathComponent(".venv/bin/caddy").path,
-                                ["run", "--config", dir.appendingPathComponent("Caddyfile").path], port: caddyPort, cwd: dir)
+        let caddy = try Backend(
+            packageRoot.appendingPathComponent(".venv/bin/caddy").path,
+            ["run", "--config", dir.appendingPathComponent("Caddyfile").path], port: caddyPort, cwd: dir)
         defer { caddy.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(caddyPort)"}],
-                "transport": {"protocol": "http", "versions": ["h2c", "2"]}}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(caddyPort)"}],
+                    "transport": {"protocol": "http", "versions": ["h2c", "2"]}}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         let get = try curl(["http://127.0.0.1:\(port)/"])
         #expect(get.body == "caddy over HTTP/2.0 GET ", "\(get.body)")

@@ -27,7 +27,8 @@ final class Backend: @unchecked Sendable {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try text.write(to: dir.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
         let port = port ?? freePort()
-        return try Backend("/usr/bin/env", ["python3", "-m", "http.server", String(port), "--bind", "127.0.0.1"], port: port, cwd: dir)
+        return try Backend(
+            "/usr/bin/env", ["python3", "-m", "http.server", String(port), "--bind", "127.0.0.1"], port: port, cwd: dir)
     }
 
     /// Caddy 2.11.7 (PyPI) serving `body` (a Caddyfile site body) on a port of its own.
@@ -44,7 +45,8 @@ final class Backend: @unchecked Sendable {
 
     /// Caddy 2.11.7 (PyPI) answering with what it received: the headers a proxy should set, and the Host.
     static func caddyEcho() throws -> Backend {
-        try caddy("""
+        try caddy(
+            """
             \theader X-Upstream caddy
             \trespond "host={host} xff={header.X-Forwarded-For} xfp={header.X-Forwarded-Proto} xfh={header.X-Forwarded-Host} via={header.Via} conn={header.Connection} custom={header.X-Custom} uri={uri}"
             """)
@@ -76,14 +78,17 @@ final class Backend: @unchecked Sendable {
 
     /// nginx answering every request with `text` (and its own Server field).
     static func nginx(_ text: String, port: Int? = nil, listenOptions: String = "") throws -> Backend {
-        try nginxServer("server { listen 127.0.0.1:{{PORT}} \(listenOptions); location / { return 200 \"\(text)\"; } }", port: port).0
+        try nginxServer(
+            "server { listen 127.0.0.1:{{PORT}} \(listenOptions); location / { return 200 \"\(text)\"; } }", port: port
+        ).0
     }
 
     /// A Python socket server that reads each request, sends `reply` (a Python bytes literal), then closes the
     /// connection or (`close: false`) keeps it open and says nothing more.
     static func socketServer(reply: String, close: Bool) throws -> Backend {
         let port = freePort()
-        let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+        let script =
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
             + "s.bind(('127.0.0.1',\(port)))\ns.listen()\nkeep=[]\nwhile True:\n  c,_=s.accept()\n  c.recv(65536)\n"
             + "  c.sendall(\(reply))\n" + (close ? "  c.close()\n" : "  keep.append(c)\n")
         return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
@@ -94,9 +99,11 @@ final class Backend: @unchecked Sendable {
 
     /// nginx storing PUT bodies under its root and serving them back (the DAV module), for large transfers.
     static func nginxStore() throws -> (Backend, URL) {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("usher-nginx-root-\(UUID().uuidString)")
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "usher-nginx-root-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let (backend, _) = try nginxServer("""
+        let (backend, _) = try nginxServer(
+            """
             server { listen 127.0.0.1:{{PORT}}; root \(root.path); client_max_body_size 0; dav_methods PUT DELETE; }
             """)
         return (backend, root)
@@ -106,23 +113,23 @@ final class Backend: @unchecked Sendable {
     static func eventStream(every: Double, contentType: String = "text/event-stream") throws -> Backend {
         let port = freePort()
         let script = """
-        import http.server, time
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = 'HTTP/1.1'
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header('Content-Type', '\(contentType)')
-                self.send_header('Transfer-Encoding', 'chunked')
-                self.end_headers()
-                for i in range(5):
-                    data = ('data: %d\\n\\n' % i).encode()
-                    self.wfile.write(b'%x\\r\\n%s\\r\\n' % (len(data), data))
-                    self.wfile.flush()
-                    time.sleep(\(every))
-                self.wfile.write(b'0\\r\\n\\r\\n')
-            def log_message(self, *a): pass
-        http.server.ThreadingHTTPServer(('127.0.0.1', \(port)), H).serve_forever()
-        """
+            import http.server, time
+            class H(http.server.BaseHTTPRequestHandler):
+                protocol_version = 'HTTP/1.1'
+                def do_GET(self):
+                    self.send_response(200)
+                    self.send_header('Content-Type', '\(contentType)')
+                    self.send_header('Transfer-Encoding', 'chunked')
+                    self.end_headers()
+                    for i in range(5):
+                        data = ('data: %d\\n\\n' % i).encode()
+                        self.wfile.write(b'%x\\r\\n%s\\r\\n' % (len(data), data))
+                        self.wfile.flush()
+                        time.sleep(\(every))
+                    self.wfile.write(b'0\\r\\n\\r\\n')
+                def log_message(self, *a): pass
+            http.server.ThreadingHTTPServer(('127.0.0.1', \(port)), H).serve_forever()
+            """
         return try Backend("/usr/bin/env", ["python3", "-c", script], port: port)
     }
 
@@ -146,12 +153,13 @@ struct ReverseProxyTests {
         let b = try Backend.pythonServer("backend B")
         defer { a.stop(); b.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(a.port)"}, {"dial": "127.0.0.1:\(b.port)"}],
-                "load_balancing": {"selection_policy": {"policy": "round_robin"}}}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(a.port)"}, {"dial": "127.0.0.1:\(b.port)"}],
+                    "load_balancing": {"selection_policy": {"policy": "round_robin"}}}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         var bodies: [String] = []
         for _ in 0..<6 { bodies.append(try curl(["http://127.0.0.1:\(port)/"]).body) }
@@ -169,17 +177,22 @@ struct ReverseProxyTests {
         let caddy = try Backend.caddyEcho()
         defer { caddy.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(caddy.port)"}],
-                "headers": {"request": {"set": {"X-Custom": ["{http.request.method}"]}},
-                            "response": {"set": {"X-Proxied": ["yes"]}, "delete": ["X-Upstream"]}}}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(caddy.port)"}],
+                    "headers": {"request": {"set": {"X-Custom": ["{http.request.method}"]}},
+                                "response": {"set": {"X-Proxied": ["yes"]}, "delete": ["X-Upstream"]}}}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
-        let r = try curl(["-H", "Host: site.test", "-H", "Connection: keep-alive, X-Drop", "-H", "X-Drop: 1",
-                          "-H", "X-Forwarded-For: 6.6.6.6", "http://127.0.0.1:\(port)/a/b?c=d"])
+        let r = try curl([
+            "-H", "Host: site.test", "-H", "Connection: keep-alive, X-Drop", "-H", "X-Drop: 1",
+            "-H", "X-Forwarded-For: 6.6.6.6", "http://127.0.0.1:\(port)/a/b?c=d",
+        ])
         #expect(r.status == 200)
-        #expect(r.body == "host=site.test xff=127.0.0.1 xfp=http xfh=site.test via=1.1 Usher conn= custom=GET uri=/a/b?c=d", "\(r.body)")
+        #expect(
+            r.body == "host=site.test xff=127.0.0.1 xfp=http xfh=site.test via=1.1 Usher conn= custom=GET uri=/a/b?c=d",
+            "\(r.body)")
         #expect(r.header("X-Proxied") == "yes")
         #expect(r.header("X-Upstream") == nil)
         #expect(r.headerValues("Server") == ["Caddy"])
@@ -192,15 +205,16 @@ struct ReverseProxyTests {
         defer { alive.stop() }
         let dead = freePort()
         let (port, lonely) = (freePort(), freePort())
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              "s": {"listen": ["127.0.0.1:\(port)"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(dead)"}, {"dial": "127.0.0.1:\(alive.port)"}],
-                "load_balancing": {"selection_policy": {"policy": "round_robin"}, "try_duration": "2s", "try_interval": "10ms"},
-                "health_checks": {"passive": {"fail_duration": "1m"}}}]}]},
-              "t": {"listen": ["127.0.0.1:\(lonely)"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(dead)"}]}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+                  "s": {"listen": ["127.0.0.1:\(port)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(dead)"}, {"dial": "127.0.0.1:\(alive.port)"}],
+                    "load_balancing": {"selection_policy": {"policy": "round_robin"}, "try_duration": "2s", "try_interval": "10ms"},
+                    "health_checks": {"passive": {"fail_duration": "1m"}}}]}]},
+                  "t": {"listen": ["127.0.0.1:\(lonely)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(dead)"}]}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         for _ in 0..<4 { #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "alive") }
         let list = try admin(s, "GET", "/reverse_proxy/upstreams")
@@ -216,11 +230,12 @@ struct ReverseProxyTests {
         let silent = mute.port
         defer { mute.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(silent)"}],
-                "transport": {"protocol": "http", "response_header_timeout": "300ms"}}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(silent)"}],
+                    "transport": {"protocol": "http", "response_header_timeout": "300ms"}}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         let started = Date()
         #expect(try curl(["http://127.0.0.1:\(port)/"]).status == 504)
@@ -234,8 +249,10 @@ struct ReverseProxyTests {
         let port = freePort()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: usherBinary)
-        p.arguments = ["reverse-proxy", "--from", ":\(port)", "--to", "127.0.0.1:\(caddy.port)", "--change-host-header",
-                       "--header-up", "X-Custom: {http.reverse_proxy.upstream.port}", "--header-down", "X-Down: yes"]
+        p.arguments = [
+            "reverse-proxy", "--from", ":\(port)", "--to", "127.0.0.1:\(caddy.port)", "--change-host-header",
+            "--header-up", "X-Custom: {http.reverse_proxy.upstream.port}", "--header-down", "X-Down: yes",
+        ]
         p.standardError = FileHandle.nullDevice
         try launch(p)
         defer { p.terminate(); p.waitUntilExit() }
@@ -256,22 +273,50 @@ struct ReverseProxyTests {
         let s = try UsherProcess(config: "{\"admin\": {\"listen\": \"{{ADMIN}}\"}}")
         defer { s.stop() }
         let cases: [(String, String)] = [
-            (#"{"handler": "reverse_proxy"}"#, "handle[0].upstreams (http.handlers.reverse_proxy): no upstreams configured"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "circuit_breaker": {}}"#, "circuit_breaker (http.handlers.reverse_proxy): not supported yet"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "localhost"}]}"#, "upstreams[0].dial (http.handlers.reverse_proxy): invalid dial address localhost: missing port"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "a:1"}, {"dial": "x:80-81"}]}"#, "upstreams[1].dial (http.handlers.reverse_proxy): dial address must represent precisely one socket"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "trusted_proxies": ["10.0.0.0/8", "nope"]}"#, "trusted_proxies[1] (http.handlers.reverse_proxy): invalid IP address or range: nope"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "health_checks": {"active": {"uri": "/", "expect_body": "("}}}"#, "health_checks.active.expect_body (http.handlers.reverse_proxy): compiling regular expression"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "load_balancing": {"selection_policy": {"policy": "nope"}}}"#,
-             "module http.reverse_proxy.selection_policies.nope"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "transport": {"protocol": "http", "tls": {"client_certificate_automate": "x"}}}"#, "transport.tls.client_certificate_automate (http.reverse_proxy.transport.http): not supported yet"),
-            (#"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "transport": {"protocol": "http", "tls": {"root_ca_pem_files": ["/nonexistent.pem"]}}}"#, "transport (http.reverse_proxy.transport.http): tls: loading CA certificates from /nonexistent.pem: no such file or directory"),
+            (
+                #"{"handler": "reverse_proxy"}"#,
+                "handle[0].upstreams (http.handlers.reverse_proxy): no upstreams configured"
+            ),
+            (
+                #"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "circuit_breaker": {}}"#,
+                "circuit_breaker (http.handlers.reverse_proxy): not supported yet"
+            ),
+            (
+                #"{"handler": "reverse_proxy", "upstreams": [{"dial": "localhost"}]}"#,
+                "upstreams[0].dial (http.handlers.reverse_proxy): invalid dial address localhost: missing port"
+            ),
+            (
+                #"{"handler": "reverse_proxy", "upstreams": [{"dial": "a:1"}, {"dial": "x:80-81"}]}"#,
+                "upstreams[1].dial (http.handlers.reverse_proxy): dial address must represent precisely one socket"
+            ),
+            (
+                #"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "trusted_proxies": ["10.0.0.0/8", "nope"]}"#,
+                "trusted_proxies[1] (http.handlers.reverse_proxy): invalid IP address or range: nope"
+            ),
+            (
+                #"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "health_checks": {"active": {"uri": "/", "expect_body": "("}}}"#,
+                "health_checks.active.expect_body (http.handlers.reverse_proxy): compiling regular expression"
+            ),
+            (
+                #"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "load_balancing": {"selection_policy": {"policy": "nope"}}}"#,
+                "module http.reverse_proxy.selection_policies.nope"
+            ),
+            (
+                #"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "transport": {"protocol": "http", "tls": {"client_certificate_automate": "x"}}}"#,
+                "transport.tls.client_certificate_automate (http.reverse_proxy.transport.http): not supported yet"
+            ),
+            (
+                #"{"handler": "reverse_proxy", "upstreams": [{"dial": "x:1"}], "transport": {"protocol": "http", "tls": {"root_ca_pem_files": ["/nonexistent.pem"]}}}"#,
+                "transport (http.reverse_proxy.transport.http): tls: loading CA certificates from /nonexistent.pem: no such file or directory"
+            ),
         ]
         for (handler, message) in cases {
-            let r = try admin(s, "POST", "/load", body: """
-                {"admin": {"listen": "\(s.adminAddress)"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-                  "routes": [{"handle": [\(handler)]}]}}}}}
-                """)
+            let r = try admin(
+                s, "POST", "/load",
+                body: """
+                    {"admin": {"listen": "\(s.adminAddress)"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                      "routes": [{"handle": [\(handler)]}]}}}}}
+                    """)
             #expect(r.status == 400)
             #expect(r.body.contains(message), "\(r.body)")
         }
@@ -282,10 +327,11 @@ struct ReverseProxyTests {
         let sse = try Backend.eventStream(every: 1.5)
         defer { sse.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(sse.port)"}]}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(sse.port)"}]}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         // curl gives up after 1s: only what was forwarded at once can be there.
         let r = try runCommand("/usr/bin/curl", ["-s", "-N", "--max-time", "1", "http://127.0.0.1:\(port)/events"])
@@ -298,10 +344,11 @@ struct ReverseProxyTests {
         let junk = try Backend.garbage()
         defer { junk.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(junk.port)"}]}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(junk.port)"}]}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         #expect(try curl(["http://127.0.0.1:\(port)/"]).status == 502)
         #expect(try curl(["http://127.0.0.1:\(port)/again"]).status == 502)
@@ -312,28 +359,39 @@ struct ReverseProxyTests {
         let (store, root) = try Backend.nginxStore()
         defer { store.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(store.port)"}]}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(store.port)"}]}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         let size = 1 << 30
         let source = s.dir.appendingPathComponent("big.bin")
         // Random content, so nothing along the way can shortcut it; the digest proves every byte made it.
-        let made = try runCommand("/bin/sh", ["-c", "head -c \(size) /dev/urandom > '\(source.path)' && sha256sum < '\(source.path)'"], timeout: 120)
+        let made = try runCommand(
+            "/bin/sh", ["-c", "head -c \(size) /dev/urandom > '\(source.path)' && sha256sum < '\(source.path)'"],
+            timeout: 120)
         let digest = made.stdout.split(separator: " ").first.map(String.init) ?? "?"
         defer { try? FileManager.default.removeItem(at: source) }
-        let up = try runCommand("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-T", source.path,
-                                                  "http://127.0.0.1:\(port)/big.bin"], timeout: 300)
+        let up = try runCommand(
+            "/usr/bin/curl",
+            [
+                "-s", "-o", "/dev/null", "-w", "%{http_code}", "-T", source.path,
+                "http://127.0.0.1:\(port)/big.bin",
+            ], timeout: 300)
         #expect(up.stdout == "201", "\(up.stdout) \(up.stderr)")
         let stored = root.appendingPathComponent("big.bin")
         defer { try? FileManager.default.removeItem(at: stored) }
-        let storedDigest = try runCommand("/bin/sh", ["-c", "sha256sum < '\(stored.path)'"]).stdout.split(separator: " ").first.map(String.init)
+        let storedDigest = try runCommand("/bin/sh", ["-c", "sha256sum < '\(stored.path)'"]).stdout.split(
+            separator: " "
+        ).first.map(String.init)
         #expect(storedDigest == digest)
-        let down = try runCommand("/bin/sh", ["-c", "curl -s http://127.0.0.1:\(port)/big.bin | sha256sum"], timeout: 300)
+        let down = try runCommand(
+            "/bin/sh", ["-c", "curl -s http://127.0.0.1:\(port)/big.bin | sha256sum"], timeout: 300)
         #expect(down.stdout.split(separator: " ").first.map(String.init) == digest)
         let status = try String(contentsOfFile: "/proc/\(s.pid)/status", encoding: .utf8)
-        let peakKiB = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+        let peakKiB =
+            status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
             .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? Int.max
         #expect(peakKiB < 64 * 1024, "peak RSS \(peakKiB) KiB")
     }
@@ -344,17 +402,18 @@ struct ReverseProxyTests {
         let chunked = try Backend.eventStream(every: 0.02, contentType: "text/plain")
         defer { echo.stop(); chunked.stop() }
         let (plain, buffered, unbufferedOut, bufferedOut) = (freePort(), freePort(), freePort(), freePort())
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              "p": {"listen": ["127.0.0.1:\(plain)"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(echo.port)"}]}]}]},
-              "b": {"listen": ["127.0.0.1:\(buffered)"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(echo.port)"}], "request_buffers": 4096}]}]},
-              "u": {"listen": ["127.0.0.1:\(unbufferedOut)"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(chunked.port)"}]}]}]},
-              "r": {"listen": ["127.0.0.1:\(bufferedOut)"], "routes": [{"handle": [{"handler": "reverse_proxy",
-                "upstreams": [{"dial": "127.0.0.1:\(chunked.port)"}], "response_buffers": -1}]}]}}}}}
-            """, waitPort: bufferedOut)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+                  "p": {"listen": ["127.0.0.1:\(plain)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(echo.port)"}]}]}]},
+                  "b": {"listen": ["127.0.0.1:\(buffered)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(echo.port)"}], "request_buffers": 4096}]}]},
+                  "u": {"listen": ["127.0.0.1:\(unbufferedOut)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(chunked.port)"}]}]}]},
+                  "r": {"listen": ["127.0.0.1:\(bufferedOut)"], "routes": [{"handle": [{"handler": "reverse_proxy",
+                    "upstreams": [{"dial": "127.0.0.1:\(chunked.port)"}], "response_buffers": -1}]}]}}}}}
+                """, waitPort: bufferedOut)
         defer { s.stop() }
         let upload = ["-H", "Transfer-Encoding: chunked", "--data-binary", "hello"]
         #expect(try curl(upload + ["http://127.0.0.1:\(plain)/"]).body == "cl= body=hello")
@@ -371,11 +430,12 @@ struct ReverseProxyTests {
         let echo = try Backend.caddy("\trespond \"from {remote_host}\"")
         defer { echo.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(echo.port)"}],
-                "transport": {"protocol": "http", "local_address": "127.0.0.2"}}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(echo.port)"}],
+                    "transport": {"protocol": "http", "local_address": "127.0.0.2"}}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "from 127.0.0.2")
     }
@@ -391,9 +451,10 @@ struct ReverseProxyTests {
               "upstreams": [{"dial": "127.0.0.1:\(nginx.port)"}], "transport": {"protocol": "http", "proxy_protocol": "\(version)"}}]}]}
             """
         }
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {\(site("a", v1, "v1")), \(site("b", v2, "v2"))}}}}
-            """, waitPort: v2)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {\(site("a", v1, "v1")), \(site("b", v2, "v2"))}}}}
+                """, waitPort: v2)
         defer { s.stop() }
         for port in [v1, v2] {
             // curl's own source port is what nginx must report.
@@ -415,14 +476,19 @@ struct ReverseProxyTests {
               "upstreams": [{"dial": "127.0.0.1:\(slow.port)"}], "transport": \(transport)}]}]}
             """
         }
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
-              \(site("l", limited, #"{"protocol": "http", "max_conns_per_host": 1}"#)), \(site("f", free, #"{"protocol": "http"}"#))}}}}
-            """, waitPort: free)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
+                  \(site("l", limited, #"{"protocol": "http", "max_conns_per_host": 1}"#)), \(site("f", free, #"{"protocol": "http"}"#))}}}}
+                """, waitPort: free)
         defer { s.stop() }
         func times(_ port: Int) throws -> [Double] {
-            let r = try runCommand("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{time_total}\\n", "-Z", "--parallel-immediate",
-                                                     "http://127.0.0.1:\(port)/a", "http://127.0.0.1:\(port)/b"], timeout: 30)
+            let r = try runCommand(
+                "/usr/bin/curl",
+                [
+                    "-s", "-o", "/dev/null", "-w", "%{time_total}\\n", "-Z", "--parallel-immediate",
+                    "http://127.0.0.1:\(port)/a", "http://127.0.0.1:\(port)/b",
+                ], timeout: 30)
             return r.stdout.split(separator: "\n").compactMap { Double($0) }.sorted()
         }
         let unlimited = try times(free)
@@ -431,10 +497,13 @@ struct ReverseProxyTests {
         #expect(serial.count == 2 && serial[0] < 2.5 && serial[1] >= 2.8, "\(serial)")
     }
 
-    @Test("transport read_timeout: an upstream that goes quiet before its head gets 504; one that stalls mid-body is cut off")
+    @Test(
+        "transport read_timeout: an upstream that goes quiet before its head gets 504; one that stalls mid-body is cut off"
+    )
     func readTimeout() throws {
         let quiet = try Backend.socketServer(reply: "b''", close: false)
-        let stalling = try Backend.socketServer(reply: "b'HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\nabc'", close: false)
+        let stalling = try Backend.socketServer(
+            reply: "b'HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\nabc'", close: false)
         let (mute, stall) = (quiet.port, stalling.port)
         defer { quiet.stop(); stalling.stop() }
         let (p1, p2) = (freePort(), freePort())
@@ -444,9 +513,10 @@ struct ReverseProxyTests {
               "upstreams": [{"dial": "127.0.0.1:\(upstream)"}], "transport": {"protocol": "http", "read_timeout": "300ms"}}]}]}
             """
         }
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {\(site("a", p1, mute)), \(site("b", p2, stall))}}}}
-            """, waitPort: p2)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {\(site("a", p1, mute)), \(site("b", p2, stall))}}}}
+                """, waitPort: p2)
         defer { s.stop() }
         let started = Date()
         #expect(try curl(["http://127.0.0.1:\(p1)/"]).status == 504)

@@ -69,7 +69,9 @@ final class LinePeer: @unchecked Sendable {
 struct ReverseProxyWebSocketTests {
     /// A config with a plain route on /other answering `other`, and (when `proxy`) the proxy for everything else.
     static func config(port: Int, echo: Int, other: String, proxy: Bool) -> String {
-        let proxyRoute = proxy ? """
+        let proxyRoute =
+            proxy
+            ? """
             , {"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(echo)"}], "stream_close_delay": "1s"}]}
             """ : #", {"handle": [{"handler": "static_response", "body": "no proxy"}]}"#
         return """
@@ -79,15 +81,19 @@ struct ReverseProxyWebSocketTests {
             """
     }
 
-    @Test("echo through the proxy over HTTP/1.1 and HTTP/2; counted in num_requests; kept across a reload that keeps the handler; closed with 1001 after stream_close_delay once it is gone")
+    @Test(
+        "echo through the proxy over HTTP/1.1 and HTTP/2; counted in num_requests; kept across a reload that keeps the handler; closed with 1001 after stream_close_delay once it is gone"
+    )
     func webSockets() throws {
         let echoPort = freePort()
-        let echo = try Backend(packageRoot.appendingPathComponent(".venv/bin/python").path,
-                               [packageRoot.appendingPathComponent("IntegrationTests/interop/ws_peer.py").path, "echo", String(echoPort)],
-                               port: echoPort)
+        let echo = try Backend(
+            packageRoot.appendingPathComponent(".venv/bin/python").path,
+            [packageRoot.appendingPathComponent("IntegrationTests/interop/ws_peer.py").path, "echo", String(echoPort)],
+            port: echoPort)
         defer { echo.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: Self.config(port: port, echo: echoPort, other: "other A", proxy: true), waitPort: port)
+        let s = try UsherProcess(
+            config: Self.config(port: port, echo: echoPort, other: "other A", proxy: true), waitPort: port)
         defer { s.stop() }
         let h1 = try LinePeer(["client", "ws://127.0.0.1:\(port)/chat"])
         let h2 = try LinePeer(["h2client", String(port), "/chat"])
@@ -103,8 +109,10 @@ struct ReverseProxyWebSocketTests {
         #expect(try upstreamStatus(s)[upstream]?["num_requests"] as? Int == 2)
 
         // A reload that changes another route keeps the handler, and with it both connections.
-        let reload = try admin(s, "POST", "/load", body: Self.config(port: port, echo: echoPort, other: "other B", proxy: true)
-            .replacingOccurrences(of: "{{ADMIN}}", with: s.adminAddress))
+        let reload = try admin(
+            s, "POST", "/load",
+            body: Self.config(port: port, echo: echoPort, other: "other B", proxy: true)
+                .replacingOccurrences(of: "{{ADMIN}}", with: s.adminAddress))
         #expect(reload.status == 200, "\(reload.body)")
         #expect(try curl(["http://127.0.0.1:\(port)/other"]).body == "other B")
         // Past stream_close_delay, so a tunnel wrongly released by the reload would be closed by now.
@@ -119,8 +127,10 @@ struct ReverseProxyWebSocketTests {
 
         // A config without the handler: the tunnel lives on for stream_close_delay, then gets Close 1001.
         let removed = Date()
-        let drop = try admin(s, "POST", "/load", body: Self.config(port: port, echo: echoPort, other: "other C", proxy: false)
-            .replacingOccurrences(of: "{{ADMIN}}", with: s.adminAddress))
+        let drop = try admin(
+            s, "POST", "/load",
+            body: Self.config(port: port, echo: echoPort, other: "other C", proxy: false)
+                .replacingOccurrences(of: "{{ADMIN}}", with: s.adminAddress))
         #expect(drop.status == 200, "\(drop.body)")
         #expect(try curl(["http://127.0.0.1:\(port)/chat"]).body == "no proxy")
         #expect(h2.echo("three") == "recv three")
@@ -135,12 +145,14 @@ struct ReverseProxyWebSocketTests {
         let plain = try Backend.nginx("no websockets here")
         defer { plain.stop() }
         let port = freePort()
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-              "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(plain.port)"}]}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                  "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(plain.port)"}]}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
-        let request = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        let request =
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
         let (response, closed) = try rawExchange(port: port, Array(request.utf8), timeout: 5)
         #expect(response.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(response)")

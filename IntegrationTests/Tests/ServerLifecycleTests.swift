@@ -7,12 +7,14 @@ struct ServerLifecycleTests {
     func listenForms() throws {
         let start = freePorts(2)
         let p2 = freePort()
-        let sock = FileManager.default.temporaryDirectory.appendingPathComponent("usher-\(UUID().uuidString.prefix(8)).sock").path
+        let sock = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "usher-\(UUID().uuidString.prefix(8)).sock"
+        ).path
         let config = """
-        {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {
-          "listen": ["127.0.0.1:\(start)-\(start + 1)", "[::1]:\(p2)", "unix/\(sock)"],
-          "routes": [{"handle": [{"handler": "static_response", "body": "{http.request.local.port} {http.request.remote.host}"}]}]}}}}}
-        """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {
+              "listen": ["127.0.0.1:\(start)-\(start + 1)", "[::1]:\(p2)", "unix/\(sock)"],
+              "routes": [{"handle": [{"handler": "static_response", "body": "{http.request.local.port} {http.request.remote.host}"}]}]}}}}}
+            """
         let s = try UsherProcess(config: config, waitPort: start)
         defer { s.stop() }
         #expect(try curl(["http://127.0.0.1:\(start)/"]).body == "\(start) 127.0.0.1")
@@ -21,8 +23,8 @@ struct ServerLifecycleTests {
         #expect(try curl(["--unix-socket", sock, "http://localhost/"]).status == 200)
         // A config that drops the unix socket removes its file.
         let drop = """
-        {"admin": {"listen": "\(s.adminAddress)"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(start)"]}}}}}
-        """
+            {"admin": {"listen": "\(s.adminAddress)"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(start)"]}}}}}
+            """
         #expect(try admin(s, "POST", "/load", body: drop).status == 200)
         #expect(!FileManager.default.fileExists(atPath: sock))
         #expect(!portOpen(start + 1))
@@ -57,8 +59,10 @@ struct ServerLifecycleTests {
             if stillRunning { p.interrupt(); kill(p.processIdentifier, SIGKILL) }
             p.waitUntilExit()
             #expect(!stillRunning, "SIGTERM right after start-up was lost")
-            #expect(p.terminationReason == .exit && p.terminationStatus == 0,
-                    "exited by \(p.terminationReason) \(p.terminationStatus): \((try? String(contentsOf: errFile, encoding: .utf8)) ?? "")")
+            #expect(
+                p.terminationReason == .exit && p.terminationStatus == 0,
+                "exited by \(p.terminationReason) \(p.terminationStatus): \((try? String(contentsOf: errFile, encoding: .utf8)) ?? "")"
+            )
         }
     }
 
@@ -66,16 +70,18 @@ struct ServerLifecycleTests {
     func gracefulShutdown() throws {
         let port = freePort()
         let config = """
-        {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
-          "routes": [{"handle": [{"handler": "test_stream"}]}]}}}}}
-        """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+              "routes": [{"handle": [{"handler": "test_stream"}]}]}}}}}
+            """
         let s = try UsherProcess(config: config, waitPort: port, binary: usherTestBinary)
         let size = 32 << 20
         // A slow client: 32 MiB at 8 MiB/s takes about four seconds.
         let download = Process()
         download.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        download.arguments = ["-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--limit-rate", "8M",
-                              "http://127.0.0.1:\(port)/?size=\(size)&length=known"]
+        download.arguments = [
+            "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--limit-rate", "8M",
+            "http://127.0.0.1:\(port)/?size=\(size)&length=known",
+        ]
         let out = Pipe()
         download.standardOutput = out
         try launch(download)
@@ -86,7 +92,8 @@ struct ServerLifecycleTests {
         Thread.sleep(forTimeInterval: 0.3)
         #expect(!portOpen(port))
         download.waitUntilExit()
-        #expect(Date().timeIntervalSince(signalledAt) > 1, "the download must still have been running when the stop began")
+        #expect(
+            Date().timeIntervalSince(signalledAt) > 1, "the download must still have been running when the stop began")
         let result = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(result == "200 \(size)")
         #expect(s.stop() == 0)
@@ -101,7 +108,8 @@ struct ServerLifecycleTests {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let adminPort = freePort()
         let f = dir.appendingPathComponent("c.json")
-        try config.replacingOccurrences(of: "{{ADMIN}}", with: "127.0.0.1:\(adminPort)").write(to: f, atomically: true, encoding: .utf8)
+        try config.replacingOccurrences(of: "{{ADMIN}}", with: "127.0.0.1:\(adminPort)").write(
+            to: f, atomically: true, encoding: .utf8)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
         p.arguments = ["-c", "0", usherBinary, "run", "--config", f.path]
@@ -114,7 +122,9 @@ struct ServerLifecycleTests {
         let deadline = Date().addingTimeInterval(20)
         while !portOpen(port) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(p.processIdentifier)/task")) ?? []
-        let names = tasks.compactMap { try? String(contentsOfFile: "/proc/\(p.processIdentifier)/task/\($0)/comm", encoding: .utf8) }
+        let names = tasks.compactMap {
+            try? String(contentsOfFile: "/proc/\(p.processIdentifier)/task/\($0)/comm", encoding: .utf8)
+        }
         let loops = names.filter { $0.hasPrefix("NIO-ELT-") }
         #expect(loops.count == 1, "threads: \(names)")
     }

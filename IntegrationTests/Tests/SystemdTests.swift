@@ -11,34 +11,49 @@ struct SystemdTests {
         let socketPath = dir.appendingPathComponent("notify").path
         let listener = Process()
         listener.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        listener.arguments = [packageRoot.appendingPathComponent("IntegrationTests/interop/notify_listen.py").path, socketPath, "30"]
+        listener.arguments = [
+            packageRoot.appendingPathComponent("IntegrationTests/interop/notify_listen.py").path, socketPath, "30",
+        ]
         let out = Pipe()
         listener.standardOutput = out
         try launch(listener)
         // Wait for the socket before usher starts.
         let ready = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: socketPath) && Date() < ready { Thread.sleep(forTimeInterval: 0.02) }
+        while !FileManager.default.fileExists(atPath: socketPath) && Date() < ready {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
 
         let port = freePort()
-        let config = { (body: String) in """
+        let config = { (body: String) in
+            """
             {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
               "routes": [{"handle": [{"handler": "static_response", "body": "\(body)"}]}]}}}}}
-            """ }
-        let s = try UsherProcess(config: config("one"), waitPort: port,
-                                 environment: ["NOTIFY_SOCKET": socketPath, "WATCHDOG_USEC": "200000"])
+            """
+        }
+        let s = try UsherProcess(
+            config: config("one"), waitPort: port,
+            environment: ["NOTIFY_SOCKET": socketPath, "WATCHDOG_USEC": "200000"])
         Thread.sleep(forTimeInterval: 0.6)
-        let reload = try admin(s, "POST", "/load", body: config("two").replacingOccurrences(of: "{{ADMIN}}", with: s.adminAddress))
+        let reload = try admin(
+            s, "POST", "/load", body: config("two").replacingOccurrences(of: "{{ADMIN}}", with: s.adminAddress))
         #expect(reload.status == 200)
         #expect(try curl(["http://127.0.0.1:\(port)/"]).body == "two")
-        let bad = try admin(s, "POST", "/load", body: #"{"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:1"], "bogus": 1}}}}}"#)
+        let bad = try admin(
+            s, "POST", "/load",
+            body: #"{"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:1"], "bogus": 1}}}}}"#)
         #expect(bad.status == 400)
         #expect(s.stop() == 0)
         listener.waitUntilExit()
-        let lines = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
-        let messages = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8), options: .fragmentsAllowed) as? String }
-            .filter { $0 != "listening" }
+        let lines = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(
+            separator: "\n")
+        let messages = lines.compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8), options: .fragmentsAllowed) as? String
+        }
+        .filter { $0 != "listening" }
         let states = messages.filter { !$0.hasPrefix("WATCHDOG=1") }
-        func has(_ i: Int, _ field: String) -> Bool { i < states.count && states[i].split(separator: "\n").contains { $0.hasPrefix(field) } }
+        func has(_ i: Int, _ field: String) -> Bool {
+            i < states.count && states[i].split(separator: "\n").contains { $0.hasPrefix(field) }
+        }
         #expect(states.count == 7, "\(states)")
         #expect(has(0, "STATUS=loading"))
         #expect(has(1, "READY=1") && has(1, "MAINPID=\(s.pid)"), "\(states)")
@@ -56,30 +71,42 @@ struct SystemdTests {
         let pki = try TestPKI()
         let (tcpPort, udpPort) = (freePort(), freePort())
         let dir = pki.dir
-        try #"{"admin": {"disabled": true}, "apps": {"http": {"servers": {"s": {"listen": ["fd/3"], "routes": [{"handle": [{"handler": "static_response", "body": "inherited {http.request.local.port}"}]}]}}}}}"#
+        try
+            #"{"admin": {"disabled": true}, "apps": {"http": {"servers": {"s": {"listen": ["fd/3"], "routes": [{"handle": [{"handler": "static_response", "body": "inherited {http.request.local.port}"}]}]}}}}}"#
             .write(to: dir.appendingPathComponent("tcp.json"), atomically: true, encoding: .utf8)
         try """
-            {"admin": {"disabled": true}, "apps": {"http": {"servers": {"s": {"listen": ["fdgram/3"], "tls_connection_policies": [{}],
-              "routes": [{"handle": [{"handler": "static_response", "body": "inherited over QUIC"}]}]}}},
-              "tls": {"certificates": {"load_files": [{"certificate": "\(pki.path("a.crt"))", "key": "\(pki.path("a.key"))"}]}}}}
-            """.write(to: dir.appendingPathComponent("udp.json"), atomically: true, encoding: .utf8)
+        {"admin": {"disabled": true}, "apps": {"http": {"servers": {"s": {"listen": ["fdgram/3"], "tls_connection_policies": [{}],
+          "routes": [{"handle": [{"handler": "static_response", "body": "inherited over QUIC"}]}]}}},
+          "tls": {"certificates": {"load_files": [{"certificate": "\(pki.path("a.crt"))", "key": "\(pki.path("a.key"))"}]}}}}
+        """.write(to: dir.appendingPathComponent("udp.json"), atomically: true, encoding: .utf8)
         // systemd-socket-activate closes descriptors it inherits, which confuses Foundation's child tracking: it
         // runs detached instead, known by its pid (which usher then takes over: it is exec'd in place).
         func activate(_ args: [String]) throws -> Int32 {
             let quoted = (["/usr/bin/systemd-socket-activate"] + args).map { "'\($0)'" }.joined(separator: " ")
             let log = dir.appendingPathComponent("activate-\(args.count).log").path
             let r = try runCommand("/bin/sh", ["-c", "setsid \(quoted) > '\(log)' 2>&1 < /dev/null & echo $!"])
-            guard let pid = Int32(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw TestFailure(r.stderr) }
+            guard let pid = Int32(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw TestFailure(r.stderr)
+            }
             return pid
         }
-        let tcp = try activate(["-l", "127.0.0.1:\(tcpPort)", usherBinary, "run", "--config", dir.appendingPathComponent("tcp.json").path])
+        let tcp = try activate([
+            "-l", "127.0.0.1:\(tcpPort)", usherBinary, "run", "--config", dir.appendingPathComponent("tcp.json").path,
+        ])
         defer { kill(tcp, SIGKILL) }
-        let udp = try activate(["-d", "-l", "127.0.0.1:\(udpPort)", usherBinary, "run", "--config", dir.appendingPathComponent("udp.json").path])
+        let udp = try activate([
+            "-d", "-l", "127.0.0.1:\(udpPort)", usherBinary, "run", "--config",
+            dir.appendingPathComponent("udp.json").path,
+        ])
         defer { kill(udp, SIGKILL) }
         let bound = Date().addingTimeInterval(10)
-        while (!portOpen(tcpPort) || !((try? udpBound(udpPort)) ?? false)) && Date() < bound { Thread.sleep(forTimeInterval: 0.05) }
+        while (!portOpen(tcpPort) || !((try? udpBound(udpPort)) ?? false)) && Date() < bound {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
         // systemd-socket-activate starts usher on the first connection (TCP) or datagram (UDP).
-        #expect(try curl(["--retry", "3", "--retry-connrefused", "http://127.0.0.1:\(tcpPort)/"]).body == "inherited \(tcpPort)")
+        #expect(
+            try curl(["--retry", "3", "--retry-connrefused", "http://127.0.0.1:\(tcpPort)/"]).body
+                == "inherited \(tcpPort)")
         var served: [[String: Any]] = []
         for _ in 0..<3 where served.first?["head"] as? String != "inherited over QUIC" {
             served = (try? h3Request(port: udpPort, "/", timeout: 20)) ?? []
@@ -88,7 +115,9 @@ struct SystemdTests {
         #expect(served.first?["head"] as? String == "inherited over QUIC", "\(served) \(logs.suffix(1500))")
     }
 
-    @Test("the journald encoder prefixes each line with its syslog priority: console underneath loses its timestamp, JSON keeps it")
+    @Test(
+        "the journald encoder prefixes each line with its syslog priority: console underneath loses its timestamp, JSON keeps it"
+    )
     func journaldEncoder() throws {
         let port = freePort()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-journald-\(UUID().uuidString)")
@@ -96,15 +125,16 @@ struct SystemdTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let console = dir.appendingPathComponent("console.log").path, json = dir.appendingPathComponent("json.log").path
         // Nothing listens on the upstream port: the proxy logs an error for the 502.
-        let s = try UsherProcess(config: """
-            {"admin": {"listen": "{{ADMIN}}"},
-             "logging": {"logs": {
-               "default": {"writer": {"output": "file", "filename": "\(console)"},
-                           "encoder": {"format": "journald", "wrap": {"format": "console"}}},
-               "json": {"writer": {"output": "file", "filename": "\(json)"}, "encoder": {"format": "journald"}, "include": ["http.log.error"]}}},
-             "apps": {"http": {"servers": {"web": {"listen": ["127.0.0.1:\(port)"],
-               "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(freePort())"}]}]}]}}}}}
-            """, waitPort: port)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"},
+                 "logging": {"logs": {
+                   "default": {"writer": {"output": "file", "filename": "\(console)"},
+                               "encoder": {"format": "journald", "wrap": {"format": "console"}}},
+                   "json": {"writer": {"output": "file", "filename": "\(json)"}, "encoder": {"format": "journald"}, "include": ["http.log.error"]}}},
+                 "apps": {"http": {"servers": {"web": {"listen": ["127.0.0.1:\(port)"],
+                   "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(freePort())"}]}]}]}}}}}
+                """, waitPort: port)
         defer { s.stop() }
         #expect(try curl(["http://127.0.0.1:\(port)/"]).status == 502)
         Thread.sleep(forTimeInterval: 0.3)

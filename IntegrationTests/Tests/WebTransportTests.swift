@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,7 +10,8 @@ func wtPeer(_ port: Int, _ args: [String], timeout: TimeInterval = 120) throws -
     let script = packageRoot.appendingPathComponent("IntegrationTests/interop/wt_peer.py").path
     let r = try runCommand(venvPython, [script, String(port)] + args, timeout: timeout)
     guard r.status == 0, let line = r.stdout.split(separator: "\n").last,
-          let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+        let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+    else {
         throw TestFailure("wt_peer.py \(args) failed (\(r.status)): \(r.stdout.suffix(500)) \(r.stderr.suffix(1500))")
     }
     return obj
@@ -24,7 +26,9 @@ final class HeldSession {
 
     init(port: Int) throws {
         process.executableURL = URL(fileURLWithPath: venvPython)
-        process.arguments = [packageRoot.appendingPathComponent("IntegrationTests/interop/wt_peer.py").path, String(port), "hold"]
+        process.arguments = [
+            packageRoot.appendingPathComponent("IntegrationTests/interop/wt_peer.py").path, String(port), "hold",
+        ]
         process.standardInput = input
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
@@ -66,7 +70,9 @@ final class HeldSession {
     }
 }
 
-@Suite("WebTransport passthrough in reverse_proxy: aioquic client, usher's echo handler and an aioquic server upstream", .serialized)
+@Suite(
+    "WebTransport passthrough in reverse_proxy: aioquic client, usher's echo handler and an aioquic server upstream",
+    .serialized)
 struct WebTransportTests {
     /// Ports of one setup: the echo server, proxies to it and to aioquic, a proxy to nothing, and servers with
     /// WebTransport off and without the option.
@@ -83,7 +89,9 @@ struct WebTransportTests {
             """
     }
 
-    static func proxy(to port: Int, versions: String = #"["3"]"#, extra: String = "", upstreams: String? = nil) -> String {
+    static func proxy(to port: Int, versions: String = #"["3"]"#, extra: String = "", upstreams: String? = nil)
+        -> String
+    {
         """
         {"handler": "reverse_proxy", "upstreams": \(upstreams ?? #"[{"dial": "127.0.0.1:\#(port)"}]"#),
          "headers": {"request": {"set": {"X-Up": ["from-proxy"]}}, "response": {"set": {"X-Down": ["{http.reverse_proxy.upstream.hostport}"]}}} \(extra),
@@ -94,7 +102,9 @@ struct WebTransportTests {
     /// Round robin with one retry (for an unreachable upstream beside the echo).
     static let retryExtra = #", "load_balancing": {"selection_policy": {"policy": "round_robin"}, "retries": 1}"#
 
-    static func config(_ pki: TestPKI, _ p: Ports, aioquic: Int, proxyExtra: String = "", more: String = "") throws -> String {
+    static func config(_ pki: TestPKI, _ p: Ports, aioquic: Int, proxyExtra: String = "", more: String = "") throws
+        -> String
+    {
         _ = try HTTP3Tests.config(pki, port: p.echo, routes: "[]")  // makes localhost.crt
         return """
             {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {
@@ -117,8 +127,9 @@ struct WebTransportTests {
         let port = freePort()
         let events = pki.dir.appendingPathComponent("wt-events.jsonl")
         let script = packageRoot.appendingPathComponent("IntegrationTests/interop/wt_server.py").path
-        let b = try Backend(venvPython, [script, String(port), pki.path("localhost.crt"), pki.path("localhost.key"), events.path],
-                            port: port, udp: true)
+        let b = try Backend(
+            venvPython, [script, String(port), pki.path("localhost.crt"), pki.path("localhost.key"), events.path],
+            port: port, udp: true)
         return (b, events)
     }
 
@@ -128,13 +139,16 @@ struct WebTransportTests {
         return list.first { $0["address"] as? String == "127.0.0.1:\(port)" }?["num_requests"] as? Int
     }
 
-    @Test("echo through the proxy to usher's handler and to aioquic: 8 × 1 MiB bidi streams, uni both ways, a server-opened stream, 1000 datagrams, reset codes, close code and reason both ways, proxy headers")
+    @Test(
+        "echo through the proxy to usher's handler and to aioquic: 8 × 1 MiB bidi streams, uni both ways, a server-opened stream, 1000 datagrams, reset codes, close code and reason both ways, proxy headers"
+    )
     func echo() throws {
         let pki = try TestPKI()
         let (aio, events) = try Self.aioquicServer(pki)
         defer { aio.stop() }
         let p = Ports()
-        let s = try UsherProcess(config: try Self.config(pki, p, aioquic: aio.port), waitPort: p.absent, binary: usherTestBinary)
+        let s = try UsherProcess(
+            config: try Self.config(pki, p, aioquic: aio.port), waitPort: p.absent, binary: usherTestBinary)
         defer { s.stop() }
         for (port, servedBy) in [(p.proxy, "Usher"), (p.proxyAio, "aioquic")] {
             let r = try wtPeer(port, ["echo", "8", "1048576"])
@@ -162,25 +176,34 @@ struct WebTransportTests {
             #expect(c["closed"] as? Bool == true, "\(c)")
         }
         Thread.sleep(forTimeInterval: 0.5)
-        #expect(s.log.contains(#""msg":"webtransport echo session closed","aborted":false,"code":"77","reason":"client says bye""#),
-                "\(s.log.suffix(3000))")
+        #expect(
+            s.log.contains(
+                #""msg":"webtransport echo session closed","aborted":false,"code":"77","reason":"client says bye""#),
+            "\(s.log.suffix(3000))")
         let aioEvents = (try? String(contentsOf: events, encoding: .utf8)) ?? ""
         #expect(aioEvents.contains(#"{"closed": {"code": 77, "reason": "client says bye"}}"#), "\(aioEvents)")
         // One line per session at its end, with what went through.
         let ended = s.log.split(separator: "\n").filter { $0.contains(#""msg":"webtransport session ended""#) }
         #expect(ended.count == 4, "\(ended)")
         let echoes = ended.filter { $0.contains(#""close_code":"4242""#) }
-        #expect(echoes.count == 2 && echoes.allSatisfy { $0.contains(#""bytes_up":8388652,"#) && $0.contains(#""datagrams_up":1001,"#)
-                                                        && $0.contains(#""datagrams_dropped":0,"#) && $0.contains(#""closed_by":"upstream""#) },
-                "\(echoes)")
-        #expect(ended.filter { $0.contains(#""close_code":"77""#) && $0.contains(#""closed_by":"client""#) }.count == 2, "\(ended)")
+        #expect(
+            echoes.count == 2
+                && echoes.allSatisfy {
+                    $0.contains(#""bytes_up":8388652,"#) && $0.contains(#""datagrams_up":1001,"#)
+                        && $0.contains(#""datagrams_dropped":0,"#) && $0.contains(#""closed_by":"upstream""#)
+                },
+            "\(echoes)")
+        #expect(
+            ended.filter { $0.contains(#""close_code":"77""#) && $0.contains(#""closed_by":"client""#) }.count == 2,
+            "\(ended)")
     }
 
     @Test("a session counts as one request in flight while open, none after; 100 concurrent sessions through one proxy")
     func accounting() throws {
         let pki = try TestPKI()
         let p = Ports()
-        let s = try UsherProcess(config: try Self.config(pki, p, aioquic: p.dead), waitPort: p.absent, binary: usherTestBinary)
+        let s = try UsherProcess(
+            config: try Self.config(pki, p, aioquic: p.dead), waitPort: p.absent, binary: usherTestBinary)
         defer { s.stop() }
         #expect(try Self.numRequests(s, p.echo) == 0)
         let held = try HeldSession(port: p.proxy)
@@ -206,7 +229,10 @@ struct WebTransportTests {
         let closed = try Scrape(metricsURL)
         #expect(closed.value("usher_reverse_proxy_webtransport_sessions_active", echo) == 0)
         #expect((closed.value("usher_reverse_proxy_webtransport_streams_total", echo) ?? 0) >= 1)
-        #expect((closed.value("usher_reverse_proxy_webtransport_bytes_total", echo.merging(["direction": "up"]) { a, _ in a }) ?? 0) > 0)
+        #expect(
+            (closed.value(
+                "usher_reverse_proxy_webtransport_bytes_total", echo.merging(["direction": "up"]) { a, _ in a }) ?? 0)
+                > 0)
         let many = try wtPeer(p.proxy, ["sessions", "100"], timeout: 180)
         #expect(many["ok"] as? Int == 100, "\(many) \(s.log.suffix(2000))")
         n = try Self.numRequests(s, p.echo)
@@ -220,13 +246,16 @@ struct WebTransportTests {
         #expect(after.value("usher_reverse_proxy_webtransport_sessions_active", echo) == 0)
     }
 
-    @Test("refusals: an unbound upstream gives 502 at once (with a retry the next upstream serves), a transport without HTTP/3 502, the upstream's 403 passes, WebTransport off 501; with it off the SETTINGS bytes are plain HTTP/3's")
+    @Test(
+        "refusals: an unbound upstream gives 502 at once (with a retry the next upstream serves), a transport without HTTP/3 502, the upstream's 403 passes, WebTransport off 501; with it off the SETTINGS bytes are plain HTTP/3's"
+    )
     func refusals() throws {
         let pki = try TestPKI()
         let (aio, _) = try Self.aioquicServer(pki)
         defer { aio.stop() }
         let p = Ports()
-        let s = try UsherProcess(config: try Self.config(pki, p, aioquic: aio.port), waitPort: p.absent, binary: usherTestBinary)
+        let s = try UsherProcess(
+            config: try Self.config(pki, p, aioquic: aio.port), waitPort: p.absent, binary: usherTestBinary)
         defer { s.stop() }
         let started = Date()
         let dead = try wtPeer(p.proxyDead, ["status"])
@@ -234,7 +263,9 @@ struct WebTransportTests {
         #expect(Date().timeIntervalSince(started) < 5)
         #expect(try wtPeer(p.proxyH2, ["status"])["status"] as? String == "502")
         // With a retry, an unreachable upstream costs nothing: whichever comes first, the session opens.
-        for _ in 0..<3 { #expect(try wtPeer(p.retry, ["status"])["status"] as? String == "200", "\(s.log.suffix(1500))") }
+        for _ in 0..<3 {
+            #expect(try wtPeer(p.retry, ["status"])["status"] as? String == "200", "\(s.log.suffix(1500))")
+        }
         // The upstream's own refusal is passed on.
         let forbidden = try wtPeer(p.proxyAio, ["status", "/forbidden"])
         #expect(forbidden["status"] as? String == "403", "\(forbidden)")
@@ -261,7 +292,9 @@ struct WebTransportTests {
         #expect(on["initial_max_streams_uni"] as? Int == 100)
     }
 
-    @Test("a reload that keeps the handler keeps the session; removing it sends WT_DRAIN_SESSION, then closes after stream_close_delay")
+    @Test(
+        "a reload that keeps the handler keeps the session; removing it sends WT_DRAIN_SESSION, then closes after stream_close_delay"
+    )
     func reload() throws {
         let pki = try TestPKI()
         let p = Ports()
@@ -274,15 +307,19 @@ struct WebTransportTests {
         #expect(held.next()?["status"] as? String == "200")
         // Another server changes; the proxy's handler stays as it was.
         let extraPort = freePort()
-        let kept = try Self.config(pki, p, aioquic: p.dead, proxyExtra: extra,
-                                   more: ", \"extra\": " + Self.server(extraPort, webTransport: nil, #"{"handler": "static_response", "body": "x"}"#))
-            .replacingOccurrences(of: "{{ADMIN}}", with: s.adminAddress)
+        let kept = try Self.config(
+            pki, p, aioquic: p.dead, proxyExtra: extra,
+            more: ", \"extra\": "
+                + Self.server(extraPort, webTransport: nil, #"{"handler": "static_response", "body": "x"}"#)
+        )
+        .replacingOccurrences(of: "{{ADMIN}}", with: s.adminAddress)
         #expect((try? admin(s, "POST", "/load", body: kept))?.status == 200, "\(s.log.suffix(3000))")
         Thread.sleep(forTimeInterval: 1.5)
         held.send("echo")
         #expect(held.next()?["echo"] as? String == "still here", "\(s.log.suffix(2000))")
         // Now the proxy route is gone: drained at once, closed a second later.
-        let gone = kept.replacingOccurrences(of: Self.proxy(to: p.echo, extra: extra), with: #"{"handler": "static_response", "body": "gone"}"#)
+        let gone = kept.replacingOccurrences(
+            of: Self.proxy(to: p.echo, extra: extra), with: #"{"handler": "static_response", "body": "gone"}"#)
         #expect(gone != kept)
         let reloaded = Date()
         #expect((try? admin(s, "POST", "/load", body: gone))?.status == 200, "\(s.log.suffix(3000))")
@@ -292,14 +329,19 @@ struct WebTransportTests {
         #expect(end?["drained"] as? Bool == true, "\(String(describing: end))")
         #expect(took > 0.9 && took < 5, "\(took)")
         let close = end?["server_close"] as? [String: Any]
-        #expect(close?["code"] as? Int == 0 && close?["reason"] as? String == "proxy handler unloaded", "\(String(describing: end))")
+        #expect(
+            close?["code"] as? Int == 0 && close?["reason"] as? String == "proxy handler unloaded",
+            "\(String(describing: end))")
     }
 
-    @Test("Caddyfile: servers { enable_webtransport } with reverse_proxy https://… { transport http { versions 3 } } adapts and runs in the shipped binary; the echo handler is only in the test build")
+    @Test(
+        "Caddyfile: servers { enable_webtransport } with reverse_proxy https://… { transport http { versions 3 } } adapts and runs in the shipped binary; the echo handler is only in the test build"
+    )
     func caddyfile() throws {
         let pki = try TestPKI()
         let p = Ports()
-        let upstream = try UsherProcess(config: try Self.config(pki, p, aioquic: p.dead), waitPort: p.absent, binary: usherTestBinary)
+        let upstream = try UsherProcess(
+            config: try Self.config(pki, p, aioquic: p.dead), waitPort: p.absent, binary: usherTestBinary)
         defer { upstream.stop() }
         let port = freePort()
         let caddyfile = """
@@ -320,9 +362,11 @@ struct WebTransportTests {
             \t}
             }
             """
-        let s = try UsherProcess(config: caddyfile, args: ["--adapter", "caddyfile"], configName: "Caddyfile", waitPort: port)
+        let s = try UsherProcess(
+            config: caddyfile, args: ["--adapter", "caddyfile"], configName: "Caddyfile", waitPort: port)
         defer { s.stop() }
-        let adapted = try runCommand(usherBinary, ["adapt", "--config", s.dir.appendingPathComponent("Caddyfile").path])
+        let adapted = try runCommand(
+            usherBinary, ["adapt", "--config", s.dir.appendingPathComponent("Caddyfile").path])
         #expect(adapted.stdout.contains(#""enable_webtransport":true"#), "\(adapted.stdout)")
         #expect(adapted.stdout.contains(#""versions":["3"]"#), "\(adapted.stdout)")
         let r = try wtPeer(port, ["echo", "2", "65536"])

@@ -18,17 +18,22 @@ struct UsherBuild: CommandPlugin {
         let debug = args.extractFlag(named: "debug") > 0
         let root = context.package.directoryURL
         let work = context.pluginWorkDirectoryURL
-        let output = args.extractOption(named: "output").last.map { URL(fileURLWithPath: $0, relativeTo: root).standardizedFileURL }
+        let output =
+            args.extractOption(named: "output").last.map {
+                URL(fileURLWithPath: $0, relativeTo: root).standardizedFileURL
+            }
             ?? root.appending(path: "usher-custom")
         guard args.remainingArguments.isEmpty else {
             throw BuildError("unexpected arguments: \(args.remainingArguments.joined(separator: " "))")
         }
         let deps = try withs.map { try Dependency(parsing: $0, relativeTo: root) }
         let package = work.appending(path: "package")
-        try FileManager.default.createDirectory(at: package.appending(path: "Sources/usher-custom"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: package.appending(path: "Sources/usher-custom"), withIntermediateDirectories: true)
 
         // First the manifest with the dependencies alone, so they can be resolved and looked into.
-        try manifest(root: root, deps: deps, products: []).write(to: package.appending(path: "Package.swift"), atomically: true, encoding: .utf8)
+        try manifest(root: root, deps: deps, products: []).write(
+            to: package.appending(path: "Package.swift"), atomically: true, encoding: .utf8)
         try "".write(to: package.appending(path: "Sources/usher-custom/main.swift"), atomically: true, encoding: .utf8)
         try run(["swift", "package", "resolve"], in: package)
 
@@ -50,13 +55,15 @@ struct UsherBuild: CommandPlugin {
         main += "\nawait UsherMain.run(bundles: [StandardModules.self"
         for b in bundles { main += ", \(b.module).\(b.type).self" }
         main += "])\n"
-        try main.write(to: package.appending(path: "Sources/usher-custom/main.swift"), atomically: true, encoding: .utf8)
+        try main.write(
+            to: package.appending(path: "Sources/usher-custom/main.swift"), atomically: true, encoding: .utf8)
 
         let configuration = debug ? "debug" : "release"
         try run(["swift", "build", "-c", configuration, "--product", "usher-custom"], in: package)
         let built = package.appending(path: ".build/\(configuration)/usher-custom")
         try? FileManager.default.removeItem(at: output)
-        try FileManager.default.createDirectory(at: output.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: output.deletingLastPathComponent(), withIntermediateDirectories: true)
         try FileManager.default.copyItem(at: built, to: output)
         print("usher-build: \(output.path) with \(bundles.map { "\($0.module).\($0.type)" }.joined(separator: ", "))")
     }
@@ -87,7 +94,9 @@ struct UsherBuild: CommandPlugin {
                             .product(name: "UsherStandard", package: "usher"),
 
             """
-        for p in products { s += "                .product(name: \(quoted(p.product)), package: \(quoted(p.package))),\n" }
+        for p in products {
+            s += "                .product(name: \(quoted(p.product)), package: \(quoted(p.package))),\n"
+        }
         s += "            ]\n        ),\n    ]\n)\n"
         return s
     }
@@ -96,23 +105,32 @@ struct UsherBuild: CommandPlugin {
     func discover(_ dir: URL) throws -> (products: [String], bundles: [(module: String, type: String)]) {
         let json = try run(["swift", "package", "describe", "--type", "json"], in: dir, capture: true)
         guard let obj = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
-              let products = obj["products"] as? [[String: Any]], let targets = obj["targets"] as? [[String: Any]] else {
+            let products = obj["products"] as? [[String: Any]], let targets = obj["targets"] as? [[String: Any]]
+        else {
             throw BuildError("cannot read the package description of \(dir.path)")
         }
-        let pattern = try NSRegularExpression(pattern: #"public\s+(?:final\s+)?(?:enum|struct|class)\s+(\w+)\s*:[^{]*\bModuleBundle\b"#)
+        let pattern = try NSRegularExpression(
+            pattern: #"public\s+(?:final\s+)?(?:enum|struct|class)\s+(\w+)\s*:[^{]*\bModuleBundle\b"#)
         var names: [String] = []
         var bundles: [(module: String, type: String)] = []
         for p in products {
-            guard let type = p["type"] as? [String: Any], type["library"] != nil, let name = p["name"] as? String else { continue }
+            guard let type = p["type"] as? [String: Any], type["library"] != nil, let name = p["name"] as? String else {
+                continue
+            }
             let targetNames = p["targets"] as? [String] ?? []
             var has = false
             for t in targets where targetNames.contains(t["name"] as? String ?? "") {
-                guard let module = t["c99name"] as? String ?? t["name"] as? String, let path = t["path"] as? String else { continue }
+                guard let module = t["c99name"] as? String ?? t["name"] as? String, let path = t["path"] as? String
+                else { continue }
                 for file in t["sources"] as? [String] ?? [] {
-                    let text = (try? String(contentsOf: dir.appending(path: path).appending(path: file), encoding: .utf8)) ?? ""
+                    let text =
+                        (try? String(contentsOf: dir.appending(path: path).appending(path: file), encoding: .utf8))
+                        ?? ""
                     for m in pattern.matches(in: text, range: NSRange(text.startIndex..., in: text)) {
                         let type = String(text[Range(m.range(at: 1), in: text)!])
-                        if !bundles.contains(where: { $0.module == module && $0.type == type }) { bundles.append((module, type)) }
+                        if !bundles.contains(where: { $0.module == module && $0.type == type }) {
+                            bundles.append((module, type))
+                        }
                         has = true
                     }
                 }
@@ -134,7 +152,8 @@ struct UsherBuild: CommandPlugin {
         let data = capture ? out.fileHandleForReading.readDataToEndOfFile() : Data()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            throw BuildError("`\(command.joined(separator: " "))` in \(dir.path) failed with status \(p.terminationStatus)")
+            throw BuildError(
+                "`\(command.joined(separator: " "))` in \(dir.path) failed with status \(p.terminationStatus)")
         }
         return String(decoding: data, as: UTF8.self)
     }
@@ -183,7 +202,9 @@ struct Dependency {
     func checkout(in package: URL) throws -> URL {
         if let path { return path }
         let dir = package.appending(path: ".build/checkouts/\(identity)")
-        guard FileManager.default.fileExists(atPath: dir.path) else { throw BuildError("\(spec) was not checked out at \(dir.path)") }
+        guard FileManager.default.fileExists(atPath: dir.path) else {
+            throw BuildError("\(spec) was not checked out at \(dir.path)")
+        }
         return dir
     }
 }

@@ -18,7 +18,9 @@ enum AdminClient {
         return ProcessEnvironment.get("USHER_ADMIN").flatMap { $0.isEmpty ? nil : $0 } ?? AdminConfig.defaultListen
     }
 
-    static func request(address: String, method: String, path: String, headers: [(String, String)] = [], body: [UInt8] = []) throws -> Response {
+    static func request(
+        address: String, method: String, path: String, headers: [(String, String)] = [], body: [UInt8] = []
+    ) throws -> Response {
         let a = try NetworkAddress(parsing: address, defaultPort: 2019)
         let fd: Int32
         var hostHeader: String
@@ -34,7 +36,9 @@ enum AdminClient {
                 for (i, b) in bytes.enumerated() { raw[i] = b }
             }
             let rc = withUnsafePointer(to: &sun) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
             guard rc == 0 else {
                 close(fd)
@@ -56,12 +60,15 @@ enum AdminClient {
             guard connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
                 let reason = String(cString: strerror(errno))
                 close(fd)
-                throw CLIError("performing request: dial tcp \(a.joinHostPort()): \(reason) (is the server running, with its admin endpoint at \(address)?)")
+                throw CLIError(
+                    "performing request: dial tcp \(a.joinHostPort()): \(reason) (is the server running, with its admin endpoint at \(address)?)"
+                )
             }
             hostHeader = a.host.isEmpty ? "localhost:\(a.startPort)" : a.joinHostPort()
         }
         defer { close(fd) }
-        var req = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nConnection: close\r\nContent-Length: \(body.count)\r\n"
+        var req =
+            "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nConnection: close\r\nContent-Length: \(body.count)\r\n"
         for (n, v) in headers { req += "\(n): \(v)\r\n" }
         req += "\r\n"
         writeFully(fd, Array(req.utf8) + body)

@@ -26,9 +26,13 @@ struct StartCommand: AsyncParsableCommand {
         sin.sin_family = sa_family_t(AF_INET)
         sin.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } }
+        _ = withUnsafePointer(to: &sin) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) }
+        }
         listen(listener, 1)
-        _ = withUnsafeMutablePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+        _ = withUnsafeMutablePointer(to: &sin) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) }
+        }
         let port = Int(UInt16(bigEndian: sin.sin_port))
 
         var args = ["run", "--pingback", "127.0.0.1:\(port)"]
@@ -70,7 +74,9 @@ struct StartCommand: AsyncParsableCommand {
         if let dir = opendir("/proc/self/fd") {
             var fds: [Int32] = []
             while let ent = readdir(dir) {
-                let name = withUnsafeBytes(of: ent.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                let name = withUnsafeBytes(of: ent.pointee.d_name) {
+                    String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+                }
                 if let fd = Int32(name), fd > 2 { fds.append(fd) }
             }
             closedir(dir)
@@ -91,7 +97,8 @@ struct StartCommand: AsyncParsableCommand {
 }
 
 struct StopCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "stop", abstract: "Gracefully stops a running server via its admin API.")
+    static let configuration = CommandConfiguration(
+        commandName: "stop", abstract: "Gracefully stops a running server via its admin API.")
 
     @OptionGroup var configOptions: ConfigOptions
     @Option(help: "The address of the admin API.") var address: String?
@@ -99,8 +106,10 @@ struct StopCommand: AsyncParsableCommand {
     func run() async throws {
         do {
             let registry = try CLIState.registry()
-            let config = configOptions.config != nil
-                ? try ConfigFiles.load(path: configOptions.config, adapter: configOptions.adapter, registry: registry)?.config : nil
+            let config =
+                configOptions.config != nil
+                ? try ConfigFiles.load(path: configOptions.config, adapter: configOptions.adapter, registry: registry)?
+                    .config : nil
             let addr = AdminClient.address(flag: address, config: config)
             let r = try AdminClient.request(address: addr, method: "POST", path: "/stop")
             guard r.status == 200 else { throw CLIError("stopping: \(AdminClient.errorMessage(r))") }
@@ -123,14 +132,20 @@ struct ReloadCommand: AsyncParsableCommand {
     func run() async throws {
         do {
             let registry = try CLIState.registry()
-            guard let loaded = try ConfigFiles.load(path: configOptions.config, adapter: configOptions.adapter, registry: registry) else {
+            guard
+                let loaded = try ConfigFiles.load(
+                    path: configOptions.config, adapter: configOptions.adapter, registry: registry)
+            else {
                 throw CLIError("no config file to load (use --config)")
             }
             let addr = AdminClient.address(flag: address, config: loaded.config)
             var headers = [("Content-Type", "application/json")]
             if force { headers.append(("Cache-Control", "must-revalidate")) }
-            let r = try AdminClient.request(address: addr, method: "POST", path: "/load", headers: headers, body: loaded.config.serializedBytes())
-            guard r.status == 200 else { throw CLIError("sending configuration to instance: \(AdminClient.errorMessage(r))") }
+            let r = try AdminClient.request(
+                address: addr, method: "POST", path: "/load", headers: headers, body: loaded.config.serializedBytes())
+            guard r.status == 200 else {
+                throw CLIError("sending configuration to instance: \(AdminClient.errorMessage(r))")
+            }
         } catch {
             fail(error)
         }
@@ -138,7 +153,8 @@ struct ReloadCommand: AsyncParsableCommand {
 }
 
 struct AdaptCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "adapt", abstract: "Adapts a config file to JSON and prints it.")
+    static let configuration = CommandConfiguration(
+        commandName: "adapt", abstract: "Adapts a config file to JSON and prints it.")
 
     @OptionGroup var configOptions: ConfigOptions
     @Flag(help: "Format the output for humans.") var pretty = false
@@ -148,7 +164,8 @@ struct AdaptCommand: AsyncParsableCommand {
         do {
             let registry = try CLIState.registry()
             guard let file = configOptions.config ?? (access("Caddyfile", R_OK) == 0 ? "Caddyfile" : nil) else {
-                throw CLIError("input file required when there is no Caddyfile in current directory (use --config flag)")
+                throw CLIError(
+                    "input file required when there is no Caddyfile in current directory (use --config flag)")
             }
             let adapterName = configOptions.adapter ?? "caddyfile"
             guard let adapter = registry.adapter(named: adapterName) else {
@@ -195,7 +212,10 @@ struct ValidateCommand: AsyncParsableCommand {
         do {
             for f in envfile { try ConfigFiles.loadEnvFile(f) }
             let registry = try CLIState.registry()
-            guard let loaded = try ConfigFiles.load(path: configOptions.config, adapter: configOptions.adapter, registry: registry) else {
+            guard
+                let loaded = try ConfigFiles.load(
+                    path: configOptions.config, adapter: configOptions.adapter, registry: registry)
+            else {
                 throw CLIError("no config file to validate (use --config)")
             }
             let group = makeEventLoopGroup()
@@ -209,7 +229,8 @@ struct ValidateCommand: AsyncParsableCommand {
 }
 
 struct ListModulesCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list-modules", abstract: "Lists the modules in this binary.")
+    static let configuration = CommandConfiguration(
+        commandName: "list-modules", abstract: "Lists the modules in this binary.")
 
     @Flag(help: "Print the bundle (package) of each module.") var packages = false
     @Flag(help: "Print the version of each module's bundle.") var versions = false
@@ -322,7 +343,9 @@ struct RespondCommand: AsyncParsableCommand {
             fail(error)
         }
         printErr("Server address: \(listenAddress)")
-        let signals = SignalHandling(runtime: runtime, logger: runtime.environment.logRouter.logger(""), configPath: nil, adapter: nil, registry: registry)
+        let signals = SignalHandling(
+            runtime: runtime, logger: runtime.environment.logRouter.logger(""), configPath: nil, adapter: nil,
+            registry: registry)
         signals.install()
         await runtime.waitForStop()
         Glibc.exit(0)
@@ -336,7 +359,9 @@ struct RespondCommand: AsyncParsableCommand {
         sin.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        _ = withUnsafeMutablePointer(to: &sin) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
         return Int(UInt16(bigEndian: sin.sin_port))
     }
 }

@@ -10,7 +10,8 @@ struct FmtCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fmt",
         abstract: "Formats a Caddyfile as `caddy fmt` does.",
-        discussion: "Prints the formatted file, or with --overwrite rewrites it; with --diff prints a line diff. Exits 1 when the file was not formatted (unless --overwrite). Use - to format standard input."
+        discussion:
+            "Prints the formatted file, or with --overwrite rewrites it; with --diff prints a line diff. Exits 1 when the file was not formatted (unless --overwrite). Use - to format standard input."
     )
 
     @Flag(name: [.short, .long], help: "Overwrite the file with the formatted result.") var overwrite = false
@@ -44,7 +45,10 @@ struct FmtCommand: AsyncParsableCommand {
             writeFully(1, Array(output.utf8))
         }
         if let d = CaddyfileFormatter.formattingDifference(filename: path, input: input) {
-            fail(CLIError("\(path):\(d.line): Caddyfile input is not formatted; Tip: use '--overwrite' to update your Caddyfile in-place instead of previewing it. Consult '--help' for more options"))
+            fail(
+                CLIError(
+                    "\(path):\(d.line): Caddyfile input is not formatted; Tip: use '--overwrite' to update your Caddyfile in-place instead of previewing it. Consult '--help' for more options"
+                ))
         }
     }
 

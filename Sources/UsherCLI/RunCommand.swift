@@ -1,10 +1,10 @@
 import ArgumentParser
+import CUsherSystem
 import Dispatch
 import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
-import CUsherSystem
 import UsherCore
 
 #if canImport(Glibc)
@@ -41,7 +41,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Where certificates and keys are kept (overrides USHER_DATA and XDG_DATA_HOME).")
     var dataDir: String?
 
-    @Option(help: ArgumentHelp("Address to confirm a successful start to (used by `usher start`).", visibility: .hidden))
+    @Option(
+        help: ArgumentHelp("Address to confirm a successful start to (used by `usher start`).", visibility: .hidden))
     var pingback: String?
 
     func run() async throws {
@@ -64,14 +65,19 @@ struct RunCommand: AsyncParsableCommand {
         var config: JSONValue = .null
         var configPath: String?
         var resumed = false
-        if resume, let saved = try? ConfigFiles.readFile(environment.paths.autosavePath), let json = try? JSONValue.parse(saved) {
+        if resume, let saved = try? ConfigFiles.readFile(environment.paths.autosavePath),
+            let json = try? JSONValue.parse(saved)
+        {
             config = json
             resumed = true
-            logger.info("resuming from last configuration", metadata: ["autosave_file": "\(environment.paths.autosavePath)"])
+            logger.info(
+                "resuming from last configuration", metadata: ["autosave_file": "\(environment.paths.autosavePath)"])
         }
         if !resumed {
             do {
-                if let loaded = try ConfigFiles.load(path: configOptions.config, adapter: configOptions.adapter, registry: registry, logger: logger) {
+                if let loaded = try ConfigFiles.load(
+                    path: configOptions.config, adapter: configOptions.adapter, registry: registry, logger: logger)
+                {
                     config = loaded.config
                     configPath = loaded.path
                     logger.info("using config from file", metadata: ["file": "\(loaded.path)"])
@@ -83,7 +89,9 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         // Signals are handled before anything listens, so a stop that arrives during start-up is not lost.
-        let signals = SignalHandling(runtime: runtime, logger: logger, configPath: configPath, adapter: configOptions.adapter, registry: registry)
+        let signals = SignalHandling(
+            runtime: runtime, logger: logger, configPath: configPath, adapter: configOptions.adapter, registry: registry
+        )
         signals.install()
         await SystemdNotifier.install(on: runtime, loop: group.next())
         do {
@@ -103,7 +111,11 @@ struct RunCommand: AsyncParsableCommand {
         logger.info("serving", metadata: ["pid": "\(getpid())"])
 
         if watch, let configPath {
-            Task { await watchConfig(path: configPath, adapter: configOptions.adapter, registry: registry, runtime: runtime, logger: logger) }
+            Task {
+                await watchConfig(
+                    path: configPath, adapter: configOptions.adapter, registry: registry, runtime: runtime,
+                    logger: logger)
+            }
         }
         await runtime.waitForStop()
         if let pidfile { unlink(pidfile) }
@@ -123,14 +135,17 @@ struct RunCommand: AsyncParsableCommand {
         sin.sin_port = in_port_t(UInt16(a.startPort).bigEndian)
         inet_pton(AF_INET, a.host.isEmpty ? "127.0.0.1" : a.host, &sin.sin_addr)
         let ok = withUnsafePointer(to: &sin) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         if ok == 0 { writeFully(fd, Array("usher-started\n".utf8)) }
     }
 }
 
 /// Polls the config file once a second and reloads it when it changes, as `caddy run --watch` does.
-func watchConfig(path: String, adapter: String?, registry: ModuleRegistry, runtime: ServerRuntime, logger: Logger) async {
+func watchConfig(path: String, adapter: String?, registry: ModuleRegistry, runtime: ServerRuntime, logger: Logger) async
+{
     var last = ConfigFiles.modificationTime(path)
     while true {
         try? await Task.sleep(for: .seconds(1))
@@ -139,7 +154,8 @@ func watchConfig(path: String, adapter: String?, registry: ModuleRegistry, runti
         last = now
         logger.info("config file changed; reloading", metadata: ["file": "\(path)"])
         do {
-            guard let loaded = try ConfigFiles.load(path: path, adapter: adapter, registry: registry, logger: logger) else { continue }
+            guard let loaded = try ConfigFiles.load(path: path, adapter: adapter, registry: registry, logger: logger)
+            else { continue }
             try await runtime.load(loaded.config)
         } catch {
             logger.error("reloading config file", metadata: ["error": "\(error.usherDescription)"])
@@ -216,7 +232,10 @@ final class SignalHandling: @unchecked Sendable {
         }
         Task {
             do {
-                guard let loaded = try ConfigFiles.load(path: configPath, adapter: adapter, registry: registry, logger: logger) else { return }
+                guard
+                    let loaded = try ConfigFiles.load(
+                        path: configPath, adapter: adapter, registry: registry, logger: logger)
+                else { return }
                 try await runtime.load(loaded.config)
             } catch {
                 logger.error("reloading config after SIGUSR1", metadata: ["error": "\(error.usherDescription)"])

@@ -19,11 +19,13 @@ struct FileServerCommand: AsyncParsableCommand {
     )
 
     @Option(name: [.short, .long], help: "The directory to serve.") var root = "."
-    @Option(name: [.short, .long], help: "The address to listen on (default :80, or :443 with --domain).") var listen: String?
+    @Option(name: [.short, .long], help: "The address to listen on (default :80, or :443 with --domain).") var listen:
+        String?
     @Option(name: [.short, .long], help: "A domain name to serve, with automatic HTTPS.") var domain: String?
     @Flag(name: [.short, .long], help: "List directories without an index file.") var browse = false
     @Flag(help: "Reveal symlink targets in listings.") var revealSymlinks = false
-    @Option(help: "Serve precompressed sidecar files for these encodings (gzip, zstd, br).") var precompressed: [String] = []
+    @Option(help: "Serve precompressed sidecar files for these encodings (gzip, zstd, br).") var precompressed:
+        [String] = []
     @Flag(help: "Do not compress responses.") var noCompress = false
     @Flag(name: [.short, .long], help: "Log each request.") var accessLog = false
     @Flag(name: [.customShort("v"), .customLong("debug")], help: "Log at debug level.") var debug = false
@@ -36,7 +38,9 @@ struct FileServerCommand: AsyncParsableCommand {
         if !precompressed.isEmpty {
             var p = JSONObject()
             for name in precompressed {
-                guard ["gzip", "zstd", "br"].contains(name) else { fail(CLIError("unknown precompressed encoding '\(name)'")) }
+                guard ["gzip", "zstd", "br"].contains(name) else {
+                    fail(CLIError("unknown precompressed encoding '\(name)'"))
+                }
                 p[name] = .object([:])
             }
             fileServer["precompressed"] = .object(p)
@@ -44,7 +48,10 @@ struct FileServerCommand: AsyncParsableCommand {
         }
         var handlers: [JSONValue] = []
         if !noCompress {
-            handlers.append(["handler": "encode", "encodings": ["gzip": .object([:]), "zstd": .object([:])], "prefer": ["zstd", "gzip"]])
+            handlers.append([
+                "handler": "encode", "encodings": ["gzip": .object([:]), "zstd": .object([:])],
+                "prefer": ["zstd", "gzip"],
+            ])
         }
         handlers.append(.object(fileServer))
         var route: JSONObject = ["handle": .array(handlers)]
@@ -56,7 +63,9 @@ struct FileServerCommand: AsyncParsableCommand {
         var server: JSONObject = ["listen": [.string(address)], "routes": [.object(route)]]
         if accessLog { server["logs"] = .object([:]) }
         if domain == nil { server["automatic_https"] = ["disable": true] }
-        var config: JSONObject = ["admin": ["disabled": true], "apps": ["http": ["servers": ["static": .object(server)]]]]
+        var config: JSONObject = [
+            "admin": ["disabled": true], "apps": ["http": ["servers": ["static": .object(server)]]],
+        ]
         if debug { config["logging"] = ["logs": ["default": ["level": "DEBUG"]]] }
         try await runUntilStopped(config: .object(config), banner: "Serving \(root) on \(address)")
     }
@@ -74,7 +83,9 @@ func runUntilStopped(config: JSONValue, banner: String) async throws {
         fail(error)
     }
     printErr(banner)
-    let signals = SignalHandling(runtime: runtime, logger: runtime.environment.logRouter.logger(""), configPath: nil, adapter: nil, registry: registry)
+    let signals = SignalHandling(
+        runtime: runtime, logger: runtime.environment.logRouter.logger(""), configPath: nil, adapter: nil,
+        registry: registry)
     signals.install()
     await runtime.waitForStop()
     Glibc.exit(0)
@@ -86,12 +97,14 @@ struct TrustCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trust",
         abstract: "Shows (and with --install, installs) the root certificate of an internal CA.",
-        discussion: "The CA lives under the data directory: $USHER_DATA, else $XDG_DATA_HOME/usher, else ~/.local/share/usher."
+        discussion:
+            "The CA lives under the data directory: $USHER_DATA, else $XDG_DATA_HOME/usher, else ~/.local/share/usher."
     )
 
     @Option(help: "The CA's ID in the pki app.") var ca = "local"
     @Option(help: "The data directory (overrides USHER_DATA).") var dataDir: String?
-    @Flag(help: "Install the root into the system trust store (needs root; runs update-ca-certificates).") var install = false
+    @Flag(help: "Install the root into the system trust store (needs root; runs update-ca-certificates).") var install =
+        false
 
     func run() async throws {
         if let dataDir { ProcessEnvironment.set("USHER_DATA", dataDir) }
@@ -114,7 +127,8 @@ struct TrustCommand: AsyncParsableCommand {
 
 /// `usher untrust`: removes an internal CA's root from the system trust store.
 struct UntrustCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "untrust", abstract: "Removes an internal CA's root from the system trust store.")
+    static let configuration = CommandConfiguration(
+        commandName: "untrust", abstract: "Removes an internal CA's root from the system trust store.")
 
     @Option(help: "The CA's ID in the pki app.") var ca = "local"
 
@@ -145,11 +159,16 @@ struct ReverseProxyCommand: AsyncParsableCommand {
 
     @Option(name: [.short, .long], help: "The address to listen on: [host][:port].") var from = ":80"
     @Option(name: [.short, .long], help: "An upstream address (repeatable).") var to: [String] = []
-    @Option(name: [.customShort("H"), .customLong("header-up")], help: "A request header to set, \"Field: value\" (repeatable).")
+    @Option(
+        name: [.customShort("H"), .customLong("header-up")],
+        help: "A request header to set, \"Field: value\" (repeatable).")
     var headerUp: [String] = []
-    @Option(name: [.customShort("d"), .customLong("header-down")], help: "A response header to set, \"Field: value\" (repeatable).")
+    @Option(
+        name: [.customShort("d"), .customLong("header-down")],
+        help: "A response header to set, \"Field: value\" (repeatable).")
     var headerDown: [String] = []
-    @Flag(name: [.short, .customLong("change-host-header")], help: "Send the upstream's address as Host.") var changeHostHeader = false
+    @Flag(name: [.short, .customLong("change-host-header")], help: "Send the upstream's address as Host.")
+    var changeHostHeader = false
     @Flag(name: [.customLong("access-log")], help: "Log each request.") var accessLog = false
     @Flag(name: [.customShort("v"), .customLong("debug")], help: "Log at debug level.") var debug = false
 
@@ -167,7 +186,9 @@ struct ReverseProxyCommand: AsyncParsableCommand {
         func ops(_ pairs: [String]) -> JSONValue {
             var set = JSONObject()
             for h in pairs {
-                guard let colon = h.firstIndex(of: ":") else { fail(CLIError("header '\(h)' must be \"Field: value\"")) }
+                guard let colon = h.firstIndex(of: ":") else {
+                    fail(CLIError("header '\(h)' must be \"Field: value\""))
+                }
                 let name = String(h[..<colon]).trimmingCharacters(in: .whitespaces)
                 let value = String(h[h.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
                 set[name] = .array((set[name]?.arrayValue ?? []) + [.string(value)])
@@ -194,7 +215,9 @@ struct ReverseProxyCommand: AsyncParsableCommand {
         var server: JSONObject = ["listen": [.string(listen)], "routes": [.object(route)]]
         if host.isEmpty { server["automatic_https"] = ["disable": true] }
         if accessLog { server["logs"] = .object([:]) }
-        var config: JSONObject = ["admin": ["disabled": true], "apps": ["http": ["servers": ["proxy": .object(server)]]]]
+        var config: JSONObject = [
+            "admin": ["disabled": true], "apps": ["http": ["servers": ["proxy": .object(server)]]],
+        ]
         if debug { config["logging"] = ["logs": ["default": ["level": "DEBUG"]]] }
         try await runUntilStopped(config: .object(config), banner: "Proxying \(from) to \(to.joined(separator: ", "))")
     }

@@ -54,7 +54,8 @@ struct UsherCommand: AsyncParsableCommand {
         subcommands: [
             RunCommand.self, StartCommand.self, StopCommand.self, ReloadCommand.self, AdaptCommand.self,
             ValidateCommand.self, ListModulesCommand.self, VersionCommand.self, EnvironCommand.self,
-            RespondCommand.self, FmtCommand.self, FileServerCommand.self, ReverseProxyCommand.self, TrustCommand.self, UntrustCommand.self,
+            RespondCommand.self, FmtCommand.self, FileServerCommand.self, ReverseProxyCommand.self, TrustCommand.self,
+            UntrustCommand.self,
         ]
     )
 }
@@ -117,7 +118,9 @@ enum ConfigFiles {
                 if adapterName == nil { adapterName = "caddyfile" }
                 logger?.info("using adjacent Caddyfile")
             } else {
-                guard adapterName == nil else { throw CLIError("an adapter was given but no config file (use --config)") }
+                guard adapterName == nil else {
+                    throw CLIError("an adapter was given but no config file (use --config)")
+                }
                 return nil
             }
         }
@@ -141,7 +144,8 @@ enum ConfigFiles {
                 throw CLIError("adapting config using \(name): \(error.usherDescription)")
             }
             for w in result.warnings {
-                logger?.warning("\(w.message)", metadata: ["adapter": "\(name)", "file": "\(w.file)", "line": "\(w.line)"])
+                logger?.warning(
+                    "\(w.message)", metadata: ["adapter": "\(name)", "file": "\(w.file)", "line": "\(w.line)"])
             }
             return (result.config, file)
         }
@@ -181,7 +185,8 @@ enum ConfigFiles {
             if value.count >= 2, let f = value.first, f == "\"" || f == "'", value.last == f {
                 value = String(value.dropFirst().dropLast())
             } else if let hash = value.firstIndex(of: "#"), hash > value.startIndex,
-                      value[value.index(before: hash)] == " " {
+                value[value.index(before: hash)] == " "
+            {
                 value = String(value[..<hash]).trimmingCharacters()
             }
             guard !key.isEmpty, !key.contains(" ") else { throw CLIError("\(path):\(i + 1): invalid variable name") }

@@ -268,7 +268,9 @@ public final class Dispenser {
     }
 
     public func syntaxErr(_ expected: String) -> CaddyfileError {
-        CaddyfileError("syntax error: unexpected token '\(val)', expecting '\(expected)', at \(file):\(line) import chain: ['\(token.imports.joined(separator: "','"))']")
+        CaddyfileError(
+            "syntax error: unexpected token '\(val)', expecting '\(expected)', at \(file):\(line) import chain: ['\(token.imports.joined(separator: "','"))']"
+        )
     }
 
     public func eofErr() -> CaddyfileError { err("unexpected EOF") }
@@ -276,7 +278,8 @@ public final class Dispenser {
     /// An error with the current position appended (`..., at Caddyfile:12`).
     public func err(_ message: String) -> CaddyfileError {
         if !token.imports.isEmpty {
-            return CaddyfileError("\(message), at \(file):\(line) import chain ['\(token.imports.joined(separator: "','"))']")
+            return CaddyfileError(
+                "\(message), at \(file):\(line) import chain ['\(token.imports.joined(separator: "','"))']")
         }
         return CaddyfileError("\(message), at \(file):\(line)")
     }

@@ -91,7 +91,9 @@ public enum CaddyfileFormatter {
             }
             if heredoc == .opening {
                 if ch == "\n" {
-                    if !heredocMarker.isEmpty && CaddyfileLexer.isHeredocMarker(String(String.UnicodeScalarView(heredocMarker))) {
+                    if !heredocMarker.isEmpty
+                        && CaddyfileLexer.isHeredocMarker(String(String.UnicodeScalarView(heredocMarker)))
+                    {
                         heredoc = .opened
                     } else {
                         heredocMarker = []

@@ -38,14 +38,16 @@ public struct CaddyfileLexer {
     }
 
     static func isHeredocMarker(_ s: String) -> Bool {
-        !s.isEmpty && s.unicodeScalars.allSatisfy { c in
-            (c >= "A" && c <= "Z") || (c >= "a" && c <= "z") || (c >= "0" && c <= "9") || c == "_" || c == "-"
-        }
+        !s.isEmpty
+            && s.unicodeScalars.allSatisfy { c in
+                (c >= "A" && c <= "Z") || (c >= "a" && c <= "z") || (c >= "0" && c <= "9") || c == "_" || c == "-"
+            }
     }
 
     mutating func next() throws(CaddyfileError) -> CaddyfileToken? {
         var val: [Unicode.Scalar] = []
-        var comment = false, quoted = false, btQuoted = false, inHeredoc = false, heredocEscaped = false, escaped = false
+        var comment = false, quoted = false, btQuoted = false, inHeredoc = false, heredocEscaped = false,
+            escaped = false
         var heredocMarker = ""
 
         func make(_ quote: Character?) -> CaddyfileToken {
@@ -60,7 +62,9 @@ public struct CaddyfileLexer {
             guard index < scalars.count else {
                 if !val.isEmpty {
                     if inHeredoc {
-                        throw CaddyfileError("incomplete heredoc <<\(heredocMarker) on line #\(line + skippedLines), expected ending marker \(heredocMarker)")
+                        throw CaddyfileError(
+                            "incomplete heredoc <<\(heredocMarker) on line #\(line + skippedLines), expected ending marker \(heredocMarker)"
+                        )
                     }
                     return make(nil)
                 }
@@ -69,19 +73,25 @@ public struct CaddyfileLexer {
             let ch = scalars[index]
             index += 1
 
-            if !quoted && !btQuoted && !inHeredoc && !heredocEscaped && val.count > 1 && val[0] == "<" && val[1] == "<" {
+            if !quoted && !btQuoted && !inHeredoc && !heredocEscaped && val.count > 1 && val[0] == "<" && val[1] == "<"
+            {
                 if ch == " " { return make(nil) }
                 if ch == "\r" { continue }
                 if ch == "\n" {
                     if val.count == 2 {
-                        throw CaddyfileError("missing opening heredoc marker on line #\(line); must contain only alphanumeric characters, dashes and underscores; got empty string")
+                        throw CaddyfileError(
+                            "missing opening heredoc marker on line #\(line); must contain only alphanumeric characters, dashes and underscores; got empty string"
+                        )
                     }
                     if val.count >= 3 && val[2] == "<" {
-                        throw CaddyfileError("too many '<' for heredoc on line #\(line); only use two, for example <<END")
+                        throw CaddyfileError(
+                            "too many '<' for heredoc on line #\(line); only use two, for example <<END")
                     }
                     heredocMarker = String(String.UnicodeScalarView(val[2...]))
                     if !Self.isHeredocMarker(heredocMarker) {
-                        throw CaddyfileError("heredoc marker on line #\(line) must contain only alphanumeric characters, dashes and underscores; got '\(heredocMarker)'")
+                        throw CaddyfileError(
+                            "heredoc marker on line #\(line) must contain only alphanumeric characters, dashes and underscores; got '\(heredocMarker)'"
+                        )
                     }
                     inHeredoc = true
                     skippedLines += 1
@@ -175,7 +185,9 @@ public struct CaddyfileLexer {
         guard let lastNewline = scalarsText.lastIndex(of: "\n") else { return [] }
         let body = String(String.UnicodeScalarView(scalarsText[...lastNewline]))
         let lines = body.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        let padding = String(String.UnicodeScalarView(scalarsText[(lastNewline + 1)..<(scalarsText.count - marker.unicodeScalars.count)]))
+        let padding = String(
+            String.UnicodeScalarView(scalarsText[(lastNewline + 1)..<(scalarsText.count - marker.unicodeScalars.count)])
+        )
         var out = ""
         for (n, lineText) in lines.dropLast().enumerated() {
             if lineText.isEmpty || lineText == "\r" {
@@ -185,7 +197,9 @@ public struct CaddyfileLexer {
             guard lineText.hasPrefix(padding) else {
                 var clean = lineText
                 while clean.hasSuffix("\r") || clean.hasSuffix("\n") { clean.removeLast() }
-                throw CaddyfileError("mismatched leading whitespace in heredoc <<\(marker) on line #\(line + n + 1) [\(clean)], expected whitespace [\(padding)] to match the closing marker")
+                throw CaddyfileError(
+                    "mismatched leading whitespace in heredoc <<\(marker) on line #\(line + n + 1) [\(clean)], expected whitespace [\(padding)] to match the closing marker"
+                )
             }
             let rest = String(lineText.unicodeScalars.dropFirst(padding.unicodeScalars.count))
             out += String(String.UnicodeScalarView((rest + "\n").unicodeScalars.filter { $0 != "\r" }))

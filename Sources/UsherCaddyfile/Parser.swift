@@ -114,19 +114,24 @@ public struct CaddyfileParser {
             var value = d.val
             var token = d.token
             if value.hasPrefix("@") {
-                throw d.err("request matchers may not be defined globally, they must be in a site block; found \(value)")
+                throw d.err(
+                    "request matchers may not be defined globally, they must be in a site block; found \(value)")
             }
             if value == "import" && d.isNewLine() {
                 try doImport(nesting: 0)
                 continue
             }
             if token.isOpenBrace {
-                if expectingAnother { throw d.err("Expected another address but had '\(value)' - check for extra comma") }
+                if expectingAnother {
+                    throw d.err("Expected another address but had '\(value)' - check for extra comma")
+                }
                 block.hasBraces = true
                 break
             }
             if value.hasSuffix("{") && !token.wasQuoted {
-                throw d.err("Site addresses cannot end with a curly brace: '\(value)' - put a space between the token and the brace")
+                throw d.err(
+                    "Site addresses cannot end with a curly brace: '\(value)' - put a space between the token and the brace"
+                )
             }
             if !value.isEmpty {
                 if value.hasSuffix(",") {
@@ -136,7 +141,9 @@ public struct CaddyfileParser {
                     expectingAnother = false
                 }
                 if value.contains(",") {
-                    throw d.err("Site addresses cannot contain a comma ',': '\(value)' - put a space after the comma to separate site addresses")
+                    throw d.err(
+                        "Site addresses cannot contain a comma ',': '\(value)' - put a space after the comma to separate site addresses"
+                    )
                 }
                 if !value.isEmpty {
                     token.text = value
@@ -157,7 +164,9 @@ public struct CaddyfileParser {
         let opened = d.token.isOpenBrace
         if !opened {
             if looksLikeGlobalOptionsAfterSnippets() {
-                throw d.err("global options block must appear before import directives; move the global options block to the top of the Caddyfile")
+                throw d.err(
+                    "global options block must appear before import directives; move the global options block to the top of the Caddyfile"
+                )
             }
             d.cursor -= 1
         }
@@ -191,7 +200,9 @@ public struct CaddyfileParser {
             if t.isOpenBrace {
                 nesting += 1
                 if !d.isNextOnNewLine() { throw d.err("Unexpected next token after '{' on same line") }
-                if d.isNewLine() { throw d.err("Unexpected '{' on a new line; did you mean to place the '{' on the previous line?") }
+                if d.isNewLine() {
+                    throw d.err("Unexpected '{' on a new line; did you mean to place the '{' on the previous line?")
+                }
             } else if t.text == "{}" && !t.wasQuoted {
                 if d.isNextOnNewLine() { throw d.err("Unexpected '{}' at end of line") }
             } else if d.isNewLine() && nesting == 0 {
@@ -229,7 +240,9 @@ public struct CaddyfileParser {
     private mutating func blockTokens(retainCurlies: Bool) throws(CaddyfileError) -> [CaddyfileToken] {
         guard d.token.isOpenBrace else {
             if looksLikeGlobalOptionsAfterSnippets() {
-                throw d.err("global options block must appear before import directives; move the global options block to the top of the Caddyfile")
+                throw d.err(
+                    "global options block must appear before import directives; move the global options block to the top of the Caddyfile"
+                )
             }
             throw d.syntaxErr("{")
         }
@@ -289,7 +302,8 @@ public struct CaddyfileParser {
             let absFile = absolutePath(d.file)
             let globPattern = pattern.hasPrefix("/") ? pattern : joinPath(directoryOf(absFile), pattern)
             if globPattern.filter({ $0 == "*" }).count > 1 || globPattern.filter({ $0 == "?" }).count > 1
-                || (globPattern.contains("[") && globPattern.contains("]")) {
+                || (globPattern.contains("[") && globPattern.contains("]"))
+            {
                 throw d.err("Glob pattern may only contain one wildcard (*), but has others: \(globPattern)")
             }
             var matches = globFiles(globPattern)
@@ -489,7 +503,9 @@ struct ImportGraph {
 public func absolutePath(_ path: String) -> String {
     if path.hasPrefix("/") { return PathUtil.clean(path) }
     var buf = [CChar](repeating: 0, count: 4096)
-    let cwd = getcwd(&buf, buf.count) != nil ? String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/"
+    let cwd =
+        getcwd(&buf, buf.count) != nil
+        ? String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/"
     return PathUtil.clean(cwd + "/" + path)
 }
 

@@ -12,8 +12,10 @@ public struct CaddyfileToken: Sendable, Equatable {
     /// The snippet the token was defined in, if any.
     public var snippetName: String
 
-    public init(file: String = "", imports: [String] = [], line: Int = 0, text: String = "", quote: Character? = nil,
-                heredocMarker: String = "", snippetName: String = "") {
+    public init(
+        file: String = "", imports: [String] = [], line: Int = 0, text: String = "", quote: Character? = nil,
+        heredocMarker: String = "", snippetName: String = ""
+    ) {
         self.file = file
         self.imports = imports
         self.line = line
@@ -55,7 +57,8 @@ extension CaddyfileError {
     /// `message` with the token's position appended, as the dispenser words it (`..., at Caddyfile:12`).
     public static func at(_ token: CaddyfileToken, _ message: String) -> CaddyfileError {
         if !token.imports.isEmpty {
-            return CaddyfileError("\(message), at \(token.file):\(token.line) import chain ['\(token.imports.joined(separator: "','"))']")
+            return CaddyfileError(
+                "\(message), at \(token.file):\(token.line) import chain ['\(token.imports.joined(separator: "','"))']")
         }
         return CaddyfileError("\(message), at \(token.file):\(token.line)")
     }

@@ -1,6 +1,6 @@
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherTLS
 
 /// A site address as written in a Caddyfile: `https://example.com:8443/path`.
 public struct SiteAddress: Equatable, Sendable {
@@ -61,8 +61,9 @@ public struct SiteAddress: Equatable, Sendable {
         if h.contains(":"), let ip = IPAddress(h), ip.bytes.count == 16, ip.unmapped.bytes.count == 16 {
             h = ip.description + (h.firstIndex(of: "%").map { String(h[$0...]) } ?? "")
         }
-        return SiteAddress(original: original, scheme: lowerExceptPlaceholders(scheme),
-                           host: lowerExceptPlaceholders(h), port: port, path: path)
+        return SiteAddress(
+            original: original, scheme: lowerExceptPlaceholders(scheme),
+            host: lowerExceptPlaceholders(h), port: port, path: path)
     }
 
     /// The address as a URL-like string; the default port for the scheme is left out.

@@ -1,6 +1,6 @@
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherTLS
 
 /// The directives built into the HTTP server type (Caddy's `builtins.go`).
 let builtinDirectives = CaddyfileSupport(
@@ -75,7 +75,9 @@ func parseFilesystem(_ h: Helper) throws -> JSONObject {
 func parseRoute(_ h: Helper) throws -> JSONObject {
     let results = try h.parseSegmentAsConfig()
     for r in results where !(r.value is HTTPRoute || r.value is HTTPSubroute) {
-        throw h.d.err("\(r.directive) directive returned something other than an HTTP route or subroute: \(r.value) (only handler directives can be used in routes)")
+        throw h.d.err(
+            "\(r.directive) directive returned something other than an HTTP route or subroute: \(r.value) (only handler directives can be used in routes)"
+        )
     }
     return try buildSubroute(results, context: h.context, needsSorting: false).handler
 }

@@ -1,6 +1,6 @@
-import UsherTLS
 public import UsherCaddyfile
 public import UsherCore
+import UsherTLS
 
 /// The `caddyfile` config adapter: parses a Caddyfile and lowers it to Caddy JSON with the HTTP server type, using
 /// the Caddyfile parsers of every bundle in the binary.
@@ -14,7 +14,9 @@ public struct CaddyfileAdapter: ConfigAdapter {
     }
 
     /// Adapts with an explicit set of parsers.
-    public func adapt(_ body: [UInt8], filename: String, caddyfileRegistry: CaddyfileRegistry) throws -> ConfigAdaptation {
+    public func adapt(_ body: [UInt8], filename: String, caddyfileRegistry: CaddyfileRegistry) throws
+        -> ConfigAdaptation
+    {
         let file = filename.isEmpty ? "Caddyfile" : filename
         let text = String(decoding: body, as: UTF8.self)
         let blocks = try CaddyfileParser.parse(filename: file, input: text)

@@ -1,7 +1,7 @@
-import UsherHTTP
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherHTTP
+import UsherTLS
 
 /// The global options of the HTTP server type (Caddy's `options.go`, `pkiapp.go` and the options registered by
 /// the events and filesystem apps).
@@ -290,8 +290,9 @@ private func parseLogOption(_ i: GlobalOptionInput) throws -> Any? {
             names.insert(l.name)
         }
     }
-    let h = Helper(d: i.d, context: i.context, state: StateMap(), blockState: StateMap(), matcherDefs: [:],
-                   parentBlock: ServerBlock())
+    let h = Helper(
+        d: i.d, context: i.context, state: StateMap(), blockState: StateMap(), matcherDefs: [:],
+        parentBlock: ServerBlock())
     return try parseLogHelper(h, globalLogNames: names)
 }
 
@@ -323,7 +324,9 @@ private func parseECHOption(_ i: GlobalOptionInput) throws -> Any? {
             let fields = try i.context.registry.unmarshalModuleObject(d, "dns.providers." + provider)
             var p = JSONObject()
             p.put("configs", names)
-            p["publishers"] = .object(["dns": .object(["provider": .object(moduleObject(fields, key: "name", name: provider))])])
+            p["publishers"] = .object([
+                "dns": .object(["provider": .object(moduleObject(fields, key: "name", name: provider))])
+            ])
             publication.append(p)
         default:
             throw d.err("ech: unrecognized subdirective '\(d.val)'")

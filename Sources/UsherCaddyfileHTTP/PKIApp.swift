@@ -1,6 +1,6 @@
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherTLS
 
 /// The `pki` global option's value: CAs by ID, in the order first defined.
 final class PKIOption {

@@ -1,6 +1,6 @@
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherTLS
 
 /// A logger a `log` directive or option defines (Caddy's `namedCustomLog`).
 struct NamedCustomLog {

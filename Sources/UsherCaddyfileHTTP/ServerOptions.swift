@@ -1,7 +1,7 @@
-import UsherHTTP
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherHTTP
+import UsherTLS
 
 /// The `servers` global option: settings applied to the servers listening on an address (or to all).
 struct ServerOptions {

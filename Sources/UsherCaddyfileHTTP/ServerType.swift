@@ -1,7 +1,7 @@
-import UsherHTTP
-import UsherTLS
 public import UsherCaddyfile
 public import UsherCore
+import UsherHTTP
+import UsherTLS
 
 /// A server block and the config values its directives produced.
 final class ServerBlockState {
@@ -86,10 +86,13 @@ public struct HTTPServerType {
         for (i, sb) in input.enumerated() {
             for (j, k) in sb.keys.enumerated() {
                 if j == 0 && k.text.hasPrefix("@") {
-                    throw CaddyfileError("\(k.file):\(k.line): cannot define a matcher outside of a site block: '\(k.text)'")
+                    throw CaddyfileError(
+                        "\(k.file):\(k.line): cannot define a matcher outside of a site block: '\(k.text)'")
                 }
                 if registry.directives[k.text] != nil {
-                    throw CaddyfileError("\(k.file):\(k.line): parsed '\(k.text)' as a site address, but it is a known directive; directives must appear in a site block")
+                    throw CaddyfileError(
+                        "\(k.file):\(k.line): parsed '\(k.text)' as a site address, but it is a known directive; directives must appear in a site block"
+                    )
                 }
             }
             blocks.append(ServerBlockState(block: sb, index: i))
@@ -122,12 +125,14 @@ public struct HTTPServerType {
                     let t = seg[0]
                     var message = "\(t.file):\(t.line): unrecognized directive: \(dir)"
                     if !block.hasBraces {
-                        message += "\nDid you mean to define a second site? If so, you must use curly braces around each site to separate their configurations."
+                        message +=
+                            "\nDid you mean to define a second site? If so, you must use curly braces around each site to separate their configurations."
                     }
                     throw CaddyfileError(message)
                 }
-                let h = Helper(d: Dispenser(seg), context: ctx, state: state, blockState: state,
-                               matcherDefs: matcherDefs, parentBlock: block)
+                let h = Helper(
+                    d: Dispenser(seg), context: ctx, state: state, blockState: state,
+                    matcherDefs: matcherDefs, parentBlock: block)
                 let results: [ConfigValue]
                 do {
                     results = try parser(h)
@@ -230,19 +235,29 @@ public struct HTTPServerType {
                 // Access logs directed elsewhere stay out of the default log.
                 if !log.include.isEmpty {
                     let def: CustomLogConfig.Document
-                    if let d = logs["default"] { def = d } else { def = CustomLogConfig.Document(); set("default", def) }
+                    if let d = logs["default"] {
+                        def = d
+                    } else {
+                        def = CustomLogConfig.Document(); set("default", def)
+                    }
                     def.exclude.append(contentsOf: log.include)
-                    def.exclude = Array(Set(def.exclude)).sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+                    def.exclude = Array(Set(def.exclude)).sorted {
+                        Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8))
+                    }
                 }
             }
             if !logs.isEmpty {
                 var m = JSONObject()
                 for name in order { m[name] = .object(logs[name]!.json) }
-                cfg[UsherConfig.CodingKeys.logging] = .object([LoggingConfig.CodingKeys.logs.stringValue: .object(m.sortedByKey())])
+                cfg[UsherConfig.CodingKeys.logging] = .object([
+                    LoggingConfig.CodingKeys.logs.stringValue: .object(m.sortedByKey())
+                ])
             }
         }
 
-        if let storage = ctx.options["storage"] as? JSONObject { cfg[UsherConfig.CodingKeys.storage] = .object(storage) }
+        if let storage = ctx.options["storage"] as? JSONObject {
+            cfg[UsherConfig.CodingKeys.storage] = .object(storage)
+        }
 
         var apps = JSONObject()
         for (_, v) in ctx.options {
@@ -295,7 +310,8 @@ public struct HTTPServerType {
             var seen = Set<String>()
             for o in opts {
                 if seen.contains(o.listenerAddress) {
-                    throw CaddyfileError("cannot have 'servers' global options with duplicate listener addresses: \(o.listenerAddress)")
+                    throw CaddyfileError(
+                        "cannot have 'servers' global options with duplicate listener addresses: \(o.listenerAddress)")
                 }
                 seen.insert(o.listenerAddress)
             }
@@ -306,7 +322,9 @@ public struct HTTPServerType {
 
     // MARK: - Named routes
 
-    func extractNamedRoutes(_ blocks: [ServerBlockState], _ ctx: AdaptContext, _ replacer: ShorthandReplacer) throws -> [ServerBlockState] {
+    func extractNamedRoutes(_ blocks: [ServerBlockState], _ ctx: AdaptContext, _ replacer: ShorthandReplacer) throws
+        -> [ServerBlockState]
+    {
         var namedRoutes: [String: HTTPRoute] = [:]
         var invokes: [String: [String]] = [:]
         let state = StateMap()
@@ -322,8 +340,9 @@ public struct HTTPServerType {
                 replacer.apply(&seg)
                 whole.append(contentsOf: seg)
             }
-            let h = Helper(d: Dispenser(whole), context: ctx, state: state, blockState: state, matcherDefs: [:],
-                           parentBlock: sb.block)
+            let h = Helper(
+                d: Dispenser(whole), context: ctx, state: state, blockState: state, matcherDefs: [:],
+                parentBlock: sb.block)
             let subroute = try h.parseSegmentAsSubroute()
             var route = HTTPRoute()
             if subroute.routes.count == 1 && subroute.routes[0].matcherSets.isEmpty {
@@ -348,7 +367,9 @@ public struct HTTPServerType {
 
     // MARK: - Listeners
 
-    func listenersForServerBlockAddress(_ sb: ServerBlockState, _ addr: SiteAddress, _ ctx: AdaptContext) throws -> [(String, [String])] {
+    func listenersForServerBlockAddress(_ sb: ServerBlockState, _ addr: SiteAddress, _ ctx: AdaptContext) throws -> [(
+        String, [String]
+    )] {
         switch addr.scheme {
         case "wss": throw CaddyfileError("the scheme wss:// is only supported in browsers; use https:// instead")
         case "ws": throw CaddyfileError("the scheme ws:// is only supported in browsers; use http:// instead")
@@ -366,7 +387,9 @@ public struct HTTPServerType {
         if (addr.scheme == "http" && lnPort == httpsPort) || (addr.scheme == "https" && lnPort == httpPort) {
             throw CaddyfileError("[\(addr.description)] scheme and port violate convention")
         }
-        var cfgVals: [AddressesWithProtocols] = (sb.pile["bind"] ?? []).compactMap { $0.value as? AddressesWithProtocols }
+        var cfgVals: [AddressesWithProtocols] = (sb.pile["bind"] ?? []).compactMap {
+            $0.value as? AddressesWithProtocols
+        }
         if cfgVals.isEmpty {
             if let defaults = ctx.options["default_bind"] as? [ConfigValue] {
                 cfgVals = defaults.map { $0.value as! AddressesWithProtocols }
@@ -398,7 +421,9 @@ public struct HTTPServerType {
         return listeners
     }
 
-    func mapAddressToProtocolToServerBlocks(_ blocks: [ServerBlockState], _ ctx: AdaptContext) throws -> [String: [String: [ServerBlockView]]] {
+    func mapAddressToProtocolToServerBlocks(_ blocks: [ServerBlockState], _ ctx: AdaptContext) throws -> [String:
+        [String: [ServerBlockView]]]
+    {
         var result: [String: [String: [ServerBlockView]]] = [:]
         for (i, sb) in blocks.enumerated() {
             var perAddr: [String: [String: [(CaddyfileToken, SiteAddress)]]] = [:]
@@ -410,7 +435,8 @@ public struct HTTPServerType {
                 parsed = parsed.normalized()
                 let listeners: [(String, [String])]
                 do { listeners = try listenersForServerBlockAddress(sb, parsed, ctx) } catch {
-                    throw CaddyfileError.at(key, "server block \(i), key \(j) (\(key.text)): determining listener address: \(error)")
+                    throw CaddyfileError.at(
+                        key, "server block \(i), key \(j) (\(key.text)): determining listener address: \(error)")
                 }
                 for (addr, protocols) in listeners {
                     let prots = protocols.isEmpty ? [""] : protocols
@@ -440,7 +466,8 @@ public struct HTTPServerType {
                 var listeners: [String: Set<String>] = [:]
                 for (otherAddr, otherProts) in map {
                     for (otherProt, otherBlocks) in otherProts {
-                        let same = !blocks.isEmpty && otherBlocks.count == blocks.count
+                        let same =
+                            !blocks.isEmpty && otherBlocks.count == blocks.count
                             && zip(otherBlocks, blocks).allSatisfy { $0.sameAs($1) }
                         if (addr == otherAddr && prot == otherProt) || same {
                             listeners[otherAddr, default: []].insert(otherProt)

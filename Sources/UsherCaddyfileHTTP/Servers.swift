@@ -1,13 +1,15 @@
-import UsherHTTP
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherHTTP
+import UsherTLS
 
 extension HTTPServerType {
     /// One server per pairing of listeners and server blocks (Caddy's `serversFromPairings`).
     /// Sorting a pairing's server blocks also reorders them for the TLS app built afterwards, as in Caddy (where the
     /// sort works on the shared slice), so `pairings` is updated in place.
-    func serversFromPairings(_ pairings: inout [ServerPairing], _ ctx: AdaptContext) throws -> [String: ServerConfig.Document] {
+    func serversFromPairings(_ pairings: inout [ServerPairing], _ ctx: AdaptContext) throws -> [String: ServerConfig
+        .Document]
+    {
         var servers: [String: ServerConfig.Document] = [:]
         let defaultSNI = tryString(ctx.option("default_sni"), ctx)
         let fallbackSNI = tryString(ctx.option("fallback_sni"), ctx)
@@ -35,9 +37,12 @@ extension HTTPServerType {
             for v in autoHTTPS {
                 switch v {
                 case "off": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.disabled = true
-                case "disable_redirects": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.disableRedirects = true
-                case "disable_certs": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.disableCerts = true
-                case "ignore_loaded_certs": srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.ignoreLoadedCerts = true
+                case "disable_redirects":
+                    srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.disableRedirects = true
+                case "disable_certs":
+                    srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.disableCerts = true
+                case "ignore_loaded_certs":
+                    srv.autoHTTPS = srv.autoHTTPS ?? AutoHTTPSConfig.Document(); srv.autoHTTPS!.ignoreLoadedCerts = true
                 default: break
                 }
             }
@@ -146,12 +151,14 @@ extension HTTPServerType {
                         }
                     }
                     let created = sb.pile["tls.connection_policy"] ?? []
-                    let hasTLSEnabled = !created.isEmpty
+                    let hasTLSEnabled =
+                        !created.isEmpty
                         || (!addr.host.isEmpty && (srv.autoHTTPS == nil || !srv.autoHTTPS!.skip.contains(addr.host)))
                     if addr.scheme == "https" || (addr.scheme != "http" && addr.port != httpPort && hasTLSEnabled) {
                         addressQualifiesForTLS = true
                     }
-                    autoHTTPSWillAddConnPolicy = autoHTTPSWillAddConnPolicy
+                    autoHTTPSWillAddConnPolicy =
+                        autoHTTPSWillAddConnPolicy
                         && (addr.port == httpsPort || (addr.port != httpPort && !addr.host.isEmpty))
                 }
 
@@ -223,7 +230,9 @@ extension HTTPServerType {
             }
             for i in shielded.indices.reversed() where !shielded[i].isEmpty {
                 var hostsForShield = shielded[i].sorted(by: goLess)
-                hostsForShield = hostsForShield.enumerated().filter { $0.offset == 0 || hostsForShield[$0.offset - 1] != $0.element }.map(\.element)
+                hostsForShield = hostsForShield.enumerated().filter {
+                    $0.offset == 0 || hostsForShield[$0.offset - 1] != $0.element
+                }.map(\.element)
                 let shield = srv.tlsConnPolicies[i].copy()
                 shield.clientAuthentication = nil
                 shield.matchers = ["sni": .strings(hostsForShield)]
@@ -231,7 +240,9 @@ extension HTTPServerType {
             }
 
             if addressQualifiesForTLS && !hasCatchAllTLSConnPolicy
-                && (!srv.tlsConnPolicies.isEmpty || !autoHTTPSWillAddConnPolicy || !defaultSNI.isEmpty || !fallbackSNI.isEmpty) {
+                && (!srv.tlsConnPolicies.isEmpty || !autoHTTPSWillAddConnPolicy || !defaultSNI.isEmpty
+                    || !fallbackSNI.isEmpty)
+            {
                 let cp = ConnectionPolicy.Document()
                 cp.defaultSNI = defaultSNI
                 cp.fallbackSNI = fallbackSNI
@@ -255,25 +266,31 @@ extension HTTPServerType {
         return servers
     }
 
-    func detectConflictingSchemes(_ srv: ServerConfig.Document, _ blocks: [ServerBlockView], _ ctx: AdaptContext) throws {
+    func detectConflictingSchemes(_ srv: ServerConfig.Document, _ blocks: [ServerBlockView], _ ctx: AdaptContext) throws
+    {
         let httpPort = (ctx.options["http_port"] as? Int).map(String.init) ?? "80"
         let httpsPort = (ctx.options["https_port"] as? Int).map(String.init) ?? "443"
         var mode = ""
         let listen = Go.list(srv.listen)
         func setHTTP(_ a: SiteAddress, _ t: CaddyfileToken) throws {
             if mode == "HTTPS" {
-                var msg = "server listening on \(listen) is configured for HTTPS and cannot natively multiplex HTTP and HTTPS: \(a.original)"
+                var msg =
+                    "server listening on \(listen) is configured for HTTPS and cannot natively multiplex HTTP and HTTPS: \(a.original)"
                 if a.scheme.isEmpty && a.host.isEmpty { msg += " (try specifying https:// in the address)" }
                 throw CaddyfileError.at(t, msg)
             }
             if !srv.tlsConnPolicies.isEmpty {
-                throw CaddyfileError.at(t, "server listening on \(listen) is HTTP, but attempts to configure TLS connection policies")
+                throw CaddyfileError.at(
+                    t, "server listening on \(listen) is HTTP, but attempts to configure TLS connection policies")
             }
             mode = "HTTP"
         }
         func setHTTPS(_ a: SiteAddress, _ t: CaddyfileToken) throws {
             if mode == "HTTP" {
-                throw CaddyfileError.at(t, "server listening on \(listen) is configured for HTTP and cannot natively multiplex HTTP and HTTPS: \(a.original)")
+                throw CaddyfileError.at(
+                    t,
+                    "server listening on \(listen) is configured for HTTP and cannot natively multiplex HTTP and HTTPS: \(a.original)"
+                )
             }
             mode = "HTTPS"
         }
@@ -295,7 +312,9 @@ extension HTTPServerType {
         var pairs: [(hosts: [String], paths: [String])] = []
         var catchAllHosts = false
         for addr in sb.parsedKeys {
-            var chosen = pairs.firstIndex { ($0.paths.isEmpty && addr.path.isEmpty) || ($0.paths.count == 1 && $0.paths[0] == addr.path) }
+            var chosen = pairs.firstIndex {
+                ($0.paths.isEmpty && addr.path.isEmpty) || ($0.paths.count == 1 && $0.paths[0] == addr.path)
+            }
             if chosen == nil {
                 pairs.append(([], addr.path.isEmpty ? [] : [addr.path]))
                 chosen = pairs.count - 1
@@ -320,7 +339,9 @@ extension HTTPServerType {
 
     /// Adds a site's routes to a server's, wrapped in a terminal subroute unless it is the only site and has no
     /// host matchers inside.
-    func appendSubrouteToRouteList(_ list: [HTTPRoute], _ sub: HTTPSubroute, _ matcherSets: [JSONObject], _ p: ServerPairing) -> [HTTPRoute] {
+    func appendSubrouteToRouteList(
+        _ list: [HTTPRoute], _ sub: HTTPSubroute, _ matcherSets: [JSONObject], _ p: ServerPairing
+    ) -> [HTTPRoute] {
         if matcherSets.isEmpty && sub.routes.isEmpty && sub.errors == nil { return list }
         var wrap = true
         if matcherSets.isEmpty && p.serverBlocks.count == 1 {
@@ -354,7 +375,8 @@ extension HTTPServerType {
                     continue outer
                 }
                 if i == j - 1, cps[i].matchers?.count == 1, cps[j].matchers?.count == 1,
-                   let isni = cps[i].sniNames, let jsni = cps[j].sniNames, cps[i].settingsEqual(cps[j]) {
+                    let isni = cps[i].sniNames, let jsni = cps[j].sniNames, cps[i].settingsEqual(cps[j])
+                {
                     cps[i].matchers!["sni"] = .strings(isni + jsni)
                     cps.remove(at: j)
                     continue outer
@@ -363,38 +385,59 @@ extension HTTPServerType {
                     let a = cps[i]
                     let b = cps[j]
                     if let x = a.alpn, let y = b.alpn, !x.isEmpty, !y.isEmpty, x != y {
-                        throw CaddyfileError("two policies with same match criteria have conflicting ALPN: \(Go.list(x)) vs. \(Go.list(y))")
+                        throw CaddyfileError(
+                            "two policies with same match criteria have conflicting ALPN: \(Go.list(x)) vs. \(Go.list(y))"
+                        )
                     }
                     if let x = a.cipherSuites, let y = b.cipherSuites, !x.isEmpty, !y.isEmpty, x != y {
-                        throw CaddyfileError("two policies with same match criteria have conflicting cipher suites: \(Go.list(x)) vs. \(Go.list(y))")
+                        throw CaddyfileError(
+                            "two policies with same match criteria have conflicting cipher suites: \(Go.list(x)) vs. \(Go.list(y))"
+                        )
                     }
                     if a.clientAuthentication == nil && b.clientAuthentication != nil {
-                        throw CaddyfileError("two policies with same match criteria have conflicting client auth configuration")
+                        throw CaddyfileError(
+                            "two policies with same match criteria have conflicting client auth configuration")
                     }
                     if let x = a.curves, let y = b.curves, !x.isEmpty, !y.isEmpty, x != y {
-                        throw CaddyfileError("two policies with same match criteria have conflicting curves: \(Go.list(x)) vs. \(Go.list(y))")
+                        throw CaddyfileError(
+                            "two policies with same match criteria have conflicting curves: \(Go.list(x)) vs. \(Go.list(y))"
+                        )
                     }
                     if !a.defaultSNI.isEmpty && !b.defaultSNI.isEmpty && a.defaultSNI != b.defaultSNI {
-                        throw CaddyfileError("two policies with same match criteria have conflicting default SNI: \(a.defaultSNI) vs. \(b.defaultSNI)")
+                        throw CaddyfileError(
+                            "two policies with same match criteria have conflicting default SNI: \(a.defaultSNI) vs. \(b.defaultSNI)"
+                        )
                     }
                     if !a.fallbackSNI.isEmpty && !b.fallbackSNI.isEmpty && a.fallbackSNI != b.fallbackSNI {
-                        throw CaddyfileError("two policies with same match criteria have conflicting fallback SNI: \(a.fallbackSNI) vs. \(b.fallbackSNI)")
+                        throw CaddyfileError(
+                            "two policies with same match criteria have conflicting fallback SNI: \(a.fallbackSNI) vs. \(b.fallbackSNI)"
+                        )
                     }
                     if !a.protocolMin.isEmpty && !b.protocolMin.isEmpty && a.protocolMin != b.protocolMin {
-                        throw CaddyfileError("two policies with same match criteria have conflicting min protocol: \(a.protocolMin) vs. \(b.protocolMin)")
+                        throw CaddyfileError(
+                            "two policies with same match criteria have conflicting min protocol: \(a.protocolMin) vs. \(b.protocolMin)"
+                        )
                     }
                     if !a.protocolMax.isEmpty && !b.protocolMax.isEmpty && a.protocolMax != b.protocolMax {
-                        throw CaddyfileError("two policies with same match criteria have conflicting max protocol: \(a.protocolMax) vs. \(b.protocolMax)")
+                        throw CaddyfileError(
+                            "two policies with same match criteria have conflicting max protocol: \(a.protocolMax) vs. \(b.protocolMax)"
+                        )
                     }
                     if let x = a.certSelection, let y = b.certSelection {
                         if x.serialNumber != y.serialNumber || x.subjectOrganization != y.subjectOrganization
-                            || x.publicKeyAlgorithm != y.publicKeyAlgorithm || x.allTags != y.allTags {
-                            throw CaddyfileError("two policies with same match criteria have conflicting cert selections")
+                            || x.publicKeyAlgorithm != y.publicKeyAlgorithm || x.allTags != y.allTags
+                        {
+                            throw CaddyfileError(
+                                "two policies with same match criteria have conflicting cert selections")
                         }
                     }
                     if (a.alpn ?? []).isEmpty && !(b.alpn ?? []).isEmpty { a.alpn = b.alpn }
-                    if (a.cipherSuites ?? []).isEmpty && !(b.cipherSuites ?? []).isEmpty { a.cipherSuites = b.cipherSuites }
-                    if a.clientAuthentication == nil && b.clientAuthentication != nil { a.clientAuthentication = b.clientAuthentication }
+                    if (a.cipherSuites ?? []).isEmpty && !(b.cipherSuites ?? []).isEmpty {
+                        a.cipherSuites = b.cipherSuites
+                    }
+                    if a.clientAuthentication == nil && b.clientAuthentication != nil {
+                        a.clientAuthentication = b.clientAuthentication
+                    }
                     if (a.curves ?? []).isEmpty && !(b.curves ?? []).isEmpty { a.curves = b.curves }
                     if a.defaultSNI.isEmpty { a.defaultSNI = b.defaultSNI }
                     if a.fallbackSNI.isEmpty { a.fallbackSNI = b.fallbackSNI }
@@ -403,7 +446,9 @@ extension HTTPServerType {
                     if a.certSelection == nil, let y = b.certSelection {
                         a.certSelection = y
                     } else if a.certSelection != nil, let y = b.certSelection {
-                        for tag in y.anyTag where !a.certSelection!.anyTag.contains(tag) { a.certSelection!.anyTag.append(tag) }
+                        for tag in y.anyTag where !a.certSelection!.anyTag.contains(tag) {
+                            a.certSelection!.anyTag.append(tag)
+                        }
                     }
                     cps.remove(at: j)
                     continue outer

@@ -1,6 +1,6 @@
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherTLS
 
 extension HTTPServerType {
     /// The `tls` app from the sites' TLS settings and the global options; nil when it would be empty.
@@ -58,7 +58,9 @@ extension HTTPServerType {
                 if let vals = sb.pile["tls.cert_issuer"] {
                     let issuers = vals.map { $0.value as! Issuer }
                     if ap === catchAllAP && !sameIssuers(ap.issuers, issuers) {
-                        throw CaddyfileError("automation policy from site block is also default/catch-all policy because of key without hostname, and the two are in conflict")
+                        throw CaddyfileError(
+                            "automation policy from site block is also default/catch-all policy because of key without hostname, and the two are in conflict"
+                        )
                     }
                     ap.issuers = issuers
                 }
@@ -116,7 +118,9 @@ extension HTTPServerType {
         }
         for name in loaderOrder { certificates[name] = .array(loaders[name]!) }
 
-        if let od = options["on_demand_tls"] as? JSONObject { automationExtra[AutomationConfig.CodingKeys.onDemand] = .object(od) }
+        if let od = options["on_demand_tls"] as? JSONObject {
+            automationExtra[AutomationConfig.CodingKeys.onDemand] = .object(od)
+        }
 
         var dnsRaw: JSONObject?
         if let dns = options["dns"] as? DNSProviderValue { dnsRaw = dns.json }
@@ -169,8 +173,10 @@ extension HTTPServerType {
         let hasAutomation = automationPolicies != nil || !automationExtra.isEmpty
         if hasAutomation {
             let email = options["email"] as? String
-            let hasGlobalACMEDefaults = ctx.option("email") != nil || ctx.option("acme_ca") != nil
-                || ctx.option("acme_ca_root") != nil || options.keys.contains("acme_dns") || ctx.option("acme_eab") != nil
+            let hasGlobalACMEDefaults =
+                ctx.option("email") != nil || ctx.option("acme_ca") != nil
+                || ctx.option("acme_ca_root") != nil || options.keys.contains("acme_dns")
+                || ctx.option("acme_eab") != nil
                 || ctx.option("preferred_chains") != nil
             if hasGlobalACMEDefaults {
                 for ap in automationPolicies ?? [] where ap.issuers.isEmpty && automationPolicyHasAllPublicNames(ap) {
@@ -195,7 +201,9 @@ extension HTTPServerType {
             for ap in automationPolicies ?? [] {
                 for s in ap.subjects ?? [] {
                     if seen.contains(s) {
-                        throw CaddyfileError("hostname appears in more than one automation policy, making certificate management ambiguous: \(s)")
+                        throw CaddyfileError(
+                            "hostname appears in more than one automation policy, making certificate management ambiguous: \(s)"
+                        )
                     }
                     seen.insert(s)
                 }
@@ -227,7 +235,8 @@ extension HTTPServerType {
         let hasOCSP = o.keys.contains("ocsp_stapling")
         let hasRatio = o.keys.contains("renewal_window_ratio")
         let hasGlobalAutomation = hasIssuers || hasLocalCerts || hasKeyType || hasOCSP || hasRatio
-        let hasGlobalACMEDefaults = ctx.option("acme_ca") != nil || ctx.option("acme_ca_root") != nil
+        let hasGlobalACMEDefaults =
+            ctx.option("acme_ca") != nil || ctx.option("acme_ca_root") != nil
             || o.keys.contains("acme_dns") || ctx.option("acme_eab") != nil || ctx.option("preferred_chains") != nil
         if !hasGlobalAutomation && !hasGlobalACMEDefaults {
             return always ? AutomationPolicy.Document() : nil
@@ -235,7 +244,9 @@ extension HTTPServerType {
         let ap = AutomationPolicy.Document()
         if hasKeyType { ap.keyType = o["key_type"] as? String ?? "" }
         if hasIssuers && hasLocalCerts {
-            throw CaddyfileError("global options are ambiguous: local_certs is confusing when combined with cert_issuer, because local_certs is also a specific kind of issuer")
+            throw CaddyfileError(
+                "global options are ambiguous: local_certs is confusing when combined with cert_issuer, because local_certs is also a specific kind of issuer"
+            )
         }
         if hasIssuers {
             ap.issuers = o["cert_issuer"] as? [Issuer] ?? []
@@ -299,7 +310,8 @@ extension HTTPServerType {
                 if automationPoliciesHaveSameIssuers(a, b) && sameObjectList(a.managers, b.managers)
                     && optionalSame(a.storage, b.storage) && a.mustStaple == b.mustStaple && a.keyType == b.keyType
                     && a.onDemand == b.onDemand && a.reusePrivateKeys == b.reusePrivateKeys
-                    && a.renewalWindowRatio == b.renewalWindowRatio {
+                    && a.renewalWindowRatio == b.renewalWindowRatio
+                {
                     if !(a.subjects ?? []).isEmpty && (b.subjects ?? []).isEmpty {
                         if automationPolicyShadows(i, aps) >= j {
                             aps.remove(at: i)
@@ -377,7 +389,8 @@ func fillInGlobalACMEDefaults(_ issuer: Issuer, _ ctx: AdaptContext) throws {
     }
     if hasACMEDNS && acme.challenges?.dns?.provider == nil {
         if ctx.option("dns") == nil && globalACMEDNS == nil {
-            throw CaddyfileError("acme_dns specified without DNS provider config, but no provider specified with 'dns' global option")
+            throw CaddyfileError(
+                "acme_dns specified without DNS provider config, but no provider specified with 'dns' global option")
         }
         acme.ensureDNS()
         if let g = globalACMEDNS, acme.challenges!.dns!.provider == nil {
@@ -386,19 +399,23 @@ func fillInGlobalACMEDefaults(_ issuer: Issuer, _ ctx: AdaptContext) throws {
     }
     if let eab = o["acme_eab"] as? ExternalAccountBinding, acme.externalAccount == nil { acme.externalAccount = eab }
     if let pc = o["preferred_chains"] as? ChainPreference, acme.preferredChains == nil { acme.preferredChains = pc }
-    if let port = o["http_port"] as? Int, acme.challenges?.dns == nil, (acme.challenges?.http?.alternatePort ?? 0) == 0 {
+    if let port = o["http_port"] as? Int, acme.challenges?.dns == nil, (acme.challenges?.http?.alternatePort ?? 0) == 0
+    {
         if acme.challenges == nil { acme.challenges = ChallengesConfig() }
         if acme.challenges!.http == nil { acme.challenges!.http = PortChallengeConfig() }
         acme.challenges!.http!.alternatePort = port
     }
-    if let port = o["https_port"] as? Int, acme.challenges?.dns == nil, (acme.challenges?.tlsALPN?.alternatePort ?? 0) == 0 {
+    if let port = o["https_port"] as? Int, acme.challenges?.dns == nil,
+        (acme.challenges?.tlsALPN?.alternatePort ?? 0) == 0
+    {
         if acme.challenges == nil { acme.challenges = ChallengesConfig() }
         if acme.challenges!.tlsALPN == nil { acme.challenges!.tlsALPN = PortChallengeConfig() }
         acme.challenges!.tlsALPN!.alternatePort = port
     }
     if acme.challenges == nil || (acme.challenges!.dns == nil && acme.challenges!.bindHost.isEmpty) {
         if let binds = o["default_bind"] as? [ConfigValue], let first = binds.first,
-           let abp = first.value as? AddressesWithProtocols, let addr = abp.addresses.first {
+            let abp = first.value as? AddressesWithProtocols, let addr = abp.addresses.first
+        {
             if acme.challenges == nil { acme.challenges = ChallengesConfig() }
             acme.challenges!.bindHost = addr
         }
@@ -515,11 +532,15 @@ func automationPoliciesHaveSameIssuers(_ a: AutomationPolicy.Document, _ b: Auto
 }
 
 func automationPolicyUsesDefaultInternalIssuer(_ ap: AutomationPolicy.Document) -> Bool {
-    if (ap.issuersRaw ?? []).isEmpty && ap.issuers.isEmpty { return automationPolicyImplicitIssuerClass(ap) == "internal" }
+    if (ap.issuersRaw ?? []).isEmpty && ap.issuers.isEmpty {
+        return automationPolicyImplicitIssuerClass(ap) == "internal"
+    }
     return ap.issuersRaw?.count == 1 && ap.issuers.isEmpty && ap.issuersRaw![0] == ["module": "internal"]
 }
 
-func automationPoliciesHaveCompatibleImplicitIssuers(_ a: AutomationPolicy.Document, _ b: AutomationPolicy.Document) -> Bool {
+func automationPoliciesHaveCompatibleImplicitIssuers(_ a: AutomationPolicy.Document, _ b: AutomationPolicy.Document)
+    -> Bool
+{
     if !(a.issuersRaw ?? []).isEmpty || !a.issuers.isEmpty || !(b.issuersRaw ?? []).isEmpty || !b.issuers.isEmpty {
         return true
     }

@@ -1,6 +1,6 @@
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherTLS
 
 /// Cipher suites Go's `tls.CipherSuites()` lists (the ones Caddy accepts by name).
 let supportedCipherSuites: Set<String> = [
@@ -195,7 +195,9 @@ func parseTLS(_ h: Helper) throws -> [ConfigValue] {
     if let a = acme, a.challenges?.dns != nil {
         let providerSet = a.challenges!.dns!.provider != nil || h.option("dns") != nil || h.option("acme_dns") != nil
         if !dnsOptionsSet.isEmpty && !providerSet {
-            throw d.err("setting DNS challenge options [\(dnsOptionsSet.joined(separator: ", "))] requires a DNS provider (set with the 'dns' subdirective or 'acme_dns' global option)")
+            throw d.err(
+                "setting DNS challenge options [\(dnsOptionsSet.joined(separator: ", "))] requires a DNS provider (set with the 'dns' subdirective or 'acme_dns' global option)"
+            )
         }
     }
     if firstLine.isEmpty && !hasBlock { throw d.argErr() }
@@ -205,10 +207,15 @@ func parseTLS(_ h: Helper) throws -> [ConfigValue] {
         values.append(ConfigValue("tls.cert_loader", CertificateLoaderValue(module: "load_files", items: fileLoader)))
     }
     if !folderLoader.isEmpty {
-        values.append(ConfigValue("tls.cert_loader", CertificateLoaderValue(module: "load_folders", items: folderLoader.map { .string($0) })))
+        values.append(
+            ConfigValue(
+                "tls.cert_loader",
+                CertificateLoaderValue(module: "load_folders", items: folderLoader.map { .string($0) })))
     }
     if !issuers.isEmpty && (acme != nil || internalIssuer != nil) {
-        throw d.err("cannot mix issuer subdirective (explicit issuers) with other issuer-specific subdirectives (implicit issuers)")
+        throw d.err(
+            "cannot mix issuer subdirective (explicit issuers) with other issuer-specific subdirectives (implicit issuers)"
+        )
     }
     if acme != nil && internalIssuer != nil {
         throw d.err("cannot create both ACME and internal certificate issuers")
@@ -373,12 +380,16 @@ func parsePreferredChains(_ d: Dispenser) throws -> ChainPreference {
             let args = d.remainingArgs()
             pref.rootCommonName = (pref.rootCommonName ?? []) + args
             if args.isEmpty { throw d.argErr() }
-            if pref.anyCommonName != nil { throw d.err("Can't set root_common_name when any_common_name is already set") }
+            if pref.anyCommonName != nil {
+                throw d.err("Can't set root_common_name when any_common_name is already set")
+            }
         case "any_common_name":
             let args = d.remainingArgs()
             pref.anyCommonName = (pref.anyCommonName ?? []) + args
             if args.isEmpty { throw d.argErr() }
-            if pref.rootCommonName != nil { throw d.err("Can't set any_common_name when root_common_name is already set") }
+            if pref.rootCommonName != nil {
+                throw d.err("Can't set any_common_name when root_common_name is already set")
+            }
         default:
             throw d.err("Received unrecognized parameter '\(d.val)'")
         }
@@ -453,14 +464,18 @@ func parseClientAuthentication(_ d: Dispenser, _ registry: CaddyfileRegistry) th
             guard let a = d.args(1) else { throw d.argErr() }
             mode = a[0]
         case "trusted_ca_cert":
-            if caRaw != nil { throw d.err("cannot specify both 'trust_pool' and 'trusted_ca_cert' or 'trusted_ca_cert_file'") }
+            if caRaw != nil {
+                throw d.err("cannot specify both 'trust_pool' and 'trusted_ca_cert' or 'trusted_ca_cert_file'")
+            }
             guard d.nextArg() else { throw d.argErr() }
             trustedCACerts.append(d.val)
         case "trusted_leaf_cert":
             guard d.nextArg() else { throw d.argErr() }
             trustedLeafCerts.append(d.val)
         case "trusted_ca_cert_file":
-            if caRaw != nil { throw d.err("cannot specify both 'trust_pool' and 'trusted_ca_cert' or 'trusted_ca_cert_file'") }
+            if caRaw != nil {
+                throw d.err("cannot specify both 'trust_pool' and 'trusted_ca_cert' or 'trusted_ca_cert_file'")
+            }
             guard d.nextArg() else { throw d.argErr() }
             do { trustedCACerts.append(contentsOf: try pemFileToDERBase64(d.val)) } catch { throw d.wrap(error) }
         case "trusted_leaf_cert_file":
@@ -511,7 +526,9 @@ func pemFileToDERBase64(_ path: String) throws -> [String] {
             guard inBlock else { continue }
             inBlock = false
             guard type == "CERTIFICATE" else { throw CaddyfileError("no CERTIFICATE pem block found in \(path)") }
-            guard let der = Base64Text.decode(body) else { throw CaddyfileError("no CERTIFICATE pem block found in \(path)") }
+            guard let der = Base64Text.decode(body) else {
+                throw CaddyfileError("no CERTIFICATE pem block found in \(path)")
+            }
             ders.append(Base64Text.encode(der))
         } else if inBlock && !line.contains(":") {
             body += line.trimmingWhitespace()

@@ -13,8 +13,10 @@ public func sniffContentType(_ data: [UInt8]) -> String {
     var start = 0
     while start < data.count, [0x09, 0x0A, 0x0C, 0x0D, 0x20].contains(data[start]) { start += 1 }
     let trimmed = Array(data[start...])
-    let htmlTags = ["<!DOCTYPE HTML", "<HTML", "<HEAD", "<SCRIPT", "<IFRAME", "<H1", "<DIV", "<FONT", "<TABLE", "<A",
-                    "<STYLE", "<TITLE", "<B", "<BODY", "<BR", "<P", "<!--"]
+    let htmlTags = [
+        "<!DOCTYPE HTML", "<HTML", "<HEAD", "<SCRIPT", "<IFRAME", "<H1", "<DIV", "<FONT", "<TABLE", "<A",
+        "<STYLE", "<TITLE", "<B", "<BODY", "<BR", "<P", "<!--",
+    ]
     for tag in htmlTags {
         let t = Array(tag.utf8)
         guard trimmed.count > t.count else { continue }
@@ -34,7 +36,9 @@ public func sniffContentType(_ data: [UInt8]) -> String {
     if hasPrefix(Array("GIF87a".utf8)) || hasPrefix(Array("GIF89a".utf8)) { return "image/gif" }
     if hasPrefix([0x1F, 0x8B, 0x08]) { return "application/x-gzip" }
     if hasPrefix([0x50, 0x4B, 0x03, 0x04]) { return "application/zip" }
-    if hasPrefix(Array("RIFF".utf8)) && data.count >= 12 && Array(data[8..<12]) == Array("WEBP".utf8) { return "image/webp" }
+    if hasPrefix(Array("RIFF".utf8)) && data.count >= 12 && Array(data[8..<12]) == Array("WEBP".utf8) {
+        return "image/webp"
+    }
     if hasPrefix([0x00, 0x61, 0x73, 0x6D]) { return "application/wasm" }
     if hasPrefix([0xFE, 0xFF]) || hasPrefix([0xFF, 0xFE]) { return "text/plain; charset=utf-16" }
     if hasPrefix([0xEF, 0xBB, 0xBF]) { return "text/plain; charset=utf-8" }

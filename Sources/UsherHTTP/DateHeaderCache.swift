@@ -1,7 +1,8 @@
+import UsherCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import UsherCore
 
 /// The `Date` header value, formatted at most once a second. One per connection, used on its event loop.
 final class DateHeaderCache {

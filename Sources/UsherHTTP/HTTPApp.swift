@@ -1,11 +1,12 @@
 import Logging
 import NIOCore
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
 public import UsherCore
 import UsherTLS
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The `http` app: HTTP servers, each with listeners and routes.
 ///
@@ -81,7 +82,8 @@ public struct HTTPApp: App, Provisioner, Validator {
                     defaultALPN: alpn, path: "apps.http.servers.\(name).tls_connection_policies"
                 )
             }
-            instances.append(HTTPServerInstance(name: name, config: server, router: context.environment.logRouter, tls: serverTLS))
+            instances.append(
+                HTTPServerInstance(name: name, config: server, router: context.environment.logRouter, tls: serverTLS))
         }
         let pool = context.services.service(ListenerPool.self) { ListenerPool() }
         runtime = HTTPAppRuntime(
@@ -98,13 +100,15 @@ public struct HTTPApp: App, Provisioner, Validator {
         if let name = servers.keys.sorted().first(where: { n in
             servers[n]!.listen.contains { !$0.isUnixNetwork && $0.startPort <= httpPort && httpPort <= $0.endPort }
         }) {
-            var extra = try decoder.decode(RouteList.self, from: .array(routes), path: [AnyCodingKey("apps"), AnyCodingKey("http")])
+            var extra = try decoder.decode(
+                RouteList.self, from: .array(routes), path: [AnyCodingKey("apps"), AnyCodingKey("http")])
             try await extra.provision(context)
             servers[name]!.routes.routes += extra.routes
             return
         }
         let json: JSONValue = .object(["listen": .array([.string(":\(httpPort)")]), "routes": .array(routes)])
-        var server = try decoder.decode(ServerConfig.self, from: json, path: [AnyCodingKey("apps"), AnyCodingKey("http")])
+        var server = try decoder.decode(
+            ServerConfig.self, from: json, path: [AnyCodingKey("apps"), AnyCodingKey("http")])
         try await server.provision(context)
         servers["remaining_auto_https_redirects"] = server
     }
@@ -146,8 +150,10 @@ final class HTTPAppRuntime: Sendable {
     let logger: Logger
     private let held = Mutex<[(ListenerSlot, HTTPServerInstance)]>([])
 
-    init(instances: [HTTPServerInstance], pool: ListenerPool, group: any EventLoopGroup,
-         gracePeriod: ConfigDuration?, shutdownDelay: ConfigDuration?, logger: Logger) {
+    init(
+        instances: [HTTPServerInstance], pool: ListenerPool, group: any EventLoopGroup,
+        gracePeriod: ConfigDuration?, shutdownDelay: ConfigDuration?, logger: Logger
+    ) {
         self.instances = instances
         self.pool = pool
         self.group = group
@@ -167,14 +173,18 @@ final class HTTPAppRuntime: Sendable {
                         if a.isFDNetwork && a.isUDP {
                             // `fdgram/N`: an inherited UDP socket, which can only carry HTTP/3.
                             guard instance.servesHTTP3 else {
-                                throw ConfigError(path: "apps.http.servers.\(instance.name).listen[\(i)]",
-                                                  "\(a) is a datagram socket: it serves HTTP/3 only, which needs TLS and h3 in protocols")
+                                throw ConfigError(
+                                    path: "apps.http.servers.\(instance.name).listen[\(i)]",
+                                    "\(a) is a datagram socket: it serves HTTP/3 only, which needs TLS and h3 in protocols"
+                                )
                             }
                             do {
-                                acquired.append((try await pool.acquireHTTP3(a, server: instance, group: group), instance))
+                                acquired.append(
+                                    (try await pool.acquireHTTP3(a, server: instance, group: group), instance))
                             } catch {
-                                throw ConfigError(path: "apps.http.servers.\(instance.name).listen[\(i)]",
-                                                  "listening for HTTP/3 on \(a): \(describeSocketError(error))")
+                                throw ConfigError(
+                                    path: "apps.http.servers.\(instance.name).listen[\(i)]",
+                                    "listening for HTTP/3 on \(a): \(describeSocketError(error))")
                             }
                             continue
                         }
@@ -182,8 +192,9 @@ final class HTTPAppRuntime: Sendable {
                             let slot = try await pool.acquire(a, server: instance, group: group)
                             acquired.append((slot, instance))
                         } catch {
-                            throw ConfigError(path: "apps.http.servers.\(instance.name).listen[\(i)]",
-                                              "listening on \(a): \(describeSocketError(error))")
+                            throw ConfigError(
+                                path: "apps.http.servers.\(instance.name).listen[\(i)]",
+                                "listening on \(a): \(describeSocketError(error))")
                         }
                         // HTTP/3 beside TCP listeners on ports; an inherited TCP socket (`fd/N`) gets none (its UDP twin
                         // comes as `fdgram/N`).
@@ -192,8 +203,9 @@ final class HTTPAppRuntime: Sendable {
                             let slot = try await pool.acquireHTTP3(a, server: instance, group: group)
                             acquired.append((slot, instance))
                         } catch {
-                            throw ConfigError(path: "apps.http.servers.\(instance.name).listen[\(i)]",
-                                              "listening for HTTP/3 on udp \(a): \(describeSocketError(error))")
+                            throw ConfigError(
+                                path: "apps.http.servers.\(instance.name).listen[\(i)]",
+                                "listening for HTTP/3 on udp \(a): \(describeSocketError(error))")
                         }
                     }
                 }
@@ -205,10 +217,12 @@ final class HTTPAppRuntime: Sendable {
         for (slot, instance) in acquired { slot.setServer(instance) }
         held.withLock { $0 = acquired }
         for instance in instances {
-            logger.info("server running", metadata: [
-                "name": "\(instance.name)",
-                "listen": "\(instance.listen.map(\.description).joined(separator: ", "))",
-            ])
+            logger.info(
+                "server running",
+                metadata: [
+                    "name": "\(instance.name)",
+                    "listen": "\(instance.listen.map(\.description).joined(separator: ", "))",
+                ])
         }
     }
 

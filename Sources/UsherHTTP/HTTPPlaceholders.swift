@@ -1,6 +1,6 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
-import Foundation
 import UsherCore
 import UsherTLS
 
@@ -51,7 +51,8 @@ struct HTTPPlaceholderProvider: PlaceholderProvider {
             return r.vars[String(key.dropFirst("http.vars.".count))].map(varString) ?? ""
         }
         if key.hasPrefix("http.response.header.") {
-            return r.topWriter?.headers[String(key.dropFirst("http.response.header.".count))].joined(separator: ",") ?? ""
+            return r.topWriter?.headers[String(key.dropFirst("http.response.header.".count))].joined(separator: ",")
+                ?? ""
         }
         switch key {
         case "http.shutting_down": return "false"
@@ -88,7 +89,10 @@ struct HTTPPlaceholderProvider: PlaceholderProvider {
         case "certificate_der_base64": return Data(cert.der).base64EncodedString()
         default: break
         }
-        for (name, values) in [("san.dns_names", cert.dnsNames), ("san.emails", cert.emails), ("san.ips", cert.ips), ("san.uris", cert.uris)]
+        for (name, values) in [
+            ("san.dns_names", cert.dnsNames), ("san.emails", cert.emails), ("san.ips", cert.ips),
+            ("san.uris", cert.uris),
+        ]
         where field.hasPrefix(name) {
             return list(values, field.dropFirst(name.count))
         }

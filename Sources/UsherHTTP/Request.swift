@@ -156,7 +156,8 @@ public final class Request {
         self.server = server
         self.startTime = startTime
         self.startWallTime = .now()
-        self.original = OriginalRequest(method: method, uri: target.requestURI, path: target.path, rawQuery: target.rawQuery)
+        self.original = OriginalRequest(
+            method: method, uri: target.requestURI, path: target.path, rawQuery: target.rawQuery)
     }
 
     /// The path in escaped form.
@@ -252,7 +253,9 @@ public struct RequestTarget: Sendable {
             let bytes = uri.utf8
             if let q = bytes.firstIndex(of: UInt8(ascii: "?")) {
                 let p = bytes[..<q]
-                if !p.contains(UInt8(ascii: "#")) && URLEscaping.isCanonicalPath(p) && !bytes[q...].contains(UInt8(ascii: "#")) {
+                if !p.contains(UInt8(ascii: "#")) && URLEscaping.isCanonicalPath(p)
+                    && !bytes[q...].contains(UInt8(ascii: "#"))
+                {
                     path = String(Substring(p))
                     rawPath = nil
                     rawQuery = String(Substring(bytes[bytes.index(after: q)...]))

@@ -21,14 +21,18 @@ public enum URLEscaping {
     /// Decodes `%XX` sequences (and `+` in query mode); `nil` when an escape is malformed.
     public static func unescape(_ s: String, mode: Mode) -> String? {
         let bytes = Array(s.utf8)
-        guard bytes.contains(UInt8(ascii: "%")) || (mode == .query && bytes.contains(UInt8(ascii: "+"))) else { return s }
+        guard bytes.contains(UInt8(ascii: "%")) || (mode == .query && bytes.contains(UInt8(ascii: "+"))) else {
+            return s
+        }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
         var i = 0
         while i < bytes.count {
             let b = bytes[i]
             if b == UInt8(ascii: "%") {
-                guard i + 2 < bytes.count, let h = hexValue(bytes[i + 1]), let l = hexValue(bytes[i + 2]) else { return nil }
+                guard i + 2 < bytes.count, let h = hexValue(bytes[i + 1]), let l = hexValue(bytes[i + 2]) else {
+                    return nil
+                }
                 out.append(h << 4 | l)
                 i += 3
             } else if b == UInt8(ascii: "+") && mode == .query {

@@ -151,8 +151,9 @@ public final class HTTP3Stream {
         var n = 0
         while n < count, let b = outbound.popForWrite() {
             b.withUnsafeReadableBytes { raw in
-                vec[n] = nghttp3_vec(base: UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: UInt8.self)),
-                                     len: raw.count)
+                vec[n] = nghttp3_vec(
+                    base: UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                    len: raw.count)
             }
             n += 1
         }

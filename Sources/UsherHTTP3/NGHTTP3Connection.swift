@@ -23,7 +23,10 @@ public final class NGHTTP3Connection {
     private(set) var conn: OpaquePointer?
 
     /// A server- or client-side connection; `callbacks` and `userData` reach nghttp3 as they are.
-    init(server: Bool, settings: HTTP3ConnectionSettings, callbacks: nghttp3_callbacks, userData: UnsafeMutableRawPointer?) throws {
+    init(
+        server: Bool, settings: HTTP3ConnectionSettings, callbacks: nghttp3_callbacks,
+        userData: UnsafeMutableRawPointer?
+    ) throws {
         var s = nghttp3_settings()
         usher_nghttp3_settings_default(&s)
         if let max = settings.maxFieldSectionSize { s.max_field_section_size = max }
@@ -32,7 +35,9 @@ public final class NGHTTP3Connection {
         s.enable_connect_protocol = settings.enableConnectProtocol ? 1 : 0
         var callbacks = callbacks
         var c: OpaquePointer?
-        let rv = server ? usher_nghttp3_conn_server_new(&c, &callbacks, &s, nil, userData)
+        let rv =
+            server
+            ? usher_nghttp3_conn_server_new(&c, &callbacks, &s, nil, userData)
             : usher_nghttp3_conn_client_new(&c, &callbacks, &s, nil, userData)
         guard rv == 0, let c else { throw NGHTTP3Error(code: rv) }
         conn = c

@@ -53,12 +53,16 @@ public final class HTTP3ClientConnection: QUICDatagramSink, @unchecked Sendable 
     }
 
     /// Opens a UDP socket towards `address` and completes the handshake.
-    public static func connect(to address: SocketAddress, configuration: HTTP3ClientConfiguration,
-                               on loop: any EventLoop) async throws -> HTTP3ClientConnection {
+    public static func connect(
+        to address: SocketAddress, configuration: HTTP3ClientConfiguration,
+        on loop: any EventLoop
+    ) async throws -> HTTP3ClientConnection {
         let reader = ClientDatagramReader()
         let channel = try await DatagramBootstrap(group: loop)
             .quicSocketOptions(coalesced: true)
-            .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(reader) } }
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(reader) }
+            }
             .connect(to: address).get()
         let future: EventLoopFuture<HTTP3ClientConnection> = loop.flatSubmit {
             let client = HTTP3ClientConnection(loop: loop, channel: channel)
@@ -67,7 +71,8 @@ public final class HTTP3ClientConnection: QUICDatagramSink, @unchecked Sendable 
             client.handshake = promise
             do {
                 guard let local = channel.localAddress else { throw QUICError("no local address") }
-                let conn = try QUICClientConnection(client: client, local: local, remote: address, configuration: configuration)
+                let conn = try QUICClientConnection(
+                    client: client, local: local, remote: address, configuration: configuration)
                 client.connection = conn
                 conn.writePackets()
                 client.flush()
@@ -139,7 +144,9 @@ public final class HTTP3ClientConnection: QUICDatagramSink, @unchecked Sendable 
 
     public var allocator: ByteBufferAllocator { channel.allocator }
     func send(_ buffer: ByteBuffer, segmentSize: Int?, to remote: SocketAddress) {
-        let metadata = segmentSize.map { AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: $0) }
+        let metadata = segmentSize.map {
+            AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: $0)
+        }
         channel.write(AddressedEnvelope(remoteAddress: remote, data: buffer, metadata: metadata), promise: nil)
     }
     func flush() { channel.flush() }
@@ -195,7 +202,10 @@ final class QUICClientConnection: QUICConnection {
     private var credentials: gnutls_certificate_credentials_t?
     private var verifyName: UnsafeMutablePointer<CChar>?
 
-    init(client: HTTP3ClientConnection, local: SocketAddress, remote: SocketAddress, configuration config: HTTP3ClientConfiguration) throws {
+    init(
+        client: HTTP3ClientConnection, local: SocketAddress, remote: SocketAddress,
+        configuration config: HTTP3ClientConfiguration
+    ) throws {
         self.client = client
         super.init(sink: client, local: local, remote: remote, extraSettings: config.extraSettings)
         isServer = false
@@ -228,14 +238,17 @@ final class QUICClientConnection: QUICConnection {
         }
         params.max_idle_timeout = UInt64(max(config.idleTimeout.nanoseconds, 0))
         var c: OpaquePointer?
-        let rv = usher_ngtcp2_conn_client_new(&c, &dcidC, &scidC, path, UInt32(NGTCP2_PROTO_VER_V1), &callbacks, &settings,
-                                              &params, nil, userData)
+        let rv = usher_ngtcp2_conn_client_new(
+            &c, &dcidC, &scidC, path, UInt32(NGTCP2_PROTO_VER_V1), &callbacks, &settings,
+            &params, nil, userData)
         guard rv == 0, let c else { throw QUICError("ngtcp2_conn_client_new: \(rv)") }
         conn = c
 
         let s = try makeSession(server: false)
         var cred: gnutls_certificate_credentials_t?
-        guard gnutls_certificate_allocate_credentials(&cred) == 0, let cred else { throw QUICError("allocating credentials") }
+        guard gnutls_certificate_allocate_credentials(&cred) == 0, let cred else {
+            throw QUICError("allocating credentials")
+        }
         credentials = cred
         if let roots = config.rootCAPEM {
             for pem in roots {
@@ -244,10 +257,14 @@ final class QUICClientConnection: QUICConnection {
                     var d = gnutls_datum_t(data: b.baseAddress, size: UInt32(b.count))
                     return gnutls_certificate_set_x509_trust_mem(cred, &d, GNUTLS_X509_FMT_PEM)
                 }
-                guard n >= 0 else { throw QUICError("loading trusted certificates: \(String(cString: gnutls_strerror(n)))") }
+                guard n >= 0 else {
+                    throw QUICError("loading trusted certificates: \(String(cString: gnutls_strerror(n)))")
+                }
             }
         } else if !config.insecureSkipVerify {
-            guard gnutls_certificate_set_x509_system_trust(cred) >= 0 else { throw QUICError("loading the system's trusted roots") }
+            guard gnutls_certificate_set_x509_system_trust(cred) >= 0 else {
+                throw QUICError("loading the system's trusted roots")
+            }
         }
         if let client = config.clientCertificate {
             try QUICCredentials.addKeyPair(to: cred, chainPEM: client.chainPEM, keyPEM: client.keyPEM)

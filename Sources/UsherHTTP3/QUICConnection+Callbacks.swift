@@ -25,8 +25,10 @@ func fieldText(_ name: OpaquePointer?, _ value: OpaquePointer?) -> (name: String
     guard let name, let value else { return nil }
     let n = nghttp3_rcbuf_get_buf(name)
     let v = nghttp3_rcbuf_get_buf(value)
-    return (String(decoding: UnsafeBufferPointer(start: n.base, count: n.len), as: UTF8.self),
-            String(decoding: UnsafeBufferPointer(start: v.base, count: v.len), as: UTF8.self))
+    return (
+        String(decoding: UnsafeBufferPointer(start: n.base, count: n.len), as: UTF8.self),
+        String(decoding: UnsafeBufferPointer(start: v.base, count: v.len), as: UTF8.self)
+    )
 }
 
 extension QUICConnection {
@@ -65,7 +67,8 @@ extension QUICConnection {
             if me.ext != nil {
                 return me.receiveClassified(streamID, data, len, fin: flags & NGTCP2_STREAM_DATA_FLAG_FIN != 0)
             }
-            let consumed = nghttp3_conn_read_stream(h3, streamID, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN != 0 ? 1 : 0)
+            let consumed = nghttp3_conn_read_stream(
+                h3, streamID, data, len, flags & NGTCP2_STREAM_DATA_FLAG_FIN != 0 ? 1 : 0)
             guard consumed >= 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
             // Credit goes back for framing nghttp3 consumed; body bytes are credited as the application takes
             // them (HTTP3Stream.consumed), the rest through deferred_consume.
@@ -90,7 +93,8 @@ extension QUICConnection {
         }
         callbacks.stream_close = { _, flags, streamID, code, userData, _ in
             guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
-            let appError = flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0 ? code : UInt64(NGHTTP3_H3_NO_ERROR)
+            let appError =
+                flags & UInt32(NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET) != 0 ? code : UInt64(NGHTTP3_H3_NO_ERROR)
             if me.ext != nil {
                 me.undecided[streamID] = nil
                 me.plainStreams.remove(streamID)
@@ -149,7 +153,9 @@ extension QUICConnection {
         }
         callbacks.extend_max_stream_data = { _, streamID, _, userData, _ in
             guard let me = connection(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
-            if let h3 = me.h3 { return nghttp3_conn_unblock_stream(h3, streamID) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE }
+            if let h3 = me.h3 {
+                return nghttp3_conn_unblock_stream(h3, streamID) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE
+            }
             return 0
         }
         return callbacks
@@ -170,7 +176,8 @@ extension QUICConnection {
             return 0
         }
         callbacks.recv_header = { _, streamID, _, name, value, _, userData, _ in
-            guard let me = connection(userData), let stream = me.streams[streamID], let field = fieldText(name, value) else { return 0 }
+            guard let me = connection(userData), let stream = me.streams[streamID], let field = fieldText(name, value)
+            else { return 0 }
             stream.fields.append(field)
             return 0
         }
@@ -180,7 +187,8 @@ extension QUICConnection {
             return 0
         }
         callbacks.recv_trailer = { _, streamID, _, name, value, _, userData, _ in
-            guard let me = connection(userData), let stream = me.streams[streamID], let field = fieldText(name, value) else { return 0 }
+            guard let me = connection(userData), let stream = me.streams[streamID], let field = fieldText(name, value)
+            else { return 0 }
             stream.trailers.append(field)
             return 0
         }
@@ -230,12 +238,14 @@ extension QUICConnection {
         }
         var control: Int64 = -1, encoder: Int64 = -1, decoder: Int64 = -1
         do {
-            let h3 = try NGHTTP3Connection(server: server, settings: http3Settings(), callbacks: callbacks, userData: userData)
+            let h3 = try NGHTTP3Connection(
+                server: server, settings: http3Settings(), callbacks: callbacks, userData: userData)
             h3Connection = h3
             if server { nghttp3_conn_set_max_client_streams_bidi(h3.conn, maxPeerBidiStreams) }
             guard ngtcp2_conn_open_uni_stream(conn, &control, nil) == 0,
-                  ngtcp2_conn_open_uni_stream(conn, &encoder, nil) == 0,
-                  ngtcp2_conn_open_uni_stream(conn, &decoder, nil) == 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
+                ngtcp2_conn_open_uni_stream(conn, &encoder, nil) == 0,
+                ngtcp2_conn_open_uni_stream(conn, &decoder, nil) == 0
+            else { return NGTCP2_ERR_CALLBACK_FAILURE }
             try h3.bindLocalStreams(control: control, qpackEncoder: encoder, qpackDecoder: decoder)
         } catch {
             return NGTCP2_ERR_CALLBACK_FAILURE

@@ -44,7 +44,9 @@ extension QUICConnection {
                 peerControlStream = id
                 feedPeerControl(first)
             }
-            let consumed = first.withUnsafeBufferPointer { nghttp3_conn_read_stream(h3, id, $0.baseAddress, $0.count, fin ? 1 : 0) }
+            let consumed = first.withUnsafeBufferPointer {
+                nghttp3_conn_read_stream(h3, id, $0.baseAddress, $0.count, fin ? 1 : 0)
+            }
             guard consumed >= 0 else { return NGTCP2_ERR_CALLBACK_FAILURE }
             ngtcp2_conn_extend_max_stream_offset(conn, id, UInt64(consumed))
             ngtcp2_conn_extend_max_offset(conn, UInt64(consumed))
@@ -81,7 +83,8 @@ extension QUICConnection {
     func openRawStream(bidirectional: Bool, preamble: [UInt8]) throws -> HTTP3RawStream {
         guard let conn, !closed else { throw HTTP3StreamClosedError() }
         var id: Int64 = -1
-        let rv = bidirectional ? ngtcp2_conn_open_bidi_stream(conn, &id, nil) : ngtcp2_conn_open_uni_stream(conn, &id, nil)
+        let rv =
+            bidirectional ? ngtcp2_conn_open_bidi_stream(conn, &id, nil) : ngtcp2_conn_open_uni_stream(conn, &id, nil)
         if rv == NGTCP2_ERR_STREAM_ID_BLOCKED { throw HTTP3StreamsExhaustedError() }
         guard rv == 0 else { throw QUICError("opening a stream: \(String(cString: ngtcp2_strerror(rv)))") }
         let raw = HTTP3RawStream(id: id, connection: self)
@@ -101,8 +104,9 @@ extension QUICConnection {
             let n = writePacket { dest, destLength in
                 d.withUnsafeBufferPointer { db in
                     var v = ngtcp2_vec(base: UnsafeMutablePointer(mutating: db.baseAddress), len: db.count)
-                    return usher_ngtcp2_conn_writev_datagram(conn, &ps.path, &pi, dest, destLength, &accepted, 0, 0,
-                                                            &v, 1, quicTimestamp())
+                    return usher_ngtcp2_conn_writev_datagram(
+                        conn, &ps.path, &pi, dest, destLength, &accepted, 0, 0,
+                        &v, 1, quicTimestamp())
                 }
             }
             if n < 0 {
@@ -121,14 +125,18 @@ extension QUICConnection {
                 let n: ngtcp2_ssize = writePacket { dest, destLength in
                     if let buffer {
                         return buffer.withUnsafeReadableBytes { r in
-                            var v = ngtcp2_vec(base: UnsafeMutablePointer(mutating: r.baseAddress!.assumingMemoryBound(to: UInt8.self)),
-                                               len: r.count)
-                            return usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, dest, destLength, &accepted, flags, id,
-                                                                   &v, 1, quicTimestamp())
+                            var v = ngtcp2_vec(
+                                base: UnsafeMutablePointer(
+                                    mutating: r.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                                len: r.count)
+                            return usher_ngtcp2_conn_writev_stream(
+                                conn, &ps.path, &pi, dest, destLength, &accepted, flags, id,
+                                &v, 1, quicTimestamp())
                         }
                     }
-                    return usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, dest, destLength, &accepted, flags, id,
-                                                           nil, 0, quicTimestamp())
+                    return usher_ngtcp2_conn_writev_stream(
+                        conn, &ps.path, &pi, dest, destLength, &accepted, flags, id,
+                        nil, 0, quicTimestamp())
                 }
                 if n < 0 {
                     switch Int32(n) {

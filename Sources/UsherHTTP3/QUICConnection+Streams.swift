@@ -52,7 +52,9 @@ extension QUICConnection {
         guard let h3 else { throw HTTP3StreamClosedError() }
         var reader = Self.bodyReader
         let rv = withFieldVector(fields) { nva, n in
-            withBody ? nghttp3_conn_submit_response(h3, stream, nva, n, &reader) : nghttp3_conn_submit_response(h3, stream, nva, n, nil)
+            withBody
+                ? nghttp3_conn_submit_response(h3, stream, nva, n, &reader)
+                : nghttp3_conn_submit_response(h3, stream, nva, n, nil)
         }
         guard rv == 0 else { throw NGHTTP3Error(code: rv) }
         scheduleWrite()
@@ -62,7 +64,8 @@ extension QUICConnection {
         guard let h3 else { throw HTTP3StreamClosedError() }
         var reader = Self.bodyReader
         let rv = withFieldVector(fields) { nva, n in
-            withBody ? nghttp3_conn_submit_request(h3, stream, nva, n, &reader, nil)
+            withBody
+                ? nghttp3_conn_submit_request(h3, stream, nva, n, &reader, nil)
                 : nghttp3_conn_submit_request(h3, stream, nva, n, nil, nil)
         }
         guard rv == 0 else { throw NGHTTP3Error(code: rv) }
@@ -128,7 +131,8 @@ func withFieldVector<R>(_ fields: [(String, String)], _ body: (UnsafePointer<ngh
     return bytes.withUnsafeMutableBufferPointer { b in
         let base = b.baseAddress ?? UnsafeMutablePointer(bitPattern: 1)!
         let nva = spans.map { s in
-            nghttp3_nv(name: base + s.0, value: base + s.2, namelen: s.1, valuelen: s.3, flags: UInt8(NGHTTP3_NV_FLAG_NONE))
+            nghttp3_nv(
+                name: base + s.0, value: base + s.2, namelen: s.1, valuelen: s.3, flags: UInt8(NGHTTP3_NV_FLAG_NONE))
         }
         return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
     }

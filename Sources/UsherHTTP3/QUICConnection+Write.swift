@@ -59,7 +59,9 @@ extension QUICConnection {
                 count = 1
             } else if streamID == controlStream && !splice.done && count > 0 {
                 var original: [UInt8] = []
-                for v in vecs.prefix(count) where v.len > 0 { original += UnsafeBufferPointer(start: v.base, count: v.len) }
+                for v in vecs.prefix(count) where v.len > 0 {
+                    original += UnsafeBufferPointer(start: v.base, count: v.len)
+                }
                 guard let rewritten = try? splice.rewrite(original) else {
                     close(sendingClose: true, error: NGTCP2_ERR_CALLBACK_FAILURE)
                     return
@@ -82,8 +84,9 @@ extension QUICConnection {
                 vecs.withUnsafeBufferPointer { v in
                     // nghttp3_vec and ngtcp2_vec have the same layout (base pointer, length).
                     v.baseAddress!.withMemoryRebound(to: ngtcp2_vec.self, capacity: max(count, 1)) { nv in
-                        usher_ngtcp2_conn_writev_stream(conn, &ps.path, &pi, dest, destLength, &accepted, flags,
-                                                        streamID, count > 0 ? nv : nil, count, quicTimestamp())
+                        usher_ngtcp2_conn_writev_stream(
+                            conn, &ps.path, &pi, dest, destLength, &accepted, flags,
+                            streamID, count > 0 ? nv : nil, count, quicTimestamp())
                     }
                 }
             }
@@ -116,7 +119,8 @@ extension QUICConnection {
     func recordWritten(_ streamID: Int64, _ accepted: ngtcp2_ssize, _ originalLength: Int?) -> Bool {
         guard accepted >= 0 else { return true }
         guard let written = nghttp3Written(accepted, original: originalLength),
-              h3.map({ nghttp3_conn_add_write_offset($0, streamID, written) == 0 }) ?? true else {
+            h3.map({ nghttp3_conn_add_write_offset($0, streamID, written) == 0 }) ?? true
+        else {
             close(sendingClose: true, error: NGTCP2_ERR_CALLBACK_FAILURE)
             return false
         }
@@ -157,7 +161,8 @@ extension QUICConnection {
         if batchCount == 0 { batchSegment = length }
         batchCount += 1
         if length < batchSegment || !Self.useGSO || batch!.writerIndex + Self.maxPacket > Self.maxBatchBytes
-            || batchCount == Self.maxSegments {
+            || batchCount == Self.maxSegments
+        {
             sendBatch()
         }
     }
@@ -195,7 +200,8 @@ extension DatagramBootstrap {
     /// over runs of datagrams from one sender as one read (``forEachDatagram(_:_:)`` cuts them apart again).
     func quicSocketOptions(coalesced: Bool) -> DatagramBootstrap {
         let gro = coalesced && System.supportsUDPReceiveOffload
-        var b = self
+        var b =
+            self
             .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
             .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
             .channelOption(.maxMessagesPerRead, value: 64)
@@ -203,7 +209,9 @@ extension DatagramBootstrap {
             b = b.channelOption(.datagramReceiveOffload, value: true)
                 .channelOption(.datagramReceiveSegmentSize, value: true)
                 // Sized by what arrives: small datagrams (request/response traffic) do not get 64 KiB each.
-                .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: 16384, maximum: 65536))
+                .channelOption(
+                    .recvAllocator,
+                    value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: 16384, maximum: 65536))
         } else {
             b = b.channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
         }

@@ -143,7 +143,8 @@ class QUICConnection {
     }
 
     /// The GnuTLS priority both sides use: TLS 1.3 only, QUIC's cipher suites and groups.
-    static let priority = "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
+    static let priority =
+        "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
         + "+CHACHA20-POLY1305:+AES-128-CCM:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:+GROUP-SECP521R1"
     /// ``priority`` parsed once and shared by every session (GnuTLS counts a cache's users atomically). A cache per
     /// session, as `gnutls_priority_set_direct` makes, cost each connection ~8 KB and a parse.
@@ -225,10 +226,13 @@ class QUICConnection {
     /// A TLS session for either side with QUIC's priority, hooked up to ngtcp2's crypto callbacks.
     func makeSession(server: Bool) throws -> gnutls_session_t {
         var s: gnutls_session_t?
-        let flags = UInt32(server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_ENABLE_EARLY_DATA.rawValue | GNUTLS_NO_END_OF_EARLY_DATA.rawValue
+        let flags =
+            UInt32(server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_ENABLE_EARLY_DATA.rawValue
+            | GNUTLS_NO_END_OF_EARLY_DATA.rawValue
         guard gnutls_init(&s, flags) == 0, let s else { throw QUICError("gnutls_init") }
         session = s
-        let configured = server ? ngtcp2_crypto_gnutls_configure_server_session(s) : ngtcp2_crypto_gnutls_configure_client_session(s)
+        let configured =
+            server ? ngtcp2_crypto_gnutls_configure_server_session(s) : ngtcp2_crypto_gnutls_configure_client_session(s)
         guard let cache = Self.priorityCache, gnutls_priority_set(s, cache) == 0, configured == 0 else {
             throw QUICError("configuring the TLS session")
         }
@@ -263,7 +267,8 @@ class QUICConnection {
     /// What ``QUICServerEndpoint/connectionSummaries`` shows of this connection.
     func summary(now: NIODeadline) -> String {
         let idle = Double((now - lastActivity).nanoseconds) / 1e9
-        return "handshake_done=\(handshakeDone) closed=\(closed) draining=\(draining) idle_s=\(idle) timer=\(timer != nil) "
+        return
+            "handshake_done=\(handshakeDone) closed=\(closed) draining=\(draining) idle_s=\(idle) timer=\(timer != nil) "
             + "streams=\(streams.count) expiry_in_s=\(conn.map { Double(Int64(bitPattern: ngtcp2_conn_get_expiry($0) &- quicTimestamp())) / 1e9 } ?? -1)"
     }
 

@@ -68,13 +68,15 @@ func quicTimestamp() -> ngtcp2_tstamp {
 
 /// Answers one HTTP/3 request: method and path in, status, header fields and body out. The simplest way to serve
 /// (tests, fixed answers); ``HTTP3ServerConfiguration/onRequest`` gets the whole stream instead.
-public typealias HTTP3Responder = @Sendable (_ method: String, _ path: String) -> (status: Int, headers: [(String, String)], body: [UInt8])
+public typealias HTTP3Responder =
+    @Sendable (_ method: String, _ path: String) -> (status: Int, headers: [(String, String)], body: [UInt8])
 
 /// What a QUIC server endpoint serves and how.
 public struct HTTP3ServerConfiguration: Sendable {
     /// The credentials for a handshake, by the client's server name (`nil` without SNI) and the addresses;
     /// `nil` refuses the handshake.
-    public var credentials: @Sendable (_ serverName: String?, _ local: SocketAddress, _ remote: SocketAddress) -> QUICCredentials?
+    public var credentials:
+        @Sendable (_ serverName: String?, _ local: SocketAddress, _ remote: SocketAddress) -> QUICCredentials?
     /// Called on the endpoint's loop when a request's header fields are complete.
     public var onRequest: (@Sendable (HTTP3Stream) -> Void)?
     /// SETTINGS to add to nghttp3's (e.g. H3_DATAGRAM and WebTransport's); none leaves the wire untouched.
@@ -97,10 +99,15 @@ public struct HTTP3ServerConfiguration: Sendable {
     public var `extension`: (any HTTP3Extension)?
     /// Decides ``extension`` and ``extraSettings`` afresh for each new connection (a reload may turn an
     /// extension on or off without a new socket); when set, it replaces those two.
-    public var extensionForNewConnection: (@Sendable () -> (extension: (any HTTP3Extension)?, settings: [HTTP3Setting]))?
+    public var extensionForNewConnection:
+        (@Sendable () -> (extension: (any HTTP3Extension)?, settings: [HTTP3Setting]))?
 
-    public init(credentials: @escaping @Sendable (_ serverName: String?, _ local: SocketAddress, _ remote: SocketAddress) -> QUICCredentials?,
-                onRequest: (@Sendable (HTTP3Stream) -> Void)? = nil) {
+    public init(
+        credentials:
+            @escaping @Sendable (_ serverName: String?, _ local: SocketAddress, _ remote: SocketAddress) ->
+            QUICCredentials?,
+        onRequest: (@Sendable (HTTP3Stream) -> Void)? = nil
+    ) {
         self.credentials = credentials
         self.onRequest = onRequest
     }
@@ -131,8 +138,10 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
     }
 
     /// An endpoint that answers every request through `responder` (or only handshakes, without one).
-    public convenience init(credentials: QUICCredentials, loop: any EventLoop, extraSettings: [HTTP3Setting] = [],
-                            responder: HTTP3Responder? = nil) {
+    public convenience init(
+        credentials: QUICCredentials, loop: any EventLoop, extraSettings: [HTTP3Setting] = [],
+        responder: HTTP3Responder? = nil
+    ) {
         var config = HTTP3ServerConfiguration(credentials: { _, _, _ in credentials })
         config.extraSettings = extraSettings
         if let responder {
@@ -145,7 +154,8 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
         stream.onData = { stream.consumed($0.readableBytes) }
         stream.onEnd = {
             let answer = responder(stream.field(":method") ?? "", stream.field(":path") ?? "")
-            let fields = [(":status", String(answer.status)), ("content-length", String(answer.body.count))]
+            let fields =
+                [(":status", String(answer.status)), ("content-length", String(answer.body.count))]
                 + answer.headers.map { ($0.0.lowercased(), $0.1) }
             do {
                 try stream.sendResponse(fields, hasBody: !answer.body.isEmpty)
@@ -175,7 +185,9 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
         let bootstrap = DatagramBootstrap(group: loop)
             .quicSocketOptions(coalesced: false)
             .channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(DatagramReader(endpoint: endpoint)) }
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(DatagramReader(endpoint: endpoint))
+                }
             }
         let ch = try await open(bootstrap)
         try await loop.submit {
@@ -273,8 +285,9 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
                 // The address is validated: the client echoed our Retry token.
                 var odcid = ngtcp2_cid()
                 let ok = envelope.remoteAddress.withSockAddr { sa, len in
-                    ngtcp2_crypto_verify_retry_token(&odcid, hd.token.base, hd.token.len, secret, secret.count, hd.version,
-                                                     sa, ngtcp2_socklen(len), &hd.dcid, 10 * 1_000_000_000, quicTimestamp())
+                    ngtcp2_crypto_verify_retry_token(
+                        &odcid, hd.token.base, hd.token.len, secret, secret.count, hd.version,
+                        sa, ngtcp2_socklen(len), &hd.dcid, 10 * 1_000_000_000, quicTimestamp())
                 }
                 guard ok == 0 else { return }
                 retry = (odcid, hd.dcid)
@@ -284,8 +297,10 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
                 return
             }
             guard let local = channel.localAddress,
-                  let conn = try? QUICServerConnection(endpoint: self, header: hd, local: local, remote: envelope.remoteAddress,
-                                                       retry: retry) else { return }
+                let conn = try? QUICServerConnection(
+                    endpoint: self, header: hd, local: local, remote: envelope.remoteAddress,
+                    retry: retry)
+            else { return }
             connections[dcid] = conn
             connections[conn.scid] = conn
             live[ObjectIdentifier(conn)] = conn
@@ -320,8 +335,9 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
     private func sendVersionNegotiation(_ vc: ngtcp2_version_cid, to remote: SocketAddress) {
         var out = [UInt8](repeating: 0, count: 256)
         var versions: [UInt32] = [UInt32(NGTCP2_PROTO_VER_V1)]
-        let n = ngtcp2_pkt_write_version_negotiation(&out, out.count, UInt8.random(in: 0...255), vc.scid, vc.scidlen,
-                                                     vc.dcid, vc.dcidlen, &versions, versions.count)
+        let n = ngtcp2_pkt_write_version_negotiation(
+            &out, out.count, UInt8.random(in: 0...255), vc.scid, vc.scidlen,
+            vc.dcid, vc.dcidlen, &versions, versions.count)
         if n > 0 { sendDatagram(out[0..<Int(n)], to: remote) }
     }
 
@@ -344,19 +360,23 @@ public final class QUICServerEndpoint: QUICDatagramSink, @unchecked Sendable {
         bytes.withUnsafeBufferPointer { ngtcp2_cid_init(&scid, $0.baseAddress, $0.count) }
         var token = [UInt8](repeating: 0, count: 256)
         let tokenLength = remote.withSockAddr { sa, len in
-            ngtcp2_crypto_generate_retry_token(&token, secret, secret.count, hd.version, sa, ngtcp2_socklen(len), &scid,
-                                               &hd.dcid, quicTimestamp())
+            ngtcp2_crypto_generate_retry_token(
+                &token, secret, secret.count, hd.version, sa, ngtcp2_socklen(len), &scid,
+                &hd.dcid, quicTimestamp())
         }
         guard tokenLength > 0 else { return }
         var out = [UInt8](repeating: 0, count: 512)
-        let n = ngtcp2_crypto_write_retry(&out, out.count, hd.version, &hd.scid, &scid, &hd.dcid, token, Int(tokenLength))
+        let n = ngtcp2_crypto_write_retry(
+            &out, out.count, hd.version, &hd.scid, &scid, &hd.dcid, token, Int(tokenLength))
         guard n > 0 else { return }
         retriesSent += 1
         sendDatagram(out[0..<Int(n)], to: remote)
     }
 
     func send(_ buffer: ByteBuffer, segmentSize: Int?, to remote: SocketAddress) {
-        let metadata = segmentSize.map { AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: $0) }
+        let metadata = segmentSize.map {
+            AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: $0)
+        }
         channel?.write(AddressedEnvelope(remoteAddress: remote, data: buffer, metadata: metadata), promise: nil)
     }
 
@@ -411,11 +431,14 @@ final class QUICServerConnection: QUICConnection {
     private var credentials: QUICCredentials?
 
     /// `retry`: the original destination CID and our Retry's source CID, when the client came back with a token.
-    init(endpoint: QUICServerEndpoint, header hd: ngtcp2_pkt_hd, local: SocketAddress, remote: SocketAddress,
-         retry: (odcid: ngtcp2_cid, scid: ngtcp2_cid)? = nil) throws {
+    init(
+        endpoint: QUICServerEndpoint, header hd: ngtcp2_pkt_hd, local: SocketAddress, remote: SocketAddress,
+        retry: (odcid: ngtcp2_cid, scid: ngtcp2_cid)? = nil
+    ) throws {
         self.endpoint = endpoint
         let config = endpoint.configuration
-        let extras = config.extensionForNewConnection?() ?? (extension: config.extension, settings: config.extraSettings)
+        let extras =
+            config.extensionForNewConnection?() ?? (extension: config.extension, settings: config.extraSettings)
         super.init(sink: endpoint, local: local, remote: remote, extraSettings: extras.settings)
         maxPeerBidiStreams = UInt64(config.maxConcurrentStreams)
         ext = extras.extension
@@ -455,15 +478,18 @@ final class QUICServerConnection: QUICConnection {
         }
         var dcid = hd.scid
         var c: OpaquePointer?
-        let rv = usher_ngtcp2_conn_server_new(&c, &dcid, &scidC, path, hd.version, &callbacks, &settings, &params, nil, userData)
+        let rv = usher_ngtcp2_conn_server_new(
+            &c, &dcid, &scidC, path, hd.version, &callbacks, &settings, &params, nil, userData)
         guard rv == 0, let c else { throw QUICError("ngtcp2_conn_server_new: \(rv)") }
         conn = c
 
         let s = try makeSession(server: true)
         // The certificate depends on the server name the client asks for, known once its hello is in.
         gnutls_handshake_set_post_client_hello_function(s) { session in
-            guard let session, let ref = gnutls_session_get_ptr(session)?.assumingMemoryBound(to: ngtcp2_crypto_conn_ref.self),
-                  let user = ref.pointee.user_data else { return GNUTLS_E_INTERNAL_ERROR }
+            guard let session,
+                let ref = gnutls_session_get_ptr(session)?.assumingMemoryBound(to: ngtcp2_crypto_conn_ref.self),
+                let user = ref.pointee.user_data
+            else { return GNUTLS_E_INTERNAL_ERROR }
             let me = Unmanaged<QUICConnection>.fromOpaque(user).takeUnretainedValue() as! QUICServerConnection
             return me.chooseCredentials(session)
         }
@@ -477,7 +503,8 @@ final class QUICServerConnection: QUICConnection {
         var name = [CChar](repeating: 0, count: 256)
         var length = name.count
         var type: UInt32 = 0
-        let serverName = gnutls_server_name_get(session, &name, &length, &type, 0) == 0
+        let serverName =
+            gnutls_server_name_get(session, &name, &length, &type, 0) == 0
             ? String(decoding: name.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
         self.serverName = serverName
         guard let chosen = endpoint.configuration.credentials(serverName, localAddress, remoteAddress) else {
@@ -504,4 +531,3 @@ final class QUICServerConnection: QUICConnection {
         return settings
     }
 }
-

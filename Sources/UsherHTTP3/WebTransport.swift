@@ -38,8 +38,11 @@ public enum WebTransportCodepoint {
     public static func supportsWebTransport(_ settings: [HTTP3Setting]) -> Bool {
         func value(_ id: UInt64) -> UInt64 { settings.first { $0.id == id }?.value ?? 0 }
         guard value(HTTP3Codepoint.settingsEnableConnectProtocol) == 1 else { return false }
-        guard value(HTTP3Codepoint.settingsH3Datagram) == 1 || value(settingsH3DatagramDraft04) == 1 else { return false }
-        return value(HTTP3Codepoint.settingsEnableWebTransport) == 1 || value(HTTP3Codepoint.settingsWebTransportMaxSessions) > 0
+        guard value(HTTP3Codepoint.settingsH3Datagram) == 1 || value(settingsH3DatagramDraft04) == 1 else {
+            return false
+        }
+        return value(HTTP3Codepoint.settingsEnableWebTransport) == 1
+            || value(HTTP3Codepoint.settingsWebTransportMaxSessions) > 0
             || value(settingsMaxSessionsDraft13) > 0 || value(settingsEnabledDraft15) != 0
     }
 
@@ -47,7 +50,8 @@ public enum WebTransportCodepoint {
     public static func wantsDraft15Protocol(_ settings: [HTTP3Setting]) -> Bool {
         let ids = Set(settings.filter { $0.value != 0 }.map(\.id))
         return ids.contains(settingsEnabledDraft15) && !ids.contains(HTTP3Codepoint.settingsEnableWebTransport)
-            && !ids.contains(HTTP3Codepoint.settingsWebTransportMaxSessions) && !ids.contains(settingsMaxSessionsDraft13)
+            && !ids.contains(HTTP3Codepoint.settingsWebTransportMaxSessions)
+            && !ids.contains(settingsMaxSessionsDraft13)
     }
 
     /// The `:protocol` values of a WebTransport Extended CONNECT (drafts up to 14, and 15 on).
@@ -103,8 +107,12 @@ public struct CapsuleParser: Sendable {
         buffer += bytes
         var out: [Capsule] = []
         var i = 0
-        while let type = QUICVarint.decode(buffer, from: i), let length = QUICVarint.decode(buffer, from: i + type.length) {
-            guard length.value <= UInt64(maxCapsuleSize) else { throw HTTP3WireError.frame("capsule of \(length.value) bytes") }
+        while let type = QUICVarint.decode(buffer, from: i),
+            let length = QUICVarint.decode(buffer, from: i + type.length)
+        {
+            guard length.value <= UInt64(maxCapsuleSize) else {
+                throw HTTP3WireError.frame("capsule of \(length.value) bytes")
+            }
             let start = i + type.length + length.length
             guard buffer.count >= start + Int(length.value) else { break }
             out.append(Capsule(type: type.value, value: Array(buffer[start..<start + Int(length.value)])))
@@ -310,7 +318,8 @@ public final class WebTransportSession {
             let me = self
             me.connectClosed = true
             if me.closeInfo == nil {
-                me.terminate(WebTransportCloseInfo(code: 0, reason: "", aborted: !complete, resetCode: complete ? nil : 0x10C))
+                me.terminate(
+                    WebTransportCloseInfo(code: 0, reason: "", aborted: !complete, resetCode: complete ? nil : 0x10C))
             }
             me.sessions.unregister(me)
             let finished = me.onFinished
@@ -340,14 +349,17 @@ public final class WebTransportSession {
     /// CONNECT `fields` (pseudo-header fields first; `:protocol` becomes `webtransport-h3` for a server that shows
     /// only the draft-15 indicator) and waits for the final response head. The connection must have been made
     /// with `sessions` as its extension and ``WebTransportCodepoint/clientSettings``.
-    public static func connect(over connection: HTTP3ClientConnection, sessions: WebTransportSessions,
-                               fields: [(String, String)]) async throws -> ConnectResult {
+    public static func connect(
+        over connection: HTTP3ClientConnection, sessions: WebTransportSessions,
+        fields: [(String, String)]
+    ) async throws -> ConnectResult {
         guard let handle = connection.handle else { throw HTTP3StreamClosedError() }
         guard let settings = await sessions.peerSettings(of: handle) else {
             throw WebTransportError("connection closed before the server's SETTINGS arrived")
         }
         guard WebTransportCodepoint.supportsWebTransport(settings) else {
-            throw WebTransportError("the server does not offer WebTransport (no Extended CONNECT, datagrams or WebTransport setting)")
+            throw WebTransportError(
+                "the server does not offer WebTransport (no Extended CONNECT, datagrams or WebTransport setting)")
         }
         var f = fields
         if WebTransportCodepoint.wantsDraft15Protocol(settings), let i = f.firstIndex(where: { $0.0 == ":protocol" }) {
@@ -390,7 +402,8 @@ public final class WebTransportSession {
     /// Opens a stream of this session: bidirectional, or unidirectional (ours to write).
     public func openStream(bidirectional: Bool) throws -> HTTP3RawStream {
         guard closeInfo == nil else { throw HTTP3StreamClosedError() }
-        let preamble = bidirectional
+        let preamble =
+            bidirectional
             ? QUICVarint.encode(HTTP3Codepoint.webTransportBidiSignal) + QUICVarint.encode(id)
             : QUICVarint.encode(HTTP3Codepoint.webTransportUniStream) + QUICVarint.encode(id)
         let stream = try handle.openStream(bidirectional: bidirectional, preamble: preamble)

@@ -21,8 +21,10 @@ public enum QUICVarint {
         switch value {
         case ..<(1 << 6): return [UInt8(value)]
         case ..<(1 << 14): return [UInt8(0x40 | value >> 8), UInt8(truncatingIfNeeded: value)]
-        case ..<(1 << 30): return (0..<4).map { i in UInt8(truncatingIfNeeded: value >> (8 * (3 - UInt64(i)))) | (i == 0 ? 0x80 : 0) }
-        default: return (0..<8).map { i in UInt8(truncatingIfNeeded: value >> (8 * (7 - UInt64(i)))) | (i == 0 ? 0xC0 : 0) }
+        case ..<(1 << 30):
+            return (0..<4).map { i in UInt8(truncatingIfNeeded: value >> (8 * (3 - UInt64(i)))) | (i == 0 ? 0x80 : 0) }
+        default:
+            return (0..<8).map { i in UInt8(truncatingIfNeeded: value >> (8 * (7 - UInt64(i)))) | (i == 0 ? 0xC0 : 0) }
         }
     }
 }
@@ -139,7 +141,8 @@ public enum HTTP3Settings {
         var i = 0
         while i < payload.count {
             guard let id = QUICVarint.decode(payload, from: i),
-                  let value = QUICVarint.decode(payload, from: i + id.length) else {
+                let value = QUICVarint.decode(payload, from: i + id.length)
+            else {
                 throw HTTP3WireError.frame("SETTINGS payload cut short")
             }
             guard seen.insert(id.value).inserted else {
@@ -228,7 +231,8 @@ public enum PeerStreamClassifier {
         let marker = bidirectional ? HTTP3Codepoint.webTransportBidiSignal : HTTP3Codepoint.webTransportUniStream
         guard lead.value == marker else { return (.http3, 0) }
         guard let session = QUICVarint.decode(first, from: lead.length) else { return (.undecided, 0) }
-        let kind: PeerStreamKind = bidirectional ? .webTransportBidi(session: session.value) : .webTransportUni(session: session.value)
+        let kind: PeerStreamKind =
+            bidirectional ? .webTransportBidi(session: session.value) : .webTransportUni(session: session.value)
         return (kind, lead.length + session.length)
     }
 }

@@ -160,7 +160,8 @@ public struct EncodeHandler: MiddlewareHandler, Provisioner {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        encodings = try c.decodeIfPresent(LoadedMap<ContentEncodings>.self, forKey: .encodings) ?? LoadedMap(entries: [])
+        encodings =
+            try c.decodeIfPresent(LoadedMap<ContentEncodings>.self, forKey: .encodings) ?? LoadedMap(entries: [])
         prefer = try c.decodeIfPresent([String].self, forKey: .prefer) ?? []
         minimumLength = try c.decodeIfPresent(Int.self, forKey: .minimumLength) ?? 0
         match = try c.decodeIfPresent(ResponseMatcher.self, forKey: .match)
@@ -200,7 +201,8 @@ public struct EncodeHandler: MiddlewareHandler, Provisioner {
         for name in acceptedEncodings(request, preferredOrder: prefer) {
             guard let pool = pools[name] else { continue }
             // The ETag we hand out has our suffix; handlers upstream know only their own.
-            if let inm = request.headers.first(name: "If-None-Match"), !inm.hasPrefix("W/"), inm.hasSuffix("-\(name)\"") {
+            if let inm = request.headers.first(name: "If-None-Match"), !inm.hasPrefix("W/"), inm.hasSuffix("-\(name)\"")
+            {
                 request.headers.replaceOrAdd(name: "If-None-Match", value: String(inm.dropLast(name.count + 2)) + "\"")
             }
             let encoder = EncodingResponseWriter(
@@ -239,8 +241,10 @@ final class EncodingResponseWriter: WrappingResponseWriter, Flushing {
     private var compressor: StreamCompressor?
     private let allocator = ByteBufferAllocator()
 
-    init(wrapping: any ResponseWriter, encoding: String, pool: CompressorPool, minimumLength: Int,
-         match: ResponseMatcher, isConnect: Bool) {
+    init(
+        wrapping: any ResponseWriter, encoding: String, pool: CompressorPool, minimumLength: Int,
+        match: ResponseMatcher, isConnect: Bool
+    ) {
         self.wrappedWriter = wrapping
         self.encodingName = encoding
         self.pool = pool
@@ -259,7 +263,9 @@ final class EncodingResponseWriter: WrappingResponseWriter, Flushing {
         guard !wroteHeader else { return }
         statusCode = status
         if status == .partialContent { disabled = true }
-        if status == .notModified && !hasVary(headers, "Accept-Encoding") { headers.add(name: "Vary", value: "Accept-Encoding") }
+        if status == .notModified && !hasVary(headers, "Accept-Encoding") {
+            headers.add(name: "Vary", value: "Accept-Encoding")
+        }
         if isConnect && status.code >= 200 && status.code < 300 {
             try await wrappedWriter.writeHead(status)
             wroteHeader = true
@@ -332,7 +338,8 @@ final class EncodingResponseWriter: WrappingResponseWriter, Flushing {
         guard !disabled, compressor == nil else { return }
         let existing = headers.first(name: "Content-Encoding") ?? ""
         guard existing.isEmpty, noTransformAbsent(headers),
-              matcher.matches(status: Int(statusCode?.code ?? 200), headers: headers) else { return }
+            matcher.matches(status: Int(statusCode?.code ?? 200), headers: headers)
+        else { return }
         compressor = try pool.get()
         headers.remove(name: "Content-Length")
         headers.replaceOrAdd(name: "Content-Encoding", value: encodingName)
@@ -345,6 +352,8 @@ final class EncodingResponseWriter: WrappingResponseWriter, Flushing {
     }
 
     private func hasVary(_ h: HTTPHeaders, _ value: String) -> Bool {
-        h[canonicalForm: "Vary"].contains { $0.trimmingCharacters(in: .whitespaces).caseInsensitiveCompare(value) == .orderedSame }
+        h[canonicalForm: "Vary"].contains {
+            $0.trimmingCharacters(in: .whitespaces).caseInsensitiveCompare(value) == .orderedSame
+        }
     }
 }

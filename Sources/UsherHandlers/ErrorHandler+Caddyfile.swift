@@ -2,7 +2,7 @@ import UsherCaddyfile
 import UsherCore
 
 let errorParsers = CaddyfileSupport(handlerDirectives: [
-    "error": { h in handlerObject("error", try parseStaticError(h.d)) },
+    "error": { h in handlerObject("error", try parseStaticError(h.d)) }
 ])
 
 /// `error` (Caddy's `StaticError.UnmarshalCaddyfile`).

@@ -68,7 +68,9 @@ public struct HeaderOps: Decodable, Sendable {
     }
 
     /// Decodes the operations from a container that has other members too (response ops).
-    init<K: CodingKey>(_ c: KeyedDecodingContainer<K>, add addKey: K, set setKey: K, delete deleteKey: K, replace replaceKey: K) throws {
+    init<K: CodingKey>(
+        _ c: KeyedDecodingContainer<K>, add addKey: K, set setKey: K, delete deleteKey: K, replace replaceKey: K
+    ) throws {
         func fields(_ key: K) throws -> [(name: String, values: [String])] {
             let d = try c.decodeIfPresent([String: [String]].self, forKey: key) ?? [:]
             return d.keys.sorted().map { (name: $0, values: d[$0]!) }
@@ -160,7 +162,8 @@ public struct HeadersHandler: MiddlewareHandler {
         self.request?.apply(to: request)
         guard let response else { return try await next.serve(request, writer) }
         if response.deferred || response.require != nil {
-            let wrapper = HeaderOpsWriter(writer, ops: response.ops, require: response.require, replacer: request.replacer)
+            let wrapper = HeaderOpsWriter(
+                writer, ops: response.ops, require: response.require, replacer: request.replacer)
             return try await next.serve(request, wrapper)
         }
         if let ops = response.ops {

@@ -23,7 +23,11 @@ public struct InvokeHandler: MiddlewareHandler {
         }
         // Caddy recurses until its stack overflows and the process dies; a loop here is a 500 for the request.
         guard request.invokeDepth < Self.maxDepth else {
-            throw HandlerError(status: 500, HTTPErrorMessage("invoke: named routes nested more than \(Self.maxDepth) deep at '\(name)' (do they invoke each other?)"))
+            throw HandlerError(
+                status: 500,
+                HTTPErrorMessage(
+                    "invoke: named routes nested more than \(Self.maxDepth) deep at '\(name)' (do they invoke each other?)"
+                ))
         }
         request.invokeDepth += 1
         defer { request.invokeDepth -= 1 }

@@ -12,7 +12,9 @@ func parseMapDirective(_ h: Helper) throws -> JSONObject {
     if destinations.isEmpty { throw d.err("missing destination argument(s)") }
     for dest in destinations {
         let shorthand = wasReplacedPlaceholderShorthand(dest)
-        if !shorthand.isEmpty { throw d.err("destination \(shorthand) conflicts with a Caddyfile placeholder shorthand") }
+        if !shorthand.isEmpty {
+            throw d.err("destination \(shorthand) conflicts with a Caddyfile placeholder shorthand")
+        }
     }
     var defaults: [String] = []
     var mappings: [JSONObject] = []

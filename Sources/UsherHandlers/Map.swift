@@ -60,15 +60,19 @@ public struct MapHandler: MiddlewareHandler {
         var seen: [String: Int] = [:]
         for (i, m) in mappings.enumerated() {
             if m.input != nil && m.inputRegexp != nil && !(m.input!.isEmpty || m.inputRegexp!.isEmpty) {
-                throw decoder.configError("mapping \(i) has both input and input_regexp fields specified, which is confusing")
+                throw decoder.configError(
+                    "mapping \(i) has both input and input_regexp fields specified, which is confusing")
             }
             let key = m.inputRegexp ?? m.input ?? ""
             if let prev = seen[key] {
-                throw decoder.configError("mapping \(i) has a duplicate input '\(key)' previously used with mapping \(prev)")
+                throw decoder.configError(
+                    "mapping \(i) has a duplicate input '\(key)' previously used with mapping \(prev)")
             }
             seen[key] = i
             if m.outputs.count != destinations.count {
-                throw decoder.configError("mapping \(i) has \(m.outputs.count) outputs but there are \(destinations.count) destinations defined")
+                throw decoder.configError(
+                    "mapping \(i) has \(m.outputs.count) outputs but there are \(destinations.count) destinations defined"
+                )
             }
         }
     }

@@ -64,7 +64,10 @@ public struct RewriteHandler: MiddlewareHandler {
             let suffix = repl.replaceAll(suffix0)
             let merge = !suffix.contains("//")
             changePath(r) {
-                String(trimPathPrefix(String(PathMatching.cleanPath($0, collapseSlashes: merge).reversed()), String(suffix.reversed())).reversed())
+                String(
+                    trimPathPrefix(
+                        String(PathMatching.cleanPath($0, collapseSlashes: merge).reversed()), String(suffix.reversed())
+                    ).reversed())
             }
         }
         for rep in uriSubstring { rep.apply(r) }
@@ -132,10 +135,13 @@ public struct RewriteHandler: MiddlewareHandler {
             }
             let component = String(qs[..<end])
             let wasValue = wroteVal
-            let replaced = (try? repl.replace(component, empty: "", unknownAsEmpty: true, errorOnEmpty: false, errorOnUnknown: false) { key, value in
-                if key == "http.request.uri.query" && wasValue { return value }
-                return URLEscaping.queryEscape(value ?? "")
-            }) ?? component
+            let replaced =
+                (try? repl.replace(
+                    component, empty: "", unknownAsEmpty: true, errorOnEmpty: false, errorOnUnknown: false
+                ) { key, value in
+                    if key == "http.request.uri.query" && wasValue { return value }
+                    return URLEscaping.queryEscape(value ?? "")
+                }) ?? component
             qs = end < qs.endIndex ? qs[qs.index(after: end)...] : qs[qs.endIndex...]
             if wroteVal {
                 if !out.isEmpty && !replaced.isEmpty { out += "&" }
@@ -162,7 +168,8 @@ func trimPathPrefix(_ escapedPath: String, _ prefix: String) -> String {
     while iPath < p.count && iPrefix < x.count {
         var ch = [p[iPath]]
         if p[iPath] == UInt8(ascii: "%") && x[iPrefix] != UInt8(ascii: "%") && p.count >= iPath + 3 {
-            guard let d = URLEscaping.unescape(String(decoding: p[iPath..<(iPath + 3)], as: UTF8.self), mode: .path) else {
+            guard let d = URLEscaping.unescape(String(decoding: p[iPath..<(iPath + 3)], as: UTF8.self), mode: .path)
+            else {
                 return escapedPath
             }
             ch = Array(d.utf8)
@@ -261,7 +268,8 @@ public struct QueryOps: Decodable, Sendable {
                 do {
                     regex = try CompiledRegex(r)
                 } catch {
-                    throw c.error(.searchRegexp, "compiling regular expression \(r) in query rewrite replace operation: \(error)")
+                    throw c.error(
+                        .searchRegexp, "compiling regular expression \(r) in query rewrite replace operation: \(error)")
                 }
             } else {
                 regex = nil

@@ -73,17 +73,17 @@ func parseRedir(_ h: Helper) throws -> JSONObject {
     case "html":
         let safe = Go.htmlEscape(to)
         body = """
-        <!DOCTYPE html>
-        <html>
-        \t<head>
-        \t\t<title>Redirecting...</title>
-        \t\t<script>window.location.replace("\(safe)");</script>
-        \t\t<meta http-equiv="refresh" content="0; URL='\(safe)'">
-        \t</head>
-        \t<body>Redirecting to <a href="\(safe)">\(safe)</a>...</body>
-        </html>
+            <!DOCTYPE html>
+            <html>
+            \t<head>
+            \t\t<title>Redirecting...</title>
+            \t\t<script>window.location.replace("\(safe)");</script>
+            \t\t<meta http-equiv="refresh" content="0; URL='\(safe)'">
+            \t</head>
+            \t<body>Redirecting to <a href="\(safe)">\(safe)</a>...</body>
+            </html>
 
-        """
+            """
         headers = [("Content-Type", ["text/html; charset=utf-8"])]
         code = "200"
     default:

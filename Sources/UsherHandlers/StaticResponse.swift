@@ -53,10 +53,12 @@ public struct StaticResponseHandler: MiddlewareHandler {
         if abort { throw AbortConnectionError() }
         if close { writer.headers.replaceOrAdd(name: "Connection", value: "close") }
         for (name, values) in headers {
-            let field = canonicalHeaderName(Replacer.mayContainPlaceholders(name) ? request.replacer.replaceAll(name) : name)
+            let field = canonicalHeaderName(
+                Replacer.mayContainPlaceholders(name) ? request.replacer.replaceAll(name) : name)
             writer.headers.remove(name: field)
             for v in values {
-                writer.headers.add(name: field, value: Replacer.mayContainPlaceholders(v) ? await request.replaceAllReadingBody(v) : v)
+                writer.headers.add(
+                    name: field, value: Replacer.mayContainPlaceholders(v) ? await request.replaceAllReadingBody(v) : v)
             }
         }
         let bodyBuffer: ByteBuffer
@@ -99,8 +101,9 @@ public struct StaticResponseHandler: MiddlewareHandler {
     static func contentType(for body: String) -> String {
         let trimmed = body.trimmingASCIIWhitespace
         if trimmed.count > 2,
-           (trimmed.hasPrefix("{") && trimmed.hasSuffix("}")) || (trimmed.hasPrefix("[") && trimmed.hasSuffix("]")),
-           (try? JSONValue.parse(trimmed)) != nil {
+            (trimmed.hasPrefix("{") && trimmed.hasSuffix("}")) || (trimmed.hasPrefix("[") && trimmed.hasSuffix("]")),
+            (try? JSONValue.parse(trimmed)) != nil
+        {
             return "application/json"
         }
         return "text/plain; charset=utf-8"

@@ -2,7 +2,7 @@ import UsherCaddyfile
 import UsherCore
 
 let varsParsers = CaddyfileSupport(handlerDirectives: [
-    "vars": { h in handlerObject("vars", try parseVarsMiddleware(h.d)) },
+    "vars": { h in handlerObject("vars", try parseVarsMiddleware(h.d)) }
 ])
 
 /// `vars` (Caddy's `VarsMiddleware.UnmarshalCaddyfile`): `vars [<name> <value>] { <name> <value> ... }`.

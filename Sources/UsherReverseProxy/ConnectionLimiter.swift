@@ -1,14 +1,15 @@
 public import NIOCore
 import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+public import UsherCore
+import UsherHTTP
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOPosix
-import NIOSSL
-import NIOHTTP2
-import Synchronization
-import UsherHTTP
-public import UsherCore
 
 /// Counts open connections per upstream against `max_conns_per_host`; requests over the limit wait, first come
 /// first served, for one to close.

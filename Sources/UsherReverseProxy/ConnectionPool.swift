@@ -1,14 +1,15 @@
 public import NIOCore
 import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+public import UsherCore
+import UsherHTTP
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOPosix
-import NIOSSL
-import NIOHTTP2
-import Synchronization
-import UsherHTTP
-public import UsherCore
 
 /// A connection parked in the pool; only touched on its own event loop.
 struct PooledConnection: @unchecked Sendable {
@@ -35,7 +36,9 @@ final class ConnectionPool: Sendable {
         self.transport = transport
         http3 = HTTP3UpstreamPool(transport: transport)
         limiter = transport.maxConnsPerHost > 0 ? ConnectionLimiter(max: transport.maxConnsPerHost) : nil
-        idleTimeout = transport.idleTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .minutes(2)
+        idleTimeout =
+            transport.idleTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil }
+            ?? .minutes(2)
     }
 
     /// HTTP/2 connections by event loop and address (a connecting one is a future the next requests share);
@@ -46,7 +49,9 @@ final class ConnectionPool: Sendable {
 
     /// A connection (or HTTP/2 stream) to `address` on `loop`: an idle one if there is one (`reused`), else a new
     /// one. `upgrade`: the request switches protocols, which only HTTP/1.1 can carry.
-    func acquire(_ address: String, on loop: any EventLoop, upgrade: Bool = false) async throws -> (any UpstreamExchange, reused: Bool) {
+    func acquire(_ address: String, on loop: any EventLoop, upgrade: Bool = false) async throws -> (
+        any UpstreamExchange, reused: Bool
+    ) {
         if transport.versions == ["3"] {
             return try await http3.stream(address, on: loop)
         }
@@ -63,7 +68,9 @@ final class ConnectionPool: Sendable {
 
     /// A new stream on the HTTP/2 connection to `address`, dialling it first if needed; `nil` when the upstream
     /// speaks only HTTP/1.1.
-    private func http2Stream(_ address: String, on loop: any EventLoop) async throws -> (UpstreamConnection, reused: Bool)? {
+    private func http2Stream(_ address: String, on loop: any EventLoop) async throws -> (
+        UpstreamConnection, reused: Bool
+    )? {
         let key = ObjectIdentifier(loop)
         for attempt in 0..<2 {
             var dialing = false
@@ -91,7 +98,7 @@ final class ConnectionPool: Sendable {
                     let stream = try await upstream.openStream()
                     transport.applyTimeouts(stream)
                     return (stream, !dialing)
-                } catch where !dialing && attempt == 0 {
+                } catch  where !dialing && attempt == 0 {
                     // The shared connection went away under us: dial again.
                 }
             }
@@ -123,7 +130,9 @@ final class ConnectionPool: Sendable {
         }
     }
 
-    private func acquireHTTP1(_ address: String, on loop: any EventLoop, upgrade: Bool) async throws -> (UpstreamConnection, reused: Bool) {
+    private func acquireHTTP1(_ address: String, on loop: any EventLoop, upgrade: Bool) async throws -> (
+        UpstreamConnection, reused: Bool
+    ) {
         let key = ObjectIdentifier(loop)
         let now = NIODeadline.now()
         while let pooled = idle.withLock({ $0[key]?.byAddress[address]?.popLast() }) {
@@ -175,7 +184,9 @@ final class ConnectionPool: Sendable {
         connection.idleSince = .now()
         let key = ObjectIdentifier(loop)
         let (kept, arm) = idle.withLock { d -> (Bool, Bool) in
-            guard (d[key]?.byAddress[connection.address]?.count ?? 0) < transport.maxIdlePerHost else { return (false, false) }
+            guard (d[key]?.byAddress[connection.address]?.count ?? 0) < transport.maxIdlePerHost else {
+                return (false, false)
+            }
             d[key, default: LoopIdle()].byAddress[connection.address, default: []]
                 .append(PooledConnection(connection: connection, loop: loop))
             let arm = !d[key]!.sweepArmed
@@ -199,7 +210,11 @@ final class ConnectionPool: Sendable {
             var expired: [PooledConnection] = []
             for (address, list) in entry.byAddress {
                 let (old, fresh) = list.reduce(into: ([PooledConnection](), [PooledConnection]())) { acc, p in
-                    if let since = p.connection.idleSince, now - since < idleTimeout { acc.1.append(p) } else { acc.0.append(p) }
+                    if let since = p.connection.idleSince, now - since < idleTimeout {
+                        acc.1.append(p)
+                    } else {
+                        acc.0.append(p)
+                    }
                 }
                 expired += old
                 entry.byAddress[address] = fresh.isEmpty ? nil : fresh
@@ -230,7 +245,8 @@ final class ConnectionPool: Sendable {
     }
 
     /// A new HTTP/1.1 connection to `address` on `loop`, waiting at most `timeout` (else `dial_timeout`, 3s).
-    func dial(_ address: String, on loop: any EventLoop, timeout: TimeAmount? = nil) async throws -> UpstreamConnection {
+    func dial(_ address: String, on loop: any EventLoop, timeout: TimeAmount? = nil) async throws -> UpstreamConnection
+    {
         let (channel, _, _) = try await connect(address, on: loop, timeout: timeout, http1Only: true)
         return try addHTTP1(to: channel, address: address)
     }
@@ -253,8 +269,10 @@ final class ConnectionPool: Sendable {
     }
 
     /// Connects (and shakes hands, for TLS): the channel, whether it is TLS, and the protocol ALPN chose.
-    private func connect(_ key: String, on loop: any EventLoop, timeout: TimeAmount?,
-                         http1Only: Bool) async throws -> (any Channel, Bool, String?) {
+    private func connect(
+        _ key: String, on loop: any EventLoop, timeout: TimeAmount?,
+        http1Only: Bool
+    ) async throws -> (any Channel, Bool, String?) {
         // A pool key "client->upstream" (proxy_protocol) names the client to announce.
         var address = key
         var proxyHeader: ByteBuffer?
@@ -268,10 +286,14 @@ final class ConnectionPool: Sendable {
         } catch {
             throw UpstreamError(description: "invalid upstream address \(address): \(error)", retryable: true)
         }
-        let timeout = timeout ?? transport.dialTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .seconds(3)
+        let timeout =
+            timeout ?? transport.dialTimeout.flatMap {
+                $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil
+            } ?? .seconds(3)
         let host = parsed.isUnixNetwork ? "" : (parsed.host.isEmpty ? "127.0.0.1" : parsed.host)
         let context = http1Only ? transport.tlsContextHTTP1 : transport.tlsContext
-        let tls: (NIOSSLContext, String?)? = transport.usesTLS(port: parsed.startPort)
+        let tls: (NIOSSLContext, String?)? =
+            transport.usesTLS(port: parsed.startPort)
             ? context.map { ($0, transport.tls?.sni(for: host)) } : nil
         let handshake = loop.makePromise(of: String?.self)
         var bootstrap = ClientBootstrap(group: loop)
@@ -279,7 +301,8 @@ final class ConnectionPool: Sendable {
             .channelOption(.autoRead, value: false)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
         if let local = transport.localAddress, !parsed.isUnixNetwork { bootstrap = bootstrap.bind(to: local) }
-        bootstrap = bootstrap
+        bootstrap =
+            bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let proxyHeader {
@@ -301,13 +324,15 @@ final class ConnectionPool: Sendable {
                 channel = try await bootstrap.connect(to: ip).get()
             } else if let resolver = transport.resolver {
                 let ips = try await DNSLookup.addresses(host, ipv4: true, ipv6: true, resolver: resolver)
-                channel = try await bootstrap.connect(to: try SocketAddress(ipAddress: ips[0], port: parsed.startPort)).get()
+                channel = try await bootstrap.connect(to: try SocketAddress(ipAddress: ips[0], port: parsed.startPort))
+                    .get()
             } else {
                 channel = try await bootstrap.connect(host: host, port: parsed.startPort).get()
             }
         } catch {
             handshake.fail(error)
-            let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
+            let timedOut =
+                (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
             throw UpstreamError(description: "dialing \(address): \(error)", retryable: true, timedOut: timedOut)
         }
         guard tls != nil else {
@@ -317,7 +342,10 @@ final class ConnectionPool: Sendable {
         // The handshake is part of dialing: a failure means nothing was sent, so another upstream may be tried.
         // It needs reading, which is otherwise left to the connection's handler.
         channel.read()
-        let limit = transport.tls?.handshakeTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil } ?? .seconds(10)
+        let limit =
+            transport.tls?.handshakeTimeout.flatMap {
+                $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil
+            } ?? .seconds(10)
         let timer = loop.scheduleTask(in: limit) { handshake.fail(ChannelError.connectTimeout(limit)) }
         defer { timer.cancel() }
         do {
@@ -325,8 +353,10 @@ final class ConnectionPool: Sendable {
             return (channel, true, negotiated)
         } catch {
             channel.close(promise: nil)
-            let timedOut = (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
-            throw UpstreamError(description: "TLS handshake with \(address): \(error)", retryable: true, timedOut: timedOut)
+            let timedOut =
+                (error as? ChannelError).map { if case .connectTimeout = $0 { true } else { false } } ?? false
+            throw UpstreamError(
+                description: "TLS handshake with \(address): \(error)", retryable: true, timedOut: timedOut)
         }
     }
 }

@@ -1,12 +1,12 @@
 import Foundation
 import Logging
-import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import UsherHTTP3
+import Synchronization
 public import UsherCore
 public import UsherHTTP
+import UsherHTTP3
 public import UsherHandlers
 
 /// `http.handlers.copy_response`: in `handle_response` routes, sends the upstream's response to the client.
@@ -24,7 +24,9 @@ public struct CopyResponseHandler: MiddlewareHandler {
 
     public func serve(_ request: Request, _ writer: any ResponseWriter, next: any HTTPHandler) async throws {
         guard let pending = request.attached(PendingResponse.self), !pending.copied else {
-            throw HandlerError(status: 500, HTTPErrorMessage("cannot use 'copy_response' outside of reverse_proxy's handle_response routes"))
+            throw HandlerError(
+                status: 500,
+                HTTPErrorMessage("cannot use 'copy_response' outside of reverse_proxy's handle_response routes"))
         }
         var status = pending.head.status
         if let code = statusCode, !code.value.isEmpty {
@@ -34,9 +36,10 @@ public struct CopyResponseHandler: MiddlewareHandler {
             status = HTTPResponseStatus(statusCode: n)
         }
         pending.copied = true
-        try await pending.handler.copyResponse(request, writer, head: pending.head, status: status, headers: pending.headers,
-                                               connection: pending.connection, reusable: pending.reusable,
-                                               connections: pending.connections, loop: pending.loop)
+        try await pending.handler.copyResponse(
+            request, writer, head: pending.head, status: status, headers: pending.headers,
+            connection: pending.connection, reusable: pending.reusable,
+            connections: pending.connections, loop: pending.loop)
     }
 }
 
@@ -55,12 +58,17 @@ public struct CopyResponseHeadersHandler: MiddlewareHandler {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         include = try c.decodeIfPresent([String].self, forKey: .include) ?? []
         exclude = try c.decodeIfPresent([String].self, forKey: .exclude) ?? []
-        if !include.isEmpty && !exclude.isEmpty { throw c.error(.include, "cannot define both 'exclude' and 'include'") }
+        if !include.isEmpty && !exclude.isEmpty {
+            throw c.error(.include, "cannot define both 'exclude' and 'include'")
+        }
     }
 
     public func serve(_ request: Request, _ writer: any ResponseWriter, next: any HTTPHandler) async throws {
         guard let pending = request.attached(PendingResponse.self) else {
-            throw HandlerError(status: 500, HTTPErrorMessage("cannot use 'copy_response_headers' outside of reverse_proxy's handle_response routes"))
+            throw HandlerError(
+                status: 500,
+                HTTPErrorMessage("cannot use 'copy_response_headers' outside of reverse_proxy's handle_response routes")
+            )
         }
         let inc = Set(include.map { $0.lowercased() })
         let exc = Set(exclude.map { $0.lowercased() })

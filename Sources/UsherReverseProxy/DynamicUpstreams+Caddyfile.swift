@@ -17,7 +17,9 @@ struct DynamicSourceCommon {
         switch d.val {
         case "refresh":
             guard d.nextArg() else { throw d.argErr() }
-            do { refresh = try Go.caddyDuration(d.val) } catch { throw d.err("parsing refresh interval duration: \(error)") }
+            do { refresh = try Go.caddyDuration(d.val) } catch {
+                throw d.err("parsing refresh interval duration: \(error)")
+            }
         case "resolvers":
             let a = d.remainingArgs()
             if a.isEmpty { throw d.err("must specify at least one resolver address") }
@@ -53,7 +55,9 @@ func parseSRVUpstreams(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSONValue
             try d.setArgOnce(&name, duplicateMessage: "srv name has already been specified")
         case "grace_period":
             guard d.nextArg() else { throw d.argErr() }
-            do { grace = try Go.caddyDuration(d.val) } catch { throw d.err("bad grace period value '\(d.val)': \(error)") }
+            do { grace = try Go.caddyDuration(d.val) } catch {
+                throw d.err("bad grace period value '\(d.val)': \(error)")
+            }
         default:
             throw d.err("unrecognized srv option '\(d.val)'")
         }

@@ -35,8 +35,10 @@ public struct UpstreamResolver: Decodable, Sendable {
         let raw = try c.decodeIfPresent([String].self, forKey: .addresses) ?? []
         addresses = try raw.enumerated().map { i, text in
             guard let a = try? NetworkAddress(parsing: text, defaultPort: 53),
-                  (try? SocketAddress(ipAddress: a.host, port: 0)) != nil, !a.host.contains(":") else {
-                throw ConfigError(path: c.error(.addresses, "").path + "[\(i)]", "nameserver must be an IPv4 address: \(text)")
+                (try? SocketAddress(ipAddress: a.host, port: 0)) != nil, !a.host.contains(":")
+            else {
+                throw ConfigError(
+                    path: c.error(.addresses, "").path + "[\(i)]", "nameserver must be an IPv4 address: \(text)")
             }
             return (a.host, a.startPort)
         }
@@ -91,7 +93,8 @@ public struct AUpstreams: UpstreamSource {
     private let cache: LookupCache
 
     enum CodingKeys: String, CodingKey {
-        case name, port, refresh, versions, resolver, dialTimeout = "dial_timeout", dialFallbackDelay = "dial_fallback_delay"
+        case name, port, refresh, versions, resolver, dialTimeout = "dial_timeout", dialFallbackDelay =
+            "dial_fallback_delay"
     }
     enum VersionKeys: String, CodingKey { case ipv4, ipv6 }
 
@@ -214,7 +217,8 @@ enum DNSLookup {
     }
 
     /// IP addresses of `host`: from the system resolver (getaddrinfo), or by asking `resolver`'s nameservers.
-    static func addresses(_ host: String, ipv4: Bool, ipv6: Bool, resolver: UpstreamResolver?) async throws -> [String] {
+    static func addresses(_ host: String, ipv4: Bool, ipv6: Bool, resolver: UpstreamResolver?) async throws -> [String]
+    {
         try await NIOThreadPool.singleton.runIfActive {
             var out: [String] = []
             if let resolver {
@@ -227,7 +231,9 @@ enum DNSLookup {
                 hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
                 var res: UnsafeMutablePointer<addrinfo>?
                 let rc = getaddrinfo(host, nil, &hints, &res)
-                guard rc == 0 else { throw Failure(description: "looking up \(host): \(String(cString: gai_strerror(rc)))") }
+                guard rc == 0 else {
+                    throw Failure(description: "looking up \(host): \(String(cString: gai_strerror(rc)))")
+                }
                 defer { freeaddrinfo(res) }
                 var p = res
                 while let ai = p {
@@ -296,9 +302,13 @@ enum DNSMessage {
             guard data + len <= m.count else { break }
             switch (type, len) {
             case (1, 4), (28, 16):
-                if let ip = IPAddress(bytes: Array(m[data..<data + len])) { out.append(DNSRecord(address: ip.description)) }
+                if let ip = IPAddress(bytes: Array(m[data..<data + len])) {
+                    out.append(DNSRecord(address: ip.description))
+                }
             case (33, _) where len >= 7:
-                if let p = u16(data), let w = u16(data + 2), let port = u16(data + 4), let target = readName(m, data + 6) {
+                if let p = u16(data), let w = u16(data + 2), let port = u16(data + 4),
+                    let target = readName(m, data + 6)
+                {
                     out.append(DNSRecord(srv: (p, w, port, target)))
                 }
             default:

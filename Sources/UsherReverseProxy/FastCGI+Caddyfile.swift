@@ -50,13 +50,16 @@ func parseFastCGITransport(_ d: Dispenser) throws -> JSONObject {
             throw d.err("unrecognized subdirective \(d.val)")
         }
     }
-    return fastCGITransportJSON(root: root, split: split, env: env, resolveRootSymlink: resolveRootSymlink,
-                                dialTimeout: dialTimeout, readTimeout: readTimeout, writeTimeout: writeTimeout,
-                                captureStderr: captureStderr)
+    return fastCGITransportJSON(
+        root: root, split: split, env: env, resolveRootSymlink: resolveRootSymlink,
+        dialTimeout: dialTimeout, readTimeout: readTimeout, writeTimeout: writeTimeout,
+        captureStderr: captureStderr)
 }
 
-func fastCGITransportJSON(root: String, split: [String], env: [(String, String)], resolveRootSymlink: Bool,
-                          dialTimeout: Int64, readTimeout: Int64, writeTimeout: Int64, captureStderr: Bool) -> JSONObject {
+func fastCGITransportJSON(
+    root: String, split: [String], env: [(String, String)], resolveRootSymlink: Bool,
+    dialTimeout: Int64, readTimeout: Int64, writeTimeout: Int64, captureStderr: Bool
+) -> JSONObject {
     var o = JSONObject()
     o.put("root", root)
     o.put("split_path", split)
@@ -70,7 +73,6 @@ func fastCGITransportJSON(root: String, split: [String], env: [(String, String)]
     o.put("capture_stderr", captureStderr)
     return o
 }
-
 
 func parsePHPFastCGI(_ h: Helper) throws -> [ConfigValue] {
     guard h.d.next() else { throw h.d.argErr() }
@@ -165,7 +167,9 @@ func parsePHPFastCGI(_ h: Helper) throws -> [ConfigValue] {
                 "not": .array([.object(["path": .strings(["*/"])])]),
             ]
             var redirect = JSONObject()
-            redirect["headers"] = .object(["Location": .strings(["{http.request.orig_uri.path}/{http.request.orig_uri.prefixed_query}"])])
+            redirect["headers"] = .object([
+                "Location": .strings(["{http.request.orig_uri.path}/{http.request.orig_uri.prefixed_query}"])
+            ])
             redirect["status_code"] = .number(JSONNumber(308))
             routes.append(HTTPRoute(matcherSets: [matcher], handlers: [handlerObject("static_response", redirect)]))
         }
@@ -173,13 +177,16 @@ func parsePHPFastCGI(_ h: Helper) throws -> [ConfigValue] {
         file["try_files"] = .strings(tryFiles)
         file.put("try_policy", tryPolicy)
         file["split_path"] = .strings(extensions)
-        routes.append(HTTPRoute(matcherSets: [["file": .object(file)]],
-                                handlers: [handlerObject("rewrite", ["uri": "{http.matchers.file.relative}"])]))
+        routes.append(
+            HTTPRoute(
+                matcherSets: [["file": .object(file)]],
+                handlers: [handlerObject("rewrite", ["uri": "{http.matchers.file.relative}"])]))
     }
 
-    let transport = fastCGITransportJSON(root: root, split: extensions, env: env, resolveRootSymlink: resolveRootSymlink,
-                                         dialTimeout: dialTimeout, readTimeout: readTimeout, writeTimeout: writeTimeout,
-                                         captureStderr: captureStderr)
+    let transport = fastCGITransportJSON(
+        root: root, split: extensions, env: env, resolveRootSymlink: resolveRootSymlink,
+        dialTimeout: dialTimeout, readTimeout: readTimeout, writeTimeout: writeTimeout,
+        captureStderr: captureStderr)
     var rp = ReverseProxyConfig()
     rp.transport = moduleObject(transport, key: "protocol", name: "fastcgi")
     d.next()

@@ -59,9 +59,13 @@ func parseForwardAuth(_ h: Helper) throws -> [ConfigValue] {
         let placeholder = "http.reverse_proxy.header." + Go.canonicalHeaderKey(from)
         routes.append(HTTPRoute(handlers: [handlerObject("headers", ["request": .object(["delete": .strings([to])])])]))
         let notSet: JSONObject = ["not": .array([.object(["vars": .object(["{\(placeholder)}": .strings([""])])])])]
-        routes.append(HTTPRoute(matcherSets: [notSet], handlers: [
-            handlerObject("headers", ["request": .object(["set": .object([to: .strings(["{\(placeholder)}"])])])]),
-        ]))
+        routes.append(
+            HTTPRoute(
+                matcherSets: [notSet],
+                handlers: [
+                    handlerObject(
+                        "headers", ["request": .object(["set": .object([to: .strings(["{\(placeholder)}"])])])])
+                ]))
     }
     rp.responses.handlers.append((["status_code": .array([.number(JSONNumber(2))])], "", routes))
 

@@ -46,7 +46,9 @@ final class HTTP3UpstreamPool: Sendable {
 
     /// A new connection to `address` on `loop`; with `webTransport`, one that offers WebTransport and hands the
     /// server's WebTransport streams and datagrams to that registry.
-    func dial(_ address: String, on loop: any EventLoop, webTransport: WebTransportSessions? = nil) async throws -> HTTP3ClientConnection {
+    func dial(_ address: String, on loop: any EventLoop, webTransport: WebTransportSessions? = nil) async throws
+        -> HTTP3ClientConnection
+    {
         let parsed: NetworkAddress
         do {
             parsed = try NetworkAddress(parsing: address)
@@ -130,8 +132,10 @@ final class HTTP3UpstreamExchange: UpstreamExchange {
         }
         stream.onClose = { [unowned self] complete in
             if !self.ended {
-                self.fail(UpstreamError(description: complete ? "upstream ended the stream early" : "upstream reset the stream",
-                                        retryable: false))
+                self.fail(
+                    UpstreamError(
+                        description: complete ? "upstream ended the stream early" : "upstream reset the stream",
+                        retryable: false))
             }
         }
     }
@@ -140,10 +144,15 @@ final class HTTP3UpstreamExchange: UpstreamExchange {
         var status: Int?
         var headers = HTTPHeaders()
         for (name, value) in stream.fields {
-            if name == ":status" { status = Int(value) } else if !name.hasPrefix(":") { headers.add(name: name, value: value) }
+            if name == ":status" {
+                status = Int(value)
+            } else if !name.hasPrefix(":") {
+                headers.add(name: name, value: value)
+            }
         }
         guard let status else { return nil }
-        return HTTPResponseHead(version: HTTPVersion(major: 3, minor: 0), status: HTTPResponseStatus(statusCode: status), headers: headers)
+        return HTTPResponseHead(
+            version: HTTPVersion(major: 3, minor: 0), status: HTTPResponseStatus(statusCode: status), headers: headers)
     }
 
     private func deliver(_ part: HTTPClientResponsePart) {
@@ -181,7 +190,8 @@ final class HTTP3UpstreamExchange: UpstreamExchange {
                 let bound = NIOLoopBound(self, eventLoop: loop)
                 timer = loop.scheduleTask(in: t) {
                     bound.value.timedOut = true
-                    bound.value.fail(UpstreamError(description: "timeout reading from upstream", retryable: false, timedOut: true))
+                    bound.value.fail(
+                        UpstreamError(description: "timeout reading from upstream", retryable: false, timedOut: true))
                     bound.value.stream.reset()
                 }
             }
@@ -268,7 +278,8 @@ extension HTTPTransport {
                 let start = b64.index(b64.startIndex, offsetBy: i)
                 return b64[start..<(b64.index(start, offsetBy: 64, limitedBy: b64.endIndex) ?? b64.endIndex)]
             }
-            pems.append("-----BEGIN CERTIFICATE-----\n" + lines.joined(separator: "\n") + "\n-----END CERTIFICATE-----\n")
+            pems.append(
+                "-----BEGIN CERTIFICATE-----\n" + lines.joined(separator: "\n") + "\n-----END CERTIFICATE-----\n")
         }
         return pems.isEmpty ? nil : pems
     }
@@ -276,8 +287,9 @@ extension HTTPTransport {
     /// The client certificate for QUIC, from `client_certificate_file` and `client_certificate_key_file`.
     var quicClientCertificate: (chainPEM: String, keyPEM: String)? {
         guard let tls, let certFile = tls.clientCertificateFile, let keyFile = tls.clientCertificateKeyFile,
-              let chain = try? String(contentsOfFile: certFile, encoding: .utf8),
-              let key = try? String(contentsOfFile: keyFile, encoding: .utf8) else { return nil }
+            let chain = try? String(contentsOfFile: certFile, encoding: .utf8),
+            let key = try? String(contentsOfFile: keyFile, encoding: .utf8)
+        else { return nil }
         return (chain, key)
     }
 }

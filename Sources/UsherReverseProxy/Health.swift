@@ -67,7 +67,9 @@ public struct ActiveHealthChecks: Decodable, Sendable {
         if !uri.isEmpty && !uri.hasPrefix("/") { throw c.error(.uri, "must start with /") }
         upstream = try c.decodeIfPresent(String.self, forKey: .upstream)
         if let upstream {
-            do { _ = try NetworkAddress(parsing: upstream) } catch { throw c.error(.upstream, "invalid address \(upstream): \(error)") }
+            do { _ = try NetworkAddress(parsing: upstream) } catch {
+                throw c.error(.upstream, "invalid address \(upstream): \(error)")
+            }
         }
         port = try c.decodeIfPresent(Int.self, forKey: .port) ?? 0
         if port < 0 || port > 65535 { throw c.error(.port, "port \(port) is out of range") }
@@ -227,8 +229,10 @@ struct ActiveHealthChecker: Sendable {
         do {
             let (status, body) = try await exchange(dial: dial, host: host)
             record.status = status
-            if config.expectStatus > 0 ? !ResponseMatcher.statusMatches(status, config.expectStatus)
-                : !(200..<300).contains(status) {
+            if config.expectStatus > 0
+                ? !ResponseMatcher.statusMatches(status, config.expectStatus)
+                : !(200..<300).contains(status)
+            {
                 record.error = "unexpected status \(status)"
             } else if let re = config.expectBody, re.firstMatch(in: String(decoding: body, as: UTF8.self)) == nil {
                 record.error = "response body failed expectations"
@@ -240,9 +244,11 @@ struct ActiveHealthChecker: Sendable {
         }
         let (changed, healthy) = upstream.health.record(record, passesNeeded: config.passes, failsNeeded: config.fails)
         if changed {
-            logger.info(healthy ? "host is up" : "host is down", metadata: [
-                "host": .string(upstream.address), "error": .string(record.error ?? ""),
-            ])
+            logger.info(
+                healthy ? "host is up" : "host is down",
+                metadata: [
+                    "host": .string(upstream.address), "error": .string(record.error ?? ""),
+                ])
         }
     }
 
@@ -276,8 +282,9 @@ struct ActiveHealthChecker: Sendable {
         }
         h.add(name: "Connection", value: "close")
         if !config.body.isEmpty { h.add(name: "Content-Length", value: String(config.body.utf8.count)) }
-        let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: config.method),
-                                   uri: config.uri.isEmpty ? "/" : config.uri, headers: h)
+        let head = HTTPRequestHead(
+            version: .http1_1, method: HTTPMethod(rawValue: config.method),
+            uri: config.uri.isEmpty ? "/" : config.uri, headers: h)
         try await conn.write(.head(head), flush: false)
         if !config.body.isEmpty {
             try await conn.write(.body(.byteBuffer(ByteBuffer(string: config.body))), flush: false)

@@ -20,7 +20,8 @@ final class ProxyMetrics: Sendable {
         UsherMetrics.descriptor("caddy_reverse_proxy_upstream_requests_total", "Counter of requests made to upstreams.")
     }
     private static var durationName: MetricNameDescriptor {
-        UsherMetrics.descriptor("caddy_reverse_proxy_upstream_request_duration_seconds", "Histogram of request durations to upstreams.")
+        UsherMetrics.descriptor(
+            "caddy_reverse_proxy_upstream_request_duration_seconds", "Histogram of request durations to upstreams.")
     }
 
     /// Sets `caddy_reverse_proxy_upstreams_healthy` for the upstreams in use and drops the series of upstreams no
@@ -31,11 +32,13 @@ final class ProxyMetrics: Sendable {
             var seen: Set<String> = []
             for host in hosts {
                 seen.insert(host.address)
-                let gauge = gauges[host.address] ?? {
-                    let g = registry.makeGauge(descriptor: Self.healthyName, labels: [("upstream", host.address)])
-                    gauges[host.address] = g
-                    return g
-                }()
+                let gauge =
+                    gauges[host.address]
+                    ?? {
+                        let g = registry.makeGauge(descriptor: Self.healthyName, labels: [("upstream", host.address)])
+                        gauges[host.address] = g
+                        return g
+                    }()
                 gauge.set(host.healthy ? 1.0 : 0.0)
             }
             for (address, gauge) in gauges where !seen.contains(address) {
@@ -79,14 +82,21 @@ final class ProxyMetrics: Sendable {
         init(upstream: String) {
             let r = UsherMetrics.registry
             let u = ("upstream", upstream)
-            active = r.makeGauge(descriptor: UsherMetrics.descriptor(
-                "usher_reverse_proxy_webtransport_sessions_active", "WebTransport sessions being bridged to upstreams."), labels: [u])
-            sessions = r.makeCounter(descriptor: UsherMetrics.descriptor(
-                "usher_reverse_proxy_webtransport_sessions_total", "WebTransport sessions bridged to upstreams."), labels: [u])
-            streams = r.makeCounter(descriptor: UsherMetrics.descriptor(
-                "usher_reverse_proxy_webtransport_streams_total", "WebTransport streams bridged, counted when their session ends."), labels: [u])
+            active = r.makeGauge(
+                descriptor: UsherMetrics.descriptor(
+                    "usher_reverse_proxy_webtransport_sessions_active",
+                    "WebTransport sessions being bridged to upstreams."), labels: [u])
+            sessions = r.makeCounter(
+                descriptor: UsherMetrics.descriptor(
+                    "usher_reverse_proxy_webtransport_sessions_total", "WebTransport sessions bridged to upstreams."),
+                labels: [u])
+            streams = r.makeCounter(
+                descriptor: UsherMetrics.descriptor(
+                    "usher_reverse_proxy_webtransport_streams_total",
+                    "WebTransport streams bridged, counted when their session ends."), labels: [u])
             let bytes = UsherMetrics.descriptor(
-                "usher_reverse_proxy_webtransport_bytes_total", "WebTransport stream bytes bridged, counted when their session ends.")
+                "usher_reverse_proxy_webtransport_bytes_total",
+                "WebTransport stream bytes bridged, counted when their session ends.")
             bytesUp = r.makeCounter(descriptor: bytes, labels: [("direction", "up"), u])
             bytesDown = r.makeCounter(descriptor: bytes, labels: [("direction", "down"), u])
             let datagrams = UsherMetrics.descriptor(

@@ -1,12 +1,12 @@
 import Foundation
 import Logging
-import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import UsherHTTP3
+import Synchronization
 public import UsherCore
 public import UsherHTTP
+import UsherHTTP3
 public import UsherHandlers
 
 /// Caddy's `{http.reverse_proxy.*}` placeholders for one request, computed only when asked for.

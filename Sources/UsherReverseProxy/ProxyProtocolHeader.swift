@@ -1,14 +1,15 @@
 public import NIOCore
 import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+public import UsherCore
+import UsherHTTP
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOPosix
-import NIOSSL
-import NIOHTTP2
-import Synchronization
-import UsherHTTP
-public import UsherCore
 
 /// Sends a PROXY protocol header as the connection opens, before anything else (TLS included).
 final class ProxyHeaderWriter: ChannelInboundHandler, RemovableChannelHandler {
@@ -30,7 +31,8 @@ final class ProxyHeaderWriter: ChannelInboundHandler, RemovableChannelHandler {
 enum ProxyProtocolHeader {
     static func make(version: String, source: String) -> ByteBuffer? {
         guard let src = try? NetworkAddress(parsing: source),
-              let ip = try? SocketAddress(ipAddress: src.host, port: src.startPort) else { return nil }
+            let ip = try? SocketAddress(ipAddress: src.host, port: src.startPort)
+        else { return nil }
         let v6: Bool
         switch ip {
         case .v6: v6 = true

@@ -1,12 +1,12 @@
 import Foundation
 import Logging
-import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import UsherHTTP3
+import Synchronization
 public import UsherCore
 public import UsherHTTP
+import UsherHTTP3
 public import UsherHandlers
 
 // One attempt at one upstream: the request up, the response (or its interim heads) back.
@@ -14,17 +14,21 @@ public import UsherHandlers
 extension ReverseProxyHandler {
     /// One exchange with one upstream: the request up (head, then body), the response back (head, then body).
     /// Throws ``AttemptFailure`` when the upstream failed before anything was sent to the client.
-    func proxy(_ request: Request, _ writer: any ResponseWriter, to upstream: Upstream,
-                       connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders,
-                       next: any HTTPHandler, prebuffered: PrebufferedBody? = nil) async throws {
+    func proxy(
+        _ request: Request, _ writer: any ResponseWriter, to upstream: Upstream,
+        connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders,
+        next: any HTTPHandler, prebuffered: PrebufferedBody? = nil
+    ) async throws {
         let upgrade = Self.requestedUpgrade(request)
         if request.method == .CONNECT, WebTransportCodepoint.isWebTransportProtocol(request.connectProtocol) {
-            try await proxyWebTransport(request, writer, to: upstream, connections: connections, loop: loop,
-                                        placeholders: placeholders)
+            try await proxyWebTransport(
+                request, writer, to: upstream, connections: connections, loop: loop,
+                placeholders: placeholders)
             return
         }
         if let upgrade, upgrade.extendedConnect, upgrade.type.lowercased() != "websocket" {
-            throw HandlerError(status: 501, HTTPErrorMessage("reverse_proxy: extended CONNECT for \(upgrade.type) is not supported"))
+            throw HandlerError(
+                status: 501, HTTPErrorMessage("reverse_proxy: extended CONNECT for \(upgrade.type) is not supported"))
         }
         // With proxy_protocol each client connection gets its own upstream connections ("client->upstream").
         var dialKey = upstream.address
@@ -57,13 +61,14 @@ extension ReverseProxyHandler {
         }
         do {
             try await conn.write(.head(head), flush: false)
-        } catch where reused {
+        } catch  where reused {
             // A pooled connection the upstream had closed: dial afresh, nothing was sent.
             conn.close()
             do {
                 (conn, reused) = try await connections.acquire(dialKey, on: loop, upgrade: upgrade != nil)
             } catch let e as UpstreamError {
-                throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
+                throw AttemptFailure(
+                    status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
             }
             try await conn.write(.head(head), flush: false)
         }
@@ -94,13 +99,15 @@ extension ReverseProxyHandler {
             do {
                 head = try await nextHead(conn)
                 headTimer?.cancel()
-            } catch where conn.timedOut {
-                throw AttemptFailure(status: 504, message: "reverse_proxy: timeout awaiting response headers from \(upstream.address)",
-                                     dial: false, bodySent: bodySent)
+            } catch  where conn.timedOut {
+                throw AttemptFailure(
+                    status: 504, message: "reverse_proxy: timeout awaiting response headers from \(upstream.address)",
+                    dial: false, bodySent: bodySent)
             }
             guard let first = head else {
-                throw AttemptFailure(status: 502, message: "upstream closed the connection before responding",
-                                     dial: false, bodySent: bodySent)
+                throw AttemptFailure(
+                    status: 502, message: "upstream closed the connection before responding",
+                    dial: false, bodySent: bodySent)
             }
             let latency = NIODeadline.now() - sentAt
             placeholders.latency = latency
@@ -120,24 +127,29 @@ extension ReverseProxyHandler {
             Self.removeHopByHop(&responseHeaders)
             if let upgrade, first.status == .switchingProtocols {
                 responseStarted = true
-                try await switchProtocols(request, writer, conn: conn, upgrade: upgrade, head: first,
-                                          headers: responseHeaders, loop: loop)
+                try await switchProtocols(
+                    request, writer, conn: conn, upgrade: upgrade, head: first,
+                    headers: responseHeaders, loop: loop)
                 return
             }
             placeholders.responseHeaders = first.headers
             var status = first.status
-            for rh in handleResponse where rh.match?.matches(status: Int(first.status.code), headers: first.headers) ?? true {
+            for rh in handleResponse
+            where rh.match?.matches(status: Int(first.status.code), headers: first.headers) ?? true {
                 if let code = rh.statusCode {
                     // Only the status changes; the response is copied as usual.
                     guard let n = Int(request.replacer.replaceAll(code.value)), n > 0 else {
-                        throw HandlerError(status: 500, HTTPErrorMessage("reverse_proxy: invalid handle_response status_code \(code.value)"))
+                        throw HandlerError(
+                            status: 500,
+                            HTTPErrorMessage("reverse_proxy: invalid handle_response status_code \(code.value)"))
                     }
                     status = HTTPResponseStatus(statusCode: n)
                     break
                 }
                 responseStarted = true
-                let pending = PendingResponse(handler: self, head: first, headers: responseHeaders, connection: conn,
-                                              reusable: reusable, connections: connections, loop: loop)
+                let pending = PendingResponse(
+                    handler: self, head: first, headers: responseHeaders, connection: conn,
+                    reusable: reusable, connections: connections, loop: loop)
                 let previous = request.attached(PendingResponse.self)
                 request.attach(pending)
                 defer { request.attach(previous) }
@@ -147,38 +159,46 @@ extension ReverseProxyHandler {
                 return
             }
             responseStarted = true
-            try await copyResponse(request, writer, head: first, status: status, headers: responseHeaders,
-                                   connection: conn, reusable: reusable, connections: connections, loop: loop)
+            try await copyResponse(
+                request, writer, head: first, status: status, headers: responseHeaders,
+                connection: conn, reusable: reusable, connections: connections, loop: loop)
         } catch let f as AttemptFailure {
             conn.close()
             throw f
         } catch {
             conn.close()
             // Once the response is under way, or when the client is the one that failed, nothing can be retried.
-            if responseStarted || error is ClientDisconnectedError || error is HandlerError || error is CancellationError {
+            if responseStarted || error is ClientDisconnectedError || error is HandlerError
+                || error is CancellationError
+            {
                 throw error
             }
             // The upstream broke the exchange before its response began (a reset, a malformed head).
-            throw AttemptFailure(status: 502, message: "reverse_proxy: \(upstream.address): \(error)", dial: false, bodySent: bodySent)
+            throw AttemptFailure(
+                status: 502, message: "reverse_proxy: \(upstream.address): \(error)", dial: false, bodySent: bodySent)
         }
     }
 
     /// Sends the upstream's response to the client: head (with `headers.response` ops, `Via`, the upstream's
     /// `Server`), then the body, flushed per write when it streams; the connection goes back to the pool if the
     /// body ended cleanly.
-    func copyResponse(_ request: Request, _ writer: any ResponseWriter, head first: HTTPResponseHead,
-                      status: HTTPResponseStatus, headers upstreamHeaders: HTTPHeaders, connection conn: any UpstreamExchange,
-                      reusable: Bool, connections: ConnectionPool, loop: any EventLoop) async throws {
+    func copyResponse(
+        _ request: Request, _ writer: any ResponseWriter, head first: HTTPResponseHead,
+        status: HTTPResponseStatus, headers upstreamHeaders: HTTPHeaders, connection conn: any UpstreamExchange,
+        reusable: Bool, connections: ConnectionPool, loop: any EventLoop
+    ) async throws {
         var responseHeaders = upstreamHeaders
         if let r = headers?.response, let ops = r.ops,
-           r.require?.matches(status: Int(status.code), headers: responseHeaders) ?? true {
+            r.require?.matches(status: Int(status.code), headers: responseHeaders) ?? true
+        {
             ops.apply(to: &responseHeaders, request.replacer)
         }
         // Our Server field gives way to the upstream's, and Via says we passed it on (Caddy since 2.8).
         writer.headers.remove(name: "Server")
         writer.headers.add(name: "Via", value: "\(first.version.major).\(first.version.minor) Usher")
         for (name, value) in responseHeaders { writer.headers.add(name: name, value: value) }
-        let eventStream = first.headers.first(name: "Content-Type")?.lowercased().hasPrefix("text/event-stream") ?? false
+        let eventStream =
+            first.headers.first(name: "Content-Type")?.lowercased().hasPrefix("text/event-stream") ?? false
         var held: [ByteBuffer] = []
         var heldBytes = 0
         var complete = false
@@ -200,8 +220,10 @@ extension ReverseProxyHandler {
                 writer.headers.replaceOrAdd(name: "Content-Length", value: String(heldBytes))
             }
         }
-        let streaming = !complete && ((flushInterval?.nanoseconds ?? 0) < 0
-            || !first.headers.contains(name: "Content-Length") || eventStream)
+        let streaming =
+            !complete
+            && ((flushInterval?.nanoseconds ?? 0) < 0
+                || !first.headers.contains(name: "Content-Length") || eventStream)
         try await writer.writeHead(status)
         let flusher = writer.capability((any Flushing).self)
         for b in held { try await writer.write(b) }

@@ -145,7 +145,9 @@ struct ReverseProxyConfig {
             default: throw d.err("unsupported URL scheme \(pa.scheme)://")
             }
             if !commonScheme.isEmpty && pa.scheme != commonScheme {
-                throw d.err("for now, all proxy upstreams must use the same scheme (transport protocol); expecting '\(commonScheme)://' but got '\(pa.scheme)://'")
+                throw d.err(
+                    "for now, all proxy upstreams must use the same scheme (transport protocol); expecting '\(commonScheme)://' but got '\(pa.scheme)://'"
+                )
             }
             commonScheme = pa.scheme
             if pa.replaceablePort {
@@ -262,7 +264,9 @@ struct ReverseProxyConfig {
                 }
                 var o = JSONObject()
                 for (k, v) in fields { o[k] = .strings((o[k]?.stringArray ?? []) + v) }
-                if o.isEmpty { setActive("headers", .object(JSONObject())); active!["headers"] = nil } else {
+                if o.isEmpty {
+                    setActive("headers", .object(JSONObject())); active!["headers"] = nil
+                } else {
                     setActive("headers", .object(o.sortedByKey()))
                 }
             case "health_method":
@@ -305,10 +309,12 @@ struct ReverseProxyConfig {
                 setPassive("max_fails", .number(JSONNumber(try intValue("invalid maximum fail count"))))
             case "fail_duration":
                 guard d.nextArg() else { throw d.argErr() }
-                setPassive("fail_duration", .number(JSONNumber(literal: String(try parseDuration("bad duration value")))))
+                setPassive(
+                    "fail_duration", .number(JSONNumber(literal: String(try parseDuration("bad duration value")))))
             case "unhealthy_request_count":
                 guard d.nextArg() else { throw d.argErr() }
-                setPassive("unhealthy_request_count", .number(JSONNumber(try intValue("invalid maximum connection count"))))
+                setPassive(
+                    "unhealthy_request_count", .number(JSONNumber(try intValue("invalid maximum connection count"))))
             case "unhealthy_status":
                 let args = d.remainingArgs()
                 if args.isEmpty { throw d.argErr() }
@@ -322,7 +328,8 @@ struct ReverseProxyConfig {
                 setPassive("unhealthy_status", .array(codes))
             case "unhealthy_latency":
                 guard d.nextArg() else { throw d.argErr() }
-                setPassive("unhealthy_latency", .number(JSONNumber(literal: String(try parseDuration("bad duration value")))))
+                setPassive(
+                    "unhealthy_latency", .number(JSONNumber(literal: String(try parseDuration("bad duration value")))))
             case "flush_interval":
                 guard d.nextArg() else { throw d.argErr() }
                 flushInterval = try durationOrNanos()
@@ -332,7 +339,9 @@ struct ReverseProxyConfig {
                 let val = d.val
                 var size: Int64 = -1
                 if val != "unlimited" {
-                    do { size = Int64(try Go.parseBytes(val)) } catch { throw d.err("invalid byte size '\(val)': \(error)") }
+                    do { size = Int64(try Go.parseBytes(val)) } catch {
+                        throw d.err("invalid byte size '\(val)': \(error)")
+                    }
                 }
                 if d.nextArg() { throw d.argErr() }
                 switch sub {
@@ -349,7 +358,9 @@ struct ReverseProxyConfig {
             case "trusted_proxies":
                 while d.nextArg() {
                     if d.val == "private_ranges" {
-                        trustedProxies.append(contentsOf: ["192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/8", "127.0.0.1/8", "fd00::/8", "::1"])
+                        trustedProxies.append(contentsOf: [
+                            "192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/8", "127.0.0.1/8", "fd00::/8", "::1",
+                        ])
                         continue
                     }
                     trustedProxies.append(d.val)
@@ -466,7 +477,9 @@ struct ResponseHandlers {
             d.next()
             let args = d.remainingArgs()
             if args.count > 1 {
-                throw d.err("too many arguments for 'handle_response': only a single response matcher name is allowed, but got: \(Go.list(args))")
+                throw d.err(
+                    "too many arguments for 'handle_response': only a single response matcher name is allowed, but got: \(Go.list(args))"
+                )
             }
             let match = args.count == 1 ? try namedMatcher(d, args[0]) : nil
             let sub = try h.with(d.newFromNextSegment()).parseSegmentAsSubroute()

@@ -1,12 +1,12 @@
 import Foundation
 import Logging
-import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import UsherHTTP3
+import Synchronization
 public import UsherCore
 public import UsherHTTP
+import UsherHTTP3
 public import UsherHandlers
 
 // The request head that goes up (forwarding headers, trusted proxies) and the hop-by-hop rules both ways.
@@ -14,8 +14,10 @@ public import UsherHandlers
 extension ReverseProxyHandler {
     /// The request as it goes up: the (possibly rewritten) method and URI, headers without hop-by-hop fields, the
     /// `X-Forwarded-*` fields, the client's Host, and the configured header ops.
-    func upstreamRequestHead(_ request: Request, upgrade: (type: String, extendedConnect: Bool)?,
-                                     target: (method: HTTPMethod, uri: String)? = nil, withoutBody: Bool = false) -> HTTPRequestHead {
+    func upstreamRequestHead(
+        _ request: Request, upgrade: (type: String, extendedConnect: Bool)?,
+        target: (method: HTTPMethod, uri: String)? = nil, withoutBody: Bool = false
+    ) -> HTTPRequestHead {
         var h = request.headers
         let te = h.first(name: "TE")?.lowercased().contains("trailers") ?? false
         Self.removeHopByHop(&h)
@@ -24,8 +26,10 @@ extension ReverseProxyHandler {
         let trusted = isTrusted(request)
         let priorFor = h[canonicalForm: "X-Forwarded-For"].map(String.init)
         let clientIP = request.remoteHost
-        h.replaceOrAdd(name: "X-Forwarded-For", value: trusted && !priorFor.isEmpty
-                       ? priorFor.joined(separator: ", ") + ", " + clientIP : clientIP)
+        h.replaceOrAdd(
+            name: "X-Forwarded-For",
+            value: trusted && !priorFor.isEmpty
+                ? priorFor.joined(separator: ", ") + ", " + clientIP : clientIP)
         let priorProto = h.first(name: "X-Forwarded-Proto") ?? ""
         h.replaceOrAdd(name: "X-Forwarded-Proto", value: trusted && !priorProto.isEmpty ? priorProto : request.scheme)
         let priorHost = h.first(name: "X-Forwarded-Host") ?? ""
@@ -56,8 +60,9 @@ extension ReverseProxyHandler {
             }
         }
         if let target {
-            return HTTPRequestHead(version: .http1_1, method: upgrade?.extendedConnect == true ? method : target.method,
-                                   uri: target.uri, headers: h)
+            return HTTPRequestHead(
+                version: .http1_1, method: upgrade?.extendedConnect == true ? method : target.method,
+                uri: target.uri, headers: h)
         }
         var uri = request.escapedPath
         if !request.rawQuery.isEmpty { uri += "?" + request.rawQuery }
@@ -86,7 +91,9 @@ extension ReverseProxyHandler {
             if name.utf8.count == 10 && name.equalsASCIICaseInsensitive("connection") {
                 for token in value.split(separator: ",") {
                     let t = token.trimmedOfSpaces
-                    if !t.isEmpty && !isHopByHop(t) && !t.equalsASCIICaseInsensitive("close") { named.append(String(t)) }
+                    if !t.isEmpty && !isHopByHop(t) && !t.equalsASCIICaseInsensitive("close") {
+                        named.append(String(t))
+                    }
                 }
             }
         }

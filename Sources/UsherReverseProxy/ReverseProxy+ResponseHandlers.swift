@@ -1,12 +1,12 @@
 import Foundation
 import Logging
-import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import UsherHTTP3
+import Synchronization
 public import UsherCore
 public import UsherHTTP
+import UsherHTTP3
 public import UsherHandlers
 
 /// One of `handle_response`: what to do with upstream responses that `match`.
@@ -41,8 +41,10 @@ final class PendingResponse {
     /// The body went to the client (or the connection was otherwise finished with).
     var copied = false
 
-    init(handler: ReverseProxyHandler, head: HTTPResponseHead, headers: HTTPHeaders, connection: any UpstreamExchange,
-         reusable: Bool, connections: ConnectionPool, loop: any EventLoop) {
+    init(
+        handler: ReverseProxyHandler, head: HTTPResponseHead, headers: HTTPHeaders, connection: any UpstreamExchange,
+        reusable: Bool, connections: ConnectionPool, loop: any EventLoop
+    ) {
         self.handler = handler
         self.head = head
         self.headers = headers

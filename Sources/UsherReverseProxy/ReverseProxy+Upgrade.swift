@@ -1,12 +1,12 @@
 import Foundation
 import Logging
-import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import UsherHTTP3
+import Synchronization
 public import UsherCore
 public import UsherHTTP
+import UsherHTTP3
 public import UsherHandlers
 
 // Protocol switches through the proxy: HTTP/1.1 `Upgrade` and HTTP/2 extended CONNECT, bridged as byte tunnels.
@@ -14,13 +14,16 @@ public import UsherHandlers
 extension ReverseProxyHandler {
     /// The upstream agreed to switch protocols: answer the client (101, or 200 to an HTTP/2 extended CONNECT),
     /// then bridge bytes both ways until either side closes. The tunnel counts as a request in flight meanwhile.
-    func switchProtocols(_ request: Request, _ writer: any ResponseWriter, conn: any UpstreamExchange,
-                                 upgrade: (type: String, extendedConnect: Bool), head: HTTPResponseHead,
-                                 headers upstreamHeaders: HTTPHeaders, loop: any EventLoop) async throws {
+    func switchProtocols(
+        _ request: Request, _ writer: any ResponseWriter, conn: any UpstreamExchange,
+        upgrade: (type: String, extendedConnect: Bool), head: HTTPResponseHead,
+        headers upstreamHeaders: HTTPHeaders, loop: any EventLoop
+    ) async throws {
         let switchedTo = head.headers.first(name: "Upgrade") ?? ""
         guard switchedTo.lowercased() == upgrade.type.lowercased() else {
             conn.close()
-            throw HandlerError(status: 502, HTTPErrorMessage("reverse_proxy: upstream switched to \(switchedTo), not \(upgrade.type)"))
+            throw HandlerError(
+                status: 502, HTTPErrorMessage("reverse_proxy: upstream switched to \(switchedTo), not \(upgrade.type)"))
         }
         guard let upgrader = writer.capability((any ConnectionUpgrading).self), upgrader.upgradeRequested else {
             conn.close()
@@ -84,7 +87,8 @@ extension ReverseProxyHandler {
     static func requestedUpgrade(_ request: Request) -> (type: String, extendedConnect: Bool)? {
         if request.method == .CONNECT, let p = request.connectProtocol { return (p, true) }
         guard request.version.major == 1, let type = request.headers.first(name: "Upgrade"), !type.isEmpty,
-              request.headers[canonicalForm: "Connection"].contains(where: { $0.lowercased() == "upgrade" }) else { return nil }
+            request.headers[canonicalForm: "Connection"].contains(where: { $0.lowercased() == "upgrade" })
+        else { return nil }
         return (type, false)
     }
 }

@@ -1,12 +1,12 @@
 import Foundation
 import Logging
-import Synchronization
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import UsherHTTP3
+import Synchronization
 public import UsherCore
 public import UsherHTTP
+import UsherHTTP3
 public import UsherHandlers
 
 /// `load_balancing` of `reverse_proxy`.
@@ -134,15 +134,17 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         case upstreams, loadBalancing = "load_balancing", headers, transport, flushInterval = "flush_interval"
         case healthChecks = "health_checks", dynamicUpstreams = "dynamic_upstreams", handleResponse = "handle_response"
         case circuitBreaker = "circuit_breaker", rewrite, requestBuffers = "request_buffers"
-        case responseBuffers = "response_buffers", streamTimeout = "stream_timeout", streamCloseDelay = "stream_close_delay"
+        case responseBuffers = "response_buffers", streamTimeout = "stream_timeout", streamCloseDelay =
+            "stream_close_delay"
         case trustedProxies = "trusted_proxies", verboseLogs = "verbose_logs", bufferRequests = "buffer_requests"
-        case bufferResponses = "buffer_responses", maxBufferSize = "max_buffer_size", streamBufferSize = "stream_buffer_size"
+        case bufferResponses = "buffer_responses", maxBufferSize = "max_buffer_size", streamBufferSize =
+            "stream_buffer_size"
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([
-            .circuitBreaker,
+            .circuitBreaker
         ])
         upstreams = try c.decodeIfPresent([UpstreamConfig].self, forKey: .upstreams) ?? []
         dynamicUpstreams = try c.decodeIfPresent(Loaded<UpstreamSources>.self, forKey: .dynamicUpstreams)
@@ -171,10 +173,13 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         configKey = decoder.rawJSON ?? .string(UUID().uuidString)
         trustedProxies = []
         for (i, text) in (try c.decodeIfPresent([String].self, forKey: .trustedProxies) ?? []).enumerated() {
-            let prefix = text.contains("/") ? IPPrefix(text) : IPAddress(text).map { IPPrefix(address: $0, bits: $0.bitLength) } ?? nil
+            let prefix =
+                text.contains("/")
+                ? IPPrefix(text) : IPAddress(text).map { IPPrefix(address: $0, bits: $0.bitLength) } ?? nil
             guard let prefix else {
-                throw ConfigError(path: jsonPathString(c.codingPath + [CodingKeys.trustedProxies, AnyCodingKey(intValue: i)]),
-                                  "invalid IP address or range: \(text)")
+                throw ConfigError(
+                    path: jsonPathString(c.codingPath + [CodingKeys.trustedProxies, AnyCodingKey(intValue: i)]),
+                    "invalid IP address or range: \(text)")
             }
             trustedProxies.append(prefix)
         }
@@ -203,15 +208,17 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             return Upstream(host: host, maxRequests: limit, health: health)
         }
         if dynamicUpstreams != nil {
-            dynamicHosts = DynamicHosts(registry: registry, maxFails: passive?.maxFails ?? 0,
-                                        limit: healthChecks?.passive?.unhealthyRequestCount ?? 0)
+            dynamicHosts = DynamicHosts(
+                registry: registry, maxFails: passive?.maxFails ?? 0,
+                limit: healthChecks?.passive?.unhealthyRequestCount ?? 0)
         }
         let connections = ConnectionPool(transport: (transport?.module as? HTTPTransport) ?? HTTPTransport())
         self.connections = connections
         if let active = healthChecks?.active, active.isEnabled {
-            let run = ActiveHealthChecker(config: active, pool: pool, connections: connections,
-                                          group: context.eventLoopGroup,
-                                          logger: context.logger("http.handlers.reverse_proxy.health_checker.active"))
+            let run = ActiveHealthChecker(
+                config: active, pool: pool, connections: connections,
+                group: context.eventLoopGroup,
+                logger: context.logger("http.handlers.reverse_proxy.health_checker.active"))
             checker = CheckerTask(Task { await run.run() })
         }
     }
@@ -235,14 +242,17 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         defer { placeholders.end = NIODeadline.now() }
         let lb = loadBalancing
         let deadline = lb?.tryDuration.flatMap { $0.nanoseconds > 0 ? start + .nanoseconds($0.nanoseconds) : nil }
-        let interval = lb?.tryInterval.flatMap { $0.nanoseconds > 0 ? Duration.nanoseconds($0.nanoseconds) : nil } ?? .milliseconds(250)
+        let interval =
+            lb?.tryInterval.flatMap { $0.nanoseconds > 0 ? Duration.nanoseconds($0.nanoseconds) : nil }
+            ?? .milliseconds(250)
         var candidates = pool
         if let dynamicUpstreams, let dynamicHosts {
             do {
                 candidates = dynamicHosts.upstreams(try await dynamicUpstreams.module.upstreams(request))
             } catch {
-                logger?.warning("failed getting dynamic upstreams; falling back to static upstreams",
-                                metadata: ["error": .string("\(error)")])
+                logger?.warning(
+                    "failed getting dynamic upstreams; falling back to static upstreams",
+                    metadata: ["error": .string("\(error)")])
             }
         }
         var prebuffered: PrebufferedBody?
@@ -252,14 +262,16 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
         var attempt = 0
         var failure: AttemptFailure?
         while true {
-            let upstream = lb?.selectionPolicy?.module.select(candidates, request, writer) ?? RandomSelection.pick(candidates)
+            let upstream =
+                lb?.selectionPolicy?.module.select(candidates, request, writer) ?? RandomSelection.pick(candidates)
             if let upstream {
                 placeholders.upstream = upstream
                 upstream.host.begin()
                 do {
                     defer { upstream.host.end() }
-                    try await proxy(request, writer, to: upstream, connections: connections, loop: loop,
-                                    placeholders: placeholders, next: next, prebuffered: prebuffered)
+                    try await proxy(
+                        request, writer, to: upstream, connections: connections, loop: loop,
+                        placeholders: placeholders, next: next, prebuffered: prebuffered)
                     return
                 } catch let f as AttemptFailure {
                     countFailure(upstream, loop: loop)
@@ -283,8 +295,9 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
     /// Counts a response head from `upstream` in the per-upstream series, when metrics are on.
     func recordUpstreamResponse(_ upstream: Upstream, _ request: Request, status: Int, latency: TimeAmount) {
         guard countsUpstreamRequests else { return }
-        ProxyMetrics.shared.recordRequest(upstream: upstream.address, method: request.method.rawValue, status: status,
-                                          latency: .nanoseconds(latency.nanoseconds))
+        ProxyMetrics.shared.recordRequest(
+            upstream: upstream.address, method: request.method.rawValue, status: status,
+            latency: .nanoseconds(latency.nanoseconds))
     }
 
     /// Passive health checking: remember a failure for `fail_duration`.

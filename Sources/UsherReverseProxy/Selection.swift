@@ -158,7 +158,9 @@ public struct WeightedRoundRobinSelection: SelectionPolicy {
 public struct FirstSelection: SelectionPolicy {
     public static let moduleID: ModuleID = "http.reverse_proxy.selection_policies.first"
     public init(from decoder: any Decoder) throws {}
-    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? { pool.first(where: \.available) }
+    public func select(_ pool: [Upstream], _ request: Request, _ writer: any ResponseWriter) -> Upstream? {
+        pool.first(where: \.available)
+    }
 }
 
 /// The upstream that a key hashes to, by rendezvous hashing (the key hashed with each upstream's address; the
@@ -347,7 +349,8 @@ public struct CookieHashSelection: SelectionPolicy, Provisioner {
 
     /// Hex HMAC-SHA256 of `address` under `secret`, as Caddy computes it.
     func hash(_ address: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(address.utf8), using: SymmetricKey(data: Array(secret.utf8)))
+        let mac = HMAC<SHA256>.authenticationCode(
+            for: Array(address.utf8), using: SymmetricKey(data: Array(secret.utf8)))
         return mac.map { String(format: "%02x", $0) }.joined()
     }
 

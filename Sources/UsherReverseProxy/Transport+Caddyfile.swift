@@ -179,7 +179,10 @@ struct HTTPTransportFields {
 
     var json: JSONObject {
         var o = JSONObject()
-        if let resolvers { o[HTTPTransport.CodingKeys.resolver] = .object(resolvers.isEmpty ? JSONObject() : ["addresses": .strings(resolvers)]) }
+        if let resolvers {
+            o[HTTPTransport.CodingKeys.resolver] = .object(
+                resolvers.isEmpty ? JSONObject() : ["addresses": .strings(resolvers)])
+        }
         o.put(HTTPTransport.CodingKeys.tls, tls.map(orderTLSConfig))
         o.put(HTTPTransport.CodingKeys.keepalive, keepAlive.map(orderKeepAlive))
         if let compression { o[HTTPTransport.CodingKeys.compression] = .bool(compression) }
@@ -189,7 +192,10 @@ struct HTTPTransportFields {
         o.putDuration(HTTPTransport.CodingKeys.dialFallbackDelay, fallbackDelay)
         o.putDuration(HTTPTransport.CodingKeys.responseHeaderTimeout, responseHeaderTimeout)
         o.putDuration(HTTPTransport.CodingKeys.expectContinueTimeout, expectContinueTimeout)
-        if maxResponseHeaderSize != 0 { o[HTTPTransport.CodingKeys.maxResponseHeaderSize] = .number(JSONNumber(literal: String(maxResponseHeaderSize))) }
+        if maxResponseHeaderSize != 0 {
+            o[HTTPTransport.CodingKeys.maxResponseHeaderSize] = .number(
+                JSONNumber(literal: String(maxResponseHeaderSize)))
+        }
         o.put(HTTPTransport.CodingKeys.writeBuffer, writeBufferSize)
         o.put(HTTPTransport.CodingKeys.readBuffer, readBufferSize)
         o.putDuration(HTTPTransport.CodingKeys.readTimeout, readTimeout)
@@ -209,9 +215,13 @@ func ordered(_ o: JSONObject, _ keys: [String]) -> JSONObject {
 }
 
 func orderTLSConfig(_ o: JSONObject) -> JSONObject {
-    ordered(o, ["ca", "root_ca_pool", "root_ca_pem_files", "client_certificate_file", "client_certificate_key_file",
-                "client_certificate_automate", "insecure_skip_verify", "handshake_timeout", "server_name",
-                "renegotiation", "except_ports", "curves"])
+    ordered(
+        o,
+        [
+            "ca", "root_ca_pool", "root_ca_pem_files", "client_certificate_file", "client_certificate_key_file",
+            "client_certificate_automate", "insecure_skip_verify", "handshake_timeout", "server_name",
+            "renegotiation", "except_ports", "curves",
+        ])
 }
 
 func orderKeepAlive(_ o: JSONObject) -> JSONObject {

@@ -1,14 +1,15 @@
 public import NIOCore
 import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+public import UsherCore
+import UsherHTTP
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOPosix
-import NIOSSL
-import NIOHTTP2
-import Synchronization
-import UsherHTTP
-public import UsherCore
 
 /// Transports to upstreams (`http.reverse_proxy.transport.*`, inline key `protocol`).
 public protocol ProxyTransport: Module {}
@@ -57,11 +58,14 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
     var tlsContextHTTP1: NIOSSLContext?
 
     enum CodingKeys: String, CodingKey {
-        case dialTimeout = "dial_timeout", responseHeaderTimeout = "response_header_timeout", keepalive = "keep_alive", versions
-        case readBuffer = "read_buffer_size", writeBuffer = "write_buffer_size", maxResponseHeaderSize = "max_response_header_size"
+        case dialTimeout = "dial_timeout", responseHeaderTimeout = "response_header_timeout", keepalive = "keep_alive",
+            versions
+        case readBuffer = "read_buffer_size", writeBuffer = "write_buffer_size", maxResponseHeaderSize =
+            "max_response_header_size"
         case tls, compression, proxyProtocol = "proxy_protocol", localAddress = "local_address", resolver
         case maxConnsPerHost = "max_conns_per_host", expectContinueTimeout = "expect_continue_timeout"
-        case dialFallbackDelay = "dial_fallback_delay", forwardProxyURL = "forward_proxy_url", networkProxy = "network_proxy"
+        case dialFallbackDelay = "dial_fallback_delay", forwardProxyURL = "forward_proxy_url", networkProxy =
+            "network_proxy"
         case readTimeout = "read_timeout", writeTimeout = "write_timeout"
     }
 
@@ -81,7 +85,9 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
         maxConnsPerHost = try c.decodeIfPresent(Int.self, forKey: .maxConnsPerHost) ?? 0
         proxyProtocol = try c.decodeIfPresent(String.self, forKey: .proxyProtocol)
         if proxyProtocol == "" { proxyProtocol = nil }
-        if let v = proxyProtocol, v != "v1" && v != "v2" { throw c.error(.proxyProtocol, "proxy_protocol must be v1 or v2, not \(v)") }
+        if let v = proxyProtocol, v != "v1" && v != "v2" {
+            throw c.error(.proxyProtocol, "proxy_protocol must be v1 or v2, not \(v)")
+        }
         if let local = try c.decodeIfPresent(String.self, forKey: .localAddress), !local.isEmpty {
             guard let a = try? SocketAddress(ipAddress: local, port: 0) else {
                 throw c.error(.localAddress, "not an IP address: \(local)")
@@ -128,8 +134,6 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
         tlsContext = try tls?.makeContext(alpn: alpn)
         tlsContextHTTP1 = try tls?.makeContext(alpn: ["http/1.1"])
     }
-
-
 
     /// Whether a connection to `port` speaks TLS (`tls` set and the port not in `except_ports`).
     func usesTLS(port: Int) -> Bool {

@@ -1,14 +1,15 @@
 public import NIOCore
 import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+public import UsherCore
+import UsherHTTP
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOPosix
-import NIOSSL
-import NIOHTTP2
-import Synchronization
-import UsherHTTP
-public import UsherCore
 
 /// One request/response exchange with an upstream, as the proxy drives it: request parts out, response parts in.
 /// An HTTP/1.1 connection, an HTTP/2 stream (through NIO's codec) or an HTTP/3 stream. Calls happen on the loop of
@@ -148,7 +149,9 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Writes a request part, waiting while the socket is not writable.
     func write(_ part: HTTPClientRequestPart, flush: Bool) async throws {
-        guard !closed, let context else { throw UpstreamError(description: "upstream closed the connection", retryable: false) }
+        guard !closed, let context else {
+            throw UpstreamError(description: "upstream closed the connection", retryable: false)
+        }
         context.write(wrapOutboundOut(part), promise: nil)
         if flush || !context.channel.isWritable { context.flush() }
         if !context.channel.isWritable {
@@ -162,7 +165,9 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// After a `101` head: HTTP gives way to a raw byte tunnel on the same socket.
     func becomeTunnel() throws -> UpstreamTunnel {
-        guard !closed, let context else { throw UpstreamError(description: "upstream closed the connection", retryable: false) }
+        guard !closed, let context else {
+            throw UpstreamError(description: "upstream closed the connection", retryable: false)
+        }
         let tunnel = UpstreamTunnel()
         let sync = context.pipeline.syncOperations
         try sync.addHandler(tunnel, position: .before(self))

@@ -3,8 +3,8 @@ import NIOCore
 import NIOSSL
 import NIOTLS
 public import UsherCore
-public import UsherTLS
 import UsherHTTP
+public import UsherTLS
 
 /// `transport.tls` of the `http` transport: TLS to upstreams, verified against the system roots or the CAs given.
 public struct UpstreamTLS: Decodable, Sendable {
@@ -30,7 +30,8 @@ public struct UpstreamTLS: Decodable, Sendable {
         case ca, rootCAPool = "root_ca_pool", rootCAPEMFiles = "root_ca_pem_files"
         case clientCertificateFile = "client_certificate_file", clientCertificateKeyFile = "client_certificate_key_file"
         case clientCertificateAutomate = "client_certificate_automate", insecureSkipVerify = "insecure_skip_verify"
-        case handshakeTimeout = "handshake_timeout", serverName = "server_name", renegotiation, exceptPorts = "except_ports"
+        case handshakeTimeout = "handshake_timeout", serverName = "server_name", renegotiation, exceptPorts =
+            "except_ports"
         case curves
     }
 

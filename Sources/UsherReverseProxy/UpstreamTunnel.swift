@@ -1,14 +1,15 @@
 public import NIOCore
 import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+public import UsherCore
+import UsherHTTP
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOPosix
-import NIOSSL
-import NIOHTTP2
-import Synchronization
-import UsherHTTP
-public import UsherCore
 
 /// An upstream connection after a protocol switch: raw bytes both ways, read on demand.
 final class UpstreamTunnel: ChannelDuplexHandler, RemovableChannelHandler {
@@ -78,7 +79,9 @@ final class UpstreamTunnel: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(_ buffer: ByteBuffer) async throws {
-        guard !closed, let context else { throw UpstreamError(description: "upstream closed the connection", retryable: false) }
+        guard !closed, let context else {
+            throw UpstreamError(description: "upstream closed the connection", retryable: false)
+        }
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         if !context.channel.isWritable { try await writability.wait() }
     }

@@ -20,7 +20,9 @@ struct UpstreamAddress {
     init(parsing input: String) throws {
         if input.contains("://") {
             if input.contains("{") {
-                throw CaddyfileError("due to parsing difficulties, placeholders are not allowed when an upstream address contains a scheme")
+                throw CaddyfileError(
+                    "due to parsing difficulties, placeholders are not allowed when an upstream address contains a scheme"
+                )
             }
             var u: SimpleURL
             do {
@@ -46,7 +48,8 @@ struct UpstreamAddress {
                 throw CaddyfileError("for now, URLs for proxy upstreams only support scheme, host, and port components")
             }
             if u.scheme == "http" && port == "443" {
-                throw CaddyfileError("upstream address has conflicting scheme (http://) and port (:443, the HTTPS port)")
+                throw CaddyfileError(
+                    "upstream address has conflicting scheme (http://) and port (:443, the HTTPS port)")
             }
             if u.scheme == "https" && port == "80" {
                 throw CaddyfileError("upstream address has conflicting scheme (https://) and port (:80, the HTTP port)")
@@ -70,7 +73,8 @@ struct UpstreamAddress {
                 host = input
             }
             if port.isEmpty && !host.contains("{") && !CaddyNetworkAddress.isUnix(network)
-                && !CaddyNetworkAddress.isFD(network) {
+                && !CaddyNetworkAddress.isFD(network)
+            {
                 port = "80"
             }
         }
@@ -110,7 +114,8 @@ struct SimpleURL {
         guard let r = rest.firstRange(of: "://") else { throw CaddyfileError("parse \"\(input)\": missing scheme") }
         scheme = rest[..<r.lowerBound].lowercased()
         guard let first = scheme.first, first.isLetter,
-              scheme.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "+" || $0 == "-" || $0 == "." }) else {
+            scheme.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "+" || $0 == "-" || $0 == "." })
+        else {
             throw CaddyfileError("parse \"\(input)\": first path segment in URL cannot contain colon")
         }
         rest = rest[r.upperBound...]
@@ -127,7 +132,9 @@ struct SimpleURL {
             }
             hostPart = authority[authority.index(after: authority.startIndex)..<close]
             let after = authority[authority.index(after: close)...]
-            if after.hasPrefix(":") { port = String(after.dropFirst()) } else if !after.isEmpty {
+            if after.hasPrefix(":") {
+                port = String(after.dropFirst())
+            } else if !after.isEmpty {
                 throw CaddyfileError("parse \"\(input)\": invalid port \"\(after)\" after host")
             }
         } else if let colon = authority.lastIndex(of: ":") {

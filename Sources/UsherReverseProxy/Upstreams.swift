@@ -107,23 +107,25 @@ public struct UpstreamsAdminEndpoint: AdminEndpoint {
             return .json(.object(["error": .string("method not allowed")]), status: 405)
         }
         let registry = runtime.environment.services.service(UpstreamRegistry.self) { UpstreamRegistry() }
-        return .json(.array(registry.all.map { h in
-            var o: JSONObject = [
-                "address": .string(h.address),
-                "num_requests": .number(JSONNumber(h.numRequests)),
-                "fails": .number(JSONNumber(h.fails)),
-                "healthy": .bool(h.healthy),
-            ]
-            if let check = h.lastCheck {
-                var c: JSONObject = [
-                    "time": .string(GoTimeLayout.format(check.time, layout: GoTimeLayout.rfc3339Nano)),
-                    "passed": .bool(check.passed),
-                ]
-                if let status = check.status { c["status"] = .number(JSONNumber(status)) }
-                if let error = check.error { c["error"] = .string(error) }
-                o["last_check"] = .object(c)
-            }
-            return .object(o)
-        }))
+        return .json(
+            .array(
+                registry.all.map { h in
+                    var o: JSONObject = [
+                        "address": .string(h.address),
+                        "num_requests": .number(JSONNumber(h.numRequests)),
+                        "fails": .number(JSONNumber(h.fails)),
+                        "healthy": .bool(h.healthy),
+                    ]
+                    if let check = h.lastCheck {
+                        var c: JSONObject = [
+                            "time": .string(GoTimeLayout.format(check.time, layout: GoTimeLayout.rfc3339Nano)),
+                            "passed": .bool(check.passed),
+                        ]
+                        if let status = check.status { c["status"] = .number(JSONNumber(status)) }
+                        if let error = check.error { c["error"] = .string(error) }
+                        o["last_check"] = .object(c)
+                    }
+                    return .object(o)
+                }))
     }
 }

@@ -13,14 +13,22 @@ extension ReverseProxyHandler {
     /// goes on after this returns (no task is kept per session); it counts as one request in flight at its
     /// upstream until it ends. Failures before the client's session is accepted are ``AttemptFailure``s, so the
     /// next upstream may be tried.
-    func proxyWebTransport(_ request: Request, _ writer: any ResponseWriter, to upstream: Upstream,
-                           connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders) async throws {
-        guard let accepting = writer.capability((any WebTransportAccepting).self), accepting.webTransportRequested else {
-            throw HandlerError(status: 501, HTTPErrorMessage("reverse_proxy: WebTransport needs HTTP/3 with enable_webtransport on this server"))
+    func proxyWebTransport(
+        _ request: Request, _ writer: any ResponseWriter, to upstream: Upstream,
+        connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders
+    ) async throws {
+        guard let accepting = writer.capability((any WebTransportAccepting).self), accepting.webTransportRequested
+        else {
+            throw HandlerError(
+                status: 501,
+                HTTPErrorMessage("reverse_proxy: WebTransport needs HTTP/3 with enable_webtransport on this server"))
         }
         guard connections.transport.versions == ["3"] else {
-            throw HandlerError(status: 502, HTTPErrorMessage(
-                "reverse_proxy: WebTransport to \(upstream.address) needs the HTTP/3 transport (transport http versions [\"3\"])"))
+            throw HandlerError(
+                status: 502,
+                HTTPErrorMessage(
+                    "reverse_proxy: WebTransport to \(upstream.address) needs the HTTP/3 transport (transport http versions [\"3\"])"
+                ))
         }
         let sessions = WebTransportSessions()
         let connection: HTTP3ClientConnection
@@ -46,10 +54,12 @@ extension ReverseProxyHandler {
         } catch {
             connection.close()
             let timedOut = error is WebTransportTimeout
-            throw AttemptFailure(status: timedOut ? 504 : 502,
-                                 message: timedOut ? "reverse_proxy: timeout awaiting the WebTransport response from \(upstream.address)"
-                                     : "reverse_proxy: WebTransport to \(upstream.address): \(error)",
-                                 dial: true, bodySent: false)
+            throw AttemptFailure(
+                status: timedOut ? 504 : 502,
+                message: timedOut
+                    ? "reverse_proxy: timeout awaiting the WebTransport response from \(upstream.address)"
+                    : "reverse_proxy: WebTransport to \(upstream.address): \(error)",
+                dial: true, bodySent: false)
         }
         let latency = NIODeadline.now() - sentAt
         placeholders.latency = latency
@@ -59,7 +69,8 @@ extension ReverseProxyHandler {
                 countFailure(upstream, loop: loop)
             }
             if case .refused(let status, _, _) = result,
-               passive.unhealthyStatus.contains(where: { ResponseMatcher.statusMatches(status, $0) }) {
+                passive.unhealthyStatus.contains(where: { ResponseMatcher.statusMatches(status, $0) })
+            {
                 countFailure(upstream, loop: loop)
             }
         }
@@ -78,7 +89,8 @@ extension ReverseProxyHandler {
             recordUpstreamResponse(upstream, request, status: 200, latency: latency)
             copyFields(upstreamFields, status: 200, into: writer, request: request)
             if request.headers.contains(name: "Sec-Webtransport-Http3-Draft02"),
-               !writer.headers.contains(name: "Sec-Webtransport-Http3-Draft") {
+                !writer.headers.contains(name: "Sec-Webtransport-Http3-Draft")
+            {
                 // Clients in draft-02 mode look for this answer.
                 writer.headers.add(name: "Sec-Webtransport-Http3-Draft", value: "draft02")
             }
@@ -90,9 +102,10 @@ extension ReverseProxyHandler {
                 connection.close()
                 throw error
             }
-            let bridge = WebTransportBridge(client: clientSession, upstream: upstreamSession, connection: connection,
-                                            upstreamHost: upstream.host, loop: loop, logger: logger,
-                                            address: upstream.address, remote: request.remoteHost)
+            let bridge = WebTransportBridge(
+                client: clientSession, upstream: upstreamSession, connection: connection,
+                upstreamHost: upstream.host, loop: loop, logger: logger,
+                address: upstream.address, remote: request.remoteHost)
             tunnels?.add(bridge, to: configKey)
             let tunnels = self.tunnels
             let key = configKey
@@ -104,8 +117,10 @@ extension ReverseProxyHandler {
 
     /// The upstream's response fields (pseudo-headers and hop-by-hop ones dropped) with `headers.response` ops,
     /// `Via`, and the upstream's `Server` in place of ours.
-    private func copyFields(_ fields: [(name: String, value: String)], status: Int, into writer: any ResponseWriter,
-                            request: Request) {
+    private func copyFields(
+        _ fields: [(name: String, value: String)], status: Int, into writer: any ResponseWriter,
+        request: Request
+    ) {
         var h = HTTPHeaders(fields.filter { !$0.name.hasPrefix(":") }.map { ($0.name, $0.value) })
         Self.removeHopByHop(&h)
         h.remove(name: "Content-Length")
@@ -119,8 +134,10 @@ extension ReverseProxyHandler {
 
     /// Runs `body`, failing with ``WebTransportTimeout`` (and closing `connection`) after the transport's
     /// `response_header_timeout`, if it has one.
-    private func withResponseTimeout<T: Sendable>(_ transport: HTTPTransport, on loop: any EventLoop, closing connection: HTTP3ClientConnection,
-                                                  _ body: () async throws -> T) async throws -> T {
+    private func withResponseTimeout<T: Sendable>(
+        _ transport: HTTPTransport, on loop: any EventLoop, closing connection: HTTP3ClientConnection,
+        _ body: () async throws -> T
+    ) async throws -> T {
         guard let t = transport.responseHeaderTimeout, t.nanoseconds > 0 else { return try await body() }
         let fired = NIOLoopBound(Box(false), eventLoop: loop)
         let bound = NIOLoopBound(connection, eventLoop: loop)
@@ -131,7 +148,7 @@ extension ReverseProxyHandler {
         defer { timer.cancel() }
         do {
             return try await body()
-        } catch where fired.value.value {
+        } catch  where fired.value.value {
             throw WebTransportTimeout()
         }
     }
@@ -173,8 +190,11 @@ final class WebTransportBridge: HeldConnection, @unchecked Sendable {
     private var lifetime: Scheduled<Void>?
     private let series: ProxyMetrics.WebTransportSeries
 
-    init(client: WebTransportSession, upstream: WebTransportSession, connection: HTTP3ClientConnection, upstreamHost: UpstreamHost,
-         loop: any EventLoop, logger: Logger?, address: String, remote: String) {
+    init(
+        client: WebTransportSession, upstream: WebTransportSession, connection: HTTP3ClientConnection,
+        upstreamHost: UpstreamHost,
+        loop: any EventLoop, logger: Logger?, address: String, remote: String
+    ) {
         self.client = client
         self.upstream = upstream
         self.connection = connection
@@ -294,21 +314,23 @@ final class WebTransportBridge: HeldConnection, @unchecked Sendable {
             connection.close()
         }
         let info = ended?.0 ?? WebTransportCloseInfo(code: 0, reason: "", aborted: true)
-        logger?.info("webtransport session ended", metadata: [
-            "upstream": .string(address),
-            "remote_ip": .string(remote),
-            "duration": .stringConvertible(Double((NIODeadline.now() - started).nanoseconds) / 1e9),
-            "streams": .stringConvertible(streams),
-            "bytes_up": .stringConvertible(bytesUp),
-            "bytes_down": .stringConvertible(bytesDown),
-            "datagrams_up": .stringConvertible(datagramsUp),
-            "datagrams_down": .stringConvertible(datagramsDown),
-            "datagrams_dropped": .stringConvertible(datagramsDropped),
-            "close_code": .stringConvertible(info.code),
-            "close_reason": .string(info.reason),
-            "aborted": .stringConvertible(info.aborted),
-            "closed_by": .string(ended.map { $0.byClient ? "client" : "upstream" } ?? "proxy"),
-        ])
+        logger?.info(
+            "webtransport session ended",
+            metadata: [
+                "upstream": .string(address),
+                "remote_ip": .string(remote),
+                "duration": .stringConvertible(Double((NIODeadline.now() - started).nanoseconds) / 1e9),
+                "streams": .stringConvertible(streams),
+                "bytes_up": .stringConvertible(bytesUp),
+                "bytes_down": .stringConvertible(bytesDown),
+                "datagrams_up": .stringConvertible(datagramsUp),
+                "datagrams_down": .stringConvertible(datagramsDown),
+                "datagrams_dropped": .stringConvertible(datagramsDropped),
+                "close_code": .stringConvertible(info.code),
+                "close_reason": .string(info.reason),
+                "aborted": .stringConvertible(info.aborted),
+                "closed_by": .string(ended.map { $0.byClient ? "client" : "upstream" } ?? "proxy"),
+            ])
         let callback = onFinish
         onFinish = nil
         callback?(self)

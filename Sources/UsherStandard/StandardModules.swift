@@ -1,5 +1,5 @@
-public import UsherCore
 import UsherCaddyfileHTTP
+public import UsherCore
 import UsherHTTP
 import UsherHandlers
 import UsherReverseProxy
@@ -17,7 +17,8 @@ public enum StandardModules: ModuleBundle {
             StaticIPRanges.self,
             // TLS and PKI
             TLSApp.self, PKIApp.self, LoadFilesLoader.self, LoadPEMLoader.self, LoadFoldersLoader.self,
-            AutomateLoader.self, InternalIssuer.self, SNIMatcher.self, InlineCAPool.self, FileCAPool.self, CombinedCAPool.self,
+            AutomateLoader.self, InternalIssuer.self, SNIMatcher.self, InlineCAPool.self, FileCAPool.self,
+            CombinedCAPool.self,
             // Matchers
             HostMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self, HeaderMatcher.self,
             HeaderRegexpMatcher.self, QueryMatcher.self, ProtocolMatcher.self, NotMatcher.self,

@@ -103,7 +103,9 @@ package enum Issuer {
     /// The module object (`"module": name`).
     package var json: JSONObject { moduleObject(fields, key: "module", name: moduleName) }
 
-    package func sameAs(_ other: Issuer) -> Bool { moduleName == other.moduleName && fields.sameMembers(as: other.fields) }
+    package func sameAs(_ other: Issuer) -> Bool {
+        moduleName == other.moduleName && fields.sameMembers(as: other.fields)
+    }
 }
 
 package func sameIssuers(_ a: [Issuer], _ b: [Issuer]) -> Bool {

@@ -140,11 +140,13 @@ final class TLSAppRuntime: Sendable {
         names.withLock { $0 = managed }
         for name in managed { try obtain(name, renewing: false) }
         guard !managed.isEmpty else { return }
-        let interval = automation?.renewInterval.flatMap { $0.nanoseconds > 0 ? Double($0.nanoseconds) / 1e9 : nil } ?? 600
+        let interval =
+            automation?.renewInterval.flatMap { $0.nanoseconds > 0 ? Double($0.nanoseconds) / 1e9 : nil } ?? 600
         let task = Task { [self] in
             while !Task.isCancelled {
                 // Check at least six times per lifetime of the shortest-lived certificate, so renewal is never late.
-                let shortest = store.all.filter(\.managed).map { $0.notAfter.timeIntervalSince($0.notBefore) }.min() ?? interval
+                let shortest =
+                    store.all.filter(\.managed).map { $0.notAfter.timeIntervalSince($0.notBefore) }.min() ?? interval
                 let wait = max(1, min(interval, shortest / 6))
                 try? await Task.sleep(for: .seconds(wait))
                 if Task.isCancelled { return }
@@ -180,34 +182,40 @@ final class TLSAppRuntime: Sendable {
             return
         }
         guard let issuer = issuer(for: name) as? InternalIssuer else {
-            throw ConfigError(path: "apps.tls.automation", "no issuer in this build can obtain a certificate for \(name)")
+            throw ConfigError(
+                path: "apps.tls.automation", "no issuer in this build can obtain a certificate for \(name)")
         }
         let fileName = name.replacingOccurrences(of: "*", with: "wildcard_")
         let dir = "\(dataDirectory)/certificates/\(issuer.storageKey)/\(fileName)"
         let certPath = "\(dir)/\(fileName).crt"
         let keyPath = "\(dir)/\(fileName).key"
         if let chain = try? String(contentsOfFile: certPath, encoding: .utf8),
-           let key = try? String(contentsOfFile: keyPath, encoding: .utf8),
-           let cert = try? TLSCertificate(chainPEM: chain, keyPEM: key, managed: true, origin: certPath),
-           fresh(cert), cert.covers(name) {
+            let key = try? String(contentsOfFile: keyPath, encoding: .utf8),
+            let cert = try? TLSCertificate(chainPEM: chain, keyPEM: key, managed: true, origin: certPath),
+            fresh(cert), cert.covers(name)
+        {
             store.add(cert)
             return
         }
         guard let ca = pki?.authority(issuer.ca) else {
-            throw ConfigError(path: "apps.tls.automation", "certificate authority \(issuer.ca) is not configured in the pki app")
+            throw ConfigError(
+                path: "apps.tls.automation", "certificate authority \(issuer.ca) is not configured in the pki app")
         }
         let issued: (chainPEM: String, keyPEM: String)
         do {
             issued = try ca.issue(names: [name], lifetime: issuer.lifetimeSeconds)
         } catch {
-            throw ConfigError(path: "apps.tls.automation", "issuing certificate for \(name) from CA \(issuer.ca): \(error)")
+            throw ConfigError(
+                path: "apps.tls.automation", "issuing certificate for \(name) from CA \(issuer.ca): \(error)")
         }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try writeFile(keyPath, issued.keyPEM, mode: 0o600)
         try writeFile(certPath, issued.chainPEM, mode: 0o644)
         let cert = try TLSCertificate(chainPEM: issued.chainPEM, keyPEM: issued.keyPEM, managed: true, origin: certPath)
         store.add(cert)
-        logger.info(renewing ? "certificate renewed successfully" : "certificate obtained successfully",
-                    metadata: ["identifier": "\(name)", "issuer": "\(issuer.ca)"])
+        logger.info(
+            renewing ? "certificate renewed successfully" : "certificate obtained successfully",
+            metadata: ["identifier": "\(name)", "issuer": "\(issuer.ca)"])
     }
 }

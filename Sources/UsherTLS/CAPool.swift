@@ -26,7 +26,8 @@ public struct InlineCAPool: CAPoolSource {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        trustedCACerts = try (c.decodeIfPresent([String].self, forKey: .trustedCACerts) ?? []).enumerated().map { i, s in
+        trustedCACerts = try (c.decodeIfPresent([String].self, forKey: .trustedCACerts) ?? []).enumerated().map {
+            i, s in
             guard let d = Data(base64Encoded: s) else {
                 throw ConfigError(path: c.error(.trustedCACerts, "").path + "[\(i)]", "invalid base64 DER certificate")
             }

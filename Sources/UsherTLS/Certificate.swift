@@ -1,5 +1,5 @@
-public import Foundation
 import Crypto
+public import Foundation
 import NIOSSL
 import SwiftASN1
 public import UsherCore
@@ -99,7 +99,8 @@ public final class TLSCertificate: Sendable, CustomStringConvertible {
         self.subjectOrganizations = orgs
         self.serialNumber = Self.decimal(Array(leaf.serialNumber.bytes))
         if P256.Signing.PublicKey(leaf.publicKey) != nil || P384.Signing.PublicKey(leaf.publicKey) != nil
-            || P521.Signing.PublicKey(leaf.publicKey) != nil {
+            || P521.Signing.PublicKey(leaf.publicKey) != nil
+        {
             publicKeyAlgorithm = "ecdsa"
         } else if Curve25519.Signing.PublicKey(leaf.publicKey) != nil {
             publicKeyAlgorithm = "ed25519"
@@ -116,7 +117,7 @@ public final class TLSCertificate: Sendable, CustomStringConvertible {
         let n = name.lowercased()
         for c in names {
             if c == n { return true }
-            if c.hasPrefix("*."), let dot = n.firstIndex(of: ".") , n[dot...] == c.dropFirst(), n.first != "." {
+            if c.hasPrefix("*."), let dot = n.firstIndex(of: "."), n[dot...] == c.dropFirst(), n.first != "." {
                 return true
             }
         }

@@ -15,7 +15,9 @@ public struct TLSConnectionInfo: Sendable {
     /// The client's certificate, when it sent one.
     public var clientCertificate: ClientCertificate?
 
-    public init(serverName: String?, version: UInt16, negotiatedProtocol: String?, clientCertificate: ClientCertificate?) {
+    public init(
+        serverName: String?, version: UInt16, negotiatedProtocol: String?, clientCertificate: ClientCertificate?
+    ) {
         self.serverName = serverName?.lowercased() ?? ""
         self.version = version
         self.negotiatedProtocol = negotiatedProtocol ?? ""
@@ -52,7 +54,9 @@ public struct ClientCertificate: Sendable {
     public let uris: [String]
 
     public init?(_ certificate: NIOSSLCertificate) {
-        guard let der = try? certificate.toDERBytes(), let parsed = try? Certificate(derEncoded: der) else { return nil }
+        guard let der = try? certificate.toDERBytes(), let parsed = try? Certificate(derEncoded: der) else {
+            return nil
+        }
         self.der = der
         fingerprint = SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined()
         subject = parsed.subject.description
@@ -75,7 +79,11 @@ public struct ClientCertificate: Sendable {
                 case .uniformResourceIdentifier(let u): uris.append(u)
                 case .ipAddress(let octets):
                     let b = Array(octets.bytes)
-                    if b.count == 4 { ips.append(b.map(String.init).joined(separator: ".")) } else if b.count == 16 { ips.append(ipv6Text(b)) }
+                    if b.count == 4 {
+                        ips.append(b.map(String.init).joined(separator: "."))
+                    } else if b.count == 16 {
+                        ips.append(ipv6Text(b))
+                    }
                 default: break
                 }
             }

@@ -86,7 +86,9 @@ public struct CertificateSelection: Decodable, Sendable {
 
     func allows(_ cert: TLSCertificate) -> Bool {
         if !serialNumbers.isEmpty && !serialNumbers.contains(cert.serialNumber) { return false }
-        if !subjectOrganizations.isEmpty && !cert.subjectOrganizations.contains(where: subjectOrganizations.contains) { return false }
+        if !subjectOrganizations.isEmpty && !cert.subjectOrganizations.contains(where: subjectOrganizations.contains) {
+            return false
+        }
         if let a = publicKeyAlgorithm, !a.isEmpty, a.lowercased() != cert.publicKeyAlgorithm { return false }
         if !anyTag.isEmpty && !cert.tags.contains(where: anyTag.contains) { return false }
         if !allTags.allSatisfy(cert.tags.contains) { return false }
@@ -134,7 +136,8 @@ public struct ClientAuthentication: Decodable, Sendable {
             guard let mode = Mode(rawValue: m) else { throw c.error(.mode, "client auth mode not recognized: \(m)") }
             self.mode = mode
         } else {
-            let trusted = !trustedCACerts.isEmpty || !trustedCACertPEMFiles.isEmpty || !trustedLeafCerts.isEmpty || ca != nil
+            let trusted =
+                !trustedCACerts.isEmpty || !trustedCACertPEMFiles.isEmpty || !trustedLeafCerts.isEmpty || ca != nil
             mode = trusted ? .requireAndVerify : .require
         }
     }
@@ -200,8 +203,11 @@ public struct ConnectionPolicy: Decodable, Sendable {
                 throw c.error(key, "protocol \(v) not supported (use tls1.2 or tls1.3)")
             }
         }
-        if let lo = protocolMin.flatMap({ tlsVersions[$0] }), let hi = protocolMax.flatMap({ tlsVersions[$0] }), lo.rank > hi.rank {
-            throw c.error(.protocolMin, "protocol min (\(protocolMin!)) cannot be greater than protocol max (\(protocolMax!))")
+        if let lo = protocolMin.flatMap({ tlsVersions[$0] }), let hi = protocolMax.flatMap({ tlsVersions[$0] }),
+            lo.rank > hi.rank
+        {
+            throw c.error(
+                .protocolMin, "protocol min (\(protocolMin!)) cannot be greater than protocol max (\(protocolMax!))")
         }
         clientAuthentication = try c.decodeIfPresent(ClientAuthentication.self, forKey: .clientAuthentication)
         defaultSNI = try c.decodeIfPresent(String.self, forKey: .defaultSNI)
@@ -259,7 +265,9 @@ public final class ServerTLS: Sendable {
             c.minimumTLSVersion = tlsVersions[p.protocolMin ?? ""]?.version ?? .tlsv12
             c.maximumTLSVersion = tlsVersions[p.protocolMax ?? ""]?.version ?? .tlsv13
             c.applicationProtocols = p.alpn.isEmpty ? defaultALPN : p.alpn
-            if !p.cipherSuites.isEmpty { c.cipherSuiteValues = p.cipherSuites.compactMap { goCipherSuites[$0] }.map(NIOTLSCipher.init(rawValue:)) }
+            if !p.cipherSuites.isEmpty {
+                c.cipherSuiteValues = p.cipherSuites.compactMap { goCipherSuites[$0] }.map(NIOTLSCipher.init(rawValue:))
+            }
             if !p.curves.isEmpty { c.curves = p.curves.compactMap { namedCurves[$0] }.map(NIOTLSCurve.init(rawValue:)) }
             var leafAllowList: Set<[UInt8]>?
             var verifyPresented = false
@@ -276,7 +284,8 @@ public final class ServerTLS: Sendable {
                     do {
                         roots += try pemCertificates(file)
                     } catch let e as ConfigError {
-                        throw ConfigError(path: "\(path)[\(i)].client_authentication.trusted_ca_certs_pem_files[\(j)]", e.message)
+                        throw ConfigError(
+                            path: "\(path)[\(i)].client_authentication.trusted_ca_certs_pem_files[\(j)]", e.message)
                     }
                 }
                 if let ca = auth.ca {
@@ -296,8 +305,9 @@ public final class ServerTLS: Sendable {
                     c.trustRoots = .certificates(roots)
                     c.sendCANameList = true
                 } else if verifies && leafAllowList == nil {
-                    throw ConfigError(path: "\(path)[\(i)].client_authentication",
-                                      "client auth mode \(auth.mode.rawValue) needs trusted CA or leaf certificates")
+                    throw ConfigError(
+                        path: "\(path)[\(i)].client_authentication",
+                        "client auth mode \(auth.mode.rawValue) needs trusted CA or leaf certificates")
                 }
                 // Without roots to verify against (request/require, or leaf pinning) our callback decides.
                 verifyPresented = !verifies || roots.isEmpty
@@ -364,7 +374,11 @@ public final class ServerTLS: Sendable {
 
     func selectCertificate(_ policy: ConnectionPolicy, _ hello: HandshakeInfo) -> TLSCertificate? {
         var names: [String] = []
-        if let sni = hello.serverName, !sni.isEmpty { names.append(sni) } else if let d = policy.defaultSNI, !d.isEmpty { names.append(d) }
+        if let sni = hello.serverName, !sni.isEmpty {
+            names.append(sni)
+        } else if let d = policy.defaultSNI, !d.isEmpty {
+            names.append(d)
+        }
         // Without SNI, a certificate for the address the client connected to (certmagic does the same).
         if hello.serverName == nil, var ip = hello.localAddress?.ipAddress {
             // A dual-stack listener sees IPv4 clients as IPv4-mapped IPv6 addresses.
@@ -376,8 +390,11 @@ public final class ServerTLS: Sendable {
             let candidates = store.candidates(for: name).filter { policy.certificateSelection?.allows($0) ?? true }
             // Prefer a certificate that is valid now; among those, the one that lasts longest.
             let now = Date()
-            if let best = candidates.filter({ $0.notBefore <= now && now < $0.notAfter }).max(by: { $0.notAfter < $1.notAfter })
-                ?? candidates.first {
+            if let best = candidates.filter({ $0.notBefore <= now && now < $0.notAfter }).max(by: {
+                $0.notAfter < $1.notAfter
+            })
+                ?? candidates.first
+            {
                 return best
             }
         }

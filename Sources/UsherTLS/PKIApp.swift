@@ -1,10 +1,11 @@
-public import Foundation
 import Crypto
+public import Foundation
 import Logging
 import SwiftASN1
 public import Synchronization
 public import UsherCore
 import X509
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,7 +49,9 @@ public struct PKIApp: App, Provisioner {
             do {
                 try ca.prepare()
                 let installed = try ca.installRootInSystemTrust()
-                log?.info("root certificate is installed in the system trust store", metadata: ["ca": "\(id)", "path": "\(installed)"])
+                log?.info(
+                    "root certificate is installed in the system trust store",
+                    metadata: ["ca": "\(id)", "path": "\(installed)"])
             } catch {
                 log?.warning("failed to install root certificate", metadata: ["ca": "\(id)", "error": "\(error)"])
             }
@@ -158,16 +161,21 @@ public final class CertificateAuthority: Sendable {
         do {
             try p.run()
         } catch {
-            throw ConfigError("running update-ca-certificates: \(error.localizedDescription) (is the ca-certificates package installed?)")
+            throw ConfigError(
+                "running update-ca-certificates: \(error.localizedDescription) (is the ca-certificates package installed?)"
+            )
         }
         p.waitUntilExit()
-        if p.terminationStatus != 0 { throw ConfigError("update-ca-certificates exited with status \(p.terminationStatus)") }
+        if p.terminationStatus != 0 {
+            throw ConfigError("update-ca-certificates exited with status \(p.terminationStatus)")
+        }
     }
 
     /// Loads the root and intermediate from disk, creating (or renewing) what is missing or expiring.
     public func prepare() throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
         let now = Date()
         let (root, rootKey) = try loadOrCreate(
             name: "root", renewIf: { $0.notValidAfter < now.addingTimeInterval(7 * 86400) }
@@ -188,7 +196,9 @@ public final class CertificateAuthority: Sendable {
             return try Self.makeCA(commonName: cn, lifetime: lifetime, issuer: (root, rootKey))
         }
         let pem = try intermediate.serializeAsPEM().pemString + "\n"
-        keys.withLock { $0 = Keys(root: root, intermediate: intermediate, intermediateKey: intermediateKey, intermediatePEM: pem) }
+        keys.withLock {
+            $0 = Keys(root: root, intermediate: intermediate, intermediateKey: intermediateKey, intermediatePEM: pem)
+        }
     }
 
     private func loadOrCreate(
@@ -198,7 +208,8 @@ public final class CertificateAuthority: Sendable {
         let certPath = directory + "/\(name).crt"
         let keyPath = directory + "/\(name).key"
         if let certText = try? String(contentsOfFile: certPath, encoding: .utf8),
-           let keyText = try? String(contentsOfFile: keyPath, encoding: .utf8) {
+            let keyText = try? String(contentsOfFile: keyPath, encoding: .utf8)
+        {
             let cert = try Certificate(pemEncoded: certText)
             let key = try Certificate.PrivateKey(pemEncoded: keyText)
             if !renewIf(cert) { return (cert, key) }
@@ -209,8 +220,10 @@ public final class CertificateAuthority: Sendable {
         return (cert, key)
     }
 
-    static func makeCA(commonName: String, lifetime: TimeInterval,
-                       issuer: (Certificate, Certificate.PrivateKey)?) throws -> (Certificate, Certificate.PrivateKey) {
+    static func makeCA(
+        commonName: String, lifetime: TimeInterval,
+        issuer: (Certificate, Certificate.PrivateKey)?
+    ) throws -> (Certificate, Certificate.PrivateKey) {
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
         let subject = try DistinguishedName { CommonName(commonName) }
         let now = Date()
@@ -218,7 +231,9 @@ public final class CertificateAuthority: Sendable {
             Critical(BasicConstraints.isCertificateAuthority(maxPathLength: issuer == nil ? 1 : 0))
             Critical(KeyUsage(keyCertSign: true, cRLSign: true))
             SubjectKeyIdentifier(hash: key.publicKey)
-            if let issuer { AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: issuer.0.publicKey).keyIdentifier) }
+            if let issuer {
+                AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: issuer.0.publicKey).keyIdentifier)
+            }
         }
         let cert = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
@@ -230,7 +245,9 @@ public final class CertificateAuthority: Sendable {
     }
 
     /// Issues a leaf for `names` (DNS names or IP addresses) valid for `lifetime`, chained to the intermediate.
-    public func issue(names: [String], lifetime: TimeInterval, signWithRoot: Bool = false) throws -> (chainPEM: String, keyPEM: String) {
+    public func issue(names: [String], lifetime: TimeInterval, signWithRoot: Bool = false) throws -> (
+        chainPEM: String, keyPEM: String
+    ) {
         if keys.withLock({ $0 == nil }) { try prepare() }
         guard let k = keys.withLock({ $0 }) else { throw ConfigError("CA \(id) is not ready") }
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
@@ -278,7 +295,8 @@ func ipBytes(_ s: String) -> [UInt8]? {
 
 func writeFile(_ path: String, _ text: String, mode: Int) throws {
     let tmp = path + ".tmp"
-    guard FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
+    guard FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
+    else {
         throw ConfigError("cannot write \(tmp)")
     }
     if rename(tmp, path) != 0 { throw ConfigError("cannot rename \(tmp) to \(path)") }

@@ -67,7 +67,8 @@ public struct TLSApp: App, Provisioner {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([.sessionTickets, .encryptedClientHello, .dnsAny, .resolvers])
-        certificates = try c.decodeIfPresent(LoadedMap<CertificateLoaders>.self, forKey: .certificates) ?? LoadedMap(entries: [])
+        certificates =
+            try c.decodeIfPresent(LoadedMap<CertificateLoaders>.self, forKey: .certificates) ?? LoadedMap(entries: [])
         automation = try c.decodeIfPresent(AutomationConfig.self, forKey: .automation)
         // Accepted for compatibility; they tune certmagic's cache and OCSP, which have no equivalent here yet.
         _ = try c.decodeIfPresent(JSONValue.self, forKey: .cache)
@@ -93,7 +94,8 @@ public struct TLSApp: App, Provisioner {
         let automation = self.automation
         let pki = try await context.app("pki") as? PKIApp
         runtime.withLock {
-            $0 = TLSAppRuntime(store: store, automation: automation, dataDirectory: paths.dataDirectory, logger: log, pki: pki)
+            $0 = TLSAppRuntime(
+                store: store, automation: automation, dataDirectory: paths.dataDirectory, logger: log, pki: pki)
         }
     }
 
@@ -145,7 +147,9 @@ public struct CertificateFilePair: Decodable, Sendable {
         certificate = try c.decode(String.self, forKey: .certificate)
         key = try c.decode(String.self, forKey: .key)
         format = try c.decodeIfPresent(String.self, forKey: .format) ?? "pem"
-        if format != "pem" && format != "" { throw c.error(.format, "unrecognized certificate/key encoding format: \(format)") }
+        if format != "pem" && format != "" {
+            throw c.error(.format, "unrecognized certificate/key encoding format: \(format)")
+        }
         tags = try c.decodeIfPresent([String].self, forKey: .tags) ?? []
     }
 }
@@ -164,7 +168,8 @@ public struct LoadFilesLoader: CertificateLoader {
             let cert = try readText(p.certificate, what: "certificate", index: i)
             let key = try readText(p.key, what: "key", index: i)
             do {
-                return try TLSCertificate(chainPEM: cert, keyPEM: key, tags: p.tags, origin: "\(p.certificate) and \(p.key)")
+                return try TLSCertificate(
+                    chainPEM: cert, keyPEM: key, tags: p.tags, origin: "\(p.certificate) and \(p.key)")
             } catch let e as ConfigError {
                 throw ConfigError(path: "apps.tls.certificates.load_files[\(i)]", e.message)
             }
@@ -175,8 +180,9 @@ public struct LoadFilesLoader: CertificateLoader {
         do {
             return try String(contentsOfFile: path, encoding: .utf8)
         } catch {
-            throw ConfigError(path: "apps.tls.certificates.load_files[\(index)].\(what == "key" ? "key" : "certificate")",
-                              "reading \(what) file \(path): \(describeFileError(error))")
+            throw ConfigError(
+                path: "apps.tls.certificates.load_files[\(index)].\(what == "key" ? "key" : "certificate")",
+                "reading \(what) file \(path): \(describeFileError(error))")
         }
     }
 }
@@ -212,7 +218,8 @@ public struct LoadPEMLoader: CertificateLoader {
     public func loadCertificates() throws -> [TLSCertificate] {
         try pairs.enumerated().map { i, p in
             do {
-                return try TLSCertificate(chainPEM: p.certificate, keyPEM: p.key, tags: p.tags, origin: "load_pem[\(i)]")
+                return try TLSCertificate(
+                    chainPEM: p.certificate, keyPEM: p.key, tags: p.tags, origin: "load_pem[\(i)]")
             } catch let e as ConfigError {
                 throw ConfigError(path: "apps.tls.certificates.load_pem[\(i)]", e.message)
             }
@@ -234,7 +241,9 @@ public struct LoadFoldersLoader: CertificateLoader {
         for (i, folder) in folders.enumerated() {
             let fm = FileManager.default
             guard let walker = fm.enumerator(atPath: folder) else {
-                throw ConfigError(path: "apps.tls.certificates.load_folders[\(i)]", "unable to load certificates from folder \(folder): cannot read it")
+                throw ConfigError(
+                    path: "apps.tls.certificates.load_folders[\(i)]",
+                    "unable to load certificates from folder \(folder): cannot read it")
             }
             var files: [String] = []
             while let rel = walker.nextObject() as? String {
@@ -245,8 +254,9 @@ public struct LoadFoldersLoader: CertificateLoader {
                 guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
                 let (certs, key) = splitPEMBlocks(text)
                 guard !certs.isEmpty, let key else {
-                    throw ConfigError(path: "apps.tls.certificates.load_folders[\(i)]",
-                                      "\(path): must contain a certificate and a private key")
+                    throw ConfigError(
+                        path: "apps.tls.certificates.load_folders[\(i)]",
+                        "\(path): must contain a certificate and a private key")
                 }
                 out.append(try TLSCertificate(chainPEM: certs, keyPEM: key, origin: path))
             }

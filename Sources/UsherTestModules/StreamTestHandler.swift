@@ -28,7 +28,9 @@ public struct StreamTestHandler: MiddlewareHandler {
         }
         if checksum { writer.headers.replaceOrAdd(name: "X-Request-Checksum", value: String(hash, radix: 16)) }
         if !request.trailers.isEmpty, let trailing = writer.capability((any ResponseTrailing).self) {
-            for (name, value) in request.trailers { trailing.trailers.add(name: "x-echo-" + name.lowercased(), value: value) }
+            for (name, value) in request.trailers {
+                trailing.trailers.add(name: "x-echo-" + name.lowercased(), value: value)
+            }
         }
         let size = Int(request.queryValue("size") ?? "0") ?? 0
         writer.headers.replaceOrAdd(name: "X-Request-Bytes", value: String(received))

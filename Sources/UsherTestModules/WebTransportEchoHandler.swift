@@ -28,16 +28,19 @@ public struct WebTransportEchoHandler: MiddlewareHandler, Provisioner {
     }
 
     public func serve(_ request: Request, _ writer: any ResponseWriter, next: any HTTPHandler) async throws {
-        guard let accepting = writer.capability((any WebTransportAccepting).self), accepting.webTransportRequested else {
+        guard let accepting = writer.capability((any WebTransportAccepting).self), accepting.webTransportRequested
+        else {
             throw HandlerError(status: 400, HTTPErrorMessage("webtransport: not a WebTransport CONNECT"))
         }
-        writer.headers.replaceOrAdd(name: "x-echo-forwarded-for", value: request.headers.first(name: "X-Forwarded-For") ?? "")
+        writer.headers.replaceOrAdd(
+            name: "x-echo-forwarded-for", value: request.headers.first(name: "X-Forwarded-For") ?? "")
         writer.headers.replaceOrAdd(name: "x-echo-via", value: request.headers.first(name: "Via") ?? "")
         writer.headers.replaceOrAdd(name: "x-echo-up", value: request.headers.first(name: "X-Up") ?? "")
         writer.headers.replaceOrAdd(name: "x-echo-path", value: request.uri)
         // Subprotocol negotiation (WT-Available-Protocols / WT-Protocol): the first offered one is chosen.
         if let offered = request.headers.first(name: "WT-Available-Protocols"),
-           let first = offered.split(separator: ",").first.map({ String($0.drop { $0 == " " }) }) {
+            let first = offered.split(separator: ",").first.map({ String($0.drop { $0 == " " }) })
+        {
             writer.headers.replaceOrAdd(name: "WT-Protocol", value: first)
         }
         let session = try await accepting.acceptWebTransport(.ok)
@@ -45,10 +48,12 @@ public struct WebTransportEchoHandler: MiddlewareHandler, Provisioner {
         let echo = WebTransportEcho(session: session)
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             echo.start { info in
-                logger?.info("webtransport echo session closed", metadata: [
-                    "code": .stringConvertible(info.code), "reason": .string(info.reason),
-                    "aborted": .stringConvertible(info.aborted),
-                ])
+                logger?.info(
+                    "webtransport echo session closed",
+                    metadata: [
+                        "code": .stringConvertible(info.code), "reason": .string(info.reason),
+                        "aborted": .stringConvertible(info.aborted),
+                    ])
                 done.resume()
             }
         }
@@ -73,7 +78,9 @@ private final class WebTransportEcho: @unchecked Sendable {
             let text = String(decoding: d, as: UTF8.self)
             if text.hasPrefix("close:") {
                 let parts = text.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-                self.session.close(code: UInt32(parts.count > 1 ? parts[1] : "0") ?? 0, reason: parts.count > 2 ? String(parts[2]) : "")
+                self.session.close(
+                    code: UInt32(parts.count > 1 ? parts[1] : "0") ?? 0, reason: parts.count > 2 ? String(parts[2]) : ""
+                )
             } else {
                 self.session.sendDatagram(d)
             }

@@ -96,14 +96,17 @@ struct FuzzTests {
 
     @Test("mutated golden Caddyfiles give results or errors, never a crash or hang")
     func mutatedInputs() throws {
-        var corpus = try vectors("adapt", ext: "caddyfiletest").map(\.input)
+        var corpus =
+            try vectors("adapt", ext: "caddyfiletest").map(\.input)
             + vectors("parser", ext: "parsertest").map(\.input)
         // More seeds: any directory of `.caddyfiletest` files (e.g. Caddy's own adapt cases).
         if let dir = ProcessInfo.processInfo.environment["USHER_FUZZ_CORPUS"],
-           let names = try? FileManager.default.contentsOfDirectory(atPath: dir) {
+            let names = try? FileManager.default.contentsOfDirectory(atPath: dir)
+        {
             for n in names.sorted() {
                 guard let text = try? String(contentsOfFile: dir + "/" + n, encoding: .utf8),
-                      let r = text.range(of: "----------") else { continue }
+                    let r = text.range(of: "----------")
+                else { continue }
                 corpus.append(String(text[..<r.lowerBound]))
             }
         }
@@ -119,8 +122,9 @@ struct FuzzTests {
     @Test("deeply nested and very long inputs stay bounded")
     func pathological() {
         Self.exercise(String(repeating: "{", count: 5000) + String(repeating: "}", count: 5000))
-        Self.exercise(":80 {\n" + String(repeating: "\troute {\n", count: 300) + "respond x\n"
-            + String(repeating: "}\n", count: 301))
+        Self.exercise(
+            ":80 {\n" + String(repeating: "\troute {\n", count: 300) + "respond x\n"
+                + String(repeating: "}\n", count: 301))
         Self.exercise(":80 {\n" + String(repeating: "\trespond /x \"y\"\n", count: 3000) + "}\n")
         Self.exercise(String(repeating: "a ", count: 100_000))
         Self.exercise("\"" + String(repeating: "\\", count: 10001))

@@ -21,7 +21,8 @@ struct Vector {
 /// The vectors in `caddyfile-grammar/<dir>` with the given extension, sorted by name.
 func vectors(_ dir: String, ext: String) throws -> [Vector] {
     let url = grammarDir.appendingPathComponent(dir)
-    let names = try FileManager.default.contentsOfDirectory(atPath: url.path).filter { $0.hasSuffix("." + ext) }.sorted()
+    let names = try FileManager.default.contentsOfDirectory(atPath: url.path).filter { $0.hasSuffix("." + ext) }
+        .sorted()
     return try names.map { name in
         let text = try String(contentsOf: url.appendingPathComponent(name), encoding: .utf8)
         guard let r = text.range(of: "\n----------\n") else { throw VectorError("\(name): no ---------- separator") }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import UsherCore
 
 /// Test modules: a namespace with one handler-like module that has children.
@@ -71,7 +72,8 @@ struct ConfigDecoderTests {
     let registry = try! ModuleRegistry(bundles: [TestBundle.self])
 
     func decode(_ json: String) throws -> Holder {
-        try ConfigDecoder(registry: registry).decode(Holder.self, from: try JSONValue.parse(json), path: [AnyCodingKey("apps")])
+        try ConfigDecoder(registry: registry).decode(
+            Holder.self, from: try JSONValue.parse(json), path: [AnyCodingKey("apps")])
     }
 
     func message(_ json: String) -> String {
@@ -91,19 +93,37 @@ struct ConfigDecoderTests {
         #expect(h.item.configPath == "apps.item")
     }
 
-    @Test("errors name the JSON path and the module", arguments: [
-        (#"{"item": {"thing": "widget", "size": 3, "colour": 1}}"#, "apps.item.colour (test.things.widget): unknown field"),
-        (#"{"item": {"thing": "widget", "size": "3"}}"#, "apps.item.size (test.things.widget): expected an integer, got a string"),
-        (#"{"item": {"thing": "widget"}}"#, #"apps.item (test.things.widget): missing required field "size""#),
-        (#"{"item": {"thing": "widget", "size": 1, "children": [{"thing": "gadget"}, {"thing": "gizmo"}]}}"#,
-         "apps.item.children[1]: unknown module test.things.gizmo"),
-        (#"{"item": {"thing": "widget", "size": 1, "children": [{"thing": "gadget", "x": 1}]}}"#,
-         "apps.item.children[0].x (test.things.gadget): unknown field"),
-        (#"{"item": {"size": 1}}"#, #"apps.item: module name missing: expected a "thing" field"#),
-        (#"{"item": {"thing": "stranger"}}"#, "apps.item (test.things.stranger): module is not a member of namespace test.things"),
-        (#"{"item": {"thing": "widget", "size": 1.5}}"#, "apps.item.size (test.things.widget): 1.5 is not an integer in the range of Int"),
-        (#"{"item": []}"#, "apps.item: expected an object, got an array"),
-    ])
+    @Test(
+        "errors name the JSON path and the module",
+        arguments: [
+            (
+                #"{"item": {"thing": "widget", "size": 3, "colour": 1}}"#,
+                "apps.item.colour (test.things.widget): unknown field"
+            ),
+            (
+                #"{"item": {"thing": "widget", "size": "3"}}"#,
+                "apps.item.size (test.things.widget): expected an integer, got a string"
+            ),
+            (#"{"item": {"thing": "widget"}}"#, #"apps.item (test.things.widget): missing required field "size""#),
+            (
+                #"{"item": {"thing": "widget", "size": 1, "children": [{"thing": "gadget"}, {"thing": "gizmo"}]}}"#,
+                "apps.item.children[1]: unknown module test.things.gizmo"
+            ),
+            (
+                #"{"item": {"thing": "widget", "size": 1, "children": [{"thing": "gadget", "x": 1}]}}"#,
+                "apps.item.children[0].x (test.things.gadget): unknown field"
+            ),
+            (#"{"item": {"size": 1}}"#, #"apps.item: module name missing: expected a "thing" field"#),
+            (
+                #"{"item": {"thing": "stranger"}}"#,
+                "apps.item (test.things.stranger): module is not a member of namespace test.things"
+            ),
+            (
+                #"{"item": {"thing": "widget", "size": 1.5}}"#,
+                "apps.item.size (test.things.widget): 1.5 is not an integer in the range of Int"
+            ),
+            (#"{"item": []}"#, "apps.item: expected an object, got an array"),
+        ])
     func pathErrors(json: String, expected: String) {
         let m = message(json)
         #expect(m.hasPrefix(expected), "got: \(m)")
@@ -124,18 +144,24 @@ struct ConfigDecoderTests {
         #expect(h.item.module.label == "widget 3 true")
         #expect(ctx.cleanups.count == 2)
 
-        var bad = try decode(#"{"item": {"thing": "widget", "size": 1, "children": [{"thing": "widget", "size": -2}]}}"#)
+        var bad = try decode(
+            #"{"item": {"thing": "widget", "size": 1, "children": [{"thing": "widget", "size": -2}]}}"#)
         await #expect {
             try await bad.item.provision(ctx)
         } throws: { error in
-            (error as? ConfigError)?.description == "apps.item.children[0] (test.things.widget): size: must not be negative"
+            (error as? ConfigError)?.description
+                == "apps.item.children[0] (test.things.widget): size: must not be negative"
         }
     }
 
-    @Test("durations accept Go syntax with days and integer nanoseconds", arguments: [
-        ("\"1m30s\"", Int64(90_000_000_000)), ("\"1.5h\"", Int64(5_400_000_000_000)), ("\"2d\"", Int64(172_800_000_000_000)),
-        ("\"250ms\"", Int64(250_000_000)), ("1000", Int64(1000)), ("\"-5s\"", Int64(-5_000_000_000)), ("\"1us\"", Int64(1000)),
-    ])
+    @Test(
+        "durations accept Go syntax with days and integer nanoseconds",
+        arguments: [
+            ("\"1m30s\"", Int64(90_000_000_000)), ("\"1.5h\"", Int64(5_400_000_000_000)),
+            ("\"2d\"", Int64(172_800_000_000_000)),
+            ("\"250ms\"", Int64(250_000_000)), ("1000", Int64(1000)), ("\"-5s\"", Int64(-5_000_000_000)),
+            ("\"1us\"", Int64(1000)),
+        ])
     func durations(json: String, nanos: Int64) throws {
         let d = try ConfigDecoder(registry: nil).decode(ConfigDuration.self, from: try JSONValue.parse(json))
         #expect(d.nanoseconds == nanos)
@@ -144,7 +170,8 @@ struct ConfigDecoderTests {
     @Test("malformed durations are errors naming the value")
     func badDuration() {
         #expect {
-            try ConfigDecoder(registry: nil).decode(ConfigDuration.self, from: .string("5 minutes"), path: [AnyCodingKey("t")])
+            try ConfigDecoder(registry: nil).decode(
+                ConfigDuration.self, from: .string("5 minutes"), path: [AnyCodingKey("t")])
         } throws: { ($0 as? ConfigError)?.description == #"t: invalid duration "5 minutes""# }
     }
 
@@ -158,7 +185,8 @@ struct ConfigDecoderTests {
         #expect {
             try ModuleRegistry(bundles: [TestBundle.self, Again.self])
         } throws: { error in
-            "\(error)" == "module test.things.gadget is registered twice: by Gadget in bundle test/bundle and by Gadget in bundle test/again"
+            "\(error)"
+                == "module test.things.gadget is registered twice: by Gadget in bundle test/bundle and by Gadget in bundle test/again"
         }
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import UsherCore
 
 @Suite("JSON values")
@@ -28,16 +29,20 @@ struct JSONTests {
     @Test("pretty-prints with tabs like caddy adapt --pretty")
     func pretty() throws {
         let v = try JSONValue.parse(#"{"a":{"b":[1,2]},"c":{},"d":[]}"#)
-        #expect(v.serialized(.pretty) == "{\n\t\"a\": {\n\t\t\"b\": [\n\t\t\t1,\n\t\t\t2\n\t\t]\n\t},\n\t\"c\": {},\n\t\"d\": []\n}")
+        #expect(
+            v.serialized(.pretty)
+                == "{\n\t\"a\": {\n\t\t\"b\": [\n\t\t\t1,\n\t\t\t2\n\t\t]\n\t},\n\t\"c\": {},\n\t\"d\": []\n}")
     }
 
-    @Test("reports syntax errors with line and column", arguments: [
-        ("{\"a\": }", 1, 7),
-        ("{\n  \"a\": 1,\n}", 3, 1),
-        ("[1 2]", 1, 4),
-        ("\"abc", 1, 5),
-        ("{} x", 1, 4),
-    ])
+    @Test(
+        "reports syntax errors with line and column",
+        arguments: [
+            ("{\"a\": }", 1, 7),
+            ("{\n  \"a\": 1,\n}", 3, 1),
+            ("[1 2]", 1, 4),
+            ("\"abc", 1, 5),
+            ("{} x", 1, 4),
+        ])
     func syntaxErrors(input: String, line: Int, column: Int) {
         #expect {
             try JSONValue.parse(input)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import UsherCore
 
 /// The file log writer rolls its file at `roll_size_mb` and compresses rolled files as Caddy does: gzip by

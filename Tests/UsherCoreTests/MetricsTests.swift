@@ -2,6 +2,7 @@ import CoreMetrics
 import Prometheus
 import Synchronization
 import Testing
+
 @testable import UsherCore
 
 @Suite("UsherMetrics registry", .serialized)
@@ -21,7 +22,8 @@ struct UsherMetricsTests {
 
     @Test("refreshers run before each exposition until removed")
     func refreshers() {
-        let gauge = UsherMetrics.registry.makeGauge(descriptor: UsherMetrics.descriptor("usher_core_test_refreshed", "Test gauge."))
+        let gauge = UsherMetrics.registry.makeGauge(
+            descriptor: UsherMetrics.descriptor("usher_core_test_refreshed", "Test gauge."))
         let runs = Atomic<Int>(0)
         let token = UsherMetrics.addRefresher {
             let n = runs.add(1, ordering: .relaxed).newValue

@@ -23,8 +23,9 @@ final class EchoExtension: HTTP3Extension, @unchecked Sendable {
             case .webTransportBidi:
                 try? stream.enqueue(collected, fin: true)
             case .webTransportUni(let session):
-                let back = try? stream.handle.openStream(bidirectional: false,
-                                                         preamble: QUICVarint.encode(HTTP3Codepoint.webTransportUniStream) + QUICVarint.encode(session))
+                let back = try? stream.handle.openStream(
+                    bidirectional: false,
+                    preamble: QUICVarint.encode(HTTP3Codepoint.webTransportUniStream) + QUICVarint.encode(session))
                 try? back?.enqueue(collected, fin: true)
             default:
                 break
@@ -40,7 +41,9 @@ final class EchoExtension: HTTP3Extension, @unchecked Sendable {
 
 @Suite("HTTP/3 extension points for WebTransport (aioquic as the client)", .serialized)
 struct HTTP3ExtensionTests {
-    static func run(_ dir: QUICTestDirectory, extension ext: EchoExtension?) async throws -> (json: [String: Any], endpoint: QUICServerEndpoint, loop: any EventLoop) {
+    static func run(_ dir: QUICTestDirectory, extension ext: EchoExtension?) async throws -> (
+        json: [String: Any], endpoint: QUICServerEndpoint, loop: any EventLoop
+    ) {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let credentials = try QUICCredentials(certificateFile: dir.cert, keyFile: dir.key)
         var config = HTTP3ServerConfiguration(credentials: { _, _, _ in credentials })
@@ -55,20 +58,25 @@ struct HTTP3ExtensionTests {
         }
         if let ext {
             config.extension = ext
-            config.extraSettings = [HTTP3Setting(HTTP3Codepoint.settingsH3Datagram, 1),
-                                    HTTP3Setting(HTTP3Codepoint.settingsEnableWebTransport, 1)]
+            config.extraSettings = [
+                HTTP3Setting(HTTP3Codepoint.settingsH3Datagram, 1),
+                HTTP3Setting(HTTP3Codepoint.settingsEnableWebTransport, 1),
+            ]
         }
         let loop = group.next()
         let endpoint = QUICServerEndpoint(configuration: config, loop: loop)
         let port = try await endpoint.start(host: "127.0.0.1", port: 0)
-        let r = try runPeer(quicPackageRoot.appendingPathComponent(".venv/bin/python").path,
-                            [quicPackageRoot.appendingPathComponent("IntegrationTests/interop/wt_client.py").path, String(port)])
+        let r = try runPeer(
+            quicPackageRoot.appendingPathComponent(".venv/bin/python").path,
+            [quicPackageRoot.appendingPathComponent("IntegrationTests/interop/wt_client.py").path, String(port)])
         await endpoint.stop()
-        let json = (try? JSONSerialization.jsonObject(with: Data(r.output.utf8))) as? [String: Any] ?? ["output": r.output]
+        let json =
+            (try? JSONSerialization.jsonObject(with: Data(r.output.utf8))) as? [String: Any] ?? ["output": r.output]
         return (json, endpoint, loop)
     }
 
-    @Test("with an extension: bidirectional and unidirectional WebTransport streams and datagrams reach it and come back")
+    @Test(
+        "with an extension: bidirectional and unidirectional WebTransport streams and datagrams reach it and come back")
     func echo() async throws {
         let dir = try QUICTestDirectory()
         defer { dir.remove() }

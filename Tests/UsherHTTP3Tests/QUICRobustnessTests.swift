@@ -29,7 +29,9 @@ func udpExchange(port: Int, _ datagrams: [[UInt8]], wait: Double = 0.5) -> [[UIn
     }
     for d in datagrams {
         _ = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, d, d.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, d, d.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         drain()
     }
@@ -42,12 +44,14 @@ func udpExchange(port: Int, _ datagrams: [[UInt8]], wait: Double = 0.5) -> [[UIn
 }
 
 /// A long-header Initial with the given version and connection IDs, padded to 1200 bytes with `payload` bytes.
-func fakeInitial(version: UInt32 = 1, dcid: [UInt8], scid: [UInt8], payload: (Int) -> UInt8 = { _ in .random(in: 0...255) }) -> [UInt8] {
+func fakeInitial(
+    version: UInt32 = 1, dcid: [UInt8], scid: [UInt8], payload: (Int) -> UInt8 = { _ in .random(in: 0...255) }
+) -> [UInt8] {
     var p: [UInt8] = [0xc3]
     p += withUnsafeBytes(of: version.bigEndian, Array.init)
     p.append(UInt8(dcid.count)); p += dcid
     p.append(UInt8(scid.count)); p += scid
-    p.append(0) // token length
+    p.append(0)  // token length
     let rest = 1200 - p.count - 2
     p += [0x40 | UInt8(rest >> 8), UInt8(rest & 0xff)]
     p += (0..<rest).map(payload)
@@ -55,8 +59,10 @@ func fakeInitial(version: UInt32 = 1, dcid: [UInt8], scid: [UInt8], payload: (In
 }
 
 /// An endpoint with `configure` applied, answering every request "ok", on a loopback port of its own.
-func withConfiguredEndpoint<T>(_ dir: QUICTestDirectory, _ configure: (inout HTTP3ServerConfiguration) -> Void,
-                               _ body: (QUICServerEndpoint, Int, any EventLoop) async throws -> T) async throws -> T {
+func withConfiguredEndpoint<T>(
+    _ dir: QUICTestDirectory, _ configure: (inout HTTP3ServerConfiguration) -> Void,
+    _ body: (QUICServerEndpoint, Int, any EventLoop) async throws -> T
+) async throws -> T {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let credentials = try QUICCredentials(certificateFile: dir.cert, keyFile: dir.key)
     var config = HTTP3ServerConfiguration(credentials: { _, _, _ in credentials })
@@ -71,7 +77,11 @@ func withConfiguredEndpoint<T>(_ dir: QUICTestDirectory, _ configure: (inout HTT
     let loop = group.next()
     let endpoint = QUICServerEndpoint(configuration: config, loop: loop)
     let port = try await endpoint.start(host: "127.0.0.1", port: 0)
-    defer { Task { await endpoint.stop(); try? await group.shutdownGracefully() } }
+    defer {
+        Task {
+            await endpoint.stop(); try? await group.shutdownGracefully()
+        }
+    }
     return try await body(endpoint, port, loop)
 }
 
@@ -128,28 +138,42 @@ struct QUICRobustnessTests {
         }
     }
 
-    @Test("fuzz: 3,000 random, truncated and bit-flipped datagrams (some from a real Initial) crash nothing; requests still work; state drains")
+    @Test(
+        "fuzz: 3,000 random, truncated and bit-flipped datagrams (some from a real Initial) crash nothing; requests still work; state drains"
+    )
     func fuzz() async throws {
         let dir = try QUICTestDirectory()
         defer { dir.remove() }
-        try await withConfiguredEndpoint(dir, { c in
-            c.handshakeTimeout = .seconds(1)
-            c.idleTimeout = .seconds(1)
-            c.retryThreshold = 1000
-        }) { endpoint, port, loop in
+        try await withConfiguredEndpoint(
+            dir,
+            { c in
+                c.handshakeTimeout = .seconds(1)
+                c.idleTimeout = .seconds(1)
+                c.retryThreshold = 1000
+            }
+        ) { endpoint, port, loop in
             // A real Initial, from aioquic, to mutate: capture it on a socket of our own.
             let capture = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
             defer { close(capture) }
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(capture, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            _ = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(capture, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
             var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(capture, $0, &len) } }
+            _ = withUnsafeMutablePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(capture, $0, &len) }
+            }
             let capturePort = Int(UInt16(bigEndian: addr.sin_port))
             let client = Process()
             client.executableURL = quicPackageRoot.appendingPathComponent(".venv/bin/python")
-            client.arguments = [quicPackageRoot.appendingPathComponent("IntegrationTests/interop/h3_client.py").path, String(capturePort), "/"]
+            client.arguments = [
+                quicPackageRoot.appendingPathComponent("IntegrationTests/interop/h3_client.py").path,
+                String(capturePort), "/",
+            ]
             client.standardOutput = FileHandle.nullDevice
             client.standardError = FileHandle.nullDevice
             try client.run()
@@ -164,13 +188,19 @@ struct QUICRobustnessTests {
             var datagrams: [[UInt8]] = []
             for i in 0..<3000 {
                 switch i % 4 {
-                case 0: datagrams.append((0..<Int.random(in: 1...1500, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
+                case 0:
+                    datagrams.append(
+                        (0..<Int.random(in: 1...1500, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
                 case 1: datagrams.append(Array(initial.prefix(Int.random(in: 1..<initial.count, using: &rng))))
                 case 2:
                     var m = initial
-                    for _ in 0..<Int.random(in: 1...8, using: &rng) { m[Int.random(in: 0..<m.count, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng) }
+                    for _ in 0..<Int.random(in: 1...8, using: &rng) {
+                        m[Int.random(in: 0..<m.count, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng)
+                    }
                     datagrams.append(m)
-                default: datagrams.append(fakeInitial(dcid: (0..<8).map { _ in UInt8.random(in: 0...255, using: &rng) }, scid: [1]))
+                default:
+                    datagrams.append(
+                        fakeInitial(dcid: (0..<8).map { _ in UInt8.random(in: 0...255, using: &rng) }, scid: [1]))
                 }
             }
             _ = udpExchange(port: port, datagrams, wait: 0.2)

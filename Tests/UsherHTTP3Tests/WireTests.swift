@@ -54,7 +54,8 @@ struct WireTests {
             HTTP3Setting(HTTP3Codepoint.settingsEnableWebTransport, 1),
         ])
         let spliced = try splice.rewrite(original)
-        #expect(spliced == [0x00, 0x04, 0x18, 0x06] + maxVarint
+        #expect(
+            spliced == [0x00, 0x04, 0x18, 0x06] + maxVarint
                 + [0x01, 0x50, 0x00, 0x07, 0x40, 0x64, 0x08, 0x01, 0x33, 0x01, 0xAB, 0x60, 0x37, 0x42, 0x01])
         #expect(splice.added == 7)
         // Later chunks pass through.
@@ -63,7 +64,8 @@ struct WireTests {
         var split = ControlStreamSplice(extra: [HTTP3Setting(HTTP3Codepoint.settingsH3Datagram, 1)])
         #expect(try split.rewrite([0x00]) == [0x00])
         #expect(!split.done)
-        #expect(try split.rewrite(Array(original.dropFirst())) == [0x04, 0x13, 0x06] + maxVarint
+        #expect(
+            try split.rewrite(Array(original.dropFirst())) == [0x04, 0x13, 0x06] + maxVarint
                 + [0x01, 0x50, 0x00, 0x07, 0x40, 0x64, 0x08, 0x01, 0x33, 0x01])
         #expect(split.added == 2)
 

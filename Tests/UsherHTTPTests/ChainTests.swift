@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import Testing
+
 @testable import UsherCore
 @testable import UsherHTTP
 
@@ -38,16 +39,17 @@ struct ChainTests {
 
     @Test("routes, groups, terminal and subroutes run in Caddy's order")
     func routeOrder() async throws {
-        let chain = try await compileRoutes("""
-        [
-          {"handle": [{"handler": "headers", "response": {"add": {"X-Trace": ["1"]}}}]},
-          {"group": "g", "handle": [{"handler": "headers", "response": {"add": {"X-Trace": ["g1"]}}}]},
-          {"group": "g", "handle": [{"handler": "headers", "response": {"add": {"X-Trace": ["g2"]}}}]},
-          {"match": [{"path": ["/stop"]}], "terminal": true, "handle": [{"handler": "headers", "response": {"add": {"X-Trace": ["stop"]}}}]},
-          {"handle": [{"handler": "subroute", "routes": [{"handle": [{"handler": "headers", "response": {"add": {"X-Trace": ["sub"]}}}]}]},
-                      {"handler": "static_response", "body": "end"}]}
-        ]
-        """)
+        let chain = try await compileRoutes(
+            """
+            [
+              {"handle": [{"handler": "headers", "response": {"add": {"X-Trace": ["1"]}}}]},
+              {"group": "g", "handle": [{"handler": "headers", "response": {"add": {"X-Trace": ["g1"]}}}]},
+              {"group": "g", "handle": [{"handler": "headers", "response": {"add": {"X-Trace": ["g2"]}}}]},
+              {"match": [{"path": ["/stop"]}], "terminal": true, "handle": [{"handler": "headers", "response": {"add": {"X-Trace": ["stop"]}}}]},
+              {"handle": [{"handler": "subroute", "routes": [{"handle": [{"handler": "headers", "response": {"add": {"X-Trace": ["sub"]}}}]}]},
+                          {"handler": "static_response", "body": "end"}]}
+            ]
+            """)
         let w1 = RecordingWriter()
         try await chain.serve(try makeRequest(.GET, "/go"), w1)
         #expect(w1.headers["X-Trace"] == ["1", "g1", "sub"])
@@ -60,7 +62,9 @@ struct ChainTests {
 
     @Test("errors travel up the chain as HandlerError with their status")
     func handlerErrors() async throws {
-        let chain = try await compileRoutes(#"[{"handle": [{"handler": "error", "status_code": "{http.request.uri.query.c}", "error": "bad {http.request.method}"}]}]"#)
+        let chain = try await compileRoutes(
+            #"[{"handle": [{"handler": "error", "status_code": "{http.request.uri.query.c}", "error": "bad {http.request.method}"}]}]"#
+        )
         await #expect {
             try await chain.serve(try makeRequest(.GET, "/?c=451"), RecordingWriter())
         } throws: { e in
@@ -73,7 +77,8 @@ struct ChainTests {
     func bodyPlaceholder() async throws {
         var buf = ByteBuffer()
         buf.writeString("payload")
-        let chain = try await compileRoutes(#"[{"handle": [{"handler": "static_response", "body": "[{http.request.body}]"}]}]"#)
+        let chain = try await compileRoutes(
+            #"[{"handle": [{"handler": "static_response", "body": "[{http.request.body}]"}]}]"#)
         let r = try makeRequest(.POST, "/", body: [buf])
         let w = RecordingWriter()
         try await chain.serve(r, w)
@@ -84,25 +89,33 @@ struct ChainTests {
 
 @Suite("Path matching as Caddy does it")
 struct PathMatchingTests {
-    @Test("Go's path.Match globs", arguments: [
-        ("/a/*", "/a/b", true), ("/a/*", "/a/b/c", false), ("/a/?", "/a/x", true), ("/a/[a-c]x", "/a/bx", true),
-        ("/a/[^a-c]x", "/a/bx", false), ("/a/\\*", "/a/*", true), ("*.txt", "notes.txt", true), ("*", "a/b", false),
-    ])
+    @Test(
+        "Go's path.Match globs",
+        arguments: [
+            ("/a/*", "/a/b", true), ("/a/*", "/a/b/c", false), ("/a/?", "/a/x", true), ("/a/[a-c]x", "/a/bx", true),
+            ("/a/[^a-c]x", "/a/bx", false), ("/a/\\*", "/a/*", true), ("*.txt", "notes.txt", true), ("*", "a/b", false),
+        ])
     func glob(pattern: String, name: String, expected: Bool) {
         #expect(PathMatching.globMatch(pattern, name) == expected)
     }
 
-    @Test("cleaning keeps trailing slashes and, when asked, doubled slashes", arguments: [
-        ("/a/../b/", true, "/b/"), ("/a//b", true, "/a/b"), ("/a//b", false, "/a//b"), ("/./a/.", true, "/a"), ("/../x", true, "/x"),
-    ])
+    @Test(
+        "cleaning keeps trailing slashes and, when asked, doubled slashes",
+        arguments: [
+            ("/a/../b/", true, "/b/"), ("/a//b", true, "/a/b"), ("/a//b", false, "/a//b"), ("/./a/.", true, "/a"),
+            ("/../x", true, "/x"),
+        ])
     func clean(path: String, collapse: Bool, expected: String) {
         #expect(PathMatching.cleanPath(path, collapseSlashes: collapse) == expected)
     }
 
-    @Test("request targets decode the path and keep the raw form only when it differs", arguments: [
-        ("/a%20b?x=1", "/a b", "/a%20b", "x=1"), ("/a%2Fb", "/a/b", "/a%2Fb", ""), ("/plain/path", "/plain/path", "/plain/path", ""),
-        ("http://h/p?q", "/p", "/p", "q"),
-    ])
+    @Test(
+        "request targets decode the path and keep the raw form only when it differs",
+        arguments: [
+            ("/a%20b?x=1", "/a b", "/a%20b", "x=1"), ("/a%2Fb", "/a/b", "/a%2Fb", ""),
+            ("/plain/path", "/plain/path", "/plain/path", ""),
+            ("http://h/p?q", "/p", "/p", "q"),
+        ])
     func targets(uri: String, path: String, escaped: String, query: String) throws {
         let r = try makeRequest(.GET, uri)
         #expect(r.path == path)
@@ -115,19 +128,25 @@ struct PathMatchingTests {
         #expect(throws: (any Error).self) { try RequestTarget(parsing: "/a%2") }
     }
 
-    @Test("IP prefixes", arguments: [
-        ("10.0.0.0/8", "10.9.8.7", true), ("10.0.0.0/8", "11.0.0.1", false), ("::1", "::1", true), ("fd00::/8", "fd12::1", true),
-        ("127.0.0.1/8", "127.255.0.1", true), ("192.168.0.0/16", "::ffff:192.168.1.1", false),
-    ])
+    @Test(
+        "IP prefixes",
+        arguments: [
+            ("10.0.0.0/8", "10.9.8.7", true), ("10.0.0.0/8", "11.0.0.1", false), ("::1", "::1", true),
+            ("fd00::/8", "fd12::1", true),
+            ("127.0.0.1/8", "127.255.0.1", true), ("192.168.0.0/16", "::ffff:192.168.1.1", false),
+        ])
     func prefixes(prefix: String, ip: String, expected: Bool) throws {
         let p = try #require(IPPrefix(prefix))
         let a = try #require(IPAddress(ip))
         #expect(p.contains(a) == expected)
     }
 
-    @Test("IPv6 addresses print in RFC 5952 form", arguments: [
-        ("2001:db8:0:0:0:0:2:1", "2001:db8::2:1"), ("::ffff:1.2.3.4", "::ffff:102:304"), ("0:0:0:0:0:0:0:1", "::1"), ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),
-    ])
+    @Test(
+        "IPv6 addresses print in RFC 5952 form",
+        arguments: [
+            ("2001:db8:0:0:0:0:2:1", "2001:db8::2:1"), ("::ffff:1.2.3.4", "::ffff:102:304"), ("0:0:0:0:0:0:0:1", "::1"),
+            ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),
+        ])
     func ipv6Text(input: String, output: String) throws {
         #expect(try #require(IPAddress(input)).description == output)
     }

@@ -1,21 +1,28 @@
 import NIOCore
 import NIOEmbedded
 import Testing
+
 @testable import UsherHTTP
 
 /// One HTTP/2 frame's bytes: the 9-byte header, then `payload`.
 private func frame(type: UInt8, flags: UInt8 = 0, stream: UInt32 = 0, _ payload: [UInt8] = []) -> [UInt8] {
     let n = payload.count
-    return [UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff), type, flags,
-            UInt8(stream >> 24 & 0x7f), UInt8(stream >> 16 & 0xff), UInt8(stream >> 8 & 0xff), UInt8(stream & 0xff)] + payload
+    return [
+        UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff), type, flags,
+        UInt8(stream >> 24 & 0x7f), UInt8(stream >> 16 & 0xff), UInt8(stream >> 8 & 0xff), UInt8(stream & 0xff),
+    ] + payload
 }
 
 private func setting(_ id: UInt16, _ value: UInt32) -> [UInt8] {
-    [UInt8(id >> 8), UInt8(id & 0xff), UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)]
+    [
+        UInt8(id >> 8), UInt8(id & 0xff), UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff),
+        UInt8(value & 0xff),
+    ]
 }
 
 private func goAway(code: UInt32) -> [UInt8] {
-    frame(type: 7, [0, 0, 0, 1, UInt8(code >> 24), UInt8(code >> 16 & 0xff), UInt8(code >> 8 & 0xff), UInt8(code & 0xff)])
+    frame(
+        type: 7, [0, 0, 0, 1, UInt8(code >> 24), UInt8(code >> 16 & 0xff), UInt8(code >> 8 & 0xff), UInt8(code & 0xff)])
 }
 
 /// A guard (first-request deadline of 3 s) below a frame watch advertising 250 streams, on an embedded channel.
@@ -25,7 +32,8 @@ private func watchedChannel() throws -> (EmbeddedChannel, ConnectionGuard) {
     let connectionGuard = ConnectionGuard(settings: settings)
     let channel = EmbeddedChannel()
     try channel.pipeline.syncOperations.addHandler(connectionGuard)
-    try channel.pipeline.syncOperations.addHandler(HTTP2FrameWatch(advertisedMaxStreams: 250, connectionGuard: connectionGuard))
+    try channel.pipeline.syncOperations.addHandler(
+        HTTP2FrameWatch(advertisedMaxStreams: 250, connectionGuard: connectionGuard))
     try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     return (channel, connectionGuard)
 }
@@ -46,7 +54,9 @@ private func passesInbound(_ channel: EmbeddedChannel) throws -> Bool {
 
 @Suite("Connection policy: the HTTP/2 frame watch and the connection guard (in memory)")
 struct ConnectionPolicyTests {
-    @Test("the server's first SETTINGS advertises 250 streams whatever NIOHTTP2 was configured with; later ones pass unchanged")
+    @Test(
+        "the server's first SETTINGS advertises 250 streams whatever NIOHTTP2 was configured with; later ones pass unchanged"
+    )
     func advertisedStreams() throws {
         let (channel, _) = try watchedChannel()
         let first = frame(type: 4, setting(0x4, 1 << 20) + setting(0x3, 500) + setting(0x8, 1))
@@ -59,7 +69,9 @@ struct ConnectionPolicyTests {
         #expect(try passesInbound(channel))
     }
 
-    @Test("a GOAWAY with an error code hands the connection to the guard even when its header is split across writes; NO_ERROR does not")
+    @Test(
+        "a GOAWAY with an error code hands the connection to the guard even when its header is split across writes; NO_ERROR does not"
+    )
     func goAwayDetection() throws {
         let (graceful, _) = try watchedChannel()
         try graceful.writeOutbound(IOData.byteBuffer(ByteBuffer(bytes: goAway(code: 0))))
@@ -89,7 +101,9 @@ struct ConnectionPolicyTests {
         #expect(channel.isActive)
     }
 
-    @Test("with no request the guard closes the connection at read_header_timeout; after requestStarted it leaves it open")
+    @Test(
+        "with no request the guard closes the connection at read_header_timeout; after requestStarted it leaves it open"
+    )
     func firstRequestDeadline() throws {
         let (idle, _) = try watchedChannel()
         idle.embeddedEventLoop.advanceTime(by: .milliseconds(2999))

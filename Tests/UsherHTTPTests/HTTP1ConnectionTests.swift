@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import Testing
+
 @testable import UsherCore
 @testable import UsherHTTP
 
@@ -45,7 +46,9 @@ private final class TestConnection {
             if parsed.count >= count { return parsed }
             try await Task.sleep(for: .milliseconds(5))
         }
-        Issue.record("only \(ParsedResponse.all(in: written).count) of \(count) responses in 5 s: \(String(decoding: written, as: UTF8.self))")
+        Issue.record(
+            "only \(ParsedResponse.all(in: written).count) of \(count) responses in 5 s: \(String(decoding: written, as: UTF8.self))"
+        )
         return ParsedResponse.all(in: written)
     }
 
@@ -99,14 +102,17 @@ private enum EchoBodyModules: ModuleBundle {
     static var modules: [any Module.Type] { [EchoBodyHandler.self] }
 }
 
-private let echoRoutes = #"[{"handle": [{"handler": "static_response", "body": "{http.request.method} {http.request.uri}"}]}]"#
+private let echoRoutes =
+    #"[{"handle": [{"handler": "static_response", "body": "{http.request.method} {http.request.uri}"}]}]"#
 
 @Suite("HTTP/1.1 connection on a testing channel: bytes in, bytes out")
 struct HTTP1ConnectionTests {
     @Test("pipelined requests in one write are answered in order")
     func pipelining() async throws {
         let c = try await TestConnection(routes: echoRoutes)
-        try await c.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        try await c.send(
+            "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         let r = try await c.responses(3)
         #expect(r.map(\.status) == [200, 200, 200])
         #expect(r.map(\.body) == ["GET /a", "POST /b", "GET /c"])
@@ -130,11 +136,13 @@ struct HTTP1ConnectionTests {
         #expect(direct.map(\.status) == [200], "a handler that never reads the body gets no 100 Continue")
     }
 
-    @Test("bad input gets Caddy's 400 and the connection closes", arguments: [
-        "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
-        "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
-        "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
-    ])
+    @Test(
+        "bad input gets Caddy's 400 and the connection closes",
+        arguments: [
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+            "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+        ])
     func badInput(_ request: String) async throws {
         let c = try await TestConnection(routes: echoRoutes)
         try await c.send(request)
@@ -166,4 +174,3 @@ struct HTTP1ConnectionTests {
         #expect(r.first?.status == 431)
     }
 }
-

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+
 @testable import UsherCore
 @testable import UsherHTTP
 
@@ -29,22 +30,27 @@ final class RecordingWriter: ResponseWriter, Flushing {
 }
 
 /// Builds a request as the HTTP/1 connection would.
-func makeRequest(_ method: HTTPMethod = .GET, _ uri: String, host: String = "example.com", headers: [(String, String)] = [],
-                 body: [ByteBuffer]? = nil) throws -> Request {
+func makeRequest(
+    _ method: HTTPMethod = .GET, _ uri: String, host: String = "example.com", headers: [(String, String)] = [],
+    body: [ByteBuffer]? = nil
+) throws -> Request {
     var h = HTTPHeaders()
     h.add(name: "Host", value: host)
     for (n, v) in headers { h.add(name: n, value: v) }
-    let server = ServerInfo(name: "test", namedRoutes: [:],
-                            clientIP: ClientIPResolver(trustedProxies: nil, headers: ["X-Forwarded-For"], strict: false, trustUnix: false))
-    return Request(method: method, target: try RequestTarget(parsing: uri, method: method), version: .http1_1, headers: h,
-                   host: host, scheme: "http", body: body.map { RequestBody(buffers: $0) } ?? .empty,
-                   remoteAddress: try SocketAddress(ipAddress: "192.0.2.7", port: 4321), localAddress: nil, server: server)
+    let server = ServerInfo(
+        name: "test", namedRoutes: [:],
+        clientIP: ClientIPResolver(trustedProxies: nil, headers: ["X-Forwarded-For"], strict: false, trustUnix: false))
+    return Request(
+        method: method, target: try RequestTarget(parsing: uri, method: method), version: .http1_1, headers: h,
+        host: host, scheme: "http", body: body.map { RequestBody(buffers: $0) } ?? .empty,
+        remoteAddress: try SocketAddress(ipAddress: "192.0.2.7", port: 4321), localAddress: nil, server: server)
 }
 
 /// Decodes and provisions a route list from JSON with the standard modules, ready to serve.
 func compileRoutes(_ json: String) async throws -> any HTTPHandler {
     let registry = try ModuleRegistry(bundles: [CoreModules.self, TestStandard.self])
-    var routes = try ConfigDecoder(registry: registry).decode(RouteList.self, from: try JSONValue.parse(json), path: [AnyCodingKey("routes")])
+    var routes = try ConfigDecoder(registry: registry).decode(
+        RouteList.self, from: try JSONValue.parse(json), path: [AnyCodingKey("routes")])
     let env = RuntimeEnvironment(registry: registry, eventLoopGroup: MultiThreadedEventLoopGroupHolder.group)
     let ctx = ProvisionContext(environment: env, mode: .validate, generation: 1, apps: [])
     try await routes.provision(ctx)

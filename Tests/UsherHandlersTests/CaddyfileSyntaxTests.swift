@@ -2,8 +2,9 @@ import Testing
 import UsherCaddyfileHTTP
 import UsherCore
 import UsherHTTP
-@testable import UsherHandlers
 import UsherStandard
+
+@testable import UsherHandlers
 
 let standardRegistry = try! ModuleRegistry(bundles: [CoreModules.self, StandardModules.self])
 
@@ -13,7 +14,8 @@ func adaptAndDecodeHTTPApp(_ caddyfile: String) throws -> (json: JSONObject, app
     guard let http = adapted.config.objectValue?["apps"]?.objectValue?["http"] else {
         throw ConfigError("no http app in \(adapted.config)")
     }
-    let app = try ConfigDecoder(registry: standardRegistry).decode(HTTPApp.self, from: http, path: [AnyCodingKey("apps"), AnyCodingKey("http")])
+    let app = try ConfigDecoder(registry: standardRegistry).decode(
+        HTTPApp.self, from: http, path: [AnyCodingKey("apps"), AnyCodingKey("http")])
     return (http.objectValue!, app)
 }
 
@@ -22,7 +24,8 @@ func adaptAndDecodeHTTPApp(_ caddyfile: String) throws -> (json: JSONObject, app
 struct CaddyfileSyntaxTests {
     @Test("every handler directive of this target, with its subdirectives, decodes strictly")
     func everyDirectiveDecodes() throws {
-        let (json, app) = try adaptAndDecodeHTTPApp("""
+        let (json, app) = try adaptAndDecodeHTTPApp(
+            """
             :8080 {
             \tvars answer 42
             \tmap {path} {section} {
@@ -50,7 +53,9 @@ struct CaddyfileSyntaxTests {
             """)
         #expect(app.servers.count == 1)
         let text = JSONValue.object(json).serialized(.init(escapeHTML: false))
-        for handler in ["vars", "map", "headers", "rewrite", "request_body", "encode", "file_server", "error", "static_response"] {
+        for handler in [
+            "vars", "map", "headers", "rewrite", "request_body", "encode", "file_server", "error", "static_response",
+        ] {
             #expect(text.contains("\"handler\":\"\(handler)\""), "no \(handler) handler in \(text)")
         }
     }

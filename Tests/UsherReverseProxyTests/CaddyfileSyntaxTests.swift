@@ -11,15 +11,18 @@ let standardRegistry = try! ModuleRegistry(bundles: [CoreModules.self, StandardM
 @Suite("reverse_proxy: the Caddyfile forms decode into the handler")
 struct ReverseProxyCaddyfileTests {
     func decodedHandlers(_ caddyfile: String) throws -> String {
-        let adapted = try CaddyfileAdapter().adapt(Array(caddyfile.utf8), filename: "Caddyfile", registry: standardRegistry)
+        let adapted = try CaddyfileAdapter().adapt(
+            Array(caddyfile.utf8), filename: "Caddyfile", registry: standardRegistry)
         let http = try #require(adapted.config.objectValue?["apps"]?.objectValue?["http"])
-        _ = try ConfigDecoder(registry: standardRegistry).decode(HTTPApp.self, from: http, path: [AnyCodingKey("apps"), AnyCodingKey("http")])
+        _ = try ConfigDecoder(registry: standardRegistry).decode(
+            HTTPApp.self, from: http, path: [AnyCodingKey("apps"), AnyCodingKey("http")])
         return http.serialized(.init(escapeHTML: false))
     }
 
     @Test("upstreams, load balancing, health checks, headers, transport and handle_response decode strictly")
     func fullForm() throws {
-        let text = try decodedHandlers("""
+        let text = try decodedHandlers(
+            """
             :8080 {
             \treverse_proxy 127.0.0.1:9001 127.0.0.1:9002 {
             \t\tlb_policy round_robin
@@ -50,7 +53,8 @@ struct ReverseProxyCaddyfileTests {
 
     @Test("dynamic upstreams and the cookie policy decode strictly")
     func dynamicAndCookie() throws {
-        let text = try decodedHandlers("""
+        let text = try decodedHandlers(
+            """
             :8080 {
             \treverse_proxy {
             \t\tdynamic a backend.internal 8080 {

@@ -1,5 +1,6 @@
 import NIOCore
 import Testing
+
 @testable import UsherReverseProxy
 
 @Suite("reverse_proxy: hashing and frames on the byte level")

@@ -1,6 +1,7 @@
 import Testing
 import UsherCaddyfile
 import UsherCore
+
 @testable import UsherTLS
 
 /// What the Caddyfile adapter builds must decode, strictly, into the runtime it configures: one model, one spelling
@@ -87,23 +88,27 @@ enum TLSTestModules: ModuleBundle {
 
 @Suite("certmagic's subject rules")
 struct SubjectRuleTests {
-    @Test("which names qualify for a publicly trusted certificate", arguments: [
-        ("example.com", true), ("sub.example.com", true), ("*.example.com", true), ("8.8.8.8", true),
-        ("localhost", false), ("app.localhost", false), ("printer.local", false), ("db.internal", false),
-        ("router.home.arpa", false), ("127.0.0.1", false), ("192.168.1.5", false), ("10.0.0.1", false),
-        ("::1", false), ("*.com", false), ("*.*.example.com", false), ("a.*.example.com", false),
-        ("", false), ("example.com.", false), (".example.com", false), ("ex ample.com", false),
-    ])
+    @Test(
+        "which names qualify for a publicly trusted certificate",
+        arguments: [
+            ("example.com", true), ("sub.example.com", true), ("*.example.com", true), ("8.8.8.8", true),
+            ("localhost", false), ("app.localhost", false), ("printer.local", false), ("db.internal", false),
+            ("router.home.arpa", false), ("127.0.0.1", false), ("192.168.1.5", false), ("10.0.0.1", false),
+            ("::1", false), ("*.com", false), ("*.*.example.com", false), ("a.*.example.com", false),
+            ("", false), ("example.com.", false), (".example.com", false), ("ex ample.com", false),
+        ])
     func publicNames(_ name: String, _ qualifies: Bool) {
         #expect(certmagicQualifiesForPublicCert(name) == qualifies)
     }
 
-    @Test("wildcards match one label at a time, left to right, as certmagic's MatchWildcard", arguments: [
-        ("sub.example.com", "*.example.com", true), ("Sub.Example.com", "*.example.COM", true),
-        ("example.com", "*.example.com", false), ("a.b.example.com", "*.example.com", false),
-        ("a.b.example.com", "*.*.example.com", true), ("a.b.com", "a.*.com", false),
-        ("sub.example.com:443", "*.example.com", true), ("example.com", "example.com", true),
-    ])
+    @Test(
+        "wildcards match one label at a time, left to right, as certmagic's MatchWildcard",
+        arguments: [
+            ("sub.example.com", "*.example.com", true), ("Sub.Example.com", "*.example.COM", true),
+            ("example.com", "*.example.com", false), ("a.b.example.com", "*.example.com", false),
+            ("a.b.example.com", "*.*.example.com", true), ("a.b.com", "a.*.com", false),
+            ("sub.example.com:443", "*.example.com", true), ("example.com", "example.com", true),
+        ])
     func wildcards(_ subject: String, _ wildcard: String, _ matches: Bool) {
         #expect(matchWildcard(subject, wildcard) == matches)
     }

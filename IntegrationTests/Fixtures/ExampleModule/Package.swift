@@ -13,7 +13,7 @@ let package = Package(
         .executable(name: "usher-hello", targets: ["usher-hello"]),
     ],
     dependencies: [
-        .package(name: "usher", path: usherPath),
+        .package(name: "usher", path: usherPath)
     ],
     targets: [
         .target(

@@ -28,7 +28,8 @@ private final class PortAllocator: @unchecked Sendable {
     init() {
         var ephemeralStart = 32768
         if let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8),
-           let first = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first, let v = Int(first) {
+            let first = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first, let v = Int(first)
+        {
             ephemeralStart = v
         }
         high = max(12000, ephemeralStart - 1)
@@ -58,7 +59,9 @@ private final class PortAllocator: @unchecked Sendable {
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         return withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         } == 0
     }
 }
@@ -78,7 +81,9 @@ func portOpen(_ port: Int) -> Bool {
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     return withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     } == 0
 }
 
@@ -120,8 +125,9 @@ private final class ChildRegistry: @unchecked Sendable {
         let me = getpid()
         for pid in all {
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 2,
-                  Int32(fields[1]) == me, fields[0] != "Z" else { continue }
+                let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 2,
+                Int32(fields[1]) == me, fields[0] != "Z"
+            else { continue }
             kill(pid, SIGKILL)
         }
     }
@@ -141,8 +147,10 @@ final class UsherProcess: @unchecked Sendable {
 
     /// Starts `usher run` with `config` (a JSON document; `{{ADMIN}}` is replaced by the admin address) and waits
     /// until the admin endpoint answers, or `waitPort` accepts connections.
-    init(config: String, args: [String] = [], configName: String = "config.json", waitPort: Int? = nil,
-         environment: [String: String] = [:], binary: String = usherBinary) throws {
+    init(
+        config: String, args: [String] = [], configName: String = "config.json", waitPort: Int? = nil,
+        environment: [String: String] = [:], binary: String = usherBinary
+    ) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-it-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         adminPort = freePort()
@@ -211,8 +219,10 @@ struct CommandResult {
 
 /// Runs a command to completion.
 @discardableResult
-func runCommand(_ executable: String, _ args: [String], input: Data? = nil, environment: [String: String]? = nil,
-                cwd: URL? = nil, timeout: TimeInterval = 120) throws -> CommandResult {
+func runCommand(
+    _ executable: String, _ args: [String], input: Data? = nil, environment: [String: String]? = nil,
+    cwd: URL? = nil, timeout: TimeInterval = 120
+) throws -> CommandResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
@@ -234,16 +244,21 @@ func runCommand(_ executable: String, _ args: [String], input: Data? = nil, envi
     nonisolated(unsafe) var errData = Data()
     let group = DispatchGroup()
     group.enter()
-    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async {
+        outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave()
+    }
     group.enter()
-    DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async {
+        errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave()
+    }
     if group.wait(timeout: .now() + timeout) == .timedOut {
         p.terminate()
         throw TestFailure("\(executable) \(args.joined(separator: " ")) timed out after \(timeout)s")
     }
     p.waitUntilExit()
-    return CommandResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+    return CommandResult(
+        status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
 }
 
 /// An HTTP response as curl saw it.
@@ -260,8 +275,11 @@ struct CurlResponse {
 
 /// Runs curl (`-s -i` plus `args`) and parses the last response.
 func curl(_ args: [String], timeout: TimeInterval = 30) throws -> CurlResponse {
-    let r = try runCommand("/usr/bin/curl", ["-s", "-i", "--max-time", String(Int(timeout))] + args, timeout: timeout + 5)
-    guard r.status == 0 else { throw TestFailure("curl \(args.joined(separator: " ")) failed with exit \(r.status): \(r.stderr)") }
+    let r = try runCommand(
+        "/usr/bin/curl", ["-s", "-i", "--max-time", String(Int(timeout))] + args, timeout: timeout + 5)
+    guard r.status == 0 else {
+        throw TestFailure("curl \(args.joined(separator: " ")) failed with exit \(r.status): \(r.stderr)")
+    }
     return try parseHTTPResponse(r.stdout)
 }
 
@@ -269,7 +287,9 @@ func parseHTTPResponse(_ raw: String) throws -> CurlResponse {
     var text = Substring(raw)
     // Skip interim responses (100 Continue and the like).
     while true {
-        guard let end = text.range(of: "\r\n\r\n") else { throw TestFailure("no complete response in: \(raw.prefix(500))") }
+        guard let end = text.range(of: "\r\n\r\n") else {
+            throw TestFailure("no complete response in: \(raw.prefix(500))")
+        }
         let head = text[..<end.lowerBound]
         let statusLine = head.split(separator: "\r\n").first ?? ""
         let parts = statusLine.split(separator: " ", maxSplits: 2)
@@ -282,14 +302,18 @@ func parseHTTPResponse(_ raw: String) throws -> CurlResponse {
         var headers: [(String, String)] = []
         for line in head.split(separator: "\r\n").dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            headers.append((line[..<colon].lowercased(), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+            headers.append(
+                (line[..<colon].lowercased(), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
         }
-        return CurlResponse(status: status, headers: headers, body: String(rest), httpVersion: String(parts.first ?? ""))
+        return CurlResponse(
+            status: status, headers: headers, body: String(rest), httpVersion: String(parts.first ?? ""))
     }
 }
 
 /// Sends raw bytes to 127.0.0.1:`port` and returns everything read until the server closes or `timeout` passes.
-func rawExchange(port: Int, _ data: [UInt8], timeout: TimeInterval = 3, chunks: [([UInt8], TimeInterval)] = []) throws -> (response: String, closed: Bool) {
+func rawExchange(port: Int, _ data: [UInt8], timeout: TimeInterval = 3, chunks: [([UInt8], TimeInterval)] = []) throws
+    -> (response: String, closed: Bool)
+{
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var addr = sockaddr_in()
@@ -297,7 +321,9 @@ func rawExchange(port: Int, _ data: [UInt8], timeout: TimeInterval = 3, chunks: 
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     let rc = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     guard rc == 0 else { throw TestFailure("connect to \(port) failed") }
     _ = data.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -324,7 +350,9 @@ func rawExchange(port: Int, _ data: [UInt8], timeout: TimeInterval = 3, chunks: 
 }
 
 /// Issues an admin API request with curl.
-func admin(_ server: UsherProcess, _ method: String, _ path: String, body: String? = nil, headers: [String] = []) throws -> CurlResponse {
+func admin(_ server: UsherProcess, _ method: String, _ path: String, body: String? = nil, headers: [String] = []) throws
+    -> CurlResponse
+{
     var args = ["-X", method, "http://\(server.adminAddress)\(path)"]
     for h in headers { args += ["-H", h] }
     if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }
@@ -338,7 +366,9 @@ struct SharedServer: SuiteTrait, TestScoping {
 
     let start: @Sendable () throws -> UsherProcess
 
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void)
+        async throws
+    {
         let server = try start()
         defer { server.stop() }
         try await SharedServer.$current.withValue(server) {

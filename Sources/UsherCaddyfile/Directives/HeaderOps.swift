@@ -1,4 +1,3 @@
-
 public import UsherCore
 
 /// Header manipulations as Caddy's `headers.HeaderOps` holds them, built from Caddyfile header fields
@@ -71,8 +70,11 @@ public struct ResponseHeaderOpsJSON: Equatable {
 
 /// Applies one Caddyfile header field to response operations (Caddy's `applyHeaderOp` with `RespHeaderOps`):
 /// `-` and `>` defer the operation until the response is written, `?` sets only when absent.
-public func applyResponseHeaderOp(_ resp: inout ResponseHeaderOpsJSON, field: String, value: String, replacement: String?) throws {
-    let (deferred, absent) = try applyHeaderOp(&resp.ops, isResponse: true, field: field, value: value, replacement: replacement)
+public func applyResponseHeaderOp(
+    _ resp: inout ResponseHeaderOpsJSON, field: String, value: String, replacement: String?
+) throws {
+    let (deferred, absent) = try applyHeaderOp(
+        &resp.ops, isResponse: true, field: field, value: value, replacement: replacement)
     if deferred { resp.deferred = true }
     if let absent { resp.requireAbsent(absent) }
 }
@@ -82,8 +84,10 @@ public func caddyfileHeaderOp(_ ops: inout HeaderOpsJSON, field: String, value: 
     _ = try applyHeaderOp(&ops, isResponse: false, field: field, value: value, replacement: replacement)
 }
 
-private func applyHeaderOp(_ ops: inout HeaderOpsJSON, isResponse: Bool, field fieldIn: String, value: String,
-                           replacement: String?) throws -> (deferred: Bool, requireAbsent: String?) {
+private func applyHeaderOp(
+    _ ops: inout HeaderOpsJSON, isResponse: Bool, field fieldIn: String, value: String,
+    replacement: String?
+) throws -> (deferred: Bool, requireAbsent: String?) {
     var field = fieldIn
     if field.hasPrefix("+") {
         ops.headerAdd(String(field.dropFirst()), value)
@@ -92,7 +96,9 @@ private func applyHeaderOp(_ ops: inout HeaderOpsJSON, isResponse: Bool, field f
         return (isResponse, nil)
     } else if field.hasPrefix("?") {
         guard isResponse else {
-            throw CaddyfileError("\(field): the default header modifier ('?') can only be used on response headers; for conditional manipulation of request headers, use matchers")
+            throw CaddyfileError(
+                "\(field): the default header modifier ('?') can only be used on response headers; for conditional manipulation of request headers, use matchers"
+            )
         }
         field.removeFirst()
         ops.headerSet(field, value)
@@ -123,8 +129,9 @@ private func applyHeaderOp(_ ops: inout HeaderOpsJSON, isResponse: Bool, field f
 public func applyHeaderArgs(_ ops: inout HeaderOpsJSON, _ args: [String], _ d: Dispenser) throws {
     guard (1...3).contains(args.count) else { throw d.argErr() }
     do {
-        try caddyfileHeaderOp(&ops, field: args[0], value: args.count > 1 ? args[1] : "",
-                              replacement: args.count > 2 ? args[2] : nil)
+        try caddyfileHeaderOp(
+            &ops, field: args[0], value: args.count > 1 ? args[1] : "",
+            replacement: args.count > 2 ? args[2] : nil)
     } catch {
         throw d.err("\(error)")
     }
@@ -171,7 +178,9 @@ public func parseNamedResponseMatcher(_ d: Dispenser, _ matchers: inout [String:
             if args.isEmpty { throw d.argErr() }
             for var arg in args {
                 if arg.utf8.count == 3 && arg.hasSuffix("xx") { arg = String(arg.prefix(1)) }
-                do { statusCodes!.append(try Go.atoi(arg)) } catch { throw d.err("bad status value '\(arg)': \(error)") }
+                do { statusCodes!.append(try Go.atoi(arg)) } catch {
+                    throw d.err("bad status value '\(arg)': \(error)")
+                }
             }
         default:
             throw d.err("unrecognized response matcher \(d.val)")

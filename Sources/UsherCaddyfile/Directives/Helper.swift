@@ -1,4 +1,3 @@
-
 public import UsherCore
 
 /// One value a directive produced, sorted into a "pile" by its class (`route`, `bind`, `tls.connection_policy`, ...).
@@ -69,8 +68,10 @@ public struct Helper {
     package var matcherDefs: [String: JSONObject]
     package let parentBlock: ServerBlock
 
-    package init(d: Dispenser, context: AdaptContext, state: StateMap, blockState: StateMap,
-         matcherDefs: [String: JSONObject], parentBlock: ServerBlock) {
+    package init(
+        d: Dispenser, context: AdaptContext, state: StateMap, blockState: StateMap,
+        matcherDefs: [String: JSONObject], parentBlock: ServerBlock
+    ) {
         self.d = d
         self.context = context
         self.state = state
@@ -175,7 +176,9 @@ public struct Helper {
             for seg in remaining {
                 let dir = seg.first?.text ?? ""
                 guard let parser = registry.directives[dir] else {
-                    throw d.err("unrecognized directive: \(dir) - are you sure your Caddyfile structure (nesting and braces) is correct?")
+                    throw d.err(
+                        "unrecognized directive: \(dir) - are you sure your Caddyfile structure (nesting and braces) is correct?"
+                    )
                 }
                 var sub = self
                 sub.d = Dispenser(seg)

@@ -1,4 +1,3 @@
-
 public import UsherCore
 
 /// Parses one directive's segment into config values (Caddy's `UnmarshalFunc`).
@@ -65,7 +64,8 @@ extension CaddyfileSupport {
         self.init()
         for part in parts {
             directives.merge(part.directives) { _, _ in preconditionFailure("a directive is registered twice") }
-            globalOptions.merge(part.globalOptions) { _, _ in preconditionFailure("a global option is registered twice") }
+            globalOptions.merge(part.globalOptions) { _, _ in preconditionFailure("a global option is registered twice")
+            }
             modules.merge(part.modules) { _, _ in preconditionFailure("a module parser is registered twice") }
             order += part.order
         }
@@ -115,7 +115,9 @@ public struct CaddyfileRegistry: Sendable {
                 globalOptions[k] = v
             }
             for (k, v) in s.modules {
-                guard modules[k] == nil else { throw CaddyfileError("Caddyfile parser for module \(k) already registered") }
+                guard modules[k] == nil else {
+                    throw CaddyfileError("Caddyfile parser for module \(k) already registered")
+                }
                 modules[k] = v
             }
         }
@@ -125,7 +127,8 @@ public struct CaddyfileRegistry: Sendable {
                     throw CaddyfileError("directive '\(o.directive)' already ordered")
                 }
                 guard defaultDirectiveOrder.contains(o.relativeTo),
-                      let i = directiveOrder.firstIndex(of: o.relativeTo) else {
+                    let i = directiveOrder.firstIndex(of: o.relativeTo)
+                else {
                     throw CaddyfileError("'\(o.relativeTo)' must be a directive of the standard distribution")
                 }
                 switch o.position {

@@ -1,4 +1,3 @@
-
 public import UsherCore
 
 /// A route as Caddy's JSON has it: `group`, `match`, `handle`, `terminal`.
@@ -10,7 +9,8 @@ public struct HTTPRoute: Equatable {
     public var handlers: [JSONObject] = []
     public var terminal = false
 
-    public init(group: String = "", matcherSets: [JSONObject] = [], handlers: [JSONObject] = [], terminal: Bool = false) {
+    public init(group: String = "", matcherSets: [JSONObject] = [], handlers: [JSONObject] = [], terminal: Bool = false)
+    {
         self.group = group
         self.matcherSets = matcherSets
         self.handlers = handlers
@@ -62,7 +62,8 @@ package func buildSubroute(_ input: [ConfigValue], context: AdaptContext, needsS
     var routes = input
     if needsSorting {
         for v in routes where !context.directiveOrder.contains(v.directive) {
-            let message = "directive '\(v.directive)' is not an ordered HTTP handler, so it cannot be used here - try placing within a route block or using the order global option"
+            let message =
+                "directive '\(v.directive)' is not an ordered HTTP handler, so it cannot be used here - try placing within a route block or using the order global option"
             if let t = v.token { throw CaddyfileError.at(t, message) }
             throw CaddyfileError(message)
         }
@@ -106,7 +107,8 @@ package func sortRoutes(_ routes: inout [ConfigValue], order: [String]) {
 
     func singlePath(_ v: ConfigValue) -> String? {
         guard let r = v.value as? HTTPRoute, r.matcherSets.count == 1,
-              let paths = r.matcherSets[0]["path"]?.stringArray, paths.count == 1 else { return nil }
+            let paths = r.matcherSets[0]["path"]?.stringArray, paths.count == 1
+        else { return nil }
         return paths[0]
     }
 
@@ -258,7 +260,8 @@ package func consolidateRoutes(_ input: [HTTPRoute]) -> [HTTPRoute] {
     var i = 0
     while i < routes.count - 1 {
         if routes[i].sameMatchers(as: routes[i + 1]) && routes[i].terminal == routes[i + 1].terminal
-            && routes[i].group == routes[i + 1].group {
+            && routes[i].group == routes[i + 1].group
+        {
             routes[i].handlers.append(contentsOf: routes[i + 1].handlers)
             routes.remove(at: i + 1)
         } else {
@@ -271,13 +274,17 @@ package func consolidateRoutes(_ input: [HTTPRoute]) -> [HTTPRoute] {
 // MARK: - Matchers
 
 /// A matcher token: `*` (no matcher), `/path`, or `@name`. Returns nil and `false` for anything else.
-package func matcherSetFromMatcherToken(_ token: CaddyfileToken, _ defs: [String: JSONObject]) throws -> (JSONObject?, Bool) {
+package func matcherSetFromMatcherToken(_ token: CaddyfileToken, _ defs: [String: JSONObject]) throws -> (
+    JSONObject?, Bool
+) {
     if token.text == "*" { return (nil, true) }
     if token.text.hasPrefix("/") {
         return (["path": .strings([token.text])], true)
     }
     if token.text.hasPrefix("@") {
-        guard let m = defs[token.text] else { throw CaddyfileError.at(token, "unrecognized matcher name: \(token.text)") }
+        guard let m = defs[token.text] else {
+            throw CaddyfileError.at(token, "unrecognized matcher name: \(token.text)")
+        }
         return (m, true)
     }
     return (nil, false)
@@ -287,7 +294,9 @@ package func matcherSetFromMatcherToken(_ token: CaddyfileToken, _ defs: [String
 public let matcherNameContextKey = "matcher_name"
 
 /// Parses a named matcher definition (`@name ...` one-line or block) into `defs`.
-package func parseMatcherDefinitions(_ d: Dispenser, _ defs: inout [String: JSONObject], registry: CaddyfileRegistry) throws {
+package func parseMatcherDefinitions(_ d: Dispenser, _ defs: inout [String: JSONObject], registry: CaddyfileRegistry)
+    throws
+{
     d.next()
     let name = d.val
     guard defs[name] == nil else { throw d.err("matcher is defined more than once: \(name)") }

@@ -1,7 +1,5 @@
 import UsherCore
 
-
-
 /// Caddyfile placeholder shorthands and what they stand for (`{host}` → `{http.request.host}`).
 package let placeholderShorthands: [(String, String)] = [
     ("{host}", "{http.request.host}"),

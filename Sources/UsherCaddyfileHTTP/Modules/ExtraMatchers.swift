@@ -1,6 +1,6 @@
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherTLS
 
 // Request matchers of the standard distribution whose runtime is not in this build yet: `expression` (CEL),
 // `tls`, `url_pattern`. (`file` is with the file server.)

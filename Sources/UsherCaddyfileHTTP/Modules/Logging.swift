@@ -1,6 +1,6 @@
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherTLS
 
 // Log writers, encoders and field filters (`caddy.logging.*`), as `log { output ...; format ... }` configures them.
 
@@ -143,8 +143,10 @@ private func parseFileWriter(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
             throw d.err("unrecognized subdirective '\(d.val)'")
         }
     }
-    for k in ["mode", "dir_mode", "roll", "roll_size_mb", "roll_interval", "roll_minutes", "roll_at", "roll_gzip",
-              "roll_compression", "roll_local_time", "roll_keep", "roll_keep_days", "backup_time_format"] {
+    for k in [
+        "mode", "dir_mode", "roll", "roll_size_mb", "roll_interval", "roll_minutes", "roll_at", "roll_gzip",
+        "roll_compression", "roll_local_time", "roll_keep", "roll_keep_days", "backup_time_format",
+    ] {
         if let v = fields[k] { o[k] = v }
     }
     return .object(o)
@@ -201,8 +203,10 @@ private func parseEncoderConfig(_ d: Dispenser, _: CaddyfileRegistry) throws -> 
         }
     }
     var o = JSONObject()
-    for k in ["message_key", "level_key", "time_key", "name_key", "caller_key", "stacktrace_key", "line_ending",
-              "time_format", "time_local", "duration_format", "level_format"] {
+    for k in [
+        "message_key", "level_key", "time_key", "name_key", "caller_key", "stacktrace_key", "line_ending",
+        "time_format", "time_local", "duration_format", "level_format",
+    ] {
         if let v = fields[k] { o[k] = v }
     }
     return .object(o)
@@ -217,7 +221,8 @@ private func wrappedEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry) throw
 
 /// Reads the block shared by the `filter` and `append` encoders: `wrap <encoder>`, and fields given either inside
 /// a `fields { }` block or directly; returns the wrapped encoder, if any.
-private func encoderBlock(_ d: Dispenser, _ registry: CaddyfileRegistry, field: () throws -> Void) throws -> JSONObject? {
+private func encoderBlock(_ d: Dispenser, _ registry: CaddyfileRegistry, field: () throws -> Void) throws -> JSONObject?
+{
     var wrap: JSONObject?
     while d.nextBlock(0) {
         switch d.val {
@@ -269,7 +274,9 @@ private func parseFilterEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry) t
             for f in filters {
                 let re = f["regexp"]?.stringValue ?? ""
                 if ops.count >= 50 {
-                    throw CaddyfileError("adding regexp operation for field \(field): cannot add operation: maximum 50 operations allowed")
+                    throw CaddyfileError(
+                        "adding regexp operation for field \(field): cannot add operation: maximum 50 operations allowed"
+                    )
                 }
                 if re.isEmpty {
                     throw CaddyfileError("adding regexp operation for field \(field): regexp pattern cannot be empty")

@@ -1,6 +1,6 @@
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherTLS
 
 // Handler directives of the standard distribution whose modules are not in this build yet: templates,
 // basic_auth, push, timeouts, tracing, log_append, acme_server.
@@ -74,7 +74,9 @@ private func parseBasicAuth(_ h: Helper) throws -> JSONObject {
         realm = args[1]
     default: throw d.argErr()
     }
-    guard hashName == "bcrypt" || hashName == "argon2id" else { throw d.err("unrecognized hash algorithm: \(hashName)") }
+    guard hashName == "bcrypt" || hashName == "argon2id" else {
+        throw d.err("unrecognized hash algorithm: \(hashName)")
+    }
     var accounts: [JSONObject] = []
     while d.nextBlock(0) {
         let username = d.val

@@ -1,6 +1,6 @@
-import UsherTLS
 import UsherCaddyfile
 import UsherCore
+import UsherTLS
 
 // TLS modules configured from the Caddyfile (issuers, leaf verifiers, certificate getters), storage
 // and listener wrappers.
@@ -68,14 +68,18 @@ private func parseLeafVerifier(_ d: Dispenser, _ registry: CaddyfileRegistry) th
         _ = d.nextArg()
         let name = d.val
         let fields: JSONObject
-        do { fields = try registry.unmarshalModuleObject(d, "tls.leaf_cert_loader." + name) } catch { throw d.wrap(error) }
+        do { fields = try registry.unmarshalModuleObject(d, "tls.leaf_cert_loader." + name) } catch {
+            throw d.wrap(error)
+        }
         loaders.append(moduleObject(fields, key: "loader", name: name))
     } else {
         let nesting = d.nesting
         while d.nextBlock(nesting) {
             let name = d.val
             let fields: JSONObject
-            do { fields = try registry.unmarshalModuleObject(d, "tls.leaf_cert_loader." + name) } catch { throw d.wrap(error) }
+            do { fields = try registry.unmarshalModuleObject(d, "tls.leaf_cert_loader." + name) } catch {
+                throw d.wrap(error)
+            }
             loaders.append(moduleObject(fields, key: "loader", name: name))
         }
     }

@@ -8,7 +8,10 @@ public struct AdminRequest: Sendable {
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
 
-    public init(method: String, path: String, query: String = "", headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+    public init(
+        method: String, path: String, query: String = "", headers: [(name: String, value: String)] = [],
+        body: [UInt8] = []
+    ) {
         self.method = method
         self.path = path
         self.query = query
@@ -35,7 +38,9 @@ public struct AdminResponse: Sendable {
     }
 
     /// A JSON response (`Content-Type: application/json`), newline-terminated as Go's encoder writes it.
-    public static func json(_ value: JSONValue, status: Int = 200, headers: [(name: String, value: String)] = []) -> AdminResponse {
+    public static func json(_ value: JSONValue, status: Int = 200, headers: [(name: String, value: String)] = [])
+        -> AdminResponse
+    {
         AdminResponse(
             status: status,
             headers: [("Content-Type", "application/json")] + headers,

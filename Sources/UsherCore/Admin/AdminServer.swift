@@ -17,7 +17,9 @@ final class AdminServer: Sendable {
     let boundAddress: String
     let unixPath: String?
 
-    private init(config: AdminConfig, policy: AdminPolicy, channel: any Channel, boundAddress: String, unixPath: String?) {
+    private init(
+        config: AdminConfig, policy: AdminPolicy, channel: any Channel, boundAddress: String, unixPath: String?
+    ) {
         self.settings = Mutex((config: config, policy: policy))
         self.channel = channel
         self.boundAddress = boundAddress
@@ -65,8 +67,12 @@ final class AdminServer: Sendable {
             channel = try await bootstrap.bind(host: host, port: address.startPort).get()
         }
         let bound = channel.localAddress.map { "\($0)" } ?? config.listen
-        logger.info("admin endpoint started", metadata: ["address": "\(config.listen)", "enforce_origin": "\(config.enforceOrigin)"])
-        let server = AdminServer(config: config, policy: AdminPolicy(config: config, address: address), channel: channel, boundAddress: bound, unixPath: unixPath)
+        logger.info(
+            "admin endpoint started",
+            metadata: ["address": "\(config.listen)", "enforce_origin": "\(config.enforceOrigin)"])
+        let server = AdminServer(
+            config: config, policy: AdminPolicy(config: config, address: address), channel: channel,
+            boundAddress: bound, unixPath: unixPath)
         box.server.withLock { $0 = server }
         return server
     }
@@ -120,12 +126,17 @@ struct AdminPolicy: Sendable {
             return (AdminError(400, "websocket connections aren't allowed"), nil)
         }
         if (req.header("Sec-Fetch-Mode") ?? "").contains("no-cors") {
-            return (AdminError(400, "client attempted to make request by disabling same-origin policy using no-cors mode"), nil)
+            return (
+                AdminError(400, "client attempted to make request by disabling same-origin policy using no-cors mode"),
+                nil
+            )
         }
         if req.header("Origin") == "null" { return (AdminError(400, "invalid origin 'null'"), nil) }
         if enforceHost {
             let host = req.header("Host") ?? ""
-            guard allowed.contains(where: { $0.host == host }) else { return (AdminError(403, "host not allowed: \(host)"), nil) }
+            guard allowed.contains(where: { $0.host == host }) else {
+                return (AdminError(403, "host not allowed: \(host)"), nil)
+            }
         }
         let hasOrigin = req.header("Origin") != nil
         let hasSec = req.header("Sec-Fetch-Mode") != nil
@@ -160,7 +171,8 @@ struct AdminRouter: Sendable {
             result = (errorResponse(400, error.usherDescription), false)
         }
         if let (handler, pattern) = metricsLabels(req.path) {
-            UsherMetrics.recordAdminRequest(handler: handler, path: pattern, method: req.method, status: result.0.status)
+            UsherMetrics.recordAdminRequest(
+                handler: handler, path: pattern, method: req.method, status: result.0.status)
         }
         return result
     }
@@ -175,7 +187,9 @@ struct AdminRouter: Sendable {
         case "/load", "/adapt", "/stop": return ("admin", path)
         case "/metrics": return ("metrics", "/metrics")
         default:
-            guard let e = endpoints.first(where: { path == $0.path || path.hasPrefix($0.path + "/") }) else { return nil }
+            guard let e = endpoints.first(where: { path == $0.path || path.hasPrefix($0.path + "/") }) else {
+                return nil
+            }
             let handler = e.path.split(separator: "/").first.map(String.init) ?? "admin"
             return (handler, e.path)
         }
@@ -213,8 +227,11 @@ struct AdminRouter: Sendable {
             return (.json(.object(out)), false)
         case "/metrics":
             guard req.method == "GET" || req.method == "HEAD" else { throw AdminError(405, "method not allowed") }
-            return (AdminResponse(status: 200, headers: [("Content-Type", UsherMetrics.contentType)],
-                                  body: UsherMetrics.exposition()), false)
+            return (
+                AdminResponse(
+                    status: 200, headers: [("Content-Type", UsherMetrics.contentType)],
+                    body: UsherMetrics.exposition()), false
+            )
         case "/stop":
             guard req.method == "POST" else { throw AdminError(405, "method not allowed") }
             logger.info("stopping now, bye!! 👋")
@@ -263,7 +280,8 @@ struct AdminRouter: Sendable {
             return .json(value, headers: [("Etag", etag)])
         }
         let force = (req.header("Cache-Control") ?? "").contains("must-revalidate")
-        _ = try await runtime.configAccess(method: method, path: path, body: body, ifMatch: req.header("If-Match"), force: force)
+        _ = try await runtime.configAccess(
+            method: method, path: path, body: body, ifMatch: req.header("If-Match"), force: force)
         return AdminResponse(status: 200)
     }
 }
@@ -336,8 +354,10 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 var response = handled
                 if let allowOrigin {
                     if isOptions {
-                        response.headers.append(("Access-Control-Allow-Methods", "OPTIONS, GET, POST, PUT, PATCH, DELETE"))
-                        response.headers.append(("Access-Control-Allow-Headers", "Content-Type, Content-Length, Cache-Control"))
+                        response.headers.append(
+                            ("Access-Control-Allow-Methods", "OPTIONS, GET, POST, PUT, PATCH, DELETE"))
+                        response.headers.append(
+                            ("Access-Control-Allow-Headers", "Content-Type, Content-Length, Cache-Control"))
                         response.headers.append(("Access-Control-Allow-Credentials", "true"))
                     }
                     response.headers.append(("Access-Control-Allow-Origin", allowOrigin))
@@ -361,7 +381,9 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         head = nil
         body = []
         refused = true
-        respond(context: context, router.errorResponse(413, "request body larger than \(Self.maxBody) bytes"), keepAlive: false)
+        respond(
+            context: context, router.errorResponse(413, "request body larger than \(Self.maxBody) bytes"),
+            keepAlive: false)
     }
 
     func respond(context: ChannelHandlerContext, _ response: AdminResponse, keepAlive: Bool) {
@@ -369,7 +391,8 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         for (n, v) in response.headers { headers.add(name: n, value: v) }
         headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
         if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
-        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        let head = HTTPResponseHead(
+            version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if !response.body.isEmpty {
             var buf = context.channel.allocator.buffer(capacity: response.body.count)

@@ -159,7 +159,9 @@ public enum ConfigTraversal {
         return index
     }
 
-    private static func indexIDs(_ value: JSONValue, path: String, into index: inout [String: String]) throws(AdminError) {
+    private static func indexIDs(_ value: JSONValue, path: String, into index: inout [String: String])
+        throws(AdminError)
+    {
         switch value {
         case .object(let object):
             for m in object {
@@ -170,7 +172,9 @@ public enum ConfigTraversal {
                     case .number(let n): id = n.text
                     default: throw AdminError(400, "\(path): @id must be a string or number")
                     }
-                    if index[id] != nil { throw AdminError(400, "duplicate ID '\(id)' found at \(index[id]!) and \(path)") }
+                    if index[id] != nil {
+                        throw AdminError(400, "duplicate ID '\(id)' found at \(index[id]!) and \(path)")
+                    }
                     index[id] = path
                 } else {
                     try indexIDs(m.value, path: path + "/" + m.key, into: &index)

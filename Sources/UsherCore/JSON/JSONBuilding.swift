@@ -84,7 +84,9 @@ extension JSONObject {
     public mutating func put(_ key: some CodingKey, _ value: JSONObject?) { put(key.stringValue, value) }
     public mutating func put(_ key: some CodingKey, _ value: JSONValue?) { put(key.stringValue, value) }
     public mutating func putMap(_ key: some CodingKey, _ value: JSONObject) { putMap(key.stringValue, value) }
-    public mutating func putDuration(_ key: some CodingKey, _ nanoseconds: Int64) { putDuration(key.stringValue, nanoseconds) }
+    public mutating func putDuration(_ key: some CodingKey, _ nanoseconds: Int64) {
+        putDuration(key.stringValue, nanoseconds)
+    }
 
     /// Sets `key` whenever `value` is present, `false` included (a Go `*bool`).
     public mutating func putPresent(_ key: some CodingKey, _ value: Bool?) {
@@ -135,4 +137,3 @@ public func moduleObject(_ fields: JSONObject, key: String, name: String) -> JSO
 public func handlerObject(_ name: String, _ fields: JSONObject = JSONObject()) -> JSONObject {
     moduleObject(fields, key: "handler", name: name)
 }
-

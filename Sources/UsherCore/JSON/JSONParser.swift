@@ -236,7 +236,9 @@ struct JSONParser {
                     var scalar = try parseHex4()
                     if scalar >= 0xD800 && scalar < 0xDC00 {
                         // A high surrogate must be followed by an escaped low surrogate; otherwise U+FFFD, as Go does.
-                        if index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") {
+                        if index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"),
+                            bytes[index + 1] == UInt8(ascii: "u")
+                        {
                             let save = index
                             index += 2
                             let low = try parseHex4()

@@ -53,7 +53,9 @@ public struct LogEncoderConfig: Codable, Sendable {
     public init() {}
 
     func validate() throws {
-        if let d = durationFormat, !["s", "second", "seconds", "ns", "nano", "nanos", "ms", "milli", "millis", "string"].contains(d) {
+        if let d = durationFormat,
+            !["s", "second", "seconds", "ns", "nano", "nanos", "ms", "milli", "millis", "string"].contains(d)
+        {
             throw ConfigError("duration_format: unknown format \"\(d)\"")
         }
         if let l = levelFormat, !["lower", "upper", "color"].contains(l) {
@@ -210,7 +212,8 @@ public struct JSONLogEncoderModule: LogEncoderModule {
     }
 
     public func makeEncoder() -> any LogEncoder {
-        JSONLogEncoder(config: ResolvedEncoderConfig(config, defaultTimeFormat: "unix_seconds_float", defaultLevelFormat: "lower"))
+        JSONLogEncoder(
+            config: ResolvedEncoderConfig(config, defaultTimeFormat: "unix_seconds_float", defaultLevelFormat: "lower"))
     }
 }
 
@@ -222,7 +225,9 @@ struct JSONLogEncoder: LogEncoder {
         var head: [LogField] = []
         if !config.levelKey.isEmpty { head.append(LogField(config.levelKey, .string(config.level(entry.level)))) }
         if !config.timeKey.isEmpty { head.append(LogField(config.timeKey, config.time(entry.time))) }
-        if !config.nameKey.isEmpty, !entry.logger.isEmpty { head.append(LogField(config.nameKey, .string(entry.logger))) }
+        if !config.nameKey.isEmpty, !entry.logger.isEmpty {
+            head.append(LogField(config.nameKey, .string(entry.logger)))
+        }
         if !config.messageKey.isEmpty { head.append(LogField(config.messageKey, .string(entry.message))) }
         config.writeFields(head, into: &out)
         config.writeFields(entry.fields, into: &out, leadingComma: !head.isEmpty)
@@ -243,7 +248,8 @@ public struct ConsoleLogEncoderModule: LogEncoderModule {
     }
 
     public func makeEncoder() -> any LogEncoder {
-        ConsoleLogEncoder(config: ResolvedEncoderConfig(config, defaultTimeFormat: "wall_milli", defaultLevelFormat: "color"))
+        ConsoleLogEncoder(
+            config: ResolvedEncoderConfig(config, defaultTimeFormat: "wall_milli", defaultLevelFormat: "color"))
     }
 }
 

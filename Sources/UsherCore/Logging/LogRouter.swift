@@ -48,12 +48,16 @@ public final class LogRouter: Sendable {
 
     public init() {
         let stderr = FileDescriptorLogWriter(fd: 2)
-        let encoder: any LogEncoder = stderr.isTerminal
+        let encoder: any LogEncoder =
+            stderr.isTerminal
             ? ConsoleLogEncoderModule().makeEncoder()
             : JSONLogEncoderModule().makeEncoder()
-        state = Mutex(State(sinks: [
-            LogSink(name: "default", level: .info, include: [], exclude: [], encoder: encoder, writer: stderr, writerKey: "std:err")
-        ]))
+        state = Mutex(
+            State(sinks: [
+                LogSink(
+                    name: "default", level: .info, include: [], exclude: [], encoder: encoder, writer: stderr,
+                    writerKey: "std:err")
+            ]))
     }
 
     /// Swaps in new sinks; writers the old sinks used and the new ones do not are closed.

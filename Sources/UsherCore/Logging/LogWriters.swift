@@ -1,11 +1,12 @@
+import CUsherSystem
+import Dispatch
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CUsherSystem
-import Dispatch
-import Synchronization
 
 /// Where encoded log entries go. Writes of one entry are atomic with respect to each other.
 public protocol LogWriter: AnyObject, Sendable {
@@ -207,8 +208,10 @@ final class RollingFileLogWriter: LogWriter {
     let state: Mutex<State>
     var isTerminal: Bool { false }
 
-    init(path: String, mode: mode_t, maxBytes: Int?, keep: Int, keepDays: Int, localTime: Bool,
-         compression: RollCompression = .gzip) throws {
+    init(
+        path: String, mode: mode_t, maxBytes: Int?, keep: Int, keepDays: Int, localTime: Bool,
+        compression: RollCompression = .gzip
+    ) throws {
         self.path = path
         self.mode = mode
         self.maxBytes = maxBytes
@@ -263,8 +266,12 @@ final class RollingFileLogWriter: LogWriter {
         guard let d = opendir(dir) else { return }
         var backups: [String] = []
         while let ent = readdir(d) {
-            let name = withUnsafeBytes(of: ent.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            let isBackup = [ext, ext + ".gz", ext + ".zst"].contains { name.hasSuffix($0) && name.count > prefix.count + $0.count }
+            let name = withUnsafeBytes(of: ent.pointee.d_name) {
+                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
+            }
+            let isBackup = [ext, ext + ".gz", ext + ".zst"].contains {
+                name.hasSuffix($0) && name.count > prefix.count + $0.count
+            }
             if name.hasPrefix(prefix), isBackup { backups.append(name) }
         }
         closedir(d)

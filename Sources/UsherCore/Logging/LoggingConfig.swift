@@ -29,8 +29,9 @@ public struct LoggingConfig: Decodable, Sendable {
         if logs["default"] == nil {
             let w = try writer(for: StderrWriterModule())
             sinks.append(
-                LogSink(name: "default", level: .info, include: [], exclude: [], encoder: Self.defaultEncoder(for: w),
-                        writer: w, writerKey: StderrWriterModule().writerKey)
+                LogSink(
+                    name: "default", level: .info, include: [], exclude: [], encoder: Self.defaultEncoder(for: w),
+                    writer: w, writerKey: StderrWriterModule().writerKey)
             )
         }
         for name in logs.keys.sorted(by: { ($0 == "default" ? "" : $0) < ($1 == "default" ? "" : $1) }) {
@@ -44,8 +45,9 @@ public struct LoggingConfig: Decodable, Sendable {
             }
             let encoder = log.encoder?.module.makeEncoder(for: w) ?? Self.defaultEncoder(for: w)
             sinks.append(
-                LogSink(name: name, level: log.level, include: log.include, exclude: log.exclude, encoder: encoder,
-                        writer: w, writerKey: writerModule.writerKey)
+                LogSink(
+                    name: name, level: log.level, include: log.include, exclude: log.exclude, encoder: encoder,
+                    writer: w, writerKey: writerModule.writerKey)
             )
         }
         return sinks

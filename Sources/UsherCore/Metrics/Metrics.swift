@@ -82,12 +82,15 @@ public enum UsherMetrics {
 
     // MARK: - Config reloads
 
-    private static let reloadSuccessful = registry.makeGauge(descriptor: descriptor(
-        "caddy_config_last_reload_successful", "Whether the last configuration reload attempt was successful."
-    ))
-    private static let reloadTimestamp = registry.makeGauge(descriptor: descriptor(
-        "caddy_config_last_reload_success_timestamp_seconds", "Timestamp of the last successful configuration reload."
-    ))
+    private static let reloadSuccessful = registry.makeGauge(
+        descriptor: descriptor(
+            "caddy_config_last_reload_successful", "Whether the last configuration reload attempt was successful."
+        ))
+    private static let reloadTimestamp = registry.makeGauge(
+        descriptor: descriptor(
+            "caddy_config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration reload."
+        ))
 
     /// Records the outcome of a config load.
     static func recordConfigLoad(succeeded: Bool, at unixSeconds: Double) {
@@ -113,8 +116,11 @@ public enum UsherMetrics {
         let key = AdminSeries(handler: handler, path: path, method: methodLabel(method))
         adminRequests.get(AdminRequestKey(series: key, status: status)) {
             registry.makeCounter(
-                descriptor: descriptor("caddy_admin_http_requests_total", "Counter of requests made to the Admin API's HTTP endpoints."),
-                labels: [("code", codeLabel(status)), ("handler", key.handler), ("method", key.method), ("path", key.path)]
+                descriptor: descriptor(
+                    "caddy_admin_http_requests_total", "Counter of requests made to the Admin API's HTTP endpoints."),
+                labels: [
+                    ("code", codeLabel(status)), ("handler", key.handler), ("method", key.method), ("path", key.path),
+                ]
             )
         }.increment()
         // Made with the route's first request, so the series reads 0 until an error.
@@ -124,7 +130,8 @@ public enum UsherMetrics {
 
     private static func makeAdminErrors(_ key: AdminSeries) -> Prometheus.Counter {
         registry.makeCounter(
-            descriptor: descriptor("caddy_admin_http_request_errors_total", "Number of requests resulting in middleware errors."),
+            descriptor: descriptor(
+                "caddy_admin_http_request_errors_total", "Number of requests resulting in middleware errors."),
             labels: [("handler", key.handler), ("method", key.method), ("path", key.path)]
         )
     }

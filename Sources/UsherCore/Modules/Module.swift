@@ -29,8 +29,10 @@ public struct ModuleID: Hashable, Sendable, Comparable, CustomStringConvertible,
         for label in rawValue.split(separator: ".", omittingEmptySubsequences: false) {
             guard !label.isEmpty else { return false }
             for c in label.utf8 {
-                guard (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9"))
-                    || c == UInt8(ascii: "_")
+                guard
+                    (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z"))
+                        || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9"))
+                        || c == UInt8(ascii: "_")
                 else { return false }
             }
         }

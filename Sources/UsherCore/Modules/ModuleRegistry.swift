@@ -37,7 +37,8 @@ public final class ModuleRegistry: Sendable {
                     )
                 }
                 guard !Self.reservedIDs.contains(id) else {
-                    throw ModuleRegistryError(description: "module ID \(id) of \(type) in bundle \(bundle.name) is reserved")
+                    throw ModuleRegistryError(
+                        description: "module ID \(id) of \(type) in bundle \(bundle.name) is reserved")
                 }
                 if let existing = byID[id] {
                     throw ModuleRegistryError(
@@ -77,7 +78,10 @@ public final class ModuleRegistry: Sendable {
         } else {
             let siblings = modules(in: id.namespace).map(\.id.name)
             var message = "unknown module \(id)"
-            if !siblings.isEmpty { message += " (known in \(id.namespace.isEmpty ? "apps" : id.namespace): \(siblings.joined(separator: ", ")))" }
+            if !siblings.isEmpty {
+                message +=
+                    " (known in \(id.namespace.isEmpty ? "apps" : id.namespace): \(siblings.joined(separator: ", ")))"
+            }
             error = ConfigError(path: path, message)
         }
         error.sealed = true

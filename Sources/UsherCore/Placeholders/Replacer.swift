@@ -170,7 +170,8 @@ public enum GlobalPlaceholders {
         case "system.wd":
             var buf = [CChar](repeating: 0, count: 4096)
             return getcwd(&buf, buf.count) != nil ? cString(buf) : ""
-        case "time.now": return GoTimeLayout.format(.now(), layout: "2006-01-02 15:04:05.999999999 -0700 MST", local: true)
+        case "time.now":
+            return GoTimeLayout.format(.now(), layout: "2006-01-02 15:04:05.999999999 -0700 MST", local: true)
         case "time.now.http": return GoTimeLayout.httpDate(.now())
         case "time.now.common_log": return GoTimeLayout.format(.now(), layout: GoTimeLayout.commonLog, local: true)
         case "time.now.year": return String(CalendarTime(.now(), local: true).year)

@@ -123,8 +123,9 @@ public final class ProvisionContext: @unchecked Sendable {
             loaded = pending
         } else {
             guard registry.module(ModuleID(name)) != nil else { return nil }
-            let decoder = StrictJSONDecoder(value: .object([:]), codingPath: [AnyCodingKey("apps"), AnyCodingKey(name)],
-                                            registry: registry, ignoredKey: nil)
+            let decoder = StrictJSONDecoder(
+                value: .object([:]), codingPath: [AnyCodingKey("apps"), AnyCodingKey(name)],
+                registry: registry, ignoredKey: nil)
             loaded = try Loaded<Apps>(id: ModuleID(name), decoder: decoder)
         }
         provisioning.insert(name)
@@ -165,7 +166,8 @@ public struct StoragePaths: Sendable {
         let env = ProcessEnvironment.current
         let home = env["HOME"] ?? "/"
         let config = env["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.config"
-        let data = env["USHER_DATA"].flatMap { $0.isEmpty ? nil : $0 }
+        let data =
+            env["USHER_DATA"].flatMap { $0.isEmpty ? nil : $0 }
             ?? (env["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.local/share") + "/usher"
         return StoragePaths(configDirectory: config + "/usher", dataDirectory: data)
     }

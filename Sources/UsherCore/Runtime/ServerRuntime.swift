@@ -76,7 +76,9 @@ public actor ServerRuntime {
 
     /// Registers a closure called, in order, as configs load (`.loaded` after each successful one) and the runtime
     /// stops.
-    public func onLifecycle(_ observer: @escaping @Sendable (LifecycleEvent) -> Void) { lifecycleObservers.append(observer) }
+    public func onLifecycle(_ observer: @escaping @Sendable (LifecycleEvent) -> Void) {
+        lifecycleObservers.append(observer)
+    }
 
     private func announce(_ event: LifecycleEvent) {
         for o in lifecycleObservers { o(event) }
@@ -134,8 +136,9 @@ public actor ServerRuntime {
         var newAdmin: AdminServer?
         if !decoded.admin.disabled && !keepAdmin {
             do {
-                newAdmin = try await AdminServer.start(config: decoded.admin, runtime: self, environment: environment,
-                                                       endpoints: adminEndpoints)
+                newAdmin = try await AdminServer.start(
+                    config: decoded.admin, runtime: self, environment: environment,
+                    endpoints: adminEndpoints)
             } catch {
                 await context.runCleanups()
                 throw ConfigError(path: "admin.listen", "starting admin endpoint: \(error.usherDescription)")
@@ -153,7 +156,8 @@ public actor ServerRuntime {
             await context.runCleanups()
             if let newAdmin { await newAdmin.stop() }
             if let e = error as? ConfigError, !e.path.isEmpty { throw e }
-            throw ConfigError(path: "apps.\(context.appOrder[started.count])", "starting app: \(error.usherDescription)")
+            throw ConfigError(
+                path: "apps.\(context.appOrder[started.count])", "starting app: \(error.usherDescription)")
         }
 
         // Committed: the new config serves. Stop and clean up the old one.
@@ -216,7 +220,8 @@ public actor ServerRuntime {
             return try ConfigTraversal.access(&root, method: .get, path: path, body: nil)
         }
         if let ifMatch {
-            let parts = ifMatch.count >= 2 && ifMatch.hasPrefix("\"") && ifMatch.hasSuffix("\"")
+            let parts =
+                ifMatch.count >= 2 && ifMatch.hasPrefix("\"") && ifMatch.hasSuffix("\"")
                 ? ifMatch.dropFirst().dropLast().split(separator: " ") : []
             guard parts.count == 2 else {
                 throw AdminError(400, "malformed If-Match header; expect format \"<path> <hash>\"")

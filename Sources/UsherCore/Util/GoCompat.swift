@@ -162,7 +162,8 @@ public enum Go {
                 continue
             }
             if !inNumber { numStart = i }
-            inNumber = (ch >= 48 && ch <= 57) || ch == UInt8(ascii: ".") || ch == UInt8(ascii: "-") || ch == UInt8(ascii: "+")
+            inNumber =
+                (ch >= 48 && ch <= 57) || ch == UInt8(ascii: ".") || ch == UInt8(ascii: "-") || ch == UInt8(ascii: "+")
             i += 1
         }
         return try timeDuration(String(decoding: s, as: UTF8.self))

@@ -32,7 +32,9 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
         guard parts.count == 4 else { return nil }
         var out: [UInt8] = []
         for p in parts {
-            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }), let v = UInt8(p) else { return nil }
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }), let v = UInt8(p) else {
+                return nil
+            }
             if p.count > 1 && p.hasPrefix("0") { return nil }
             out.append(v)
         }
@@ -145,7 +147,8 @@ public struct IPPrefix: Hashable, Sendable, CustomStringConvertible {
     public init?(_ text: String) {
         if let slash = text.firstIndex(of: "/") {
             guard let a = IPAddress(String(text[..<slash])), let b = Int(text[text.index(after: slash)...]),
-                  b >= 0, b <= a.bitLength else { return nil }
+                b >= 0, b <= a.bitLength
+            else { return nil }
             self.address = a
             self.bits = b
         } else {

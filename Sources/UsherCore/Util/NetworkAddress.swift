@@ -34,7 +34,10 @@ public struct NetworkAddress: Hashable, Sendable, CustomStringConvertible {
             }
         }
         if network.isEmpty { network = defaultNetwork }
-        guard ["tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "ip", "ip4", "ip6"].contains(network) || Self.isUnix(network) || Self.isFD(network) else {
+        guard
+            ["tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "ip", "ip4", "ip6"].contains(network) || Self.isUnix(network)
+                || Self.isFD(network)
+        else {
             throw AddressError("unsupported network \"\(network)\" in address \"\(input)\"")
         }
         if Self.isUnix(network) || Self.isFD(network) {
@@ -58,7 +61,9 @@ public struct NetworkAddress: Hashable, Sendable, CustomStringConvertible {
             } else {
                 e = s
             }
-            guard e >= s else { throw AddressError("end port must not be less than start port in address \"\(input)\"") }
+            guard e >= s else {
+                throw AddressError("end port must not be less than start port in address \"\(input)\"")
+            }
             start = s
             end = e
         }
@@ -67,11 +72,15 @@ public struct NetworkAddress: Hashable, Sendable, CustomStringConvertible {
 
     static func splitHostPort(_ a: Substring, original: String) throws -> (String, String?) {
         if a.hasPrefix("[") {
-            guard let close = a.firstIndex(of: "]") else { throw AddressError("missing ']' in address \"\(original)\"") }
+            guard let close = a.firstIndex(of: "]") else {
+                throw AddressError("missing ']' in address \"\(original)\"")
+            }
             let host = String(a[a.index(after: a.startIndex)..<close])
             let rest = a[a.index(after: close)...]
             if rest.isEmpty { return (host, nil) }
-            guard rest.hasPrefix(":") else { throw AddressError("unexpected text after ']' in address \"\(original)\"") }
+            guard rest.hasPrefix(":") else {
+                throw AddressError("unexpected text after ']' in address \"\(original)\"")
+            }
             return (host, String(rest.dropFirst()))
         }
         let colons = a.filter { $0 == ":" }.count

@@ -92,32 +92,57 @@ public enum GoTimeLayout {
             }
         }
         while i < l.count {
-            if has("2006") { pad(c.year, 4); i += 4 }
-            else if has("January") { out += Array(monthsLong[c.month - 1].utf8); i += 7 }
-            else if has("Jan") { out += Array(monthsShort[c.month - 1].utf8); i += 3 }
-            else if has("Monday") { out += Array(daysLong[c.weekday].utf8); i += 6 }
-            else if has("Mon") { out += Array(daysShort[c.weekday].utf8); i += 3 }
-            else if has("MST") { out += Array(c.zoneName.utf8); i += 3 }
-            else if has("Z07:00:00") { zone(colon: true, seconds: true, zForUTC: true); i += 9 }
-            else if has("-07:00:00") { zone(colon: true, seconds: true, zForUTC: false); i += 9 }
-            else if has("Z07:00") { zone(colon: true, seconds: false, zForUTC: true); i += 6 }
-            else if has("-07:00") { zone(colon: true, seconds: false, zForUTC: false); i += 6 }
-            else if has("Z0700") { zone(colon: false, seconds: false, zForUTC: true); i += 5 }
-            else if has("-0700") { zone(colon: false, seconds: false, zForUTC: false); i += 5 }
-            else if has("Z07") { zone(colon: false, seconds: false, zForUTC: true); out.removeLast(2); i += 3 }
-            else if has("-07") { zone(colon: false, seconds: false, zForUTC: false); out.removeLast(2); i += 3 }
-            else if has("002") { pad(c.yearDay, 3); i += 3 }
-            else if has("01") { pad(c.month, 2); i += 2 }
-            else if has("02") { pad(c.day, 2); i += 2 }
-            else if has("_2") { pad(c.day, 2, UInt8(ascii: " ")); i += 2 }
-            else if has("06") { pad(c.year % 100, 2); i += 2 }
-            else if has("15") { pad(c.hour, 2); i += 2 }
-            else if has("03") { pad(c.hour % 12 == 0 ? 12 : c.hour % 12, 2); i += 2 }
-            else if has("04") { pad(c.minute, 2); i += 2 }
-            else if has("05") { pad(c.second, 2); i += 2 }
-            else if has("PM") { out += Array((c.hour >= 12 ? "PM" : "AM").utf8); i += 2 }
-            else if has("pm") { out += Array((c.hour >= 12 ? "pm" : "am").utf8); i += 2 }
-            else if (has(".0") || has(".9") || has(",0") || has(",9")), i + 1 < l.count {
+            if has("2006") {
+                pad(c.year, 4); i += 4
+            } else if has("January") {
+                out += Array(monthsLong[c.month - 1].utf8); i += 7
+            } else if has("Jan") {
+                out += Array(monthsShort[c.month - 1].utf8); i += 3
+            } else if has("Monday") {
+                out += Array(daysLong[c.weekday].utf8); i += 6
+            } else if has("Mon") {
+                out += Array(daysShort[c.weekday].utf8); i += 3
+            } else if has("MST") {
+                out += Array(c.zoneName.utf8); i += 3
+            } else if has("Z07:00:00") {
+                zone(colon: true, seconds: true, zForUTC: true); i += 9
+            } else if has("-07:00:00") {
+                zone(colon: true, seconds: true, zForUTC: false); i += 9
+            } else if has("Z07:00") {
+                zone(colon: true, seconds: false, zForUTC: true); i += 6
+            } else if has("-07:00") {
+                zone(colon: true, seconds: false, zForUTC: false); i += 6
+            } else if has("Z0700") {
+                zone(colon: false, seconds: false, zForUTC: true); i += 5
+            } else if has("-0700") {
+                zone(colon: false, seconds: false, zForUTC: false); i += 5
+            } else if has("Z07") {
+                zone(colon: false, seconds: false, zForUTC: true); out.removeLast(2); i += 3
+            } else if has("-07") {
+                zone(colon: false, seconds: false, zForUTC: false); out.removeLast(2); i += 3
+            } else if has("002") {
+                pad(c.yearDay, 3); i += 3
+            } else if has("01") {
+                pad(c.month, 2); i += 2
+            } else if has("02") {
+                pad(c.day, 2); i += 2
+            } else if has("_2") {
+                pad(c.day, 2, UInt8(ascii: " ")); i += 2
+            } else if has("06") {
+                pad(c.year % 100, 2); i += 2
+            } else if has("15") {
+                pad(c.hour, 2); i += 2
+            } else if has("03") {
+                pad(c.hour % 12 == 0 ? 12 : c.hour % 12, 2); i += 2
+            } else if has("04") {
+                pad(c.minute, 2); i += 2
+            } else if has("05") {
+                pad(c.second, 2); i += 2
+            } else if has("PM") {
+                out += Array((c.hour >= 12 ? "PM" : "AM").utf8); i += 2
+            } else if has("pm") {
+                out += Array((c.hour >= 12 ? "pm" : "am").utf8); i += 2
+            } else if (has(".0") || has(".9") || has(",0") || has(",9")), i + 1 < l.count {
                 // Fractional seconds: .000 (fixed width) or .999 (trailing zeros trimmed).
                 let digit = l[i + 1]
                 var n = 0
@@ -138,13 +163,19 @@ public enum GoTimeLayout {
                     out += digits
                 }
                 i += 1 + n
+            } else if has("1") {
+                out += Array(String(c.month).utf8); i += 1
+            } else if has("2") {
+                out += Array(String(c.day).utf8); i += 1
+            } else if has("3") {
+                out += Array(String(c.hour % 12 == 0 ? 12 : c.hour % 12).utf8); i += 1
+            } else if has("4") {
+                out += Array(String(c.minute).utf8); i += 1
+            } else if has("5") {
+                out += Array(String(c.second).utf8); i += 1
+            } else {
+                out.append(l[i]); i += 1
             }
-            else if has("1") { out += Array(String(c.month).utf8); i += 1 }
-            else if has("2") { out += Array(String(c.day).utf8); i += 1 }
-            else if has("3") { out += Array(String(c.hour % 12 == 0 ? 12 : c.hour % 12).utf8); i += 1 }
-            else if has("4") { out += Array(String(c.minute).utf8); i += 1 }
-            else if has("5") { out += Array(String(c.second).utf8); i += 1 }
-            else { out.append(l[i]); i += 1 }
         }
         return String(decoding: out, as: UTF8.self)
     }

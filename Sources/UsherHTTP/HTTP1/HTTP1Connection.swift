@@ -46,38 +46,38 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     let executor: EventLoopTaskExecutor
     /// Set while the handler is in a pipeline; cleared when it leaves, so the handler and its context do not keep
     /// each other (and the whole channel) alive.
-    private var context: ChannelHandlerContext?
+    var context: ChannelHandlerContext?
     let allocator = ByteBufferAllocator()
     var eventLoop: any EventLoop { executor.eventLoop }
 
-    private var current: Exchange?
+    var current: Exchange?
     /// The exchange whose request body is still arriving (possibly after its handler finished).
-    private var receiving: Exchange?
+    var receiving: Exchange?
     private var discardBudget = 0
-    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    var queued = CircularBuffer<HTTPServerRequestPart>()
     private var bodyBackpressure = false
     private var drainDepth = 0
     private var pendingRead = false
-    private var closed = false
+    var closed = false
     private let writability = WritabilityGate()
     private var remoteAddress: SocketAddress?
     private var localAddress: SocketAddress?
     /// After a `101`: the client's bytes, as a stream for the handler that took the connection over.
-    private var upgraded: BodyStream?
+    var upgraded: BodyStream?
 
     /// Bytes received since the last request head or body end, for the unterminated-head guard.
     var headBytesPending = 0
-    private var awaitingHead = true
+    var awaitingHead = true
 
     // Timeouts are deadlines checked by one timer per connection, which is re-armed only when it fires: moving a
     // deadline costs a clock read, not a timer-heap operation.
-    private var idleSince: NIODeadline?
-    private var headStartedAt: NIODeadline?
-    private var bodyActivityAt: NIODeadline?
-    private var requestStartedAt: NIODeadline?
-    private var writeStalledAt: NIODeadline?
-    private var timer: Scheduled<Void>?
-    private let timerCap: TimeAmount
+    var idleSince: NIODeadline?
+    var headStartedAt: NIODeadline?
+    var bodyActivityAt: NIODeadline?
+    var requestStartedAt: NIODeadline?
+    var writeStalledAt: NIODeadline?
+    var timer: Scheduled<Void>?
+    let timerCap: TimeAmount
 
     private let dates = DateHeaderCache()
 
@@ -88,15 +88,20 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
     /// A protocol error that came after a complete request: answered once the responses before it are out.
     private var pendingError: HTTPResponseStatus?
 
-    init(slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor, tls: TLSConnectionInfo? = nil,
-         connectionGuard: ConnectionGuard? = nil) {
+    init(
+        slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor,
+        tls: TLSConnectionInfo? = nil,
+        connectionGuard: ConnectionGuard? = nil
+    ) {
         self.tls = tls
         self.connectionGuard = connectionGuard
         self.slot = slot
         self.settings = settings
         self.executor = executor
-        let limits = [settings.idleTimeout, settings.readHeaderTimeout, settings.readTimeout, settings.readIdleTimeout,
-                      settings.writeTimeout, settings.writeIdleTimeout].compactMap { $0 }
+        let limits = [
+            settings.idleTimeout, settings.readHeaderTimeout, settings.readTimeout, settings.readIdleTimeout,
+            settings.writeTimeout, settings.writeIdleTimeout,
+        ].compactMap { $0 }
         let shortest = limits.min() ?? .seconds(8)
         timerCap = max(.milliseconds(20), .nanoseconds(shortest.nanoseconds / 8))
     }
@@ -325,7 +330,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
         if !contentLengths.isEmpty {
             let values = Set(contentLengths.flatMap { $0.split(separator: ",").map { String($0).trimmingASCIISpaces } })
             guard values.count == 1, let v = values.first, !v.isEmpty, v.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
-                  let n = Int(v) else {
+                let n = Int(v)
+            else {
                 sendErrorAndClose(.badRequest, detail: "invalid Content-Length")
                 return
             }
@@ -396,7 +402,8 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             connection: self, requestVersion: head.version, isHEAD: head.method == .HEAD,
             requestCloses: !keepAlive || slot.isClosing
         )
-        let exchange = Exchange(request: request, writer: writer, body: stream, expectContinue: expectContinue && hasBody)
+        let exchange = Exchange(
+            request: request, writer: writer, body: stream, expectContinue: expectContinue && hasBody)
         exchange.upgradeRequested = upgrade || head.method == .CONNECT
         current = exchange
         requestStartedAt = request.startTime
@@ -530,7 +537,9 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
             let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
             try await eventLoop.flatSubmit {
                 let promise = loopBound.eventLoop.makePromise(of: Void.self)
-                promise.completeWithTask { try await loopBound.value.sendFile(descriptor: descriptor, offset: offset, length: length) }
+                promise.completeWithTask {
+                    try await loopBound.value.sendFile(descriptor: descriptor, offset: offset, length: length)
+                }
                 return promise.futureResult
             }.get()
             return
@@ -606,89 +615,4 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The `Date` header value, recomputed once a second.
     func dateHeader() -> String { dates.value() }
-
-    // MARK: - Closing and timers
-
-    /// Closes once the current response is out; idle connections close at once.
-    func closeGracefully() {
-        guard !closed, let context else { return }
-        if let current, !current.handlerDone { return }
-        // Close once everything written so far is out: closing at once would drop writes still queued.
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(allocator.buffer(capacity: 0))).whenComplete { _ in
-            channel.close(mode: .all, promise: nil)
-        }
-    }
-
-    /// Called by the listener when it shuts down: idle connections close now, busy ones after their response.
-    func shutdown() {
-        if current == nil && receiving == nil { closeGracefully() }
-    }
-
-    /// Closes now, whatever is in flight.
-    func forceClose() {
-        context?.close(promise: nil)
-    }
-
-    private func closeForTimeout() {
-        guard !closed, let context else { return }
-        if let current, current.writer.status == nil && !current.writer.finished && !current.bodyComplete {
-            sendErrorAndClose(.requestTimeout)
-            return
-        }
-        context.close(promise: nil)
-    }
-
-    /// Bytes arrived before a head was parsed: the header timeout starts, and heads that never end are cut off.
-    func headBytesArrived(_ count: Int) {
-        guard awaitingHead, !closed else { return }
-        if settings.readHeaderTimeout != nil {
-            if headStartedAt == nil { headStartedAt = .now() }
-            idleSince = nil
-        }
-        headBytesPending += count
-    }
-
-    func checkHeadOverflow() {
-        if awaitingHead && headBytesPending > settings.maxHeaderBytes + 4096 {
-            sendErrorAndClose(.requestHeaderFieldsTooLarge)
-        }
-    }
-
-    private func armTimer() {
-        guard timer == nil, !closed else { return }
-        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
-        timer = eventLoop.scheduleTask(in: timerCap) { loopBound.value.timerFired() }
-    }
-
-    /// Checks every deadline; acts on the first that has passed, and re-arms otherwise.
-    private func timerFired() {
-        timer = nil
-        // A connection handed over by an upgrade has no HTTP timeouts (Go's hijacked connections neither).
-        guard !closed, upgraded == nil else { return }
-        let now = NIODeadline.now()
-        func passed(_ since: NIODeadline?, _ limit: TimeAmount?) -> Bool {
-            guard let since, let limit else { return false }
-            return now - since >= limit
-        }
-        if passed(headStartedAt, settings.readHeaderTimeout) {
-            // A connection that never sent a byte is closed quietly, as Go does.
-            if headBytesPending == 0 && current == nil { forceClose() } else { sendErrorAndClose(.requestTimeout) }
-            return
-        }
-        if current == nil && receiving == nil && passed(idleSince, settings.idleTimeout) {
-            forceClose()
-            return
-        }
-        if receiving != nil && (passed(requestStartedAt, settings.readTimeout) || passed(bodyActivityAt, settings.readIdleTimeout)) {
-            closeForTimeout()
-            return
-        }
-        if let current, !current.handlerDone,
-           passed(requestStartedAt, settings.writeTimeout) || passed(writeStalledAt, settings.writeIdleTimeout) {
-            closeForTimeout()
-            return
-        }
-        armTimer()
-    }
 }

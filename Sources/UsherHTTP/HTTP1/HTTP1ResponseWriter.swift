@@ -163,7 +163,8 @@ final class HTTP1ResponseWriter: ResponseWriter, Flushing, ResponseAccounting {
         // An empty Content-Type means "send none and do not sniff" (Go's nil header value).
         let suppressSniffing = h.first(name: "Content-Type")?.isEmpty == true
         if suppressSniffing { h.remove(name: "Content-Type") }
-        if !suppressSniffing, !h.contains(name: "Content-Type"), bodyAllowed(status), pendingBytes > 0, let p = pending {
+        if !suppressSniffing, !h.contains(name: "Content-Type"), bodyAllowed(status), pendingBytes > 0, let p = pending
+        {
             h.add(name: "Content-Type", value: sniffContentType(p))
         }
 
@@ -289,7 +290,8 @@ extension HTTP1ResponseWriter: ConnectionUpgrading {
         finished = true
         closeAfter = true
         try await connection.send(buf, flush: true)
-        return HTTP1UpgradedStream(connection: connection, inbound: RequestBody(stream: try connection.beginUpgrade(), expectedLength: nil))
+        return HTTP1UpgradedStream(
+            connection: connection, inbound: RequestBody(stream: try connection.beginUpgrade(), expectedLength: nil))
     }
 }
 

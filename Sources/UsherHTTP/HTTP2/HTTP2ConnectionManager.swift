@@ -131,7 +131,8 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
         goingAway = true
         idleTimer?.cancel()
         idleTimer = nil
-        let frame = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil))
+        let frame = HTTP2Frame(
+            streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil))
         context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
     }
 
@@ -241,7 +242,8 @@ final class HTTP2FrameWatch: ChannelOutboundHandler, RemovableChannelHandler {
                     entry += 6
                 }
             } else if type == 0x7, streamZero, available >= 8,
-                      let code = buffer.getInteger(at: payloadStart + 4, as: UInt32.self), code != 0 {
+                let code = buffer.getInteger(at: payloadStart + 4, as: UInt32.self), code != 0
+            {
                 connectionError = true
             }
             index = payloadStart

@@ -1,10 +1,10 @@
 import Logging
 import NIOCore
-import UsherHTTP3
-import NIOHTTP1
 import NIOHPACK
+import NIOHTTP1
 import NIOHTTP2
 import UsherCore
+import UsherHTTP3
 import UsherTLS
 
 #if canImport(Glibc)
@@ -30,8 +30,10 @@ enum HTTP2Pipeline {
     /// Per-stream and connection receive windows: how much request body may be in flight.
     static let windowSize = 1 << 20
 
-    static func configure(_ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance, tls: TLSConnectionInfo? = nil,
-                          connectionGuard: ConnectionGuard?) throws {
+    static func configure(
+        _ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance, tls: TLSConnectionInfo? = nil,
+        connectionGuard: ConnectionGuard?
+    ) throws {
         let settings = server.settings
         let connection = HTTP2Connection(channel: channel)
         slot.register(connection)
@@ -66,14 +68,16 @@ enum HTTP2Pipeline {
                     try stream.pipeline.syncOperations.addHandler(RefusedStreamHandler())
                     return
                 }
-                try stream.pipeline.syncOperations.addHandler(HTTP2StreamHandler(
-                    slot: slot, settings: settings, executor: executor, remoteAddress: remote, localAddress: local,
-                    dates: dates.value, tls: tls
-                ))
+                try stream.pipeline.syncOperations.addHandler(
+                    HTTP2StreamHandler(
+                        slot: slot, settings: settings, executor: executor, remoteAddress: remote, localAddress: local,
+                        dates: dates.value, tls: tls
+                    ))
             }
         }
         let sync = channel.pipeline.syncOperations
-        try sync.addHandler(HTTP2FrameWatch(advertisedMaxStreams: maxConcurrentStreams, connectionGuard: connectionGuard))
+        try sync.addHandler(
+            HTTP2FrameWatch(advertisedMaxStreams: maxConcurrentStreams, connectionGuard: connectionGuard))
         try sync.addHandler(handler)
         try sync.addHandler(manager)
     }
@@ -110,8 +114,10 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
     private let writability = WritabilityGate()
     private var writeTimer: Scheduled<Void>?
 
-    init(slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor,
-         remoteAddress: SocketAddress?, localAddress: SocketAddress?, dates: DateHeaderCache, tls: TLSConnectionInfo?) {
+    init(
+        slot: ListenerSlot, settings: ConnectionSettings, executor: EventLoopTaskExecutor,
+        remoteAddress: SocketAddress?, localAddress: SocketAddress?, dates: DateHeaderCache, tls: TLSConnectionInfo?
+    ) {
         self.tls = tls
         self.slot = slot
         self.settings = settings
@@ -308,7 +314,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler {
         body?.fail(ResponseFinishedError())
         writer?.abandonQuietly()
         guard !closed, let context else { return }
-        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(last ?? ByteBuffer()), endStream: true))), promise: nil)
+        context.writeAndFlush(
+            wrapOutboundOut(.data(.init(data: .byteBuffer(last ?? ByteBuffer()), endStream: true))), promise: nil)
     }
 
     /// Writes a frame (`nil`: flush only), waiting while the stream's flow-control window is exhausted.
@@ -363,4 +370,3 @@ extension HTTP2StreamHandler: FramedStream {
 
     func flushStream() async throws { try await send(nil, flush: true) }
 }
-

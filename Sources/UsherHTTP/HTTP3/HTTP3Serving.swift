@@ -60,7 +60,11 @@ final class HTTP3Listener: ServedConnection, @unchecked Sendable {
     }
 
     func shutdown() {
-        guard stopping.withLock({ s in defer { s = true }; return !s }) else { return }
+        guard
+            stopping.withLock({ s in
+                defer { s = true }; return !s
+            })
+        else { return }
         let endpoint = self.endpoint!
         Task {
             await endpoint.shutdown()
@@ -111,7 +115,9 @@ final class HTTP3RequestStream: FramedStream {
         self.dates = dates
     }
 
-    static func begin(_ stream: HTTP3Stream, slot: ListenerSlot, executor: EventLoopTaskExecutor, dates: DateHeaderCache) {
+    static func begin(
+        _ stream: HTTP3Stream, slot: ListenerSlot, executor: EventLoopTaskExecutor, dates: DateHeaderCache
+    ) {
         let me = HTTP3RequestStream(stream: stream, loop: executor.eventLoop, dates: dates)
         guard let server = slot.currentServer else {
             me.refuse(.serviceUnavailable)
@@ -122,7 +128,8 @@ final class HTTP3RequestStream: FramedStream {
             return
         }
         let writer = FramedResponseWriter(stream: me, isHEAD: request.method == .HEAD)
-        let webTransport = request.method == .CONNECT && WebTransportCodepoint.isWebTransportProtocol(request.connectProtocol)
+        let webTransport =
+            request.method == .CONNECT && WebTransportCodepoint.isWebTransportProtocol(request.connectProtocol)
         // Looked up only for WebTransport CONNECTs: a cast on every request is not free.
         let sessions = webTransport ? stream.webTransportSessions : nil
         if webTransport {
@@ -158,7 +165,8 @@ final class HTTP3RequestStream: FramedStream {
         let connectProtocol = head.protocol
         let authority = head.authority
         // An extended CONNECT names a path, not an authority, as its target.
-        guard let target = try? RequestTarget(parsing: head.path, method: connectProtocol == nil ? httpMethod : .GET) else { return nil }
+        guard let target = try? RequestTarget(parsing: head.path, method: connectProtocol == nil ? httpMethod : .GET)
+        else { return nil }
         let hasBody = !stream.requestEnded
         var stream: BodyStream?
         if hasBody {
@@ -185,8 +193,9 @@ final class HTTP3RequestStream: FramedStream {
             body: RequestBody(stream: stream, expectedLength: hasBody ? contentLength : 0),
             remoteAddress: self.stream.remoteAddress, localAddress: self.stream.localAddress, server: server.info
         )
-        request.tls = TLSConnectionInfo(serverName: self.stream.serverName, version: 0x0304, negotiatedProtocol: "h3",
-                                        clientCertificate: nil)
+        request.tls = TLSConnectionInfo(
+            serverName: self.stream.serverName, version: 0x0304, negotiatedProtocol: "h3",
+            clientCertificate: nil)
         request.connectProtocol = connectProtocol
         if hasBody {
             self.stream.onEnd = { [unowned self] in
@@ -223,8 +232,11 @@ final class HTTP3RequestStream: FramedStream {
     private func refuse(_ status: HTTPResponseStatus, _ why: String? = nil) {
         let text = why ?? "\(status.code) \(status.reasonPhrase)"
         do {
-            try stream.sendResponse([(":status", String(status.code)), ("content-type", "text/plain; charset=utf-8"),
-                                     ("content-length", String(text.utf8.count))], hasBody: true)
+            try stream.sendResponse(
+                [
+                    (":status", String(status.code)), ("content-type", "text/plain; charset=utf-8"),
+                    ("content-length", String(text.utf8.count)),
+                ], hasBody: true)
             try stream.enqueue(ByteBuffer(string: text))
             try stream.finish()
         } catch {
@@ -313,4 +325,3 @@ final class HTTP3RequestStream: FramedStream {
         }
     }
 }
-

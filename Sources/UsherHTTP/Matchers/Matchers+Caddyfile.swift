@@ -9,7 +9,9 @@ public enum HTTPMatcherCaddyfile {
         "http.matchers.method": { d, _ in try listMatcher(d, "method") },
         "http.matchers.query": parseQueryMatcher,
         "http.matchers.header": parseHeaderMatcher,
-        "http.matchers.header_regexp": { d, _ in try parseRegexpMapMatcher(d, "header_regexp", onceName: "header_regexp") },
+        "http.matchers.header_regexp": { d, _ in
+            try parseRegexpMapMatcher(d, "header_regexp", onceName: "header_regexp")
+        },
         "http.matchers.protocol": parseProtocolMatcher,
         "http.matchers.not": parseNotMatcher,
         "http.matchers.path_regexp": { d, _ in try parseRegexpMatcher(d, "path_regexp") },

@@ -16,7 +16,9 @@ public struct HostMatcher: RequestMatcher, Validator {
     public func validate() throws {
         var seen: [String: Int] = [:]
         for (i, h) in hosts.enumerated() {
-            if let first = seen[h.lowercased()] { throw ConfigError("host at index \(first) is repeated at index \(i): \(h)") }
+            if let first = seen[h.lowercased()] {
+                throw ConfigError("host at index \(first) is repeated at index \(i): \(h)")
+            }
             seen[h.lowercased()] = i
         }
     }
@@ -168,10 +170,15 @@ public struct HeaderMatcher: RequestMatcher {
             switch m.value {
             case .null: return (m.key, nil)
             case .array(let a):
-                return (m.key, try a.map { v in
-                    guard case .string(let s) = v else { throw decoder.configError("\(m.key): values must be strings") }
-                    return s
-                })
+                return (
+                    m.key,
+                    try a.map { v in
+                        guard case .string(let s) = v else {
+                            throw decoder.configError("\(m.key): values must be strings")
+                        }
+                        return s
+                    }
+                )
             default: throw decoder.configError("\(m.key): expected a list of values or null")
             }
         }
@@ -187,7 +194,9 @@ public struct HeaderMatcher: RequestMatcher {
         return v.isEmpty ? nil : v
     }
 
-    static func match(_ fields: [(name: String, values: [String]?)], _ headers: HTTPHeaders, request: Request?) throws -> Bool {
+    static func match(_ fields: [(name: String, values: [String]?)], _ headers: HTTPHeaders, request: Request?) throws
+        -> Bool
+    {
         for (name, allowed) in fields {
             let actual = fieldValues(headers, name, request)
             if let allowed, allowed.isEmpty, actual != nil { continue }
@@ -195,7 +204,9 @@ public struct HeaderMatcher: RequestMatcher {
             var matched = false
             outer: for value in actual ?? [] {
                 for var pattern in allowed ?? [] {
-                    if let request, Replacer.mayContainPlaceholders(pattern) { pattern = request.replacer.replaceAll(pattern) }
+                    if let request, Replacer.mayContainPlaceholders(pattern) {
+                        pattern = request.replacer.replaceAll(pattern)
+                    }
                     if valueMatches(value, pattern) {
                         matched = true
                         break outer
@@ -268,7 +279,10 @@ public struct ProtocolMatcher: RequestMatcher {
 
     public init(from decoder: any Decoder) throws {
         name = try String(from: decoder)
-        let known = ["grpc", "https", "http", "http/1.0", "http/1.0+", "http/1.1", "http/1.1+", "http/2", "http/2+", "http/3", "http/3+"]
+        let known = [
+            "grpc", "https", "http", "http/1.0", "http/1.0+", "http/1.1", "http/1.1+", "http/2", "http/2+", "http/3",
+            "http/3+",
+        ]
         guard known.contains(name) else { throw decoder.configError("unknown protocol \"\(name)\"") }
     }
 
@@ -336,7 +350,8 @@ public struct IPRangeList: Decodable, Sendable {
                 }
             }
             guard let p = IPPrefix(s) else {
-                throw c.error(.ranges, s.contains("/") ? "parsing CIDR expression '\(raw)'" : "invalid IP address: '\(raw)'")
+                throw c.error(
+                    .ranges, s.contains("/") ? "parsing CIDR expression '\(raw)'" : "invalid IP address: '\(raw)'")
             }
             return (p, zone)
         }

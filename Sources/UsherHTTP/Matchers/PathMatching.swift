@@ -1,4 +1,5 @@
 import UsherCore
+
 /// Path cleaning and glob matching with the semantics of Go's `path` package and Caddy's path matcher.
 public enum PathMatching {
     /// `path.Clean`, keeping a trailing slash; without `collapseSlashes`, runs of slashes are kept.
@@ -121,7 +122,9 @@ public enum PathMatching {
             var escapedPathCh: [UInt8] = []
             if escapedPath[iPath] == UInt8(ascii: "%") && escapedPath.count >= iPath + 3 {
                 escapedPathCh = Array(escapedPath[iPath..<(iPath + 3)])
-                guard let u = URLEscaping.unescape(String(decoding: escapedPathCh, as: UTF8.self), mode: .path) else { return false }
+                guard let u = URLEscaping.unescape(String(decoding: escapedPathCh, as: UTF8.self), mode: .path) else {
+                    return false
+                }
                 pathCh = Array(u.utf8)
                 iPath += 2
             }
@@ -150,7 +153,8 @@ public enum PathMatching {
                     if until != 0 {
                         var next = Array(remaining[0..<until])
                         if normalize {
-                            guard let u = URLEscaping.unescape(String(decoding: next, as: UTF8.self), mode: .path) else { return false }
+                            guard let u = URLEscaping.unescape(String(decoding: next, as: UTF8.self), mode: .path)
+                            else { return false }
                             next = Array(u.utf8)
                         }
                         sb += next

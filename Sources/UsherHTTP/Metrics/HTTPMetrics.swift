@@ -28,8 +28,9 @@ public struct HTTPMetricsConfig: Decodable, Sendable {
         perHost = try c.decodeIfPresent(Bool.self, forKey: .perHost) ?? false
         observeCatchallHosts = try c.decodeIfPresent(Bool.self, forKey: .observeCatchallHosts) ?? false
         if try c.decodeIfPresent(Bool.self, forKey: .otlp) == true {
-            throw ConfigError(path: jsonPathString(c.codingPath + [CodingKeys.otlp]),
-                              "not supported yet: OTLP push (scrape /metrics on the admin endpoint or a metrics handler)")
+            throw ConfigError(
+                path: jsonPathString(c.codingPath + [CodingKeys.otlp]),
+                "not supported yet: OTLP push (scrape /metrics on the admin endpoint or a metrics handler)")
         }
     }
 }
@@ -114,9 +115,12 @@ final class RouteInstrument: Sendable {
         init(_ labels: [(String, String)]) {
             let r = UsherMetrics.registry
             self.labels = labels
-            duration = r.makeDurationHistogram(descriptor: HTTPMetricNames.duration, labels: labels, buckets: UsherMetrics.durationBuckets)
-            requestSize = r.makeValueHistogram(descriptor: HTTPMetricNames.requestSize, labels: labels, buckets: UsherMetrics.sizeBuckets)
-            responseSize = r.makeValueHistogram(descriptor: HTTPMetricNames.responseSize, labels: labels, buckets: UsherMetrics.sizeBuckets)
+            duration = r.makeDurationHistogram(
+                descriptor: HTTPMetricNames.duration, labels: labels, buckets: UsherMetrics.durationBuckets)
+            requestSize = r.makeValueHistogram(
+                descriptor: HTTPMetricNames.requestSize, labels: labels, buckets: UsherMetrics.sizeBuckets)
+            responseSize = r.makeValueHistogram(
+                descriptor: HTTPMetricNames.responseSize, labels: labels, buckets: UsherMetrics.sizeBuckets)
         }
     }
 
@@ -141,7 +145,9 @@ final class RouteInstrument: Sendable {
 
     func byStatus(server: String, host: String?, code: Int, method: String) -> ByStatus {
         byStatus.get(StatusKey(server: server, host: host, code: code, method: method)) {
-            var labels = [("code", UsherMetrics.codeLabel(code)), ("handler", handler), ("method", method), ("server", server)]
+            var labels = [
+                ("code", UsherMetrics.codeLabel(code)), ("handler", handler), ("method", method), ("server", server),
+            ]
             if let host { labels.append(("host", host)) }
             return ByStatus(labels)
         }
@@ -150,13 +156,28 @@ final class RouteInstrument: Sendable {
 
 /// Caddy's names and help texts for the HTTP series.
 enum HTTPMetricNames {
-    static var inFlight: MetricNameDescriptor { UsherMetrics.descriptor("caddy_http_requests_in_flight", "Number of requests currently handled by this server.") }
-    static var requests: MetricNameDescriptor { UsherMetrics.descriptor("caddy_http_requests_total", "Counter of HTTP(S) requests made.") }
-    static var errors: MetricNameDescriptor { UsherMetrics.descriptor("caddy_http_request_errors_total", "Number of requests resulting in middleware errors.") }
-    static var duration: MetricNameDescriptor { UsherMetrics.descriptor("caddy_http_request_duration_seconds", "Histogram of round-trip request durations.") }
-    static var firstByte: MetricNameDescriptor { UsherMetrics.descriptor("caddy_http_response_duration_seconds", "Histogram of times to first byte in response bodies.") }
-    static var requestSize: MetricNameDescriptor { UsherMetrics.descriptor("caddy_http_request_size_bytes", "Total size of the request. Includes body") }
-    static var responseSize: MetricNameDescriptor { UsherMetrics.descriptor("caddy_http_response_size_bytes", "Size of the returned response.") }
+    static var inFlight: MetricNameDescriptor {
+        UsherMetrics.descriptor("caddy_http_requests_in_flight", "Number of requests currently handled by this server.")
+    }
+    static var requests: MetricNameDescriptor {
+        UsherMetrics.descriptor("caddy_http_requests_total", "Counter of HTTP(S) requests made.")
+    }
+    static var errors: MetricNameDescriptor {
+        UsherMetrics.descriptor("caddy_http_request_errors_total", "Number of requests resulting in middleware errors.")
+    }
+    static var duration: MetricNameDescriptor {
+        UsherMetrics.descriptor("caddy_http_request_duration_seconds", "Histogram of round-trip request durations.")
+    }
+    static var firstByte: MetricNameDescriptor {
+        UsherMetrics.descriptor(
+            "caddy_http_response_duration_seconds", "Histogram of times to first byte in response bodies.")
+    }
+    static var requestSize: MetricNameDescriptor {
+        UsherMetrics.descriptor("caddy_http_request_size_bytes", "Total size of the request. Includes body")
+    }
+    static var responseSize: MetricNameDescriptor {
+        UsherMetrics.descriptor("caddy_http_response_size_bytes", "Size of the returned response.")
+    }
 }
 
 /// A route's handlers, measured: what follows the route's matchers when metrics are on.
@@ -190,8 +211,10 @@ struct InstrumentedRoute: HTTPHandler {
         observe(measured, code: measured.code ?? 200, elapsed, requestSize, server, host, method)
     }
 
-    private func observe(_ w: MeasuringResponseWriter, code: Int, _ elapsed: Duration, _ requestSize: Int,
-                         _ server: String, _ host: String?, _ method: String) {
+    private func observe(
+        _ w: MeasuringResponseWriter, code: Int, _ elapsed: Duration, _ requestSize: Int,
+        _ server: String, _ host: String?, _ method: String
+    ) {
         let s = instrument.byStatus(server: server, host: host, code: code, method: method)
         s.duration.record(elapsed)
         if let ttfb = w.firstByte { s.firstByte.record(ttfb) }
@@ -248,7 +271,8 @@ final class MeasuringResponseWriter: WrappingResponseWriter {
 extension MeasuringResponseWriter: FileBodyWriting {
     func writeFileRegion(descriptor: CInt, offset: Int, length: Int) async throws -> Bool {
         guard let direct = wrappedWriter as? any FileBodyWriting,
-              try await direct.writeFileRegion(descriptor: descriptor, offset: offset, length: length) else { return false }
+            try await direct.writeFileRegion(descriptor: descriptor, offset: offset, length: length)
+        else { return false }
         if code == nil { noteHead(wrappedWriter.status ?? .ok) }
         bodyBytes += length
         return true

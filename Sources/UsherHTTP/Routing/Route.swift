@@ -35,7 +35,9 @@ public struct Route: Decodable, Sendable {
 
     enum CodingKeys: String, CodingKey { case group, match, handle, terminal }
 
-    public init(group: String? = nil, match: [MatcherSet] = [], handle: [Loaded<HTTPHandlers>] = [], terminal: Bool = false) {
+    public init(
+        group: String? = nil, match: [MatcherSet] = [], handle: [Loaded<HTTPHandlers>] = [], terminal: Bool = false
+    ) {
         self.group = group
         self.match = match
         self.handle = handle

@@ -64,7 +64,8 @@ struct AutomaticHTTPS {
                 let skipCerts = Set(auto?.skipCertificates ?? [])
                 for d in domains where !skipCerts.contains(d) {
                     if auto?.ignoreLoadedCertificates != true,
-                       let store, store.candidates(for: d).contains(where: { !$0.managed }) {
+                        let store, store.candidates(for: d).contains(where: { !$0.managed })
+                    {
                         continue
                     }
                     if !plan.managedNames.contains(d) { plan.managedNames.append(d) }
@@ -75,17 +76,22 @@ struct AutomaticHTTPS {
             if auto?.disableRedirects == true || domains.isEmpty { continue }
             let ports = Set(server.listen.filter { !$0.isUnixNetwork && !$0.isFDNetwork }.map(\.startPort))
             for port in ports.sorted() where port != httpPort {
-                let location = port == 443 ? "https://{http.request.host}{http.request.uri}"
+                let location =
+                    port == 443
+                    ? "https://{http.request.host}{http.request.uri}"
                     : "https://{http.request.host}:\(port){http.request.uri}"
-                plan.redirectRoutes.append(.object([
-                    "match": .array([.object(["host": .array(domains.map { .string($0) })])]),
-                    "handle": .array([.object([
-                        "handler": .string("static_response"),
-                        "headers": .object(["Location": .array([.string(location)])]),
-                        "status_code": .number(JSONNumber(308)),
-                    ])]),
-                    "terminal": .bool(true),
-                ]))
+                plan.redirectRoutes.append(
+                    .object([
+                        "match": .array([.object(["host": .array(domains.map { .string($0) })])]),
+                        "handle": .array([
+                            .object([
+                                "handler": .string("static_response"),
+                                "headers": .object(["Location": .array([.string(location)])]),
+                                "status_code": .number(JSONNumber(308)),
+                            ])
+                        ]),
+                        "terminal": .bool(true),
+                    ]))
             }
         }
         return plan

@@ -1,6 +1,6 @@
-import UsherCore
 import NIOCore
 import NIOHTTP1
+import UsherCore
 
 /// Works out a request's client IP: the peer address, or (from trusted proxies) the address their
 /// `client_ip_headers` name, as Caddy's `determineTrustedProxy` does.
@@ -15,14 +15,21 @@ struct ClientIPResolver: Sendable {
         if case .unixDomainSocket = remote {
             guard trustUnix else { return ("", false) }
             let ranges = trustedProxies?.ranges(for: request) ?? []
-            return (strict ? strictClientIP(request, ranges: ranges, fallback: "@") : realClientIP(request, fallback: "@"), true)
+            return (
+                strict ? strictClientIP(request, ranges: ranges, fallback: "@") : realClientIP(request, fallback: "@"),
+                true
+            )
         }
         guard let ip = remote.ip else { return ("", false) }
         let ipText = ip.description
         guard let trustedProxies else { return (ipText, false) }
         let ranges = trustedProxies.ranges(for: request)
         guard ranges.contains(where: { $0.contains(ip) }) else { return (ipText, false) }
-        return (strict ? strictClientIP(request, ranges: ranges, fallback: ipText) : realClientIP(request, fallback: ipText), true)
+        return (
+            strict
+                ? strictClientIP(request, ranges: ranges, fallback: ipText) : realClientIP(request, fallback: ipText),
+            true
+        )
     }
 
     private func headerIPs(_ request: Request, _ field: String) -> [Substring] {

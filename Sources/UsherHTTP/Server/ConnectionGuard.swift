@@ -140,9 +140,11 @@ final class AcceptBackoff: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if failures > 0 {
-            logger.info("accepting connections again", metadata: [
-                "address": "\(address)", "failed_accepts": "\(failures)",
-            ])
+            logger.info(
+                "accepting connections again",
+                metadata: [
+                    "address": "\(address)", "failed_accepts": "\(failures)",
+                ])
             failures = 0
         }
         delay = nil
@@ -157,9 +159,11 @@ final class AcceptBackoff: ChannelInboundHandler, RemovableChannelHandler {
         let next = delay.map { min($0 * 2, Self.maxDelay) } ?? Self.firstDelay
         delay = next
         if failures == 0 {
-            logger.error("accept failed; pausing the listener", metadata: [
-                "address": "\(address)", "error": "\(io)", "retry_in_ms": "\(next.nanoseconds / 1_000_000)",
-            ])
+            logger.error(
+                "accept failed; pausing the listener",
+                metadata: [
+                    "address": "\(address)", "error": "\(io)", "retry_in_ms": "\(next.nanoseconds / 1_000_000)",
+                ])
         }
         failures += 1
         guard resume == nil, let options = context.channel.syncOptions else { return }

@@ -14,22 +14,28 @@ import Glibc
 /// Builds an accepted connection's pipeline: TLS (policy and certificate chosen from the ClientHello's SNI), then
 /// HTTP/1.1 or HTTP/2 by ALPN; on cleartext, HTTP/1.1, or HTTP/2 with prior knowledge when the server allows h2c.
 enum ConnectionPipeline {
-    static func configure(_ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance,
-                          connectionGuard: ConnectionGuard?) throws {
+    static func configure(
+        _ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance,
+        connectionGuard: ConnectionGuard?
+    ) throws {
         if let ka = server.settings.tcpKeepAlive {
             _ = channel.setOption(.socketOption(.so_keepalive), value: 1)
-            _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPINTVL))), value: SocketOptionValue(ka.interval))
+            _ = channel.setOption(
+                .tcpOption(.init(rawValue: CInt(TCP_KEEPINTVL))), value: SocketOptionValue(ka.interval))
             _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPIDLE))), value: SocketOptionValue(ka.idle))
             _ = channel.setOption(.tcpOption(.init(rawValue: CInt(TCP_KEEPCNT))), value: SocketOptionValue(ka.count))
         }
         let sync = channel.pipeline.syncOperations
         guard let tls = server.tls else {
             if server.protocols.contains("h2c") {
-                try sync.addHandler(PriorKnowledgeSniffer(
-                    slot: slot, server: server, allowHTTP1: server.protocols.contains("h1"), connectionGuard: connectionGuard
-                ))
+                try sync.addHandler(
+                    PriorKnowledgeSniffer(
+                        slot: slot, server: server, allowHTTP1: server.protocols.contains("h1"),
+                        connectionGuard: connectionGuard
+                    ))
             } else {
-                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings, connectionGuard: connectionGuard)
+                try HTTP1Pipeline.configure(
+                    channel, slot: slot, settings: server.settings, connectionGuard: connectionGuard)
             }
             return
         }
@@ -37,59 +43,69 @@ enum ConnectionPipeline {
         let local = channel.localAddress
         let logger = server.errorLogger
         let boundGuard = connectionGuard.map { NIOLoopBound($0, eventLoop: channel.eventLoop) }
-        let sni = ByteToMessageHandler(SNIHandler { result in
-            let name: String?
-            if case .hostname(let h) = result { name = h } else { name = nil }
-            let hello = HandshakeInfo(serverName: name, remoteAddress: remote, localAddress: local)
-            do {
-                let choice = try tls.choose(for: hello)
-                let ssl: NIOSSLServerHandler
-                if let verify = choice.verification {
-                    ssl = NIOSSLServerHandler(context: choice.context, customVerificationCallback: verify)
-                } else {
-                    ssl = NIOSSLServerHandler(context: choice.context)
+        let sni = ByteToMessageHandler(
+            SNIHandler { result in
+                let name: String?
+                if case .hostname(let h) = result { name = h } else { name = nil }
+                let hello = HandshakeInfo(serverName: name, remoteAddress: remote, localAddress: local)
+                do {
+                    let choice = try tls.choose(for: hello)
+                    let ssl: NIOSSLServerHandler
+                    if let verify = choice.verification {
+                        ssl = NIOSSLServerHandler(context: choice.context, customVerificationCallback: verify)
+                    } else {
+                        ssl = NIOSSLServerHandler(context: choice.context)
+                    }
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(ssl)
+                    try sync.addHandler(
+                        ApplicationProtocolNegotiationHandler { alpn in
+                            var proto: String?
+                            if case .negotiated(let p) = alpn { proto = p }
+                            let info = TLSConnectionInfo(
+                                serverName: name, version: ssl.tlsVersion?.codePoint ?? 0, negotiatedProtocol: proto,
+                                clientCertificate: ssl.peerCertificate.flatMap(ClientCertificate.init)
+                            )
+                            return negotiated(
+                                alpn, channel: channel, slot: slot, server: server, tls: info,
+                                connectionGuard: boundGuard?.value)
+                        })
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    logger.debug(
+                        "tls handshake refused",
+                        metadata: [
+                            "remote": "\(remote?.description ?? "")", "server_name": "\(name ?? "")",
+                            "error": "\(error)",
+                        ])
+                    // A fatal alert tells the client why (RFC 6066 unrecognized_name) instead of a bare close; a
+                    // policy that drops connections says nothing.
+                    if (error as? ServerTLS.Refusal)?.dropped != true {
+                        var alert = channel.allocator.buffer(capacity: 7)
+                        alert.writeBytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112])
+                        channel.writeAndFlush(alert).whenComplete { _ in channel.close(promise: nil) }
+                    } else {
+                        channel.close(promise: nil)
+                    }
+                    return channel.eventLoop.makeFailedFuture(error)
                 }
-                let sync = channel.pipeline.syncOperations
-                try sync.addHandler(ssl)
-                try sync.addHandler(ApplicationProtocolNegotiationHandler { alpn in
-                    var proto: String?
-                    if case .negotiated(let p) = alpn { proto = p }
-                    let info = TLSConnectionInfo(
-                        serverName: name, version: ssl.tlsVersion?.codePoint ?? 0, negotiatedProtocol: proto,
-                        clientCertificate: ssl.peerCertificate.flatMap(ClientCertificate.init)
-                    )
-                    return negotiated(alpn, channel: channel, slot: slot, server: server, tls: info,
-                                      connectionGuard: boundGuard?.value)
-                })
-                return channel.eventLoop.makeSucceededVoidFuture()
-            } catch {
-                logger.debug("tls handshake refused", metadata: [
-                    "remote": "\(remote?.description ?? "")", "server_name": "\(name ?? "")", "error": "\(error)",
-                ])
-                // A fatal alert tells the client why (RFC 6066 unrecognized_name) instead of a bare close; a
-                // policy that drops connections says nothing.
-                if (error as? ServerTLS.Refusal)?.dropped != true {
-                    var alert = channel.allocator.buffer(capacity: 7)
-                    alert.writeBytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112])
-                    channel.writeAndFlush(alert).whenComplete { _ in channel.close(promise: nil) }
-                } else {
-                    channel.close(promise: nil)
-                }
-                return channel.eventLoop.makeFailedFuture(error)
-            }
-        })
+            })
         try sync.addHandler(sni)
     }
 
-    private static func negotiated(_ result: ALPNResult, channel: any Channel, slot: ListenerSlot,
-                                   server: HTTPServerInstance, tls: TLSConnectionInfo,
-                                   connectionGuard: ConnectionGuard?) -> EventLoopFuture<Void> {
+    private static func negotiated(
+        _ result: ALPNResult, channel: any Channel, slot: ListenerSlot,
+        server: HTTPServerInstance, tls: TLSConnectionInfo,
+        connectionGuard: ConnectionGuard?
+    ) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
             if case .negotiated("h2") = result, server.protocols.contains("h2") {
-                try HTTP2Pipeline.configure(channel, slot: slot, server: server, tls: tls, connectionGuard: connectionGuard)
+                try HTTP2Pipeline.configure(
+                    channel, slot: slot, server: server, tls: tls, connectionGuard: connectionGuard)
             } else if server.protocols.contains("h1") {
-                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings, tls: tls,
-                                            connectionGuard: connectionGuard)
+                try HTTP1Pipeline.configure(
+                    channel, slot: slot, settings: server.settings, tls: tls,
+                    connectionGuard: connectionGuard)
             } else {
                 channel.close(promise: nil)
             }
@@ -130,7 +146,8 @@ final class PriorKnowledgeSniffer: ChannelInboundHandler, RemovableChannelHandle
             if isPreface {
                 try HTTP2Pipeline.configure(channel, slot: slot, server: server, connectionGuard: connectionGuard)
             } else if allowHTTP1 {
-                try HTTP1Pipeline.configure(channel, slot: slot, settings: server.settings, connectionGuard: connectionGuard)
+                try HTTP1Pipeline.configure(
+                    channel, slot: slot, settings: server.settings, connectionGuard: connectionGuard)
             } else {
                 context.close(promise: nil)
                 return

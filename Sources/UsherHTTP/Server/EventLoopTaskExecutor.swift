@@ -60,7 +60,8 @@ extension EventLoopTaskExecutor {
         _ server: HTTPServerInstance, _ request: Request, _ writer: Writer, owner: Owner,
         finished: @escaping (Owner) -> Void
     ) -> Task<Void, Never> {
-        let bound = NIOLoopBound((request: request, writer: writer, owner: owner, finished: finished), eventLoop: eventLoop)
+        let bound = NIOLoopBound(
+            (request: request, writer: writer, owner: owner, finished: finished), eventLoop: eventLoop)
         return startTask {
             let state = bound.value
             await server.serve(state.request, state.writer)

@@ -110,7 +110,9 @@ final class FramedResponseWriter: ResponseWriter, Flushing, ResponseAccounting, 
         if status == nil { status = .ok }
         bodyBytesWritten += buffer.readableBytes
         if !headSent {
-            if pending == nil { pending = buffer } else {
+            if pending == nil {
+                pending = buffer
+            } else {
                 var b = buffer
                 pending!.writeBuffer(&b)
             }
@@ -203,7 +205,8 @@ final class FramedResponseWriter: ResponseWriter, Flushing, ResponseAccounting, 
         if !h.contains(name: "Date") { h.add(name: "Date", value: stream.dateHeader()) }
         let suppressSniffing = h.first(name: "Content-Type")?.isEmpty == true
         if suppressSniffing { h.remove(name: "Content-Type") }
-        if !suppressSniffing, !h.contains(name: "Content-Type"), bodyAllowed(status), pendingBytes > 0, let p = pending {
+        if !suppressSniffing, !h.contains(name: "Content-Type"), bodyAllowed(status), pendingBytes > 0, let p = pending
+        {
             h.add(name: "Content-Type", value: sniffContentType(p))
         }
         headSent = true
@@ -244,17 +247,22 @@ final class FramedResponseWriter: ResponseWriter, Flushing, ResponseAccounting, 
 
 extension FramedResponseWriter: ConnectionUpgrading {
     func upgrade(_ status: HTTPResponseStatus) async throws -> any UpgradedStream {
-        guard upgradeRequested, !finished, !headSent, (200..<300).contains(status.code) else { throw ResponseFinishedError() }
+        guard upgradeRequested, !finished, !headSent, (200..<300).contains(status.code) else {
+            throw ResponseFinishedError()
+        }
         self.status = status
         try await flush()
         let inbound = stream.beganTunnel()
-        return FramedTunnel(writer: self, inbound: RequestBody(stream: inbound, expectedLength: inbound == nil ? 0 : nil))
+        return FramedTunnel(
+            writer: self, inbound: RequestBody(stream: inbound, expectedLength: inbound == nil ? 0 : nil))
     }
 }
 
 extension FramedResponseWriter: WebTransportAccepting {
     func acceptWebTransport(_ status: HTTPResponseStatus) async throws -> WebTransportSession {
-        guard webTransportRequested, !finished, !headSent, (200..<300).contains(status.code) else { throw ResponseFinishedError() }
+        guard webTransportRequested, !finished, !headSent, (200..<300).contains(status.code) else {
+            throw ResponseFinishedError()
+        }
         self.status = status
         try await flush()
         let session = try stream.beganWebTransport()

@@ -40,7 +40,8 @@ public final class HTTPServerInstance: Sendable {
         self.name = name
         self.tls = tls
         self.protocols = Set(config.protocols)
-        self.strictSNIHost = config.strictSNIHost
+        self.strictSNIHost =
+            config.strictSNIHost
             ?? (config.tlsConnectionPolicies ?? []).contains { $0.clientAuthentication != nil }
         self.servesHTTP3 = tls != nil && protocols.contains("h3") && tls?.requestsClientCertificates != true
         self.listen = config.listen
@@ -83,8 +84,11 @@ public final class HTTPServerInstance: Sendable {
         request.topWriter = writer
         do {
             if strictSNIHost, let tls = request.tls, request.hostWithoutPort.lowercased() != tls.serverName {
-                throw HandlerError(status: 421, HTTPErrorMessage(
-                    "strict host matching: TLS ServerName (\(tls.serverName)) and HTTP Host (\(request.hostWithoutPort)) values differ"))
+                throw HandlerError(
+                    status: 421,
+                    HTTPErrorMessage(
+                        "strict host matching: TLS ServerName (\(tls.serverName)) and HTTP Host (\(request.hostWithoutPort)) values differ"
+                    ))
             }
             try await primary.serve(request, writer)
         } catch {
@@ -123,13 +127,18 @@ public final class HTTPServerInstance: Sendable {
                 try await errorChain.serve(request, writer)
                 router.log(LogEntry(level: .debug, logger: "http.log.error", message: he.message, fields: fields))
             } catch {
-                router.log(LogEntry(level: .error, logger: "http.log.error", message: "error handling handler error",
-                                    fields: [LogField("error", .string("\(error)"))] + fields))
+                router.log(
+                    LogEntry(
+                        level: .error, logger: "http.log.error", message: "error handling handler error",
+                        fields: [LogField("error", .string("\(error)"))] + fields))
                 await writeStatus(he.status, writer)
             }
             return
         }
-        router.log(LogEntry(level: he.status >= 500 ? .error : .debug, logger: "http.log.error", message: he.message, fields: fields))
+        router.log(
+            LogEntry(
+                level: he.status >= 500 ? .error : .debug, logger: "http.log.error", message: he.message, fields: fields
+            ))
         await writeStatus(he.status, writer)
     }
 
@@ -177,7 +186,11 @@ public final class HTTPServerInstance: Sendable {
         ]
         fields += request.extraLogFields
         let message: String
-        if case .bool(true) = request.vars["unhandled"] ?? .null { message = "NOP" } else { message = "handled request" }
+        if case .bool(true) = request.vars["unhandled"] ?? .null {
+            message = "NOP"
+        } else {
+            message = "handled request"
+        }
         for name in loggerNames {
             router.log(LogEntry(level: level, time: .now(), logger: name, message: message, fields: fields))
         }

@@ -133,7 +133,9 @@ final class ListenerPool: Sendable {
     private let entries = Mutex<[String: Entry]>([:])
 
     /// The listener for `address`, bound now if no config holds it yet.
-    func acquire(_ address: NetworkAddress, server: HTTPServerInstance, group: any EventLoopGroup) async throws -> ListenerSlot {
+    func acquire(_ address: NetworkAddress, server: HTTPServerInstance, group: any EventLoopGroup) async throws
+        -> ListenerSlot
+    {
         let key = address.description
         if let slot = reuse(key) { return slot }
         let slot = ListenerSlot(address: address, server: server)
@@ -143,21 +145,28 @@ final class ListenerPool: Sendable {
     }
 
     /// The HTTP/3 (QUIC over UDP) listener on `address`'s port, bound now if no config holds it yet.
-    func acquireHTTP3(_ address: NetworkAddress, server: HTTPServerInstance, group: any EventLoopGroup) async throws -> ListenerSlot {
+    func acquireHTTP3(_ address: NetworkAddress, server: HTTPServerInstance, group: any EventLoopGroup) async throws
+        -> ListenerSlot
+    {
         let key = Self.http3Key(address)
         if let slot = reuse(key) { return slot }
         let slot = ListenerSlot(address: address, server: server, http3: true)
         let listener = HTTP3Listener(slot: slot, loop: group.next())
         if address.isFDNetwork {
-            guard let fd = Int32(address.host) else { throw AddressError("invalid file descriptor \"\(address.host)\"") }
+            guard let fd = Int32(address.host) else {
+                throw AddressError("invalid file descriptor \"\(address.host)\"")
+            }
             try await listener.start(boundSocket: fd)
             entries.withLock { $0[key] = Entry(channel: nil, slot: slot, refs: 1, unixPath: nil) }
             return slot
         }
-        let host = address.host.isEmpty ? (address.network == "tcp4" ? "0.0.0.0" : "::") : (address.host == "localhost" ? "127.0.0.1" : address.host)
+        let host =
+            address.host.isEmpty
+            ? (address.network == "tcp4" ? "0.0.0.0" : "::")
+            : (address.host == "localhost" ? "127.0.0.1" : address.host)
         do {
             try await listener.start(host: host, port: address.startPort)
-        } catch where address.host.isEmpty && host == "::" {
+        } catch  where address.host.isEmpty && host == "::" {
             try await listener.start(host: "0.0.0.0", port: address.startPort)
         }
         entries.withLock { $0[key] = Entry(channel: nil, slot: slot, refs: 1, unixPath: nil) }
@@ -195,7 +204,9 @@ final class ListenerPool: Sendable {
         closing.slot.close()
     }
 
-    private static func bind(_ address: NetworkAddress, slot: ListenerSlot, group: any EventLoopGroup) async throws -> (any Channel, String?) {
+    private static func bind(_ address: NetworkAddress, slot: ListenerSlot, group: any EventLoopGroup) async throws -> (
+        any Channel, String?
+    ) {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -207,7 +218,8 @@ final class ListenerPool: Sendable {
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let logger = slot.currentServer?.errorLogger ?? Logger(label: "usher.http")
-                    try channel.pipeline.syncOperations.addHandler(AcceptBackoff(logger: logger, address: address.description))
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptBackoff(logger: logger, address: address.description))
                 }
             }
             .childChannelInitializer { channel in
@@ -222,7 +234,8 @@ final class ListenerPool: Sendable {
                         connectionGuard = ConnectionGuard(settings: server.settings)
                         try channel.pipeline.syncOperations.addHandler(connectionGuard!)
                     }
-                    try ConnectionPipeline.configure(channel, slot: slot, server: server, connectionGuard: connectionGuard)
+                    try ConnectionPipeline.configure(
+                        channel, slot: slot, server: server, connectionGuard: connectionGuard)
                 }
             }
         if address.isUnixNetwork {
@@ -233,7 +246,9 @@ final class ListenerPool: Sendable {
             return (channel, path)
         }
         if address.isFDNetwork {
-            guard let fd = Int32(address.host) else { throw AddressError("invalid file descriptor \"\(address.host)\"") }
+            guard let fd = Int32(address.host) else {
+                throw AddressError("invalid file descriptor \"\(address.host)\"")
+            }
             let channel = try await bootstrap.withBoundSocket(fd).get()
             return (channel, nil)
         }
@@ -245,7 +260,7 @@ final class ListenerPool: Sendable {
         }
         do {
             return (try await bootstrap.bind(host: host, port: address.startPort).get(), nil)
-        } catch where address.host.isEmpty && host == "::" {
+        } catch  where address.host.isEmpty && host == "::" {
             // No IPv6 on this host: fall back to all IPv4 addresses.
             return (try await bootstrap.bind(host: "0.0.0.0", port: address.startPort).get(), nil)
         }
@@ -255,8 +270,10 @@ final class ListenerPool: Sendable {
 extension HTTP1Connection: ServedConnection {}
 
 enum HTTP1Pipeline {
-    static func configure(_ channel: any Channel, slot: ListenerSlot, settings: ConnectionSettings, tls: TLSConnectionInfo? = nil,
-                          connectionGuard: ConnectionGuard?) throws {
+    static func configure(
+        _ channel: any Channel, slot: ListenerSlot, settings: ConnectionSettings, tls: TLSConnectionInfo? = nil,
+        connectionGuard: ConnectionGuard?
+    ) throws {
         let executor = EventLoopTaskExecutor.forLoop(channel.eventLoop)
         let connection = HTTP1Connection(
             slot: slot, settings: settings, executor: executor, tls: tls, connectionGuard: connectionGuard

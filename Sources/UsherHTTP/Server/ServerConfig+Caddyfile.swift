@@ -18,6 +18,6 @@ public enum ServerCaddyfile {
             var o = JSONObject()
             o.put("ranges", ranges)
             return .object(o)
-        },
+        }
     ])
 }

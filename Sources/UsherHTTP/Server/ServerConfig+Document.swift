@@ -88,7 +88,8 @@ extension ServerConfig {
             o.put(CodingKeys.logs, logs?.json)
             o.put(CodingKeys.protocols, protocols)
             if let listenProtocols, !listenProtocols.isEmpty {
-                o[CodingKeys.listenProtocols] = .array(listenProtocols.map { $0.map { JSONValue.strings($0) } ?? .null })
+                o[CodingKeys.listenProtocols] = .array(
+                    listenProtocols.map { $0.map { JSONValue.strings($0) } ?? .null })
             }
             if let allow0RTT { o[CodingKeys.allow0RTT] = .bool(allow0RTT) }
             o.put(CodingKeys.metrics, metrics?.json)

@@ -1,3 +1,4 @@
+import NIOCore
 public import UsherCore
 public import UsherTLS
 
@@ -199,7 +200,8 @@ public struct ServerConfig: Decodable, Sendable {
         case readTimeout = "read_timeout", readHeaderTimeout = "read_header_timeout"
         case readIdleTimeout = "read_idle_timeout", writeTimeout = "write_timeout"
         case writeIdleTimeout = "write_idle_timeout", idleTimeout = "idle_timeout"
-        case keepAliveInterval = "keepalive_interval", keepAliveIdle = "keepalive_idle", keepAliveCount = "keepalive_count"
+        case keepAliveInterval = "keepalive_interval", keepAliveIdle = "keepalive_idle", keepAliveCount =
+            "keepalive_count"
         case maxHeaderBytes = "max_header_bytes"
         case trustedProxies = "trusted_proxies", clientIPHeaders = "client_ip_headers"
         case trustedProxiesStrict = "trusted_proxies_strict", trustedProxiesUnix = "trusted_proxies_unix"
@@ -228,7 +230,9 @@ public struct ServerConfig: Decodable, Sendable {
                 let a = try NetworkAddress(parsing: text, defaultPort: 0)
                 // `fdgram/N` (an inherited UDP socket, for HTTP/3) is the one datagram listener a server takes.
                 if a.isUDP && !a.isFDNetwork {
-                    throw AddressError("HTTP servers listen on stream sockets, not \(a.network) (HTTP/3 takes the TCP port's UDP twin, or fdgram/N)")
+                    throw AddressError(
+                        "HTTP servers listen on stream sockets, not \(a.network) (HTTP/3 takes the TCP port's UDP twin, or fdgram/N)"
+                    )
                 }
                 if !a.isUnixNetwork && !a.isFDNetwork && a.startPort == 0 && !text.hasSuffix(":0") {
                     throw AddressError("missing port in address \"\(text)\"")
@@ -262,7 +266,8 @@ public struct ServerConfig: Decodable, Sendable {
             switch p {
             case "h1", "h2", "h2c", "h3": break
             default:
-                throw ConfigError(path: c.error(.protocols, "").path + "[\(i)]", "unknown protocol \"\(p)\": use h1, h2, h2c or h3")
+                throw ConfigError(
+                    path: c.error(.protocols, "").path + "[\(i)]", "unknown protocol \"\(p)\": use h1, h2, h2c or h3")
             }
         }
         tlsConnectionPolicies = try c.decodeIfPresent([ConnectionPolicy].self, forKey: .tlsConnectionPolicies)
@@ -310,8 +315,6 @@ public struct ServerConfig: Decodable, Sendable {
         return s
     }
 }
-
-import NIOCore
 
 extension ServerConfig {
     /// Unset or zero means the default, as in Caddy; a negative duration means no limit.

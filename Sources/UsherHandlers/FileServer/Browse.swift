@@ -31,8 +31,14 @@ struct ListingItem {
     var json: JSONValue {
         var fields: [(String, JSONValue)] = [
             ("name", .string(name)), ("size", .number(JSONNumber(size))), ("url", .string(url)),
-            ("mod_time", .string(GoTimeLayout.format(WallTime(seconds: modSeconds, nanoseconds: modNanoseconds), layout: GoTimeLayout.rfc3339Nano))),
-            ("mode", .number(JSONNumber(literal: String(goMode)))), ("is_dir", .bool(isDir)), ("is_symlink", .bool(isSymlink)),
+            (
+                "mod_time",
+                .string(
+                    GoTimeLayout.format(
+                        WallTime(seconds: modSeconds, nanoseconds: modNanoseconds), layout: GoTimeLayout.rfc3339Nano))
+            ),
+            ("mode", .number(JSONNumber(literal: String(goMode)))), ("is_dir", .bool(isDir)),
+            ("is_symlink", .bool(isSymlink)),
         ]
         if let symlinkPath { fields.append(("symlink_path", .string(symlinkPath))) }
         return .object(JSONObject(fields.map { (key: $0.0, value: $0.1) }))
@@ -40,7 +46,9 @@ struct ListingItem {
 }
 
 extension FileServerHandler {
-    func serveBrowse(_ browse: BrowseConfig, dir: String, hide: [HidePattern], _ request: Request, _ writer: any ResponseWriter) async throws {
+    func serveBrowse(
+        _ browse: BrowseConfig, dir: String, hide: [HidePattern], _ request: Request, _ writer: any ResponseWriter
+    ) async throws {
         let origPath = request.original.path
         if !origPath.hasSuffix("/") {
             // Relative links in the listing need the trailing slash.
@@ -65,11 +73,12 @@ extension FileServerHandler {
             if st.isSymlink && browse.revealSymlinks {
                 target = try? FileManager.default.destinationOfSymbolicLink(atPath: path)
             }
-            items.append(ListingItem(
-                name: st.isDirectory ? name + "/" : name, size: st.size, url: url, modSeconds: st.modSeconds,
-                modNanoseconds: st.modNanoseconds, mode: st.mode, isDir: st.isDirectory, isSymlink: st.isSymlink,
-                symlinkPath: target
-            ))
+            items.append(
+                ListingItem(
+                    name: st.isDirectory ? name + "/" : name, size: st.size, url: url, modSeconds: st.modSeconds,
+                    modNanoseconds: st.modNanoseconds, mode: st.mode, isDir: st.isDirectory, isSymlink: st.isSymlink,
+                    symlinkPath: target
+                ))
             if items.count >= browse.fileLimit { break }
         }
         var sortBy = browse.sort.first { ["name", "namedirfirst", "size", "time"].contains($0) } ?? "namedirfirst"
@@ -81,7 +90,8 @@ extension FileServerHandler {
             switch sortBy {
             case "size": less = a.size != b.size ? a.size < b.size : a.name < b.name
             case "time":
-                less = (a.modSeconds, a.modNanoseconds) != (b.modSeconds, b.modNanoseconds)
+                less =
+                    (a.modSeconds, a.modNanoseconds) != (b.modSeconds, b.modNanoseconds)
                     ? (a.modSeconds, a.modNanoseconds) < (b.modSeconds, b.modNanoseconds) : a.name < b.name
             case "name": less = a.name.lowercased() < b.name.lowercased()
             default:
@@ -89,7 +99,9 @@ extension FileServerHandler {
             }
             return order == "desc" ? !less : less
         }
-        if let offset = request.queryValue("offset").flatMap(Int.init), offset > 0 { items = Array(items.dropFirst(offset)) }
+        if let offset = request.queryValue("offset").flatMap(Int.init), offset > 0 {
+            items = Array(items.dropFirst(offset))
+        }
         if let limit = request.queryValue("limit").flatMap(Int.init), limit > 0 { items = Array(items.prefix(limit)) }
 
         writer.headers.add(name: "Vary", value: "Accept, Accept-Encoding")
@@ -97,12 +109,16 @@ extension FileServerHandler {
         if accept.lowercased().contains("application/json") {
             writer.headers.replaceOrAdd(name: "Content-Type", value: "application/json; charset=utf-8")
             try await writer.writeHead(.ok)
-            if request.method != .HEAD { try await writer.write(JSONValue.array(items.map(\.json)).serialized() + "\n") }
+            if request.method != .HEAD {
+                try await writer.write(JSONValue.array(items.map(\.json)).serialized() + "\n")
+            }
             return
         }
         writer.headers.replaceOrAdd(name: "Content-Type", value: "text/html; charset=utf-8")
         try await writer.writeHead(.ok)
-        if request.method != .HEAD { try await writer.write(Self.listingHTML(path: origPath, items: items, sortBy: sortBy, order: order)) }
+        if request.method != .HEAD {
+            try await writer.write(Self.listingHTML(path: origPath, items: items, sortBy: sortBy, order: order))
+        }
     }
 
     static func listingHTML(path: String, items: [ListingItem], sortBy: String, order: String) -> String {
@@ -113,33 +129,35 @@ extension FileServerHandler {
         }
         for item in items {
             let size = item.isDir ? "&mdash;" : formatSize(item.size)
-            let time = GoTimeLayout.format(WallTime(seconds: item.modSeconds, nanoseconds: 0), layout: "2006-01-02 15:04:05")
-            rows += "<tr><td><a href=\"\(htmlEscape(item.url))\">\(htmlEscape(item.name))</a></td><td>\(size)</td><td>\(time)</td></tr>\n"
+            let time = GoTimeLayout.format(
+                WallTime(seconds: item.modSeconds, nanoseconds: 0), layout: "2006-01-02 15:04:05")
+            rows +=
+                "<tr><td><a href=\"\(htmlEscape(item.url))\">\(htmlEscape(item.name))</a></td><td>\(size)</td><td>\(time)</td></tr>\n"
         }
         func link(_ field: String, _ label: String) -> String {
             let next = sortBy == field && order == "asc" ? "desc" : "asc"
             return "<a href=\"?sort=\(field)&amp;order=\(next)\">\(label)</a>"
         }
         return """
-        <!DOCTYPE html>
-        <html>
-        <head>
-        <meta charset="utf-8">
-        <meta name="viewport" content="width=device-width, initial-scale=1">
-        <title>\(title)</title>
-        <style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:.2em 1em;text-align:left}tr:nth-child(even){background:#f4f4f4}</style>
-        </head>
-        <body>
-        <h1>\(title)</h1>
-        <table>
-        <thead><tr><th>\(link("name", "Name"))</th><th>\(link("size", "Size"))</th><th>\(link("time", "Modified"))</th></tr></thead>
-        <tbody>
-        \(rows)</tbody>
-        </table>
-        </body>
-        </html>
+            <!DOCTYPE html>
+            <html>
+            <head>
+            <meta charset="utf-8">
+            <meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>\(title)</title>
+            <style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:.2em 1em;text-align:left}tr:nth-child(even){background:#f4f4f4}</style>
+            </head>
+            <body>
+            <h1>\(title)</h1>
+            <table>
+            <thead><tr><th>\(link("name", "Name"))</th><th>\(link("size", "Size"))</th><th>\(link("time", "Modified"))</th></tr></thead>
+            <tbody>
+            \(rows)</tbody>
+            </table>
+            </body>
+            </html>
 
-        """
+            """
     }
 
     static func formatSize(_ n: Int) -> String {

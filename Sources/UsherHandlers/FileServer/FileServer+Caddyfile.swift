@@ -242,7 +242,10 @@ private func parseTryFiles(_ h: Helper) throws -> [ConfigValue] {
             if !policy.isEmpty { throw d.err("try policy already configured") }
             guard d.nextArg() else { throw d.argErr() }
             policy = d.val
-            guard ["first_exist", "first_exist_fallback", "largest_size", "smallest_size", "most_recently_modified"].contains(policy) else {
+            guard
+                ["first_exist", "first_exist_fallback", "largest_size", "smallest_size", "most_recently_modified"]
+                    .contains(policy)
+            else {
                 throw d.err("unrecognized try policy: \(policy)")
             }
         default:
@@ -253,7 +256,9 @@ private func parseTryFiles(_ h: Helper) throws -> [ConfigValue] {
         var file = JSONObject()
         file.put("try_files", try_)
         file.put("try_policy", policy)
-        return h.newRoute(["file": .object(file)], handlerObject("rewrite", ["uri": .string("{http.matchers.file.relative}" + query)]))
+        return h.newRoute(
+            ["file": .object(file)], handlerObject("rewrite", ["uri": .string("{http.matchers.file.relative}" + query)])
+        )
     }
     var result: [ConfigValue] = []
     var pending: [String] = []

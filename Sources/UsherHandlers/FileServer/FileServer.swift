@@ -130,7 +130,8 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
         try await precompressed?.provision(context)
         for entry in precompressed?.entries ?? [] { precompressors[entry.moduleID.name] = entry.module.suffix }
         if precompressedOrder.isEmpty {
-            precompressedOrder = ["br", "zstd", "gzip"].filter { precompressors[$0] != nil }
+            precompressedOrder =
+                ["br", "zstd", "gzip"].filter { precompressors[$0] != nil }
                 + precompressors.keys.sorted().filter { !["br", "zstd", "gzip"].contains($0) }
         }
         if !Replacer.mayContainPlaceholders(root) { staticRoot = absolutePath(root) }
@@ -259,13 +260,17 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
         if let he = request.handlerError { override = he.status }
         if let code = statusCode?.value {
             let text = Replacer.mayContainPlaceholders(code) ? request.replacer.replaceAll(code) : code
-            guard let n = Int(text) else { throw HandlerError(status: 500, HTTPErrorMessage("invalid status code \"\(text)\"")) }
+            guard let n = Int(text) else {
+                throw HandlerError(status: 500, HTTPErrorMessage("invalid status code \"\(text)\""))
+            }
             override = n
         }
         try await ServeContent(request: request, writer: writer, file: file, statusOverride: override).run()
     }
 
-    private func openFailed(_ e: FileOpenError, _ request: Request, _ writer: any ResponseWriter, _ next: any HTTPHandler) async throws {
+    private func openFailed(
+        _ e: FileOpenError, _ request: Request, _ writer: any ResponseWriter, _ next: any HTTPHandler
+    ) async throws {
         switch e {
         case .notFound, .outsideRoot: return try await notFound(request, writer, next)
         case .permission: throw HandlerError(status: 403, HTTPErrorMessage("permission denied"))
@@ -326,7 +331,8 @@ struct ServeContent {
     func run() async throws {
         let modTime: Int? = info.usefulModTime ? info.modSeconds : nil
         if let modTime {
-            writer.headers.replaceOrAdd(name: "Last-Modified", value: GoTimeLayout.httpDate(WallTime(seconds: modTime, nanoseconds: 0)))
+            writer.headers.replaceOrAdd(
+                name: "Last-Modified", value: GoTimeLayout.httpDate(WallTime(seconds: modTime, nanoseconds: 0)))
         }
         var ch = checkIfMatch()
         if ch == .none { ch = checkIfUnmodifiedSince(modTime) }
@@ -349,7 +355,8 @@ struct ServeContent {
         switch parseRanges(rangeHeader, size: size) {
         case .failure(let e):
             if case .noOverlap = e { writer.headers.replaceOrAdd(name: "Content-Range", value: "bytes */\(size)") }
-            return try await serveError(e == .noOverlap ? "invalid range: failed to overlap" : "invalid range", .rangeNotSatisfiable)
+            return try await serveError(
+                e == .noOverlap ? "invalid range: failed to overlap" : "invalid range", .rangeNotSatisfiable)
         case .success(let r):
             ranges = r
         }
@@ -362,7 +369,9 @@ struct ServeContent {
         if ranges.count == 1 {
             sendRange = ranges[0]
             status = .partialContent
-            writer.headers.replaceOrAdd(name: "Content-Range", value: "bytes \(ranges[0].start)-\(ranges[0].start + ranges[0].length - 1)/\(size)")
+            writer.headers.replaceOrAdd(
+                name: "Content-Range",
+                value: "bytes \(ranges[0].start)-\(ranges[0].start + ranges[0].length - 1)/\(size)")
         } else if ranges.count > 1 {
             status = .partialContent
             let boundary = (0..<30).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
@@ -414,7 +423,8 @@ struct ServeContent {
         }
         let fd = file.fd
         if length >= 64 * 1024, let direct = writer as? any FileBodyWriting,
-           try await direct.writeFileRegion(descriptor: fd, offset: start, length: length) {
+            try await direct.writeFileRegion(descriptor: fd, offset: start, length: length)
+        {
             return
         }
         let chunk = 128 * 1024
@@ -472,7 +482,8 @@ struct ServeContent {
 
     private func checkIfUnmodifiedSince(_ modTime: Int?) -> Condition {
         guard let ius = request.headers.first(name: "If-Unmodified-Since"), !ius.isEmpty, let modTime,
-              let t = parseHTTPDate(ius) else { return .none }
+            let t = parseHTTPDate(ius)
+        else { return .none }
         return modTime <= t ? .yes : .no
     }
 
@@ -488,7 +499,8 @@ struct ServeContent {
     private func checkIfModifiedSince(_ modTime: Int?) -> Condition {
         guard request.method == .GET || request.method == .HEAD else { return .none }
         guard let ims = request.headers.first(name: "If-Modified-Since"), !ims.isEmpty, let modTime,
-              let t = parseHTTPDate(ims) else { return .none }
+            let t = parseHTTPDate(ims)
+        else { return .none }
         return modTime <= t ? .no : .yes
     }
 
@@ -531,7 +543,9 @@ struct ServeContent {
             let startText = ra[..<dash].trimmingCharacters(in: .whitespaces)
             let endText = ra[ra.index(after: dash)...].trimmingCharacters(in: .whitespaces)
             if startText.isEmpty {
-                guard !endText.isEmpty, !endText.hasPrefix("-"), var n = Int(endText), n >= 0 else { return .failure(.invalid) }
+                guard !endText.isEmpty, !endText.hasPrefix("-"), var n = Int(endText), n >= 0 else {
+                    return .failure(.invalid)
+                }
                 if n > size { n = size }
                 out.append((size - n, n))
             } else {

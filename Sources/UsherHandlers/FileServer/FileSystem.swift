@@ -40,10 +40,11 @@ struct FileStatus {
         }
         var lst = stat()
         let link = lstat(path, &lst) == 0 && (lst.st_mode & S_IFMT) == S_IFLNK
-        return .success(FileStatus(
-            isDirectory: (st.st_mode & S_IFMT) == S_IFDIR, isSymlink: link, size: Int(st.st_size),
-            modSeconds: Int(st.st_mtim.tv_sec), modNanoseconds: Int(st.st_mtim.tv_nsec), mode: UInt32(st.st_mode)
-        ))
+        return .success(
+            FileStatus(
+                isDirectory: (st.st_mode & S_IFMT) == S_IFDIR, isSymlink: link, size: Int(st.st_size),
+                modSeconds: Int(st.st_mtim.tv_sec), modNanoseconds: Int(st.st_mtim.tv_nsec), mode: UInt32(st.st_mode)
+            ))
     }
 
     /// A modification time worth sending: not the zero time or the Unix epoch (Go's `usefulModTime`).
@@ -141,10 +142,13 @@ final class SmallFileCache: Sendable {
 
     func open(_ directory: RootDirectory, _ relative: String) -> Result<OpenFile, FileOpenError> {
         let key = directory.path + "\u{0}" + relative
-        if let entry = state.withLock({ $0.entries[key] }), entry.rootInode == directory.inode, entry.rootDevice == directory.device {
+        if let entry = state.withLock({ $0.entries[key] }), entry.rootInode == directory.inode,
+            entry.rootDevice == directory.device
+        {
             var st = stat()
             if fstatat(directory.fd, relative.isEmpty ? "." : relative, &st, 0) == 0,
-               FileStatus(st).sameVersion(as: entry.status) {
+                FileStatus(st).sameVersion(as: entry.status)
+            {
                 return .success(OpenFile(fd: -1, status: entry.status, content: entry.content))
             }
         }
@@ -162,7 +166,8 @@ final class SmallFileCache: Sendable {
             offset += n
         }
         file.close()
-        let entry = Entry(rootDevice: directory.device, rootInode: directory.inode, status: file.status, content: buffer)
+        let entry = Entry(
+            rootDevice: directory.device, rootInode: directory.inode, status: file.status, content: buffer)
         state.withLock { s in
             if s.bytes + buffer.readableBytes > Self.maxBytes {
                 s.entries.removeAll()
@@ -227,8 +232,9 @@ final class RootDirectory: Sendable {
         let fd = Glibc.open(full, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure(FileOpenError(errno: errno)) }
         guard let real = realPath(full), let realRoot = realPath(path),
-              real == realRoot || real.hasPrefix(realRoot == "/" ? "/" : realRoot + "/"),
-              let status = FileStatus(descriptor: fd) else {
+            real == realRoot || real.hasPrefix(realRoot == "/" ? "/" : realRoot + "/"),
+            let status = FileStatus(descriptor: fd)
+        else {
             Glibc.close(fd)
             return .failure(.outsideRoot)
         }
@@ -356,7 +362,9 @@ func realPath(_ path: String) -> String? {
 
 /// Go's `filepath.Match` for one pattern against one name (`*`, `?`, `[...]`, `\` escapes; `*` does not cross `/`).
 func globMatch(_ pattern: String, _ name: String) -> Bool {
-    if !pattern.utf8.contains(where: { $0 == UInt8(ascii: "*") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "[") || $0 == UInt8(ascii: "\\") }) {
+    if !pattern.utf8.contains(where: {
+        $0 == UInt8(ascii: "*") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "[") || $0 == UInt8(ascii: "\\")
+    }) {
         return pattern == name
     }
     return fnmatch(pattern, name, FNM_PATHNAME) == 0
@@ -373,7 +381,9 @@ enum MIMETypes {
             ".svg": "image/svg+xml", ".wasm": "application/wasm", ".webp": "image/webp",
             ".xml": "text/xml; charset=utf-8",
         ]
-        for file in ["/etc/mime.types", "/etc/apache2/mime.types", "/etc/apache/mime.types", "/etc/httpd/conf/mime.types"] {
+        for file in [
+            "/etc/mime.types", "/etc/apache2/mime.types", "/etc/apache/mime.types", "/etc/httpd/conf/mime.types",
+        ] {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
             for line in text.split(separator: "\n") {
                 let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -422,7 +432,9 @@ func parseHTTPDate(_ s: String) -> Int? {
     } else if parts.count == 4, parts[0].hasSuffix(","), parts[3] == "GMT" {
         // Sunday, 06-Nov-94 08:49:37 GMT
         let dmy = parts[1].split(separator: "-").map(String.init)
-        guard dmy.count == 3, let d = Int(dmy[0]), let m = months.firstIndex(of: dmy[1]), let y = Int(dmy[2]) else { return nil }
+        guard dmy.count == 3, let d = Int(dmy[0]), let m = months.firstIndex(of: dmy[1]), let y = Int(dmy[2]) else {
+            return nil
+        }
         (day, month, year, clock) = (d, m, y < 70 ? 2000 + y : 1900 + y, parts[2])
     } else if parts.count == 5 {
         // Sun Nov  6 08:49:37 1994
@@ -433,7 +445,8 @@ func parseHTTPDate(_ s: String) -> Int? {
     }
     let hms = clock.split(separator: ":").compactMap { Int($0) }
     guard hms.count == 3, (1...31).contains(day), (0..<24).contains(hms[0]), (0..<60).contains(hms[1]),
-          (0...60).contains(hms[2]) else { return nil }
+        (0...60).contains(hms[2])
+    else { return nil }
     var t = tm()
     t.tm_year = Int32(year - 1900)
     t.tm_mon = Int32(month)

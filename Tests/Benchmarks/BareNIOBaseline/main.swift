@@ -30,7 +30,9 @@ final class FixedResponder: ChannelInboundHandler {
             headers.add(name: "Content-Length", value: "13")
             headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
             if !keepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil
+            )
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             let close = !keepAlive
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [channel = context.channel] _ in
@@ -66,7 +68,8 @@ if args.count > 4, let tlsPort = Int(args[2]) {
         privateKey: .file(args[4])
     )
     config.applicationProtocols = ["http/1.1"]
-    let tlsChannel = try bootstrap(tls: try NIOSSLContext(configuration: config)).bind(host: "127.0.0.1", port: tlsPort).wait()
+    let tlsChannel = try bootstrap(tls: try NIOSSLContext(configuration: config)).bind(host: "127.0.0.1", port: tlsPort)
+        .wait()
     print("bare NIO baseline (TLS) listening on \(tlsChannel.localAddress!)")
 }
 try channel.closeFuture.wait()

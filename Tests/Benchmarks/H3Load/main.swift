@@ -113,8 +113,11 @@ final class Run: @unchecked Sendable {
             self.finishIfIdle()
         }
         do {
-            try stream.sendRequest([(":method", "GET"), (":scheme", "https"), (":authority", authority), (":path", path),
-                                    ("user-agent", "h3load")], hasBody: false)
+            try stream.sendRequest(
+                [
+                    (":method", "GET"), (":scheme", "https"), (":authority", authority), (":path", path),
+                    ("user-agent", "h3load"),
+                ], hasBody: false)
         } catch {
             stream.reset()
         }
@@ -170,10 +173,16 @@ let summary = try JSONSerialization.jsonObject(with: summaryJSON) as! [String: A
 if options.json {
     print(String(decoding: summaryJSON, as: UTF8.self))
 } else {
-    print("requests: \(summary["requests"]!) total, \(summary["succeeded"]!) succeeded, \(summary["failed"]!) failed, \(summary["errored"]!) errored")
-    print(String(format: "finished in %.2fs, %.2f req/s, %.2f MB/s", summary["seconds"] as! Double, summary["req_per_s"] as! Double,
-                 (summary["bytes_per_s"] as! Double) / 1e6))
-    print(String(format: "latency p50 %.2f ms, p99 %.2f ms", summary["p50_ms"] as! Double, summary["p99_ms"] as! Double))
+    print(
+        "requests: \(summary["requests"]!) total, \(summary["succeeded"]!) succeeded, \(summary["failed"]!) failed, \(summary["errored"]!) errored"
+    )
+    print(
+        String(
+            format: "finished in %.2fs, %.2f req/s, %.2f MB/s", summary["seconds"] as! Double,
+            summary["req_per_s"] as! Double,
+            (summary["bytes_per_s"] as! Double) / 1e6))
+    print(
+        String(format: "latency p50 %.2f ms, p99 %.2f ms", summary["p50_ms"] as! Double, summary["p99_ms"] as! Double))
     print("status codes: \(summary["statuses"]!)")
 }
 try? await group.shutdownGracefully()

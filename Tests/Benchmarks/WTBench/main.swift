@@ -42,7 +42,8 @@ func parseOptions() -> Options {
 }
 
 let options = parseOptions()
-guard ["throughput", "rtt", "idle"].contains(options.mode), let url = URL(string: options.url), let host = url.host else {
+guard ["throughput", "rtt", "idle"].contains(options.mode), let url = URL(string: options.url), let host = url.host
+else {
     FileHandle.standardError.write(Data("usage: wtbench throughput|rtt|idle [options] https://HOST:PORT/PATH\n".utf8))
     exit(2)
 }
@@ -71,8 +72,10 @@ func openSession() async throws -> Opened {
     config.extension = sessions
     config.extraSettings = WebTransportCodepoint.clientSettings
     let conn = try await HTTP3ClientConnection.connect(to: address, configuration: config, on: loop)
-    let fields = [(":method", "CONNECT"), (":protocol", "webtransport"), (":scheme", "https"),
-                  (":authority", "\(host):\(url.port ?? 443)"), (":path", path)]
+    let fields = [
+        (":method", "CONNECT"), (":protocol", "webtransport"), (":scheme", "https"),
+        (":authority", "\(host):\(url.port ?? 443)"), (":path", path),
+    ]
     switch try await WebTransportSession.connect(over: conn, sessions: sessions, fields: fields) {
     case .accepted(let session, _): return Opened(conn: conn, session: session)
     case .refused(let status, _, _): throw WebTransportError("session refused with \(status)")
@@ -150,7 +153,9 @@ case "throughput":
         opened.conn.close()
         return (t.echoed, t.streams)
     }.get()
-    result = ["echoed_bytes": echoed, "streams": streams, "seconds": seconds, "mb_per_s": Double(echoed) / seconds / 1e6]
+    result = [
+        "echoed_bytes": echoed, "streams": streams, "seconds": seconds, "mb_per_s": Double(echoed) / seconds / 1e6,
+    ]
 case "rtt":
     let opened = try await Task(executorPreference: executor) { try await openSession() }.value
     let rtts: [Int64] = await Task(executorPreference: executor) {
@@ -181,7 +186,9 @@ case "rtt":
         return out
     }.value
     let sorted = rtts.sorted()
-    func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e3 }
+    func pct(_ p: Double) -> Double {
+        sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e3
+    }
     result = ["count": sorted.count, "p50_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99)]
 case "idle":
     var open: [Opened] = []

@@ -1,5 +1,4 @@
 import UsherCaddyfile
-import UsherCaddyfileHTTP
 import UsherCore
 import UsherHTTP
 
@@ -49,7 +48,7 @@ let helloCaddyfile = CaddyfileSupport(
     handlerDirectives: [
         "hello": { h in
             let d = h.d
-            d.next() // the directive name
+            d.next()  // the directive name
             var fields = JSONObject()
             if d.nextArg() { fields["name"] = .string(d.val) }
             if d.nextArg() {
@@ -58,7 +57,7 @@ let helloCaddyfile = CaddyfileSupport(
             }
             if d.nextArg() { throw d.argErr() }
             return handlerObject("hello", fields)
-        },
+        }
     ],
     order: [(directive: "hello", position: .before, relativeTo: "respond")]
 )
