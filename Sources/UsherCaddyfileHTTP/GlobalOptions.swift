@@ -204,12 +204,12 @@ private func parseAdminOption(_ i: GlobalOptionInput) throws -> Any? {
         default: throw d.err("unrecognized parameter '\(d.val)'")
         }
     }
-    if listen.isEmpty && !disabled { listen = "localhost:2019" }
+    if listen.isEmpty && !disabled { listen = AdminConfig.defaultListen }
     var o = JSONObject()
-    o.put("disabled", disabled)
-    o.put("listen", listen)
-    o.put("enforce_origin", enforceOrigin)
-    o.put("origins", origins)
+    o.put(AdminConfig.CodingKeys.disabled, disabled)
+    o.put(AdminConfig.CodingKeys.listen, listen)
+    o.put(AdminConfig.CodingKeys.enforceOrigin, enforceOrigin)
+    o.put(AdminConfig.CodingKeys.origins, origins)
     return o
 }
 

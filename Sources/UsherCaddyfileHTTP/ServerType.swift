@@ -211,9 +211,9 @@ public struct HTTPServerType {
         if let a = ctx.options["admin"] as? JSONObject { admin = a }
         if let pc = ctx.options["persist_config"] as? String, pc == "off" {
             var a = admin ?? JSONObject()
-            var c = a["config"]?.objectValue ?? JSONObject()
-            c["persist"] = .bool(false)
-            a["config"] = .object(c)
+            var c = a[AdminConfig.CodingKeys.config]?.objectValue ?? JSONObject()
+            c[AdminConfig.SettingsKeys.persist] = .bool(false)
+            a[AdminConfig.CodingKeys.config] = .object(c)
             admin = a
         }
         cfg.put(UsherConfig.CodingKeys.admin, admin)

@@ -62,9 +62,9 @@ func parseTLS(_ h: Helper) throws -> [ConfigValue] {
         } else {
             tag = "cert\(tags.count)"
             var pair = JSONObject()
-            pair["certificate"] = .string(certFile)
-            pair["key"] = .string(keyFile)
-            pair["tags"] = .strings([tag])
+            pair[CertificateFilePair.CodingKeys.certificate] = .string(certFile)
+            pair[CertificateFilePair.CodingKeys.key] = .string(keyFile)
+            pair[CertificateFilePair.CodingKeys.tags] = .strings([tag])
             fileLoader.append(.object(pair))
             tags[certFile] = tag
         }
@@ -499,13 +499,16 @@ func parseClientAuthentication(_ d: Dispenser, _ registry: CaddyfileRegistry) th
         }
     }
     if !trustedCACerts.isEmpty {
-        caRaw = moduleObject(["trusted_ca_certs": .strings(trustedCACerts)], key: "provider", name: "inline")
+        var inline = JSONObject()
+        inline.put(InlineCAPool.CodingKeys.trustedCACerts, trustedCACerts)
+        caRaw = moduleObject(inline, key: "provider", name: "inline")
     }
+    typealias Key = ClientAuthentication.CodingKeys
     var o = JSONObject()
-    o.put("ca", caRaw)
-    o.put("trusted_leaf_certs", trustedLeafCerts)
-    o.put("verifiers", verifiers)
-    o.put("mode", mode)
+    o.put(Key.ca, caRaw)
+    o.put(Key.trustedLeafCerts, trustedLeafCerts)
+    o.put(Key.verifiers, verifiers)
+    o.put(Key.mode, mode)
     return o
 }
 

@@ -10,7 +10,7 @@ public struct ResponseMatcher: Decodable, Sendable {
     /// `headers`: header fields with allowed values, as the `header` request matcher.
     public var headers: [(name: String, values: [String]?)]
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case statusCode = "status_code", headers
     }
 

@@ -1,5 +1,6 @@
 import UsherCaddyfile
 import UsherCore
+import UsherHTTP
 
 let encodeParsers = CaddyfileSupport(
     handlerDirectives: ["encode": parseEncode],

@@ -5,6 +5,6 @@ public import UsherCaddyfile
 public enum HandlerCaddyfile {
     public static let support = CaddyfileSupport(merging: [
         staticResponseParsers, errorParsers, varsParsers, mapParsers, headerParsers, rewriteParsers,
-        requestBodyParsers, encodeParsers, metricsParsers, fileServerParsers,
+        requestBodyParsers, encodeParsers, metricsParsers, fileServerParsers, pushParsers,
     ])
 }

@@ -1,5 +1,6 @@
 import UsherCaddyfile
 import UsherCore
+import UsherHTTP
 
 let headerParsers = CaddyfileSupport(directives: [
     "header": parseHeaderDirective,

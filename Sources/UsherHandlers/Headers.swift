@@ -13,7 +13,7 @@ public struct HeaderReplacement: Decodable, Sendable {
     public var replace: String
     let compiled: CompiledRegex?
 
-    enum CodingKeys: String, CodingKey { case search, searchRegexp = "search_regexp", replace }
+    package enum CodingKeys: String, CodingKey { case search, searchRegexp = "search_regexp", replace }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -60,7 +60,7 @@ public struct HeaderOps: Decodable, Sendable {
     public var delete: [String]
     public var replace: [(name: String, replacements: [HeaderReplacement])]
 
-    enum CodingKeys: String, CodingKey { case add, set, delete, replace }
+    package enum CodingKeys: String, CodingKey { case add, set, delete, replace }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -184,7 +184,7 @@ public struct ResponseHeaderOps: Decodable, Sendable {
     /// `deferred`: apply when the response head is written rather than now.
     public var deferred: Bool
 
-    enum CodingKeys: String, CodingKey { case add, set, delete, replace, require, deferred }
+    package enum CodingKeys: String, CodingKey { case add, set, delete, replace, require, deferred }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)

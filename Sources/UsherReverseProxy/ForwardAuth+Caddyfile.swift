@@ -1,5 +1,7 @@
 import UsherCaddyfile
 import UsherCore
+import UsherHTTP
+import UsherHandlers
 
 // `forward_auth`: a `reverse_proxy` that asks an authentication service first (Caddy's forwardauth package).
 

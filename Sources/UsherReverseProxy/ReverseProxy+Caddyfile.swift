@@ -1,5 +1,7 @@
 public import UsherCaddyfile
 import UsherCore
+import UsherHTTP
+import UsherHandlers
 
 // `reverse_proxy` in the Caddyfile: the directive, its subdirectives and `handle_response`. The modules it
 // nests (transports, selection policies, upstream sources) have their syntax beside them.

@@ -22,7 +22,7 @@ public struct InlineCAPool: CAPoolSource {
     /// `trusted_ca_certs`: base64 DER certificates.
     public var trustedCACerts: [[UInt8]]
 
-    enum CodingKeys: String, CodingKey { case trustedCACerts = "trusted_ca_certs" }
+    package enum CodingKeys: String, CodingKey { case trustedCACerts = "trusted_ca_certs" }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)

@@ -112,7 +112,7 @@ public struct ClientAuthentication: Decodable, Sendable {
     /// `mode`. Default: `require_and_verify` when trusted certificates are given, else `require`.
     public var mode: Mode
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case trustedCACerts = "trusted_ca_certs", trustedCACertPEMFiles = "trusted_ca_certs_pem_files"
         case trustedLeafCerts = "trusted_leaf_certs", mode, ca, verifiers
     }

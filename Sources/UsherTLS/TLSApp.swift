@@ -140,7 +140,7 @@ public struct CertificateFilePair: Decodable, Sendable {
     /// `tags`: labels for `certificate_selection`.
     public var tags: [String]
 
-    enum CodingKeys: String, CodingKey { case certificate, key, format, tags }
+    package enum CodingKeys: String, CodingKey { case certificate, key, format, tags }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)

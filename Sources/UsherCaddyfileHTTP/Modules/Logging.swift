@@ -44,9 +44,10 @@ private func parseFileWriter(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
     d.next()
     guard d.nextArg() else { throw d.argErr() }
     var o = JSONObject()
-    o["filename"] = .string(d.val)
+    o[Key.filename] = .string(d.val)
     if d.nextArg() { throw d.argErr() }
-    var fields: [String: JSONValue] = [:]
+    typealias Key = FileWriterModule.CodingKeys
+    var fields: [Key: JSONValue] = [:]
     func parseMode(_ s: String) throws -> UInt64 {
         let padded = String(repeating: "0", count: max(0, 4 - s.count)) + s
         guard let m = UInt64(padded, radix: 8), m <= UInt64(UInt32.max) else {
@@ -62,7 +63,7 @@ private func parseFileWriter(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
             do { m = try parseMode(a[0]) } catch { throw d.err("parsing mode: \(error)") }
             if m != 0 {
                 let octal = String(m, radix: 8)
-                fields["mode"] = .string(String(repeating: "0", count: max(0, 4 - octal.count)) + octal)
+                fields[Key.mode] = .string(String(repeating: "0", count: max(0, 4 - octal.count)) + octal)
             }
         case "dir_mode":
             guard let a = d.allArgs(1) else { throw d.argErr() }
@@ -70,18 +71,18 @@ private func parseFileWriter(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
             if !["inherit", "from_file"].contains(v.lowercased()) {
                 do { _ = try parseMode(v) } catch { throw d.err("parsing dir_mode: \(error)") }
             }
-            fields["dir_mode"] = .string(v)
+            fields[Key.dirMode] = .string(v)
         case "roll_disabled":
-            fields["roll"] = .bool(false)
+            fields[Key.roll] = .bool(false)
             if d.nextArg() { throw d.argErr() }
         case "roll_size":
             guard let a = d.allArgs(1) else { throw d.argErr() }
             let size: UInt64
             do { size = try Go.parseBytes(a[0]) } catch { throw d.err("parsing size: \(error)") }
             let mb = Int((Double(size) / 1_048_576).rounded(.up))
-            fields["roll_size_mb"] = mb == 0 ? nil : .number(JSONNumber(mb))
+            fields[Key.rollSizeMB] = mb == 0 ? nil : .number(JSONNumber(mb))
         case "roll_uncompressed":
-            fields["roll_gzip"] = .bool(false)
+            fields[Key.rollGzip] = .bool(false)
             if d.nextArg() { throw d.argErr() }
         case "roll_compression":
             guard let a = d.allArgs(1) else { throw d.argErr() }
@@ -89,27 +90,27 @@ private func parseFileWriter(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
             guard ["none", "gzip", "zstd"].contains(c) else {
                 throw d.err("parsing roll_compression: must be 'none', 'gzip' or 'zstd'")
             }
-            fields["roll_compression"] = .string(c)
+            fields[Key.rollCompression] = .string(c)
         case "roll_local_time":
-            fields["roll_local_time"] = .bool(true)
+            fields[Key.rollLocalTime] = .bool(true)
             if d.nextArg() { throw d.argErr() }
         case "roll_keep":
             guard let a = d.allArgs(1) else { throw d.argErr() }
             let n: Int
             do { n = try Go.atoi(a[0]) } catch { throw d.err("parsing roll_keep number: \(error)") }
-            fields["roll_keep"] = n == 0 ? nil : .number(JSONNumber(n))
+            fields[Key.rollKeep] = n == 0 ? nil : .number(JSONNumber(n))
         case "roll_keep_for":
             guard let a = d.allArgs(1) else { throw d.argErr() }
             let v: Int64
             do { v = try Go.caddyDuration(a[0]) } catch { throw d.err("parsing roll_keep_for duration: \(error)") }
             if v < 0 { throw d.err("negative roll_keep_for duration: \(formatGoDuration(Double(v) / 1e9))") }
             let days = Int((Double(v) / 3.6e12 / 24).rounded(.up))
-            fields["roll_keep_days"] = days == 0 ? nil : .number(JSONNumber(days))
+            fields[Key.rollKeepDays] = days == 0 ? nil : .number(JSONNumber(days))
         case "roll_interval":
             guard let a = d.allArgs(1) else { throw d.argErr() }
             let v: Int64
             do { v = try Go.caddyDuration(a[0]) } catch { throw d.err("parsing roll_interval duration: \(error)") }
-            fields["roll_interval"] = v == 0 ? nil : .number(JSONNumber(literal: String(v)))
+            fields[Key.rollInterval] = v == 0 ? nil : .number(JSONNumber(literal: String(v)))
         case "roll_minutes":
             let args = d.remainingArgs()
             if args.isEmpty { throw d.argErr() }
@@ -123,7 +124,7 @@ private func parseFileWriter(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
                     }
                 }
             }
-            fields["roll_minutes"] = .array(minutes)
+            fields[Key.rollMinutes] = .array(minutes)
         case "roll_at":
             let args = d.remainingArgs()
             if args.isEmpty { throw d.argErr() }
@@ -135,18 +136,20 @@ private func parseFileWriter(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSO
                     times.append(s)
                 }
             }
-            fields["roll_at"] = .strings(times)
+            fields[Key.rollAt] = .strings(times)
         case "backup_time_format":
             guard let a = d.allArgs(1) else { throw d.argErr() }
-            fields["backup_time_format"] = a[0].isEmpty ? nil : .string(a[0])
+            fields[Key.backupTimeFormat] = a[0].isEmpty ? nil : .string(a[0])
         default:
             throw d.err("unrecognized subdirective '\(d.val)'")
         }
     }
-    for k in [
-        "mode", "dir_mode", "roll", "roll_size_mb", "roll_interval", "roll_minutes", "roll_at", "roll_gzip",
-        "roll_compression", "roll_local_time", "roll_keep", "roll_keep_days", "backup_time_format",
-    ] {
+    // Caddy's field order, which is not the decoder's.
+    let order: [Key] = [
+        .mode, .dirMode, .roll, .rollSizeMB, .rollInterval, .rollMinutes, .rollAt, .rollGzip, .rollCompression,
+        .rollLocalTime, .rollKeep, .rollKeepDays, .backupTimeFormat,
+    ]
+    for k in order {
         if let v = fields[k] { o[k] = v }
     }
     return .object(o)
@@ -183,32 +186,25 @@ private func parseNetWriter(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSON
 private func parseEncoderConfig(_ d: Dispenser, _: CaddyfileRegistry) throws -> JSONValue {
     d.next()
     if d.nextArg() { throw d.argErr() }
+    // The subdirectives are the JSON keys, as in Caddy.
+    typealias Key = LogEncoderConfig.CodingKeys
     var fields: [String: JSONValue] = [:]
     while d.nextBlock(0) {
         let sub = d.val
-        if sub == "time_local" {
-            fields["time_local"] = .bool(true)
+        if sub == Key.timeLocal.stringValue {
+            fields[sub] = .bool(true)
             if d.nextArg() { throw d.argErr() }
             continue
         }
         guard let a = d.allArgs(1) else { throw d.argErr() }
-        let arg = a[0]
-        switch sub {
-        case "message_key", "level_key", "time_key", "name_key", "caller_key", "stacktrace_key", "line_ending":
-            fields[sub] = .string(arg)
-        case "time_format", "duration_format", "level_format":
-            fields[sub] = arg.isEmpty ? nil : .string(arg)
-        default:
-            throw d.err("unrecognized subdirective \(sub)")
+        guard let key = Key(stringValue: sub) else { throw d.err("unrecognized subdirective \(sub)") }
+        switch key {
+        case .timeFormat, .durationFormat, .levelFormat: fields[sub] = a[0].isEmpty ? nil : .string(a[0])
+        default: fields[sub] = .string(a[0])
         }
     }
     var o = JSONObject()
-    for k in [
-        "message_key", "level_key", "time_key", "name_key", "caller_key", "stacktrace_key", "line_ending",
-        "time_format", "time_local", "duration_format", "level_format",
-    ] {
-        if let v = fields[k] { o[k] = v }
-    }
+    for key in Key.allCases { if let v = fields[key.stringValue] { o[key] = v } }
     return .object(o)
 }
 
@@ -290,7 +286,7 @@ private func parseFilterEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry) t
         }
     }
     var o = JSONObject()
-    o.put("wrap", wrap)
+    o.put(JournaldLogEncoderModule.CodingKeys.wrap, wrap)
     o.putMap("fields", fields.sortedByKey())
     return .object(o)
 }
@@ -306,7 +302,7 @@ private func parseAppendEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry) t
     }
     let wrap = try encoderBlock(d, registry, field: parseField)
     var o = JSONObject()
-    o.put("wrap", wrap)
+    o.put(JournaldLogEncoderModule.CodingKeys.wrap, wrap)
     o.putMap("fields", fields.sortedByKey())
     return .object(o)
 }
@@ -317,7 +313,7 @@ private func parseJournaldEncoder(_ d: Dispenser, _ registry: CaddyfileRegistry)
     var o = JSONObject()
     while d.nextBlock(0) {
         guard d.val == "wrap" else { throw d.err("unrecognized subdirective \(d.val)") }
-        o["wrap"] = .object(try wrappedEncoder(d, registry))
+        o[JournaldLogEncoderModule.CodingKeys.wrap] = .object(try wrappedEncoder(d, registry))
     }
     return .object(o)
 }

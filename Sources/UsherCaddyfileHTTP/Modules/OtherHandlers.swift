@@ -3,7 +3,7 @@ import UsherCore
 import UsherTLS
 
 // Handler directives of the standard distribution whose modules are not in this build yet: templates,
-// basic_auth, push, timeouts, tracing, log_append, acme_server.
+// basic_auth, timeouts, tracing, log_append, acme_server.
 
 let otherHandlerParsers = CaddyfileSupport(
     directives: ["acme_server": parseACMEServer],
@@ -11,7 +11,6 @@ let otherHandlerParsers = CaddyfileSupport(
         "templates": parseTemplates,
         "basicauth": parseBasicAuth,
         "basic_auth": parseBasicAuth,
-        "push": parsePush,
         "timeouts": parseTimeouts,
         "tracing": parseTracing,
         "log_append": parseLogAppend,
@@ -93,45 +92,6 @@ private func parseBasicAuth(_ h: Helper) throws -> JSONObject {
     basic["hash_cache"] = .object(JSONObject())
     return handlerObject("authentication", ["providers": .object(["http_basic": .object(basic)])])
 }
-
-private func parsePush(_ h: Helper) throws -> JSONObject {
-    let d = h.d
-    d.next()
-    var resources: [JSONObject] = []
-    var headers: HeaderOpsJSON?
-    func resource(_ method: String, _ target: String) -> JSONObject {
-        var r = JSONObject()
-        r.put("method", method)
-        r.put("target", target)
-        return r
-    }
-    if d.nextArg() { resources.append(resource("", d.val)) }
-    while d.nextBlock(0) {
-        switch d.val {
-        case "headers":
-            if d.nextArg() { throw d.argErr() }
-            let nesting = d.nesting
-            while d.nextBlock(nesting) {
-                let args = [d.val] + d.remainingArgs()
-                var ops = headers ?? HeaderOpsJSON()
-                try applyHeaderArgs(&ops, args, d)
-                headers = ops
-            }
-        case "GET", "HEAD":
-            let method = d.val
-            guard d.nextArg() else { throw d.argErr() }
-            resources.append(resource(method, d.val))
-        default:
-            resources.append(resource("", d.val))
-        }
-    }
-    var o = JSONObject()
-    o.put("resources", resources)
-    o.put("headers", headers?.json)
-    return handlerObject("push", o)
-}
-
-/// `intercept`: response matchers, `handle_response` routes and `replace_status`.
 
 private func parseTimeouts(_ h: Helper) throws -> JSONObject {
     let d = h.d

@@ -34,12 +34,12 @@ public struct AdminConfig: Decodable, Sendable, Equatable {
 
     public static let defaultListen = "localhost:2019"
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case disabled, listen, origins, config, identity, remote
         case enforceOrigin = "enforce_origin"
     }
 
-    enum SettingsKeys: String, CodingKey { case persist, load, loadDelay = "load_delay" }
+    package enum SettingsKeys: String, CodingKey { case persist, load, loadDelay = "load_delay" }
 
     public init() {
         disabled = false

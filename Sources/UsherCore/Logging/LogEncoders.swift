@@ -43,7 +43,7 @@ public struct LogEncoderConfig: Codable, Sendable {
     /// `level_format`: `lower` (default), `upper` or `color`.
     public var levelFormat: String?
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey, CaseIterable {
         case messageKey = "message_key", levelKey = "level_key", timeKey = "time_key", nameKey = "name_key"
         case callerKey = "caller_key", stacktraceKey = "stacktrace_key", lineEnding = "line_ending"
         case timeFormat = "time_format", timeLocal = "time_local", durationFormat = "duration_format"
@@ -292,7 +292,7 @@ public struct JournaldLogEncoderModule: LogEncoderModule {
     /// `wrap`: the encoder whose output is prefixed. Default: console on a terminal, otherwise JSON.
     public var wrap: Loaded<LogEncoders>?
 
-    enum CodingKeys: String, CodingKey { case wrap }
+    package enum CodingKeys: String, CodingKey { case wrap }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)

@@ -115,7 +115,7 @@ public struct FileWriterModule: LogWriterModule {
     /// `roll_compression`: `gzip`, `zstd` or `none`; overrides `roll_gzip`. Default: gzip.
     public var rollCompression: String?
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case filename, mode, roll
         case rollSizeMB = "roll_size_mb", rollKeep = "roll_keep", rollKeepDays = "roll_keep_days"
         case rollLocalTime = "roll_local_time", rollGzip = "roll_gzip", rollCompression = "roll_compression"

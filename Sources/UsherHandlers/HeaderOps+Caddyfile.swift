@@ -1,4 +1,6 @@
+public import UsherCaddyfile
 public import UsherCore
+import UsherHTTP
 
 /// Header manipulations as Caddy's `headers.HeaderOps` holds them, built from Caddyfile header fields
 /// (`+Field`, `-Field`, `?Field`, `>Field`, `Field value [replacement]`).
@@ -30,12 +32,12 @@ public struct HeaderOpsJSON: Equatable {
 
     public var json: JSONObject {
         var o = JSONObject()
-        o.putMap("add", headerMapJSON(add))
-        o.putMap("set", headerMapJSON(set))
-        o.put("delete", delete)
+        o.putMap(HeaderOps.CodingKeys.add, headerMapJSON(add))
+        o.putMap(HeaderOps.CodingKeys.set, headerMapJSON(set))
+        o.put(HeaderOps.CodingKeys.delete, delete)
         var r = JSONObject()
         for (k, v) in replace { r[k] = .array(v.map { .object($0) }) }
-        o.putMap("replace", r.sortedByKey())
+        o.putMap(HeaderOps.CodingKeys.replace, r.sortedByKey())
         return o
     }
 }
@@ -53,17 +55,17 @@ public struct ResponseHeaderOpsJSON: Equatable {
 
     public var json: JSONObject {
         var o = ops.json
-        o.put("require", require)
-        o.put("deferred", deferred)
+        o.put(ResponseHeaderOps.CodingKeys.require, require)
+        o.put(ResponseHeaderOps.CodingKeys.deferred, deferred)
         return o
     }
 
     /// Adds `field` with value `nil` to the `require` matcher's headers (`?Field`: only when absent).
     package mutating func requireAbsent(_ field: String) {
         var r = require ?? JSONObject()
-        var headers = r["headers"]?.objectValue ?? JSONObject()
+        var headers = r[ResponseMatcher.CodingKeys.headers]?.objectValue ?? JSONObject()
         headers[field] = .null
-        r["headers"] = .object(headers.sortedByKey())
+        r[ResponseMatcher.CodingKeys.headers] = .object(headers.sortedByKey())
         require = r
     }
 }
@@ -107,8 +109,8 @@ private func applyHeaderOp(
         let deferred = field.hasPrefix(">") && isResponse
         while let f = field.first, "+-?>".contains(f) { field.removeFirst() }
         var r = JSONObject()
-        r["search_regexp"] = .string(value)
-        r.put("replace", replacement)
+        r[HeaderReplacement.CodingKeys.searchRegexp] = .string(value)
+        r.put(HeaderReplacement.CodingKeys.replace, replacement)
         if let i = ops.replace.firstIndex(where: { $0.0 == field }) {
             ops.replace[i].1.append(r)
         } else {
@@ -135,59 +137,4 @@ public func applyHeaderArgs(_ ops: inout HeaderOpsJSON, _ args: [String], _ d: D
     } catch {
         throw d.err("\(error)")
     }
-}
-
-/// The header matcher's Caddyfile form (`[!]Field [value]` per line), merged into `headers`.
-public func parseHeaderMatcherLines(_ d: Dispenser, into headers: inout JSONObject) throws {
-    while d.next() {
-        guard let a = d.args(1) else { throw d.err("malformed header matcher: expected field") }
-        var field = a[0]
-        if field.hasPrefix("!") {
-            if field.count == 1 { throw d.err("malformed header matcher: must have field name following ! character") }
-            field.removeFirst()
-            headers[field] = .null
-            if d.nextArg() { throw d.err("malformed header matcher: null matching headers cannot have a field value") }
-        } else {
-            guard d.nextArg() else { throw d.err("malformed header matcher: expected both field and value") }
-            let key = Go.canonicalHeaderKey(field)
-            headers[key] = .strings((headers[key]?.stringArray ?? []) + [d.val])
-        }
-        if d.nextBlock(0) { throw d.err("malformed header matcher: blocks are not supported") }
-    }
-    headers = headers.sortedByKey()
-}
-
-/// A named response matcher (`@name { status ...; header ... }`), as `header ... { match { ... } }` and
-/// `reverse_proxy`'s `handle_response` use (Caddy's `ParseNamedResponseMatcher`).
-public func parseNamedResponseMatcher(_ d: Dispenser, _ matchers: inout [String: JSONObject]) throws {
-    d.next()
-    let name = d.val
-    if matchers[name] != nil { throw d.err("matcher is defined more than once: \(name)") }
-    var statusCodes: [Int]?
-    var headers: JSONObject?
-    let nesting = d.nesting
-    while d.nextArg() || d.nextBlock(nesting) {
-        switch d.val {
-        case "header":
-            var h = headers ?? JSONObject()
-            try parseHeaderMatcherLines(d.newFromNextSegment(), into: &h)
-            headers = h
-        case "status":
-            if statusCodes == nil { statusCodes = [] }
-            let args = d.remainingArgs()
-            if args.isEmpty { throw d.argErr() }
-            for var arg in args {
-                if arg.utf8.count == 3 && arg.hasSuffix("xx") { arg = String(arg.prefix(1)) }
-                do { statusCodes!.append(try Go.atoi(arg)) } catch {
-                    throw d.err("bad status value '\(arg)': \(error)")
-                }
-            }
-        default:
-            throw d.err("unrecognized response matcher \(d.val)")
-        }
-    }
-    var m = JSONObject()
-    if let statusCodes, !statusCodes.isEmpty { m["status_code"] = .array(statusCodes.map { .number(JSONNumber($0)) }) }
-    if let headers, !headers.isEmpty { m["headers"] = .object(headers) }
-    matchers[name] = m
 }
