@@ -19,10 +19,10 @@ public struct HTTPRoute: Equatable {
 
     public var json: JSONObject {
         var o = JSONObject()
-        o.put("group", group)
-        o.put("match", matcherSets)
-        o.put("handle", handlers)
-        o.put("terminal", terminal)
+        o.put(RouteKeys.group, group)
+        o.put(RouteKeys.match, matcherSets)
+        o.put(RouteKeys.handle, handlers)
+        o.put(RouteKeys.terminal, terminal)
         return o
     }
 
@@ -47,11 +47,11 @@ public struct HTTPSubroute {
     /// The handler module object.
     public var handler: JSONObject {
         var o = JSONObject()
-        o.put("routes", routes.map(\.json))
+        o.put(RouteListKeys.routes, routes.map(\.json))
         if let errors {
             var e = JSONObject()
-            e.put("routes", errors.map(\.json))
-            o["errors"] = .object(e)
+            e.put(RouteListKeys.routes, errors.map(\.json))
+            o[RouteListKeys.errors] = .object(e)
         }
         return handlerObject("subroute", o)
     }

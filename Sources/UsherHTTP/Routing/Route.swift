@@ -33,7 +33,7 @@ public struct Route: Decodable, Sendable {
     /// Its series when the `http` app has `metrics` (labelled by its first handler's name, as in Caddy).
     var instrument: RouteInstrument?
 
-    enum CodingKeys: String, CodingKey { case group, match, handle, terminal }
+    typealias CodingKeys = RouteKeys
 
     public init(
         group: String? = nil, match: [MatcherSet] = [], handle: [Loaded<HTTPHandlers>] = [], terminal: Bool = false
@@ -134,6 +134,7 @@ struct TerminalEnd: HTTPHandler {
 public struct HTTPErrorConfig: Decodable, Sendable {
     public var routes: RouteList
 
+    // Only `routes`: a subroute's keys (`RouteListKeys`) would let an `errors` inside `errors` through unrefused.
     package enum CodingKeys: String, CodingKey { case routes }
 
     public init(from decoder: any Decoder) throws {
@@ -164,7 +165,7 @@ public struct SubrouteHandler: MiddlewareHandler, Provisioner {
     /// `errors`: routes for errors in the nested routes.
     public var errors: HTTPErrorConfig?
 
-    enum CodingKeys: String, CodingKey { case routes, errors }
+    typealias CodingKeys = RouteListKeys
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
