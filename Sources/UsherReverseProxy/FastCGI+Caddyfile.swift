@@ -187,7 +187,7 @@ func parsePHPFastCGI(_ h: Helper) throws -> [ConfigValue] {
         root: root, split: extensions, env: env, resolveRootSymlink: resolveRootSymlink,
         dialTimeout: dialTimeout, readTimeout: readTimeout, writeTimeout: writeTimeout,
         captureStderr: captureStderr)
-    var rp = ReverseProxyConfig()
+    var rp = ReverseProxyHandler.Document()
     rp.transport = moduleObject(transport, key: "protocol", name: "fastcgi")
     d.next()
     try rp.unmarshal(d, h.registry)

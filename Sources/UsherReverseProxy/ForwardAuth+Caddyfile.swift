@@ -10,7 +10,7 @@ func parseForwardAuth(_ h: Helper) throws -> [ConfigValue] {
     let userMatcherSet = try h.extractMatcherSet()
     let d = h.d.newFromNextSegment()
 
-    var rp = ReverseProxyConfig()
+    var rp = ReverseProxyHandler.Document()
     var reqOps = HeaderOpsJSON()
     try caddyfileHeaderOp(&reqOps, field: "X-Forwarded-Method", value: "{http.request.method}", replacement: nil)
     try caddyfileHeaderOp(&reqOps, field: "X-Forwarded-Uri", value: "{http.request.uri}", replacement: nil)
