@@ -88,22 +88,12 @@ public struct ServerLogConfig: Decodable, Sendable {
         return [defaultLoggerName]
     }
 
+    /// Caddy's `shouldLogRequest`: hosts match names and skipped hosts as certmagic's `MatchWildcard` matches.
     func shouldLog(host: String) -> Bool {
         for name in loggerNames.keys where matchWildcard(host, name) { return true }
         for h in skipHosts where matchWildcard(host, h) { return false }
         return !skipUnmappedHosts
     }
-}
-
-/// Matches a host against a name with `*` labels (certmagic's `MatchWildcard`).
-func matchWildcard(_ subject: String, _ wildcard: String) -> Bool {
-    if subject == wildcard { return true }
-    guard wildcard.contains("*") else { return false }
-    let s = subject.lowercased().split(separator: ".", omittingEmptySubsequences: false)
-    let w = wildcard.lowercased().split(separator: ".", omittingEmptySubsequences: false)
-    guard s.count == w.count else { return false }
-    for (a, b) in zip(s, w) where b != "*" && a != b { return false }
-    return true
 }
 
 /// `automatic_https` of a server.
