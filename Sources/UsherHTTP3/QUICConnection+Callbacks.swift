@@ -16,7 +16,7 @@ func connection(_ userData: UnsafeMutableRawPointer?) -> QUICConnection? {
     guard let userData else { return nil }
     let connection = Unmanaged<QUICConnection>.fromOpaque(userData).takeUnretainedValue()
     // ngtcp2 and nghttp3 call back only from inside our own calls into them, which all run on the connection's loop.
-    connection.sink.loop.preconditionInEventLoop()
+    connection.loop.preconditionInEventLoop()
     return connection
 }
 

@@ -31,6 +31,9 @@ protocol QUICDatagramSink: AnyObject {
 /// create the ngtcp2 connection and the TLS session, and say what a received header block means.
 class QUICConnection {
     unowned let sink: any QUICDatagramSink
+    /// The sink's loop, held directly: C callbacks check it on every call, which through the unowned `sink` would
+    /// cost a reference-count round trip each time.
+    let loop: any EventLoop
     var conn: OpaquePointer?
     var session: gnutls_session_t?
     let scid: [UInt8]
@@ -104,6 +107,7 @@ class QUICConnection {
 
     init(sink: any QUICDatagramSink, local: SocketAddress, remote: SocketAddress, extraSettings: [HTTP3Setting]) {
         self.sink = sink
+        self.loop = sink.loop
         self.remote = remote
         self.localAddress = local
         splice = ControlStreamSplice(extra: extraSettings)
