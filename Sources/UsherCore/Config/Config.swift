@@ -6,15 +6,18 @@ public struct UsherConfig: Decodable, Sendable {
     public var logging: LoggingConfig?
     /// `apps`: the apps to run, keyed by module ID (`http`, `tls`, ...).
     public var apps: [Loaded<Apps>]
+    /// `storage`: where certificates, keys and locks are kept (a `caddy.storage` module). Default: `file_system`
+    /// in the data directory.
+    public var storage: Loaded<StorageModules>?
 
     package enum CodingKeys: String, CodingKey { case admin, logging, apps, storage }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.storage], note: "certificates and keys are stored in the data directory")
         admin = try c.decodeIfPresent(AdminConfig.self, forKey: .admin) ?? AdminConfig()
         logging = try c.decodeIfPresent(LoggingConfig.self, forKey: .logging)
         apps = try c.decodeIfPresent(LoadedMap<Apps>.self, forKey: .apps)?.entries ?? []
+        storage = try c.decodeIfPresent(Loaded<StorageModules>.self, forKey: .storage)
     }
 }
 

@@ -3,7 +3,7 @@ public enum UsherVersion {
     public static let current = "0.1.0"
 }
 
-/// Modules that live in the core (log encoders and writers); every binary registers them.
+/// Modules that live in the core (log encoders and writers, file system storage); every binary registers them.
 public enum CoreModules: ModuleBundle {
     public static let name = "usher/core"
     public static let version = UsherVersion.current
@@ -11,6 +11,7 @@ public enum CoreModules: ModuleBundle {
         [
             JSONLogEncoderModule.self, ConsoleLogEncoderModule.self, JournaldLogEncoderModule.self,
             StdoutWriterModule.self, StderrWriterModule.self, DiscardWriterModule.self, FileWriterModule.self,
+            FileSystemStorageModule.self,
         ]
     }
 }

@@ -72,6 +72,9 @@ public final class ProvisionContext: @unchecked Sendable {
     public let mode: ProvisionMode
     /// Distinguishes config generations (1, 2, ...); a reload increments it.
     public let generation: Int
+    /// The config's storage (its top-level `storage`, else `file_system` in the data directory): where apps keep
+    /// certificates, keys and locks unless a module names storage of its own.
+    public let storage: any Storage
 
     var cleanups: [any CleanerUpper] = []
     private(set) var apps: [String: any App] = [:]
@@ -84,10 +87,14 @@ public final class ProvisionContext: @unchecked Sendable {
     public var eventLoopGroup: any EventLoopGroup { environment.eventLoopGroup }
     public var services: SharedServices { environment.services }
 
-    init(environment: RuntimeEnvironment, mode: ProvisionMode, generation: Int, apps: [Loaded<Apps>]) {
+    init(
+        environment: RuntimeEnvironment, mode: ProvisionMode, generation: Int, apps: [Loaded<Apps>],
+        storage: (any Storage)? = nil
+    ) {
         self.environment = environment
         self.mode = mode
         self.generation = generation
+        self.storage = storage ?? FileStorage(root: environment.paths.dataDirectory)
         for app in apps { pendingApps[app.moduleID.rawValue] = app }
     }
 

@@ -123,7 +123,9 @@ public actor ServerRuntime {
         let sinks = try (decoded.logging ?? LoggingConfig()).makeSinks(router: environment.logRouter)
 
         generation += 1
-        let context = ProvisionContext(environment: environment, mode: .run, generation: generation, apps: decoded.apps)
+        let storage = try await Self.makeStorage(decoded, environment: environment, mode: .run)
+        let context = ProvisionContext(
+            environment: environment, mode: .run, generation: generation, apps: decoded.apps, storage: storage)
         do {
             try await context.provisionAllApps()
         } catch {
@@ -184,9 +186,26 @@ public actor ServerRuntime {
     public func validate(_ json: JSONValue) async throws {
         let decoded = try ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: json)
         _ = try (decoded.logging ?? LoggingConfig()).makeSinks(router: LogRouter())
-        let context = ProvisionContext(environment: environment, mode: .validate, generation: 0, apps: decoded.apps)
+        let storage = try await Self.makeStorage(decoded, environment: environment, mode: .validate)
+        let context = ProvisionContext(
+            environment: environment, mode: .validate, generation: 0, apps: decoded.apps, storage: storage)
         defer { Task { await context.runCleanups() } }
         try await context.provisionAllApps()
+    }
+
+    /// The config's top-level `storage`, provisioned with a context of its own (it is needed before the apps').
+    private static func makeStorage(
+        _ config: UsherConfig, environment: RuntimeEnvironment, mode: ProvisionMode
+    ) async throws -> (any Storage)? {
+        guard var loaded = config.storage else { return nil }
+        let context = ProvisionContext(environment: environment, mode: mode, generation: 0, apps: [])
+        try await loaded.provision(context)
+        do {
+            return try loaded.module.makeStorage(context)
+        } catch var e as ConfigError {
+            if e.path.isEmpty { e.path = loaded.configPath }
+            throw e
+        }
     }
 
     private func persist(_ json: JSONValue) {

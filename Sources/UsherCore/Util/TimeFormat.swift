@@ -190,3 +190,66 @@ public enum GoTimeLayout {
         return s
     }
 }
+
+extension WallTime {
+    /// Parses an RFC 3339 timestamp (`2026-12-07T03:50:00.123456789Z`, `…+01:00`), the form Go writes `time.Time`
+    /// in JSON and ACME servers use; `nil` when `text` is not one.
+    public static func parseRFC3339(_ text: String) -> WallTime? {
+        let b = Array(text.utf8)
+        func num(_ at: Int, _ count: Int) -> Int? {
+            guard at + count <= b.count else { return nil }
+            var v = 0
+            for i in at..<(at + count) {
+                guard b[i] >= 0x30 && b[i] <= 0x39 else { return nil }
+                v = v * 10 + Int(b[i] - 0x30)
+            }
+            return v
+        }
+        guard b.count >= 20, let year = num(0, 4), b[4] == 0x2D, let month = num(5, 2), b[7] == 0x2D,
+            let day = num(8, 2), b[10] == 0x54 || b[10] == 0x74 || b[10] == 0x20, let hour = num(11, 2),
+            b[13] == 0x3A, let minute = num(14, 2), b[16] == 0x3A, let second = num(17, 2),
+            (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61
+        else { return nil }
+        var i = 19
+        var nanos = 0
+        if i < b.count && b[i] == 0x2E {
+            i += 1
+            var digits = 0
+            while i < b.count && b[i] >= 0x30 && b[i] <= 0x39 {
+                if digits < 9 {
+                    nanos = nanos * 10 + Int(b[i] - 0x30)
+                    digits += 1
+                }
+                i += 1
+            }
+            guard digits > 0 else { return nil }
+            for _ in digits..<9 { nanos *= 10 }
+        }
+        guard i < b.count else { return nil }
+        var offset = 0
+        if b[i] == 0x5A || b[i] == 0x7A {
+            i += 1
+        } else if b[i] == 0x2B || b[i] == 0x2D, let oh = num(i + 1, 2), i + 3 < b.count, b[i + 3] == 0x3A,
+            let om = num(i + 4, 2)
+        {
+            offset = (oh * 3600 + om * 60) * (b[i] == 0x2D ? -1 : 1)
+            i += 6
+        } else {
+            return nil
+        }
+        guard i == b.count else { return nil }
+        // Days from the civil date (Howard Hinnant's algorithm), so no calendar or time zone state is involved.
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let mp = (month + 9) % 12
+        let doy = (153 * mp + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146097 + doe - 719468
+        let seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset
+        return WallTime(seconds: seconds, nanoseconds: nanos)
+    }
+
+    /// RFC 3339 with nanoseconds in UTC, as Go's `time.Time` marshals to JSON.
+    public var rfc3339Nano: String { GoTimeLayout.format(self, layout: GoTimeLayout.rfc3339Nano) }
+}
