@@ -59,12 +59,29 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The `tls` and `pki` apps: certificates in one neutral form, connection policies, the internal CA.
+        // An ACME (RFC 8555) client, as acmez is for Caddy: JWS, accounts, orders, challenges, renewal information.
+        .target(
+            name: "UsherACME",
+            dependencies: [
+                "UsherCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The `tls` and `pki` apps: certificates in one neutral form, connection policies, the internal CA, ACME.
         .target(
             name: "UsherTLS",
             dependencies: [
                 "UsherCore",
+                "UsherACME",
                 "UsherCaddyfile",
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -251,7 +268,10 @@ let package = Package(
         ),
         .testTarget(
             name: "UsherTLSTests",
-            dependencies: ["UsherTLS", "UsherCore", "UsherCaddyfile"],
+            dependencies: [
+                "UsherTLS", "UsherACME", "UsherCore", "UsherCaddyfile",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -181,7 +181,7 @@ extension HTTPServerType {
             if hasGlobalACMEDefaults {
                 for ap in automationPolicies ?? [] where ap.issuers.isEmpty && automationPolicyHasAllPublicNames(ap) {
                     ap.issuers = defaultIssuers(email ?? "")
-                    if ctx.option("acme_ca") != nil { ap.issuers = [.acme(ACMEIssuer())] }
+                    if ctx.option("acme_ca") != nil { ap.issuers = [.acme(ACMEIssuer.Document())] }
                 }
             }
             for (i, ap) in (automationPolicies ?? []).enumerated() {
@@ -366,9 +366,9 @@ struct ECHValue {
 
 /// Caddy's `DefaultIssuers`: Let's Encrypt, plus ZeroSSL's ACME endpoint when an email is known.
 func defaultIssuers(_ email: String) -> [Issuer] {
-    var out: [Issuer] = [.acme(ACMEIssuer())]
+    var out: [Issuer] = [.acme(ACMEIssuer.Document())]
     if !email.trimmingWhitespace().isEmpty {
-        let z = ACMEIssuer()
+        let z = ACMEIssuer.Document()
         z.ca = "https://acme.zerossl.com/v2/DV90"
         z.email = email
         out.append(.acme(z))
@@ -433,7 +433,7 @@ func fillInGlobalACMEDefaults(_ issuer: Issuer, _ ctx: AdaptContext) throws {
 
 /// The issuers a site's `tls` ACME settings imply: each global `cert_issuer` (or the defaults) with the site's
 /// settings merged over it.
-func implicitACMEIssuers(_ h: Helper, _ acme: ACMEIssuer) -> [Issuer] {
+func implicitACMEIssuers(_ h: Helper, _ acme: ACMEIssuer.Document) -> [Issuer] {
     let globals = h.option("cert_issuer") as? [Issuer] ?? []
     var out: [Issuer] = []
     for g in globals {
@@ -442,7 +442,7 @@ func implicitACMEIssuers(_ h: Helper, _ acme: ACMEIssuer) -> [Issuer] {
     }
     if !out.isEmpty { return out }
     var defaults = defaultIssuers(acme.email)
-    if !acme.ca.isEmpty { defaults = [.acme(ACMEIssuer())] }
+    if !acme.ca.isEmpty { defaults = [.acme(ACMEIssuer.Document())] }
     for d in defaults {
         guard let base = d.acmeIssuer else {
             out.append(d)
@@ -453,7 +453,7 @@ func implicitACMEIssuers(_ h: Helper, _ acme: ACMEIssuer) -> [Issuer] {
     return out
 }
 
-func mergeACMEIssuers(_ base: ACMEIssuer, _ o: ACMEIssuer) -> ACMEIssuer {
+func mergeACMEIssuers(_ base: ACMEIssuer.Document, _ o: ACMEIssuer.Document) -> ACMEIssuer.Document {
     let m = base.clone()
     if !o.ca.isEmpty { m.ca = o.ca }
     if !o.testCA.isEmpty { m.testCA = o.testCA }

@@ -24,7 +24,7 @@ func parseTLS(_ h: Helper) throws -> [ConfigValue] {
     var fileLoader: [JSONValue] = []
     var folderLoader: [String] = []
     var anyTag: [String] = []
-    var acme: ACMEIssuer?
+    var acme: ACMEIssuer.Document?
     var keyType = ""
     var internalIssuer: JSONObject?
     var issuers: [Issuer] = []
@@ -34,8 +34,8 @@ func parseTLS(_ h: Helper) throws -> [ConfigValue] {
     var forceAutomate = false
     var renewalWindowRatio: Double = 0
     var dnsOptionsSet: [String] = []
-    func ensureACME() -> ACMEIssuer {
-        if acme == nil { acme = ACMEIssuer() }
+    func ensureACME() -> ACMEIssuer.Document {
+        if acme == nil { acme = ACMEIssuer.Document() }
         return acme!
     }
 
@@ -256,8 +256,8 @@ func parseIssuerModule(_ d: Dispenser, _ name: String, _ registry: CaddyfileRegi
 }
 
 /// `tls.issuance.acme`.
-func parseACMEIssuer(_ d: Dispenser, _ registry: CaddyfileRegistry) throws -> ACMEIssuer {
-    let iss = ACMEIssuer()
+func parseACMEIssuer(_ d: Dispenser, _ registry: CaddyfileRegistry) throws -> ACMEIssuer.Document {
+    let iss = ACMEIssuer.Document()
     d.next()
     if d.nextArg() {
         iss.ca = d.val

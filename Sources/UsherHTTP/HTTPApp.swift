@@ -72,6 +72,7 @@ public struct HTTPApp: App, Provisioner, Validator {
             try await addRedirects(plan.redirectRoutes, context)
         }
         var instances: [HTTPServerInstance] = []
+        let board = context.services.service(ACMEChallengeBoard.self) { ACMEChallengeBoard() }
         for name in servers.keys.sorted() {
             let server = servers[name]!
             var serverTLS: ServerTLS?
@@ -83,7 +84,9 @@ public struct HTTPApp: App, Provisioner, Validator {
                 )
             }
             instances.append(
-                HTTPServerInstance(name: name, config: server, router: context.environment.logRouter, tls: serverTLS))
+                HTTPServerInstance(
+                    name: name, config: server, router: context.environment.logRouter, tls: serverTLS,
+                    challenges: board))
         }
         let pool = context.services.service(ListenerPool.self) { ListenerPool() }
         runtime = HTTPAppRuntime(

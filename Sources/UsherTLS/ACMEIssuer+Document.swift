@@ -1,7 +1,7 @@
 public import UsherCore
 
-// `tls.issuance.acme` as Caddy JSON, as the Caddyfile adapter builds it. The ACME issuer's runtime is not in this
-// build yet (issue 17); it decodes these keys here, in the room these types take.
+// `tls.issuance.acme` as Caddy JSON, as the Caddyfile adapter builds it; the runtime (ACMEIssuer.swift) decodes
+// the same keys.
 
 /// `acme.EAB`.
 package struct ExternalAccountBinding: Equatable {
@@ -14,8 +14,8 @@ package struct ExternalAccountBinding: Equatable {
     package var macKey = ""
     package var json: JSONObject {
         var o = JSONObject()
-        o.put("key_id", keyID)
-        o.put("mac_key", macKey)
+        o.put(ACMEIssuer.EABKeys.keyID, keyID)
+        o.put(ACMEIssuer.EABKeys.macKey, macKey)
         return o
     }
 }
@@ -28,9 +28,9 @@ package struct ChainPreference: Equatable {
     package var anyCommonName: [String]?
     package var json: JSONObject {
         var o = JSONObject()
-        if let smallest { o["smallest"] = .bool(smallest) }
-        o.put("root_common_name", rootCommonName ?? [])
-        o.put("any_common_name", anyCommonName ?? [])
+        if let smallest { o[ChainPreferences.CodingKeys.smallest.stringValue] = .bool(smallest) }
+        o.put(ChainPreferences.CodingKeys.rootCommonName, rootCommonName ?? [])
+        o.put(ChainPreferences.CodingKeys.anyCommonName, anyCommonName ?? [])
         return o
     }
 }
@@ -63,8 +63,8 @@ package struct PortChallengeConfig: Equatable {
     package var alternatePort = 0
     package var json: JSONObject {
         var o = JSONObject()
-        o.put("disabled", disabled)
-        o.put("alternate_port", alternatePort)
+        o.put(ACMEIssuer.PortChallengeKeys.disabled, disabled)
+        o.put(ACMEIssuer.PortChallengeKeys.alternatePort, alternatePort)
         return o
     }
 }
@@ -79,69 +79,71 @@ package struct ChallengesConfig: Equatable {
     package var distributed: Bool?
     package var json: JSONObject {
         var o = JSONObject()
-        o.put("http", http?.json)
-        o.put("tls-alpn", tlsALPN?.json)
-        o.put("dns", dns?.json)
-        o.put("bind_host", bindHost)
-        if let distributed { o["distributed"] = .bool(distributed) }
+        o.put(ACMEIssuer.ChallengeKeys.http, http?.json)
+        o.put(ACMEIssuer.ChallengeKeys.tlsALPN, tlsALPN?.json)
+        o.put(ACMEIssuer.ChallengeKeys.dns, dns?.json)
+        o.put(ACMEIssuer.ChallengeKeys.bindHost, bindHost)
+        if let distributed { o[ACMEIssuer.ChallengeKeys.distributed.stringValue] = .bool(distributed) }
         return o
     }
 }
 
-/// `caddytls.ACMEIssuer`.
-package final class ACMEIssuer {
-    package var ca = ""
-    package var testCA = ""
-    package var email = ""
-    package var profile = ""
-    package var accountKey = ""
-    package var externalAccount: ExternalAccountBinding?
-    package var acmeTimeout: Int64 = 0
-    package var challenges: ChallengesConfig?
-    package var trustedRootsPEMFiles: [String]?
-    package var preferredChains: ChainPreference?
-    package var certificateLifetime: Int64 = 0
-    package var networkProxy: JSONObject?
+extension ACMEIssuer {
+    /// `caddytls.ACMEIssuer`.
+    package final class Document {
+        package var ca = ""
+        package var testCA = ""
+        package var email = ""
+        package var profile = ""
+        package var accountKey = ""
+        package var externalAccount: ExternalAccountBinding?
+        package var acmeTimeout: Int64 = 0
+        package var challenges: ChallengesConfig?
+        package var trustedRootsPEMFiles: [String]?
+        package var preferredChains: ChainPreference?
+        package var certificateLifetime: Int64 = 0
+        package var networkProxy: JSONObject?
 
-    package init() {}
+        package init() {}
 
-    package func clone() -> ACMEIssuer {
-        let c = ACMEIssuer()
-        c.ca = ca
-        c.testCA = testCA
-        c.email = email
-        c.profile = profile
-        c.accountKey = accountKey
-        c.externalAccount = externalAccount
-        c.acmeTimeout = acmeTimeout
-        c.challenges = challenges
-        c.trustedRootsPEMFiles = trustedRootsPEMFiles
-        c.preferredChains = preferredChains
-        c.certificateLifetime = certificateLifetime
-        c.networkProxy = networkProxy
-        return c
-    }
+        package func clone() -> Document {
+            let c = Document()
+            c.ca = ca
+            c.testCA = testCA
+            c.email = email
+            c.profile = profile
+            c.accountKey = accountKey
+            c.externalAccount = externalAccount
+            c.acmeTimeout = acmeTimeout
+            c.challenges = challenges
+            c.trustedRootsPEMFiles = trustedRootsPEMFiles
+            c.preferredChains = preferredChains
+            c.certificateLifetime = certificateLifetime
+            c.networkProxy = networkProxy
+            return c
+        }
 
-    package var json: JSONObject {
-        var o = JSONObject()
-        o.put("ca", ca)
-        o.put("test_ca", testCA)
-        o.put("email", email)
-        o.put("profile", profile)
-        o.put("account_key", accountKey)
-        o.put("external_account", externalAccount?.json)
-        o.putDuration("acme_timeout", acmeTimeout)
-        o.put("challenges", challenges?.json)
-        o.put("trusted_roots_pem_files", trustedRootsPEMFiles ?? [])
-        o.put("preferred_chains", preferredChains?.json)
-        o.putDuration("certificate_lifetime", certificateLifetime)
-        o.put("network_proxy", networkProxy)
-        return o
-    }
+        package var json: JSONObject {
+            var o = JSONObject()
+            o.put(CodingKeys.ca, ca)
+            o.put(CodingKeys.testCA, testCA)
+            o.put(CodingKeys.email, email)
+            o.put(CodingKeys.profile, profile)
+            o.put(CodingKeys.accountKey, accountKey)
+            o.put(CodingKeys.externalAccount, externalAccount?.json)
+            o.putDuration(CodingKeys.acmeTimeout.stringValue, acmeTimeout)
+            o.put(CodingKeys.challenges, challenges?.json)
+            o.put(CodingKeys.trustedRootsPEMFiles, trustedRootsPEMFiles ?? [])
+            o.put(CodingKeys.preferredChains, preferredChains?.json)
+            o.putDuration(CodingKeys.certificateLifetime.stringValue, certificateLifetime)
+            o.put(CodingKeys.networkProxy, networkProxy)
+            return o
+        }
 
-    /// Ensures `challenges.dns` exists.
-    package func ensureDNS() {
-        if challenges == nil { challenges = ChallengesConfig() }
-        if challenges!.dns == nil { challenges!.dns = DNSChallengeConfig() }
+        /// Ensures `challenges.dns` exists.
+        package func ensureDNS() {
+            if challenges == nil { challenges = ChallengesConfig() }
+            if challenges!.dns == nil { challenges!.dns = DNSChallengeConfig() }
+        }
     }
 }

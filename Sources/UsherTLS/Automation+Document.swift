@@ -72,7 +72,7 @@ extension AutomationPolicy {
 
 /// A certificate issuer (`tls.issuance.*`).
 package enum Issuer {
-    case acme(ACMEIssuer)
+    case acme(ACMEIssuer.Document)
     /// `internal`: ca, lifetime, sign_with_root.
     case `internal`(JSONObject)
     /// Any other issuer module, by name, as JSON.
@@ -87,7 +87,7 @@ package enum Issuer {
     }
 
     /// The ACME issuer inside, for issuers that are ACME-capable.
-    package var acmeIssuer: ACMEIssuer? {
+    package var acmeIssuer: ACMEIssuer.Document? {
         if case .acme(let a) = self { return a }
         return nil
     }

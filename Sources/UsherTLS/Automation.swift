@@ -1,12 +1,31 @@
-import Foundation
-import Logging
-import Synchronization
+public import Foundation
 public import UsherCore
+public import X509
 
-/// Issuers under `tls.issuance` (inline key `module`).
+/// Issuers under `tls.issuance` (inline key `module`): they turn a CSR into a certificate chain.
 public protocol AutomationIssuer: Module {
-    /// The folder name under `certificates/` where this issuer's certificates are kept.
-    var storageKey: String { get }
+    /// The folder name under `certificates/` where this issuer's certificates are kept (certmagic's issuer key).
+    var issuerKey: String { get }
+    /// Obtains a certificate for the request's names and public key.
+    func issue(_ request: CertificateRequest) async throws -> IssuedCertificate
+}
+
+/// What an issuer is asked for: names, and a CSR signed by the new certificate's key.
+public struct CertificateRequest: Sendable {
+    /// DNS names and IP addresses, as the CSR lists them.
+    public var names: [String]
+    /// The PKCS #10 request, DER.
+    public var csrDER: [UInt8]
+    /// The certificate's public key (also inside the CSR).
+    public var publicKey: Certificate.PublicKey
+}
+
+/// What an issuer gives back.
+public struct IssuedCertificate: Sendable {
+    /// The chain, leaf first, PEM.
+    public var chainPEM: String
+    /// The issuer's record of it (certmagic's `issuer_data`): for ACME, the certificate URL, CA and account.
+    public var metadata: JSONValue?
 }
 
 public enum Issuers: ModuleNamespace {
@@ -16,7 +35,7 @@ public enum Issuers: ModuleNamespace {
 }
 
 /// `tls.issuance.internal`: certificates from a CA of the `pki` app.
-public struct InternalIssuer: AutomationIssuer {
+public struct InternalIssuer: AutomationIssuer, Provisioner {
     public static let moduleID: ModuleID = "tls.issuance.internal"
     /// `ca`: the CA's ID in the `pki` app. Default: `local`.
     public var ca: String
@@ -24,6 +43,7 @@ public struct InternalIssuer: AutomationIssuer {
     public var lifetime: ConfigDuration?
     /// `sign_with_root`: sign with the root instead of the intermediate. Default: false.
     public var signWithRoot: Bool
+    private let authority = SharedState<CertificateAuthority?>(nil)
 
     package enum CodingKeys: String, CodingKey { case ca, lifetime, signWithRoot = "sign_with_root" }
 
@@ -42,11 +62,27 @@ public struct InternalIssuer: AutomationIssuer {
         if signWithRoot { throw c.error(.signWithRoot, "not supported yet") }
     }
 
-    public var storageKey: String { ca }
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        let pki = try await context.app("pki") as? PKIApp
+        guard let found = pki?.authority(ca) else {
+            throw ConfigError("ca: certificate authority \(ca) is not configured in the pki app")
+        }
+        authority.withLock { $0 = found }
+    }
+
+    public var issuerKey: String { ca }
 
     var lifetimeSeconds: TimeInterval {
         guard let l = lifetime, l.nanoseconds > 0 else { return 12 * 3600 }
         return Double(l.nanoseconds) / 1e9
+    }
+
+    public func issue(_ request: CertificateRequest) async throws -> IssuedCertificate {
+        guard let ca = authority.withLock({ $0 }) else {
+            throw ConfigError("certificate authority \(self.ca) is not configured in the pki app")
+        }
+        let chain = try ca.issue(names: request.names, publicKey: request.publicKey, lifetime: lifetimeSeconds)
+        return IssuedCertificate(chainPEM: chain, metadata: nil)
     }
 }
 
@@ -54,8 +90,21 @@ public struct InternalIssuer: AutomationIssuer {
 public struct AutomationPolicy: Decodable, Sendable {
     /// `subjects`: names this policy applies to (wildcards allowed); empty means every name.
     public var subjects: [String]
-    /// `issuers`: tried in order. Default: the internal issuer (no ACME issuer exists in this build).
+    /// `issuers`: tried in order. Default: ACME (Let's Encrypt, or the global `acme_ca`) for names that qualify
+    /// for a public certificate, the internal CA for others.
     public var issuers: [Loaded<Issuers>]
+    /// `key_type`: `ed25519`, `p256`, `p384`, `rsa2048` or `rsa4096`. Default: p256.
+    public var keyType: String?
+    /// `renewal_window_ratio`: renew when this fraction of the lifetime is left. Default: 1/3.
+    public var renewalWindowRatio: Double
+    /// `storage`: where this policy's certificates are kept. Default: the config's storage.
+    public var storage: Loaded<StorageModules>?
+    /// `reuse_private_keys`: keep the key across renewals. Default: false.
+    public var reusePrivateKeys: Bool
+    private let madeStorage = SharedState<(any Storage)?>(nil)
+
+    /// The storage `storage` configures, once provisioned.
+    var storageInstance: (any Storage)? { madeStorage.withLock { $0 } }
 
     package enum CodingKeys: String, CodingKey {
         case subjects, issuers, keyType = "key_type", renewalWindowRatio = "renewal_window_ratio"
@@ -66,16 +115,32 @@ public struct AutomationPolicy: Decodable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.onDemand, .getCertificate, .storage, .mustStaple])
+        try c.refuseUnsupported([.onDemand, .getCertificate, .mustStaple])
         subjects = try c.decodeIfPresent([String].self, forKey: .subjects) ?? []
         issuers = try c.decodeIfPresent([Loaded<Issuers>].self, forKey: .issuers) ?? []
-        if let kt = try c.decodeIfPresent(String.self, forKey: .keyType), !kt.isEmpty, kt != "p256" {
-            throw c.error(.keyType, "key type \(kt) is not supported yet (internal certificates use p256)")
+        keyType = try c.decodeIfPresent(String.self, forKey: .keyType).flatMap { $0.isEmpty ? nil : $0 }
+        if let keyType, KeyType(rawValue: keyType) == nil {
+            throw c.error(
+                .keyType, "unknown key type \(keyType) (expected ed25519, p256, p384, rsa2048 or rsa4096)")
         }
-        _ = try c.decodeIfPresent(Double.self, forKey: .renewalWindowRatio)
-        _ = try c.decodeIfPresent(Bool.self, forKey: .reusePrivateKeys)
+        renewalWindowRatio = try c.decodeIfPresent(Double.self, forKey: .renewalWindowRatio) ?? 0
+        if renewalWindowRatio < 0 || renewalWindowRatio >= 1 {
+            throw c.error(.renewalWindowRatio, "must be at least 0 and less than 1")
+        }
+        storage = try c.decodeIfPresent(Loaded<StorageModules>.self, forKey: .storage)
+        reusePrivateKeys = try c.decodeIfPresent(Bool.self, forKey: .reusePrivateKeys) ?? false
         _ = try c.decodeIfPresent(Bool.self, forKey: .disableOCSPStapling)
         _ = try c.decodeIfPresent(JSONValue.self, forKey: .ocspOverrides)
+    }
+
+    mutating func provision(_ context: ProvisionContext) async throws {
+        try await issuers.provision(context)
+        if var loaded = storage {
+            try await loaded.provision(context)
+            let made = try loaded.module.makeStorage(context)
+            madeStorage.withLock { $0 = made }
+            storage = loaded
+        }
     }
 
     func matches(_ name: String) -> Bool {
@@ -103,9 +168,17 @@ public struct AutomationConfig: Decodable, Sendable {
         _ = try c.decodeIfPresent(ConfigDuration.self, forKey: .storageCleanInterval)
     }
 
+    mutating func provision(_ context: ProvisionContext) async throws {
+        for i in policies.indices { try await policies[i].provision(context) }
+    }
+
+    /// The first policy whose subjects match `name` (a policy without subjects matches every name).
+    func policy(for name: String) -> AutomationPolicy? {
+        policies.first { $0.matches(name) }
+    }
+
     func issuer(for name: String) -> (any AutomationIssuer)? {
-        for p in policies where p.matches(name) { return p.issuers.first?.module }
-        return nil
+        policy(for: name)?.issuers.first?.module
     }
 }
 
@@ -116,106 +189,4 @@ func wildcardMatch(_ name: String, _ pattern: String) -> Bool {
     guard n.count == p.count else { return false }
     for (a, b) in zip(n, p) where b != "*" && a != b { return false }
     return true
-}
-
-/// Obtains managed certificates at start and renews them when a third of their life is left.
-final class TLSAppRuntime: Sendable {
-    let store: CertificateStore
-    let automation: AutomationConfig?
-    let dataDirectory: String
-    let logger: Logger
-    let pki: PKIApp?
-    private let maintenance = Mutex<Task<Void, Never>?>(nil)
-    private let names = Mutex<[String]>([])
-
-    init(store: CertificateStore, automation: AutomationConfig?, dataDirectory: String, logger: Logger, pki: PKIApp?) {
-        self.store = store
-        self.automation = automation
-        self.dataDirectory = dataDirectory
-        self.logger = logger
-        self.pki = pki
-    }
-
-    func start(names managed: [String]) async throws {
-        names.withLock { $0 = managed }
-        for name in managed { try obtain(name, renewing: false) }
-        guard !managed.isEmpty else { return }
-        let interval =
-            automation?.renewInterval.flatMap { $0.nanoseconds > 0 ? Double($0.nanoseconds) / 1e9 : nil } ?? 600
-        let task = Task { [self] in
-            while !Task.isCancelled {
-                // Check at least six times per lifetime of the shortest-lived certificate, so renewal is never late.
-                let shortest =
-                    store.all.filter(\.managed).map { $0.notAfter.timeIntervalSince($0.notBefore) }.min() ?? interval
-                let wait = max(1, min(interval, shortest / 6))
-                try? await Task.sleep(for: .seconds(wait))
-                if Task.isCancelled { return }
-                for name in self.names.withLock({ $0 }) {
-                    do { try obtain(name, renewing: true) } catch {
-                        logger.error("renewing certificate", metadata: ["identifier": "\(name)", "error": "\(error)"])
-                    }
-                }
-            }
-        }
-        maintenance.withLock { $0 = task }
-    }
-
-    func stop() async {
-        maintenance.withLock { t in
-            t?.cancel()
-            t = nil
-        }
-    }
-
-    private func issuer(for name: String) -> any AutomationIssuer {
-        automation?.issuer(for: name) ?? InternalIssuer()
-    }
-
-    /// Makes sure the store holds a fresh certificate for `name`: from storage if one is there and fresh, else
-    /// newly issued (and written to storage).
-    private func obtain(_ name: String, renewing: Bool) throws {
-        let now = Date()
-        func fresh(_ c: TLSCertificate) -> Bool {
-            c.notAfter.timeIntervalSince(now) > c.notAfter.timeIntervalSince(c.notBefore) / 3
-        }
-        if let current = store.all.first(where: { $0.managed && $0.names == [name.lowercased()] }), fresh(current) {
-            return
-        }
-        guard let issuer = issuer(for: name) as? InternalIssuer else {
-            throw ConfigError(
-                path: "apps.tls.automation", "no issuer in this build can obtain a certificate for \(name)")
-        }
-        let fileName = name.replacingOccurrences(of: "*", with: "wildcard_")
-        let dir = "\(dataDirectory)/certificates/\(issuer.storageKey)/\(fileName)"
-        let certPath = "\(dir)/\(fileName).crt"
-        let keyPath = "\(dir)/\(fileName).key"
-        if let chain = try? String(contentsOfFile: certPath, encoding: .utf8),
-            let key = try? String(contentsOfFile: keyPath, encoding: .utf8),
-            let cert = try? TLSCertificate(chainPEM: chain, keyPEM: key, managed: true, origin: certPath),
-            fresh(cert), cert.covers(name)
-        {
-            store.add(cert)
-            return
-        }
-        guard let ca = pki?.authority(issuer.ca) else {
-            throw ConfigError(
-                path: "apps.tls.automation", "certificate authority \(issuer.ca) is not configured in the pki app")
-        }
-        let issued: (chainPEM: String, keyPEM: String)
-        do {
-            issued = try ca.issue(names: [name], lifetime: issuer.lifetimeSeconds)
-        } catch {
-            throw ConfigError(
-                path: "apps.tls.automation", "issuing certificate for \(name) from CA \(issuer.ca): \(error)")
-        }
-        try FileManager.default.createDirectory(
-            atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        try writeFile(keyPath, issued.keyPEM, mode: 0o600)
-        try writeFile(certPath, issued.chainPEM, mode: 0o644)
-        let cert = try TLSCertificate(chainPEM: issued.chainPEM, keyPEM: issued.keyPEM, managed: true, origin: certPath)
-        store.add(cert)
-        logger.info(
-            renewing ? "certificate renewed successfully" : "certificate obtained successfully",
-            metadata: ["identifier": "\(name)", "issuer": "\(issuer.ca)"])
-    }
 }

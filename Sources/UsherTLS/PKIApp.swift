@@ -4,7 +4,7 @@ import Logging
 import SwiftASN1
 public import Synchronization
 public import UsherCore
-import X509
+public import X509
 
 #if canImport(Glibc)
 import Glibc
@@ -244,13 +244,11 @@ public final class CertificateAuthority: Sendable {
         return (cert, key)
     }
 
-    /// Issues a leaf for `names` (DNS names or IP addresses) valid for `lifetime`, chained to the intermediate.
-    public func issue(names: [String], lifetime: TimeInterval, signWithRoot: Bool = false) throws -> (
-        chainPEM: String, keyPEM: String
-    ) {
+    /// Issues a leaf for `names` (DNS names or IP addresses) and `publicKey`, valid for `lifetime`, chained to the
+    /// intermediate; returns the chain as PEM.
+    public func issue(names: [String], publicKey: Certificate.PublicKey, lifetime: TimeInterval) throws -> String {
         if keys.withLock({ $0 == nil }) { try prepare() }
         guard let k = keys.withLock({ $0 }) else { throw ConfigError("CA \(id) is not ready") }
-        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
         let now = Date()
         // A leaf never outlives its issuer. It is backdated a little for clocks running behind, but never by more
         // than a tenth of its life, so the renewal point (a third of the life left) stays where it belongs.
@@ -268,18 +266,17 @@ public final class CertificateAuthority: Sendable {
             Critical(BasicConstraints.notCertificateAuthority)
             Critical(KeyUsage(digitalSignature: true))
             try ExtendedKeyUsage([.serverAuth, .clientAuth])
-            SubjectKeyIdentifier(hash: key.publicKey)
+            SubjectKeyIdentifier(hash: publicKey)
             AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: k.intermediate.publicKey).keyIdentifier)
             SubjectAlternativeNames(sans)
         }
         let leaf = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: publicKey,
             notValidBefore: now.addingTimeInterval(-backdate), notValidAfter: notAfter,
             issuer: k.intermediate.subject, subject: try DistinguishedName {}, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: extensions, issuerPrivateKey: k.intermediateKey
         )
-        let chain = try leaf.serializeAsPEM().pemString + "\n" + k.intermediatePEM
-        return (chain, try key.serializeAsPEM().pemString + "\n")
+        return try leaf.serializeAsPEM().pemString + "\n" + k.intermediatePEM
     }
 }
 

@@ -32,6 +32,12 @@ public final class CertificateStore: Sendable {
         }
     }
 
+    /// The managed certificate whose names are exactly `name`.
+    func managedCertificate(for name: String) -> TLSCertificate? {
+        let n = name.lowercased()
+        return all.first { $0.managed && $0.names == [n] }
+    }
+
     /// Certificates that cover `name`: exact names before wildcards, in load order (certmagic's lookup order).
     public func candidates(for name: String) -> [TLSCertificate] {
         let n = name.lowercased()
@@ -55,7 +61,7 @@ public struct TLSApp: App, Provisioner {
     public let store = CertificateStore()
     /// Names to manage, from `automate` loaders and from automatic HTTPS.
     private let managedNames = SharedState<[String]>([])
-    private let runtime = SharedState<TLSAppRuntime?>(nil)
+    private let runtime = SharedState<CertificateManager?>(nil)
 
     package enum CodingKeys: String, CodingKey {
         case certificates, automation
@@ -89,14 +95,22 @@ public struct TLSApp: App, Provisioner {
             }
             if let automate = entry.module as? AutomateLoader { manage(automate.names) }
         }
-        let paths = context.environment.paths
-        let log = context.logger("tls")
-        let automation = self.automation
-        let pki = try await context.app("pki") as? PKIApp
-        runtime.withLock {
-            $0 = TLSAppRuntime(
-                store: store, automation: automation, dataDirectory: paths.dataDirectory, logger: log, pki: pki)
+        if var a = automation {
+            try await a.provision(context)
+            automation = a
         }
+        // Caddy's default issuers for names no policy covers: ACME for public names, the internal CA for others.
+        let decoder = ConfigDecoder(registry: context.registry)
+        let path = [AnyCodingKey("apps"), AnyCodingKey("tls"), AnyCodingKey("automation")]
+        var defaultACME = try? decoder.decode(Loaded<Issuers>.self, from: ["module": "acme"], path: path)
+        try await defaultACME?.provision(context)
+        var defaultInternal = try decoder.decode(Loaded<Issuers>.self, from: ["module": "internal"], path: path)
+        try await defaultInternal.provision(context)
+        let defaults = DefaultIssuers(acme: defaultACME?.module, internalIssuer: defaultInternal.module)
+        let manager = CertificateManager(
+            store: store, storage: context.storage, automation: automation, logger: context.logger("tls"),
+            defaultIssuers: defaults)
+        runtime.withLock { $0 = manager }
     }
 
     /// Asks for certificates for `names` (automatic HTTPS and `automate` call this during provisioning).
@@ -109,8 +123,8 @@ public struct TLSApp: App, Provisioner {
     /// The names this config manages.
     public var managed: [String] { managedNames.withLock { $0 } }
 
-    /// Issues what managed names lack, then keeps them renewed. Throws (and serves nothing) when a name cannot
-    /// get a certificate.
+    /// Loads managed certificates from storage, obtains what is missing (from the internal CA at once, throwing
+    /// when it cannot; from ACME in the background), then keeps them renewed.
     public func start() async throws {
         guard let rt = runtime.withLock({ $0 }) else { return }
         try await rt.start(names: managed)

@@ -35,9 +35,14 @@ public final class HTTPServerInstance: Sendable {
     /// HTTP/3 on the UDP ports of the listen addresses: the server has TLS and `h3` among its protocols. Not
     /// when a policy asks for client certificates, which the QUIC stack cannot verify yet.
     let servesHTTP3: Bool
+    /// ACME HTTP-01 challenges this process presents, answered ahead of routes as Caddy does.
+    let challenges: ACMEChallengeBoard?
 
-    init(name: String, config: ServerConfig, router: LogRouter, tls: ServerTLS?) {
+    init(
+        name: String, config: ServerConfig, router: LogRouter, tls: ServerTLS?, challenges: ACMEChallengeBoard? = nil
+    ) {
         self.name = name
+        self.challenges = challenges
         self.tls = tls
         self.protocols = Set(config.protocols)
         self.strictSNIHost =
@@ -82,6 +87,23 @@ public final class HTTPServerInstance: Sendable {
             writer.headers.add(name: "Alt-Svc", value: "h3=\":\(port)\"; ma=2592000")
         }
         request.topWriter = writer
+        if let challenges, challenges.hasHTTPChallenges, request.method == .GET,
+            let answer = challenges.httpAnswer(host: request.hostWithoutPort, path: request.escapedPath)
+        {
+            writer.headers.replaceOrAdd(name: "Content-Type", value: "text/plain")
+            writer.headers.replaceOrAdd(name: "Content-Length", value: String(answer.utf8.count))
+            try? await writer.writeHead(.ok)
+            try? await writer.write(answer)
+            await finish(request, writer)
+            router.log(
+                LogEntry(
+                    level: .info, logger: "tls.issuance.acme", message: "served key authentication",
+                    fields: [
+                        LogField("identifier", .string(request.hostWithoutPort)), LogField("challenge", "http-01"),
+                        LogField("remote", .string(request.remoteAddress?.description ?? "")),
+                    ]))
+            return
+        }
         do {
             if strictSNIHost, let tls = request.tls, request.hostWithoutPort.lowercased() != tls.serverName {
                 throw HandlerError(
@@ -94,6 +116,10 @@ public final class HTTPServerInstance: Sendable {
         } catch {
             await handleError(error, request, writer)
         }
+        await finish(request, writer)
+    }
+
+    private func finish(_ request: Request, _ writer: some RootResponseWriter) async {
         do {
             try await writer.finish()
         } catch {

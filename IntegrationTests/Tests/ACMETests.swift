@@ -1,0 +1,280 @@
+import Foundation
+import Testing
+
+/// Debian's pebble (an ACME CA we did not write) with pebble-challtestsrv as its DNS server, on loopback ports of
+/// their own; every name resolves to 127.0.0.1, so pebble validates HTTP-01 against Usher's HTTP port.
+final class Pebble: @unchecked Sendable {
+    let dir: URL
+    let port: Int
+    let managementPort: Int
+    let dnsPort: Int
+    let pebble = Process()
+    let dns = Process()
+    let logFile: URL
+
+    /// `httpPort`: where pebble's validator connects for HTTP-01. `validity`: seconds certificates last.
+    /// `eab`: key ID → base64url MAC key; when given, accounts must be bound to one.
+    init(httpPort: Int, tlsPort: Int, validity: Int? = nil, eab: [String: String]? = nil) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-pebble-\(UUID().uuidString)")
+        self.dir = dir
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        (port, managementPort, dnsPort) = (freePort(), freePort(), freePort())
+        // pebble's own HTTPS certificate, from a CA of our own that the client is told to trust.
+        func openssl(_ args: [String]) throws {
+            let r = try runCommand("/usr/bin/openssl", args, cwd: dir)
+            guard r.status == 0 else { throw TestFailure("openssl \(args.joined(separator: " ")): \(r.stderr)") }
+        }
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        try openssl(
+            ["req", "-x509"] + ec + [
+                "-keyout", "api-ca.key", "-out", "api-ca.crt", "-days", "2", "-subj", "/CN=pebble API CA",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+            ])
+        try openssl(["req"] + ec + ["-keyout", "api.key", "-out", "api.csr", "-subj", "/CN=localhost"])
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\n".write(
+            to: dir.appendingPathComponent("api.ext"), atomically: true, encoding: .utf8)
+        try openssl([
+            "x509", "-req", "-in", "api.csr", "-CA", "api-ca.crt", "-CAkey", "api-ca.key", "-CAcreateserial",
+            "-out", "api.crt", "-days", "2", "-extfile", "api.ext",
+        ])
+        var cfg: [String: Any] = [
+            "listenAddress": "127.0.0.1:\(port)", "managementListenAddress": "127.0.0.1:\(managementPort)",
+            "certificate": dir.appendingPathComponent("api.crt").path,
+            "privateKey": dir.appendingPathComponent("api.key").path, "httpPort": httpPort, "tlsPort": tlsPort,
+            "ocspResponderURL": "", "externalAccountBindingRequired": eab != nil,
+        ]
+        if let eab { cfg["externalAccountMACKeys"] = eab }
+        if let validity { cfg["certificateValidityPeriod"] = validity }
+        let data = try JSONSerialization.data(withJSONObject: ["pebble": cfg])
+        try data.write(to: dir.appendingPathComponent("pebble.json"))
+        let logFile = dir.appendingPathComponent("pebble.log")
+        self.logFile = logFile
+        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        let log = try FileHandle(forWritingTo: logFile)
+
+        dns.executableURL = URL(fileURLWithPath: "/usr/bin/pebble-challtestsrv")
+        dns.arguments = [
+            "-dns01", "127.0.0.1:\(dnsPort)", "-http01", "", "-https01", "", "-tlsalpn01", "",
+            "-management", "127.0.0.1:\(freePort())", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+        ]
+        dns.standardOutput = FileHandle.nullDevice
+        dns.standardError = FileHandle.nullDevice
+        try launch(dns)
+        pebble.executableURL = URL(fileURLWithPath: "/usr/bin/pebble")
+        pebble.arguments = [
+            "-config", dir.appendingPathComponent("pebble.json").path, "-dnsserver", "127.0.0.1:\(dnsPort)",
+        ]
+        // No sleeping before validation; nonces are still rejected at pebble's default rate (5%).
+        pebble.environment = ProcessInfo.processInfo.environment.merging(["PEBBLE_VA_NOSLEEP": "1"]) { $1 }
+        pebble.standardOutput = log
+        pebble.standardError = log
+        try launch(pebble)
+        let deadline = Date().addingTimeInterval(15)
+        while !(portOpen(port) && portOpen(managementPort)) {
+            guard Date() < deadline, pebble.isRunning else { throw TestFailure("pebble did not start: \(self.log)") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    var directory: String { "https://127.0.0.1:\(port)/dir" }
+    /// The folder name Caddy and Usher give this CA under `certificates/` and `acme/`.
+    var issuerKey: String { "127.0.0.1-\(port)-dir" }
+    var apiCA: String { dir.appendingPathComponent("api-ca.crt").path }
+    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    /// pebble's current issuing root, written to a file for `openssl s_client -CAfile`.
+    func rootFile() throws -> String {
+        let r = try curl(["--cacert", apiCA, "https://127.0.0.1:\(managementPort)/roots/0"])
+        guard r.status == 200 else { throw TestFailure("pebble root: HTTP \(r.status)") }
+        let path = dir.appendingPathComponent("root.pem").path
+        try r.body.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// How many certificates pebble has issued (it logs each).
+    var issuedCount: Int { log.components(separatedBy: "Issued certificate serial").count - 1 }
+
+    func stop() {
+        for p in [pebble, dns] where p.isRunning {
+            p.terminate()
+            p.waitUntilExit()
+        }
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: dir)
+    }
+}
+
+/// Waits up to `seconds` for `condition`.
+func waitUntil(_ seconds: TimeInterval, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try condition() { return true }
+        Thread.sleep(forTimeInterval: 0.1)
+    }
+    return try condition()
+}
+
+/// The leaf serial `openssl s_client` saw, verified against `caFile`; `nil` when verification failed.
+func verifiedSerial(port: Int, name: String, caFile: String) throws -> String? {
+    let out = try sClient(
+        port: port, serverName: name, extra: ["-CAfile", caFile, "-verify_return_error", "-verify_hostname", name])
+    guard out.contains("Verify return code: 0 (ok)") else { return nil }
+    let pem = try runCommand("/usr/bin/openssl", ["x509", "-noout", "-serial"], input: Data(out.utf8))
+    return pem.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+@Suite("ACME: certificates from pebble, stored in Caddy's layout, renewed, reused", .serialized)
+struct ACMETests {
+    func config(http: Int, https: Int, pebble: Pebble, names: [String], extraIssuer: String = "") -> String {
+        let hosts = names.map { "\"\($0)\"" }.joined(separator: ",")
+        return """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {
+              "http": {"http_port": \(http), "https_port": \(https), "servers": {"s": {"listen": ["127.0.0.1:\(https)"],
+                "routes": [{"match": [{"host": [\(hosts)]}],
+                  "handle": [{"handler": "static_response", "body": "hello {http.request.host}"}]}]}}},
+              "tls": {"automation": {"policies": [{"issuers": [{"module": "acme", "ca": "\(pebble.directory)",
+                "email": "admin@example.com", "trusted_roots_pem_files": ["\(pebble.apiCA)"]\(extraIssuer)}]}]}}}}
+            """
+    }
+
+    @Test(
+        "HTTP-01: a certificate pebble verifies, in Caddy's layout on disk; a restart reuses it without a new order")
+    func http01AndRestart() throws {
+        let (http, https) = (freePort(), freePort())
+        let pebble = try Pebble(httpPort: http, tlsPort: https)
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("usher-acme-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: data) }
+        let env = ["XDG_DATA_HOME": data.path]
+        var s = try UsherProcess(
+            config: config(http: http, https: https, pebble: pebble, names: ["a.test"]), environment: env)
+        #expect(
+            waitUntil(60) { s.log.contains("certificate obtained successfully") },
+            "\(s.log.suffix(3000))\n--- pebble:\n\(pebble.log.suffix(2000))")
+        let root = try pebble.rootFile()
+        let serial = try verifiedSerial(port: https, name: "a.test", caFile: root)
+        #expect(serial != nil)
+        let body = try curl([
+            "--cacert", root, "--resolve", "a.test:\(https):127.0.0.1", "https://a.test:\(https)/",
+        ])
+        #expect(body.body == "hello a.test")
+        #expect(s.log.contains("served key authentication"))
+
+        // certmagic's layout: the certificate under the CA's issuer key, the account under the CA and email.
+        let usher = data.appendingPathComponent("usher")
+        let site = usher.appendingPathComponent("certificates/\(pebble.issuerKey)/a.test")
+        for ext in ["crt", "key", "json"] {
+            #expect(FileManager.default.fileExists(atPath: site.appendingPathComponent("a.test.\(ext)").path))
+        }
+        let meta =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: site.appendingPathComponent("a.test.json"))) as? [String: Any]
+        #expect(meta?["sans"] as? [String] == ["a.test"])
+        #expect((meta?["issuer_data"] as? [String: Any])?["ca"] as? String == pebble.directory)
+        let user = usher.appendingPathComponent("acme/\(pebble.issuerKey)/users/admin@example.com")
+        #expect(FileManager.default.fileExists(atPath: user.appendingPathComponent("admin.json").path))
+        #expect(FileManager.default.fileExists(atPath: user.appendingPathComponent("admin.key").path))
+        let issued = pebble.issuedCount
+        #expect(issued == 1)
+
+        s.stop()
+        s = try UsherProcess(
+            config: config(http: http, https: https, pebble: pebble, names: ["a.test"]), waitPort: https,
+            environment: env)
+        defer { s.stop() }
+        #expect(try verifiedSerial(port: https, name: "a.test", caFile: root) == serial)
+        Thread.sleep(forTimeInterval: 1)
+        #expect(pebble.issuedCount == issued, "\(pebble.log.suffix(1500))")
+        #expect(!s.log.contains("obtaining certificate") && !s.log.contains("certificate obtained"))
+    }
+
+    @Test("renewal: a 30-second certificate is replaced before it expires, by a new order")
+    func renewal() throws {
+        let (http, https) = (freePort(), freePort())
+        let pebble = try Pebble(httpPort: http, tlsPort: https, validity: 30)
+        let s = try UsherProcess(config: config(http: http, https: https, pebble: pebble, names: ["r.test"]))
+        defer { s.stop() }
+        #expect(waitUntil(60) { s.log.contains("certificate obtained successfully") }, "\(s.log.suffix(3000))")
+        let root = try pebble.rootFile()
+        let first = try verifiedSerial(port: https, name: "r.test", caFile: root)
+        #expect(first != nil)
+        // The window opens with a third of the life left (10 s); maintenance checks every 5 s.
+        #expect(waitUntil(40) { s.log.contains("certificate renewed successfully") }, "\(s.log.suffix(3000))")
+        let second = try verifiedSerial(port: https, name: "r.test", caFile: root)
+        #expect(second != nil && second != first)
+        #expect(pebble.issuedCount >= 2)
+    }
+
+    @Test("EAB: with pebble requiring External Account Binding, a bound account gets a certificate")
+    func externalAccountBinding() throws {
+        let (http, https) = (freePort(), freePort())
+        let mac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+        let pebble = try Pebble(httpPort: http, tlsPort: https, eab: ["kid-1": mac])
+        let s = try UsherProcess(
+            config: config(
+                http: http, https: https, pebble: pebble, names: ["e.test"],
+                extraIssuer: #", "external_account": {"key_id": "kid-1", "mac_key": "\#(mac)"}"#))
+        defer { s.stop() }
+        #expect(waitUntil(60) { s.log.contains("certificate obtained successfully") }, "\(s.log.suffix(3000))")
+        #expect(try verifiedSerial(port: https, name: "e.test", caFile: pebble.rootFile()) != nil)
+    }
+
+    @Test(
+        "faults: a challenge the CA cannot validate and an unreachable CA are logged with why and retried; the server serves"
+    )
+    func faults() throws {
+        let (http, https, nowhere) = (freePort(), freePort(), freePort())
+        // pebble validates HTTP-01 on a port where nothing listens.
+        let pebble = try Pebble(httpPort: nowhere, tlsPort: https)
+        let s = try UsherProcess(config: config(http: http, https: https, pebble: pebble, names: ["f.test"]))
+        defer { s.stop() }
+        #expect(waitUntil(60) { s.log.contains("will retry") }, "\(s.log.suffix(3000))")
+        #expect(s.log.contains("urn:ietf:params:acme:error:connection"), "\(s.log.suffix(3000))")
+        #expect(s.log.contains("retrying_in"))
+        #expect(s.process.isRunning)
+
+        // A CA that is not there: the server starts, its plain-HTTP side answers, and the error says why.
+        let (http2, https2, closed) = (freePort(), freePort(), freePort())
+        let t = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {
+                  "http": {"http_port": \(http2), "https_port": \(https2), "servers": {
+                    "tls": {"listen": ["127.0.0.1:\(https2)"], "routes": [{"match": [{"host": ["u.test"]}],
+                      "handle": [{"handler": "static_response", "body": "secure"}]}]},
+                    "plain": {"listen": ["127.0.0.1:\(http2)"], "automatic_https": {"disable": true},
+                      "routes": [{"handle": [{"handler": "static_response", "body": "plain"}]}]}}},
+                  "tls": {"automation": {"policies": [{"issuers": [{"module": "acme",
+                    "ca": "https://127.0.0.1:\(closed)/dir"}]}]}}}}
+                """)
+        defer { t.stop() }
+        #expect(waitUntil(30) { t.log.contains("will retry") }, "\(t.log.suffix(3000))")
+        #expect(t.log.contains("connecting to 127.0.0.1:\(closed)"), "\(t.log.suffix(3000))")
+        #expect(try curl(["http://127.0.0.1:\(http2)/"]).body == "plain")
+    }
+
+    @Test("bad ACME config is refused naming the field")
+    func badConfig() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("usher-acme-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        func validate(_ json: String) throws -> String {
+            try json.write(to: file, atomically: true, encoding: .utf8)
+            let r = try runCommand(usherBinary, ["validate", "--config", file.path])
+            #expect(r.status != 0)
+            return r.stdout + r.stderr
+        }
+        for (field, issuer, expected) in [
+            ("email", #""email": "not an email""#, "invalid email address"),
+            ("ca", #""ca": "ftp://x""#, "is not an http(s) URL"),
+            ("account_key", #""account_key": "nonsense""#, "not a PEM"),
+        ] {
+            let out = try validate(
+                #"{"apps": {"tls": {"automation": {"policies": [{"issuers": [{"module": "acme", \#(issuer)}]}]}}}}"#)
+            #expect(out.contains("apps.tls.automation.policies[0].issuers[0].\(field)"), "\(out)")
+            #expect(out.contains(expected), "\(out)")
+        }
+        let out = try validate(#"{"apps": {"tls": {"automation": {"policies": [{"key_type": "p999"}]}}}}"#)
+        #expect(out.contains("apps.tls.automation.policies[0].key_type"), "\(out)")
+    }
+}

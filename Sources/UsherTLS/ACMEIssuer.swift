@@ -1,0 +1,326 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOSSL
+import SwiftASN1
+import Synchronization
+public import UsherACME
+public import UsherCore
+import X509
+
+/// `tls.issuance.acme`: certificates from an ACME CA (Let's Encrypt by default), with the account kept in storage
+/// as certmagic keeps it (`acme/<issuer key>/users/<email>/…`) and challenges answered by this process.
+public struct ACMEIssuer: AutomationIssuer, Provisioner {
+    public static let moduleID: ModuleID = "tls.issuance.acme"
+    /// Let's Encrypt's production directory, Caddy's default `ca`.
+    public static let letsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
+
+    /// `ca`: the directory URL. Default: Let's Encrypt (or the global `acme_ca`).
+    public var ca: String
+    /// `test_ca`: a directory for retries after a failure, to spare the production CA's rate limits. Default: none.
+    public var testCA: String?
+    /// `email`: the account's contact. Default: none.
+    public var email: String
+    /// `profile`: the certificate profile to ask for (the CA's `meta.profiles`). Default: the CA's default.
+    public var profile: String?
+    /// `account_key`: a PEM private key of an existing account to use instead of making one.
+    public var accountKey: String?
+    /// `external_account`: `key_id` and `mac_key` (base64url) for External Account Binding.
+    public var externalAccount: (keyID: String, macKey: [UInt8])?
+    /// `acme_timeout`: how long one ACME request may take. Default: 30s.
+    public var acmeTimeout: ConfigDuration?
+    /// `challenges.http.disabled`.
+    public var httpChallengeDisabled: Bool
+    /// `challenges.http.alternate_port`: the port the HTTP-01 answer is served on (the CA still asks port 80).
+    public var httpAlternatePort: Int
+    /// `trusted_roots_pem_files`: roots the CA's own certificate must chain to. Default: the system's.
+    public var trustedRootsPEMFiles: [String]
+    /// `preferred_chains`: which of the CA's chains to keep.
+    public var preferredChains: ChainPreferences?
+
+    private let runtime = SharedState<Runtime?>(nil)
+
+    package enum CodingKeys: String, CodingKey {
+        case ca, testCA = "test_ca", email, profile, accountKey = "account_key"
+        case externalAccount = "external_account", acmeTimeout = "acme_timeout", challenges
+        case trustedRootsPEMFiles = "trusted_roots_pem_files", preferredChains = "preferred_chains"
+        case certificateLifetime = "certificate_lifetime", networkProxy = "network_proxy"
+    }
+
+    enum EABKeys: String, CodingKey { case keyID = "key_id", macKey = "mac_key" }
+    enum ChallengeKeys: String, CodingKey {
+        case http, tlsALPN = "tls-alpn", dns, bindHost = "bind_host", distributed
+    }
+    enum PortChallengeKeys: String, CodingKey { case disabled, alternatePort = "alternate_port" }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try c.refuseUnsupported([.certificateLifetime, .networkProxy])
+        ca = try c.decodeIfPresent(String.self, forKey: .ca) ?? ""
+        if ca.isEmpty { ca = Self.letsEncrypt }
+        try Self.checkURL(ca, c, .ca)
+        testCA = try c.decodeIfPresent(String.self, forKey: .testCA).flatMap { $0.isEmpty ? nil : $0 }
+        if let testCA { try Self.checkURL(testCA, c, .testCA) }
+        email = try c.decodeIfPresent(String.self, forKey: .email) ?? ""
+        if !email.isEmpty && !Self.plausibleEmail(email) {
+            throw c.error(.email, "invalid email address \(email)")
+        }
+        profile = try c.decodeIfPresent(String.self, forKey: .profile)
+        accountKey = try c.decodeIfPresent(String.self, forKey: .accountKey).flatMap { $0.isEmpty ? nil : $0 }
+        if let accountKey, (try? ACMESigningKey(pem: accountKey)) == nil {
+            throw c.error(.accountKey, "not a PEM P-256, P-384 or RSA private key")
+        }
+        if c.contains(.externalAccount) {
+            let e = try c.nestedContainer(keyedBy: EABKeys.self, forKey: .externalAccount)
+            let keyID = try e.decodeIfPresent(String.self, forKey: .keyID) ?? ""
+            let mac = try e.decodeIfPresent(String.self, forKey: .macKey) ?? ""
+            guard !keyID.isEmpty else { throw e.error(.keyID, "key_id is required for external account binding") }
+            guard let macBytes = Base64URL.decode(mac), !macBytes.isEmpty else {
+                throw e.error(.macKey, "mac_key must be base64url")
+            }
+            externalAccount = (keyID, macBytes)
+        }
+        acmeTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .acmeTimeout)
+        httpChallengeDisabled = false
+        httpAlternatePort = 0
+        if c.contains(.challenges) {
+            let ch = try c.nestedContainer(keyedBy: ChallengeKeys.self, forKey: .challenges)
+            try ch.refuseUnsupported([.tlsALPN, .dns, .distributed])
+            if ch.contains(.http) {
+                let h = try ch.nestedContainer(keyedBy: PortChallengeKeys.self, forKey: .http)
+                httpChallengeDisabled = try h.decodeIfPresent(Bool.self, forKey: .disabled) ?? false
+                httpAlternatePort = try h.decodeIfPresent(Int.self, forKey: .alternatePort) ?? 0
+            }
+            _ = try ch.decodeIfPresent(String.self, forKey: .bindHost)
+        }
+        trustedRootsPEMFiles = try c.decodeIfPresent([String].self, forKey: .trustedRootsPEMFiles) ?? []
+        preferredChains = try c.decodeIfPresent(ChainPreferences.self, forKey: .preferredChains)
+    }
+
+    static func checkURL(_ s: String, _ c: KeyedDecodingContainer<CodingKeys>, _ key: CodingKeys) throws {
+        guard let u = URLComponents(string: s), let scheme = u.scheme?.lowercased(),
+            scheme == "https" || scheme == "http", u.host?.isEmpty == false
+        else { throw c.error(key, "\(s) is not an http(s) URL of an ACME directory") }
+    }
+
+    static func plausibleEmail(_ e: String) -> Bool {
+        let parts = e.split(separator: "@", omittingEmptySubsequences: false)
+        return parts.count == 2 && !parts[0].isEmpty && !parts[1].isEmpty
+            && !e.contains(where: { $0 == " " || $0 == "<" || $0 == ">" || $0 == "," })
+    }
+
+    /// The folder under `certificates/` and `acme/`: the CA URL's host and path (certmagic's issuer key).
+    public var issuerKey: String { Self.issuerKey(ca) }
+
+    static func issuerKey(_ ca: String) -> String {
+        guard let u = URLComponents(string: ca), let host = u.host else { return ca }
+        var key = host + (u.port.map { ":\($0)" } ?? "")
+        let path = u.path.replacingOccurrences(of: "/", with: "-").replacingOccurrences(of: "\\", with: "-")
+        let trimmed = path.trimmingCharacters(in: CharacterSet(charactersIn: "-"))
+        if !trimmed.isEmpty { key += "-" + trimmed }
+        return key
+    }
+
+    /// What a provisioned issuer holds. The HTTP client (and its TLS context, which loads the system's roots) is
+    /// made on first use, so a config whose names never reach ACME pays nothing for it.
+    final class Runtime: Sendable {
+        let storage: any Storage
+        let board: ACMEChallengeBoard
+        let logger: Logger
+        private let makeClient: @Sendable () throws -> ACMEClient
+        private let made = Mutex<ACMEClient?>(nil)
+
+        init(
+            storage: any Storage, board: ACMEChallengeBoard, logger: Logger,
+            makeClient: @escaping @Sendable () throws -> ACMEClient
+        ) {
+            self.storage = storage
+            self.board = board
+            self.logger = logger
+            self.makeClient = makeClient
+        }
+
+        var client: ACMEClient {
+            get throws {
+                try made.withLock { c in
+                    if let c { return c }
+                    let new = try makeClient()
+                    c = new
+                    return new
+                }
+            }
+        }
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        var roots: [NIOSSLCertificate]?
+        if !trustedRootsPEMFiles.isEmpty {
+            roots = []
+            for (i, file) in trustedRootsPEMFiles.enumerated() {
+                do {
+                    roots! += try NIOSSLCertificate.fromPEMFile(file)
+                } catch {
+                    throw ConfigError("trusted_roots_pem_files[\(i)]: reading \(file): \(error)")
+                }
+            }
+        }
+        let timeout = acmeTimeout.flatMap { $0.nanoseconds > 0 ? TimeAmount.nanoseconds($0.nanoseconds) : nil }
+        let group = context.eventLoopGroup
+        let ca = self.ca
+        let trusted = roots
+        let board = context.services.service(ACMEChallengeBoard.self) { ACMEChallengeBoard() }
+        let made = Runtime(storage: context.storage, board: board, logger: context.logger("tls.issuance.acme")) {
+            let http = try ACMEHTTPClient(group: group, trustedRoots: trusted, timeout: timeout ?? .seconds(30))
+            return ACMEClient(directoryURL: ca, http: http)
+        }
+        runtime.withLock { $0 = made }
+    }
+
+    // MARK: - Accounts
+
+    private var users: String { "acme/" + StorageKeys.safe(issuerKey) + "/users/" }
+
+    private func userPrefix(_ email: String) -> String {
+        users + StorageKeys.safe(email.isEmpty ? "default" : email.lowercased())
+    }
+
+    /// certmagic's file names: the email's user part (or `registration`/`private`), then `.json`/`.key`.
+    private func userFile(_ email: String, _ fallback: String, _ ext: String) -> String {
+        let e = email.lowercased()
+        var name = e.isEmpty ? "default" : e
+        if let at = name.firstIndex(of: "@") {
+            name = at == name.startIndex ? String(name.dropFirst()) : String(name[..<at])
+        }
+        if name.isEmpty { name = fallback }
+        return userPrefix(email) + "/" + StorageKeys.safe(name) + ext
+    }
+
+    /// The account to order with: the configured key's, else the one stored for `email`, else a new one,
+    /// registered (with External Account Binding when configured) and stored.
+    func account(_ rt: Runtime) async throws -> ACMEAccount {
+        if let accountKey {
+            let key = try ACMESigningKey(pem: accountKey)
+            if let stored = try? await loadAccount(rt, email), stored.key.pem == key.pem { return stored }
+            let found = try await rt.client.lookUpAccount(key: key)
+            try await saveAccount(rt, found)
+            return found
+        }
+        if let stored = try? await loadAccount(rt, email), !stored.location.isEmpty { return stored }
+        return try await rt.storage.withLock("register_acme_account" + (email.isEmpty ? "" : "_" + email)) {
+            if let stored = try? await loadAccount(rt, email), !stored.location.isEmpty { return stored }
+            let fresh = ACMEAccount(contact: email.isEmpty ? [] : ["mailto:" + email], key: .generate())
+            let registered = try await rt.client.register(fresh, eab: externalAccount)
+            try await saveAccount(rt, registered)
+            rt.logger.info(
+                "registered ACME account",
+                metadata: ["ca": "\(ca)", "email": "\(email)", "account": "\(registered.location)"])
+            return registered
+        }
+    }
+
+    private func loadAccount(_ rt: Runtime, _ email: String) async throws -> ACMEAccount {
+        let reg = try await rt.storage.load(userFile(email, "registration", ".json"))
+        let keyPEM = try await rt.storage.loadText(userFile(email, "private", ".key"))
+        return ACMEAccount(registration: try JSONValue.parse(reg), key: try ACMESigningKey(pem: keyPEM))
+    }
+
+    private func saveAccount(_ rt: Runtime, _ account: ACMEAccount) async throws {
+        let email = account.primaryContact
+        try await rt.storage.store(
+            userFile(email, "registration", ".json"), account.registration.serializedBytes(.pretty))
+        try await rt.storage.store(userFile(email, "private", ".key"), text: account.key.pem)
+    }
+
+    // MARK: - Issuing
+
+    public func issue(_ request: CertificateRequest) async throws -> IssuedCertificate {
+        guard let rt = runtime.withLock({ $0 }) else { throw ConfigError("the ACME issuer was not provisioned") }
+        let account = try await account(rt)
+        let identifiers = request.names.map { ACMEIdentifier($0) }
+        let order = try await rt.client.newOrder(account: account, identifiers: identifiers, profile: profile)
+        let timeout = 90.0
+        for url in order.authorizations {
+            let authz = try await rt.client.authorization(account: account, url: url)
+            if authz.status == "valid" { continue }
+            try await solve(authz, account, rt, timeout: timeout)
+        }
+        let done = try await rt.client.finalize(account: account, order: order, csr: request.csrDER, timeout: timeout)
+        guard let certURL = done.certificate else {
+            throw ACMEError.protocolViolation("valid order without a certificate URL")
+        }
+        let chains = try await rt.client.certificateChains(account: account, url: certURL)
+        let chain = preferredChains?.choose(chains) ?? chains[0]
+        let metadata: JSONValue = [
+            "url": .string(certURL), "ca": .string(ca), "account": .string(account.location),
+        ]
+        return IssuedCertificate(chainPEM: chain, metadata: metadata)
+    }
+
+    private func solve(_ authz: ACMEAuthorization, _ account: ACMEAccount, _ rt: Runtime, timeout: Double)
+        async throws
+    {
+        guard !httpChallengeDisabled, let challenge = authz.challenges.first(where: { $0.type == "http-01" }) else {
+            let offered = authz.challenges.map(\.type).joined(separator: ", ")
+            throw ACMEError.failed(
+                "no enabled challenge type for \(authz.identifier.value) (the CA offers \(offered))", nil)
+        }
+        rt.board.presentHTTP(
+            token: challenge.token, host: authz.identifier.value, keyAuthorization: challenge.keyAuthorization)
+        defer { rt.board.withdrawHTTP(token: challenge.token) }
+        rt.logger.info(
+            "trying to solve challenge",
+            metadata: ["identifier": "\(authz.identifier.value)", "challenge_type": "http-01", "ca": "\(ca)"])
+        try await rt.client.respond(account: account, challenge: challenge)
+        _ = try await rt.client.waitForAuthorization(account: account, url: authz.url, timeout: timeout)
+        rt.logger.info(
+            "authorization finalized", metadata: ["identifier": "\(authz.identifier.value)", "authz_status": "valid"])
+    }
+}
+
+/// `preferred_chains`: which of a CA's alternate chains to serve.
+public struct ChainPreferences: Decodable, Sendable {
+    /// `smallest`: the chain with the fewest bytes.
+    public var smallest: Bool
+    /// `root_common_name`: chains whose root (last certificate's issuer) has one of these common names.
+    public var rootCommonName: [String]
+    /// `any_common_name`: chains with one of these common names anywhere as issuer.
+    public var anyCommonName: [String]
+
+    package enum CodingKeys: String, CodingKey {
+        case smallest, rootCommonName = "root_common_name", anyCommonName = "any_common_name"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        smallest = try c.decodeIfPresent(Bool.self, forKey: .smallest) ?? false
+        rootCommonName = try c.decodeIfPresent([String].self, forKey: .rootCommonName) ?? []
+        anyCommonName = try c.decodeIfPresent([String].self, forKey: .anyCommonName) ?? []
+    }
+
+    /// The chain to keep, as certmagic picks: smallest if asked, else the first whose root or any issuer has a
+    /// listed common name, else the CA's default (the first).
+    func choose(_ chains: [String]) -> String? {
+        guard !chains.isEmpty else { return nil }
+        if smallest { return chains.min { $0.utf8.count < $1.utf8.count } }
+        let issuers = chains.map { chain in
+            ((try? NIOSSLCertificate.fromPEMBytes(Array(chain.utf8))) ?? []).map { cert in
+                (try? Certificate(derEncoded: cert.toDERBytes())).map { commonName($0.issuer) } ?? ""
+            }
+        }
+        for name in rootCommonName {
+            if let i = issuers.firstIndex(where: { $0.last == name }) { return chains[i] }
+        }
+        for name in anyCommonName {
+            if let i = issuers.firstIndex(where: { $0.contains(name) }) { return chains[i] }
+        }
+        return chains[0]
+    }
+}
+
+/// The first common name in a distinguished name, or `""`.
+func commonName(_ dn: DistinguishedName) -> String {
+    for rdn in dn {
+        for attr in rdn where attr.type == .RDNAttributeType.commonName { return attr.value.description }
+    }
+    return ""
+}

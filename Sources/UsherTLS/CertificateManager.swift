@@ -1,0 +1,307 @@
+import Crypto
+import Foundation
+import Logging
+import SwiftASN1
+import Synchronization
+import UsherACME
+import UsherCore
+import X509
+import _CryptoExtras
+
+/// `key_type` values.
+enum KeyType: String {
+    case ed25519, p256, p384, rsa2048, rsa4096
+
+    func generate() throws -> Certificate.PrivateKey {
+        switch self {
+        case .ed25519: return Certificate.PrivateKey(Curve25519.Signing.PrivateKey())
+        case .p256: return Certificate.PrivateKey(P256.Signing.PrivateKey())
+        case .p384: return Certificate.PrivateKey(P384.Signing.PrivateKey())
+        case .rsa2048: return Certificate.PrivateKey(try _RSA.Signing.PrivateKey(keySize: .bits2048))
+        case .rsa4096: return Certificate.PrivateKey(try _RSA.Signing.PrivateKey(keySize: .bits4096))
+        }
+    }
+
+    var signatureAlgorithm: Certificate.SignatureAlgorithm {
+        switch self {
+        case .ed25519: return .ed25519
+        case .p256: return .ecdsaWithSHA256
+        case .p384: return .ecdsaWithSHA384
+        case .rsa2048, .rsa4096: return .sha256WithRSAEncryption
+        }
+    }
+}
+
+/// certmagic's retry intervals after a failed obtain or renewal (1m, 2m, 2m, 5m, 10m … 6h), for up to 30 days.
+let retryIntervals: [Double] = [
+    60, 120, 120, 300, 600, 600, 600, 1200, 1200, 1200, 1200, 1800, 1800, 1800, 1800, 1800, 1800, 3600, 3600, 3600,
+    7200, 7200, 10800, 10800, 21600,
+]
+let maxRetrySeconds = 30.0 * 86400
+
+/// Keeps managed certificates: loads them from storage at start, obtains what is missing (the internal CA at
+/// once, ACME in the background with certmagic's backoff), renews in the background when the renewal window
+/// opens, and stores every certificate in certmagic's layout under a lock, so processes sharing storage obtain
+/// each certificate once.
+final class CertificateManager: Sendable {
+    let store: CertificateStore
+    let storage: any Storage
+    let automation: AutomationConfig?
+    let logger: Logger
+    /// The issuers for names no policy covers (Caddy's defaults), made by the tls app.
+    let defaultIssuers: DefaultIssuers
+    private let jobs = Mutex<[String: Task<Void, Never>]>([:])
+    private let maintenance = Mutex<Task<Void, Never>?>(nil)
+    private let names = Mutex<[String]>([])
+    private let stopped = Atomic<Bool>(false)
+
+    init(
+        store: CertificateStore, storage: any Storage, automation: AutomationConfig?, logger: Logger,
+        defaultIssuers: DefaultIssuers
+    ) {
+        self.store = store
+        self.storage = storage
+        self.automation = automation
+        self.logger = logger
+        self.defaultIssuers = defaultIssuers
+    }
+
+    struct Plan {
+        var issuers: [any AutomationIssuer]
+        var keyType: KeyType
+        var renewalWindowRatio: Double
+        var storage: any Storage
+    }
+
+    func plan(for name: String) -> Plan {
+        let policy = automation?.policy(for: name)
+        var issuers = policy?.issuers.map(\.module) ?? []
+        if issuers.isEmpty { issuers = defaultIssuers.issuers(for: name) }
+        let ratio = policy?.renewalWindowRatio ?? 0
+        return Plan(
+            issuers: issuers, keyType: policy?.keyType.flatMap(KeyType.init(rawValue:)) ?? .p256,
+            renewalWindowRatio: ratio > 0 ? ratio : 1.0 / 3.0,
+            storage: policy?.storageInstance ?? storage)
+    }
+
+    func start(names managed: [String]) async throws {
+        names.withLock { $0 = managed }
+        for name in managed {
+            let plan = plan(for: name)
+            if let cert = await loadStored(name, plan) {
+                store.add(cert)
+                if needsRenewal(cert, plan) { schedule(name, renewing: true) }
+                continue
+            }
+            if plan.issuers.allSatisfy({ $0 is InternalIssuer }) {
+                // The internal CA answers at once; a failure is a config error, as before ACME existed.
+                do {
+                    try await obtain(name, plan, renewing: false)
+                } catch let e as ConfigError {
+                    throw ConfigError(path: "apps.tls.automation", e.message)
+                } catch {
+                    throw ConfigError(path: "apps.tls.automation", "obtaining certificate for \(name): \(error)")
+                }
+            } else {
+                schedule(name, renewing: false)
+            }
+        }
+        guard !managed.isEmpty else { return }
+        let interval =
+            automation?.renewInterval.flatMap { $0.nanoseconds > 0 ? Double($0.nanoseconds) / 1e9 : nil } ?? 600
+        let task = Task { [self] in
+            var lastCheck = Date()
+            while !Task.isCancelled {
+                // Check at least six times per lifetime of the shortest-lived certificate, so renewal is never late;
+                // recomputed every second, so a short-lived certificate obtained later shortens the wait at once.
+                try? await Task.sleep(nanoseconds: 1_000_000_000)
+                if Task.isCancelled { return }
+                let shortest =
+                    store.all.filter(\.managed).map { $0.notAfter.timeIntervalSince($0.notBefore) }.min() ?? interval
+                guard Date().timeIntervalSince(lastCheck) >= max(1, min(interval, shortest / 6)) else { continue }
+                lastCheck = Date()
+                for name in self.names.withLock({ $0 }) {
+                    let plan = plan(for: name)
+                    let current = store.managedCertificate(for: name)
+                    if current == nil || needsRenewal(current!, plan) {
+                        schedule(name, renewing: current != nil)
+                    }
+                }
+            }
+        }
+        maintenance.withLock { $0 = task }
+    }
+
+    func stop() async {
+        stopped.store(true, ordering: .relaxed)
+        maintenance.withLock { t in
+            t?.cancel()
+            t = nil
+        }
+        let running = jobs.withLock { j in
+            let all = Array(j.values)
+            j.removeAll()
+            return all
+        }
+        for t in running { t.cancel() }
+    }
+
+    /// Whether `cert` is inside its renewal window (the last `renewal_window_ratio` of its life).
+    func needsRenewal(_ cert: TLSCertificate, _ plan: Plan) -> Bool {
+        let lifetime = cert.notAfter.timeIntervalSince(cert.notBefore)
+        return cert.notAfter.timeIntervalSinceNow < lifetime * plan.renewalWindowRatio
+    }
+
+    /// Runs obtain (or renew) for `name` in the background, once at a time per name, retrying with certmagic's
+    /// backoff and logging each failure with the CA's problem.
+    func schedule(_ name: String, renewing: Bool) {
+        if stopped.load(ordering: .relaxed) { return }
+        jobs.withLock { running in
+            guard running[name] == nil else { return }
+            running[name] = Task { [self] in
+                defer { _ = jobs.withLock { $0.removeValue(forKey: name) } }
+                let start = Date()
+                var attempt = 0
+                while !Task.isCancelled {
+                    do {
+                        try await obtain(name, plan(for: name), renewing: renewing)
+                        return
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        if Task.isCancelled { return }
+                        let wait = retryIntervals[min(attempt, retryIntervals.count - 1)]
+                        guard Date().timeIntervalSince(start) + wait < maxRetrySeconds else {
+                            logger.error(
+                                "final attempt; giving up",
+                                metadata: ["identifier": "\(name)", "error": "\(error)"])
+                            return
+                        }
+                        logger.error(
+                            "will retry",
+                            metadata: [
+                                "identifier": "\(name)", "error": "\(error)", "attempt": "\(attempt + 1)",
+                                "retrying_in": "\(Int(wait))s", "renewal": "\(renewing)",
+                            ])
+                        attempt += 1
+                        try? await Task.sleep(nanoseconds: UInt64(wait * 1e9))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Obtains (or renews) the certificate for `name` under the storage lock certmagic uses, unless another
+    /// process sharing the storage did it meanwhile; tries the issuers in order.
+    func obtain(_ name: String, _ plan: Plan, renewing: Bool) async throws {
+        try await plan.storage.withLock(StorageKeys.issueLock(name)) {
+            if let stored = await loadStored(name, plan), !needsRenewal(stored, plan) {
+                store.add(stored)
+                return
+            }
+            let key = try plan.keyType.generate()
+            let csr = try makeCSR(names: [name], key: key, algorithm: plan.keyType.signatureAlgorithm)
+            let request = CertificateRequest(names: [name], csrDER: csr, publicKey: key.publicKey)
+            var lastError: (any Error)?
+            for issuer in plan.issuers {
+                do {
+                    let issued = try await issuer.issue(request)
+                    let keyPEM = try key.serializeAsPEM().pemString + "\n"
+                    let cert = try TLSCertificate(
+                        chainPEM: issued.chainPEM, keyPEM: keyPEM, managed: true,
+                        origin: StorageKeys.siteCertificate(issuerKey: issuer.issuerKey, name: name))
+                    try await save(name, issuer.issuerKey, chainPEM: issued.chainPEM, keyPEM: keyPEM, issued, plan)
+                    store.add(cert)
+                    logger.info(
+                        renewing ? "certificate renewed successfully" : "certificate obtained successfully",
+                        metadata: ["identifier": "\(name)", "issuer": "\(issuer.issuerKey)"])
+                    return
+                } catch {
+                    lastError = error
+                    let problem = (error as? ACMEError)?.problem.map { "\($0)" } ?? "\(error)"
+                    logger.error(
+                        "could not get certificate from issuer",
+                        metadata: ["identifier": "\(name)", "issuer": "\(issuer.issuerKey)", "error": "\(problem)"])
+                }
+            }
+            throw lastError ?? ConfigError("no issuer for \(name)")
+        }
+    }
+
+    /// Stores the key, chain and metadata. The pair is first written beside the live files as `.pending`, so a
+    /// crash between the key and the chain (which would leave a mismatched pair) is repaired on the next load.
+    private func save(
+        _ name: String, _ issuerKey: String, chainPEM: String, keyPEM: String, _ issued: IssuedCertificate,
+        _ plan: Plan
+    ) async throws {
+        let crt = StorageKeys.siteCertificate(issuerKey: issuerKey, name: name)
+        let key = StorageKeys.sitePrivateKey(issuerKey: issuerKey, name: name)
+        let meta = StorageKeys.siteMetadata(issuerKey: issuerKey, name: name)
+        var metadata: JSONObject = ["sans": [.string(name)]]
+        if let m = issued.metadata { metadata["issuer_data"] = m }
+        try await plan.storage.store(crt + ".pending", text: chainPEM)
+        try await plan.storage.store(key + ".pending", text: keyPEM)
+        try await plan.storage.store(key, text: keyPEM)
+        try await plan.storage.store(crt, text: chainPEM)
+        try await plan.storage.store(meta, JSONValue.object(metadata).serializedBytes(.pretty))
+        try? await plan.storage.delete(crt + ".pending")
+        try? await plan.storage.delete(key + ".pending")
+    }
+
+    /// The stored certificate for `name` from the first of the plan's issuers that has one covering it (a pair
+    /// left mismatched by a crash falls back to its `.pending` copy).
+    func loadStored(_ name: String, _ plan: Plan) async -> TLSCertificate? {
+        for issuer in plan.issuers {
+            let crt = StorageKeys.siteCertificate(issuerKey: issuer.issuerKey, name: name)
+            let key = StorageKeys.sitePrivateKey(issuerKey: issuer.issuerKey, name: name)
+            for suffix in ["", ".pending"] {
+                guard let chain = try? await plan.storage.loadText(crt + suffix),
+                    let keyPEM = try? await plan.storage.loadText(key + suffix),
+                    let cert = try? TLSCertificate(chainPEM: chain, keyPEM: keyPEM, managed: true, origin: crt),
+                    cert.covers(name), cert.notAfter > Date()
+                else { continue }
+                return cert
+            }
+        }
+        return nil
+    }
+}
+
+/// A PKCS #10 request for `names` (as subject alternative names), DER.
+func makeCSR(names: [String], key: Certificate.PrivateKey, algorithm: Certificate.SignatureAlgorithm) throws
+    -> [UInt8]
+{
+    var sans: [GeneralName] = []
+    for n in names {
+        if let ip = ipBytes(n) {
+            sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(ip))))
+        } else {
+            sans.append(.dnsName(n))
+        }
+    }
+    let extensions = try Certificate.Extensions { SubjectAlternativeNames(sans) }
+    let attributes = try CertificateSigningRequest.Attributes([.init(ExtensionRequest(extensions: extensions))])
+    let csr = try CertificateSigningRequest(
+        version: .v1, subject: try DistinguishedName {}, privateKey: key, attributes: attributes,
+        signatureAlgorithm: algorithm)
+    var serializer = DER.Serializer()
+    try serializer.serialize(csr)
+    return serializer.serializedBytes
+}
+
+/// The issuers for names no automation policy covers: Caddy's defaults, ACME for names that qualify for a public
+/// certificate and the internal CA for the rest.
+final class DefaultIssuers: Sendable {
+    let acme: (any AutomationIssuer)?
+    let internalIssuer: any AutomationIssuer
+
+    init(acme: (any AutomationIssuer)?, internalIssuer: any AutomationIssuer) {
+        self.acme = acme
+        self.internalIssuer = internalIssuer
+    }
+
+    func issuers(for name: String) -> [any AutomationIssuer] {
+        if let acme, certmagicQualifiesForPublicCert(name) { return [acme] }
+        return [internalIssuer]
+    }
+}

@@ -1,0 +1,109 @@
+import Crypto
+import Foundation
+import Testing
+import UsherCore
+
+@testable import UsherACME
+@testable import UsherTLS
+
+@Suite("ACME client pieces: base64url, JWK thumbprints, JWS and EAB signatures, issuer keys")
+struct ACMEClientTests {
+    @Test("base64url round-trips every length and rejects other alphabets")
+    func base64url() {
+        for n in 0..<40 {
+            let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 * 37 + 11) }
+            let text = Base64URL.encode(bytes)
+            #expect(!text.contains("=") && !text.contains("+") && !text.contains("/"))
+            #expect(Base64URL.decode(text) == bytes)
+        }
+        #expect(Base64URL.encode(Array("hello?>".utf8)) == "aGVsbG8_Pg")
+        #expect(Base64URL.decode("a*b") == nil)
+    }
+
+    @Test("RFC 7638's example JWK has the thumbprint the RFC gives")
+    func thumbprint() {
+        let n =
+            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+        let jwk: JSONObject = ["kty": "RSA", "n": .string(n), "e": "AQAB"]
+        #expect(JWS.thumbprint(jwk: jwk) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+    }
+
+    @Test("a flattened JWS verifies with the JWK it carries; with a kid it carries no JWK")
+    func jwsSignature() throws {
+        let key = ACMESigningKey.generate()
+        let body = try JWS.sign(
+            payload: ["termsOfServiceAgreed": true], url: "https://ca/new-acct", nonce: "n1", key: key, kid: nil)
+        let o = try #require(try JSONValue.parse(body).objectValue)
+        let p64 = try #require(o["protected"]?.stringValue)
+        let s64 = try #require(o["signature"]?.stringValue)
+        let payload64 = try #require(o["payload"]?.stringValue)
+        let protectedBytes = try #require(Base64URL.decode(p64))
+        let protected = try #require(try JSONValue.parse(protectedBytes).objectValue)
+        #expect(protected["alg"]?.stringValue == "ES256")
+        #expect(protected["nonce"]?.stringValue == "n1")
+        #expect(protected["url"]?.stringValue == "https://ca/new-acct")
+        let jwk = try #require(protected["jwk"]?.objectValue)
+        let x = try #require(jwk["x"]?.stringValue.flatMap(Base64URL.decode))
+        let y = try #require(jwk["y"]?.stringValue.flatMap(Base64URL.decode))
+        let pub = try P256.Signing.PublicKey(rawRepresentation: x + y)
+        let sigBytes = try #require(Base64URL.decode(s64))
+        let sig = try P256.Signing.ECDSASignature(rawRepresentation: sigBytes)
+        #expect(pub.isValidSignature(sig, for: Array((p64 + "." + payload64).utf8)))
+        #expect(key.thumbprint == JWS.thumbprint(jwk: jwk))
+
+        let asGet = try JWS.sign(
+            payload: nil, url: "https://ca/order/1", nonce: "n2", key: key, kid: "https://ca/acct/7")
+        let g = try #require(try JSONValue.parse(asGet).objectValue)
+        #expect(g["payload"]?.stringValue == "")
+        let gp64 = try #require(g["protected"]?.stringValue)
+        let gpBytes = try #require(Base64URL.decode(gp64))
+        let gp = try #require(try JSONValue.parse(gpBytes).objectValue)
+        #expect(gp["kid"]?.stringValue == "https://ca/acct/7")
+        #expect(gp["jwk"] == nil)
+    }
+
+    @Test("External Account Binding is HS256 over the account JWK, under the CA's key ID and newAccount URL")
+    func eab() throws {
+        let key = ACMESigningKey.generate()
+        let mac = Array("0123456789abcdef0123456789abcdef".utf8)
+        let eab = JWS.externalAccountBinding(keyID: "kid-1", macKey: mac, accountKey: key, url: "https://ca/new-acct")
+        let o = try #require(eab.objectValue)
+        let p64 = try #require(o["protected"]?.stringValue)
+        let payload64 = try #require(o["payload"]?.stringValue)
+        let protectedBytes = try #require(Base64URL.decode(p64))
+        let protected = try #require(try JSONValue.parse(protectedBytes).objectValue)
+        #expect(protected["alg"]?.stringValue == "HS256")
+        #expect(protected["kid"]?.stringValue == "kid-1")
+        let payloadBytes = try #require(Base64URL.decode(payload64))
+        #expect(try JSONValue.parse(payloadBytes).objectValue == key.jwk)
+        let expected = HMAC<SHA256>.authenticationCode(
+            for: Array((p64 + "." + payload64).utf8), using: SymmetricKey(data: mac))
+        #expect(o["signature"]?.stringValue == Base64URL.encode(Array(expected)))
+    }
+
+    @Test("account keys read back from PEM, including P-384 and RSA")
+    func keysFromPEM() throws {
+        let p256 = ACMESigningKey.generate()
+        #expect(try ACMESigningKey(pem: p256.pem).thumbprint == p256.thumbprint)
+        let p384 = ACMESigningKey(p384: P384.Signing.PrivateKey())
+        #expect(try ACMESigningKey(pem: p384.pem).algorithm == "ES384")
+        #expect(throws: ACMEError.self) { try ACMESigningKey(pem: "nonsense") }
+    }
+
+    @Test("issuer keys as certmagic derives them from the CA URL")
+    func issuerKeys() {
+        #expect(
+            ACMEIssuer.issuerKey("https://acme-v02.api.letsencrypt.org/directory")
+                == "acme-v02.api.letsencrypt.org-directory")
+        #expect(ACMEIssuer.issuerKey("https://127.0.0.1:14000/dir") == "127.0.0.1:14000-dir")
+        #expect(StorageKeys.safe(ACMEIssuer.issuerKey("https://127.0.0.1:14000/dir")) == "127.0.0.1-14000-dir")
+        #expect(ACMEIssuer.issuerKey("https://ca.example/acme/v2/dir/") == "ca.example-acme-v2-dir")
+    }
+
+    @Test("Link headers: alternate chains are found among other relations")
+    func links() {
+        let h =
+            #"<https://ca/cert/1/1>;rel="alternate", <https://ca/dir>;rel="index", <https://ca/cert/1/2>; rel="alternate""#
+        #expect(ACMEClient.links(h, rel: "alternate") == ["https://ca/cert/1/1", "https://ca/cert/1/2"])
+    }
+}
