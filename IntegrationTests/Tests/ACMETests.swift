@@ -192,6 +192,26 @@ struct ACMETests {
         #expect(!s.log.contains("obtaining certificate") && !s.log.contains("certificate obtained"))
     }
 
+    @Test(
+        "TLS-ALPN-01: with HTTP-01 disabled, pebble validates acme-tls/1 on the HTTPS port; other clients are unaffected"
+    )
+    func tlsALPN01() throws {
+        let (http, https) = (freePort(), freePort())
+        let pebble = try Pebble(httpPort: freePort(), tlsPort: https)
+        let s = try UsherProcess(
+            config: config(
+                http: http, https: https, pebble: pebble, names: ["t.test"],
+                extraIssuer: #", "challenges": {"http": {"disabled": true}}"#))
+        defer { s.stop() }
+        #expect(waitUntil(60) { s.log.contains("certificate obtained successfully") }, "\(s.log.suffix(3000))")
+        #expect(s.log.contains(#""challenge_type":"tls-alpn-01""#))
+        #expect(!s.log.contains("served key authentication"))
+        #expect(try verifiedSerial(port: https, name: "t.test", caFile: pebble.rootFile()) != nil)
+        // After validation, acme-tls/1 gets no challenge certificate: the handshake finds the real one.
+        let after = try sClient(port: https, serverName: "t.test", alpn: "acme-tls/1")
+        #expect(!after.contains("CN = ACME challenge"), "\(after)")
+    }
+
     @Test("renewal: a 30-second certificate is replaced before it expires, by a new order")
     func renewal() throws {
         let (http, https) = (freePort(), freePort())
@@ -230,9 +250,14 @@ struct ACMETests {
         let (http, https, nowhere) = (freePort(), freePort(), freePort())
         // pebble validates HTTP-01 on a port where nothing listens.
         let pebble = try Pebble(httpPort: nowhere, tlsPort: https)
-        let s = try UsherProcess(config: config(http: http, https: https, pebble: pebble, names: ["f.test"]))
+        let s = try UsherProcess(
+            config: config(
+                http: http, https: https, pebble: pebble, names: ["f.test"],
+                extraIssuer: #", "challenges": {"tls-alpn": {"disabled": true}}"#))
         defer { s.stop() }
-        #expect(waitUntil(60) { s.log.contains("will retry") }, "\(s.log.suffix(3000))")
+        #expect(
+            waitUntil(60) { s.log.contains("will retry") },
+            "\(s.log.suffix(3000))\n--- pebble:\n\(pebble.log.suffix(3000))")
         #expect(s.log.contains("urn:ietf:params:acme:error:connection"), "\(s.log.suffix(3000))")
         #expect(s.log.contains("retrying_in"))
         #expect(s.process.isRunning)

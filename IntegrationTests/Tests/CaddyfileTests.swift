@@ -283,6 +283,25 @@ struct CaddyfileTests {
             apps["http"] = http
             config["apps"] = apps
         }
+        // No public CA is reachable from a test: names that would go to ACME (Let's Encrypt, ZeroSSL, or a CA the
+        // case names) get internal certificates instead, so the config's servers can be seen answering over TLS.
+        // ACME itself is tested against pebble (ACMETests).
+        if var apps = config["apps"] as? [String: Any] {
+            var tls = apps["tls"] as? [String: Any] ?? [:]
+            var automation = tls["automation"] as? [String: Any] ?? [:]
+            var policies = automation["policies"] as? [[String: Any]] ?? []
+            for i in policies.indices {
+                let issuers = policies[i]["issuers"] as? [[String: Any]] ?? [["module": "acme"]]
+                policies[i]["issuers"] = issuers.map { issuer -> [String: Any] in
+                    ["acme", "zerossl"].contains(issuer["module"] as? String ?? "") ? ["module": "internal"] : issuer
+                }
+            }
+            policies.append(["issuers": [["module": "internal"]]])
+            automation["policies"] = policies
+            tls["automation"] = automation
+            apps["tls"] = tls
+            config["apps"] = apps
+        }
         if var logging = config["logging"] as? [String: Any], var logs = logging["logs"] as? [String: Any] {
             for (name, value) in logs {
                 guard var log = value as? [String: Any], var writer = log["writer"] as? [String: Any] else { continue }

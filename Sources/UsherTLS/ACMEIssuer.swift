@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import NIOCore
@@ -33,6 +34,10 @@ public struct ACMEIssuer: AutomationIssuer, Provisioner {
     public var httpChallengeDisabled: Bool
     /// `challenges.http.alternate_port`: the port the HTTP-01 answer is served on (the CA still asks port 80).
     public var httpAlternatePort: Int
+    /// `challenges.tls-alpn.disabled`.
+    public var tlsALPNChallengeDisabled: Bool
+    /// `challenges.tls-alpn.alternate_port`.
+    public var tlsALPNAlternatePort: Int
     /// `trusted_roots_pem_files`: roots the CA's own certificate must chain to. Default: the system's.
     public var trustedRootsPEMFiles: [String]
     /// `preferred_chains`: which of the CA's chains to keep.
@@ -83,13 +88,20 @@ public struct ACMEIssuer: AutomationIssuer, Provisioner {
         acmeTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .acmeTimeout)
         httpChallengeDisabled = false
         httpAlternatePort = 0
+        tlsALPNChallengeDisabled = false
+        tlsALPNAlternatePort = 0
         if c.contains(.challenges) {
             let ch = try c.nestedContainer(keyedBy: ChallengeKeys.self, forKey: .challenges)
-            try ch.refuseUnsupported([.tlsALPN, .dns, .distributed])
+            try ch.refuseUnsupported([.dns, .distributed])
             if ch.contains(.http) {
                 let h = try ch.nestedContainer(keyedBy: PortChallengeKeys.self, forKey: .http)
                 httpChallengeDisabled = try h.decodeIfPresent(Bool.self, forKey: .disabled) ?? false
                 httpAlternatePort = try h.decodeIfPresent(Int.self, forKey: .alternatePort) ?? 0
+            }
+            if ch.contains(.tlsALPN) {
+                let t = try ch.nestedContainer(keyedBy: PortChallengeKeys.self, forKey: .tlsALPN)
+                tlsALPNChallengeDisabled = try t.decodeIfPresent(Bool.self, forKey: .disabled) ?? false
+                tlsALPNAlternatePort = try t.decodeIfPresent(Int.self, forKey: .alternatePort) ?? 0
             }
             _ = try ch.decodeIfPresent(String.self, forKey: .bindHost)
         }
@@ -129,6 +141,8 @@ public struct ACMEIssuer: AutomationIssuer, Provisioner {
         let logger: Logger
         private let makeClient: @Sendable () throws -> ACMEClient
         private let made = Mutex<ACMEClient?>(nil)
+        /// Challenge types that failed per identifier, tried last next time (certmagic does the same).
+        let failedChallenges = Mutex<[String: Set<String>]>([:])
 
         init(
             storage: any Storage, board: ACMEChallengeBoard, logger: Logger,
@@ -256,24 +270,82 @@ public struct ACMEIssuer: AutomationIssuer, Provisioner {
         return IssuedCertificate(chainPEM: chain, metadata: metadata)
     }
 
+    /// The challenge types this issuer may use, in preference order.
+    var enabledChallenges: [String] {
+        var out: [String] = []
+        if !httpChallengeDisabled { out.append("http-01") }
+        if !tlsALPNChallengeDisabled { out.append("tls-alpn-01") }
+        return out
+    }
+
     private func solve(_ authz: ACMEAuthorization, _ account: ACMEAccount, _ rt: Runtime, timeout: Double)
         async throws
     {
-        guard !httpChallengeDisabled, let challenge = authz.challenges.first(where: { $0.type == "http-01" }) else {
-            let offered = authz.challenges.map(\.type).joined(separator: ", ")
+        let id = authz.identifier.value
+        let failed = rt.failedChallenges.withLock { $0[id] ?? [] }
+        // In this issuer's order of preference, whatever order the CA lists them in.
+        let offered = enabledChallenges.compactMap { type in authz.challenges.first { $0.type == type } }
+        // Types that failed for this identifier go last, so a retry tries something else first.
+        let ordered =
+            offered.filter { !failed.contains($0.type) }
+            + offered.filter { failed.contains($0.type) }
+        guard let challenge = ordered.first else {
+            let types = authz.challenges.map(\.type).joined(separator: ", ")
             throw ACMEError.failed(
-                "no enabled challenge type for \(authz.identifier.value) (the CA offers \(offered))", nil)
+                "no enabled challenge type for \(id) (the CA offers \(types); enabled: \(enabledChallenges))", nil)
         }
-        rt.board.presentHTTP(
-            token: challenge.token, host: authz.identifier.value, keyAuthorization: challenge.keyAuthorization)
-        defer { rt.board.withdrawHTTP(token: challenge.token) }
+        switch challenge.type {
+        case "http-01":
+            rt.board.presentHTTP(token: challenge.token, host: id, keyAuthorization: challenge.keyAuthorization)
+        default:
+            rt.board.presentTLSALPN(
+                name: id, certificate: try Self.tlsALPNCertificate(authz.identifier, challenge.keyAuthorization))
+        }
+        defer {
+            rt.board.withdrawHTTP(token: challenge.token)
+            rt.board.withdrawTLSALPN(name: id)
+        }
         rt.logger.info(
             "trying to solve challenge",
-            metadata: ["identifier": "\(authz.identifier.value)", "challenge_type": "http-01", "ca": "\(ca)"])
-        try await rt.client.respond(account: account, challenge: challenge)
-        _ = try await rt.client.waitForAuthorization(account: account, url: authz.url, timeout: timeout)
-        rt.logger.info(
-            "authorization finalized", metadata: ["identifier": "\(authz.identifier.value)", "authz_status": "valid"])
+            metadata: ["identifier": "\(id)", "challenge_type": "\(challenge.type)", "ca": "\(ca)"])
+        do {
+            try await rt.client.respond(account: account, challenge: challenge)
+            _ = try await rt.client.waitForAuthorization(account: account, url: authz.url, timeout: timeout)
+        } catch {
+            rt.failedChallenges.withLock { $0[id, default: []].insert(challenge.type) }
+            throw error
+        }
+        rt.failedChallenges.withLock { $0[id] = nil }
+        rt.logger.info("authorization finalized", metadata: ["identifier": "\(id)", "authz_status": "valid"])
+    }
+
+    /// The self-signed certificate TLS-ALPN-01 validates (RFC 8737 §3): the identifier as its only name and the
+    /// critical acmeIdentifier extension holding the SHA-256 of the key authorization.
+    static func tlsALPNCertificate(_ identifier: ACMEIdentifier, _ keyAuthorization: String) throws -> TLSCertificate {
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let digest = Array(SHA256.hash(data: Array(keyAuthorization.utf8)))
+        let acmeIdentifier = Certificate.Extension(
+            oid: [1, 3, 6, 1, 5, 5, 7, 1, 31], critical: true, value: ArraySlice([0x04, 0x20] + digest))
+        let name: GeneralName
+        if identifier.type == "ip", let ip = ipBytes(identifier.value) {
+            name = .ipAddress(ASN1OctetString(contentBytes: ArraySlice(ip)))
+        } else {
+            name = .dnsName(identifier.value)
+        }
+        let extensions = try Certificate.Extensions {
+            SubjectAlternativeNames([name])
+            acmeIdentifier
+        }
+        let subject = try DistinguishedName { CommonName("ACME challenge") }
+        let now = Date()
+        let cert = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
+            notValidBefore: now.addingTimeInterval(-60), notValidAfter: now.addingTimeInterval(7 * 86400),
+            issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions,
+            issuerPrivateKey: key)
+        return try TLSCertificate(
+            chainPEM: try cert.serializeAsPEM().pemString + "\n", keyPEM: try key.serializeAsPEM().pemString + "\n",
+            origin: "tls-alpn-01 challenge for \(identifier.value)")
     }
 }
 

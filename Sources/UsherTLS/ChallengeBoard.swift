@@ -1,8 +1,9 @@
 import Synchronization
 
 /// The ACME challenges this process is presenting right now, for the servers that answer them: HTTP-01 key
-/// authorizations by token (served by the `http` app ahead of routes). Process-wide (a shared service), so a
-/// challenge started under one config is still answered while a reload swaps servers.
+/// authorizations by token (served by the `http` app ahead of routes) and TLS-ALPN-01 certificates by name (served
+/// in handshakes offering `acme-tls/1`). Process-wide (a shared service), so a challenge started under one config
+/// is still answered while a reload swaps servers.
 public final class ACMEChallengeBoard: Sendable {
     private struct HTTPChallenge {
         var host: String
@@ -10,6 +11,8 @@ public final class ACMEChallengeBoard: Sendable {
     }
     private let http01 = Mutex<[String: HTTPChallenge]>([:])
     private let httpCount = Atomic<Int>(0)
+    private let tlsALPN = Mutex<[String: TLSCertificate]>([:])
+    private let tlsALPNCount = Atomic<Int>(0)
 
     public init() {}
 
@@ -43,4 +46,31 @@ public final class ACMEChallengeBoard: Sendable {
             return c.keyAuthorization
         }
     }
+
+    /// Presents `certificate` to handshakes for `name` that offer only `acme-tls/1`.
+    public func presentTLSALPN(name: String, certificate: TLSCertificate) {
+        tlsALPN.withLock {
+            $0[name.lowercased()] = certificate
+            tlsALPNCount.store($0.count, ordering: .relaxed)
+        }
+    }
+
+    /// Stops presenting the TLS-ALPN-01 certificate for `name`.
+    public func withdrawTLSALPN(name: String) {
+        tlsALPN.withLock {
+            $0[name.lowercased()] = nil
+            tlsALPNCount.store($0.count, ordering: .relaxed)
+        }
+    }
+
+    /// The challenge certificate for a handshake naming `serverName` and offering `alpn`, if one is presented.
+    public func tlsALPNCertificate(serverName: String?, alpn: [String]) -> TLSCertificate? {
+        guard tlsALPNCount.load(ordering: .relaxed) > 0, alpn.contains(Self.acmeTLS1), let serverName else {
+            return nil
+        }
+        return tlsALPN.withLock { $0[serverName.lowercased()] }
+    }
+
+    /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
+    public static let acmeTLS1 = "acme-tls/1"
 }

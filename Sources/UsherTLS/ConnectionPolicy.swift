@@ -10,11 +10,16 @@ public struct HandshakeInfo: Sendable {
     public var serverName: String?
     public var remoteAddress: SocketAddress?
     public var localAddress: SocketAddress?
+    /// The application protocols the client offered (ALPN), in its order.
+    public var alpn: [String]
 
-    public init(serverName: String?, remoteAddress: SocketAddress?, localAddress: SocketAddress?) {
+    public init(
+        serverName: String?, remoteAddress: SocketAddress?, localAddress: SocketAddress?, alpn: [String] = []
+    ) {
         self.serverName = serverName?.lowercased()
         self.remoteAddress = remoteAddress
         self.localAddress = localAddress
+        self.alpn = alpn
     }
 }
 
@@ -252,11 +257,17 @@ public final class ServerTLS: Sendable {
 
     let compiled: [Compiled]
     let store: CertificateStore
+    let challenges: ACMEChallengeBoard?
     private let contexts = Mutex<[String: NIOSSLContext]>([:])
 
-    /// Compiles `policies`; `defaultALPN` is what policies without `alpn` offer.
-    public init(policies: [ConnectionPolicy], store: CertificateStore, defaultALPN: [String], path: String) throws {
+    /// Compiles `policies`; `defaultALPN` is what policies without `alpn` offer. `challenges` supplies TLS-ALPN-01
+    /// certificates to handshakes that offer `acme-tls/1`.
+    public init(
+        policies: [ConnectionPolicy], store: CertificateStore, defaultALPN: [String], path: String,
+        challenges: ACMEChallengeBoard? = nil
+    ) throws {
         self.store = store
+        self.challenges = challenges
         var out: [Compiled] = []
         for (i, p) in policies.enumerated() {
             // The certificate and key are set per selected certificate; everything else is the policy's.
@@ -320,6 +331,13 @@ public final class ServerTLS: Sendable {
 
     /// The first policy that matches the hello, the certificate it selects, and the context for both.
     public func choose(for hello: HandshakeInfo) throws -> Choice {
+        if let challenges, let cert = challenges.tlsALPNCertificate(serverName: hello.serverName, alpn: hello.alpn) {
+            // TLS-ALPN-01 (RFC 8737): the validation certificate, and only acme-tls/1, to a client that asked.
+            var c = TLSConfiguration.makeServerConfiguration(
+                certificateChain: cert.nioChain.map { .certificate($0) }, privateKey: .privateKey(cert.nioKey))
+            c.applicationProtocols = [ACMEChallengeBoard.acmeTLS1]
+            return Choice(context: try NIOSSLContext(configuration: c), verification: nil)
+        }
         guard let index = compiled.firstIndex(where: { $0.policy.matches(hello) }) else {
             throw Refusal(description: "no connection policy matches server name '\(hello.serverName ?? "")'")
         }

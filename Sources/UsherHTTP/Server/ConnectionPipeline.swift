@@ -44,10 +44,10 @@ enum ConnectionPipeline {
         let logger = server.errorLogger
         let boundGuard = connectionGuard.map { NIOLoopBound($0, eventLoop: channel.eventLoop) }
         let sni = ByteToMessageHandler(
-            SNIHandler { result in
-                let name: String?
-                if case .hostname(let h) = result { name = h } else { name = nil }
-                let hello = HandshakeInfo(serverName: name, remoteAddress: remote, localAddress: local)
+            ClientHelloSniffer { info in
+                let name = info?.serverName
+                let hello = HandshakeInfo(
+                    serverName: name, remoteAddress: remote, localAddress: local, alpn: info?.alpn ?? [])
                 do {
                     let choice = try tls.choose(for: hello)
                     let ssl: NIOSSLServerHandler
@@ -99,7 +99,10 @@ enum ConnectionPipeline {
         connectionGuard: ConnectionGuard?
     ) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
-            if case .negotiated("h2") = result, server.protocols.contains("h2") {
+            if case .negotiated(ACMEChallengeBoard.acmeTLS1) = result {
+                // A TLS-ALPN-01 validation ends with the handshake (RFC 8737 §3).
+                channel.close(promise: nil)
+            } else if case .negotiated("h2") = result, server.protocols.contains("h2") {
                 try HTTP2Pipeline.configure(
                     channel, slot: slot, server: server, tls: tls, connectionGuard: connectionGuard)
             } else if server.protocols.contains("h1") {
@@ -110,6 +113,42 @@ enum ConnectionPipeline {
                 channel.close(promise: nil)
             }
         }
+    }
+}
+
+/// Holds a connection's first bytes until its ClientHello is complete, hands its server name and ALPN offer (or
+/// `nil`, for bytes that are not one, which the TLS stack then refuses) to `completion`, and steps aside once the
+/// pipeline that completion builds is in place; the held bytes then flow to it.
+final class ClientHelloSniffer: ByteToMessageDecoder {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let completion: (ClientHelloInfo?) -> EventLoopFuture<Void>
+    private var waiting = false
+
+    init(completion: @escaping (ClientHelloInfo?) -> EventLoopFuture<Void>) {
+        self.completion = completion
+    }
+
+    func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        if waiting { return .needMoreData }
+        let info: ClientHelloInfo?
+        switch ClientHelloInfo.parse(buffer) {
+        case .needMore: return .needMoreData
+        case .invalid: info = nil
+        case .hello(let hello): info = hello
+        }
+        waiting = true
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        completion(info).hop(to: context.eventLoop).whenSuccess {
+            let context = bound.value
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        return .needMoreData
+    }
+
+    func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        context.fireChannelRead(NIOAny(buffer))
+        return .needMoreData
     }
 }
 
