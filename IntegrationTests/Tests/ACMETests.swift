@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// Debian's pebble (an ACME CA we did not write) with pebble-challtestsrv as its DNS server, on loopback ports of
@@ -210,6 +211,65 @@ struct ACMETests {
         // After validation, acme-tls/1 gets no challenge certificate: the handshake finds the real one.
         let after = try sClient(port: https, serverName: "t.test", alpn: "acme-tls/1")
         #expect(!after.contains("CN = ACME challenge"), "\(after)")
+    }
+
+    @Test(
+        "on-demand TLS: the ask endpoint allows or refuses a name; 20 concurrent handshakes for a new name make one order"
+    )
+    func onDemand() throws {
+        let (http, https, ask) = (freePort(), freePort(), freePort())
+        let pebble = try Pebble(httpPort: http, tlsPort: https)
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {
+                  "http": {"http_port": \(http), "https_port": \(https), "servers": {
+                    "plain": {"listen": ["127.0.0.1:\(http)"], "routes": [{"handle": [{"handler": "static_response"}]}]},
+                    "s": {"listen": ["127.0.0.1:\(https)"], "tls_connection_policies": [{}],
+                      "routes": [{"handle": [{"handler": "static_response", "body": "on demand {http.request.host}"}]}]},
+                    "ask": {"listen": ["127.0.0.1:\(ask)"], "routes": [
+                      {"match": [{"query": {"domain": ["allowed.test"]}}],
+                       "handle": [{"handler": "static_response", "body": "yes"}], "terminal": true},
+                      {"handle": [{"handler": "static_response", "status_code": 404}]}]}}},
+                  "tls": {"automation": {
+                    "on_demand": {"permission": {"module": "http", "endpoint": "http://127.0.0.1:\(ask)/ask"}},
+                    "policies": [{"on_demand": true, "issuers": [{"module": "acme", "ca": "\(pebble.directory)",
+                      "trusted_roots_pem_files": ["\(pebble.apiCA)"]}]}]}}}}
+                """, waitPort: https)
+        defer { s.stop() }
+        let root = try pebble.rootFile()
+        #expect(pebble.log.components(separatedBy: "Added order").count - 1 == 0)
+
+        // Twenty clients at once ask for a name no certificate covers yet.
+        let serials = Mutex<[String?]>([])
+        DispatchQueue.concurrentPerform(iterations: 20) { _ in
+            let serial = try? verifiedSerial(port: https, name: "allowed.test", caFile: root)
+            serials.withLock { $0.append(serial ?? nil) }
+        }
+        let seen = serials.withLock { $0 }
+        #expect(seen.count == 20 && seen.allSatisfy { $0 != nil }, "\(seen)\n\(s.log.suffix(3000))")
+        #expect(Set(seen).count == 1)
+        #expect(pebble.log.components(separatedBy: "Added order").count - 1 == 1, "\(pebble.log.suffix(3000))")
+        let page = try curl([
+            "--cacert", root, "--resolve", "allowed.test:\(https):127.0.0.1", "https://allowed.test:\(https)/",
+        ])
+        #expect(page.body == "on demand allowed.test")
+
+        // The ask endpoint refuses: no certificate, no order.
+        #expect(try verifiedSerial(port: https, name: "denied.test", caFile: root) == nil)
+        #expect(pebble.log.components(separatedBy: "Added order").count - 1 == 1)
+        #expect(s.process.isRunning)
+    }
+
+    @Test("on-demand TLS for any name without a permission module is refused at load, as in Caddy")
+    func onDemandNeedsPermission() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("usher-od-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try #"{"apps": {"tls": {"automation": {"policies": [{"on_demand": true}]}}}}"#.write(
+            to: file, atomically: true, encoding: .utf8)
+        let r = try runCommand(usherBinary, ["validate", "--config", file.path])
+        #expect(r.status != 0)
+        #expect((r.stdout + r.stderr).contains("apps.tls.automation.policies[0]"), "\(r.stdout + r.stderr)")
+        #expect((r.stdout + r.stderr).contains("without a permission module"), "\(r.stdout + r.stderr)")
     }
 
     @Test("renewal: a 30-second certificate is replaced before it expires, by a new order")

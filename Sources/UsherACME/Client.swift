@@ -1,6 +1,6 @@
 import Foundation
-public import NIOHTTP1
-public import UsherCore
+import NIOHTTP1
+import UsherCore
 
 /// An ACME (RFC 8555) client for one CA directory: nonces (with `badNonce` retries), accounts (with External
 /// Account Binding), orders, authorizations, challenges, finalization, certificate download with alternate chains,

@@ -80,7 +80,8 @@ public struct HTTPApp: App, Provisioner, Validator {
                 let alpn = server.protocols.contains("h2") ? ["h2", "http/1.1"] : ["http/1.1"]
                 serverTLS = try ServerTLS(
                     policies: policies.isEmpty ? [ConnectionPolicy()] : policies, store: tlsApp.store,
-                    defaultALPN: alpn, path: "apps.http.servers.\(name).tls_connection_policies", challenges: board
+                    defaultALPN: alpn, path: "apps.http.servers.\(name).tls_connection_policies", challenges: board,
+                    onDemand: tlsApp.onDemand
                 )
             }
             instances.append(

@@ -17,7 +17,8 @@ public enum StandardModules: ModuleBundle {
             StaticIPRanges.self,
             // TLS and PKI
             TLSApp.self, PKIApp.self, LoadFilesLoader.self, LoadPEMLoader.self, LoadFoldersLoader.self,
-            AutomateLoader.self, InternalIssuer.self, ACMEIssuer.self, SNIMatcher.self, InlineCAPool.self,
+            AutomateLoader.self, InternalIssuer.self, ACMEIssuer.self, PermissionByHTTP.self, SNIMatcher.self,
+            InlineCAPool.self,
             FileCAPool.self, CombinedCAPool.self,
             // Matchers
             HostMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self, HeaderMatcher.self,

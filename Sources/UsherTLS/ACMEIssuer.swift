@@ -5,7 +5,7 @@ import NIOCore
 import NIOSSL
 import SwiftASN1
 import Synchronization
-public import UsherACME
+import UsherACME
 public import UsherCore
 import X509
 
@@ -251,12 +251,27 @@ public struct ACMEIssuer: AutomationIssuer, Provisioner {
         guard let rt = runtime.withLock({ $0 }) else { throw ConfigError("the ACME issuer was not provisioned") }
         let account = try await account(rt)
         let identifiers = request.names.map { ACMEIdentifier($0) }
-        let order = try await rt.client.newOrder(account: account, identifiers: identifiers, profile: profile)
         let timeout = 90.0
-        for url in order.authorizations {
-            let authz = try await rt.client.authorization(account: account, url: url)
-            if authz.status == "valid" { continue }
-            try await solve(authz, account, rt, timeout: timeout)
+        // An invalid authorization kills its order; as acmez does, a new order then tries the challenge types
+        // that have not failed, once each.
+        var attempt = 0
+        var order: ACMEOrder
+        while true {
+            order = try await rt.client.newOrder(account: account, identifiers: identifiers, profile: profile)
+            do {
+                for url in order.authorizations {
+                    let authz = try await rt.client.authorization(account: account, url: url)
+                    if authz.status == "valid" { continue }
+                    try await solve(authz, account, rt, timeout: timeout)
+                }
+                break
+            } catch ACMEError.failed(let why, let problem) {
+                attempt += 1
+                guard attempt < enabledChallenges.count else { throw ACMEError.failed(why, problem) }
+                rt.logger.error(
+                    "challenge failed; trying another type with a new order",
+                    metadata: ["names": "\(request.names)", "error": "\(problem.map { "\($0)" } ?? why)"])
+            }
         }
         let done = try await rt.client.finalize(account: account, order: order, csr: request.csrDER, timeout: timeout)
         guard let certURL = done.certificate else {
@@ -312,7 +327,7 @@ public struct ACMEIssuer: AutomationIssuer, Provisioner {
             try await rt.client.respond(account: account, challenge: challenge)
             _ = try await rt.client.waitForAuthorization(account: account, url: authz.url, timeout: timeout)
         } catch {
-            rt.failedChallenges.withLock { $0[id, default: []].insert(challenge.type) }
+            rt.failedChallenges.withLock { _ = $0[id, default: []].insert(challenge.type) }
             throw error
         }
         rt.failedChallenges.withLock { $0[id] = nil }

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import UsherCore
 public import X509
 
@@ -101,6 +101,9 @@ public struct AutomationPolicy: Decodable, Sendable {
     public var storage: Loaded<StorageModules>?
     /// `reuse_private_keys`: keep the key across renewals. Default: false.
     public var reusePrivateKeys: Bool
+    /// `on_demand`: obtain certificates for matching names during the first handshake that needs one, as the
+    /// `tls` app's `automation.on_demand.permission` allows. Default: false.
+    public var onDemand: Bool
     private let madeStorage = SharedState<(any Storage)?>(nil)
 
     /// The storage `storage` configures, once provisioned.
@@ -115,7 +118,7 @@ public struct AutomationPolicy: Decodable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.onDemand, .getCertificate, .mustStaple])
+        try c.refuseUnsupported([.getCertificate, .mustStaple])
         subjects = try c.decodeIfPresent([String].self, forKey: .subjects) ?? []
         issuers = try c.decodeIfPresent([Loaded<Issuers>].self, forKey: .issuers) ?? []
         keyType = try c.decodeIfPresent(String.self, forKey: .keyType).flatMap { $0.isEmpty ? nil : $0 }
@@ -129,6 +132,7 @@ public struct AutomationPolicy: Decodable, Sendable {
         }
         storage = try c.decodeIfPresent(Loaded<StorageModules>.self, forKey: .storage)
         reusePrivateKeys = try c.decodeIfPresent(Bool.self, forKey: .reusePrivateKeys) ?? false
+        onDemand = try c.decodeIfPresent(Bool.self, forKey: .onDemand) ?? false
         _ = try c.decodeIfPresent(Bool.self, forKey: .disableOCSPStapling)
         _ = try c.decodeIfPresent(JSONValue.self, forKey: .ocspOverrides)
     }
@@ -153,6 +157,8 @@ public struct AutomationConfig: Decodable, Sendable {
     public var policies: [AutomationPolicy]
     /// `renew_interval`: how often managed certificates are checked for renewal. Default: 10m.
     public var renewInterval: ConfigDuration?
+    /// `on_demand`: what allows certificates to be obtained during handshakes.
+    public var onDemand: OnDemandConfig?
 
     package enum CodingKeys: String, CodingKey {
         case policies, renewInterval = "renew_interval", onDemand = "on_demand", ocspInterval = "ocsp_interval"
@@ -161,8 +167,8 @@ public struct AutomationConfig: Decodable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.onDemand])
         policies = try c.decodeIfPresent([AutomationPolicy].self, forKey: .policies) ?? []
+        onDemand = try c.decodeIfPresent(OnDemandConfig.self, forKey: .onDemand)
         renewInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .renewInterval)
         _ = try c.decodeIfPresent(ConfigDuration.self, forKey: .ocspInterval)
         _ = try c.decodeIfPresent(ConfigDuration.self, forKey: .storageCleanInterval)
@@ -170,6 +176,19 @@ public struct AutomationConfig: Decodable, Sendable {
 
     mutating func provision(_ context: ProvisionContext) async throws {
         for i in policies.indices { try await policies[i].provision(context) }
+        try await onDemand?.provision(context)
+        // Caddy's rule since on-demand TLS was abused: a policy that may cover any name and issues from a public
+        // CA needs a permission module.
+        for (i, p) in policies.enumerated() where p.onDemand && onDemand?.permission == nil {
+            let anyName = p.subjects.isEmpty || p.subjects.contains { $0.hasPrefix("*") }
+            let internalOnly = !p.issuers.isEmpty && p.issuers.allSatisfy { $0.module is InternalIssuer }
+            if anyName && !internalOnly {
+                throw ConfigError(
+                    path: "apps.tls.automation.policies[\(i)]",
+                    "on-demand TLS cannot be enabled without a permission module to prevent abuse; please refer to documentation for details"
+                )
+            }
+        }
     }
 
     /// The first policy whose subjects match `name` (a policy without subjects matches every name).

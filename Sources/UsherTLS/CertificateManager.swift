@@ -149,6 +149,18 @@ final class CertificateManager: Sendable {
         for t in running { t.cancel() }
     }
 
+    /// Obtains `name` during a handshake (on-demand TLS): from storage if there, else from the issuers; the name is
+    /// then maintained like the others.
+    func obtainOnDemand(_ name: String) async throws {
+        let plan = plan(for: name)
+        if let stored = await loadStored(name, plan), !needsRenewal(stored, plan) {
+            store.add(stored)
+        } else {
+            try await obtain(name, plan, renewing: false)
+        }
+        names.withLock { if !$0.contains(name) { $0.append(name) } }
+    }
+
     /// Whether `cert` is inside its renewal window (the last `renewal_window_ratio` of its life).
     func needsRenewal(_ cert: TLSCertificate, _ plan: Plan) -> Bool {
         let lifetime = cert.notAfter.timeIntervalSince(cert.notBefore)

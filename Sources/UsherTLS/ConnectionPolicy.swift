@@ -253,21 +253,26 @@ public final class ServerTLS: Sendable {
         public let description: String
         /// A policy's `drop`: close without a word.
         public var dropped = false
+        /// No certificate covers the name (on-demand TLS may obtain one).
+        public var noCertificate = false
     }
 
     let compiled: [Compiled]
     let store: CertificateStore
     let challenges: ACMEChallengeBoard?
+    /// Obtains certificates during handshakes for names whose policy is `on_demand`.
+    public let onDemand: OnDemandIssuance?
     private let contexts = Mutex<[String: NIOSSLContext]>([:])
 
     /// Compiles `policies`; `defaultALPN` is what policies without `alpn` offer. `challenges` supplies TLS-ALPN-01
     /// certificates to handshakes that offer `acme-tls/1`.
     public init(
         policies: [ConnectionPolicy], store: CertificateStore, defaultALPN: [String], path: String,
-        challenges: ACMEChallengeBoard? = nil
+        challenges: ACMEChallengeBoard? = nil, onDemand: OnDemandIssuance? = nil
     ) throws {
         self.store = store
         self.challenges = challenges
+        self.onDemand = onDemand
         var out: [Compiled] = []
         for (i, p) in policies.enumerated() {
             // The certificate and key are set per selected certificate; everything else is the policy's.
@@ -344,7 +349,7 @@ public final class ServerTLS: Sendable {
         let p = compiled[index]
         if p.policy.drop { throw Refusal(description: "connection policy drops this connection", dropped: true) }
         guard let cert = selectCertificate(p.policy, hello) else {
-            throw Refusal(description: "no certificate available for '\(hello.serverName ?? "")'")
+            throw Refusal(description: "no certificate available for '\(hello.serverName ?? "")'", noCertificate: true)
         }
         let key = "\(index)/\(cert.id)"
         let context: NIOSSLContext

@@ -62,6 +62,7 @@ public struct TLSApp: App, Provisioner {
     /// Names to manage, from `automate` loaders and from automatic HTTPS.
     private let managedNames = SharedState<[String]>([])
     private let runtime = SharedState<CertificateManager?>(nil)
+    private let onDemandState = SharedState<OnDemandIssuance?>(nil)
 
     package enum CodingKeys: String, CodingKey {
         case certificates, automation
@@ -111,7 +112,14 @@ public struct TLSApp: App, Provisioner {
             store: store, storage: context.storage, automation: automation, logger: context.logger("tls"),
             defaultIssuers: defaults)
         runtime.withLock { $0 = manager }
+        if let automation, automation.policies.contains(where: \.onDemand) {
+            let made = OnDemandIssuance(manager: manager, permission: automation.onDemand?.permission?.module)
+            onDemandState.withLock { $0 = made }
+        }
     }
+
+    /// On-demand issuance, when some automation policy enables it.
+    public var onDemand: OnDemandIssuance? { onDemandState.withLock { $0 } }
 
     /// Asks for certificates for `names` (automatic HTTPS and `automate` call this during provisioning).
     public func manage(_ names: [String]) {

@@ -43,51 +43,72 @@ enum ConnectionPipeline {
         let local = channel.localAddress
         let logger = server.errorLogger
         let boundGuard = connectionGuard.map { NIOLoopBound($0, eventLoop: channel.eventLoop) }
+        /// Adds the TLS handler for the chosen policy and certificate, then protocol negotiation.
+        func build(_ hello: HandshakeInfo) throws {
+            let choice = try tls.choose(for: hello)
+            let ssl: NIOSSLServerHandler
+            if let verify = choice.verification {
+                ssl = NIOSSLServerHandler(context: choice.context, customVerificationCallback: verify)
+            } else {
+                ssl = NIOSSLServerHandler(context: choice.context)
+            }
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(ssl)
+            try sync.addHandler(
+                ApplicationProtocolNegotiationHandler { alpn in
+                    var proto: String?
+                    if case .negotiated(let p) = alpn { proto = p }
+                    let info = TLSConnectionInfo(
+                        serverName: hello.serverName, version: ssl.tlsVersion?.codePoint ?? 0,
+                        negotiatedProtocol: proto,
+                        clientCertificate: ssl.peerCertificate.flatMap(ClientCertificate.init)
+                    )
+                    return negotiated(
+                        alpn, channel: channel, slot: slot, server: server, tls: info,
+                        connectionGuard: boundGuard?.value)
+                })
+        }
+        /// Ends a handshake that cannot proceed, saying why in the log and, unless the policy drops, to the client.
+        func refuse(_ error: any Error, _ name: String?) -> EventLoopFuture<Void> {
+            logger.debug(
+                "tls handshake refused",
+                metadata: [
+                    "remote": "\(remote?.description ?? "")", "server_name": "\(name ?? "")", "error": "\(error)",
+                ])
+            // A fatal alert tells the client why (RFC 6066 unrecognized_name) instead of a bare close; a policy
+            // that drops connections says nothing.
+            if (error as? ServerTLS.Refusal)?.dropped != true {
+                var alert = channel.allocator.buffer(capacity: 7)
+                alert.writeBytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112])
+                channel.writeAndFlush(alert).whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                channel.close(promise: nil)
+            }
+            return channel.eventLoop.makeFailedFuture(error)
+        }
         let sni = ByteToMessageHandler(
             ClientHelloSniffer { info in
                 let name = info?.serverName
                 let hello = HandshakeInfo(
                     serverName: name, remoteAddress: remote, localAddress: local, alpn: info?.alpn ?? [])
                 do {
-                    let choice = try tls.choose(for: hello)
-                    let ssl: NIOSSLServerHandler
-                    if let verify = choice.verification {
-                        ssl = NIOSSLServerHandler(context: choice.context, customVerificationCallback: verify)
-                    } else {
-                        ssl = NIOSSLServerHandler(context: choice.context)
-                    }
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(ssl)
-                    try sync.addHandler(
-                        ApplicationProtocolNegotiationHandler { alpn in
-                            var proto: String?
-                            if case .negotiated(let p) = alpn { proto = p }
-                            let info = TLSConnectionInfo(
-                                serverName: name, version: ssl.tlsVersion?.codePoint ?? 0, negotiatedProtocol: proto,
-                                clientCertificate: ssl.peerCertificate.flatMap(ClientCertificate.init)
-                            )
-                            return negotiated(
-                                alpn, channel: channel, slot: slot, server: server, tls: info,
-                                connectionGuard: boundGuard?.value)
-                        })
+                    try build(hello)
                     return channel.eventLoop.makeSucceededVoidFuture()
-                } catch {
-                    logger.debug(
-                        "tls handshake refused",
-                        metadata: [
-                            "remote": "\(remote?.description ?? "")", "server_name": "\(name ?? "")",
-                            "error": "\(error)",
-                        ])
-                    // A fatal alert tells the client why (RFC 6066 unrecognized_name) instead of a bare close; a
-                    // policy that drops connections says nothing.
-                    if (error as? ServerTLS.Refusal)?.dropped != true {
-                        var alert = channel.allocator.buffer(capacity: 7)
-                        alert.writeBytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112])
-                        channel.writeAndFlush(alert).whenComplete { _ in channel.close(promise: nil) }
-                    } else {
-                        channel.close(promise: nil)
+                } catch let refusal as ServerTLS.Refusal {
+                    // On-demand TLS: the handshake waits while a certificate is obtained (one order per name,
+                    // however many handshakes wait for it), then goes on with it.
+                    guard refusal.noCertificate, let name, let onDemand = tls.onDemand, onDemand.eligible(name) else {
+                        return refuse(refusal, name)
                     }
-                    return channel.eventLoop.makeFailedFuture(error)
+                    // The promise is the channel's, so its callbacks run on the loop these closures belong to.
+                    let loopBuild = NIOLoopBound(build, eventLoop: channel.eventLoop)
+                    let loopRefuse = NIOLoopBound(refuse, eventLoop: channel.eventLoop)
+                    let obtained = channel.eventLoop.makePromise(of: Void.self)
+                    obtained.completeWithTask { try await onDemand.obtain(name) }
+                    return obtained.futureResult.flatMapThrowing { try loopBuild.value(hello) }
+                        .flatMapError { loopRefuse.value($0, name) }
+                } catch {
+                    return refuse(error, name)
                 }
             })
         try sync.addHandler(sni)
