@@ -298,6 +298,13 @@ struct CaddyfileTests {
             }
             policies.append(["issuers": [["module": "internal"]]])
             automation["policies"] = policies
+            // On-demand permission endpoints the case names are not running here; the admin API's GET /config/
+            // answers 200, which allows every name.
+            if var onDemand = automation["on_demand"] as? [String: Any], let adminPort {
+                onDemand["permission"] = ["module": "http", "endpoint": "http://127.0.0.1:\(adminPort)/config/"]
+                onDemand["ask"] = nil
+                automation["on_demand"] = onDemand
+            }
             tls["automation"] = automation
             apps["tls"] = tls
             config["apps"] = apps

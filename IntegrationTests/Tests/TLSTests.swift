@@ -262,6 +262,42 @@ struct TLSTests {
                 == leafBefore)
     }
 
+    @Test("global storage file_system: the internal CA and its certificates live under the configured root")
+    func configuredStorage() throws {
+        let (httpPort, httpsPort) = (freePort(), freePort())
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("usher-store-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let s = try UsherProcess(
+            config: """
+                {
+                \tadmin {{ADMIN}}
+                \thttp_port \(httpPort)
+                \thttps_port \(httpsPort)
+                \tstorage file_system \(root.path)
+                }
+                localhost {
+                \trespond stored
+                }
+
+                """, configName: "Caddyfile", waitPort: httpsPort)
+        defer { s.stop() }
+        let caRoot = root.appendingPathComponent("pki/authorities/local/root.crt").path
+        #expect(try curl(["--cacert", caRoot, "https://localhost:\(httpsPort)/"]).body == "stored")
+        for file in [
+            "pki/authorities/local/root.key", "pki/authorities/local/intermediate.crt",
+            "certificates/local/localhost/localhost.crt", "certificates/local/localhost/localhost.key",
+            "certificates/local/localhost/localhost.json",
+        ] {
+            #expect(FileManager.default.fileExists(atPath: root.appendingPathComponent(file).path), "\(file)")
+        }
+        // Keys are private to the server's user.
+        let attrs = try FileManager.default.attributesOfItem(
+            atPath: root.appendingPathComponent("pki/authorities/local/root.key").path)
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+        // Nothing went to the default data directory.
+        #expect(!FileManager.default.fileExists(atPath: s.dir.appendingPathComponent("xdg-data/usher/pki").path))
+    }
+
     @Test(
         "usher trust --install puts the root in the system store, curl then trusts the site, usher untrust removes it",
         .enabled(if: getuid() == 0, "writes to /usr/local/share/ca-certificates"))

@@ -110,14 +110,14 @@ struct TrustCommand: AsyncParsableCommand {
         if let dataDir { ProcessEnvironment.set("USHER_DATA", dataDir) }
         let authority = CertificateAuthority.stored(id: ca, dataDirectory: StoragePaths.fromEnvironment().dataDirectory)
         do {
-            try authority.prepare()
+            try await authority.prepare()
         } catch {
             fail(CLIError("preparing CA \(ca): \(error)"))
         }
-        printOut(authority.rootCertificatePath)
+        printOut(authority.rootCertificatePath ?? "")
         guard install else { return }
         do {
-            let path = try authority.installRootInSystemTrust()
+            let path = try await authority.installRootInSystemTrust()
             printErr("installed \(path) into the system trust store")
         } catch {
             fail(CLIError("installing root certificate: \(error)"))

@@ -81,7 +81,7 @@ public struct InternalIssuer: AutomationIssuer, Provisioner {
         guard let ca = authority.withLock({ $0 }) else {
             throw ConfigError("certificate authority \(self.ca) is not configured in the pki app")
         }
-        let chain = try ca.issue(names: request.names, publicKey: request.publicKey, lifetime: lifetimeSeconds)
+        let chain = try await ca.issue(names: request.names, publicKey: request.publicKey, lifetime: lifetimeSeconds)
         return IssuedCertificate(chainPEM: chain, metadata: nil)
     }
 }

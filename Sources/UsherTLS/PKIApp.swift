@@ -30,8 +30,7 @@ public struct PKIApp: App, Provisioner {
         if certificateAuthorities["local"] == nil { certificateAuthorities["local"] = CAConfig() }
         var made: [String: CertificateAuthority] = [:]
         for id in certificateAuthorities.keys.sorted() {
-            let dir = context.environment.paths.dataDirectory + "/pki/authorities/" + id
-            made[id] = CertificateAuthority(id: id, config: certificateAuthorities[id]!, directory: dir)
+            made[id] = CertificateAuthority(id: id, config: certificateAuthorities[id]!, storage: context.storage)
         }
         // Keys are made on first use (an issuance, or `usher trust`), so a config that never issues writes nothing.
         authorities.withLock { $0 = made }
@@ -47,8 +46,8 @@ public struct PKIApp: App, Provisioner {
         let log = logger.withLock { $0 }
         for (id, ca) in authorities.withLock({ $0 }).sorted(by: { $0.key < $1.key }) where ca.config.installTrust {
             do {
-                try ca.prepare()
-                let installed = try ca.installRootInSystemTrust()
+                try await ca.prepare()
+                let installed = try await ca.installRootInSystemTrust()
                 log?.info(
                     "root certificate is installed in the system trust store",
                     metadata: ["ca": "\(id)", "path": "\(installed)"])
@@ -99,33 +98,42 @@ public struct CAConfig: Decodable, Sendable {
     }
 }
 
-/// A CA whose root and intermediate live as PEM files in the data directory (`pki/authorities/<id>/`), created on
-/// first use and kept across runs; the intermediate is replaced when a third of its life is left.
+/// A CA whose root and intermediate live in storage in Caddy's layout (`pki/authorities/<id>/root.crt`, `root.key`,
+/// `intermediate.crt`, `intermediate.key`), created on first use under a storage lock (so processes sharing storage
+/// make one root) and kept across runs; the intermediate is replaced when a third of its life is left.
 public final class CertificateAuthority: Sendable {
     public let id: String
     let config: CAConfig
-    /// The folder holding `root.crt`, `root.key`, `intermediate.crt`, `intermediate.key`.
-    public let directory: String
+    /// Where the CA's files are kept.
+    public let storage: any Storage
     private struct Keys {
         var root: Certificate
         var intermediate: Certificate
         var intermediateKey: Certificate.PrivateKey
         var intermediatePEM: String
+        var rootPEM: String
     }
     private let keys = Mutex<Keys?>(nil)
 
     /// The CA `id` with default settings, kept in `dataDirectory` (for commands that run without a config).
     public static func stored(id: String, dataDirectory: String) -> CertificateAuthority {
-        CertificateAuthority(id: id, config: CAConfig(), directory: dataDirectory + "/pki/authorities/" + id)
+        CertificateAuthority(id: id, config: CAConfig(), storage: FileStorage(root: dataDirectory))
     }
 
-    init(id: String, config: CAConfig, directory: String) {
+    init(id: String, config: CAConfig, storage: any Storage) {
         self.id = id
         self.config = config
-        self.directory = directory
+        self.storage = storage
     }
 
-    public var rootCertificatePath: String { directory + "/root.crt" }
+    /// `pki/authorities/<id>`.
+    var prefix: String { "pki/authorities/" + StorageKeys.safe(id) }
+
+    /// The root certificate's file, when the storage is a folder.
+    public var rootCertificatePath: String? { (storage as? FileStorage)?.filename(prefix + "/root.crt") }
+
+    /// The root certificate as PEM (after ``prepare()``).
+    public var rootPEM: String? { keys.withLock { $0?.rootPEM } }
 
     /// Where Debian keeps extra trusted roots (read by `update-ca-certificates`).
     public static let systemTrustDirectory = "/usr/local/share/ca-certificates"
@@ -133,13 +141,13 @@ public final class CertificateAuthority: Sendable {
     /// The root's file in the system trust directory.
     public var systemTrustPath: String { "\(Self.systemTrustDirectory)/usher-\(id)-root.crt" }
 
-    /// Copies the root into the system trust directory and runs `update-ca-certificates`; returns the file written.
+    /// Writes the root into the system trust directory and runs `update-ca-certificates`; returns the file written.
     @discardableResult
-    public func installRootInSystemTrust() throws -> String {
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: Self.systemTrustDirectory, withIntermediateDirectories: true)
-        if fm.fileExists(atPath: systemTrustPath) { try fm.removeItem(atPath: systemTrustPath) }
-        try fm.copyItem(atPath: rootCertificatePath, toPath: systemTrustPath)
+    public func installRootInSystemTrust() async throws -> String {
+        if keys.withLock({ $0 == nil }) { try await prepare() }
+        guard let pem = rootPEM else { throw ConfigError("CA \(id) is not ready") }
+        try FileManager.default.createDirectory(atPath: Self.systemTrustDirectory, withIntermediateDirectories: true)
+        try FileStorage.writeAtomically(systemTrustPath, Array(pem.utf8), mode: 0o644)
         try Self.updateSystemTrust()
         return systemTrustPath
     }
@@ -171,54 +179,80 @@ public final class CertificateAuthority: Sendable {
         }
     }
 
-    /// Loads the root and intermediate from disk, creating (or renewing) what is missing or expiring.
-    public func prepare() throws {
-        try FileManager.default.createDirectory(
-            atPath: directory, withIntermediateDirectories: true,
-            attributes: [.posixPermissions: 0o700])
+    /// Loads the root and intermediate from storage, creating (or renewing) what is missing or expiring.
+    public func prepare() async throws {
         let now = Date()
-        let (root, rootKey) = try loadOrCreate(
-            name: "root", renewIf: { $0.notValidAfter < now.addingTimeInterval(7 * 86400) }
-        ) {
-            let year = Calendar(identifier: .gregorian).component(.year, from: now)
-            let cn = config.rootCommonName ?? "\(config.name) - \(year) ECC Root"
-            return try Self.makeCA(commonName: cn, lifetime: 3600 * 86400, issuer: nil)
+        let rootRenew: @Sendable (Certificate) -> Bool = { $0.notValidAfter < now.addingTimeInterval(7 * 86400) }
+        if let loaded = try await load(renewRoot: rootRenew, now: now) {
+            keys.withLock { $0 = loaded }
+            return
         }
-        let lifetime = Double(config.intermediateLifetime?.nanoseconds ?? 7 * 86400 * 1_000_000_000) / 1e9
-        let (intermediate, intermediateKey) = try loadOrCreate(
-            name: "intermediate",
-            renewIf: { c in
-                c.notValidAfter.timeIntervalSince(now) < c.notValidAfter.timeIntervalSince(c.notValidBefore) / 3
-                    || c.issuer != root.subject
-            }
-        ) {
-            let cn = config.intermediateCommonName ?? "\(config.name) - ECC Intermediate"
-            return try Self.makeCA(commonName: cn, lifetime: lifetime, issuer: (root, rootKey))
+        // Something is missing or due: make it under the storage lock, after looking again (another process
+        // sharing the storage may have just made it).
+        let made = try await storage.withLock("pki_authority_" + id) {
+            if let loaded = try await load(renewRoot: rootRenew, now: now) { return loaded }
+            return try await create(renewRoot: rootRenew, now: now)
         }
-        let pem = try intermediate.serializeAsPEM().pemString + "\n"
-        keys.withLock {
-            $0 = Keys(root: root, intermediate: intermediate, intermediateKey: intermediateKey, intermediatePEM: pem)
-        }
+        keys.withLock { $0 = made }
     }
 
-    private func loadOrCreate(
-        name: String, renewIf: (Certificate) -> Bool,
-        make: () throws -> (Certificate, Certificate.PrivateKey)
-    ) throws -> (Certificate, Certificate.PrivateKey) {
-        let certPath = directory + "/\(name).crt"
-        let keyPath = directory + "/\(name).key"
-        if let certText = try? String(contentsOfFile: certPath, encoding: .utf8),
-            let keyText = try? String(contentsOfFile: keyPath, encoding: .utf8)
-        {
-            let cert = try Certificate(pemEncoded: certText)
-            let key = try Certificate.PrivateKey(pemEncoded: keyText)
-            if !renewIf(cert) { return (cert, key) }
-        }
-        let (cert, key) = try make()
-        try writeFile(keyPath, try key.serializeAsPEM().pemString + "\n", mode: 0o600)
-        try writeFile(certPath, try cert.serializeAsPEM().pemString + "\n", mode: 0o644)
-        return (cert, key)
+    private func read(_ name: String) async -> (Certificate, Certificate.PrivateKey, String)? {
+        guard let certText = try? await storage.loadText(prefix + "/\(name).crt"),
+            let keyText = try? await storage.loadText(prefix + "/\(name).key"),
+            let cert = try? Certificate(pemEncoded: certText),
+            let key = try? Certificate.PrivateKey(pemEncoded: keyText)
+        else { return nil }
+        return (cert, key, certText)
     }
+
+    private func intermediateDue(_ c: Certificate, root: Certificate, now: Date) -> Bool {
+        c.notValidAfter.timeIntervalSince(now) < c.notValidAfter.timeIntervalSince(c.notValidBefore) / 3
+            || c.issuer != root.subject
+    }
+
+    private func load(renewRoot: (Certificate) -> Bool, now: Date) async throws -> Keys? {
+        guard let (root, _, rootPEM) = await read("root"), !renewRoot(root),
+            let (intermediate, key, pem) = await read("intermediate"),
+            !intermediateDue(intermediate, root: root, now: now)
+        else { return nil }
+        return Keys(
+            root: root, intermediate: intermediate, intermediateKey: key, intermediatePEM: Self.endLine(pem),
+            rootPEM: Self.endLine(rootPEM))
+    }
+
+    private func create(renewRoot: (Certificate) -> Bool, now: Date) async throws -> Keys {
+        var root: (Certificate, Certificate.PrivateKey)
+        if let (cert, key, _) = await read("root"), !renewRoot(cert) {
+            root = (cert, key)
+        } else {
+            let year = Calendar(identifier: .gregorian).component(.year, from: now)
+            let cn = config.rootCommonName ?? "\(config.name) - \(year) ECC Root"
+            root = try Self.makeCA(commonName: cn, lifetime: 3600 * 86400, issuer: nil)
+            try await write("root", root)
+        }
+        let lifetime = Double(config.intermediateLifetime?.nanoseconds ?? 7 * 86400 * 1_000_000_000) / 1e9
+        var intermediate: (Certificate, Certificate.PrivateKey)
+        if let (cert, key, _) = await read("intermediate"), !intermediateDue(cert, root: root.0, now: now) {
+            intermediate = (cert, key)
+        } else {
+            let cn = config.intermediateCommonName ?? "\(config.name) - ECC Intermediate"
+            intermediate = try Self.makeCA(commonName: cn, lifetime: lifetime, issuer: root)
+            try await write("intermediate", intermediate)
+        }
+        return Keys(
+            root: root.0, intermediate: intermediate.0, intermediateKey: intermediate.1,
+            intermediatePEM: try intermediate.0.serializeAsPEM().pemString + "\n",
+            rootPEM: try root.0.serializeAsPEM().pemString + "\n")
+    }
+
+    /// The key first, then the certificate: a crash between them leaves a certificate that no longer matches its
+    /// key, which ``read(_:)``'s caller replaces, rather than a certificate whose key is lost.
+    private func write(_ name: String, _ pair: (Certificate, Certificate.PrivateKey)) async throws {
+        try await storage.store(prefix + "/\(name).key", text: try pair.1.serializeAsPEM().pemString + "\n")
+        try await storage.store(prefix + "/\(name).crt", text: try pair.0.serializeAsPEM().pemString + "\n")
+    }
+
+    private static func endLine(_ s: String) -> String { s.hasSuffix("\n") ? s : s + "\n" }
 
     static func makeCA(
         commonName: String, lifetime: TimeInterval,
@@ -246,8 +280,10 @@ public final class CertificateAuthority: Sendable {
 
     /// Issues a leaf for `names` (DNS names or IP addresses) and `publicKey`, valid for `lifetime`, chained to the
     /// intermediate; returns the chain as PEM.
-    public func issue(names: [String], publicKey: Certificate.PublicKey, lifetime: TimeInterval) throws -> String {
-        if keys.withLock({ $0 == nil }) { try prepare() }
+    public func issue(names: [String], publicKey: Certificate.PublicKey, lifetime: TimeInterval) async throws
+        -> String
+    {
+        if keys.withLock({ $0 == nil }) { try await prepare() }
         guard let k = keys.withLock({ $0 }) else { throw ConfigError("CA \(id) is not ready") }
         let now = Date()
         // A leaf never outlives its issuer. It is backdated a little for clocks running behind, but never by more
@@ -288,13 +324,4 @@ func ipBytes(_ s: String) -> [UInt8]? {
     if inet_pton(AF_INET, s, &bytes) == 1 { return Array(bytes.prefix(4)) }
     if inet_pton(AF_INET6, s, &bytes) == 1 { return bytes }
     return nil
-}
-
-func writeFile(_ path: String, _ text: String, mode: Int) throws {
-    let tmp = path + ".tmp"
-    guard FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
-    else {
-        throw ConfigError("cannot write \(tmp)")
-    }
-    if rename(tmp, path) != 0 { throw ConfigError("cannot rename \(tmp) to \(path)") }
 }

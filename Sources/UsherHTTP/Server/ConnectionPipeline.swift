@@ -97,14 +97,19 @@ enum ConnectionPipeline {
                 } catch let refusal as ServerTLS.Refusal {
                     // On-demand TLS: the handshake waits while a certificate is obtained (one order per name,
                     // however many handshakes wait for it), then goes on with it.
-                    guard refusal.noCertificate, let name, let onDemand = tls.onDemand, onDemand.eligible(name) else {
+                    // Without SNI the name is the address the client dialled, as certmagic does.
+                    var ip = local?.ipAddress
+                    if let i = ip, i.hasPrefix("::ffff:") && i.contains(".") { ip = String(i.dropFirst(7)) }
+                    guard refusal.noCertificate, let wanted = name ?? ip, let onDemand = tls.onDemand,
+                        onDemand.eligible(wanted)
+                    else {
                         return refuse(refusal, name)
                     }
                     // The promise is the channel's, so its callbacks run on the loop these closures belong to.
                     let loopBuild = NIOLoopBound(build, eventLoop: channel.eventLoop)
                     let loopRefuse = NIOLoopBound(refuse, eventLoop: channel.eventLoop)
                     let obtained = channel.eventLoop.makePromise(of: Void.self)
-                    obtained.completeWithTask { try await onDemand.obtain(name) }
+                    obtained.completeWithTask { try await onDemand.obtain(wanted) }
                     return obtained.futureResult.flatMapThrowing { try loopBuild.value(hello) }
                         .flatMapError { loopRefuse.value($0, name) }
                 } catch {
