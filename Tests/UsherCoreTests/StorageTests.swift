@@ -127,3 +127,25 @@ struct StorageTests {
         #expect(WallTime.parseRFC3339(now.rfc3339Nano) == now)
     }
 }
+
+@Suite("storage tarballs: ustar with long keys, read back as written")
+struct StorageTarTests {
+    @Test("entries round-trip, including keys longer than ustar's 100-byte name and 155-byte prefix")
+    func roundTrip() throws {
+        let long = "certificates/" + String(repeating: "a", count: 90) + "/" + String(repeating: "b", count: 90)
+        let longer = String(repeating: "c", count: 300)
+        let entries = [
+            StorageTar.Entry(
+                key: "acme/ca/users/x@y/x.json", value: Array("{}".utf8),
+                modified: WallTime(seconds: 1_700_000_000, nanoseconds: 0)),
+            StorageTar.Entry(
+                key: long, value: [UInt8](repeating: 7, count: 1000), modified: WallTime(seconds: 5, nanoseconds: 0)),
+            StorageTar.Entry(key: longer, value: [], modified: WallTime(seconds: 6, nanoseconds: 0)),
+        ]
+        let tar = StorageTar.write(entries)
+        #expect(tar.count % 512 == 0)
+        #expect(try StorageTar.read(tar) == entries)
+        // A truncated archive is an error, not a short import.
+        #expect(throws: StorageTar.FormatError.self) { try StorageTar.read(Array(tar.prefix(1100))) }
+    }
+}

@@ -193,6 +193,14 @@ public actor ServerRuntime {
         try await context.provisionAllApps()
     }
 
+    /// The storage a config document names (its top-level `storage`, else `file_system` in the data directory),
+    /// for commands that work on storage without running the config (`usher storage export|import`).
+    public static func storage(for json: JSONValue, environment: RuntimeEnvironment) async throws -> any Storage {
+        let decoded = try ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: json)
+        return try await makeStorage(decoded, environment: environment, mode: .validate)
+            ?? FileStorage(root: environment.paths.dataDirectory)
+    }
+
     /// The config's top-level `storage`, provisioned with a context of its own (it is needed before the apps').
     private static func makeStorage(
         _ config: UsherConfig, environment: RuntimeEnvironment, mode: ProvisionMode
