@@ -21,11 +21,8 @@ final class Pebble: @unchecked Sendable {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         (port, managementPort, dnsPort) = (freePort(), freePort(), freePort())
         // pebble's own HTTPS certificate, from a CA of our own that the client is told to trust.
-        func openssl(_ args: [String]) throws {
-            let r = try runCommand("/usr/bin/openssl", args, cwd: dir)
-            guard r.status == 0 else { throw TestFailure("openssl \(args.joined(separator: " ")): \(r.stderr)") }
-        }
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        func openssl(_ args: [String]) throws { try runOpenSSL(args, in: dir) }
+        let ec = opensslNewP256Key
         try openssl(
             ["req", "-x509"] + ec + [
                 "-keyout", "api-ca.key", "-out", "api-ca.crt", "-days", "2", "-subj", "/CN=pebble API CA",
@@ -497,6 +494,47 @@ struct ACMETests {
             try waitUntil(60) { try verifiedSerial(port: caddyHTTPS, name: "caddy.test", caFile: root) != nil },
             "\(k.log.suffix(3000))\n--- CA:\n\(ca.log.suffix(2000))")
         #expect(ca.log.contains("issued certificate"))
+    }
+
+    @Test(
+        "ACME Renewal Information: a client renews inside the window acme_server suggests, long before its own ratio would",
+        .enabled(if: getuid() == 0 && !portOpen(80), "needs root and a free port 80"))
+    func renewalInformation() throws {
+        let dns = try Pebble(httpPort: freePort(), tlsPort: freePort())
+        let (caHTTPS, https) = (freePort(), freePort())
+        let caData = FileManager.default.temporaryDirectory.appendingPathComponent("usher-ca-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: caData) }
+        // 90-second certificates: the CA suggests renewing between 60 s and 75 s after issuance.
+        let ca = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "storage": {"module": "file_system", "root": "\(caData.path)"}, "apps": {
+                  "http": {"http_port": \(freePort()), "servers": {"ca": {"listen": ["127.0.0.1:\(caHTTPS)"],
+                    "routes": [{"match": [{"host": ["localhost"]}], "handle": [{"handler": "acme_server",
+                      "resolvers": ["127.0.0.1:\(dns.dnsPort)"], "lifetime": "90s"}]}]}}},
+                  "tls": {"automation": {"policies": [{"subjects": ["localhost"], "issuers": [{"module": "internal"}]}]}}}}
+                """, waitPort: caHTTPS)
+        defer { ca.stop() }
+        let root = caData.appendingPathComponent("pki/authorities/local/root.crt").path
+        // The client's own ratio would renew 1 s before expiry.
+        let s = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {
+                  "http": {"http_port": 80, "https_port": \(https), "servers": {"s": {"listen": ["127.0.0.1:\(https)"],
+                    "routes": [{"match": [{"host": ["ari.test"]}], "handle": [{"handler": "static_response"}]}]}}},
+                  "tls": {"automation": {"policies": [{"renewal_window_ratio": 0.011, "issuers": [{"module": "acme",
+                    "ca": "https://localhost:\(caHTTPS)/acme/local/directory", "trusted_roots_pem_files": ["\(root)"],
+                    "challenges": {"tls-alpn": {"disabled": true}}}]}]}}}}
+                """, waitPort: https)
+        defer { s.stop() }
+        #expect(waitUntil(30) { s.log.contains("certificate obtained successfully") }, "\(s.log.suffix(3000))")
+        let obtained = Date()
+        #expect(
+            waitUntil(40) { s.log.contains("updated ACME renewal information") },
+            "\(s.log.suffix(3000))\n--- CA:\n\(ca.log.suffix(2000))")
+        #expect(waitUntil(85) { s.log.contains("certificate renewed successfully") }, "\(s.log.suffix(3000))")
+        let elapsed = Date().timeIntervalSince(obtained)
+        // Inside the suggested window (with the maintenance loop's 15 s step), well before the 89 s the ratio gives.
+        #expect(elapsed > 55 && elapsed < 88, "renewed after \(elapsed) s")
     }
 
     @Test("bad ACME config is refused naming the field")

@@ -10,11 +10,8 @@ struct TestPKI {
     init() throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-pki-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        func openssl(_ args: [String]) throws {
-            let r = try runCommand("/usr/bin/openssl", args, cwd: dir)
-            guard r.status == 0 else { throw TestFailure("openssl \(args.joined(separator: " ")): \(r.stderr)") }
-        }
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        func openssl(_ args: [String]) throws { try runOpenSSL(args, in: dir) }
+        let ec = opensslNewP256Key
         try openssl(
             ["req", "-x509"] + ec + [
                 "-keyout", "a.key", "-out", "a.crt", "-days", "2", "-subj", "/CN=a.test",

@@ -494,8 +494,9 @@ final class ACMEServerState: Sendable {
         guard let b64 = jws.payload?.objectValue?["certificate"]?.stringValue, let der = Base64URL.decode(b64),
             let cert = try? Certificate(derEncoded: der)
         else { throw ACMEServerProblem.malformed("certificate is not base64url DER") }
-        let serial = Array(cert.serialNumber.bytes)
-        let known = data.withLock { d in d.certificates.values.contains { Array($0.leaf.serialNumber.bytes) == serial }
+        let serial = Array(Array(cert.serialNumber.bytes).drop { $0 == 0 })
+        let known = data.withLock { d in
+            d.certificates.values.contains { Array($0.leaf.serialNumber.bytes).drop { $0 == 0 }.elementsEqual(serial) }
         }
         guard known else { throw ACMEServerProblem.notFound("certificate not issued here") }
         data.withLock { _ = $0.revoked.insert(Base64URL.encode(serial)) }
@@ -509,11 +510,13 @@ final class ACMEServerState: Sendable {
         guard parts.count == 2, let serial = Base64URL.decode(String(parts[1])) else {
             throw ACMEServerProblem.malformed("renewal information identifiers are <aki>.<serial>")
         }
+        // Serials compare as numbers: ARI sends the DER integer (a leading zero byte when the high bit is set).
+        func number(_ b: [UInt8]) -> ArraySlice<UInt8> { b.drop { $0 == 0 } }
         let found = data.withLock { d in
-            d.certificates.values.first { Array($0.leaf.serialNumber.bytes) == serial }
+            d.certificates.values.first { number(Array($0.leaf.serialNumber.bytes)) == number(serial) }
         }
         guard let leaf = found?.leaf else { throw ACMEServerProblem.notFound("certificate not issued here") }
-        let revoked = data.withLock { $0.revoked.contains(Base64URL.encode(serial)) }
+        let revoked = data.withLock { $0.revoked.contains(Base64URL.encode(Array(number(serial)))) }
         let start = leaf.notValidBefore.timeIntervalSince1970
         let life = leaf.notValidAfter.timeIntervalSince1970 - start
         let now = Date().timeIntervalSince1970

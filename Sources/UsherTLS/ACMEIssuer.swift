@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+public import Foundation
 import Logging
 import NIOCore
 import NIOSSL
@@ -7,11 +7,11 @@ import SwiftASN1
 import Synchronization
 import UsherACME
 public import UsherCore
-import X509
+public import X509
 
 /// `tls.issuance.acme`: certificates from an ACME CA (Let's Encrypt by default), with the account kept in storage
 /// as certmagic keeps it (`acme/<issuer key>/users/<email>/…`) and challenges answered by this process.
-public struct ACMEIssuer: AutomationIssuer, Provisioner {
+public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
     public static let moduleID: ModuleID = "tls.issuance.acme"
     /// Let's Encrypt's production directory, Caddy's default `ca`.
     public static let letsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
@@ -257,7 +257,9 @@ public struct ACMEIssuer: AutomationIssuer, Provisioner {
         var attempt = 0
         var order: ACMEOrder
         while true {
-            order = try await rt.client.newOrder(account: account, identifiers: identifiers, profile: profile)
+            order = try await rt.client.newOrder(
+                account: account, identifiers: identifiers, replaces: attempt == 0 ? request.replaces : nil,
+                profile: profile)
             do {
                 for url in order.authorizations {
                     let authz = try await rt.client.authorization(account: account, url: url)
@@ -283,6 +285,24 @@ public struct ACMEIssuer: AutomationIssuer, Provisioner {
             "url": .string(certURL), "ca": .string(ca), "account": .string(account.location),
         ]
         return IssuedCertificate(chainPEM: chain, metadata: metadata)
+    }
+
+    // MARK: - Renewal information (RFC 9773)
+
+    /// `base64url(authority key identifier) "." base64url(serial number)`, the serial as its DER integer content.
+    public func renewalIdentifier(for leaf: Certificate) -> String? {
+        guard let aki = try? leaf.extensions.authorityKeyIdentifier?.keyIdentifier else { return nil }
+        var serial = Array(leaf.serialNumber.bytes)
+        while serial.count > 1 && serial[0] == 0 && serial[1] < 0x80 { serial.removeFirst() }
+        if let first = serial.first, first >= 0x80 { serial.insert(0, at: 0) }
+        return Base64URL.encode(Array(aki)) + "." + Base64URL.encode(serial)
+    }
+
+    public func renewalWindow(for leaf: Certificate) async throws -> (start: Date, end: Date, retryAfter: Date?)? {
+        guard let rt = runtime.withLock({ $0 }), let id = renewalIdentifier(for: leaf) else { return nil }
+        guard let info = try await rt.client.renewalInfo(certID: id) else { return nil }
+        func date(_ t: WallTime) -> Date { Date(timeIntervalSince1970: t.secondsSinceEpoch) }
+        return (date(info.windowStart), date(info.windowEnd), info.retryAfter.map(date))
     }
 
     /// The challenge types this issuer may use, in preference order.

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import UsherCore
 public import X509
 
@@ -10,6 +10,14 @@ public protocol AutomationIssuer: Module {
     func issue(_ request: CertificateRequest) async throws -> IssuedCertificate
 }
 
+/// An issuer whose CA suggests when to renew (ACME Renewal Information, RFC 9773).
+public protocol RenewalWindowProvider: AutomationIssuer {
+    /// The CA's suggested renewal window for `leaf` (DER), and when to ask again; `nil` when the CA offers none.
+    func renewalWindow(for leaf: Certificate) async throws -> (start: Date, end: Date, retryAfter: Date?)?
+    /// The identifier a renewal order names in `replaces`.
+    func renewalIdentifier(for leaf: Certificate) -> String?
+}
+
 /// What an issuer is asked for: names, and a CSR signed by the new certificate's key.
 public struct CertificateRequest: Sendable {
     /// DNS names and IP addresses, as the CSR lists them.
@@ -18,6 +26,8 @@ public struct CertificateRequest: Sendable {
     public var csrDER: [UInt8]
     /// The certificate's public key (also inside the CSR).
     public var publicKey: Certificate.PublicKey
+    /// For a renewal, the ARI identifier of the certificate it replaces.
+    public var replaces: String?
 }
 
 /// What an issuer gives back.

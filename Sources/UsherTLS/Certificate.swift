@@ -3,7 +3,7 @@ public import Foundation
 import NIOSSL
 import SwiftASN1
 public import UsherCore
-import X509
+public import X509
 
 #if canImport(Glibc)
 import Glibc
@@ -108,6 +108,12 @@ public final class TLSCertificate: Sendable, CustomStringConvertible {
             publicKeyAlgorithm = "rsa"
         }
         id = SHA256.hash(data: Array(chainPEM.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The leaf, parsed.
+    public var leafCertificate: Certificate? {
+        guard let der = try? nioChain.first?.toDERBytes() else { return nil }
+        return try? Certificate(derEncoded: der)
     }
 
     public var description: String { "certificate for \(names.joined(separator: ", ")) (serial \(serialNumber))" }

@@ -51,6 +51,8 @@ final class CertificateManager: Sendable {
     /// The issuers for names no policy covers (Caddy's defaults), made by the tls app.
     let defaultIssuers: DefaultIssuers
     private let jobs = Mutex<[String: Task<Void, Never>]>([:])
+    /// Per certificate (by ID): the renewal time picked inside the CA's ARI window, and when to ask the CA again.
+    private let renewalTimes = Mutex<[String: (renewAt: Date?, askAfter: Date)]>([:])
     private let maintenance = Mutex<Task<Void, Never>?>(nil)
     private let names = Mutex<[String]>([])
     private let stopped = Atomic<Bool>(false)
@@ -126,6 +128,7 @@ final class CertificateManager: Sendable {
                 for name in self.names.withLock({ $0 }) {
                     let plan = plan(for: name)
                     let current = store.managedCertificate(for: name)
+                    if let current { await refreshRenewalInfo(current, plan) }
                     if current == nil || needsRenewal(current!, plan) {
                         schedule(name, renewing: current != nil)
                     }
@@ -161,10 +164,46 @@ final class CertificateManager: Sendable {
         names.withLock { if !$0.contains(name) { $0.append(name) } }
     }
 
-    /// Whether `cert` is inside its renewal window (the last `renewal_window_ratio` of its life).
+    /// Whether `cert` is due: inside the window its CA suggested (ARI, at the time picked in it), or else in the
+    /// last `renewal_window_ratio` of its life.
     func needsRenewal(_ cert: TLSCertificate, _ plan: Plan) -> Bool {
+        if let at = renewalTimes.withLock({ $0[cert.id]?.renewAt }), at <= Date() { return true }
         let lifetime = cert.notAfter.timeIntervalSince(cert.notBefore)
         return cert.notAfter.timeIntervalSinceNow < lifetime * plan.renewalWindowRatio
+    }
+
+    /// Asks the issuer for `cert`'s renewal window (ACME Renewal Information) when it offers one and it is time
+    /// to ask, and picks a random moment inside it, as certmagic does.
+    func refreshRenewalInfo(_ cert: TLSCertificate, _ plan: Plan) async {
+        let known = renewalTimes.withLock { $0[cert.id] }
+        if let known, known.askAfter > Date() { return }
+        guard let provider = plan.issuers.compactMap({ $0 as? any RenewalWindowProvider }).first,
+            let leaf = cert.leafCertificate
+        else {
+            renewalTimes.withLock { $0[cert.id] = (nil, .distantFuture) }
+            return
+        }
+        do {
+            guard let window = try await provider.renewalWindow(for: leaf) else {
+                renewalTimes.withLock { $0[cert.id] = (nil, .distantFuture) }
+                return
+            }
+            let span = max(0, window.end.timeIntervalSince(window.start))
+            let at = window.start.addingTimeInterval(Double.random(in: 0...1) * span)
+            let askAfter = window.retryAfter ?? Date().addingTimeInterval(6 * 3600)
+            renewalTimes.withLock { $0[cert.id] = (known?.renewAt ?? at, askAfter) }
+            logger.info(
+                "updated ACME renewal information",
+                metadata: [
+                    "identifier": "\(cert.names.first ?? "")", "window_start": "\(window.start)",
+                    "window_end": "\(window.end)", "selected_time": "\(known?.renewAt ?? at)",
+                ])
+        } catch {
+            renewalTimes.withLock { $0[cert.id] = (known?.renewAt, Date().addingTimeInterval(3600)) }
+            logger.warning(
+                "getting ACME renewal information",
+                metadata: ["identifier": "\(cert.names.first ?? "")", "error": "\(error)"])
+        }
     }
 
     /// Runs obtain (or renew) for `name` in the background, once at a time per name, retrying with certmagic's
@@ -216,7 +255,11 @@ final class CertificateManager: Sendable {
             }
             let key = try plan.keyType.generate()
             let csr = try makeCSR(names: [name], key: key, algorithm: plan.keyType.signatureAlgorithm)
-            let request = CertificateRequest(names: [name], csrDER: csr, publicKey: key.publicKey)
+            var request = CertificateRequest(names: [name], csrDER: csr, publicKey: key.publicKey)
+            if renewing, let old = store.managedCertificate(for: name)?.leafCertificate {
+                request.replaces =
+                    plan.issuers.compactMap { ($0 as? any RenewalWindowProvider)?.renewalIdentifier(for: old) }.first
+            }
             var lastError: (any Error)?
             for issuer in plan.issuers {
                 do {

@@ -422,3 +422,12 @@ final class RSSSampler: @unchecked Sendable {
         return p
     }
 }
+
+/// Runs the openssl CLI in `dir`, failing with what it printed.
+func runOpenSSL(_ args: [String], in dir: URL) throws {
+    let r = try runCommand("/usr/bin/openssl", args, cwd: dir)
+    guard r.status == 0 else { throw TestFailure("openssl \(args.joined(separator: " ")): \(r.stderr)") }
+}
+
+/// openssl `req` arguments for a new P-256 key without a passphrase.
+let opensslNewP256Key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
