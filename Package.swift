@@ -291,6 +291,8 @@ let package = Package(
             dependencies: [
                 "UsherTLS", "UsherACME", "UsherCore", "UsherCaddyfile",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -286,6 +286,28 @@ struct ACMETests {
         #expect(pebble.issuedCount >= 2)
     }
 
+    @Test("reuse_private_keys: a renewal keeps the key; without it, a renewal gets a new one")
+    func reusePrivateKeys() throws {
+        func publicKey(_ port: Int, _ name: String) throws -> String {
+            let out = try sClient(port: port, serverName: name)
+            return try runCommand("/usr/bin/openssl", ["x509", "-noout", "-pubkey"], input: Data(out.utf8)).stdout
+        }
+        for reuse in [true, false] {
+            let (http, https) = (freePort(), freePort())
+            let pebble = try Pebble(httpPort: http, tlsPort: https, validity: 30)
+            var c = config(http: http, https: https, pebble: pebble, names: ["k.test"])
+            c = c.replacingOccurrences(of: #"[{"issuers":"#, with: #"[{"reuse_private_keys": \#(reuse), "issuers":"#)
+            let s = try UsherProcess(config: c)
+            defer { s.stop() }
+            #expect(waitUntil(60) { s.log.contains("certificate obtained successfully") }, "\(s.log.suffix(3000))")
+            let before = try publicKey(https, "k.test")
+            #expect(before.contains("BEGIN PUBLIC KEY"))
+            #expect(waitUntil(40) { s.log.contains("certificate renewed successfully") }, "\(s.log.suffix(3000))")
+            let after = try publicKey(https, "k.test")
+            #expect((before == after) == reuse, "reuse_private_keys \(reuse)")
+        }
+    }
+
     @Test("EAB: with pebble requiring External Account Binding, a bound account gets a certificate")
     func externalAccountBinding() throws {
         let (http, https) = (freePort(), freePort())

@@ -111,6 +111,9 @@ public struct AutomationPolicy: Decodable, Sendable {
     public var storage: Loaded<StorageModules>?
     /// `reuse_private_keys`: keep the key across renewals. Default: false.
     public var reusePrivateKeys: Bool
+    /// `must_staple`: ask for the TLS Feature (status_request) extension, so clients require a stapled OCSP
+    /// response. Default: false.
+    public var mustStaple: Bool
     /// `on_demand`: obtain certificates for matching names during the first handshake that needs one, as the
     /// `tls` app's `automation.on_demand.permission` allows. Default: false.
     public var onDemand: Bool
@@ -128,7 +131,7 @@ public struct AutomationPolicy: Decodable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.getCertificate, .mustStaple])
+        try c.refuseUnsupported([.getCertificate])
         subjects = try c.decodeIfPresent([String].self, forKey: .subjects) ?? []
         issuers = try c.decodeIfPresent([Loaded<Issuers>].self, forKey: .issuers) ?? []
         keyType = try c.decodeIfPresent(String.self, forKey: .keyType).flatMap { $0.isEmpty ? nil : $0 }
@@ -142,6 +145,7 @@ public struct AutomationPolicy: Decodable, Sendable {
         }
         storage = try c.decodeIfPresent(Loaded<StorageModules>.self, forKey: .storage)
         reusePrivateKeys = try c.decodeIfPresent(Bool.self, forKey: .reusePrivateKeys) ?? false
+        mustStaple = try c.decodeIfPresent(Bool.self, forKey: .mustStaple) ?? false
         onDemand = try c.decodeIfPresent(Bool.self, forKey: .onDemand) ?? false
         _ = try c.decodeIfPresent(Bool.self, forKey: .disableOCSPStapling)
         _ = try c.decodeIfPresent(JSONValue.self, forKey: .ocspOverrides)

@@ -73,6 +73,8 @@ final class CertificateManager: Sendable {
         var keyType: KeyType
         var renewalWindowRatio: Double
         var storage: any Storage
+        var reuseKeys = false
+        var mustStaple = false
     }
 
     func plan(for name: String) -> Plan {
@@ -83,7 +85,8 @@ final class CertificateManager: Sendable {
         return Plan(
             issuers: issuers, keyType: policy?.keyType.flatMap(KeyType.init(rawValue:)) ?? .p256,
             renewalWindowRatio: ratio > 0 ? ratio : 1.0 / 3.0,
-            storage: policy?.storageInstance ?? storage)
+            storage: policy?.storageInstance ?? storage, reuseKeys: policy?.reusePrivateKeys ?? false,
+            mustStaple: policy?.mustStaple ?? false)
     }
 
     func start(names managed: [String]) async throws {
@@ -253,8 +256,14 @@ final class CertificateManager: Sendable {
                 store.add(stored)
                 return
             }
-            let key = try plan.keyType.generate()
-            let csr = try makeCSR(names: [name], key: key, algorithm: plan.keyType.signatureAlgorithm)
+            // reuse_private_keys: the stored key signs the new CSR too (certmagic's reusePrivateKey).
+            var key = try plan.keyType.generate()
+            var algorithm = plan.keyType.signatureAlgorithm
+            if plan.reuseKeys, let old = await storedKey(name, plan) {
+                key = old.key
+                algorithm = old.algorithm
+            }
+            let csr = try makeCSR(names: [name], key: key, algorithm: algorithm, mustStaple: plan.mustStaple)
             var request = CertificateRequest(names: [name], csrDER: csr, publicKey: key.publicKey)
             if renewing, let old = store.managedCertificate(for: name)?.leafCertificate {
                 request.replaces =
@@ -306,6 +315,35 @@ final class CertificateManager: Sendable {
         try? await plan.storage.delete(key + ".pending")
     }
 
+    /// The private key stored for `name` under the first of the plan's issuers that has one, with the signature
+    /// algorithm that fits it.
+    func storedKey(_ name: String, _ plan: Plan) async -> (
+        key: Certificate.PrivateKey, algorithm: Certificate.SignatureAlgorithm
+    )? {
+        for issuer in plan.issuers {
+            guard
+                let pem = try? await plan.storage.loadText(
+                    StorageKeys.sitePrivateKey(issuerKey: issuer.issuerKey, name: name)),
+                let key = try? Certificate.PrivateKey(pemEncoded: pem)
+            else { continue }
+            let pub = key.publicKey
+            let algorithm: Certificate.SignatureAlgorithm
+            if P256.Signing.PublicKey(pub) != nil {
+                algorithm = .ecdsaWithSHA256
+            } else if P384.Signing.PublicKey(pub) != nil {
+                algorithm = .ecdsaWithSHA384
+            } else if P521.Signing.PublicKey(pub) != nil {
+                algorithm = .ecdsaWithSHA512
+            } else if Curve25519.Signing.PublicKey(pub) != nil {
+                algorithm = .ed25519
+            } else {
+                algorithm = .sha256WithRSAEncryption
+            }
+            return (key, algorithm)
+        }
+        return nil
+    }
+
     /// The stored certificate for `name` from the first of the plan's issuers that has one covering it (a pair
     /// left mismatched by a crash falls back to its `.pending` copy).
     func loadStored(_ name: String, _ plan: Plan) async -> TLSCertificate? {
@@ -330,10 +368,11 @@ final class CertificateManager: Sendable {
     }
 }
 
-/// A PKCS #10 request for `names` (as subject alternative names), DER.
-func makeCSR(names: [String], key: Certificate.PrivateKey, algorithm: Certificate.SignatureAlgorithm) throws
-    -> [UInt8]
-{
+/// A PKCS #10 request for `names` (as subject alternative names), DER; with `mustStaple`, the TLS Feature extension
+/// asking for status_request (RFC 7633).
+func makeCSR(
+    names: [String], key: Certificate.PrivateKey, algorithm: Certificate.SignatureAlgorithm, mustStaple: Bool = false
+) throws -> [UInt8] {
     var sans: [GeneralName] = []
     for n in names {
         if let ip = ipBytes(n) {
@@ -342,7 +381,14 @@ func makeCSR(names: [String], key: Certificate.PrivateKey, algorithm: Certificat
             sans.append(.dnsName(n))
         }
     }
-    let extensions = try Certificate.Extensions { SubjectAlternativeNames(sans) }
+    let extensions = try Certificate.Extensions {
+        SubjectAlternativeNames(sans)
+        if mustStaple {
+            // id-pe-tlsfeature: SEQUENCE { INTEGER 5 (status_request) }
+            Certificate.Extension(
+                oid: [1, 3, 6, 1, 5, 5, 7, 1, 24], critical: false, value: [0x30, 0x03, 0x02, 0x01, 0x05])
+        }
+    }
     let attributes = try CertificateSigningRequest.Attributes([.init(ExtensionRequest(extensions: extensions))])
     let csr = try CertificateSigningRequest(
         version: .v1, subject: try DistinguishedName {}, privateKey: key, attributes: attributes,

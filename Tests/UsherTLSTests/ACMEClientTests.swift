@@ -1,7 +1,9 @@
 import Crypto
 import Foundation
+import SwiftASN1
 import Testing
 import UsherCore
+import X509
 
 @testable import UsherACME
 @testable import UsherTLS
@@ -105,5 +107,22 @@ struct ACMEClientTests {
         let h =
             #"<https://ca/cert/1/1>;rel="alternate", <https://ca/dir>;rel="index", <https://ca/cert/1/2>; rel="alternate""#
         #expect(ACMEClient.links(h, rel: "alternate") == ["https://ca/cert/1/1", "https://ca/cert/1/2"])
+    }
+
+    @Test("CSRs name the SANs, verify, and carry TLS Feature status_request only with must_staple")
+    func csr() throws {
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        for staple in [false, true] {
+            let der = try makeCSR(
+                names: ["a.test", "127.0.0.1"], key: key, algorithm: .ecdsaWithSHA256, mustStaple: staple)
+            let csr = try CertificateSigningRequest(derEncoded: der)
+            #expect(csr.publicKey.isValidSignature(csr.signature, for: csr))
+            let ext = try #require(try csr.attributes.extensionRequest?.extensions)
+            let sans = try #require(try ext.subjectAlternativeNames)
+            #expect(sans.count == 2)
+            let feature = ext.first { $0.oid == [1, 3, 6, 1, 5, 5, 7, 1, 24] }
+            #expect((feature != nil) == staple)
+            if let feature { #expect(Array(feature.value) == [0x30, 0x03, 0x02, 0x01, 0x05]) }
+        }
     }
 }
