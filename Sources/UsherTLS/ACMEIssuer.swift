@@ -361,12 +361,7 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         let digest = Array(SHA256.hash(data: Array(keyAuthorization.utf8)))
         let acmeIdentifier = Certificate.Extension(
             oid: [1, 3, 6, 1, 5, 5, 7, 1, 31], critical: true, value: ArraySlice([0x04, 0x20] + digest))
-        let name: GeneralName
-        if identifier.type == "ip", let ip = ipBytes(identifier.value) {
-            name = .ipAddress(ASN1OctetString(contentBytes: ArraySlice(ip)))
-        } else {
-            name = .dnsName(identifier.value)
-        }
+        let name = subjectAltName(identifier.value)
         let extensions = try Certificate.Extensions {
             SubjectAlternativeNames([name])
             acmeIdentifier

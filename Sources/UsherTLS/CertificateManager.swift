@@ -373,14 +373,7 @@ final class CertificateManager: Sendable {
 func makeCSR(
     names: [String], key: Certificate.PrivateKey, algorithm: Certificate.SignatureAlgorithm, mustStaple: Bool = false
 ) throws -> [UInt8] {
-    var sans: [GeneralName] = []
-    for n in names {
-        if let ip = ipBytes(n) {
-            sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(ip))))
-        } else {
-            sans.append(.dnsName(n))
-        }
-    }
+    let sans = names.map(subjectAltName)
     let extensions = try Certificate.Extensions {
         SubjectAlternativeNames(sans)
         if mustStaple {

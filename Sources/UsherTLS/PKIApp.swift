@@ -290,14 +290,7 @@ public final class CertificateAuthority: Sendable {
         // than a tenth of its life, so the renewal point (a third of the life left) stays where it belongs.
         let notAfter = min(now.addingTimeInterval(lifetime), k.intermediate.notValidAfter)
         let backdate = min(60, lifetime / 10)
-        var sans: [GeneralName] = []
-        for n in names {
-            if let ip = ipBytes(n) {
-                sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(ip))))
-            } else {
-                sans.append(.dnsName(n))
-            }
-        }
+        let sans = names.map(subjectAltName)
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.notCertificateAuthority)
             Critical(KeyUsage(digitalSignature: true))
@@ -314,6 +307,12 @@ public final class CertificateAuthority: Sendable {
         )
         return try leaf.serializeAsPEM().pemString + "\n" + k.intermediatePEM
     }
+}
+
+/// A subject alternative name for `name`: an IP address entry for an address literal, else a DNS name.
+func subjectAltName(_ name: String) -> GeneralName {
+    if let ip = ipBytes(name) { return .ipAddress(ASN1OctetString(contentBytes: ArraySlice(ip))) }
+    return .dnsName(name)
 }
 
 /// The four or sixteen bytes of an IP address literal, or `nil` for a host name.
