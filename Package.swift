@@ -170,11 +170,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `dns.providers.rfc2136`: DNS records changed by RFC 2136 dynamic updates signed with TSIG.
+        .target(
+            name: "UsherDNS",
+            dependencies: [
+                "UsherCore", "UsherCaddyfile",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "UsherStandard",
             dependencies: [
                 "UsherCore", "UsherTLS", "UsherHTTP", "UsherHandlers", "UsherReverseProxy", "UsherACMEServer",
-                "UsherCaddyfileHTTP",
+                "UsherCaddyfileHTTP", "UsherDNS",
             ],
             swiftSettings: swiftSettings
         ),
@@ -289,7 +300,7 @@ let package = Package(
         .testTarget(
             name: "UsherTLSTests",
             dependencies: [
-                "UsherTLS", "UsherACME", "UsherCore", "UsherCaddyfile",
+                "UsherTLS", "UsherACME", "UsherCore", "UsherCaddyfile", "UsherDNS",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

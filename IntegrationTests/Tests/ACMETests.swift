@@ -14,8 +14,11 @@ final class Pebble: @unchecked Sendable {
     let logFile: URL
 
     /// `httpPort`: where pebble's validator connects for HTTP-01. `validity`: seconds certificates last.
-    /// `eab`: key ID → base64url MAC key; when given, accounts must be bound to one.
-    init(httpPort: Int, tlsPort: Int, validity: Int? = nil, eab: [String: String]? = nil) throws {
+    /// `eab`: key ID → base64url MAC key; when given, accounts must be bound to one. `dnsServer`: the DNS
+    /// server pebble resolves and validates DNS-01 with (default: its own challenge test server).
+    init(
+        httpPort: Int, tlsPort: Int, validity: Int? = nil, eab: [String: String]? = nil, dnsServer: String? = nil
+    ) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-pebble-\(UUID().uuidString)")
         self.dir = dir
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -60,7 +63,8 @@ final class Pebble: @unchecked Sendable {
         try launch(dns)
         pebble.executableURL = URL(fileURLWithPath: "/usr/bin/pebble")
         pebble.arguments = [
-            "-config", dir.appendingPathComponent("pebble.json").path, "-dnsserver", "127.0.0.1:\(dnsPort)",
+            "-config", dir.appendingPathComponent("pebble.json").path, "-dnsserver",
+            dnsServer ?? "127.0.0.1:\(dnsPort)",
         ]
         // No sleeping before validation; nonces are still rejected at pebble's default rate (5%).
         pebble.environment = ProcessInfo.processInfo.environment.merging(["PEBBLE_VA_NOSLEEP": "1"]) { $1 }
@@ -208,6 +212,79 @@ struct ACMETests {
         // After validation, acme-tls/1 gets no challenge certificate: the handshake finds the real one.
         let after = try sClient(port: https, serverName: "t.test", alpn: "acme-tls/1")
         #expect(!after.contains("CN = ACME challenge"), "\(after)")
+    }
+
+    @Test(
+        "DNS-01 with dns.providers.rfc2136: a wildcard and its apex from pebble validated through Knot DNS; records removed after"
+    )
+    func dns01Wildcard() throws {
+        let knot = try Knot(zone: "dns01.test")
+        let (http, https) = (freePort(), freePort())
+        let pebble = try Pebble(httpPort: freePort(), tlsPort: freePort(), dnsServer: knot.address)
+        let provider = """
+            {"name": "rfc2136", "key_name": "\(knot.keyName)", "key_alg": "hmac-sha256", "key": "\(knot.secret)",
+             "server": "\(knot.address)"}
+            """
+        let s = try UsherProcess(
+            config: config(
+                http: http, https: https, pebble: pebble, names: ["*.dns01.test", "dns01.test"],
+                extraIssuer: #", "challenges": {"dns": {"provider": \#(provider), "resolvers": ["\#(knot.address)"]}}"#
+            ))
+        defer { s.stop() }
+        #expect(
+            waitUntil(90) { s.log.components(separatedBy: "certificate obtained successfully").count - 1 == 2 },
+            "\(s.log.suffix(3000))\n--- pebble:\n\(pebble.log.suffix(2000))\n--- knot:\n\(knot.log.suffix(2000))")
+        #expect(s.log.contains(#""challenge_type":"dns-01""#))
+        let root = try pebble.rootFile()
+        // Any name one label under the zone gets the wildcard certificate, verified against pebble's root.
+        for name in ["a.dns01.test", "other.dns01.test", "dns01.test"] {
+            #expect(try verifiedSerial(port: https, name: name, caFile: root) != nil, "\(name)")
+        }
+        let page = try curl([
+            "--cacert", root, "--resolve", "b.dns01.test:\(https):127.0.0.1", "https://b.dns01.test:\(https)/",
+        ])
+        #expect(page.body == "hello b.dns01.test")
+        // Each challenge was answered by a signed update that Knot applied, then removed again.
+        #expect(knot.log.contains("DDNS, finished"), "\(knot.log)")
+        #expect(try knot.txt("_acme-challenge.dns01.test").isEmpty)
+        #expect(!s.log.contains("served key authentication"))
+        // certmagic's key for a wildcard: `*` spelled `wildcard_`.
+        let wildcard = s.dir.appendingPathComponent(
+            "xdg-data/usher/certificates/\(pebble.issuerKey)/wildcard_.dns01.test/wildcard_.dns01.test.crt")
+        #expect(FileManager.default.fileExists(atPath: wildcard.path), "\(wildcard.path)")
+    }
+
+    @Test("DNS-01 faults: a wrong TSIG key is refused by Knot and the refusal logged; no provider is a load error")
+    func dns01Faults() throws {
+        let knot = try Knot(zone: "dns01.test")
+        let (http, https) = (freePort(), freePort())
+        let pebble = try Pebble(httpPort: freePort(), tlsPort: freePort(), dnsServer: knot.address)
+        let wrong = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        let provider = """
+            {"name": "rfc2136", "key_name": "\(knot.keyName)", "key_alg": "hmac-sha256", "key": "\(wrong)",
+             "server": "\(knot.address)"}
+            """
+        let s = try UsherProcess(
+            config: config(
+                http: http, https: https, pebble: pebble, names: ["x.dns01.test"],
+                extraIssuer: #", "challenges": {"dns": {"provider": \#(provider), "resolvers": ["\#(knot.address)"]}}"#
+            ))
+        defer { s.stop() }
+        #expect(waitUntil(30) { s.log.contains("BADSIG") }, "\(s.log.suffix(3000))\n--- knot:\n\(knot.log)")
+        #expect(s.log.contains("NOTAUTH"))
+        #expect(try knot.txt("_acme-challenge.x.dns01.test").isEmpty)
+        #expect(s.process.isRunning)
+
+        // A DNS challenge with neither its own provider nor the TLS app's `dns` cannot load.
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("usher-dns-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try
+            #"{"apps": {"tls": {"automation": {"policies": [{"issuers": [{"module": "acme", "challenges": {"dns": {}}}]}]}}}}"#
+            .write(to: file, atomically: true, encoding: .utf8)
+        let r = try runCommand(usherBinary, ["validate", "--config", file.path])
+        #expect(r.status != 0)
+        #expect((r.stdout + r.stderr).contains("no DNS provider configured"), "\(r.stdout + r.stderr)")
+        #expect((r.stdout + r.stderr).contains("apps.tls.automation.policies[0].issuers[0]"), "\(r.stdout + r.stderr)")
     }
 
     @Test(

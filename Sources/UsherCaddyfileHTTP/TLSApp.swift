@@ -221,7 +221,7 @@ extension HTTPServerType {
         tls.put(Keys.disableStorageCheck, disableStorageCheck)
         tls.put(Keys.disableStorageClean, disableStorageClean)
         tls.put(Keys.encryptedClientHello, ech)
-        tls.put(Keys.dnsAny, dnsRaw)
+        tls.put(Keys.dns, dnsRaw)
         tls.put(Keys.resolvers, resolvers ?? [])
         return tls.isEmpty ? nil : tls
     }

@@ -408,7 +408,7 @@ func parseZeroSSLIssuer(_ d: Dispenser, _ registry: CaddyfileRegistry) throws ->
     if d.nextArg() { throw d.argErr() }
     var validityDays = 0
     var altPort = 0
-    var cname: DNSChallengeConfig?
+    var cname: DNSChallengeConfig.Document?
     let nesting = d.nesting
     while d.nextBlock(nesting) {
         switch d.val {
@@ -421,17 +421,17 @@ func parseZeroSSLIssuer(_ d: Dispenser, _ registry: CaddyfileRegistry) throws ->
         case "dns":
             guard d.nextArg() else { throw d.argErr() }
             let name = d.val
-            if cname == nil { cname = DNSChallengeConfig() }
+            if cname == nil { cname = DNSChallengeConfig.Document() }
             let fields = try registry.unmarshalModuleObject(d, "dns.providers." + name)
             cname!.provider = moduleObject(fields, key: "name", name: name)
         case "propagation_delay", "propagation_timeout", "dns_ttl":
             let option = d.val
             guard d.nextArg() else { throw d.argErr() }
             let v = try dnsDuration(d, option, d.val)
-            if cname == nil { cname = DNSChallengeConfig() }
+            if cname == nil { cname = DNSChallengeConfig.Document() }
             cname!.setDuration(option, v)
         case "resolvers":
-            if cname == nil { cname = DNSChallengeConfig() }
+            if cname == nil { cname = DNSChallengeConfig.Document() }
             let r = d.remainingArgs()
             cname!.resolvers = r
             if r.isEmpty { throw d.argErr() }
@@ -547,7 +547,7 @@ func dnsDuration(_ d: Dispenser, _ option: String, _ text: String) throws -> Int
     do { return try Go.caddyDuration(text) } catch { throw d.err("invalid \(option) duration \(text): \(error)") }
 }
 
-extension DNSChallengeConfig {
+extension DNSChallengeConfig.Document {
     mutating func setDuration(_ option: String, _ value: Int64) {
         switch option {
         case "propagation_delay": propagationDelay = value

@@ -1,6 +1,7 @@
 import UsherACMEServer
 import UsherCaddyfileHTTP
 public import UsherCore
+import UsherDNS
 import UsherHTTP
 import UsherHandlers
 import UsherReverseProxy
@@ -19,7 +20,7 @@ public enum StandardModules: ModuleBundle {
             // TLS and PKI
             TLSApp.self, PKIApp.self, LoadFilesLoader.self, LoadPEMLoader.self, LoadFoldersLoader.self,
             AutomateLoader.self, InternalIssuer.self, ACMEIssuer.self, PermissionByHTTP.self, SNIMatcher.self,
-            InlineCAPool.self,
+            InlineCAPool.self, RFC2136Provider.self,
             FileCAPool.self, CombinedCAPool.self,
             // Matchers
             HostMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self, HeaderMatcher.self,
@@ -48,7 +49,7 @@ public enum StandardModules: ModuleBundle {
     public static var extensions: [any BundleExtension] {
         [
             CaddyfileAdapter(), HTTPMatcherCaddyfile.support, ServerCaddyfile.support, HandlerCaddyfile.support,
-            ReverseProxyCaddyfile.support, TLSCaddyfile.support,
+            ReverseProxyCaddyfile.support, TLSCaddyfile.support, DNSCaddyfile.support,
             UpstreamsAdminEndpoint(),
         ]
             + HTTPCaddyfile.support

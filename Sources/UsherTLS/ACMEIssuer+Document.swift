@@ -35,27 +35,6 @@ package struct ChainPreference: Equatable {
     }
 }
 
-/// `caddytls.DNSChallengeConfig`.
-package struct DNSChallengeConfig: Equatable {
-    package init() {}
-    package var provider: JSONObject?
-    package var ttl: Int64 = 0
-    package var propagationDelay: Int64 = 0
-    package var propagationTimeout: Int64 = 0
-    package var resolvers: [String]?
-    package var overrideDomain = ""
-    package var json: JSONObject {
-        var o = JSONObject()
-        o.put("provider", provider)
-        o.putDuration("ttl", ttl)
-        o.putDuration("propagation_delay", propagationDelay)
-        o.putDuration("propagation_timeout", propagationTimeout)
-        o.put("resolvers", resolvers ?? [])
-        o.put("override_domain", overrideDomain)
-        return o
-    }
-}
-
 /// `caddytls.HTTPChallengeConfig` and `TLSALPNChallengeConfig` (same shape).
 package struct PortChallengeConfig: Equatable {
     package init() {}
@@ -74,7 +53,7 @@ package struct ChallengesConfig: Equatable {
     package init() {}
     package var http: PortChallengeConfig?
     package var tlsALPN: PortChallengeConfig?
-    package var dns: DNSChallengeConfig?
+    package var dns: DNSChallengeConfig.Document?
     package var bindHost = ""
     package var distributed: Bool?
     package var json: JSONObject {
@@ -143,7 +122,7 @@ extension ACMEIssuer {
         /// Ensures `challenges.dns` exists.
         package func ensureDNS() {
             if challenges == nil { challenges = ChallengesConfig() }
-            if challenges!.dns == nil { challenges!.dns = DNSChallengeConfig() }
+            if challenges!.dns == nil { challenges!.dns = DNSChallengeConfig.Document() }
         }
     }
 }

@@ -38,6 +38,8 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
     public var tlsALPNChallengeDisabled: Bool
     /// `challenges.tls-alpn.alternate_port`.
     public var tlsALPNAlternatePort: Int
+    /// `challenges.dns`: DNS-01 through a DNS provider; when set, the only challenge used.
+    public var dnsChallenge: DNSChallengeConfig?
     /// `trusted_roots_pem_files`: roots the CA's own certificate must chain to. Default: the system's.
     public var trustedRootsPEMFiles: [String]
     /// `preferred_chains`: which of the CA's chains to keep.
@@ -92,7 +94,8 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         tlsALPNAlternatePort = 0
         if c.contains(.challenges) {
             let ch = try c.nestedContainer(keyedBy: ChallengeKeys.self, forKey: .challenges)
-            try ch.refuseUnsupported([.dns, .distributed])
+            try ch.refuseUnsupported([.distributed])
+            dnsChallenge = try ch.decodeIfPresent(DNSChallengeConfig.self, forKey: .dns)
             if ch.contains(.http) {
                 let h = try ch.nestedContainer(keyedBy: PortChallengeKeys.self, forKey: .http)
                 httpChallengeDisabled = try h.decodeIfPresent(Bool.self, forKey: .disabled) ?? false
@@ -139,18 +142,20 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         let storage: any Storage
         let board: ACMEChallengeBoard
         let logger: Logger
+        let dns: DNS01Solver?
         private let makeClient: @Sendable () throws -> ACMEClient
         private let made = Mutex<ACMEClient?>(nil)
         /// Challenge types that failed per identifier, tried last next time (certmagic does the same).
         let failedChallenges = Mutex<[String: Set<String>]>([:])
 
         init(
-            storage: any Storage, board: ACMEChallengeBoard, logger: Logger,
+            storage: any Storage, board: ACMEChallengeBoard, logger: Logger, dns: DNS01Solver?,
             makeClient: @escaping @Sendable () throws -> ACMEClient
         ) {
             self.storage = storage
             self.board = board
             self.logger = logger
+            self.dns = dns
             self.makeClient = makeClient
         }
 
@@ -183,7 +188,12 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         let ca = self.ca
         let trusted = roots
         let board = context.services.service(ACMEChallengeBoard.self) { ACMEChallengeBoard() }
-        let made = Runtime(storage: context.storage, board: board, logger: context.logger("tls.issuance.acme")) {
+        let logger = context.logger("tls.issuance.acme")
+        var dns: DNS01Solver?
+        if let dnsChallenge {
+            dns = try await dnsChallenge.solver(context, logger: logger)
+        }
+        let made = Runtime(storage: context.storage, board: board, logger: logger, dns: dns) {
             let http = try ACMEHTTPClient(group: group, trustedRoots: trusted, timeout: timeout ?? .seconds(30))
             return ACMEClient(directoryURL: ca, http: http)
         }
@@ -307,6 +317,7 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
 
     /// The challenge types this issuer may use, in preference order.
     var enabledChallenges: [String] {
+        if dnsChallenge != nil { return ["dns-01"] }
         var out: [String] = []
         if !httpChallengeDisabled { out.append("http-01") }
         if !tlsALPNChallengeDisabled { out.append("tls-alpn-01") }
@@ -329,9 +340,21 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
             throw ACMEError.failed(
                 "no enabled challenge type for \(id) (the CA offers \(types); enabled: \(enabledChallenges))", nil)
         }
+        var presentedDNS: DNS01Solver.Presented?
         switch challenge.type {
         case "http-01":
             rt.board.presentHTTP(token: challenge.token, host: id, keyAuthorization: challenge.keyAuthorization)
+        case "dns-01":
+            guard let dns = rt.dns else { throw ACMEError.failed("no DNS provider for the dns-01 challenge", nil) }
+            let presented = try await dns.present(identifier: id, keyAuthorization: challenge.keyAuthorization)
+            presentedDNS = presented
+            do {
+                try await dns.wait(presented)
+            } catch {
+                await dns.cleanUp(presented)
+                rt.failedChallenges.withLock { _ = $0[id, default: []].insert(challenge.type) }
+                throw error
+            }
         default:
             rt.board.presentTLSALPN(
                 name: id, certificate: try Self.tlsALPNCertificate(authz.identifier, challenge.keyAuthorization))
@@ -347,9 +370,11 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
             try await rt.client.respond(account: account, challenge: challenge)
             _ = try await rt.client.waitForAuthorization(account: account, url: authz.url, timeout: timeout)
         } catch {
+            if let presentedDNS, let dns = rt.dns { await dns.cleanUp(presentedDNS) }
             rt.failedChallenges.withLock { _ = $0[id, default: []].insert(challenge.type) }
             throw error
         }
+        if let presentedDNS, let dns = rt.dns { await dns.cleanUp(presentedDNS) }
         rt.failedChallenges.withLock { $0[id] = nil }
         rt.logger.info("authorization finalized", metadata: ["identifier": "\(id)", "authz_status": "valid"])
     }

@@ -57,6 +57,10 @@ public struct TLSApp: App, Provisioner {
     public var certificates: LoadedMap<CertificateLoaders>
     /// `automation`: how managed certificates are obtained.
     public var automation: AutomationConfig?
+    /// `dns`: the DNS provider module DNS challenges use when they name none (global option `dns`).
+    public var dns: Loaded<DNSProviderModules>?
+    /// `resolvers`: DNS resolvers (`host[:port]`) DNS challenges use when they name none (`tls_resolvers`).
+    public var resolvers: [String]
     /// The certificates loaded and issued under this config.
     public let store = CertificateStore()
     /// Names to manage, from `automate` loaders and from automatic HTTPS.
@@ -68,12 +72,17 @@ public struct TLSApp: App, Provisioner {
         case certificates, automation
         case sessionTickets = "session_tickets", cache, disableOCSPStapling = "disable_ocsp_stapling"
         case disableStorageCheck = "disable_storage_check", disableStorageClean = "disable_storage_clean"
-        case encryptedClientHello = "encrypted_client_hello", dnsAny = "dns", resolvers
+        case encryptedClientHello = "encrypted_client_hello", dns, resolvers
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.sessionTickets, .encryptedClientHello, .dnsAny, .resolvers])
+        try c.refuseUnsupported([.sessionTickets, .encryptedClientHello])
+        dns = try c.decodeIfPresent(Loaded<DNSProviderModules>.self, forKey: .dns)
+        resolvers = try c.decodeIfPresent([String].self, forKey: .resolvers) ?? []
+        for (i, r) in resolvers.enumerated() where DNSResolvers.parse(r) == nil {
+            throw c.error(.resolvers, "resolver \(i): \(r) is not an IPv4 address with an optional port")
+        }
         certificates =
             try c.decodeIfPresent(LoadedMap<CertificateLoaders>.self, forKey: .certificates) ?? LoadedMap(entries: [])
         automation = try c.decodeIfPresent(AutomationConfig.self, forKey: .automation)
@@ -85,6 +94,9 @@ public struct TLSApp: App, Provisioner {
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
+        // Before the issuers, whose DNS challenges fall back to these.
+        try await dns?.provision(context)
+        context.setLoadValue(DNSDefaults(provider: dns?.module, resolvers: resolvers))
         try await certificates.provision(context)
         for entry in certificates.entries {
             do {

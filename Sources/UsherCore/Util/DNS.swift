@@ -3,7 +3,7 @@ import CUsherSystem
 /// Plain DNS queries (class IN) to given nameservers or the system's, for dynamic upstreams, the ACME server's
 /// `resolvers` and DNS-01 propagation checks.
 public enum DNSClient {
-    /// Queries `name` for records of `type` (1 A, 16 TXT, 28 AAAA, 33 SRV) at each server in turn (`nil` host: the
+    /// Queries `name` for records of `type` (1 A, 2 NS, 6 SOA, 16 TXT, 28 AAAA, 33 SRV) at each server in turn (`nil` host: the
     /// system's nameservers) until one answers; `nil` when none does (including NXDOMAIN). Blocks the calling thread.
     public static func query(_ name: String, type: Int32, servers: [(host: String?, port: Int)]) -> [DNSRecord]? {
         var answer = [UInt8](repeating: 0, count: 4096)
@@ -17,9 +17,16 @@ public enum DNSClient {
     }
 }
 
-/// A resource record of an answer: an address (A, AAAA), a service (SRV) or text (TXT).
+/// A resource record of an answer: an address (A, AAAA), a service (SRV), text (TXT), a name server (NS) or the
+/// start of a zone (SOA, with `target` its primary server).
 public struct DNSRecord: Sendable {
+    /// The record's owner name, without the trailing dot.
+    public var name: String = ""
+    /// The record's type code (1 A, 2 NS, 6 SOA, 16 TXT, 28 AAAA, 33 SRV).
+    public var type: Int = 0
     public var address: String?
+    /// NS: the server's name; SOA: the primary server's name.
+    public var target: String?
     public var srv: (priority: Int, weight: Int, port: Int, target: String)?
     public var text: [String]?
 
@@ -34,7 +41,6 @@ public struct DNSRecord: Sendable {
 }
 
 /// Reads the answer section of a DNS message (RFC 1035 4.1), following name compression.
-/// Reads DNS messages.
 public enum DNSMessage {
     public static func records(_ m: [UInt8]) -> [DNSRecord] {
         guard m.count >= 12 else { return [] }
@@ -50,6 +56,7 @@ public enum DNSMessage {
             guard let afterName = skipName(m, i), let type = u16(afterName), let len = u16(afterName + 8) else { break }
             let data = afterName + 10
             guard data + len <= m.count else { break }
+            let count = out.count
             switch (type, len) {
             case (1, 4), (28, 16):
                 if let ip = IPAddress(bytes: Array(m[data..<data + len])) {
@@ -72,16 +79,26 @@ public enum DNSMessage {
                 {
                     out.append(DNSRecord(srv: (p, w, port, target)))
                 }
+            case (2, _), (6, _):
+                if let target = readName(m, data) {
+                    var r = DNSRecord()
+                    r.target = target
+                    out.append(r)
+                }
             default:
                 break
+            }
+            if out.count > count {
+                out[count].name = readName(m, i) ?? ""
+                out[count].type = type
             }
             i = data + len
         }
         return out
     }
 
-    /// The offset after the name at `i`.
-    static func skipName(_ m: [UInt8], _ start: Int) -> Int? {
+    /// The offset after the name at `start`, following no pointer (a pointer ends a name).
+    public static func skipName(_ m: [UInt8], _ start: Int) -> Int? {
         var i = start
         while i < m.count {
             let len = Int(m[i])
