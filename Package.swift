@@ -77,6 +77,7 @@ let package = Package(
         .target(
             name: "UsherTLS",
             dependencies: [
+                "CUsherSystem",
                 "UsherCore",
                 "UsherACME",
                 "UsherCaddyfile",

@@ -173,6 +173,8 @@ public struct AutomationConfig: Decodable, Sendable {
     public var renewInterval: ConfigDuration?
     /// `on_demand`: what allows certificates to be obtained during handshakes.
     public var onDemand: OnDemandConfig?
+    /// `ocsp_interval`: how often OCSP staples are checked for refreshing. Default: 1h.
+    public var ocspInterval: ConfigDuration?
 
     package enum CodingKeys: String, CodingKey {
         case policies, renewInterval = "renew_interval", onDemand = "on_demand", ocspInterval = "ocsp_interval"
@@ -184,7 +186,7 @@ public struct AutomationConfig: Decodable, Sendable {
         policies = try c.decodeIfPresent([AutomationPolicy].self, forKey: .policies) ?? []
         onDemand = try c.decodeIfPresent(OnDemandConfig.self, forKey: .onDemand)
         renewInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .renewInterval)
-        _ = try c.decodeIfPresent(ConfigDuration.self, forKey: .ocspInterval)
+        ocspInterval = try c.decodeIfPresent(ConfigDuration.self, forKey: .ocspInterval)
         _ = try c.decodeIfPresent(ConfigDuration.self, forKey: .storageCleanInterval)
     }
 

@@ -2,6 +2,7 @@ import Crypto
 public import Foundation
 import NIOSSL
 import SwiftASN1
+import Synchronization
 public import UsherCore
 public import X509
 
@@ -37,6 +38,10 @@ public final class TLSCertificate: Sendable, CustomStringConvertible {
 
     let nioChain: [NIOSSLCertificate]
     let nioKey: NIOSSLPrivateKey
+    /// The leaf's OCSP responder URLs (authority information access).
+    let ocspResponders: [String]
+    /// The current OCSP staple and how many times it changed (part of the TLS context cache key).
+    private let staple = Mutex<(staple: OCSPStaple?, generation: Int)>((nil, 0))
 
     /// Parses a PEM chain and key; `origin` names where they came from in errors.
     public init(chainPEM: String, keyPEM: String, tags: [String] = [], managed: Bool = false, origin: String) throws {
@@ -96,6 +101,12 @@ public final class TLSCertificate: Sendable, CustomStringConvertible {
         }
         if names.isEmpty, let cn = commonName, !cn.isEmpty { names.append(cn.lowercased()) }
         self.names = names
+        var responders: [String] = []
+        let access = (try? leaf.extensions.authorityInformationAccess).flatMap { $0 }.map(Array.init) ?? []
+        for access in access where access.method == .ocspServer {
+            if case .uniformResourceIdentifier(let uri) = access.location { responders.append(uri) }
+        }
+        self.ocspResponders = responders
         self.subjectOrganizations = orgs
         self.serialNumber = Self.decimal(Array(leaf.serialNumber.bytes))
         if P256.Signing.PublicKey(leaf.publicKey) != nil || P384.Signing.PublicKey(leaf.publicKey) != nil
@@ -114,6 +125,22 @@ public final class TLSCertificate: Sendable, CustomStringConvertible {
     public var leafCertificate: Certificate? {
         guard let der = try? nioChain.first?.toDERBytes() else { return nil }
         return try? Certificate(derEncoded: der)
+    }
+
+    /// The certificate after the leaf in the chain, which issued it.
+    var issuerCertificate: Certificate? {
+        guard nioChain.count > 1, let der = try? nioChain[1].toDERBytes() else { return nil }
+        return try? Certificate(derEncoded: der)
+    }
+
+    var ocspStaple: OCSPStaple? { staple.withLock { $0.staple } }
+    var stapleGeneration: Int { staple.withLock { $0.generation } }
+
+    func setOCSPStaple(_ new: OCSPStaple) {
+        staple.withLock { s in
+            guard s.staple?.der != new.der else { return }
+            s = (new, s.generation + 1)
+        }
     }
 
     public var description: String { "certificate for \(names.joined(separator: ", ")) (serial \(serialNumber))" }

@@ -351,7 +351,7 @@ public final class ServerTLS: Sendable {
         guard let cert = selectCertificate(p.policy, hello) else {
             throw Refusal(description: "no certificate available for '\(hello.serverName ?? "")'", noCertificate: true)
         }
-        let key = "\(index)/\(cert.id)"
+        let key = "\(index)/\(cert.id)/\(cert.stapleGeneration)"
         let context: NIOSSLContext
         if let cached = contexts.withLock({ $0[key] }) {
             context = cached
@@ -360,6 +360,9 @@ public final class ServerTLS: Sendable {
             c.certificateChain = cert.nioChain.map { .certificate($0) }
             c.privateKey = .privateKey(cert.nioKey)
             let made = try NIOSSLContext(configuration: c)
+            if let staple = cert.ocspStaple, staple.status == .good, !staple.expired {
+                _ = OCSPStapling.attach(staple.der, to: made)
+            }
             contexts.withLock { d in
                 // Managed certificates are replaced on renewal; drop contexts for certificates no longer held.
                 if d.count > 64 { d.removeAll() }

@@ -61,8 +61,11 @@ public struct TLSApp: App, Provisioner {
     public var dns: Loaded<DNSProviderModules>?
     /// `resolvers`: DNS resolvers (`host[:port]`) DNS challenges use when they name none (`tls_resolvers`).
     public var resolvers: [String]
+    /// `disable_ocsp_stapling`: staple no OCSP responses. Default: false.
+    public var disableOCSPStapling: Bool
     /// The certificates loaded and issued under this config.
     public let store = CertificateStore()
+    private let stapler = SharedState<OCSPStapler?>(nil)
     /// Names to manage, from `automate` loaders and from automatic HTTPS.
     private let managedNames = SharedState<[String]>([])
     private let runtime = SharedState<CertificateManager?>(nil)
@@ -86,9 +89,9 @@ public struct TLSApp: App, Provisioner {
         certificates =
             try c.decodeIfPresent(LoadedMap<CertificateLoaders>.self, forKey: .certificates) ?? LoadedMap(entries: [])
         automation = try c.decodeIfPresent(AutomationConfig.self, forKey: .automation)
-        // Accepted for compatibility; they tune certmagic's cache and OCSP, which have no equivalent here yet.
+        disableOCSPStapling = try c.decodeIfPresent(Bool.self, forKey: .disableOCSPStapling) ?? false
+        // Accepted for compatibility; they tune certmagic's cache and storage cleaning, which have no equivalent.
         _ = try c.decodeIfPresent(JSONValue.self, forKey: .cache)
-        _ = try c.decodeIfPresent(Bool.self, forKey: .disableOCSPStapling)
         _ = try c.decodeIfPresent(Bool.self, forKey: .disableStorageCheck)
         _ = try c.decodeIfPresent(Bool.self, forKey: .disableStorageClean)
     }
@@ -124,6 +127,13 @@ public struct TLSApp: App, Provisioner {
             store: store, storage: context.storage, automation: automation, logger: context.logger("tls"),
             defaultIssuers: defaults)
         runtime.withLock { $0 = manager }
+        if !disableOCSPStapling && context.mode == .run {
+            let made = OCSPStapler(
+                store: store, storage: context.storage, logger: context.logger("tls.ocsp"),
+                interval: automation?.ocspInterval.flatMap { $0.nanoseconds > 0 ? $0.seconds : nil } ?? 3600,
+                group: context.eventLoopGroup)
+            stapler.withLock { $0 = made }
+        }
         if let automation, automation.policies.contains(where: \.onDemand) {
             let made = OnDemandIssuance(manager: manager, permission: automation.onDemand?.permission?.module)
             onDemandState.withLock { $0 = made }
@@ -146,11 +156,12 @@ public struct TLSApp: App, Provisioner {
     /// Loads managed certificates from storage, obtains what is missing (from the internal CA at once, throwing
     /// when it cannot; from ACME in the background), then keeps them renewed.
     public func start() async throws {
-        guard let rt = runtime.withLock({ $0 }) else { return }
-        try await rt.start(names: managed)
+        try await runtime.withLock({ $0 })?.start(names: managed)
+        stapler.withLock({ $0 })?.start()
     }
 
     public func stop() async {
+        stapler.withLock({ $0 })?.stop()
         await runtime.withLock({ $0 })?.stop()
     }
 

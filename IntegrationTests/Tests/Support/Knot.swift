@@ -2,24 +2,15 @@ import Foundation
 
 /// Knot DNS (Debian's `knotd`) on a loopback port, authoritative for one zone that takes RFC 2136 updates signed
 /// with a TSIG key of its own.
-final class Knot: @unchecked Sendable {
-    let dir: URL
-    let port: Int
+final class Knot: TestDaemon, @unchecked Sendable {
+    let port = freePort()
     let zone: String
     let keyName = "usher-key."
-    let secret: String
-    let process = Process()
-    let logFile: URL
+    let secret = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
 
     init(zone: String) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-knot-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        self.dir = dir
         self.zone = zone
-        port = freePort()
-        var key = [UInt8](repeating: 0, count: 32)
-        for i in key.indices { key[i] = UInt8.random(in: 0...255) }
-        secret = Data(key).base64EncodedString()
+        try super.init(prefix: "usher-knot")
         let conf = """
             server:
                 rundir: "\(dir.path)"
@@ -57,14 +48,7 @@ final class Knot: @unchecked Sendable {
         ns1 A 127.0.0.1
 
         """.write(to: dir.appendingPathComponent("\(zone).zone"), atomically: true, encoding: .utf8)
-        logFile = dir.appendingPathComponent("knot.log")
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
-        let log = try FileHandle(forWritingTo: logFile)
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/knotd")
-        process.arguments = ["-c", dir.appendingPathComponent("knot.conf").path]
-        process.standardOutput = log
-        process.standardError = log
-        try launch(process)
+        try start("/usr/sbin/knotd", ["-c", dir.appendingPathComponent("knot.conf").path])
         let deadline = Date().addingTimeInterval(10)
         while (try? txt("ns1." + zone, type: "A")) != ["127.0.0.1"] {
             guard Date() < deadline, process.isRunning else { throw TestFailure("knotd did not start: \(self.log)") }
@@ -73,23 +57,10 @@ final class Knot: @unchecked Sendable {
     }
 
     var address: String { "127.0.0.1:\(port)" }
-    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
     /// The records of `name` (TXT unless said), as `kdig +short` prints them, quotes removed.
     func txt(_ name: String, type: String = "TXT") throws -> [String] {
         let r = try runCommand("/usr/bin/kdig", ["@127.0.0.1", "-p", "\(port)", type, name, "+short", "+time=2"])
         return r.stdout.split(separator: "\n").map { $0.replacingOccurrences(of: "\"", with: "") }
-    }
-
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-    }
-
-    deinit {
-        stop()
-        try? FileManager.default.removeItem(at: dir)
     }
 }

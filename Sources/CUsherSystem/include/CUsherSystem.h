@@ -23,5 +23,6 @@ void c_usher_release_free_memory(void);
 #include "encoder.h"
 #include "signals.h"
 #include "systemd.h"
+#include "tls.h"
 
 #endif
