@@ -288,6 +288,61 @@ struct ACMETests {
     }
 
     @Test(
+        "a crash halfway through any write of a renewal leaves a pair that serves: the old one until the new key is in place, the new one after"
+    )
+    func crashMidWrite() throws {
+        let port = freePort()
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("usher-crash-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let first = scratch.appendingPathComponent("first")
+        try FileManager.default.createDirectory(at: first, withIntermediateDirectories: true)
+        func config(ratio: Double) -> String {
+            """
+            {"admin": {"disabled": true}, "apps": {
+              "http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"],
+                "routes": [{"match": [{"host": ["crash.test"]}], "handle": [{"handler": "static_response"}]}]}}},
+              "tls": {"automation": {"policies": [{"subjects": ["crash.test"], "renewal_window_ratio": \(ratio),
+                "issuers": [{"module": "internal"}]}]}}}}
+            """
+        }
+        func serve(_ data: URL) throws -> (serial: String?, log: String) {
+            let s = try UsherProcess(
+                config: config(ratio: 0.33), waitPort: port, environment: ["XDG_DATA_HOME": data.path])
+            defer { s.stop() }
+            let root = data.appendingPathComponent("usher/pki/authorities/local/root.crt").path
+            return (try verifiedSerial(port: port, name: "crash.test", caFile: root), s.log)
+        }
+        let (original, _) = try serve(first)
+        #expect(original != nil)
+        let site = "usher/certificates/local/crash.test"
+
+        // The renewal writes crt.pending, key.pending, key, crt, json; crash halfway through each in turn.
+        for write in 1...5 {
+            let data = scratch.appendingPathComponent("crash-\(write)")
+            try FileManager.default.copyItem(at: first, to: data)
+            let file = scratch.appendingPathComponent("renew-\(write).json")
+            try config(ratio: 0.9999).write(to: file, atomically: true, encoding: .utf8)
+            // With the window ratio near 1 the stored certificate is renewed at once, and the process dies mid-write.
+            let r = try runCommand(
+                usherBinary, ["run", "--config", file.path],
+                environment: ["XDG_DATA_HOME": data.path, "USHER_DEBUG_CRASH_AT_CERT_WRITE": "\(write)"], timeout: 30)
+            #expect(r.status == 70, "write \(write): \(r.stderr.suffix(2000))")
+            let left = try FileManager.default.contentsOfDirectory(atPath: data.appendingPathComponent(site).path)
+            #expect(left.contains { $0.contains(".tmp-") }, "write \(write): \(left)")
+
+            let (served, log) = try serve(data)
+            #expect(served != nil, "write \(write): \(log.suffix(2000))")
+            // Until the new key replaced the old, the old pair is intact; after, the new pair is served (from the
+            // `.pending` copies while the live pair is mismatched).
+            if write <= 3 {
+                #expect(served == original, "write \(write)")
+            } else {
+                #expect(served != original, "write \(write)")
+            }
+        }
+    }
+
+    @Test(
         "on-demand TLS: the ask endpoint allows or refuses a name; 20 concurrent handshakes for a new name make one order"
     )
     func onDemand() throws {

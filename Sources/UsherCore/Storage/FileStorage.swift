@@ -52,8 +52,31 @@ public final class FileStorage: Storage {
     public func store(_ key: String, _ value: [UInt8]) async throws {
         let path = filename(key)
         try Self.makeParents(path)
+        #if DEBUG
+        Self.crashIfAsked(key, path, value)
+        #endif
         try Self.writeAtomically(path, value, mode: 0o600)
     }
+
+    #if DEBUG
+    /// Debug builds only, for the crash-consistency test: `USHER_DEBUG_CRASH_AT_CERT_WRITE=N` ends the process
+    /// abruptly (no clean-up, as a power cut would) halfway through the Nth write under `certificates/`,
+    /// leaving that write's temporary file half-written.
+    private static let crashAt = getenv("USHER_DEBUG_CRASH_AT_CERT_WRITE").flatMap { Int(String(cString: $0)) }
+    private static let certificateWrites = Mutex<Int>(0)
+
+    private static func crashIfAsked(_ key: String, _ path: String, _ value: [UInt8]) {
+        guard let crashAt, key.hasPrefix("certificates/") else { return }
+        guard
+            certificateWrites.withLock({ n in
+                n += 1; return n
+            }) == crashAt
+        else { return }
+        let fd = open(path + ".tmp-\(getpid())-crash", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        _ = value.withUnsafeBytes { write(fd, $0.baseAddress, $0.count / 2) }
+        _exit(70)
+    }
+    #endif
 
     public func load(_ key: String) async throws -> [UInt8] {
         do {
