@@ -267,6 +267,7 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         var attempt = 0
         var order: ACMEOrder
         while true {
+            await OrderRateLimiter.shared(ca: ca, email: email, logger: rt.logger, names: request.names)
             order = try await rt.client.newOrder(
                 account: account, identifiers: identifiers, replaces: attempt == 0 ? request.replaces : nil,
                 profile: profile)
@@ -401,6 +402,50 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         return try TLSCertificate(
             chainPEM: try cert.serializeAsPEM().pemString + "\n", keyPEM: try key.serializeAsPEM().pemString + "\n",
             origin: "tls-alpn-01 challenge for \(identifier.value)")
+    }
+}
+
+/// certmagic's internal rate limit on new orders: at most 10 in any 10 seconds per CA and account email, across
+/// the process, so that a burst of names (on-demand TLS, a large config) does not hammer the CA.
+actor OrderRateLimiter {
+    let limit: Int
+    let window: Duration
+    private var recent: [ContinuousClock.Instant] = []
+
+    init(limit: Int = 10, window: Duration = .seconds(10)) {
+        self.limit = limit
+        self.window = window
+    }
+
+    /// Returns once an order may be placed (at most `limit` within any `window`).
+    func wait() async {
+        while true {
+            let now = ContinuousClock.now
+            recent.removeAll { now - $0 >= window }
+            if recent.count < limit {
+                recent.append(now)
+                return
+            }
+            try? await Task.sleep(until: recent[0] + window, clock: .continuous)
+        }
+    }
+
+    private static let limiters = Mutex<[String: OrderRateLimiter]>([:])
+
+    static func shared(ca: String, email: String, logger: Logger, names: [String]) async {
+        let limiter = limiters.withLock { all in
+            if let existing = all[ca + "," + email] { return existing }
+            let made = OrderRateLimiter()
+            all[ca + "," + email] = made
+            return made
+        }
+        let start = ContinuousClock.now
+        await limiter.wait()
+        if ContinuousClock.now - start > .milliseconds(100) {
+            logger.info(
+                "waited on internal rate limiter",
+                metadata: ["identifiers": "\(names)", "ca": "\(ca)", "account": "\(email)"])
+        }
     }
 }
 

@@ -125,4 +125,17 @@ struct ACMEClientTests {
             if let feature { #expect(Array(feature.value) == [0x30, 0x03, 0x02, 0x01, 0x05]) }
         }
     }
+
+    @Test("the order rate limit lets `limit` orders through at once, then holds the next until the window moves")
+    func orderRateLimit() async {
+        let limiter = OrderRateLimiter(limit: 3, window: .milliseconds(600))
+        let start = ContinuousClock.now
+        for _ in 0..<3 { await limiter.wait() }
+        let burst = ContinuousClock.now - start
+        await limiter.wait()
+        let fourth = ContinuousClock.now - start
+        // Only lower bounds: a loaded machine may be slower, never faster.
+        #expect(fourth >= .milliseconds(590), "\(fourth)")
+        #expect(burst < fourth)
+    }
 }
