@@ -288,6 +288,52 @@ struct ACMETests {
     }
 
     @Test(
+        "usher revoke: pebble marks the certificate revoked with the reason, storage forgets it, the next start orders anew"
+    )
+    func revoke() throws {
+        let (http, https) = (freePort(), freePort())
+        let pebble = try Pebble(httpPort: http, tlsPort: https)
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("usher-revoke-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: data) }
+        let env = ["XDG_DATA_HOME": data.path]
+        let cfg = config(http: http, https: https, pebble: pebble, names: ["rv.test"])
+        var s = try UsherProcess(config: cfg, environment: env)
+        #expect(waitUntil(60) { s.log.contains("certificate obtained successfully") }, "\(s.log.suffix(3000))")
+        let root = try pebble.rootFile()
+        let serial = try #require(try verifiedSerial(port: https, name: "rv.test", caFile: root))
+        s.stop()
+
+        let file = data.appendingPathComponent("revoke.json")
+        try cfg.replacingOccurrences(of: "{{ADMIN}}", with: "127.0.0.1:\(freePort())").write(
+            to: file, atomically: true, encoding: .utf8)
+        let r = try runCommand(
+            usherBinary, ["revoke", "--config", file.path, "--reason", "key-compromise", "rv.test"], environment: env)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("revoked the certificate for rv.test"), "\(r.stderr)")
+        // pebble's own record of the serial.
+        var hex = serial.dropFirst("serial=".count).lowercased()
+        while hex.hasPrefix("0") { hex.removeFirst() }
+        let status = try curl([
+            "--cacert", pebble.apiCA, "https://127.0.0.1:\(pebble.managementPort)/cert-status-by-serial/\(hex)",
+        ])
+        let json = try JSONSerialization.jsonObject(with: Data(status.body.utf8)) as? [String: Any]
+        #expect(json?["Status"] as? String == "Revoked", "\(status.body)")
+        #expect(json?["Reason"] as? Int == 1, "\(status.body)")
+        let site = data.appendingPathComponent("usher/certificates/\(pebble.issuerKey)/rv.test/rv.test.crt")
+        #expect(!FileManager.default.fileExists(atPath: site.path))
+
+        // Nothing left to revoke: a clear error.
+        let again = try runCommand(usherBinary, ["revoke", "--config", file.path, "rv.test"], environment: env)
+        #expect(again.status == 1 && again.stderr.contains("no certificate for rv.test in storage"), "\(again.stderr)")
+
+        s = try UsherProcess(config: cfg, environment: env)
+        defer { s.stop() }
+        #expect(waitUntil(60) { s.log.contains("certificate obtained successfully") }, "\(s.log.suffix(3000))")
+        let renewed = try verifiedSerial(port: https, name: "rv.test", caFile: root)
+        #expect(renewed != nil && renewed != serial)
+    }
+
+    @Test(
         "a crash halfway through any write of a renewal leaves a pair that serves: the old one until the new key is in place, the new one after"
     )
     func crashMidWrite() throws {

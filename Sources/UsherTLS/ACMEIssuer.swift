@@ -298,6 +298,17 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         return IssuedCertificate(chainPEM: chain, metadata: metadata)
     }
 
+    /// Revokes the leaf of `chainPEM` with this issuer's account (RFC 8555 §7.6).
+    func revoke(chainPEM: String, reason: Int) async throws {
+        guard let rt = runtime.withLock({ $0 }) else { throw ConfigError("the ACME issuer was not provisioned") }
+        guard let leaf = try NIOSSLCertificate.fromPEMBytes(Array(chainPEM.utf8)).first else {
+            throw ConfigError("no certificate in the stored chain")
+        }
+        let account = try await account(rt)
+        try await rt.client.revoke(account: account, certificate: try leaf.toDERBytes(), reason: reason)
+        rt.logger.info("certificate revoked", metadata: ["ca": "\(ca)", "reason": "\(reason)"])
+    }
+
     // MARK: - Renewal information (RFC 9773)
 
     /// `base64url(authority key identifier) "." base64url(serial number)`, the serial as its DER integer content.

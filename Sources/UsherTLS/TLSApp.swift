@@ -165,6 +165,30 @@ public struct TLSApp: App, Provisioner {
         await runtime.withLock({ $0 })?.stop()
     }
 
+    /// Revokes the stored certificate for `name` at the CA that issued it, then removes it from storage so the next
+    /// start obtains a new one (certmagic's `RevokeCert`, behind `usher revoke`). `reason` is an RFC 5280 reason
+    /// code. Returns the issuer's storage key.
+    public func revoke(_ name: String, reason: Int) async throws -> String {
+        guard let manager = runtime.withLock({ $0 }) else { throw ConfigError("the tls app was not provisioned") }
+        let plan = manager.plan(for: name)
+        for issuer in plan.issuers {
+            let crt = StorageKeys.siteCertificate(issuerKey: issuer.issuerKey, name: name)
+            guard let chain = try? await plan.storage.loadText(crt) else { continue }
+            guard let acme = issuer as? ACMEIssuer else {
+                throw ConfigError("the certificate for \(name) is from \(issuer.issuerKey), which cannot revoke it")
+            }
+            try await acme.revoke(chainPEM: chain, reason: reason)
+            for key in [
+                crt, StorageKeys.sitePrivateKey(issuerKey: issuer.issuerKey, name: name),
+                StorageKeys.siteMetadata(issuerKey: issuer.issuerKey, name: name),
+            ] {
+                try await plan.storage.delete(key)
+            }
+            return issuer.issuerKey
+        }
+        throw ConfigError("no certificate for \(name) in storage (issuers: \(plan.issuers.map(\.issuerKey)))")
+    }
+
     /// The issuer configured for `name` by `automation.policies` (first policy whose subjects match; a policy
     /// without subjects matches every name).
     public func issuer(for name: String) -> (any AutomationIssuer)? {

@@ -193,6 +193,21 @@ public actor ServerRuntime {
         try await context.provisionAllApps()
     }
 
+    /// Decodes and provisions `json` without starting anything, hands the provisioned context to `body` (which
+    /// reaches the apps through ``ProvisionContext/app(_:)``), then cleans up: for commands that act on what a
+    /// config manages without serving it (`usher revoke`).
+    public func withProvisionedApps<T: Sendable>(
+        _ json: JSONValue, _ body: (ProvisionContext) async throws -> T
+    ) async throws -> T {
+        let decoded = try ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: json)
+        let storage = try await Self.makeStorage(decoded, environment: environment, mode: .validate)
+        let context = ProvisionContext(
+            environment: environment, mode: .validate, generation: 0, apps: decoded.apps, storage: storage)
+        defer { Task { await context.runCleanups() } }
+        try await context.provisionAllApps()
+        return try await body(context)
+    }
+
     /// The storage a config document names (its top-level `storage`, else `file_system` in the data directory),
     /// for commands that work on storage without running the config (`usher storage export|import`).
     public static func storage(for json: JSONValue, environment: RuntimeEnvironment) async throws -> any Storage {
