@@ -195,6 +195,35 @@ struct ACMETests {
     }
 
     @Test(
+        "HTTP-01 where no server listens: a temporary listener answers on http_port, or on the issuer's alternate_port"
+    )
+    func http01TemporaryListener() throws {
+        for alternate in [false, true] {
+            let (http, https, validated) = (freePort(), freePort(), freePort())
+            // pebble connects to `validated`: http_port itself with no server there (redirects off), or an
+            // alternate port while http_port has the redirect server.
+            let pebble = try Pebble(httpPort: validated, tlsPort: freePort())
+            var c = config(
+                http: alternate ? http : validated, https: https, pebble: pebble, names: ["tmp.test"],
+                extraIssuer: alternate ? #", "challenges": {"http": {"alternate_port": \#(validated)}}"# : "")
+            if !alternate {
+                c = c.replacingOccurrences(
+                    of: #""s": {"listen""#, with: #""s": {"automatic_https": {"disable_redirects": true}, "listen""#)
+            }
+            let s = try UsherProcess(config: c)
+            defer { s.stop() }
+            #expect(
+                waitUntil(60) { s.log.contains("certificate obtained successfully") },
+                "alternate \(alternate): \(s.log.suffix(3000))")
+            #expect(s.log.contains(#""msg":"opened a listener for the HTTP challenge""#), "\(s.log.suffix(3000))")
+            #expect(s.log.contains(#""listener":"temporary""#))
+            #expect(try verifiedSerial(port: https, name: "tmp.test", caFile: pebble.rootFile()) != nil)
+            // Closed again once the challenge is done.
+            #expect(waitUntil(5) { !portOpen(validated) })
+        }
+    }
+
+    @Test(
         "TLS-ALPN-01: with HTTP-01 disabled, pebble validates acme-tls/1 on the HTTPS port; other clients are unaffected"
     )
     func tlsALPN01() throws {

@@ -73,6 +73,14 @@ public struct HTTPApp: App, Provisioner, Validator {
         }
         var instances: [HTTPServerInstance] = []
         let board = context.services.service(ACMEChallengeBoard.self) { ACMEChallengeBoard() }
+        if context.mode == .run {
+            board.httpPort = httpPort
+            // The ports this config's servers hold, so that HTTP-01 never opens a listener of its own there (it
+            // could win the race against the server's own bind).
+            board.servedPorts = Set(
+                servers.values.flatMap(\.listen).filter { !$0.isUnixNetwork && $0.portRangeSize <= 1024 }
+                    .flatMap { $0.startPort...$0.endPort })
+        }
         for name in servers.keys.sorted() {
             let server = servers[name]!
             var serverTLS: ServerTLS?

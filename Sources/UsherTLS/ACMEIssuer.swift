@@ -143,6 +143,7 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         let board: ACMEChallengeBoard
         let logger: Logger
         let dns: DNS01Solver?
+        let group: any EventLoopGroup
         private let makeClient: @Sendable () throws -> ACMEClient
         private let made = Mutex<ACMEClient?>(nil)
         /// Challenge types that failed per identifier, tried last next time (certmagic does the same).
@@ -150,8 +151,9 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
 
         init(
             storage: any Storage, board: ACMEChallengeBoard, logger: Logger, dns: DNS01Solver?,
-            makeClient: @escaping @Sendable () throws -> ACMEClient
+            group: any EventLoopGroup, makeClient: @escaping @Sendable () throws -> ACMEClient
         ) {
+            self.group = group
             self.storage = storage
             self.board = board
             self.logger = logger
@@ -193,7 +195,7 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         if let dnsChallenge {
             dns = try await dnsChallenge.solver(context, logger: logger)
         }
-        let made = Runtime(storage: context.storage, board: board, logger: logger, dns: dns) {
+        let made = Runtime(storage: context.storage, board: board, logger: logger, dns: dns, group: group) {
             let http = try ACMEHTTPClient(group: group, trustedRoots: trusted, timeout: timeout ?? .seconds(30))
             return ACMEClient(directoryURL: ca, http: http)
         }
@@ -353,9 +355,15 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
                 "no enabled challenge type for \(id) (the CA offers \(types); enabled: \(enabledChallenges))", nil)
         }
         var presentedDNS: DNS01Solver.Presented?
+        var listener: (any Channel)?
         switch challenge.type {
         case "http-01":
             rt.board.presentHTTP(token: challenge.token, host: id, keyAuthorization: challenge.keyAuthorization)
+            let port = httpAlternatePort > 0 ? httpAlternatePort : rt.board.httpPort
+            if !rt.board.servedPorts.contains(port) {
+                listener = await HTTPChallengeListener.open(
+                    port: port, board: rt.board, group: rt.group, logger: rt.logger)
+            }
         case "dns-01":
             guard let dns = rt.dns else { throw ACMEError.failed("no DNS provider for the dns-01 challenge", nil) }
             let presented = try await dns.present(identifier: id, keyAuthorization: challenge.keyAuthorization)
@@ -372,6 +380,7 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
                 name: id, certificate: try Self.tlsALPNCertificate(authz.identifier, challenge.keyAuthorization))
         }
         defer {
+            listener?.close(promise: nil)
             rt.board.withdrawHTTP(token: challenge.token)
             rt.board.withdrawTLSALPN(name: id)
         }

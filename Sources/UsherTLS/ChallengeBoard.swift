@@ -13,11 +13,26 @@ public final class ACMEChallengeBoard: Sendable {
     private let httpCount = Atomic<Int>(0)
     private let tlsALPN = Mutex<[String: TLSCertificate]>([:])
     private let tlsALPNCount = Atomic<Int>(0)
+    private let httpPortValue = Atomic<Int>(80)
+    private let served = Mutex<Set<Int>>([])
 
     public init() {}
 
+    /// The `http` app's `http_port`: where HTTP-01 is answered unless an issuer names an `alternate_port`.
+    public var httpPort: Int {
+        get { httpPortValue.load(ordering: .relaxed) }
+        set { httpPortValue.store(newValue, ordering: .relaxed) }
+    }
+
     /// Whether any HTTP-01 challenge is being presented: one atomic load, so servers pay nothing otherwise.
     public var hasHTTPChallenges: Bool { httpCount.load(ordering: .relaxed) > 0 }
+
+    /// The TCP ports the `http` app's servers listen on (set when a config is loaded): HTTP-01 opens no listener of
+    /// its own on them.
+    public var servedPorts: Set<Int> {
+        get { served.withLock { $0 } }
+        set { served.withLock { $0 = newValue } }
+    }
 
     /// Presents `keyAuthorization` at `/.well-known/acme-challenge/<token>` for requests to `host`.
     public func presentHTTP(token: String, host: String, keyAuthorization: String) {
