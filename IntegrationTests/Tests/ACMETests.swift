@@ -725,6 +725,80 @@ struct ACMETests {
         #expect(ca.log.contains("issued certificate"))
     }
 
+    /// Usher running `acme_server` on `localhost` with `handler` options added; its root file and directory URL.
+    func acmeServerCA(_ options: String, data: URL) throws -> (UsherProcess, root: String, directory: String) {
+        let https = freePort()
+        let ca = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "storage": {"module": "file_system", "root": "\(data.path)"}, "apps": {
+                  "http": {"http_port": \(freePort()), "servers": {"ca": {"listen": ["127.0.0.1:\(https)"],
+                    "routes": [{"match": [{"host": ["localhost"]}], "handle": [{"handler": "acme_server",
+                      "lifetime": "1h", \(options)}]}]}}},
+                  "tls": {"automation": {"policies": [{"subjects": ["localhost"], "issuers": [{"module": "internal"}]}]}}}}
+                """, waitPort: https)
+        return (
+            ca, data.appendingPathComponent("pki/authorities/local/root.crt").path,
+            "https://localhost:\(https)/acme/local/directory"
+        )
+    }
+
+    @Test("acme_server validates DNS-01 through its resolvers: a wildcard for Usher answered with rfc2136 in Knot")
+    func acmeServerDNS01() throws {
+        let knot = try Knot(zone: "dns01.test")
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("usher-ca-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: data) }
+        let (ca, root, directory) = try acmeServerCA(
+            #""resolvers": ["\#(knot.address)"], "policy": {"allow_wildcard_names": true}"#, data: data)
+        defer { ca.stop() }
+        let https = freePort()
+        let provider = """
+            {"name": "rfc2136", "key_name": "\(knot.keyName)", "key_alg": "hmac-sha256", "key": "\(knot.secret)",
+             "server": "\(knot.address)"}
+            """
+        let u = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {
+                  "http": {"http_port": \(freePort()), "https_port": \(https), "servers": {"s": {"listen": ["127.0.0.1:\(https)"],
+                    "routes": [{"match": [{"host": ["*.dns01.test"]}], "handle": [{"handler": "static_response", "body": "hi"}]}]}}},
+                  "tls": {"automation": {"policies": [{"issuers": [{"module": "acme", "ca": "\(directory)",
+                    "trusted_roots_pem_files": ["\(root)"],
+                    "challenges": {"dns": {"provider": \(provider), "resolvers": ["\(knot.address)"]}}}]}]}}}}
+                """, waitPort: https)
+        defer { u.stop() }
+        #expect(
+            waitUntil(60) { u.log.contains("certificate obtained successfully") },
+            "\(u.log.suffix(3000))\n--- CA:\n\(ca.log.suffix(2000))")
+        #expect(try verifiedSerial(port: https, name: "w.dns01.test", caFile: root) != nil)
+        #expect(ca.log.contains(#""msg":"challenge validated""#))
+        #expect(try knot.txt("_acme-challenge.dns01.test").isEmpty)
+    }
+
+    @Test(
+        "acme_server validates TLS-ALPN-01 on port 443 of the name: Usher with HTTP-01 disabled gets its certificate",
+        .enabled(if: getuid() == 0 && !portOpen(443), "needs root and a free port 443"))
+    func acmeServerTLSALPN01() throws {
+        let dns = try Pebble(httpPort: freePort(), tlsPort: freePort())  // for its DNS server: every name is 127.0.0.1
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("usher-ca-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: data) }
+        let (ca, root, directory) = try acmeServerCA(
+            #""resolvers": ["127.0.0.1:\#(dns.dnsPort)"], "challenges": ["tls-alpn-01"]"#, data: data)
+        defer { ca.stop() }
+        let u = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {
+                  "http": {"http_port": \(freePort()), "https_port": 443, "servers": {"s": {"listen": ["127.0.0.1:443"],
+                    "routes": [{"match": [{"host": ["alpn.test"]}], "handle": [{"handler": "static_response", "body": "hi"}]}]}}},
+                  "tls": {"automation": {"policies": [{"issuers": [{"module": "acme", "ca": "\(directory)",
+                    "trusted_roots_pem_files": ["\(root)"], "challenges": {"http": {"disabled": true}}}]}]}}}}
+                """, waitPort: 443)
+        defer { u.stop() }
+        #expect(
+            waitUntil(60) { u.log.contains("certificate obtained successfully") },
+            "\(u.log.suffix(3000))\n--- CA:\n\(ca.log.suffix(2000))")
+        #expect(u.log.contains(#""challenge_type":"tls-alpn-01""#))
+        #expect(try verifiedSerial(port: 443, name: "alpn.test", caFile: root) != nil)
+    }
+
     @Test(
         "ACME Renewal Information: a client renews inside the window acme_server suggests, long before its own ratio would",
         .enabled(if: getuid() == 0 && !portOpen(80), "needs root and a free port 80"))

@@ -28,7 +28,7 @@ public struct ACMEServerHandler: MiddlewareHandler, Provisioner {
     public var pathPrefix: String
     /// `resolvers`: DNS servers (`host:port`) for looking up identifiers to validate. Default: the system's.
     public var resolvers: [String]
-    /// `challenges`: enabled challenge types. Default: all this server validates (`http-01`).
+    /// `challenges`: the challenge types offered (`http-01`, `tls-alpn-01`, `dns-01`). Default: all three.
     public var challenges: [String]
     /// `policy.allow` / `policy.deny`: `domains` (wildcards allowed) and `ip_ranges` (CIDR).
     public var allow: Rules?
@@ -99,9 +99,6 @@ public struct ACMEServerHandler: MiddlewareHandler, Provisioner {
                 throw ConfigError(path: "challenges[\(i)]", "acme challenge \"\(ch)\" is not supported")
             }
         }
-        if !challenges.isEmpty && !challenges.contains("http-01") {
-            throw c.error(.challenges, "only http-01 is validated by this build (dns-01 and tls-alpn-01 are not yet)")
-        }
         allowWildcardNames = false
         if c.contains(.policy) {
             let p = try c.nestedContainer(keyedBy: PolicyKeys.self, forKey: .policy)
@@ -129,7 +126,7 @@ public struct ACMEServerHandler: MiddlewareHandler, Provisioner {
         }
         state.configure(
             authority: authority, lifetime: seconds, resolvers: servers, allow: allow, deny: deny,
-            allowWildcards: allowWildcardNames)
+            allowWildcards: allowWildcardNames, challenges: challenges)
         if allow == nil && deny == nil {
             log.warning(
                 "acme_server policy has no allow/deny rules; order identifiers are unrestricted (allow-all)",

@@ -67,6 +67,8 @@ final class ACMEServerState: Sendable {
         var allow: ACMEServerHandler.Rules?
         var deny: ACMEServerHandler.Rules?
         var allowWildcards = false
+        /// The challenge types offered; empty: all of them.
+        var challenges: [String] = []
     }
     struct Data {
         var nonces: Set<String> = []
@@ -83,6 +85,7 @@ final class ACMEServerState: Sendable {
     let caID: String
     let logger: Logger
     let http: ACMEHTTPClient?
+    let group: any EventLoopGroup
     private let data = Mutex<Data>(Data())
     /// Most orders (with their authorizations) kept; the oldest go first.
     static let maxOrders = 10_000
@@ -91,17 +94,19 @@ final class ACMEServerState: Sendable {
         self.storage = storage
         self.caID = caID
         self.logger = logger
+        self.group = group
         self.http = try? ACMEHTTPClient(group: group, trustedRoots: nil, timeout: .seconds(10))
     }
 
     func configure(
         authority: CertificateAuthority, lifetime: Double, resolvers: [(host: String?, port: Int)],
-        allow: ACMEServerHandler.Rules?, deny: ACMEServerHandler.Rules?, allowWildcards: Bool
+        allow: ACMEServerHandler.Rules?, deny: ACMEServerHandler.Rules?, allowWildcards: Bool,
+        challenges: [String] = []
     ) {
         data.withLock {
             $0.config = Config(
                 authority: authority, lifetime: lifetime, resolvers: resolvers, allow: allow, deny: deny,
-                allowWildcards: allowWildcards)
+                allowWildcards: allowWildcards, challenges: challenges)
         }
     }
 
@@ -274,15 +279,21 @@ final class ACMEServerState: Sendable {
         let order = data.withLock { d -> Order in
             var authzIDs: [String] = []
             for id in identifiers {
+                // A wildcard is proven only through DNS; an IP address has no DNS name to put a record under.
+                let wildcard = id.value.hasPrefix("*.")
+                let types = ["http-01", "tls-alpn-01", "dns-01"].filter { t in
+                    (config.challenges.isEmpty || config.challenges.contains(t))
+                        && (wildcard ? t == "dns-01" : id.type != "ip" || t != "dns-01")
+                }
                 let authz = Authorization(
                     id: Self.randomID(), account: accountID,
                     identifier: ACMEIdentifier(
                         type: id.type, value: id.value.hasPrefix("*.") ? String(id.value.dropFirst(2)) : id.value),
                     expires: expires,
-                    challenges: [
-                        Challenge(id: Self.randomID(), type: "http-01", token: Self.randomID() + Self.randomID())
-                    ],
-                    wildcard: id.value.hasPrefix("*."))
+                    challenges: types.map {
+                        Challenge(id: Self.randomID(), type: $0, token: Self.randomID() + Self.randomID())
+                    },
+                    wildcard: wildcard)
                 d.authorizations[authz.id] = authz
                 authzIDs.append(authz.id)
             }
@@ -362,20 +373,33 @@ final class ACMEServerState: Sendable {
         return .json(200, challengeJSON(current, authzID, root), [("Link", "<\(root)authz/\(authzID)>;rel=\"up\"")])
     }
 
-    /// HTTP-01 (RFC 8555 §8.3): GET `http://<identifier>/.well-known/acme-challenge/<token>` on port 80, at the
-    /// address the resolvers give, must return the key authorization.
+    /// Validates one challenge and records the outcome on its authorization and orders.
     private func validate(authzID: String, challenge c: Challenge, keyAuthorization: String) async {
         guard let authz = data.withLock({ $0.authorizations[authzID] }) else { return }
         let name = authz.identifier.value
         var problem: ACMEServerProblem?
+        switch c.type {
+        case "dns-01": problem = await validateDNS(name, keyAuthorization)
+        case "tls-alpn-01": problem = await validateTLSALPN(name, ip: authz.identifier.type == "ip", keyAuthorization)
+        default: problem = await validateHTTP(name, ip: authz.identifier.type == "ip", c.token, keyAuthorization)
+        }
+        record(authzID, c, problem)
+    }
+
+    /// HTTP-01 (RFC 8555 §8.3): GET `http://<identifier>/.well-known/acme-challenge/<token>` on port 80, at the
+    /// address the resolvers give, must return the key authorization.
+    private func validateHTTP(_ name: String, ip: Bool, _ token: String, _ keyAuthorization: String) async
+        -> ACMEServerProblem?
+    {
+        var problem: ACMEServerProblem?
         do {
-            let address = try await resolve(name, ip: authz.identifier.type == "ip")
+            let address = try await resolve(name, ip: ip)
             let hostPart = address.contains(":") ? "[\(address)]" : address
             guard let http else {
                 throw ACMEServerProblem(type: "serverInternal", detail: "no HTTP client", status: 500)
             }
             let r = try await http.request(
-                .GET, "http://\(hostPart)/.well-known/acme-challenge/\(c.token)", hostHeader: name)
+                .GET, "http://\(hostPart)/.well-known/acme-challenge/\(token)", hostHeader: name)
             let body = String(decoding: r.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             if r.status != 200 {
                 problem = ACMEServerProblem(
@@ -390,6 +414,69 @@ final class ACMEServerState: Sendable {
         } catch {
             problem = ACMEServerProblem(type: "connection", detail: "\(name): \(error)", status: 400)
         }
+        return problem
+    }
+
+    /// DNS-01 (RFC 8555 §8.4): a TXT record at `_acme-challenge.<name>`, through the resolvers, must hold the
+    /// base64url SHA-256 of the key authorization.
+    private func validateDNS(_ name: String, _ keyAuthorization: String) async -> ACMEServerProblem? {
+        let expected = Base64URL.encode(Array(SHA256.hash(data: Array(keyAuthorization.utf8))))
+        let servers = data.withLock { $0.config.resolvers }
+        let fqdn = "_acme-challenge." + name
+        let records =
+            (try? await NIOThreadPool.singleton.runIfActive {
+                DNSClient.query(fqdn, type: 16, servers: servers.isEmpty ? [(nil, 53)] : servers)
+            }) ?? nil
+        let texts = (records ?? []).compactMap { $0.text?.joined() }
+        if texts.contains(expected) { return nil }
+        return ACMEServerProblem(
+            type: texts.isEmpty ? "dns" : "unauthorized",
+            detail: texts.isEmpty
+                ? "\(fqdn): no TXT record" : "\(fqdn): none of the TXT records is the expected digest",
+            status: 403)
+    }
+
+    /// TLS-ALPN-01 (RFC 8737): a handshake with the name on port 443 offering only `acme-tls/1` must negotiate it
+    /// and present a certificate for the name alone, with the critical acmeIdentifier extension holding the
+    /// SHA-256 of the key authorization.
+    private func validateTLSALPN(_ name: String, ip: Bool, _ keyAuthorization: String) async -> ACMEServerProblem? {
+        do {
+            let address = try await resolve(name, ip: ip)
+            let (alpn, leafDER) = try await TLSALPNProbe.handshake(
+                address: address, port: 443, serverName: ip ? nil : name, group: group)
+            guard alpn == "acme-tls/1" else {
+                return ACMEServerProblem(
+                    type: "unauthorized", detail: "\(name): acme-tls/1 was not negotiated", status: 403)
+            }
+            let leaf = try Certificate(derEncoded: leafDER)
+            let names = ((try? leaf.extensions.subjectAlternativeNames) ?? nil).map { Array($0) } ?? []
+            let expectedName: GeneralName =
+                ip
+                ? .ipAddress(ASN1OctetString(contentBytes: ArraySlice(IPAddress(name)?.bytes ?? [])))
+                : .dnsName(name)
+            guard names == [expectedName] else {
+                return ACMEServerProblem(
+                    type: "unauthorized", detail: "\(name): the challenge certificate names \(names)", status: 403)
+            }
+            let digest = Array(SHA256.hash(data: Array(keyAuthorization.utf8)))
+            guard let ext = leaf.extensions[oid: [1, 3, 6, 1, 5, 5, 7, 1, 31]], ext.critical,
+                Array(ext.value) == [0x04, 0x20] + digest
+            else {
+                return ACMEServerProblem(
+                    type: "unauthorized",
+                    detail: "\(name): the challenge certificate lacks the expected critical acmeIdentifier",
+                    status: 403)
+            }
+            return nil
+        } catch let p as ACMEServerProblem {
+            return p
+        } catch {
+            return ACMEServerProblem(type: "connection", detail: "\(name): \(error)", status: 400)
+        }
+    }
+
+    private func record(_ authzID: String, _ c: Challenge, _ problem: ACMEServerProblem?) {
+        let name = data.withLock { $0.authorizations[authzID]?.identifier.value } ?? ""
         data.withLock { d in
             guard var a = d.authorizations[authzID], let i = a.challenges.firstIndex(where: { $0.id == c.id }) else {
                 return
