@@ -5,8 +5,9 @@ import Testing
 final class OCSPResponder: TestDaemon, @unchecked Sendable {
     let port = freePort()
 
-    /// `revoked`: the responder reports the leaf revoked.
-    init(name: String, revoked: Bool = false) throws {
+    /// `revoked`: the responder reports the leaf revoked. `namedPort`: the responder port the leaf names, when
+    /// not this responder's.
+    init(name: String, revoked: Bool = false, namedPort: Int? = nil) throws {
         try super.init(prefix: "usher-ocsp")
         let dir = self.dir
         func openssl(_ args: [String]) throws { try runOpenSSL(args, in: dir) }
@@ -16,7 +17,7 @@ final class OCSPResponder: TestDaemon, @unchecked Sendable {
                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
             ])
         try openssl(["req"] + opensslNewP256Key + ["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=\(name)"])
-        try "subjectAltName=DNS:\(name)\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:\(port)/\n".write(
+        try "subjectAltName=DNS:\(name)\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:\(namedPort ?? port)/\n".write(
             to: dir.appendingPathComponent("leaf.ext"), atomically: true, encoding: .utf8)
         try openssl([
             "x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
@@ -55,12 +56,12 @@ final class OCSPResponder: TestDaemon, @unchecked Sendable {
 
 @Suite("OCSP stapling", .serialized)
 struct OCSPTests {
-    func config(_ r: OCSPResponder, port: Int, disabled: Bool = false) -> String {
+    func config(_ r: OCSPResponder, port: Int, disabled: Bool = false, policy: String = "{}") -> String {
         """
         {"admin": {"listen": "{{ADMIN}}"}, "apps": {
           "http": {"servers": {"s": {"listen": ["127.0.0.1:\(port)"], "tls_connection_policies": [{}],
             "routes": [{"handle": [{"handler": "static_response", "body": "stapled"}]}]}}},
-          "tls": {"disable_ocsp_stapling": \(disabled),
+          "tls": {"disable_ocsp_stapling": \(disabled), "automation": {"policies": [\(policy)]},
             "certificates": {"load_files": [{"certificate": "\(r.chain)", "key": "\(r.key)"}]}}}}
         """
     }
@@ -109,6 +110,34 @@ struct OCSPTests {
         defer { s.stop() }
         Thread.sleep(forTimeInterval: 1.5)
         #expect(try status(port).contains("OCSP response: no response sent"))
+    }
+
+    @Test(
+        "an automation policy's ocsp_overrides sends the request elsewhere; its disable_ocsp_stapling staples nothing")
+    func policyOptions() throws {
+        let dead = freePort()
+        let responder = try OCSPResponder(name: "ocsp.test", namedPort: dead)
+        let port = freePort()
+        var s = try UsherProcess(
+            config: config(
+                responder, port: port,
+                policy: #"{"ocsp_overrides": {"http://127.0.0.1:\#(dead)/": "http://127.0.0.1:\#(responder.port)/"}}"#),
+            waitPort: port)
+        var out = ""
+        #expect(
+            try waitUntil(20) {
+                out = try status(port)
+                return out.contains("Cert Status: good")
+            }, "\(out)\n\(s.log.suffix(2000))")
+        s.stop()
+
+        let direct = try OCSPResponder(name: "ocsp.test")
+        s = try UsherProcess(
+            config: config(direct, port: port, policy: #"{"disable_ocsp_stapling": true}"#), waitPort: port)
+        defer { s.stop() }
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(try status(port).contains("OCSP response: no response sent"))
+        #expect(!direct.log.contains("Received request"))
     }
 
     @Test("a revoked certificate's response is not stapled, and the status is logged")

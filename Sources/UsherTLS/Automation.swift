@@ -114,6 +114,10 @@ public struct AutomationPolicy: Decodable, Sendable {
     /// `must_staple`: ask for the TLS Feature (status_request) extension, so clients require a stapled OCSP
     /// response. Default: false.
     public var mustStaple: Bool
+    /// `disable_ocsp_stapling`: staple nothing for this policy's names. Default: false.
+    public var disableOCSPStapling: Bool
+    /// `ocsp_overrides`: responder URLs to ask instead of the ones certificates name (original → replacement).
+    public var ocspOverrides: [String: String]
     /// `on_demand`: obtain certificates for matching names during the first handshake that needs one, as the
     /// `tls` app's `automation.on_demand.permission` allows. Default: false.
     public var onDemand: Bool
@@ -147,8 +151,8 @@ public struct AutomationPolicy: Decodable, Sendable {
         reusePrivateKeys = try c.decodeIfPresent(Bool.self, forKey: .reusePrivateKeys) ?? false
         mustStaple = try c.decodeIfPresent(Bool.self, forKey: .mustStaple) ?? false
         onDemand = try c.decodeIfPresent(Bool.self, forKey: .onDemand) ?? false
-        _ = try c.decodeIfPresent(Bool.self, forKey: .disableOCSPStapling)
-        _ = try c.decodeIfPresent(JSONValue.self, forKey: .ocspOverrides)
+        disableOCSPStapling = try c.decodeIfPresent(Bool.self, forKey: .disableOCSPStapling) ?? false
+        ocspOverrides = try c.decodeIfPresent([String: String].self, forKey: .ocspOverrides) ?? [:]
     }
 
     mutating func provision(_ context: ProvisionContext) async throws {

@@ -109,6 +109,8 @@ enum OCSPStapling {
 final class OCSPStapler: Sendable {
     let store: CertificateStore
     let storage: any Storage
+    /// Per-policy `disable_ocsp_stapling` and `ocsp_overrides`, by the certificate's first name.
+    let automation: AutomationConfig?
     let logger: Logger
     let interval: TimeInterval
     private let makeClient: @Sendable () throws -> ACMEHTTPClient
@@ -118,10 +120,12 @@ final class OCSPStapler: Sendable {
     private let state = Mutex<[String: (retryAt: Date, checked: Date)]>([:])
 
     init(
-        store: CertificateStore, storage: any Storage, logger: Logger, interval: TimeInterval, group: any EventLoopGroup
+        store: CertificateStore, storage: any Storage, automation: AutomationConfig?, logger: Logger,
+        interval: TimeInterval, group: any EventLoopGroup
     ) {
         self.store = store
         self.storage = storage
+        self.automation = automation
         self.logger = logger
         self.interval = interval
         makeClient = { try ACMEHTTPClient(group: group, trustedRoots: nil, timeout: .seconds(10)) }
@@ -151,6 +155,7 @@ final class OCSPStapler: Sendable {
     }
 
     private func maintain(_ cert: TLSCertificate) async {
+        if policy(cert)?.disableOCSPStapling == true { return }
         let now = Date()
         let s = state.withLock { $0[cert.id] }
         if let s, now < s.retryAt { return }
@@ -211,7 +216,7 @@ final class OCSPStapler: Sendable {
             c = made
             return made
         }
-        let requester = OCSPHTTPRequester(client: http)
+        let requester = OCSPHTTPRequester(client: http, overrides: policy(cert)?.ocspOverrides ?? [:])
         // RFC 5280's rules handle the critical extensions CA certificates carry; without them no chain is built.
         var verifier = Verifier(rootCertificates: X509.CertificateStore([issuer])) {
             RFC5280Policy(validationTime: Date())
@@ -229,6 +234,12 @@ final class OCSPStapler: Sendable {
     }
 }
 
+extension OCSPStapler {
+    fileprivate func policy(_ cert: TLSCertificate) -> AutomationPolicy? {
+        cert.names.first.flatMap { automation?.policy(for: $0) }
+    }
+}
+
 struct OCSPError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
@@ -237,14 +248,19 @@ struct OCSPError: Error, CustomStringConvertible {
 /// Posts the request swift-certificates builds to the responder and keeps the raw answer for stapling.
 final class OCSPHTTPRequester: OCSPRequester {
     let client: ACMEHTTPClient
+    let overrides: [String: String]
     private let answer = Mutex<(response: [UInt8]?, failure: OCSPError?)>((nil, nil))
 
-    init(client: ACMEHTTPClient) { self.client = client }
+    init(client: ACMEHTTPClient, overrides: [String: String]) {
+        self.client = client
+        self.overrides = overrides
+    }
 
     var response: [UInt8]? { answer.withLock { $0.response } }
     var failure: OCSPError? { answer.withLock { $0.failure } }
 
-    func query(request: [UInt8], uri: String) async -> OCSPRequesterQueryResult {
+    func query(request: [UInt8], uri named: String) async -> OCSPRequesterQueryResult {
+        let uri = overrides[named] ?? named
         do {
             let r = try await client.request(.POST, uri, body: request, contentType: "application/ocsp-request")
             guard r.status == 200 else {

@@ -129,7 +129,7 @@ public struct TLSApp: App, Provisioner {
         runtime.withLock { $0 = manager }
         if !disableOCSPStapling && context.mode == .run {
             let made = OCSPStapler(
-                store: store, storage: context.storage, logger: context.logger("tls.ocsp"),
+                store: store, storage: context.storage, automation: automation, logger: context.logger("tls.ocsp"),
                 interval: automation?.ocspInterval.flatMap { $0.nanoseconds > 0 ? $0.seconds : nil } ?? 3600,
                 group: context.eventLoopGroup)
             stapler.withLock { $0 = made }
