@@ -224,6 +224,46 @@ struct ACMETests {
     }
 
     @Test(
+        "distributed HTTP-01: an instance sharing the storage answers the challenge another instance started")
+    func distributedHTTP01() throws {
+        let shared = FileManager.default.temporaryDirectory.appendingPathComponent("usher-fleet-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: shared) }
+        let (answering, ordering, https) = (freePort(), freePort(), freePort())
+        // pebble validates on the port of the instance that did not order.
+        let pebble = try Pebble(httpPort: answering, tlsPort: freePort())
+        let issuer = """
+            {"module": "acme", "ca": "\(pebble.directory)", "trusted_roots_pem_files": ["\(pebble.apiCA)"],
+             "challenges": {"tls-alpn": {"disabled": true}}}
+            """
+        let b = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "storage": {"module": "file_system", "root": "\(shared.path)"},
+                 "apps": {"http": {"http_port": \(answering), "servers": {"plain": {"listen": ["127.0.0.1:\(answering)"],
+                   "routes": [{"handle": [{"handler": "static_response", "status_code": 404}]}]}}},
+                  "tls": {"automation": {"policies": [{"issuers": [\(issuer)]}]}}}}
+                """, waitPort: answering)
+        defer { b.stop() }
+        let a = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "storage": {"module": "file_system", "root": "\(shared.path)"},
+                 "apps": {"http": {"http_port": \(ordering), "https_port": \(https), "servers": {
+                   "s": {"listen": ["127.0.0.1:\(https)"], "routes": [{"match": [{"host": ["dist.test"]}],
+                     "handle": [{"handler": "static_response", "body": "fleet"}]}]}}},
+                  "tls": {"automation": {"policies": [{"issuers": [\(issuer)]}]}}}}
+                """, waitPort: https)
+        defer { a.stop() }
+        #expect(
+            waitUntil(60) { a.log.contains("certificate obtained successfully") },
+            "\(a.log.suffix(3000))\n--- B:\n\(b.log.suffix(2000))")
+        #expect(b.log.contains(#""msg":"served key authentication""#) && b.log.contains(#""distributed":true"#))
+        #expect(try verifiedSerial(port: https, name: "dist.test", caFile: pebble.rootFile()) != nil)
+        // The stored challenge is gone once the order is done.
+        let tokens = shared.appendingPathComponent("acme/\(pebble.issuerKey)/challenge_tokens")
+        #expect(
+            waitUntil(5) { ((try? FileManager.default.contentsOfDirectory(atPath: tokens.path)) ?? []).isEmpty })
+    }
+
+    @Test(
         "TLS-ALPN-01: with HTTP-01 disabled, pebble validates acme-tls/1 on the HTTPS port; other clients are unaffected"
     )
     func tlsALPN01() throws {

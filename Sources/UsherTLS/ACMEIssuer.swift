@@ -38,6 +38,9 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
     public var tlsALPNChallengeDisabled: Bool
     /// `challenges.tls-alpn.alternate_port`.
     public var tlsALPNAlternatePort: Int
+    /// `challenges.distributed`: store each HTTP-01 challenge in storage so any instance sharing it can answer the
+    /// CA. Default: true.
+    public var distributed: Bool
     /// `challenges.dns`: DNS-01 through a DNS provider; when set, the only challenge used.
     public var dnsChallenge: DNSChallengeConfig?
     /// `trusted_roots_pem_files`: roots the CA's own certificate must chain to. Default: the system's.
@@ -92,9 +95,10 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         httpAlternatePort = 0
         tlsALPNChallengeDisabled = false
         tlsALPNAlternatePort = 0
+        distributed = true
         if c.contains(.challenges) {
             let ch = try c.nestedContainer(keyedBy: ChallengeKeys.self, forKey: .challenges)
-            try ch.refuseUnsupported([.distributed])
+            distributed = try ch.decodeIfPresent(Bool.self, forKey: .distributed) ?? true
             dnsChallenge = try ch.decodeIfPresent(DNSChallengeConfig.self, forKey: .dns)
             if ch.contains(.http) {
                 let h = try ch.nestedContainer(keyedBy: PortChallengeKeys.self, forKey: .http)
@@ -359,6 +363,7 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         switch challenge.type {
         case "http-01":
             rt.board.presentHTTP(token: challenge.token, host: id, keyAuthorization: challenge.keyAuthorization)
+            if distributed { await storeDistributed(challenge, rt) }
             let port = httpAlternatePort > 0 ? httpAlternatePort : rt.board.httpPort
             if !rt.board.servedPorts.contains(port) {
                 listener = await HTTPChallengeListener.open(
@@ -379,7 +384,12 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
             rt.board.presentTLSALPN(
                 name: id, certificate: try Self.tlsALPNCertificate(authz.identifier, challenge.keyAuthorization))
         }
+        let stored = distributed && challenge.type == "http-01"
         defer {
+            if stored {
+                let key = Self.challengeTokenKey(issuerKey, id)
+                Task { try? await rt.storage.delete(key) }
+            }
             listener?.close(promise: nil)
             rt.board.withdrawHTTP(token: challenge.token)
             rt.board.withdrawTLSALPN(name: id)
@@ -398,6 +408,41 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         if let presentedDNS, let dns = rt.dns { await dns.cleanUp(presentedDNS) }
         rt.failedChallenges.withLock { $0[id] = nil }
         rt.logger.info("authorization finalized", metadata: ["identifier": "\(id)", "authz_status": "valid"])
+    }
+
+    /// certmagic's place for a challenge other instances may answer: `acme/<issuer>/challenge_tokens/<name>.json`.
+    static func challengeTokenKey(_ issuerKey: String, _ identifier: String) -> String {
+        "acme/" + StorageKeys.safe(issuerKey) + "/challenge_tokens/" + StorageKeys.safe(identifier) + ".json"
+    }
+
+    /// Stores the challenge as acmez marshals it, so Caddy instances sharing the storage can answer it too.
+    private func storeDistributed(_ c: ACMEChallenge, _ rt: Runtime) async {
+        let info: JSONValue = [
+            "type": .string(c.type), "url": .string(c.url), "status": .string(c.status), "token": .string(c.token),
+            "keyAuthorization": .string(c.keyAuthorization),
+            "identifier": ["type": .string(c.identifier.type), "value": .string(c.identifier.value)],
+        ]
+        do {
+            try await rt.storage.store(
+                Self.challengeTokenKey(issuerKey, c.identifier.value), info.serializedBytes(.compact))
+        } catch {
+            rt.logger.warning(
+                "storing challenge for distributed solving",
+                metadata: [
+                    "identifier": "\(c.identifier.value)",
+                    "error": "\(error)",
+                ])
+        }
+    }
+
+    /// Looks up a challenge another instance stored for `identifier` under any of `issuers`.
+    static func distributedChallenge(_ identifier: String, issuers: [any AutomationIssuer], storage: any Storage)
+        async -> [UInt8]?
+    {
+        for issuer in issuers where issuer is ACMEIssuer {
+            if let bytes = try? await storage.load(challengeTokenKey(issuer.issuerKey, identifier)) { return bytes }
+        }
+        return nil
     }
 
     /// The self-signed certificate TLS-ALPN-01 validates (RFC 8737 §3): the identifier as its only name and the

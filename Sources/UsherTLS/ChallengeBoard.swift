@@ -1,4 +1,5 @@
 import Synchronization
+public import UsherCore
 
 /// The ACME challenges this process is presenting right now, for the servers that answer them: HTTP-01 key
 /// authorizations by token (served by the `http` app ahead of routes) and TLS-ALPN-01 certificates by name (served
@@ -15,6 +16,14 @@ public final class ACMEChallengeBoard: Sendable {
     private let tlsALPNCount = Atomic<Int>(0)
     private let httpPortValue = Atomic<Int>(80)
     private let served = Mutex<Set<Int>>([])
+    private let lookup = Mutex<DistributedLookup?>(nil)
+    private let hasLookup = Atomic<Bool>(false)
+
+    /// Loads the challenge another instance sharing this storage stored for an identifier (certmagic's
+    /// `challenge_tokens/<name>.json`), or nil.
+    public typealias DistributedLookup = @Sendable (_ identifier: String) async -> [UInt8]?
+
+    static let httpPrefix = "/.well-known/acme-challenge/"
 
     public init() {}
 
@@ -32,6 +41,32 @@ public final class ACMEChallengeBoard: Sendable {
     public var servedPorts: Set<Int> {
         get { served.withLock { $0 } }
         set { served.withLock { $0 = newValue } }
+    }
+
+    /// Where challenges other instances started are looked up (set by the `tls` app for its storage and issuers).
+    public func setDistributedLookup(_ f: DistributedLookup?) {
+        lookup.withLock { $0 = f }
+        hasLookup.store(f != nil, ordering: .relaxed)
+    }
+
+    /// Whether a request for `path` may be an HTTP-01 check this process can answer: one or two atomic loads and a
+    /// prefix check, so every request can ask.
+    public func mayAnswerHTTP(path: String) -> Bool {
+        (hasHTTPChallenges || hasLookup.load(ordering: .relaxed)) && path.hasPrefix(Self.httpPrefix)
+    }
+
+    /// The key authorization for a GET of `path` on `host`: from this process's own challenges, else (distributed
+    /// solving) from a challenge another instance sharing the storage started. `distributed` says which.
+    public func httpAnswer(host: String, path: String) async -> (keyAuthorization: String, distributed: Bool)? {
+        if let local = localHTTPAnswer(host: host, path: path) { return (local, false) }
+        guard path.hasPrefix(Self.httpPrefix), let lookup = lookup.withLock({ $0 }),
+            let bytes = await lookup(host.lowercased()), let info = try? JSONValue.parse(bytes).objectValue,
+            info["type"]?.stringValue == "http-01",
+            info["token"]?.stringValue == String(path.dropFirst(Self.httpPrefix.count)),
+            info["identifier"]?.objectValue?["value"]?.stringValue?.lowercased() == host.lowercased(),
+            let keyAuthorization = info["keyAuthorization"]?.stringValue
+        else { return nil }
+        return (keyAuthorization, true)
     }
 
     /// Presents `keyAuthorization` at `/.well-known/acme-challenge/<token>` for requests to `host`.
@@ -52,10 +87,9 @@ public final class ACMEChallengeBoard: Sendable {
 
     /// The key authorization to serve for a GET of `path` on `host`, if a challenge is presented there. The host
     /// must be the identifier being validated (certmagic's check against DNS rebinding).
-    public func httpAnswer(host: String, path: String) -> String? {
-        let prefix = "/.well-known/acme-challenge/"
-        guard path.hasPrefix(prefix) else { return nil }
-        let token = String(path.dropFirst(prefix.count))
+    public func localHTTPAnswer(host: String, path: String) -> String? {
+        guard path.hasPrefix(Self.httpPrefix) else { return nil }
+        let token = String(path.dropFirst(Self.httpPrefix.count))
         return http01.withLock { board in
             guard let c = board[token], c.host == host.lowercased() else { return nil }
             return c.keyAuthorization

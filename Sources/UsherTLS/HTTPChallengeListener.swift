@@ -57,7 +57,7 @@ private final class ChallengeResponder: ChannelInboundHandler {
             guard let head else { return }
             self.head = nil
             let host = splitHost(head.headers.first(name: "host") ?? "")
-            let answer = head.method == .GET ? board.httpAnswer(host: host, path: head.uri) : nil
+            let answer = head.method == .GET ? board.localHTTPAnswer(host: host, path: head.uri) : nil
             if answer != nil {
                 logger.info("served key authentication", metadata: ["identifier": "\(host)", "listener": "temporary"])
             }

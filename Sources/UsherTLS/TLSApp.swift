@@ -127,6 +127,14 @@ public struct TLSApp: App, Provisioner {
             store: store, storage: context.storage, automation: automation, logger: context.logger("tls"),
             defaultIssuers: defaults)
         runtime.withLock { $0 = manager }
+        if context.mode == .run {
+            // Distributed solving: this instance answers HTTP-01 challenges others sharing the storage started.
+            let board = context.services.service(ACMEChallengeBoard.self) { ACMEChallengeBoard() }
+            board.setDistributedLookup { [manager] name in
+                let plan = manager.plan(for: name)
+                return await ACMEIssuer.distributedChallenge(name, issuers: plan.issuers, storage: plan.storage)
+            }
+        }
         if !disableOCSPStapling && context.mode == .run {
             let made = OCSPStapler(
                 store: store, storage: context.storage, automation: automation, logger: context.logger("tls.ocsp"),

@@ -87,8 +87,9 @@ public final class HTTPServerInstance: Sendable {
             writer.headers.add(name: "Alt-Svc", value: "h3=\":\(port)\"; ma=2592000")
         }
         request.topWriter = writer
-        if let challenges, challenges.hasHTTPChallenges, request.method == .GET,
-            let answer = challenges.httpAnswer(host: request.hostWithoutPort, path: request.escapedPath)
+        if let challenges, challenges.mayAnswerHTTP(path: request.escapedPath), request.method == .GET,
+            let (answer, distributed) = await challenges.httpAnswer(
+                host: request.hostWithoutPort, path: request.escapedPath)
         {
             writer.headers.replaceOrAdd(name: "Content-Type", value: "text/plain")
             writer.headers.replaceOrAdd(name: "Content-Length", value: String(answer.utf8.count))
@@ -100,6 +101,7 @@ public final class HTTPServerInstance: Sendable {
                     level: .info, logger: "tls.issuance.acme", message: "served key authentication",
                     fields: [
                         LogField("identifier", .string(request.hostWithoutPort)), LogField("challenge", "http-01"),
+                        LogField("distributed", .bool(distributed)),
                         LogField("remote", .string(request.remoteAddress?.description ?? "")),
                     ]))
             return
