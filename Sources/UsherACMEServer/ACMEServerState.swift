@@ -423,10 +423,7 @@ final class ACMEServerState: Sendable {
         let expected = Base64URL.encode(Array(SHA256.hash(data: Array(keyAuthorization.utf8))))
         let servers = data.withLock { $0.config.resolvers }
         let fqdn = "_acme-challenge." + name
-        let records =
-            (try? await NIOThreadPool.singleton.runIfActive {
-                DNSClient.query(fqdn, type: 16, servers: servers.isEmpty ? [(nil, 53)] : servers)
-            }) ?? nil
+        let records = await DNSClient.lookup(fqdn, type: 16, servers: servers.isEmpty ? [(nil, 53)] : servers)
         let texts = (records ?? []).compactMap { $0.text?.joined() }
         if texts.contains(expected) { return nil }
         return ACMEServerProblem(

@@ -1,6 +1,5 @@
 import Crypto
 import Logging
-import NIOPosix
 import UsherACME
 public import UsherCore
 
@@ -92,11 +91,6 @@ enum DNSResolvers {
     }
 
     static let system: [(host: String?, port: Int)] = [(nil, 53)]
-
-    /// `DNSClient.query` off the caller's thread.
-    static func query(_ name: String, type: Int32, _ servers: [(host: String?, port: Int)]) async -> [DNSRecord]? {
-        try? await NIOThreadPool.singleton.runIfActive { DNSClient.query(name, type: type, servers: servers) }
-    }
 }
 
 /// Puts DNS-01 answers in place through a provider, waits until they are visible, and removes them.
@@ -152,7 +146,7 @@ struct DNS01Solver: Sendable {
             }
             var everywhere = true
             for server in servers {
-                let texts = await DNSResolvers.query(p.fqdn, type: 16, [server]) ?? []
+                let texts = await DNSClient.lookup(p.fqdn, type: 16, servers: [server]) ?? []
                 if !texts.contains(where: { ($0.text ?? []).joined() == p.record.data }) {
                     everywhere = false
                     last = "\(p.fqdn) TXT not yet \(p.record.data) at \(server.host ?? "the system resolver")"
@@ -185,7 +179,7 @@ struct DNS01Solver: Sendable {
         var labels = fqdn.lowercased().split(separator: ".").map(String.init)
         while !labels.isEmpty {
             let candidate = labels.joined(separator: ".")
-            if let answers = await DNSResolvers.query(candidate, type: 6, servers),
+            if let answers = await DNSClient.lookup(candidate, type: 6, servers: servers),
                 answers.contains(where: { $0.type == 6 && $0.name.lowercased() == candidate })
             {
                 return candidate + "."
@@ -197,11 +191,11 @@ struct DNS01Solver: Sendable {
 
     /// The zone's name servers, by address, on port 53 (certmagic checks each authoritative server).
     private func authoritativeServers(_ zone: String) async -> [(host: String?, port: Int)] {
-        let ns = await DNSResolvers.query(zone, type: 2, DNSResolvers.system) ?? []
+        let ns = await DNSClient.lookup(zone, type: 2, servers: DNSResolvers.system) ?? []
         var out: [(host: String?, port: Int)] = []
         for record in ns where record.type == 2 {
             guard let target = record.target else { continue }
-            for a in await DNSResolvers.query(target, type: 1, DNSResolvers.system) ?? [] {
+            for a in await DNSClient.lookup(target, type: 1, servers: DNSResolvers.system) ?? [] {
                 if let address = a.address { out.append((address, 53)) }
             }
         }

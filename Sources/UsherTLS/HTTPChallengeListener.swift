@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import UsherCore
 
 /// A listener that answers HTTP-01 and nothing else, opened while a challenge is presented on a port nothing
 /// listens on (no server of this config, no other process): certmagic's solver does the same. When the port is
@@ -56,7 +57,7 @@ private final class ChallengeResponder: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            let host = splitHost(head.headers.first(name: "host") ?? "")
+            let host = splitHostPort(head.headers.first(name: "host") ?? "").host
             let answer = head.method == .GET ? board.localHTTPAnswer(host: host, path: head.uri) : nil
             if answer != nil {
                 logger.info("served key authentication", metadata: ["identifier": "\(host)", "listener": "temporary"])
@@ -73,14 +74,5 @@ private final class ChallengeResponder: ChannelInboundHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
         }
-    }
-
-    /// The host without a port (`[v6]:port` keeps the address).
-    private func splitHost(_ h: String) -> String {
-        if h.hasPrefix("["), let close = h.firstIndex(of: "]") {
-            return String(h[h.index(after: h.startIndex)..<close])
-        }
-        if let colon = h.lastIndex(of: ":"), h.firstIndex(of: ":") == colon { return String(h[..<colon]) }
-        return h
     }
 }

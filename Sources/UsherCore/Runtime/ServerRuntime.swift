@@ -186,11 +186,7 @@ public actor ServerRuntime {
     public func validate(_ json: JSONValue) async throws {
         let decoded = try ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: json)
         _ = try (decoded.logging ?? LoggingConfig()).makeSinks(router: LogRouter())
-        let storage = try await Self.makeStorage(decoded, environment: environment, mode: .validate)
-        let context = ProvisionContext(
-            environment: environment, mode: .validate, generation: 0, apps: decoded.apps, storage: storage)
-        defer { Task { await context.runCleanups() } }
-        try await context.provisionAllApps()
+        try await provisionForCommand(decoded) { _ in }
     }
 
     /// Decodes and provisions `json` without starting anything, hands the provisioned context to `body` (which
@@ -199,7 +195,14 @@ public actor ServerRuntime {
     public func withProvisionedApps<T: Sendable>(
         _ json: JSONValue, _ body: (ProvisionContext) async throws -> T
     ) async throws -> T {
-        let decoded = try ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: json)
+        try await provisionForCommand(
+            ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: json), body)
+    }
+
+    /// Provisions `decoded` in validate mode, runs `body`, then cleans up.
+    private func provisionForCommand<T: Sendable>(
+        _ decoded: UsherConfig, _ body: (ProvisionContext) async throws -> T
+    ) async throws -> T {
         let storage = try await Self.makeStorage(decoded, environment: environment, mode: .validate)
         let context = ProvisionContext(
             environment: environment, mode: .validate, generation: 0, apps: decoded.apps, storage: storage)

@@ -1,4 +1,5 @@
 import CUsherSystem
+import NIOPosix
 
 /// Plain DNS queries (class IN) to given nameservers or the system's, for dynamic upstreams, the ACME server's
 /// `resolvers` and DNS-01 propagation checks.
@@ -14,6 +15,13 @@ public enum DNSClient {
             if n > 0 { return DNSMessage.records(Array(answer[0..<Int(n)])) }
         }
         return nil
+    }
+
+    /// ``query(_:type:servers:)`` on NIO's blocking-work pool, for async callers.
+    public static func lookup(_ name: String, type: Int32, servers: [(host: String?, port: Int)]) async
+        -> [DNSRecord]?
+    {
+        (try? await NIOThreadPool.singleton.runIfActive { query(name, type: type, servers: servers) }) ?? nil
     }
 }
 
