@@ -290,10 +290,7 @@ struct ACMETests {
         let knot = try Knot(zone: "dns01.test")
         let (http, https) = (freePort(), freePort())
         let pebble = try Pebble(httpPort: freePort(), tlsPort: freePort(), dnsServer: knot.address)
-        let provider = """
-            {"name": "rfc2136", "key_name": "\(knot.keyName)", "key_alg": "hmac-sha256", "key": "\(knot.secret)",
-             "server": "\(knot.address)"}
-            """
+        let provider = knot.provider()
         let s = try UsherProcess(
             config: config(
                 http: http, https: https, pebble: pebble, names: ["*.dns01.test", "dns01.test"],
@@ -329,10 +326,7 @@ struct ACMETests {
         let (http, https) = (freePort(), freePort())
         let pebble = try Pebble(httpPort: freePort(), tlsPort: freePort(), dnsServer: knot.address)
         let wrong = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-        let provider = """
-            {"name": "rfc2136", "key_name": "\(knot.keyName)", "key_alg": "hmac-sha256", "key": "\(wrong)",
-             "server": "\(knot.address)"}
-            """
+        let provider = knot.provider(key: wrong)
         let s = try UsherProcess(
             config: config(
                 http: http, https: https, pebble: pebble, names: ["x.dns01.test"],
@@ -782,6 +776,18 @@ struct ACMETests {
         )
     }
 
+    /// Usher serving `*.dns01.test` on `https`, its certificate from `directory` by DNS-01 through `knot`.
+    func wildcardClient(https: Int, directory: String, root: String, knot: Knot) -> String {
+        """
+        {"admin": {"listen": "{{ADMIN}}"}, "apps": {
+          "http": {"http_port": \(freePort()), "https_port": \(https), "servers": {"s": {"listen": ["127.0.0.1:\(https)"],
+            "routes": [{"match": [{"host": ["*.dns01.test"]}], "handle": [{"handler": "static_response", "body": "hi"}]}]}}},
+          "tls": {"automation": {"policies": [{"issuers": [{"module": "acme", "ca": "\(directory)",
+            "trusted_roots_pem_files": ["\(root)"],
+            "challenges": {"dns": {"provider": \(knot.provider()), "resolvers": ["\(knot.address)"]}}}]}]}}}}
+        """
+    }
+
     @Test("acme_server validates DNS-01 through its resolvers: a wildcard for Usher answered with rfc2136 in Knot")
     func acmeServerDNS01() throws {
         let knot = try Knot(zone: "dns01.test")
@@ -791,19 +797,8 @@ struct ACMETests {
             #""resolvers": ["\#(knot.address)"], "policy": {"allow_wildcard_names": true}"#, data: data)
         defer { ca.stop() }
         let https = freePort()
-        let provider = """
-            {"name": "rfc2136", "key_name": "\(knot.keyName)", "key_alg": "hmac-sha256", "key": "\(knot.secret)",
-             "server": "\(knot.address)"}
-            """
         let u = try UsherProcess(
-            config: """
-                {"admin": {"listen": "{{ADMIN}}"}, "apps": {
-                  "http": {"http_port": \(freePort()), "https_port": \(https), "servers": {"s": {"listen": ["127.0.0.1:\(https)"],
-                    "routes": [{"match": [{"host": ["*.dns01.test"]}], "handle": [{"handler": "static_response", "body": "hi"}]}]}}},
-                  "tls": {"automation": {"policies": [{"issuers": [{"module": "acme", "ca": "\(directory)",
-                    "trusted_roots_pem_files": ["\(root)"],
-                    "challenges": {"dns": {"provider": \(provider), "resolvers": ["\(knot.address)"]}}}]}]}}}}
-                """, waitPort: https)
+            config: wildcardClient(https: https, directory: directory, root: root, knot: knot), waitPort: https)
         defer { u.stop() }
         #expect(
             waitUntil(60) { u.log.contains("certificate obtained successfully") },
@@ -863,19 +858,10 @@ struct ACMETests {
         let root = home.appendingPathComponent("caddy/pki/authorities/local/root.crt").path
         #expect(waitUntil(10) { FileManager.default.fileExists(atPath: root) }, "\(ca.log.suffix(2000))")
         let https = freePort()
-        let provider = """
-            {"name": "rfc2136", "key_name": "\(knot.keyName)", "key_alg": "hmac-sha256", "key": "\(knot.secret)",
-             "server": "\(knot.address)"}
-            """
         let u = try UsherProcess(
-            config: """
-                {"admin": {"listen": "{{ADMIN}}"}, "apps": {
-                  "http": {"http_port": \(freePort()), "https_port": \(https), "servers": {"s": {"listen": ["127.0.0.1:\(https)"],
-                    "routes": [{"match": [{"host": ["*.dns01.test"]}], "handle": [{"handler": "static_response", "body": "hi"}]}]}}},
-                  "tls": {"automation": {"policies": [{"issuers": [{"module": "acme",
-                    "ca": "https://localhost:\(caPort)/acme/local/directory", "trusted_roots_pem_files": ["\(root)"],
-                    "challenges": {"dns": {"provider": \(provider), "resolvers": ["\(knot.address)"]}}}]}]}}}}
-                """, waitPort: https)
+            config: wildcardClient(
+                https: https, directory: "https://localhost:\(caPort)/acme/local/directory", root: root, knot: knot),
+            waitPort: https)
         defer { u.stop() }
         #expect(
             waitUntil(60) { u.log.contains("certificate obtained successfully") },

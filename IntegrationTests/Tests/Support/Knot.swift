@@ -58,6 +58,14 @@ final class Knot: TestDaemon, @unchecked Sendable {
 
     var address: String { "127.0.0.1:\(port)" }
 
+    /// `dns.providers.rfc2136` JSON for this server's zone (with another `key` to see a refusal).
+    func provider(key: String? = nil) -> String {
+        """
+        {"name": "rfc2136", "key_name": "\(keyName)", "key_alg": "hmac-sha256", "key": "\(key ?? secret)",
+         "server": "\(address)"}
+        """
+    }
+
     /// The records of `name` (TXT unless said), as `kdig +short` prints them, quotes removed.
     func txt(_ name: String, type: String = "TXT") throws -> [String] {
         let r = try runCommand("/usr/bin/kdig", ["@127.0.0.1", "-p", "\(port)", type, name, "+short", "+time=2"])
