@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Small C helpers for system calls Swift cannot import (glibc's _GNU_SOURCE API).
@@ -184,11 +185,24 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `caddy.storage.postgres`: storage, locks and fencing shared by a fleet through PostgreSQL.
+        .target(
+            name: "UsherPostgres",
+            dependencies: [
+                "UsherCore", "UsherCaddyfile",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "UsherStandard",
             dependencies: [
                 "UsherCore", "UsherTLS", "UsherHTTP", "UsherHandlers", "UsherReverseProxy", "UsherACMEServer",
-                "UsherCaddyfileHTTP", "UsherDNS",
+                "UsherCaddyfileHTTP", "UsherDNS", "UsherPostgres",
             ],
             swiftSettings: swiftSettings
         ),
@@ -327,7 +341,9 @@ let package = Package(
         ),
         .testTarget(
             name: "UsherCaddyfileTests",
-            dependencies: ["UsherCore", "UsherCaddyfile", "UsherCaddyfileHTTP", "UsherStandard", "UsherTestModules"],
+            dependencies: [
+                "UsherCore", "UsherCaddyfile", "UsherCaddyfileHTTP", "UsherStandard", "UsherTestModules", "UsherPostgres",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -9,6 +9,8 @@ final class Pebble: @unchecked Sendable {
     let port: Int
     let managementPort: Int
     let dnsPort: Int
+    /// pebble-challtestsrv's management API (`/add-a` and friends).
+    let dnsManagementPort = freePort()
     let pebble = Process()
     let dns = Process()
     let logFile: URL
@@ -56,7 +58,7 @@ final class Pebble: @unchecked Sendable {
         dns.executableURL = URL(fileURLWithPath: "/usr/bin/pebble-challtestsrv")
         dns.arguments = [
             "-dns01", "127.0.0.1:\(dnsPort)", "-http01", "", "-https01", "", "-tlsalpn01", "",
-            "-management", "127.0.0.1:\(freePort())", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+            "-management", "127.0.0.1:\(dnsManagementPort)", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
         ]
         dns.standardOutput = FileHandle.nullDevice
         dns.standardError = FileHandle.nullDevice
@@ -93,6 +95,15 @@ final class Pebble: @unchecked Sendable {
         return path
     }
 
+    /// Makes pebble-challtestsrv answer A queries for `host` with `address` (pebble validates HTTP-01 there).
+    func setA(_ host: String, _ address: String) throws {
+        let r = try curl([
+            "-X", "POST", "-d", #"{"host": "\#(host).", "addresses": ["\#(address)"]}"#,
+            "http://127.0.0.1:\(dnsManagementPort)/add-a",
+        ])
+        guard r.status == 200 else { throw TestFailure("challtestsrv add-a: HTTP \(r.status)") }
+    }
+
     /// How many certificates pebble has issued (it logs each).
     var issuedCount: Int { log.components(separatedBy: "Issued certificate serial").count - 1 }
 
@@ -120,9 +131,10 @@ func waitUntil(_ seconds: TimeInterval, _ condition: () throws -> Bool) rethrows
 }
 
 /// The leaf serial `openssl s_client` saw, verified against `caFile`; `nil` when verification failed.
-func verifiedSerial(port: Int, name: String, caFile: String) throws -> String? {
+func verifiedSerial(host: String = "127.0.0.1", port: Int, name: String, caFile: String) throws -> String? {
     let out = try sClient(
-        port: port, serverName: name, extra: ["-CAfile", caFile, "-verify_return_error", "-verify_hostname", name])
+        host: host, port: port, serverName: name,
+        extra: ["-CAfile", caFile, "-verify_return_error", "-verify_hostname", name])
     // s_client says "0 (ok)" also when no certificate came at all, so a serial must be read from one.
     guard out.contains("Verify return code: 0 (ok)"), out.contains("-----BEGIN CERTIFICATE-----") else { return nil }
     let pem = try runCommand("/usr/bin/openssl", ["x509", "-noout", "-serial"], input: Data(out.utf8))

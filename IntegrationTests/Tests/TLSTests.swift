@@ -51,8 +51,10 @@ struct TestPKI {
 }
 
 /// `openssl s_client` against 127.0.0.1:`port`: what it printed (handshake summary and peer certificate).
-func sClient(port: Int, serverName: String?, alpn: String? = nil, extra: [String] = []) throws -> String {
-    var args = ["s_client", "-connect", "127.0.0.1:\(port)"]
+func sClient(
+    host: String = "127.0.0.1", port: Int, serverName: String?, alpn: String? = nil, extra: [String] = []
+) throws -> String {
+    var args = ["s_client", "-connect", "\(host):\(port)"]
     if let serverName { args += ["-servername", serverName] } else { args += ["-noservername"] }
     if let alpn { args += ["-alpn", alpn] }
     let r = try runCommand("/usr/bin/openssl", args + extra, input: Data(), timeout: 15)

@@ -44,11 +44,21 @@ public final class ACMEHTTPClient: Sendable {
         self.timeout = timeout
     }
 
+    /// A client with a TLS configuration of the caller's (client certificates, roots), e.g. for config loaders.
+    public init(group: any EventLoopGroup, tlsConfiguration: TLSConfiguration, timeout: TimeAmount) throws {
+        var config = tlsConfiguration
+        config.applicationProtocols = ["http/1.1"]
+        self.tls = try NIOSSLContext(configuration: config)
+        self.group = group
+        self.timeout = timeout
+    }
+
     /// Sends one request and reads the whole response.
-    /// `hostHeader` replaces the URL's host in `Host` (to ask an address for a name, as validators do).
+    /// `hostHeader` replaces the URL's host in `Host` (to ask an address for a name, as validators do); `headers`
+    /// are added as given (a `User-Agent` or `Accept` among them replaces the default).
     public func request(
         _ method: HTTPMethod, _ urlString: String, body: [UInt8]? = nil, contentType: String? = nil,
-        hostHeader: String? = nil
+        hostHeader: String? = nil, headers: [(name: String, value: String)] = []
     ) async throws -> ACMEHTTPResponse {
         guard let url = URLComponents(string: urlString), let scheme = url.scheme?.lowercased(),
             scheme == "https" || scheme == "http", let host = url.host, !host.isEmpty
@@ -87,8 +97,13 @@ public final class ACMEHTTPClient: Sendable {
         }
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: target)
         head.headers.add(name: "Host", value: hostHeader ?? url.port.map { "\(host):\($0)" } ?? host)
-        head.headers.add(name: "User-Agent", value: Self.userAgent)
-        head.headers.add(name: "Accept", value: "*/*")
+        if !headers.contains(where: { $0.name.lowercased() == "user-agent" }) {
+            head.headers.add(name: "User-Agent", value: Self.userAgent)
+        }
+        if !headers.contains(where: { $0.name.lowercased() == "accept" }) {
+            head.headers.add(name: "Accept", value: "*/*")
+        }
+        for h in headers { head.headers.add(name: h.name, value: h.value) }
         head.headers.add(name: "Connection", value: "close")
         if let body {
             head.headers.add(name: "Content-Length", value: String(body.count))

@@ -4,6 +4,7 @@ public import UsherCore
 import UsherDNS
 import UsherHTTP
 import UsherHandlers
+import UsherPostgres
 import UsherReverseProxy
 import UsherTLS
 
@@ -20,7 +21,7 @@ public enum StandardModules: ModuleBundle {
             // TLS and PKI
             TLSApp.self, PKIApp.self, LoadFilesLoader.self, LoadPEMLoader.self, LoadFoldersLoader.self,
             AutomateLoader.self, InternalIssuer.self, ACMEIssuer.self, PermissionByHTTP.self, SNIMatcher.self,
-            InlineCAPool.self, RFC2136Provider.self,
+            InlineCAPool.self, RFC2136Provider.self, PostgresStorageModule.self, HTTPConfigLoader.self,
             FileCAPool.self, CombinedCAPool.self,
             // Matchers
             HostMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self, HeaderMatcher.self,
@@ -49,7 +50,7 @@ public enum StandardModules: ModuleBundle {
     public static var extensions: [any BundleExtension] {
         [
             CaddyfileAdapter(), HTTPMatcherCaddyfile.support, ServerCaddyfile.support, HandlerCaddyfile.support,
-            ReverseProxyCaddyfile.support, TLSCaddyfile.support, DNSCaddyfile.support,
+            ReverseProxyCaddyfile.support, TLSCaddyfile.support, DNSCaddyfile.support, PostgresCaddyfile.support,
             UpstreamsAdminEndpoint(),
         ]
             + HTTPCaddyfile.support

@@ -263,6 +263,20 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
 
     // MARK: - Issuing
 
+    #if DEBUG
+    /// Debug builds only, for the fleet tests: `USHER_DEBUG_PAUSE_AFTER_ORDER=S` waits S seconds after each new
+    /// order, so a test can stop or kill the instance while it holds the order's lock.
+    private static let pauseAfterOrder = getenv("USHER_DEBUG_PAUSE_AFTER_ORDER").flatMap {
+        Double(String(cString: $0))
+    }
+
+    private static func pauseIfAsked(_ order: ACMEOrder, _ rt: Runtime) async {
+        guard let pauseAfterOrder else { return }
+        rt.logger.warning("debug: pausing after new order", metadata: ["seconds": "\(pauseAfterOrder)"])
+        try? await Task.sleep(nanoseconds: UInt64(pauseAfterOrder * 1e9))
+    }
+    #endif
+
     public func issue(_ request: CertificateRequest) async throws -> IssuedCertificate {
         guard let rt = runtime.withLock({ $0 }) else { throw ConfigError("the ACME issuer was not provisioned") }
         let account = try await account(rt)
@@ -277,6 +291,9 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
             order = try await rt.client.newOrder(
                 account: account, identifiers: identifiers, replaces: attempt == 0 ? request.replaces : nil,
                 profile: profile)
+            #if DEBUG
+            await Self.pauseIfAsked(order, rt)
+            #endif
             do {
                 for url in order.authorizations {
                     let authz = try await rt.client.authorization(account: account, url: url)
@@ -363,7 +380,14 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         switch challenge.type {
         case "http-01":
             rt.board.presentHTTP(token: challenge.token, host: id, keyAuthorization: challenge.keyAuthorization)
-            if distributed { await storeDistributed(challenge, rt) }
+            if distributed {
+                do {
+                    try await storeDistributed(challenge, rt)
+                } catch {
+                    rt.board.withdrawHTTP(token: challenge.token)
+                    throw error
+                }
+            }
             let port = httpAlternatePort > 0 ? httpAlternatePort : rt.board.httpPort
             if !rt.board.servedPorts.contains(port) {
                 listener = await HTTPChallengeListener.open(
@@ -383,8 +407,16 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         default:
             rt.board.presentTLSALPN(
                 name: id, certificate: try Self.tlsALPNCertificate(authz.identifier, challenge.keyAuthorization))
+            if distributed {
+                do {
+                    try await storeDistributed(challenge, rt)
+                } catch {
+                    rt.board.withdrawTLSALPN(name: id)
+                    throw error
+                }
+            }
         }
-        let stored = distributed && challenge.type == "http-01"
+        let stored = distributed && challenge.type != "dns-01"
         defer {
             if stored {
                 let key = Self.challengeTokenKey(issuerKey, id)
@@ -416,7 +448,8 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
     }
 
     /// Stores the challenge as acmez marshals it, so Caddy instances sharing the storage can answer it too.
-    private func storeDistributed(_ c: ACMEChallenge, _ rt: Runtime) async {
+    /// A lapsed lock (fencing) ends the order: another instance holds the name now.
+    private func storeDistributed(_ c: ACMEChallenge, _ rt: Runtime) async throws {
         let info: JSONValue = [
             "type": .string(c.type), "url": .string(c.url), "status": .string(c.status), "token": .string(c.token),
             "keyAuthorization": .string(c.keyAuthorization),
@@ -425,6 +458,8 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         do {
             try await rt.storage.store(
                 Self.challengeTokenKey(issuerKey, c.identifier.value), info.serializedBytes(.compact))
+        } catch StorageError.lockLost(let why) {
+            throw StorageError.lockLost(why)
         } catch {
             rt.logger.warning(
                 "storing challenge for distributed solving",

@@ -225,6 +225,14 @@ final class CertificateManager: Sendable {
                         return
                     } catch is CancellationError {
                         return
+                    } catch StorageError.lockLost(let why) {
+                        // Another instance took the lapsed lock and stored its result: take the lock again at
+                        // once, and the re-check under it loads that result.
+                        logger.warning(
+                            "lock lost while obtaining; re-checking storage",
+                            metadata: ["identifier": "\(name)", "error": "\(why)"])
+                        try? await Task.sleep(nanoseconds: 500_000_000)
+                        continue
                     } catch {
                         if Task.isCancelled { return }
                         let wait = retryIntervals[min(attempt, retryIntervals.count - 1)]
@@ -283,6 +291,8 @@ final class CertificateManager: Sendable {
                         renewing ? "certificate renewed successfully" : "certificate obtained successfully",
                         metadata: ["identifier": "\(name)", "issuer": "\(issuer.issuerKey)"])
                     return
+                } catch StorageError.lockLost(let why) {
+                    throw StorageError.lockLost(why)
                 } catch {
                     lastError = error
                     let problem = (error as? ACMEError)?.problem.map { "\($0)" } ?? "\(error)"

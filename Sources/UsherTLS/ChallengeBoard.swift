@@ -1,4 +1,5 @@
 import Synchronization
+import UsherACME
 public import UsherCore
 
 /// The ACME challenges this process is presenting right now, for the servers that answer them: HTTP-01 key
@@ -118,6 +119,26 @@ public final class ACMEChallengeBoard: Sendable {
             return nil
         }
         return tlsALPN.withLock { $0[serverName.lowercased()] }
+    }
+
+    /// Whether a handshake for `serverName` offering `alpn` may be a TLS-ALPN-01 validation of a challenge another
+    /// instance sharing the storage started: `acme-tls/1` offered, no local certificate, a lookup set.
+    public func mayAnswerTLSALPNFromStorage(serverName: String?, alpn: [String]) -> Bool {
+        guard let serverName, alpn.contains(Self.acmeTLS1), hasLookup.load(ordering: .relaxed) else { return false }
+        return tlsALPNCertificate(serverName: serverName, alpn: alpn) == nil
+    }
+
+    /// The TLS-ALPN-01 certificate for a challenge another instance sharing the storage started for `serverName`
+    /// (built from the key authorization it stored), or nil.
+    public func distributedTLSALPNCertificate(serverName: String) async -> TLSCertificate? {
+        let name = serverName.lowercased()
+        guard let lookup = lookup.withLock({ $0 }), let bytes = await lookup(name),
+            let info = try? JSONValue.parse(bytes).objectValue, info["type"]?.stringValue == "tls-alpn-01",
+            let id = info["identifier"]?.objectValue, id["value"]?.stringValue?.lowercased() == name,
+            let keyAuthorization = info["keyAuthorization"]?.stringValue
+        else { return nil }
+        return try? ACMEIssuer.tlsALPNCertificate(
+            ACMEIdentifier(type: id["type"]?.stringValue ?? "dns", value: name), keyAuthorization)
     }
 
     /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).

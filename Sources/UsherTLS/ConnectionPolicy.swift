@@ -259,7 +259,8 @@ public final class ServerTLS: Sendable {
 
     let compiled: [Compiled]
     let store: CertificateStore
-    let challenges: ACMEChallengeBoard?
+    /// Where TLS-ALPN-01 challenge certificates come from.
+    public let challenges: ACMEChallengeBoard?
     /// Obtains certificates during handshakes for names whose policy is `on_demand`.
     public let onDemand: OnDemandIssuance?
     private let contexts = Mutex<[String: NIOSSLContext]>([:])
@@ -335,8 +336,11 @@ public final class ServerTLS: Sendable {
     }
 
     /// The first policy that matches the hello, the certificate it selects, and the context for both.
-    public func choose(for hello: HandshakeInfo) throws -> Choice {
-        if let challenges, let cert = challenges.tlsALPNCertificate(serverName: hello.serverName, alpn: hello.alpn) {
+    /// `challenge`: a TLS-ALPN-01 certificate found for this hello beforehand (distributed solving).
+    public func choose(for hello: HandshakeInfo, challenge: TLSCertificate? = nil) throws -> Choice {
+        if let cert = challenge
+            ?? challenges?.tlsALPNCertificate(serverName: hello.serverName, alpn: hello.alpn)
+        {
             // TLS-ALPN-01 (RFC 8737): the validation certificate, and only acme-tls/1, to a client that asked.
             var c = TLSConfiguration.makeServerConfiguration(
                 certificateChain: cert.nioChain.map { .certificate($0) }, privateKey: .privateKey(cert.nioKey))

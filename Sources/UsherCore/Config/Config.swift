@@ -22,7 +22,7 @@ public struct UsherConfig: Decodable, Sendable {
 }
 
 /// The `admin` config: where the admin API listens and whom it answers.
-public struct AdminConfig: Decodable, Sendable, Equatable {
+public struct AdminConfig: Decodable, Sendable {
     /// `disabled`: turns the admin endpoint off. Default: false.
     public var disabled: Bool
     /// `listen`: the address to listen on. Default: `localhost:2019` (or `USHER_ADMIN`).
@@ -34,6 +34,12 @@ public struct AdminConfig: Decodable, Sendable, Equatable {
     public var origins: [String]?
     /// `config.persist`: save each loaded config to `autosave.json` for `run --resume`. Default: true.
     public var persist: Bool
+    /// `config.load`: a `caddy.config_loaders` module that fetches the config to run (e.g. `http`), so a fleet
+    /// takes its config from one place. Default: none.
+    public var load: Loaded<ConfigLoaderModules>?
+    /// `config.load_delay`: wait this long before fetching, and fetch again this often while the fetched config is
+    /// unchanged or cannot be fetched or loaded (polling). Zero fetches once, right after this config is running.
+    public var loadDelay: ConfigDuration = .zero
 
     public static let defaultListen = "localhost:2019"
 
@@ -69,8 +75,9 @@ public struct AdminConfig: Decodable, Sendable, Equatable {
         origins = try c.decodeIfPresent([String].self, forKey: .origins)
         if c.contains(.config) {
             let s = try c.nestedContainer(keyedBy: SettingsKeys.self, forKey: .config)
-            try s.refuseUnsupported([.load, .loadDelay])
             persist = try s.decodeIfPresent(Bool.self, forKey: .persist) ?? true
+            load = try s.decodeIfPresent(Loaded<ConfigLoaderModules>.self, forKey: .load)
+            loadDelay = try s.decodeIfPresent(ConfigDuration.self, forKey: .loadDelay) ?? .zero
         }
     }
 
@@ -79,4 +86,16 @@ public struct AdminConfig: Decodable, Sendable, Equatable {
         (try? NetworkAddress(parsing: listen, defaultPort: 2019))
             ?? NetworkAddress(network: "tcp", host: "localhost", startPort: 2019, endPort: 2019)
     }
+}
+
+/// A module under `caddy.config_loaders` (`admin.config.load`): it fetches the config document to run.
+public protocol ConfigLoader: Module {
+    /// The config document, as JSON (adapted if it came in another format). `nil`: nothing to load this time.
+    func loadConfig(_ context: ProvisionContext) async throws -> JSONValue?
+}
+
+public enum ConfigLoaderModules: ModuleNamespace {
+    public static let prefix = "caddy.config_loaders"
+    public static let inlineKey: String? = "module"
+    public typealias Instance = any ConfigLoader
 }

@@ -88,18 +88,27 @@ public actor ServerRuntime {
 
     /// Replaces the running config with `json`. Unchanged config is a no-op unless `force` is set.
     public func load(_ json: JSONValue, force: Bool = false) async throws {
+        _ = try await load(json, force: force, pulled: false)
+    }
+
+    /// `pulled`: `json` came from a config loader; it is not persisted, and it may name a loader only with a
+    /// positive `load_delay` (as Caddy requires). Returns false when the config was unchanged.
+    private func load(_ json: JSONValue, force: Bool, pulled: Bool) async throws -> Bool {
         await acquireExclusive()
         defer { releaseExclusive() }
         if stopRequested { throw ConfigError("the server is stopping") }
+        // A loader whose config was replaced while it waited must not undo that replacement.
+        if pulled && Task.isCancelled { return false }
         if !force && running != nil && json == currentConfig {
             logger.info("config is unchanged")
-            return
+            return false
         }
         announce(.loading(initial: running == nil && generation == 0))
         do {
-            try await loadUnchecked(json)
+            try await loadUnchecked(json, pulled: pulled)
             UsherMetrics.recordConfigLoad(succeeded: true, at: WallTime.now().secondsSinceEpoch)
             announce(.loaded(generation: generation))
+            return true
         } catch {
             UsherMetrics.recordConfigLoad(succeeded: false, at: WallTime.now().secondsSinceEpoch)
             announce(.loadFailed(error.usherDescription))
@@ -107,7 +116,7 @@ public actor ServerRuntime {
         }
     }
 
-    private func loadUnchecked(_ json: JSONValue) async throws {
+    private func loadUnchecked(_ json: JSONValue, pulled: Bool) async throws {
         let decoded: UsherConfig
         if json.isNull {
             decoded = try ConfigDecoder(registry: environment.registry).decode(UsherConfig.self, from: .object([:]))
@@ -122,11 +131,19 @@ public actor ServerRuntime {
         }
         let sinks = try (decoded.logging ?? LoggingConfig()).makeSinks(router: environment.logRouter)
 
+        if pulled, decoded.admin.load != nil, decoded.admin.loadDelay.nanoseconds <= 0 {
+            throw ConfigError(
+                path: "admin.config.load",
+                "recursive config loading detected: pulled configs cannot pull other configs without positive load_delay"
+            )
+        }
         generation += 1
         let storage = try await Self.makeStorage(decoded, environment: environment, mode: .run)
         let context = ProvisionContext(
             environment: environment, mode: .run, generation: generation, apps: decoded.apps, storage: storage)
+        var loader = decoded.admin.load
         do {
+            try await loader?.provision(context)
             try await context.provisionAllApps()
         } catch {
             await context.runCleanups()
@@ -179,7 +196,87 @@ public actor ServerRuntime {
             if let previous { await previous.stop() }
         }
         logger.info("serving initial configuration", metadata: ["generation": "\(generation)"])
-        if decoded.admin.persist && !json.isNull { persist(json) }
+        if decoded.admin.persist && !json.isNull && !pulled { persist(json) }
+        // A pulled config is loaded by the old loader's own task, which ends by itself once this returns.
+        if !pulled { loaderTask?.cancel() }
+        loaderTask = nil
+        if let loader {
+            try await startLoader(loader.module, delay: decoded.admin.loadDelay, context: context)
+        }
+    }
+
+    /// The running config's `admin.config.load` poller, cancelled when another config replaces it.
+    private var loaderTask: Task<Void, Never>?
+
+    /// Fetches the config `loader` names and loads it: once now (a failed fetch fails this load, as in Caddy) when
+    /// `delay` is zero, else after `delay` and again every `delay` while the fetch fails, the fetched config is
+    /// unchanged, or it fails to load (the running config stays). A loaded config starts its own loader.
+    private func startLoader(_ loader: any ConfigLoader, delay: ConfigDuration, context: ProvisionContext) async throws
+    {
+        let log = environment.logRouter.logger("config_loader")
+        let id = type(of: loader).moduleID.name
+        if delay.nanoseconds <= 0 {
+            let fetched: JSONValue?
+            do {
+                fetched = try await loader.loadConfig(context)
+            } catch {
+                throw ConfigError(
+                    path: "admin.config.load", "loading dynamic config from \(id): \(error.usherDescription)")
+            }
+            guard let fetched else { return }
+            loaderTask = Task { [weak self] in
+                guard let self else { return }
+                _ = try? await self.applyLoaded(fetched, log: log, module: id, delay: delay)
+            }
+            return
+        }
+        loaderTask = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: delay.duration)
+                guard !Task.isCancelled, let self else { return }
+                let fetched: JSONValue?
+                do {
+                    fetched = try await loader.loadConfig(context)
+                } catch {
+                    log.error(
+                        "failed loading dynamic config; will retry",
+                        metadata: ["module": "\(id)", "load_delay": "\(delay)", "error": "\(error.usherDescription)"])
+                    continue
+                }
+                guard let fetched else {
+                    log.info("dynamically-loaded config was nil; will retry", metadata: ["module": "\(id)"])
+                    continue
+                }
+                if Task.isCancelled { return }
+                do {
+                    if try await self.applyLoaded(fetched, log: log, module: id, delay: delay) { return }
+                    log.info("dynamically-loaded config was unchanged; will retry", metadata: ["module": "\(id)"])
+                } catch {
+                    // Caddy stops polling here; a fleet is better served by trying again, and the good config
+                    // keeps running meanwhile.
+                    continue
+                }
+            }
+        }
+    }
+
+    /// Loads a fetched config; true when it replaced the running one.
+    private func applyLoaded(_ json: JSONValue, log: Logger, module: String, delay: ConfigDuration) async throws
+        -> Bool
+    {
+        log.info("applying dynamically-loaded config", metadata: ["module": "\(module)"])
+        do {
+            let changed = try await load(json, force: false, pulled: true)
+            if changed {
+                log.info("successfully applied dynamically-loaded config", metadata: ["module": "\(module)"])
+            }
+            return changed
+        } catch {
+            log.error(
+                "failed to run dynamically-loaded config",
+                metadata: ["module": "\(module)", "error": "\(error.usherDescription)"])
+            throw error
+        }
     }
 
     /// Decodes and provisions `json` without starting anything, then cleans up: the `usher validate` check.
@@ -299,6 +396,8 @@ public actor ServerRuntime {
         await acquireExclusive()
         defer { releaseExclusive() }
         if !stopRequested { announce(.stopping) }
+        loaderTask?.cancel()
+        loaderTask = nil
         if let running {
             for name in running.appOrder.reversed() { await running.apps[name]!.stop() }
             await running.context.runCleanups()

@@ -33,11 +33,14 @@ extension Storage {
     /// Stores UTF-8 text at `key`.
     public func store(_ key: String, text: String) async throws { try await store(key, Array(text.utf8)) }
 
-    /// Runs `body` holding the lock `name`, releasing it however `body` ends.
+    /// Runs `body` holding the lock `name`, releasing it however `body` ends. Storage that fences writes by lock
+    /// (PostgreSQL) sees the lock in ``StorageLockScope/held`` while `body` runs.
     public func withLock<T: Sendable>(_ name: String, _ body: () async throws -> T) async throws -> T {
         try await lock(name)
         do {
-            let result = try await body()
+            let result = try await StorageLockScope.$held.withValue(StorageLockScope.held + [name]) {
+                try await body()
+            }
             try? await unlock(name)
             return result
         } catch {
@@ -45,6 +48,12 @@ extension Storage {
             throw error
         }
     }
+}
+
+/// The storage locks the current task took through ``Storage/withLock(_:_:)``, innermost last: what lets a
+/// storage refuse a write from a holder whose lock has lapsed and passed to another process (fencing).
+public enum StorageLockScope {
+    @TaskLocal public static var held: [String] = []
 }
 
 /// What ``Storage/stat(_:)`` reports about a key.
@@ -71,11 +80,14 @@ public enum StorageError: Error, CustomStringConvertible, Sendable, Equatable {
     case notFound(String)
     /// The backend failed (I/O, network); the text says what and where.
     case failed(String)
+    /// A write was refused because the lock it was made under lapsed and another process holds it now (fencing):
+    /// that process's result is in storage, so the caller should re-read rather than retry later.
+    case lockLost(String)
 
     public var description: String {
         switch self {
         case .notFound(let key): return "\(key): not found in storage"
-        case .failed(let why): return why
+        case .failed(let why), .lockLost(let why): return why
         }
     }
 }

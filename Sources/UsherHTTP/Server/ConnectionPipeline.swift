@@ -44,8 +44,8 @@ enum ConnectionPipeline {
         let logger = server.errorLogger
         let boundGuard = connectionGuard.map { NIOLoopBound($0, eventLoop: channel.eventLoop) }
         /// Adds the TLS handler for the chosen policy and certificate, then protocol negotiation.
-        func build(_ hello: HandshakeInfo) throws {
-            let choice = try tls.choose(for: hello)
+        func build(_ hello: HandshakeInfo, challenge: TLSCertificate? = nil) throws {
+            let choice = try tls.choose(for: hello, challenge: challenge)
             let ssl: NIOSSLServerHandler
             if let verify = choice.verification {
                 ssl = NIOSSLServerHandler(context: choice.context, customVerificationCallback: verify)
@@ -91,6 +91,24 @@ enum ConnectionPipeline {
                 let name = info?.serverName
                 let hello = HandshakeInfo(
                     serverName: name, remoteAddress: remote, localAddress: local, alpn: info?.alpn ?? [])
+                if let board = tls.challenges, let name,
+                    board.mayAnswerTLSALPNFromStorage(serverName: name, alpn: hello.alpn)
+                {
+                    // Distributed TLS-ALPN-01: the validation is for a challenge another instance sharing the
+                    // storage started; its key authorization is read from storage while the handshake waits.
+                    let loopBuild = NIOLoopBound(build, eventLoop: channel.eventLoop)
+                    let loopRefuse = NIOLoopBound(refuse, eventLoop: channel.eventLoop)
+                    let found = channel.eventLoop.makePromise(of: TLSCertificate?.self)
+                    found.completeWithTask { await board.distributedTLSALPNCertificate(serverName: name) }
+                    return found.futureResult.flatMapThrowing { cert in
+                        if cert != nil {
+                            logger.info(
+                                "serving distributed tls-alpn-01 challenge",
+                                metadata: ["identifier": "\(name)", "distributed": "true"])
+                        }
+                        try loopBuild.value(hello, cert)
+                    }.flatMapError { loopRefuse.value($0, name) }
+                }
                 do {
                     try build(hello)
                     return channel.eventLoop.makeSucceededVoidFuture()
@@ -110,7 +128,7 @@ enum ConnectionPipeline {
                     let loopRefuse = NIOLoopBound(refuse, eventLoop: channel.eventLoop)
                     let obtained = channel.eventLoop.makePromise(of: Void.self)
                     obtained.completeWithTask { try await onDemand.obtain(wanted) }
-                    return obtained.futureResult.flatMapThrowing { try loopBuild.value(hello) }
+                    return obtained.futureResult.flatMapThrowing { try loopBuild.value(hello, nil) }
                         .flatMapError { loopRefuse.value($0, name) }
                 } catch {
                     return refuse(error, name)
