@@ -348,7 +348,10 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["usher", "usher-test", "h3load"],
+            dependencies: [
+                "usher", "usher-test", "h3load", "UsherCore", "UsherStandard",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "IntegrationTests/Tests",
             swiftSettings: swiftSettings
         ),

@@ -400,6 +400,53 @@ struct FleetTests {
         #expect(body()?.hasPrefix("v4") == true)
     }
 
+    @Test(
+        "sslmode verify-full with sslrootcert: connects to a TLS-only PostgreSQL whose certificate chains to the CA; another CA or sslmode=disable is refused"
+    )
+    func tlsToDatabase() throws {
+        let pki = FileManager.default.temporaryDirectory.appendingPathComponent("usher-pgtls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: pki, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: pki) }
+        func openssl(_ args: [String]) throws { try runOpenSSL(args, in: pki) }
+        for ca in ["ca", "other-ca"] {
+            try openssl(
+                ["req", "-x509"] + opensslNewP256Key + [
+                    "-keyout", "\(ca).key", "-out", "\(ca).crt", "-days", "2", "-subj", "/CN=\(ca)",
+                    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+                ])
+        }
+        try openssl(["req"] + opensslNewP256Key + ["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=db"])
+        try "subjectAltName=IP:127.0.0.1\n".write(
+            to: pki.appendingPathComponent("ext"), atomically: true, encoding: .utf8)
+        try openssl([
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "2", "-extfile", "ext",
+        ])
+        let own = try Postgres(
+            tls: (pki.appendingPathComponent("server.crt").path, pki.appendingPathComponent("server.key").path))
+        let db = try own.newDatabase()
+        func export(_ query: String) throws -> CommandResult {
+            let cfg = pki.appendingPathComponent("c-\(UUID().uuidString).json")
+            try """
+            {"storage": {"module": "postgres", "connection_string": "postgres://postgres:\(own.password)@127.0.0.1:\(own.port)/\(db)?\(query)"}}
+            """.write(to: cfg, atomically: true, encoding: .utf8)
+            return try runCommand(
+                usherBinary, ["storage", "export", "-c", cfg.path, "-o", pki.appendingPathComponent("out.tar").path],
+                timeout: 30)
+        }
+        let good = try export("sslmode=verify-full&sslrootcert=\(pki.path)/ca.crt")
+        #expect(good.status == 0, "\(good.stderr)")
+        // The server takes TLS connections only (pg_hba `hostssl`), so that success went over verified TLS.
+        let wrongCA = try export("sslmode=verify-full&sslrootcert=\(pki.path)/other-ca.crt")
+        #expect(wrongCA.status != 0)
+        #expect(
+            wrongCA.stderr.contains("cannot connect") && wrongCA.stderr.lowercased().contains("certificate"),
+            "\(wrongCA.stderr)")
+        let plain = try export("sslmode=disable")
+        #expect(plain.status != 0)
+        #expect(plain.stderr.contains("no encryption") || plain.stderr.contains("pg_hba.conf"), "\(plain.stderr)")
+    }
+
     @Test("usher storage export from file_system, import into postgres and back: every certificate stays usable")
     func exportImport() throws {
         let db = try pg.newDatabase()

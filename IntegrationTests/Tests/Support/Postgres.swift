@@ -25,10 +25,21 @@ final class Postgres: @unchecked Sendable {
         return pg
     }
 
-    init() throws {
+    /// With `tls` (PEM certificate and key files), the server takes TLS connections only (`hostssl`; plain ones
+    /// are rejected).
+    let tls: (certificate: String, key: String)?
+
+    init(tls: (certificate: String, key: String)? = nil) throws {
+        self.tls = tls
         dir = URL(fileURLWithPath: "/tmp").appendingPathComponent("usher-pg-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try password.write(to: dir.appendingPathComponent("pw"), atomically: true, encoding: .utf8)
+        if let tls {
+            try FileManager.default.copyItem(
+                atPath: tls.certificate, toPath: dir.appendingPathComponent("server.crt").path)
+            try FileManager.default.copyItem(atPath: tls.key, toPath: dir.appendingPathComponent("server.key").path)
+            chmod(dir.appendingPathComponent("server.key").path, 0o600)
+        }
         if getuid() == 0 {
             _ = try runCommand("/bin/chown", ["-R", "postgres:postgres", dir.path])
         }
@@ -39,6 +50,13 @@ final class Postgres: @unchecked Sendable {
                 "-A", "scram-sha-256", "--pwfile", dir.appendingPathComponent("pw").path, "-N", "-E", "UTF8",
             ]), timeout: 60)
         guard r.status == 0 else { throw TestFailure("initdb failed: \(r.stdout)\(r.stderr)") }
+        if tls != nil {
+            try """
+            hostssl all all 127.0.0.1/32 scram-sha-256
+            hostnossl all all 127.0.0.1/32 reject
+
+            """.write(to: dir.appendingPathComponent("data/pg_hba.conf"), atomically: false, encoding: .utf8)
+        }
         try start()
     }
 
@@ -59,11 +77,18 @@ final class Postgres: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         // setpriv execs postgres itself, so the signal stop() sends reaches the postmaster.
-        p.arguments = asPostgres([
-            Self.bin + "/postgres", "-D", dir.appendingPathComponent("data").path, "-p", "\(port)",
-            "-k", dir.path, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-            "-c", "max_connections=200", "-c", "shared_buffers=32MB",
-        ])
+        p.arguments = asPostgres(
+            [
+                Self.bin + "/postgres", "-D", dir.appendingPathComponent("data").path, "-p", "\(port)",
+                "-k", dir.path, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                "-c", "max_connections=200", "-c", "shared_buffers=32MB",
+            ]
+                + (tls == nil
+                    ? []
+                    : [
+                        "-c", "ssl=on", "-c", "ssl_cert_file=\(dir.path)/server.crt", "-c",
+                        "ssl_key_file=\(dir.path)/server.key",
+                    ]))
         p.standardOutput = log
         p.standardError = log
         try launch(p)

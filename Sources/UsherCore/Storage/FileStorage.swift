@@ -82,7 +82,10 @@ public final class FileStorage: Storage {
         do {
             return try readWholeFile(filename(key))
         } catch {
-            if error.reason == String(cString: strerror(ENOENT)) { throw StorageError.notFound(key) }
+            // A directory is a prefix of other keys, not a value.
+            if error.reason == String(cString: strerror(ENOENT)) || error.reason == String(cString: strerror(EISDIR)) {
+                throw StorageError.notFound(key)
+            }
             throw StorageError.failed(error.description)
         }
     }
