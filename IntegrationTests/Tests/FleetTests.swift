@@ -278,7 +278,7 @@ struct FleetTests {
         func config(_ names: [String]) -> String {
             FleetMember.config(
                 ip: "127.0.0.2", http: freePort(), https: https,
-                storage: own.storage(db, extra: #", "query_timeout": "2s""#),
+                storage: own.storage(db, queryTimeout: "2s"),
                 names: names, issuer: #"{"module": "internal"}"#)
         }
         let s = try UsherProcess(config: config(["down.test"]))

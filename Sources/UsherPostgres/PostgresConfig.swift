@@ -25,7 +25,8 @@ public struct PostgresStorageModule: StorageModule, Provisioner {
     public var sslmode: String?
     /// `sslrootcert`: PEM file of the CAs that `verify-ca` and `verify-full` trust. Default: the system's.
     public var sslrootcert: String?
-    /// `query_timeout`: how long one storage operation may take before it fails. Default: 3s.
+    /// `query_timeout`: how long one storage operation may take before it fails (a schema migration gets at least
+    /// 30s). Default: 3s.
     public var queryTimeout: ConfigDuration?
     /// `lock_timeout`: how long a lock outlives its holder's last renewal; a holder renews every third of it, so a
     /// holder that dies loses its locks this long after. Default: 60s.

@@ -18,7 +18,7 @@ import Glibc
 /// lock (inside ``Storage/withLock(_:_:)``) are fenced: the statement writes only if the lock row still carries
 /// the writer's token, checked under a row lock in the same statement, so a holder that stalled past its lease
 /// cannot overwrite the newer holder's result.
-public final class PostgresStorage: Storage {
+public final class PostgresStorage: TryLockingStorage {
     let settings: PostgresSettings
     let database: PostgresDatabase
     let logger: Logger
@@ -178,6 +178,10 @@ public final class PostgresStorage: Storage {
 
     public func unlock(_ name: String) async throws {
         try await database.unlock(name, storage: self)
+    }
+
+    public func tryLock(_ name: String) async throws -> Bool {
+        try await database.tryLock(name, storage: self)
     }
 
     /// The innermost lock of this database the current task holds, with its token: what fences a write.
@@ -346,7 +350,8 @@ final class PostgresDatabase: Sendable {
 
     private func migrate(_ connection: PostgresConnection) async throws {
         do {
-            try await withDeadline("migrate schema") {
+            // Schema changes wait on other sessions' locks and run once: more than one query's time is fair.
+            try await withDeadline("migrate schema", atLeast: .seconds(30)) {
                 try await connection.withTransaction(logger: self.logger) { c in
                     // One migrator at a time across the fleet; the lock ends with the transaction.
                     try await c.query("SELECT pg_advisory_xact_lock(7512410953), 1", logger: self.logger)
@@ -393,8 +398,10 @@ final class PostgresDatabase: Sendable {
 
     /// Runs `body`, failing with an error naming `what` if it takes longer than `query_timeout`. The body is
     /// cancelled then but not awaited: a connection stuck on a dead network must not hold the caller.
-    func withDeadline<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let timeout = settings.queryTimeout
+    func withDeadline<T: Sendable>(
+        _ what: String, atLeast: Duration = .zero, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let timeout = max(settings.queryTimeout, atLeast)
         let settings = self.settings
         let work = Task { try await body() }
         let outcome = ResumeOnce<T>()
@@ -442,28 +449,43 @@ final class PostgresDatabase: Sendable {
             + Double(settings.lockTimeout.components.attoseconds) / 1e18
     }
 
-    func lock(_ name: String, storage: PostgresStorage) async throws {
+    /// One attempt: the lock row is inserted, or taken over if its lease lapsed; the new token when taken.
+    private func attempt(_ name: String, storage: PostgresStorage) async throws -> Int64? {
         let lease = leaseSeconds
         let owner = self.owner
+        let token = try await storage.run("lock \(name)") {
+            try await $0.query(
+                """
+                INSERT INTO usher_locks AS l (name, token, owner, acquired, expires)
+                VALUES (\(name), nextval('usher_lock_tokens'), \(owner), now(),
+                        now() + make_interval(secs => \(lease)))
+                ON CONFLICT (name) DO UPDATE SET token = EXCLUDED.token, owner = EXCLUDED.owner,
+                    acquired = EXCLUDED.acquired, expires = EXCLUDED.expires
+                WHERE l.expires < now()
+                RETURNING token
+                """
+            ).decode(Int64.self).gather().first
+        }
+        if let token {
+            let renewal = Task { await self.renew(name, token: token, storage: storage) }
+            held.withLock { $0[name] = HeldLock(token: token, renewal: renewal) }
+            logger.debug("lock acquired", metadata: ["lock": "\(name)", "token": "\(token)"])
+        }
+        return token
+    }
+
+    func tryLock(_ name: String, storage: PostgresStorage) async throws -> Bool {
+        try await attempt(name, storage: storage) != nil
+    }
+
+    func lock(_ name: String, storage: PostgresStorage) async throws {
         var waitingLogged = false
         var failingSince: ContinuousClock.Instant?
         while true {
             try Task.checkCancellation()
             var token: Int64?
             do {
-                token = try await storage.run("lock \(name)") {
-                    try await $0.query(
-                        """
-                        INSERT INTO usher_locks AS l (name, token, owner, acquired, expires)
-                        VALUES (\(name), nextval('usher_lock_tokens'), \(owner), now(),
-                                now() + make_interval(secs => \(lease)))
-                        ON CONFLICT (name) DO UPDATE SET token = EXCLUDED.token, owner = EXCLUDED.owner,
-                            acquired = EXCLUDED.acquired, expires = EXCLUDED.expires
-                        WHERE l.expires < now()
-                        RETURNING token
-                        """
-                    ).decode(Int64.self).gather().first
-                }
+                token = try await attempt(name, storage: storage)
             } catch let e as StorageError {
                 // A short outage is waited out; one longer than a lease is reported (any lock taken before it
                 // began has lapsed by then anyway).
@@ -474,12 +496,7 @@ final class PostgresDatabase: Sendable {
                 }
                 logger.error("taking lock failed; retrying", metadata: ["lock": "\(name)", "error": "\(e)"])
             }
-            if let token {
-                let renewal = Task { await self.renew(name, token: token, storage: storage) }
-                held.withLock { $0[name] = HeldLock(token: token, renewal: renewal) }
-                logger.debug("lock acquired", metadata: ["lock": "\(name)", "token": "\(token)"])
-                return
-            }
+            if token != nil { return }
             if !waitingLogged {
                 logger.info("waiting for lock held by another holder", metadata: ["lock": "\(name)"])
                 waitingLogged = true

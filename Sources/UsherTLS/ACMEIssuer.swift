@@ -263,6 +263,18 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
 
     // MARK: - Issuing
 
+    /// Takes a slot of this issuer's order rate limit ahead of the issuing lock (see
+    /// ``CertificateRequest/orderSlotReservedBy``).
+    func reserveOrderSlot(names: [String]) async {
+        let logger = runtime.withLock { $0?.logger } ?? Logger(label: "tls.issuance.acme")
+        await OrderRateLimiter.shared(ca: ca, email: email, logger: logger, names: names)
+    }
+
+    /// Returns a slot ``reserveOrderSlot(names:)`` took when no order followed.
+    func returnOrderSlot() async {
+        await OrderRateLimiter.of(ca: ca, email: email).giveBack()
+    }
+
     #if DEBUG
     /// Debug builds only, for the fleet tests: `USHER_DEBUG_PAUSE_AFTER_ORDER=S` waits S seconds after each new
     /// order, so a test can stop or kill the instance while it holds the order's lock.
@@ -287,7 +299,9 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
         var attempt = 0
         var order: ACMEOrder
         while true {
-            await OrderRateLimiter.shared(ca: ca, email: email, logger: rt.logger, names: request.names)
+            if attempt > 0 || request.orderSlotReservedBy != issuerKey {
+                await OrderRateLimiter.shared(ca: ca, email: email, logger: rt.logger, names: request.names)
+            }
             order = try await rt.client.newOrder(
                 account: account, identifiers: identifiers, replaces: attempt == 0 ? request.replaces : nil,
                 profile: profile)
@@ -511,34 +525,75 @@ actor OrderRateLimiter {
     let limit: Int
     let window: Duration
     private var recent: [ContinuousClock.Instant] = []
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var timerArmed = false
 
     init(limit: Int = 10, window: Duration = .seconds(10)) {
         self.limit = limit
         self.window = window
     }
 
-    /// Returns once an order may be placed (at most `limit` within any `window`).
+    /// Returns once an order may be placed (at most `limit` within any `window`), first come first served.
     func wait() async {
-        while true {
-            let now = ContinuousClock.now
-            recent.removeAll { now - $0 >= window }
-            if recent.count < limit {
-                recent.append(now)
-                return
-            }
-            try? await Task.sleep(until: recent[0] + window, clock: .continuous)
+        prune()
+        if waiters.isEmpty && recent.count < limit {
+            recent.append(.now)
+            return
         }
+        await withCheckedContinuation {
+            waiters.append($0); armTimer()
+        }
+    }
+
+    /// Returns the slot the latest ``wait()`` took, when no order was placed with it after all (another instance
+    /// was already ordering the name); the next waiter gets it at once.
+    func giveBack() {
+        if !recent.isEmpty { recent.removeLast() }
+        grant()
+    }
+
+    private func prune() {
+        let now = ContinuousClock.now
+        recent.removeAll { now - $0 >= window }
+    }
+
+    private func grant() {
+        prune()
+        while recent.count < limit, !waiters.isEmpty {
+            recent.append(.now)
+            waiters.removeFirst().resume()
+        }
+        if !waiters.isEmpty { armTimer() }
+    }
+
+    private func armTimer() {
+        guard !timerArmed, let first = recent.first else { return }
+        timerArmed = true
+        Task {
+            try? await Task.sleep(until: first + window, clock: .continuous)
+            await self.fire()
+        }
+    }
+
+    private func fire() {
+        timerArmed = false
+        grant()
     }
 
     private static let limiters = Mutex<[String: OrderRateLimiter]>([:])
 
-    static func shared(ca: String, email: String, logger: Logger, names: [String]) async {
-        let limiter = limiters.withLock { all in
+    /// The process's limiter for a CA and account.
+    static func of(ca: String, email: String) -> OrderRateLimiter {
+        limiters.withLock { all in
             if let existing = all[ca + "," + email] { return existing }
             let made = OrderRateLimiter()
             all[ca + "," + email] = made
             return made
         }
+    }
+
+    static func shared(ca: String, email: String, logger: Logger, names: [String]) async {
+        let limiter = of(ca: ca, email: email)
         let start = ContinuousClock.now
         await limiter.wait()
         if ContinuousClock.now - start > .milliseconds(100) {

@@ -28,6 +28,9 @@ public struct CertificateRequest: Sendable {
     public var publicKey: Certificate.PublicKey
     /// For a renewal, the ARI identifier of the certificate it replaces.
     public var replaces: String?
+    /// The issuer (by ``AutomationIssuer/issuerKey``) whose order rate limit slot was taken for this request
+    /// before the issuing lock, so its first order does not wait again.
+    public var orderSlotReservedBy: String?
 }
 
 /// What an issuer gives back.

@@ -259,50 +259,80 @@ final class CertificateManager: Sendable {
     /// Obtains (or renews) the certificate for `name` under the storage lock certmagic uses, unless another
     /// process sharing the storage did it meanwhile; tries the issuers in order.
     func obtain(_ name: String, _ plan: Plan, renewing: Bool) async throws {
-        try await plan.storage.withLock(StorageKeys.issueLock(name)) {
-            if let stored = await loadStored(name, plan), !needsRenewal(stored, plan) {
-                store.add(stored)
+        let lockName = StorageKeys.issueLock(name)
+        // In a fleet (storage that can try a lock), a slot of the order rate limit is taken before the lock, and
+        // the lock only if no other instance holds it: a throttled instance then does not sit on names the others
+        // could be ordering, and a fleet of N orders up to N times as fast. The slot goes back when the name is
+        // busy; this task then waits for the holder's result as usual.
+        if let storage = plan.storage as? any TryLockingStorage, let acme = plan.issuers.first as? ACMEIssuer {
+            await acme.reserveOrderSlot(names: [name])
+            let taken: Bool
+            do {
+                taken = try await storage.tryLock(lockName)
+            } catch {
+                await acme.returnOrderSlot()
+                throw error
+            }
+            if taken {
+                try await storage.withHeldLock(lockName) {
+                    try await obtainLocked(name, plan, renewing: renewing, reservedBy: acme.issuerKey)
+                }
                 return
             }
-            // reuse_private_keys: the stored key signs the new CSR too (certmagic's reusePrivateKey).
-            var key = try plan.keyType.generate()
-            var algorithm = plan.keyType.signatureAlgorithm
-            if plan.reuseKeys, let old = await storedKey(name, plan) {
-                key = old.key
-                algorithm = old.algorithm
-            }
-            let csr = try makeCSR(names: [name], key: key, algorithm: algorithm, mustStaple: plan.mustStaple)
-            var request = CertificateRequest(names: [name], csrDER: csr, publicKey: key.publicKey)
-            if renewing, let old = store.managedCertificate(for: name)?.leafCertificate {
-                request.replaces =
-                    plan.issuers.compactMap { ($0 as? any RenewalWindowProvider)?.renewalIdentifier(for: old) }.first
-            }
-            var lastError: (any Error)?
-            for issuer in plan.issuers {
-                do {
-                    let issued = try await issuer.issue(request)
-                    let keyPEM = try key.serializeAsPEM().pemString + "\n"
-                    let cert = try TLSCertificate(
-                        chainPEM: issued.chainPEM, keyPEM: keyPEM, managed: true,
-                        origin: StorageKeys.siteCertificate(issuerKey: issuer.issuerKey, name: name))
-                    try await save(name, issuer.issuerKey, chainPEM: issued.chainPEM, keyPEM: keyPEM, issued, plan)
-                    store.add(cert)
-                    logger.info(
-                        renewing ? "certificate renewed successfully" : "certificate obtained successfully",
-                        metadata: ["identifier": "\(name)", "issuer": "\(issuer.issuerKey)"])
-                    return
-                } catch StorageError.lockLost(let why) {
-                    throw StorageError.lockLost(why)
-                } catch {
-                    lastError = error
-                    let problem = (error as? ACMEError)?.problem.map { "\($0)" } ?? "\(error)"
-                    logger.error(
-                        "could not get certificate from issuer",
-                        metadata: ["identifier": "\(name)", "issuer": "\(issuer.issuerKey)", "error": "\(problem)"])
-                }
-            }
-            throw lastError ?? ConfigError("no issuer for \(name)")
+            await acme.returnOrderSlot()
         }
+        try await plan.storage.withLock(lockName) {
+            try await obtainLocked(name, plan, renewing: renewing, reservedBy: nil)
+        }
+    }
+
+    /// The part of ``obtain(_:_:renewing:)`` done holding the issuing lock. `reservedBy`: the issuer whose order
+    /// slot the caller took.
+    private func obtainLocked(_ name: String, _ plan: Plan, renewing: Bool, reservedBy: String?) async throws {
+        if let stored = await loadStored(name, plan), !needsRenewal(stored, plan) {
+            store.add(stored)
+            if reservedBy != nil, let acme = plan.issuers.first as? ACMEIssuer { await acme.returnOrderSlot() }
+            return
+        }
+        // reuse_private_keys: the stored key signs the new CSR too (certmagic's reusePrivateKey).
+        var key = try plan.keyType.generate()
+        var algorithm = plan.keyType.signatureAlgorithm
+        if plan.reuseKeys, let old = await storedKey(name, plan) {
+            key = old.key
+            algorithm = old.algorithm
+        }
+        let csr = try makeCSR(names: [name], key: key, algorithm: algorithm, mustStaple: plan.mustStaple)
+        var request = CertificateRequest(names: [name], csrDER: csr, publicKey: key.publicKey)
+        request.orderSlotReservedBy = reservedBy
+        if renewing, let old = store.managedCertificate(for: name)?.leafCertificate {
+            request.replaces =
+                plan.issuers.compactMap { ($0 as? any RenewalWindowProvider)?.renewalIdentifier(for: old) }.first
+        }
+        var lastError: (any Error)?
+        for issuer in plan.issuers {
+            do {
+                let issued = try await issuer.issue(request)
+                let keyPEM = try key.serializeAsPEM().pemString + "\n"
+                let cert = try TLSCertificate(
+                    chainPEM: issued.chainPEM, keyPEM: keyPEM, managed: true,
+                    origin: StorageKeys.siteCertificate(issuerKey: issuer.issuerKey, name: name))
+                try await save(name, issuer.issuerKey, chainPEM: issued.chainPEM, keyPEM: keyPEM, issued, plan)
+                store.add(cert)
+                logger.info(
+                    renewing ? "certificate renewed successfully" : "certificate obtained successfully",
+                    metadata: ["identifier": "\(name)", "issuer": "\(issuer.issuerKey)"])
+                return
+            } catch StorageError.lockLost(let why) {
+                throw StorageError.lockLost(why)
+            } catch {
+                lastError = error
+                let problem = (error as? ACMEError)?.problem.map { "\($0)" } ?? "\(error)"
+                logger.error(
+                    "could not get certificate from issuer",
+                    metadata: ["identifier": "\(name)", "issuer": "\(issuer.issuerKey)", "error": "\(problem)"])
+            }
+        }
+        throw lastError ?? ConfigError("no issuer for \(name)")
     }
 
     /// Stores the key, chain and metadata. The pair is first written beside the live files as `.pending`, so a

@@ -138,4 +138,32 @@ struct ACMEClientTests {
         #expect(fourth >= .milliseconds(590), "\(fourth)")
         #expect(burst < fourth)
     }
+
+    @Test("a slot given back (no order placed after all) goes to the next waiter at once, not after the window")
+    func orderRateLimitGiveBack() async throws {
+        let limiter = OrderRateLimiter(limit: 2, window: .seconds(30))
+        await limiter.wait()
+        await limiter.wait()
+        let start = ContinuousClock.now
+        let waiter = Task { await limiter.wait() }
+        try await Task.sleep(for: .milliseconds(200))
+        await limiter.giveBack()
+        await waiter.value
+        let waited = ContinuousClock.now - start
+        #expect(waited >= .milliseconds(190) && waited < .seconds(5), "\(waited)")
+        // The window is full again: a fourth caller waits the window out.
+        final class Flag: @unchecked Sendable {
+            private let lock = NSLock()
+            private var value = false
+            func set() { lock.withLock { value = true } }
+            var isSet: Bool { lock.withLock { value } }
+        }
+        let done = Flag()
+        _ = Task {
+            await limiter.wait()
+            done.set()
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!done.isSet)
+    }
 }

@@ -134,9 +134,12 @@ final class Postgres: @unchecked Sendable {
     }
 
     /// `caddy.storage.postgres` JSON for `database` (`password` overrides the right one; `port` another port).
-    func storage(_ database: String, password: String? = nil, port: Int? = nil, extra: String = "") -> String {
+    /// `queryTimeout` is generous by default: the whole test run shares two cores.
+    func storage(
+        _ database: String, password: String? = nil, port: Int? = nil, queryTimeout: String = "15s", extra: String = ""
+    ) -> String {
         """
-        {"module": "postgres", "connection_string": "postgres://postgres:\(password ?? self.password)@127.0.0.1:\(port ?? self.port)/\(database)?sslmode=disable"\(extra)}
+        {"module": "postgres", "connection_string": "postgres://postgres:\(password ?? self.password)@127.0.0.1:\(port ?? self.port)/\(database)?sslmode=disable", "query_timeout": "\(queryTimeout)"\(extra)}
         """
     }
 

@@ -37,6 +37,12 @@ extension Storage {
     /// (PostgreSQL) sees the lock in ``StorageLockScope/held`` while `body` runs.
     public func withLock<T: Sendable>(_ name: String, _ body: () async throws -> T) async throws -> T {
         try await lock(name)
+        return try await withHeldLock(name, body)
+    }
+
+    /// Runs `body` under the lock `name`, which the caller already took (``lock(_:)`` or
+    /// ``TryLockingStorage/tryLock(_:)``), and releases it however `body` ends.
+    public func withHeldLock<T: Sendable>(_ name: String, _ body: () async throws -> T) async throws -> T {
         do {
             let result = try await StorageLockScope.$held.withValue(StorageLockScope.held + [name]) {
                 try await body()
@@ -48,6 +54,13 @@ extension Storage {
             throw error
         }
     }
+}
+
+/// Storage that can try a lock without waiting (certmagic's `TryLocker`): callers that have other work to do
+/// while another process holds a lock use it.
+public protocol TryLockingStorage: Storage {
+    /// Takes the lock `name` if no one holds it and says whether it did; never waits for a holder.
+    func tryLock(_ name: String) async throws -> Bool
 }
 
 /// The storage locks the current task took through ``Storage/withLock(_:_:)``, innermost last: what lets a
