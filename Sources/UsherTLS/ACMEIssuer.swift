@@ -265,14 +265,14 @@ public struct ACMEIssuer: AutomationIssuer, RenewalWindowProvider, Provisioner {
 
     /// Takes a slot of this issuer's order rate limit ahead of the issuing lock (see
     /// ``CertificateRequest/orderSlotReservedBy``).
-    func reserveOrderSlot(names: [String]) async {
+    func reserveOrderSlot(names: [String]) async -> ContinuousClock.Instant {
         let logger = runtime.withLock { $0?.logger } ?? Logger(label: "tls.issuance.acme")
-        await OrderRateLimiter.shared(ca: ca, email: email, logger: logger, names: names)
+        return await OrderRateLimiter.shared(ca: ca, email: email, logger: logger, names: names)
     }
 
     /// Returns a slot ``reserveOrderSlot(names:)`` took when no order followed.
-    func returnOrderSlot() async {
-        await OrderRateLimiter.of(ca: ca, email: email).giveBack()
+    func returnOrderSlot(_ slot: ContinuousClock.Instant) async {
+        await OrderRateLimiter.of(ca: ca, email: email).giveBack(slot)
     }
 
     #if DEBUG
@@ -525,7 +525,7 @@ actor OrderRateLimiter {
     let limit: Int
     let window: Duration
     private var recent: [ContinuousClock.Instant] = []
-    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var waiters: [CheckedContinuation<ContinuousClock.Instant, Never>] = []
     private var timerArmed = false
 
     init(limit: Int = 10, window: Duration = .seconds(10)) {
@@ -533,22 +533,26 @@ actor OrderRateLimiter {
         self.window = window
     }
 
-    /// Returns once an order may be placed (at most `limit` within any `window`), first come first served.
-    func wait() async {
+    /// Returns once an order may be placed (at most `limit` within any `window`), first come first served, with
+    /// the slot taken (for ``giveBack(_:)``).
+    @discardableResult
+    func wait() async -> ContinuousClock.Instant {
         prune()
         if waiters.isEmpty && recent.count < limit {
-            recent.append(.now)
-            return
+            let slot = ContinuousClock.now
+            recent.append(slot)
+            return slot
         }
-        await withCheckedContinuation {
-            waiters.append($0); armTimer()
+        return await withCheckedContinuation {
+            waiters.append($0)
+            armTimer()
         }
     }
 
-    /// Returns the slot the latest ``wait()`` took, when no order was placed with it after all (another instance
-    /// was already ordering the name); the next waiter gets it at once.
-    func giveBack() {
-        if !recent.isEmpty { recent.removeLast() }
+    /// Returns `slot` (from ``wait()``) when no order was placed with it after all (another instance was already
+    /// ordering the name); the next waiter gets it at once.
+    func giveBack(_ slot: ContinuousClock.Instant) {
+        if let i = recent.firstIndex(of: slot) { recent.remove(at: i) }
         grant()
     }
 
@@ -560,8 +564,9 @@ actor OrderRateLimiter {
     private func grant() {
         prune()
         while recent.count < limit, !waiters.isEmpty {
-            recent.append(.now)
-            waiters.removeFirst().resume()
+            let slot = ContinuousClock.now
+            recent.append(slot)
+            waiters.removeFirst().resume(returning: slot)
         }
         if !waiters.isEmpty { armTimer() }
     }
@@ -592,15 +597,17 @@ actor OrderRateLimiter {
         }
     }
 
-    static func shared(ca: String, email: String, logger: Logger, names: [String]) async {
+    @discardableResult
+    static func shared(ca: String, email: String, logger: Logger, names: [String]) async -> ContinuousClock.Instant {
         let limiter = of(ca: ca, email: email)
         let start = ContinuousClock.now
-        await limiter.wait()
+        let slot = await limiter.wait()
         if ContinuousClock.now - start > .milliseconds(100) {
             logger.info(
                 "waited on internal rate limiter",
                 metadata: ["identifiers": "\(names)", "ca": "\(ca)", "account": "\(email)"])
         }
+        return slot
     }
 }
 

@@ -265,33 +265,35 @@ final class CertificateManager: Sendable {
         // could be ordering, and a fleet of N orders up to N times as fast. The slot goes back when the name is
         // busy; this task then waits for the holder's result as usual.
         if let storage = plan.storage as? any TryLockingStorage, let acme = plan.issuers.first as? ACMEIssuer {
-            await acme.reserveOrderSlot(names: [name])
+            let slot = await acme.reserveOrderSlot(names: [name])
             let taken: Bool
             do {
                 taken = try await storage.tryLock(lockName)
             } catch {
-                await acme.returnOrderSlot()
+                await acme.returnOrderSlot(slot)
                 throw error
             }
             if taken {
                 try await storage.withHeldLock(lockName) {
-                    try await obtainLocked(name, plan, renewing: renewing, reservedBy: acme.issuerKey)
+                    try await obtainLocked(name, plan, renewing: renewing, reserved: (acme, slot))
                 }
                 return
             }
-            await acme.returnOrderSlot()
+            await acme.returnOrderSlot(slot)
         }
         try await plan.storage.withLock(lockName) {
-            try await obtainLocked(name, plan, renewing: renewing, reservedBy: nil)
+            try await obtainLocked(name, plan, renewing: renewing, reserved: nil)
         }
     }
 
-    /// The part of ``obtain(_:_:renewing:)`` done holding the issuing lock. `reservedBy`: the issuer whose order
-    /// slot the caller took.
-    private func obtainLocked(_ name: String, _ plan: Plan, renewing: Bool, reservedBy: String?) async throws {
+    /// The part of ``obtain(_:_:renewing:)`` done holding the issuing lock. `reserved`: the issuer whose order
+    /// slot the caller took, and the slot.
+    private func obtainLocked(
+        _ name: String, _ plan: Plan, renewing: Bool, reserved: (issuer: ACMEIssuer, slot: ContinuousClock.Instant)?
+    ) async throws {
         if let stored = await loadStored(name, plan), !needsRenewal(stored, plan) {
             store.add(stored)
-            if reservedBy != nil, let acme = plan.issuers.first as? ACMEIssuer { await acme.returnOrderSlot() }
+            if let reserved { await reserved.issuer.returnOrderSlot(reserved.slot) }
             return
         }
         // reuse_private_keys: the stored key signs the new CSR too (certmagic's reusePrivateKey).
@@ -303,7 +305,7 @@ final class CertificateManager: Sendable {
         }
         let csr = try makeCSR(names: [name], key: key, algorithm: algorithm, mustStaple: plan.mustStaple)
         var request = CertificateRequest(names: [name], csrDER: csr, publicKey: key.publicKey)
-        request.orderSlotReservedBy = reservedBy
+        request.orderSlotReservedBy = reserved?.issuer.issuerKey
         if renewing, let old = store.managedCertificate(for: name)?.leafCertificate {
             request.replaces =
                 plan.issuers.compactMap { ($0 as? any RenewalWindowProvider)?.renewalIdentifier(for: old) }.first

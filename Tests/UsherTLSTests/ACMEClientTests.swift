@@ -142,12 +142,12 @@ struct ACMEClientTests {
     @Test("a slot given back (no order placed after all) goes to the next waiter at once, not after the window")
     func orderRateLimitGiveBack() async throws {
         let limiter = OrderRateLimiter(limit: 2, window: .seconds(30))
-        await limiter.wait()
+        let first = await limiter.wait()
         await limiter.wait()
         let start = ContinuousClock.now
         let waiter = Task { await limiter.wait() }
         try await Task.sleep(for: .milliseconds(200))
-        await limiter.giveBack()
+        await limiter.giveBack(first)
         await waiter.value
         let waited = ContinuousClock.now - start
         #expect(waited >= .milliseconds(190) && waited < .seconds(5), "\(waited)")

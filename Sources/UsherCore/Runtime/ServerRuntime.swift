@@ -226,7 +226,7 @@ public actor ServerRuntime {
             guard let fetched else { return }
             loaderTask = Task { [weak self] in
                 guard let self else { return }
-                _ = try? await self.applyLoaded(fetched, log: log, module: id, delay: delay)
+                _ = try? await self.applyLoaded(fetched, log: log, module: id)
             }
             return
         }
@@ -249,7 +249,7 @@ public actor ServerRuntime {
                 }
                 if Task.isCancelled { return }
                 do {
-                    if try await self.applyLoaded(fetched, log: log, module: id, delay: delay) { return }
+                    if try await self.applyLoaded(fetched, log: log, module: id) { return }
                     log.info("dynamically-loaded config was unchanged; will retry", metadata: ["module": "\(id)"])
                 } catch {
                     // Caddy stops polling here; a fleet is better served by trying again, and the good config
@@ -261,9 +261,7 @@ public actor ServerRuntime {
     }
 
     /// Loads a fetched config; true when it replaced the running one.
-    private func applyLoaded(_ json: JSONValue, log: Logger, module: String, delay: ConfigDuration) async throws
-        -> Bool
-    {
+    private func applyLoaded(_ json: JSONValue, log: Logger, module: String) async throws -> Bool {
         log.info("applying dynamically-loaded config", metadata: ["module": "\(module)"])
         do {
             let changed = try await load(json, force: false, pulled: true)
