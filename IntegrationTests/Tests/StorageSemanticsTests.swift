@@ -13,11 +13,14 @@ struct StorageSemanticsTests {
 
     init() throws { pg = try Postgres.shared.get() }
 
+    /// In this process the storage's tasks share two cooperative threads with every other test, some of which
+    /// block them for seconds: the deadline is set far beyond any real answer.
     func postgresStorage(_ extra: String = "") async throws -> any Storage {
         let env = RuntimeEnvironment(
             registry: try ModuleRegistry(bundles: [CoreModules.self, StandardModules.self]),
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
-        let json = try JSONValue.parse(Array(#"{"storage": \#(pg.storage(try pg.newDatabase(), extra: extra))}"#.utf8))
+        let json = try JSONValue.parse(
+            Array(#"{"storage": \#(pg.storage(try pg.newDatabase(), queryTimeout: "300s", extra: extra))}"#.utf8))
         return try await ServerRuntime.storage(for: json, environment: env)
     }
 
@@ -102,7 +105,7 @@ struct StorageSemanticsTests {
         "locks exclude: 4 tasks × 10 read-modify-write increments under one lock lose none; a waiter's cancellation ends its wait"
     )
     func mutualExclusionAndCancellation() async throws {
-        let s = try await postgresStorage(#", "lock_timeout": "5s""#)
+        let s = try await postgresStorage(#", "lock_timeout": "120s""#)
         try await s.store("counter", Array("0".utf8))
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<4 {

@@ -317,7 +317,9 @@ final class PostgresDatabase: Sendable {
     func prepare() async throws {
         let connection: PostgresConnection
         do {
-            connection = try await withDeadline("connect") { try await self.connectOnce() }
+            connection = try await withDeadline("connect", late: { try? await $0.close() }) {
+                try await self.connectOnce()
+            }
         } catch {
             throw StorageError.failed("\(settings): cannot connect: \(Self.describe(error))")
         }
@@ -398,8 +400,10 @@ final class PostgresDatabase: Sendable {
 
     /// Runs `body`, failing with an error naming `what` if it takes longer than `query_timeout`. The body is
     /// cancelled then but not awaited: a connection stuck on a dead network must not hold the caller.
+    /// `late`: given a result that arrives after the deadline, which nobody else will see (a connection to close).
     func withDeadline<T: Sendable>(
-        _ what: String, atLeast: Duration = .zero, _ body: @escaping @Sendable () async throws -> T
+        _ what: String, atLeast: Duration = .zero, late: (@Sendable (T) async -> Void)? = nil,
+        _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         let timeout = max(settings.queryTimeout, atLeast)
         let settings = self.settings
@@ -410,7 +414,9 @@ final class PostgresDatabase: Sendable {
                 outcome.set(continuation)
                 Task {
                     let result = await work.result
-                    outcome.resume(with: result)
+                    if !outcome.resume(with: result), let late, case .success(let value) = result {
+                        await late(value)
+                    }
                 }
                 Task {
                     try? await Task.sleep(for: timeout)
