@@ -66,7 +66,7 @@ struct FleetTests {
         let issuer = pebbleIssuer(pebble)
         let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
         // Started together: every instance provisions, finds no certificate and asks for the lock at once.
-        let started = Mutex3<FleetMember>()
+        let started = IndexedResults<FleetMember>()
         DispatchQueue.concurrentPerform(iterations: ips.count) { i in
             started.set(
                 i,
@@ -510,7 +510,7 @@ struct FleetTests {
 }
 
 /// Results of concurrent starts, collected by index.
-final class Mutex3<T>: @unchecked Sendable {
+final class IndexedResults<T>: @unchecked Sendable {
     private let lock = NSLock()
     private var results: [Int: Result<T, any Error>] = [:]
 

@@ -147,6 +147,9 @@ public struct PostgresSettings: Sendable, Hashable, CustomStringConvertible {
 
     public init() {}
 
+    /// The server's socket when `host` is a directory (as in libpq), else nil.
+    var unixSocketPath: String? { host.hasPrefix("/") ? host + "/.s.PGSQL.\(port)" : nil }
+
     /// `user@host:port/db`: what error messages name (never the password).
     public var description: String { "postgres \(user)@\(host):\(port)/\(database ?? user)" }
 
@@ -175,10 +178,10 @@ public struct PostgresSettings: Sendable, Hashable, CustomStringConvertible {
             let info = rest[..<at]
             rest = rest[rest.index(after: at)...]
             if let colon = info.firstIndex(of: ":") {
-                user = try Self.percentDecode(info[..<colon])
-                password = try Self.percentDecode(info[info.index(after: colon)...])
+                user = try Self.unescape(info[..<colon])
+                password = try Self.unescape(info[info.index(after: colon)...])
             } else {
-                user = try Self.percentDecode(info)
+                user = try Self.unescape(info)
             }
         }
         if !rest.isEmpty {
@@ -186,10 +189,10 @@ public struct PostgresSettings: Sendable, Hashable, CustomStringConvertible {
             if !h.isEmpty { host = h }
             if !p.isEmpty { try set("port", p) }
         }
-        if !path.isEmpty { database = try Self.percentDecode(path) }
+        if !path.isEmpty { database = try Self.unescape(path) }
         for pair in query.split(separator: "&") where !pair.isEmpty {
             guard let eq = pair.firstIndex(of: "=") else { throw PostgresConfigError("\(pair): expected key=value") }
-            try set(String(pair[..<eq]), try Self.percentDecode(pair[pair.index(after: eq)...]))
+            try set(String(pair[..<eq]), try Self.unescape(pair[pair.index(after: eq)...]))
         }
     }
 
@@ -211,6 +214,14 @@ public struct PostgresSettings: Sendable, Hashable, CustomStringConvertible {
         case "connect_timeout", "application_name": break
         default: throw PostgresConfigError("unsupported connection parameter \(key)")
         }
+    }
+
+    /// A URI component with `%XX` escapes decoded (`+` stays a plus, as libpq reads it).
+    static func unescape(_ s: Substring) throws -> String {
+        guard let decoded = URLEscaping.unescape(String(s), mode: .path) else {
+            throw PostgresConfigError("bad percent-encoding in \(s)")
+        }
+        return decoded
     }
 
     /// `key=value` pairs separated by spaces; values may be single-quoted with `\'` and `\\` escapes.
@@ -259,23 +270,6 @@ public struct PostgresSettings: Sendable, Hashable, CustomStringConvertible {
             skipSpaces()
         }
         return out
-    }
-
-    static func percentDecode(_ s: Substring) throws -> String {
-        var bytes: [UInt8] = []
-        var u = Array(s.utf8)[...]
-        while let b = u.popFirst() {
-            if b == UInt8(ascii: "%") {
-                guard u.count >= 2, let v = UInt8(String(decoding: u.prefix(2), as: UTF8.self), radix: 16) else {
-                    throw PostgresConfigError("bad percent-encoding in \(s)")
-                }
-                bytes.append(v)
-                u = u.dropFirst(2)
-            } else {
-                bytes.append(b)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

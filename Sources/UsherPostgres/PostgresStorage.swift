@@ -260,14 +260,20 @@ final class PostgresDatabase: Sendable {
         gethostname(&host, 255)
         owner = "\(String(cString: host)):\(getpid()):\(UInt32.random(in: 0...UInt32.max))"
         var config: PostgresClient.Configuration
-        if settings.host.hasPrefix("/") {
+        if let socket = settings.unixSocketPath {
             config = .init(
-                unixSocketPath: settings.host + "/.s.PGSQL.\(settings.port)", username: settings.user,
-                password: settings.password, database: settings.database)
+                unixSocketPath: socket, username: settings.user, password: settings.password,
+                database: settings.database)
         } else {
+            let tls: PostgresClient.Configuration.TLS
+            switch try Self.tls(settings) {
+            case nil: tls = .disable
+            case (let t, required: false)?: tls = .prefer(t)
+            case (let t, required: true)?: tls = .require(t)
+            }
             config = .init(
                 host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-                database: settings.database, tls: try Self.clientTLS(settings))
+                database: settings.database, tls: tls)
         }
         config.options.maximumConnections = settings.maxConnections
         config.options.connectTimeout = settings.queryTimeout
@@ -286,7 +292,8 @@ final class PostgresDatabase: Sendable {
         return [("statement_timeout", "\(ms)"), ("application_name", "usher")]
     }
 
-    static func tlsConfiguration(_ s: PostgresSettings) throws -> TLSConfiguration? {
+    /// What `sslmode` asks for: no TLS (`nil`), or this configuration, required or only preferred.
+    static func tls(_ s: PostgresSettings) throws -> (TLSConfiguration, required: Bool)? {
         var tls = TLSConfiguration.makeClientConfiguration()
         switch s.sslmode {
         case .disable: return nil
@@ -301,15 +308,7 @@ final class PostgresDatabase: Sendable {
                 throw PostgresConfigError("sslrootcert \(root): \(error)")
             }
         }
-        return tls
-    }
-
-    static func clientTLS(_ s: PostgresSettings) throws -> PostgresClient.Configuration.TLS {
-        guard let tls = try tlsConfiguration(s) else { return .disable }
-        switch s.sslmode {
-        case .allow, .prefer: return .prefer(tls)
-        default: return .require(tls)
-        }
+        return (tls, required: s.sslmode != .allow && s.sslmode != .prefer)
     }
 
     /// Connects directly (not through the pool, whose retries would hide the reason) and migrates if this
@@ -330,16 +329,16 @@ final class PostgresDatabase: Sendable {
 
     private func connectOnce() async throws -> PostgresConnection {
         var config: PostgresConnection.Configuration
-        if settings.host.hasPrefix("/") {
+        if let socket = settings.unixSocketPath {
             config = .init(
-                unixSocketPath: settings.host + "/.s.PGSQL.\(settings.port)", username: settings.user,
-                password: settings.password, database: settings.database)
+                unixSocketPath: socket, username: settings.user, password: settings.password,
+                database: settings.database)
         } else {
             let tls: PostgresConnection.Configuration.TLS
-            switch (settings.sslmode, try Self.tlsConfiguration(settings)) {
-            case (_, nil): tls = .disable
-            case (.allow, let t?), (.prefer, let t?): tls = .prefer(try NIOSSLContext(configuration: t))
-            case (_, let t?): tls = .require(try NIOSSLContext(configuration: t))
+            switch try Self.tls(settings) {
+            case nil: tls = .disable
+            case (let t, required: false)?: tls = .prefer(try NIOSSLContext(configuration: t))
+            case (let t, required: true)?: tls = .require(try NIOSSLContext(configuration: t))
             }
             config = .init(
                 host: settings.host, port: settings.port, username: settings.user, password: settings.password,

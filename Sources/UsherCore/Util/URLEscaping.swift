@@ -141,7 +141,7 @@ extension StringProtocol {
 
 extension URLEscaping {
     /// Whether a path needs no escaping: every byte is one `escapePath` keeps.
-    static func isCanonicalPath<S: Sequence>(_ bytes: S) -> Bool where S.Element == UInt8 {
+    package static func isCanonicalPath<S: Sequence>(_ bytes: S) -> Bool where S.Element == UInt8 {
         for b in bytes {
             switch b {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
