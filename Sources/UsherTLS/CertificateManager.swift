@@ -55,6 +55,8 @@ final class CertificateManager: Sendable {
     private let renewalTimes = Mutex<[String: (renewAt: Date?, askAfter: Date)]>([:])
     private let maintenance = Mutex<Task<Void, Never>?>(nil)
     private let names = Mutex<[String]>([])
+    /// Names found due at start (with whether each is a renewal), ordered once every app is serving.
+    private let pending = Mutex<[(String, Bool)]>([])
     private let stopped = Atomic<Bool>(false)
 
     init(
@@ -89,8 +91,12 @@ final class CertificateManager: Sendable {
             mustStaple: policy?.mustStaple ?? false)
     }
 
+    /// Loads what storage holds and obtains from the internal CA (a failure there refuses the config); names that
+    /// need an ACME order or a renewal are only noted here, and ordered by `beginBackgroundWork`, once every app
+    /// is serving: an HTTP-01 challenge needs the `http` app's listener up before the CA calls back.
     func start(names managed: [String]) async throws {
         names.withLock { $0 = managed }
+        var due: [(String, Bool)] = []
         for name in managed {
             let plan = plan(for: name)
             if let cert = await loadStored(name, plan) {
@@ -98,7 +104,7 @@ final class CertificateManager: Sendable {
                     "loaded managed certificate from storage",
                     metadata: ["identifier": "\(name)", "serial": "\(cert.serialNumber)"])
                 store.add(cert)
-                if needsRenewal(cert, plan) { schedule(name, renewing: true) }
+                if needsRenewal(cert, plan) { due.append((name, true)) }
                 continue
             }
             if plan.issuers.allSatisfy({ $0 is InternalIssuer }) {
@@ -111,10 +117,18 @@ final class CertificateManager: Sendable {
                     throw ConfigError(path: "apps.tls.automation", "obtaining certificate for \(name): \(error)")
                 }
             } else {
-                schedule(name, renewing: false)
+                due.append((name, false))
             }
         }
-        guard !managed.isEmpty else { return }
+        pending.withLock { $0 = due }
+    }
+
+    /// Orders what `start` found due, then keeps checking for renewals.
+    func beginBackgroundWork() {
+        for (name, renewing) in pending.withLock({ p in defer { p = [] }; return p }) {
+            schedule(name, renewing: renewing)
+        }
+        guard !names.withLock({ $0.isEmpty }), !stopped.load(ordering: .relaxed) else { return }
         let interval =
             automation?.renewInterval.flatMap { $0.nanoseconds > 0 ? Double($0.nanoseconds) / 1e9 : nil } ?? 600
         let task = Task { [self] in

@@ -161,11 +161,16 @@ public struct TLSApp: App, Provisioner {
     /// The names this config manages.
     public var managed: [String] { managedNames.withLock { $0 } }
 
-    /// Loads managed certificates from storage, obtains what is missing (from the internal CA at once, throwing
-    /// when it cannot; from ACME in the background), then keeps them renewed.
+    /// Loads managed certificates from storage and obtains what the internal CA issues (throwing when it cannot).
     public func start() async throws {
         try await runtime.withLock({ $0 })?.start(names: managed)
         stapler.withLock({ $0 })?.start()
+    }
+
+    /// Orders from ACME what is missing or due, in the background, then keeps every certificate renewed: only now,
+    /// as Caddy manages certificates after its HTTP servers listen, so the CA's HTTP-01 request finds a listener.
+    public func allAppsStarted() async {
+        runtime.withLock({ $0 })?.beginBackgroundWork()
     }
 
     public func stop() async {

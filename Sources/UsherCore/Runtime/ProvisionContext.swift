@@ -8,6 +8,13 @@ public protocol App: Module {
     func start() async throws
     /// Stops serving; in-flight work finishes within the app's grace period.
     func stop() async
+    /// Called once every app of the config has started and the config is committed: work that needs the other
+    /// apps serving (the `tls` app's ACME orders need the `http` app's listeners for HTTP-01). Default: nothing.
+    func allAppsStarted() async
+}
+
+extension App {
+    public func allAppsStarted() async {}
 }
 
 public enum Apps: ModuleNamespace {

@@ -184,6 +184,7 @@ public actor ServerRuntime {
         running = RunningConfig(config: decoded, context: context, appOrder: context.appOrder, apps: context.apps)
         currentConfig = json
         environment.logRouter.replaceSinks(sinks)
+        for name in context.appOrder { await context.apps[name]!.allAppsStarted() }
         if let old {
             for name in old.appOrder.reversed() { await old.apps[name]!.stop() }
             await old.context.runCleanups()
