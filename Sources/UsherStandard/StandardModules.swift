@@ -26,7 +26,7 @@ public enum StandardModules: ModuleBundle {
             // Matchers
             HostMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self, HeaderMatcher.self,
             HeaderRegexpMatcher.self, QueryMatcher.self, ProtocolMatcher.self, NotMatcher.self,
-            RemoteIPMatcher.self, ClientIPMatcher.self, VarsMatcher.self, VarsRegexpMatcher.self,
+            RemoteIPMatcher.self, ClientIPMatcher.self, VarsMatcher.self, VarsRegexpMatcher.self, FileMatcher.self,
             // Handlers
             SubrouteHandler.self, StaticResponseHandler.self, ACMEServerHandler.self, HeadersHandler.self,
             RewriteHandler.self,

@@ -313,13 +313,13 @@ func absolutePath(_ path: String) -> String {
 /// The working directory, read once: a server does not change it.
 let currentDirectory: String = FileManager.default.currentDirectoryPath
 
-/// Joins a request path onto a root so the result never leaves the root (Caddy's `SanitizedPathJoin`).
+/// Joins a request path onto a root so the result never leaves the root, exactly as Caddy's `SanitizedPathJoin`
+/// (the file matcher's placeholders show the result): cleaned, with a trailing slash kept unless the path is `/`.
 func sanitizedPathJoin(_ root: String, _ requestPath: String) -> String {
     let root = root.isEmpty ? "." : root
-    let cleaned = cleanPath("/" + requestPath)
-    var joined = root.hasSuffix("/") ? String(root.dropLast()) + cleaned : root + cleaned
-    if cleaned == "/" { joined = root.hasSuffix("/") ? root : root + "/" }
-    if requestPath.hasSuffix("/") && !joined.hasSuffix("/") { joined += "/" }
+    let relative = String(cleanPath("/" + requestPath).dropFirst())
+    var joined = relative.isEmpty ? cleanPath(root) : cleanPath(root + "/" + relative)
+    if requestPath.hasSuffix("/") && requestPath.utf8.count > 1 { joined += "/" }
     return joined
 }
 
