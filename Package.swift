@@ -46,7 +46,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ], swiftSettings: swiftSettings),
-        .target(name: "CUsherSystem", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd"), .linkedLibrary("resolv"), .linkedLibrary("systemd")]),
+        .target(name: "CUsherSystem", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd"), .linkedLibrary("resolv"), .linkedLibrary("systemd"), .linkedLibrary("crypt"), .linkedLibrary("argon2")]),
         .target(
             name: "UsherCore",
             dependencies: [
@@ -213,6 +213,7 @@ let package = Package(
                 "UsherCore",
                 "UsherTLS",
                 "UsherCaddyfile",
+                "UsherHandlers",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

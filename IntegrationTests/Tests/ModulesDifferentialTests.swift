@@ -167,3 +167,102 @@ struct ModulesDifferentialTests {
         #expect(try pair.ask("/fail/nothing-here").usher.status == 418)
     }
 }
+
+extension ModulesDifferentialTests {
+    /// `caddy hash-password` (the oracle's own) with `args`.
+    func caddyHash(_ password: String, _ args: [String]) throws -> String {
+        let r = try runCommand(caddyOracle!, ["hash-password", "--plaintext", password] + args, timeout: 60)
+        guard r.status == 0 else { throw TestFailure("caddy hash-password: \(r.stderr)") }
+        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("basic_auth with bcrypt and argon2id hashes from caddy hash-password and from usher hash-password")
+    func basicAuth() throws {
+        let bcrypt = try caddyHash("open sesame", ["--algorithm", "bcrypt", "--bcrypt-cost", "6"])
+        let argon = try caddyHash("c0rrect horse", ["--algorithm", "argon2id", "--argon2id-memory", "8192"])
+        let ours = try runCommand(usherBinary, ["hash-password", "--plaintext", "ours too", "--bcrypt-cost", "5"])
+        let oursArgon = try runCommand(usherBinary, ["hash-password", "-p", "ours argon", "-a", "argon2id"])
+        #expect(ours.status == 0 && ours.stdout.hasPrefix("$2a$05$"), "\(ours.stdout)")
+        #expect(oursArgon.status == 0 && oursArgon.stdout.hasPrefix("$argon2id$v=19$m=47104,t=1,p=1$"))
+        let pair = try ServerPair(
+            caddyfile: """
+                {
+                    admin off
+                    auto_https off
+                }
+                :{{PORT}} {
+                    handle /b/* {
+                        basic_auth {
+                            alice \(bcrypt)
+                            usher \(ours.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+                        }
+                        respond "hello {http.auth.user.id}"
+                    }
+                    handle /a/* {
+                        basic_auth argon2id "Members only" {
+                            bob \(argon)
+                            usher \(oursArgon.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+                        }
+                        respond "hi {http.auth.user.id}"
+                    }
+                    respond "public"
+                }
+                """)
+        defer { pair.stop() }
+        let cases: [(String, [String])] = [
+            ("/b/x", []), ("/b/x", ["-u", "alice:open sesame"]), ("/b/x", ["-u", "alice:open sesame "]),
+            ("/b/x", ["-u", "alice:"]), ("/b/x", ["-u", "mallory:open sesame"]), ("/b/x", ["-u", "usher:ours too"]),
+            ("/b/x", ["-H", "Authorization: Basic !!!notbase64"]), ("/b/x", ["-H", "Authorization: Bearer abc"]),
+            ("/b/x", ["-H", "Authorization: basic YWxpY2U6b3BlbiBzZXNhbWU="]),
+            ("/b/x", ["-H", "Authorization: Basic YWxpY2U="]),
+            ("/a/y", []), ("/a/y", ["-u", "bob:c0rrect horse"]), ("/a/y", ["-u", "bob:c0rrect hors"]),
+            ("/a/y", ["-u", "usher:ours argon"]), ("/a/y", ["-u", "alice:open sesame"]), ("/elsewhere", []),
+        ]
+        for (path, args) in cases {
+            let (u, c) = try pair.ask(path, args)
+            #expect(
+                Answer(u, headers: ["www-authenticate", "content-type"])
+                    == Answer(c, headers: ["www-authenticate", "content-type"]), "\(path) \(args)")
+        }
+        #expect(try pair.ask("/b/x", ["-u", "alice:open sesame"]).usher.body == "hello alice")
+        #expect(try pair.ask("/a/y", ["-u", "bob:c0rrect horse"]).usher.body == "hi bob")
+        #expect(try pair.ask("/a/y", ["-u", "bob:wrong"]).usher.status == 401)
+        // A cached verification answers the same.
+        for _ in 0..<3 { #expect(try pair.ask("/b/x", ["-u", "alice:open sesame"]).usher.status == 200) }
+    }
+
+    @Test("basic_auth: a malformed hash or an unknown algorithm is a load error naming the account")
+    func basicAuthBadHashes() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-auth-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bad: [(String, String)] = [
+            (":80 {\n\tbasic_auth {\n\t\tcarol $2a$14$tooShort\n\t}\n}\n", "account carol"),
+            (
+                ":80 {\n\tbasic_auth argon2id {\n\t\tdave $argon2id$v=19$m=47104,t=1,p=1$c2FsdA$!!!\n\t}\n}\n",
+                "account dave"
+            ),
+            (
+                ":80 {\n\tbasic_auth argon2id {\n\t\terin $2a$14$X3ulqf/iGxnf1k6oMZ.RZeJUoqI9PX2PM4rS5lkIKJXduLGXGPrt6\n\t}\n}\n",
+                "account erin"
+            ),
+            (":80 {\n\tbasic_auth scrypt {\n\t\tfrank abc\n\t}\n}\n", "unrecognized hash algorithm: scrypt"),
+        ]
+        for (text, expected) in bad {
+            let file = dir.appendingPathComponent("Caddyfile")
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            let r = try runCommand(usherBinary, ["validate", "--config", file.path], cwd: dir)
+            #expect(r.status != 0, "\(text)")
+            #expect(r.stderr.contains(expected), "\(r.stderr)")
+        }
+        // JSON naming an algorithm no module provides fails with the path and the module.
+        let json = dir.appendingPathComponent("auth.json")
+        try """
+        {"apps": {"http": {"servers": {"s": {"listen": [":80"], "routes": [{"handle": [{"handler": "authentication",
+        "providers": {"http_basic": {"hash": {"algorithm": "md5"}, "accounts": [{"username": "g", "password": "$1$x"}]}}}]}]}}}}}
+        """.write(to: json, atomically: true, encoding: .utf8)
+        let r = try runCommand(usherBinary, ["validate", "--config", json.path], cwd: dir)
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("http.authentication.hashes.md5"), "\(r.stderr)")
+    }
+}

@@ -55,7 +55,7 @@ struct UsherCommand: AsyncParsableCommand {
             RunCommand.self, StartCommand.self, StopCommand.self, ReloadCommand.self, AdaptCommand.self,
             ValidateCommand.self, ListModulesCommand.self, VersionCommand.self, EnvironCommand.self,
             RespondCommand.self, FmtCommand.self, FileServerCommand.self, ReverseProxyCommand.self, TrustCommand.self,
-            UntrustCommand.self, StorageCommand.self, RevokeCommand.self,
+            UntrustCommand.self, StorageCommand.self, RevokeCommand.self, HashPasswordCommand.self,
         ]
     )
 }

@@ -3,14 +3,12 @@ import UsherCore
 import UsherTLS
 
 // Handler directives of the standard distribution whose modules are not in this build yet: templates,
-// basic_auth, timeouts, tracing, log_append, acme_server.
+// timeouts, tracing, log_append, acme_server.
 
 let otherHandlerParsers = CaddyfileSupport(
     directives: ["acme_server": parseACMEServer],
     handlerDirectives: [
         "templates": parseTemplates,
-        "basicauth": parseBasicAuth,
-        "basic_auth": parseBasicAuth,
         "timeouts": parseTimeouts,
         "tracing": parseTracing,
         "log_append": parseLogAppend,
@@ -56,41 +54,6 @@ private func parseTemplates(_ h: Helper) throws -> JSONObject {
     o.put("delimiters", delimiters)
     o.putMap("match", extensions?.sortedByKey() ?? JSONObject())
     return handlerObject("templates", o)
-}
-
-private func parseBasicAuth(_ h: Helper) throws -> JSONObject {
-    let d = h.d
-    d.next()
-    if d.val == "basicauth" { h.warn("the 'basicauth' directive is deprecated, please use 'basic_auth' instead!") }
-    let args = d.remainingArgs()
-    var hashName = "bcrypt"
-    var realm = ""
-    switch args.count {
-    case 0: break
-    case 1: hashName = args[0]
-    case 2:
-        hashName = args[0]
-        realm = args[1]
-    default: throw d.argErr()
-    }
-    guard hashName == "bcrypt" || hashName == "argon2id" else {
-        throw d.err("unrecognized hash algorithm: \(hashName)")
-    }
-    var accounts: [JSONObject] = []
-    while d.nextBlock(0) {
-        let username = d.val
-        var password = ""
-        if let a = d.args(1) { password = a[0] }
-        if d.nextArg() { throw d.argErr() }
-        if username.isEmpty || password.isEmpty { throw d.err("username and password cannot be empty or missing") }
-        accounts.append(["username": .string(username), "password": .string(password)])
-    }
-    var basic = JSONObject()
-    basic["hash"] = .object(moduleObject(JSONObject(), key: "algorithm", name: hashName))
-    basic.put("accounts", accounts)
-    basic.put("realm", realm)
-    basic["hash_cache"] = .object(JSONObject())
-    return handlerObject("authentication", ["providers": .object(["http_basic": .object(basic)])])
 }
 
 private func parseTimeouts(_ h: Helper) throws -> JSONObject {
