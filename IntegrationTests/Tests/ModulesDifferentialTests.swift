@@ -266,3 +266,141 @@ extension ModulesDifferentialTests {
         #expect(r.stderr.contains("http.authentication.hashes.md5"), "\(r.stderr)")
     }
 }
+
+extension ModulesDifferentialTests {
+    /// A small PHP application: a front controller that prints its CGI environment, a script using PATH_INFO, a
+    /// directory with its own index, a form handler, and scripts that stream bodies both ways.
+    func makePHPApp() throws -> URL {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("usher-php-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(
+            at: root.appendingPathComponent("sub"), withIntermediateDirectories: true)
+        let files: [String: String] = [
+            "index.php": """
+            <?php
+            header("X-Script: front");
+            echo "front controller\\n";
+            foreach (["SCRIPT_NAME", "SCRIPT_FILENAME", "PATH_INFO", "PATH_TRANSLATED", "REQUEST_URI",
+                "QUERY_STRING", "DOCUMENT_URI", "DOCUMENT_ROOT", "REQUEST_METHOD", "REQUEST_SCHEME", "CONTENT_LENGTH",
+                "CONTENT_TYPE", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "REMOTE_ADDR", "REMOTE_HOST",
+                "REMOTE_USER", "SERVER_PROTOCOL", "GATEWAY_INTERFACE", "HTTPS", "HTTP_X_FORWARDED_FOR",
+                "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_ACCEPT", "HTTP_X_CUSTOM", "HTTP_PROXY",
+                "HTTP_VIA", "SERVER_ADDR", "APP_ENV", "APP_PATH"] as $k) {
+                echo "$k=" . ($_SERVER[$k] ?? "(unset)") . "\\n";
+            }
+            """,
+            "info.php": """
+            <?php echo "info: [" . ($_SERVER["PATH_INFO"] ?? "") . "] [" . $_SERVER["SCRIPT_NAME"] . "]\\n";
+            """,
+            "sub/index.php": "<?php echo \"sub index \" . $_SERVER[\"SCRIPT_NAME\"] . \"\\n\";\n",
+            "form.php": """
+            <?php http_response_code(201); header("X-Got: " . count($_POST));
+            echo json_encode($_POST), " ", $_SERVER["CONTENT_TYPE"], " ", $_SERVER["CONTENT_LENGTH"], "\\n";
+            """,
+            "status.php": """
+            <?php header("Status: 418 I'm a teapot"); header("X-Multi: a"); header("X-Multi: b", false);
+            setcookie("flavour", "ginger"); echo "teapot\\n";
+            """,
+            "redirect.php": "<?php header(\"Location: /elsewhere?x=1\"); echo \"moved\\n\";\n",
+            "stderr.php": "<?php error_log(\"a message on stderr\"); echo \"logged\\n\";\n",
+            "big.php": """
+            <?php
+            if ($_SERVER["REQUEST_METHOD"] === "POST") {
+                $in = fopen("php://input", "r"); $n = 0; $h = hash_init("sha256");
+                while (!feof($in)) { $c = fread($in, 65536); $n += strlen($c); hash_update($h, $c); }
+                echo "got $n ", hash_final($h), "\\n"; exit;
+            }
+            $chunk = str_repeat("0123456789abcdef", 65536);
+            for ($i = 0; $i < intval($_GET["mb"] ?? 1); $i++) { echo $chunk; flush(); }
+            """,
+            "static.txt": "plain static file\n",
+        ]
+        for (name, text) in files {
+            try text.write(to: root.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        return root
+    }
+
+    @Test(
+        "php_fastcgi with php-fpm: front controller, PATH_INFO, index redirect, forms, streaming 100 MiB both ways, php-fpm down",
+        .enabled(if: PHPFPM.available, "needs php8.2-fpm (scripts/test installs it)"))
+    func phpFastCGI() throws {
+        let root = try makePHPApp()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let fpm = try PHPFPM()
+        let pair = try ServerPair(
+            caddyfile: """
+                {
+                    admin off
+                    auto_https off
+                }
+                :{{PORT}} {
+                    root * \(root.path)
+                    php_fastcgi 127.0.0.1:\(fpm.port) {
+                        env APP_ENV testing
+                        env APP_PATH {path}
+                    }
+                    file_server
+                }
+                """)
+        defer { pair.stop() }
+        func normalized(_ r: CurlResponse, port: Int) -> Answer {
+            var a = Answer(
+                r, headers: ["content-type", "location", "x-script", "x-got", "x-multi", "set-cookie", "status"])
+            // The only difference by design: each names itself in Via.
+            a.body = a.body.replacingOccurrences(of: String(port), with: "PORT")
+                .replacingOccurrences(of: "HTTP_VIA=1.1 Usher", with: "HTTP_VIA=1.1 Caddy")
+            a.headers = a.headers.map { $0.replacingOccurrences(of: String(port), with: "PORT") }
+            return a
+        }
+        let cases: [(String, [String])] = [
+            ("/", []), ("/some/route?x=1&y=%20z", []), ("/index.php", []), ("/index.php/extra", []),
+            ("/info.php/a/b%20c", []), ("/info.php", []), ("/INFO.PHP/x", []), ("/sub", []), ("/sub?q=1", []),
+            ("/sub/", []), ("/static.txt", []), ("/missing.php", []), ("/missing/dir/", []),
+            ("/form.php", ["-d", "a=1&b=two"]),
+            (
+                "/form.php",
+                [
+                    "-H", "Content-Type: multipart/form-data; boundary=usherTestBoundary", "--data-binary",
+                    "--usherTestBoundary\r\nContent-Disposition: form-data; name=\"field\"\r\n\r\nvalue\r\n--usherTestBoundary--\r\n",
+                ]
+            ),
+            ("/form.php", ["-X", "PUT", "-H", "Content-Type: text/plain", "--data-binary", "raw"]),
+            ("/status.php", []), ("/redirect.php", []), ("/", ["-I"]), ("/", ["-X", "OPTIONS"]),
+            ("/", ["-H", "X-Custom: one", "-H", "Accept: text/x-test", "-H", "Proxy: http://evil"]),
+            ("/", ["-H", "Transfer-Encoding: chunked", "-d", "small body"]),
+            ("/%2e%2e/%2e%2e/etc/passwd", ["--path-as-is"]), ("/index.php%00.txt", []),
+        ]
+        for (path, args) in cases {
+            let (u, c) = try pair.ask(path, args)
+            #expect(normalized(u, port: pair.usherPort) == normalized(c, port: pair.caddyPort), "\(path) \(args)")
+        }
+        let front = try pair.ask("/some/route?x=1").usher
+        #expect(front.body.contains("SCRIPT_NAME=/index.php\n") && front.body.contains("REQUEST_URI=/some/route?x=1\n"))
+        #expect(try pair.ask("/info.php/a/b").usher.body == "info: [/a/b] [/info.php]\n")
+        #expect(try pair.ask("/sub").usher.status == 308)
+
+        // 100 MiB each way through Usher, with its memory bounded.
+        let upload = FileManager.default.temporaryDirectory.appendingPathComponent("usher-up-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: upload) }
+        _ = try runCommand("/bin/sh", ["-c", "head -c 104857600 /dev/urandom > '\(upload.path)'"])
+        let digest = try runCommand("/usr/bin/sha256sum", [upload.path]).stdout.prefix(64)
+        let sampler = RSSSampler(pid: pair.usher.pid)
+        let up = try curl(
+            [
+                "-X", "POST", "-H", "Content-Type: application/octet-stream", "--data-binary", "@\(upload.path)",
+                "http://127.0.0.1:\(pair.usherPort)/big.php",
+            ], timeout: 120)
+        let down = try runCommand(
+            "/bin/sh", ["-c", "curl -s --max-time 120 'http://127.0.0.1:\(pair.usherPort)/big.php?mb=100' | wc -c"],
+            timeout: 130)
+        let peak = sampler.stop()
+        #expect(up.body == "got 104857600 \(digest)\n")
+        #expect(down.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "104857600")
+        #expect(peak < 64 * 1024, "peak RSS \(peak) KiB")
+
+        // php-fpm stopped: both answer the same (502 from the failed dial).
+        fpm.stop()
+        let (u, c) = try pair.ask("/some/route")
+        #expect(u.status == c.status && [502, 503].contains(u.status), "usher \(u.status), caddy \(c.status)")
+    }
+}

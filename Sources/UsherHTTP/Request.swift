@@ -193,7 +193,11 @@ public final class Request {
     public var hostWithoutPort: String { splitHostPort(host).host }
 
     /// The remote IP as a string (no port).
-    public var remoteHost: String { remoteAddress?.ipAddress ?? "" }
+    public var remoteHost: String {
+        // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; Go (and so Caddy) reports a.b.c.d.
+        guard let ip = remoteAddress?.ipAddress else { return "" }
+        return ip.hasPrefix("::ffff:") && ip.contains(".") ? String(ip.dropFirst(7)) : ip
+    }
     public var remotePort: Int? { remoteAddress?.port }
 
     /// Sets a variable (`http.vars.<name>`).

@@ -52,6 +52,7 @@ final class ConnectionPool: Sendable {
     func acquire(_ address: String, on loop: any EventLoop, upgrade: Bool = false) async throws -> (
         any UpstreamExchange, reused: Bool
     ) {
+        if transport.fastCGI != nil { return try await acquireHTTP1(address, on: loop, upgrade: false) }
         if transport.versions == ["3"] {
             return try await http3.stream(address, on: loop)
         }
@@ -257,9 +258,14 @@ final class ConnectionPool: Sendable {
         transport.applyTimeouts(connection)
         do {
             let sync = channel.pipeline.syncOperations
-            // Header values are checked where they are made (the handler strips CR/LF from header ops);
-            // those from the client were checked by the server's parser.
-            try sync.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
+            if let fastCGI = transport.fastCGI {
+                try sync.addHandler(FastCGIClientCodec(transport: fastCGI))
+            } else {
+                // Header values are checked where they are made (the handler strips CR/LF from header ops);
+                // those from the client were checked by the server's parser.
+                try sync.addHTTPClientHandlers(
+                    leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
+            }
             try sync.addHandler(connection)
         } catch {
             channel.close(promise: nil)

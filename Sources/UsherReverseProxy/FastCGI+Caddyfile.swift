@@ -1,8 +1,7 @@
 import UsherCaddyfile
 import UsherCore
 
-// `php_fastcgi` and the `fastcgi` transport. The transport's runtime is not in this build yet; its syntax lives
-// here, in the room the module will take.
+// `php_fastcgi` and the `fastcgi` transport (runtime in FastCGI.swift).
 
 /// `http.reverse_proxy.transport.fastcgi`.
 func parseFastCGITransport(_ d: Dispenser) throws -> JSONObject {

@@ -19,8 +19,11 @@ extension ReverseProxyHandler {
         connections: ConnectionPool, loop: any EventLoop, placeholders: ProxyPlaceholders,
         next: any HTTPHandler, prebuffered: PrebufferedBody? = nil
     ) async throws {
-        let upgrade = Self.requestedUpgrade(request)
-        if request.method == .CONNECT, WebTransportCodepoint.isWebTransportProtocol(request.connectProtocol) {
+        let fastCGI = connections.transport.fastCGI
+        let upgrade = fastCGI == nil ? Self.requestedUpgrade(request) : nil
+        if fastCGI == nil, request.method == .CONNECT,
+            WebTransportCodepoint.isWebTransportProtocol(request.connectProtocol)
+        {
             try await proxyWebTransport(
                 request, writer, to: upstream, connections: connections, loop: loop,
                 placeholders: placeholders)
@@ -59,6 +62,15 @@ extension ReverseProxyHandler {
             head.headers.remove(name: "Transfer-Encoding")
             head.headers.replaceOrAdd(name: "Content-Length", value: String(prebuffered.length))
         }
+        var fastCGIParams: FastCGIRequestParams?
+        if let fastCGI {
+            // Caddy's request buffering gives an empty body an explicit length, which the application sees.
+            if requestBuffers != 0, prebuffered == nil, request.body.expectedLength == 0 {
+                head.headers.replaceOrAdd(name: "Content-Length", value: "0")
+            }
+            fastCGIParams = try fastCGIRequest(fastCGI, request, head: head, withoutBody: withoutBody, conn: conn)
+            (conn as? UpstreamConnection)?.send(event: fastCGIParams!)
+        }
         do {
             try await conn.write(.head(head), flush: false)
         } catch  where reused {
@@ -70,6 +82,7 @@ extension ReverseProxyHandler {
                 throw AttemptFailure(
                     status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
             }
+            if let fastCGIParams { (conn as? UpstreamConnection)?.send(event: fastCGIParams) }
             try await conn.write(.head(head), flush: false)
         }
         var responseStarted = false
@@ -240,6 +253,40 @@ extension ReverseProxyHandler {
             }
         }
         connections.release(conn, reusable: complete && reusable, loop: loop)
+    }
+
+    /// The FastCGI environment of this exchange; a body of unknown length (beyond what `request_buffers` read)
+    /// is refused with 411, as Caddy does, since CGI needs `CONTENT_LENGTH` up front.
+    func fastCGIRequest(
+        _ fastCGI: FastCGITransport, _ request: Request, head: HTTPRequestHead, withoutBody: Bool,
+        conn: any UpstreamExchange
+    ) throws -> FastCGIRequestParams {
+        if request.path.utf8.contains(0) {
+            conn.close()
+            throw HandlerError(status: 400, HTTPErrorMessage("invalid request path"))
+        }
+        let method = request.method
+        let sendsBody = method != .HEAD && method != .OPTIONS && !withoutBody
+        var length = 0
+        if sendsBody {
+            if let declared = head.headers.first(name: "Content-Length") {
+                guard let n = Int(declared), n >= 0 else {
+                    conn.close()
+                    throw HandlerError(status: 411, HTTPErrorMessage("fastcgi: bad Content-Length"))
+                }
+                length = n
+            } else if request.body.expectedLength == nil {
+                conn.close()
+                throw HandlerError(status: 411, HTTPErrorMessage("fastcgi: request body length unknown"))
+            }
+        }
+        do {
+            return FastCGIRequestParams(
+                env: try fastCGI.environment(request, head: head, contentLength: length), sendsBody: sendsBody)
+        } catch {
+            conn.close()
+            throw error
+        }
     }
 
     /// The final response head, skipping interim (1xx) ones.

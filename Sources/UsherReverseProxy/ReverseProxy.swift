@@ -212,7 +212,11 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
                 registry: registry, maxFails: passive?.maxFails ?? 0,
                 limit: healthChecks?.passive?.unhealthyRequestCount ?? 0)
         }
-        let connections = ConnectionPool(transport: (transport?.module as? HTTPTransport) ?? HTTPTransport())
+        let fastCGI = transport?.module as? FastCGITransport
+        // FastCGI needs CONTENT_LENGTH: small chunked bodies are read first to learn it (Caddy's 4 KiB default).
+        if fastCGI != nil && requestBuffers == 0 { requestBuffers = 4096 }
+        let connections = ConnectionPool(
+            transport: (transport?.module as? HTTPTransport) ?? fastCGI?.poolSettings ?? HTTPTransport())
         self.connections = connections
         if let active = healthChecks?.active, active.isEnabled {
             let run = ActiveHealthChecker(

@@ -53,6 +53,8 @@ public struct HTTPTransport: ProxyTransport, Provisioner {
     /// `versions`: HTTP versions to speak: `1.1`, `2` (over TLS, by ALPN), `h2c` (HTTP/2 in cleartext, prior
     /// knowledge). Default: `["1.1", "2"]` (so cleartext upstreams get HTTP/1.1).
     public var versions: [String] = ["1.1", "2"]
+    /// Set when these are the pool settings of the `fastcgi` transport: connections then speak FastCGI.
+    var fastCGI: FastCGITransport?
     /// Built from `tls` when provisioned: ALPN by `versions`, and one offering only HTTP/1.1 for upgrades.
     var tlsContext: NIOSSLContext?
     var tlsContextHTTP1: NIOSSLContext?

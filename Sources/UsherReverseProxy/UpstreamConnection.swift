@@ -163,6 +163,9 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func close() { context?.close(promise: nil) }
 
+    /// Passes an outbound user event down the pipeline (the FastCGI environment, ahead of a request's head).
+    func send(event: Any) { context?.triggerUserOutboundEvent(event, promise: nil) }
+
     /// After a `101` head: HTTP gives way to a raw byte tunnel on the same socket.
     func becomeTunnel() throws -> UpstreamTunnel {
         guard !closed, let context else {

@@ -44,7 +44,7 @@ public enum StandardModules: ModuleBundle {
             AUpstreams.self,
             SRVUpstreams.self,
             MultiUpstreams.self,
-            CopyResponseHeadersHandler.self,
+            CopyResponseHeadersHandler.self, FastCGITransport.self,
         ]
     }
 

@@ -125,7 +125,9 @@ final class CertificateManager: Sendable {
 
     /// Orders what `start` found due, then keeps checking for renewals.
     func beginBackgroundWork() {
-        for (name, renewing) in pending.withLock({ p in defer { p = [] }; return p }) {
+        for (name, renewing) in pending.withLock({ p in
+            defer { p = [] }; return p
+        }) {
             schedule(name, renewing: renewing)
         }
         guard !names.withLock({ $0.isEmpty }), !stopped.load(ordering: .relaxed) else { return }

@@ -305,17 +305,17 @@ func monotonicNanoseconds() -> Int64 {
 }
 
 /// `path` made absolute against the working directory, cleaned (Caddy's `FastAbs`).
-func absolutePath(_ path: String) -> String {
+package func absolutePath(_ path: String) -> String {
     if path.hasPrefix("/") { return cleanPath(path) }
     return cleanPath(currentDirectory + "/" + path)
 }
 
 /// The working directory, read once: a server does not change it.
-let currentDirectory: String = FileManager.default.currentDirectoryPath
+package let currentDirectory: String = FileManager.default.currentDirectoryPath
 
 /// Joins a request path onto a root so the result never leaves the root, exactly as Caddy's `SanitizedPathJoin`
 /// (the file matcher's placeholders show the result): cleaned, with a trailing slash kept unless the path is `/`.
-func sanitizedPathJoin(_ root: String, _ requestPath: String) -> String {
+package func sanitizedPathJoin(_ root: String, _ requestPath: String) -> String {
     let root = root.isEmpty ? "." : root
     let relative = String(cleanPath("/" + requestPath).dropFirst())
     var joined = relative.isEmpty ? cleanPath(root) : cleanPath(root + "/" + relative)
@@ -325,7 +325,7 @@ func sanitizedPathJoin(_ root: String, _ requestPath: String) -> String {
 
 /// Go's `path.Clean`: removes `.` and `..` elements and doubled slashes (with a fast path for paths that are
 /// already clean, as most request paths are).
-func cleanPath(_ p: String) -> String {
+package func cleanPath(_ p: String) -> String {
     if p.isEmpty { return "." }
     if isClean(p) { return p }
     return PathUtil.clean(p)
