@@ -404,3 +404,86 @@ extension ModulesDifferentialTests {
         #expect(u.status == c.status && [502, 503].contains(u.status), "usher \(u.status), caddy \(c.status)")
     }
 }
+
+extension ModulesDifferentialTests {
+    @Test("intercept: handle_response routes and replace_status on any handler's response; log_append fields")
+    func interceptAndLogAppend() throws {
+        let root = try makeSite()
+        defer { try? FileManager.default.removeItem(at: root) }
+        try "<h1>not here</h1>\n".write(to: root.appendingPathComponent("404.html"), atomically: true, encoding: .utf8)
+        let pair = try ServerPair(
+            caddyfile: """
+                {
+                    admin off
+                    auto_https off
+                }
+                :{{PORT}} {
+                    root * \(root.path)
+                    log
+                    log_append handler_said {http.intercept.status_code}
+                    log_append <early_path {path}
+                    log_append fixed "a literal"
+                    vars flavour mint
+                    log_append from_var flavour
+                    handle /body/* {
+                        log_append sent {http.response.body}
+                        log_append sent64 {http.response.body_base64}
+                        respond "echo {path}"
+                    }
+                    intercept {
+                        @missing status 404
+                        handle_response @missing {
+                            header X-Intercepted "{http.intercept.status_code} {http.intercept.header.Content-Type}"
+                            rewrite * /404.html
+                            file_server
+                        }
+                        @teapot status 418
+                        replace_status @teapot 202
+                        @empty status 299
+                        handle_response @empty {
+                            header X-Empty yes
+                        }
+                    }
+                    handle /tea {
+                        respond "short and stout" 418
+                    }
+                    handle /gone {
+                        respond "gone" 404
+                    }
+                    handle /empty {
+                        header Content-Type text/x-original
+                        respond "original body" 299
+                    }
+                    file_server
+                }
+                """)
+        defer { pair.stop() }
+        let paths = ["/index.html", "/nothing-here", "/gone", "/tea", "/empty", "/docs/", "/body/abc"]
+        for path in paths {
+            let (u, c) = try pair.ask(path)
+            let names = ["content-type", "x-intercepted", "x-empty"]
+            #expect(Answer(u, headers: names) == Answer(c, headers: names), "\(path)")
+        }
+        // A handler's error (file_server's 404) is not a response: only written responses are intercepted.
+        #expect(try pair.ask("/nothing-here").usher.body == "")
+        #expect(try pair.ask("/gone").usher.body == "<h1>not here</h1>\n")
+        #expect(try pair.ask("/tea").usher.status == 202)
+        #expect(try pair.ask("/empty").usher.body == "original body")
+        // The appended fields, access log line by line, as Caddy logs them.
+        Thread.sleep(forTimeInterval: 0.5)
+        func fields(_ log: String) -> [String] {
+            log.split(separator: "\n").compactMap { line -> String? in
+                guard line.contains("\"http.log.access"),
+                    let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                else { return nil }
+                let keys = ["handler_said", "early_path", "fixed", "from_var", "sent", "sent64"]
+                return keys.map { k in "\(k)=\(o[k].map { "\($0)" } ?? "(absent)")" }.joined(separator: " ")
+            }
+        }
+        let ours = fields(pair.usher.log)
+        let theirs = fields(pair.caddy.log)
+        #expect(ours.count == paths.count + 4, "\(ours.count) access lines")
+        #expect(ours == theirs)
+        #expect(ours.contains { $0.contains("sent=echo /body/abc") && $0.contains("sent64=ZWNobyAvYm9keS9hYmM=") })
+    }
+}

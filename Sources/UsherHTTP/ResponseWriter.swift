@@ -104,10 +104,18 @@ public final class ResponseRecorder: WrappingResponseWriter {
     /// The buffered body.
     public private(set) var body = ByteBuffer()
     public private(set) var size = 0
+    /// Body bytes beyond `limit` were dropped (`size` still counts them).
+    public private(set) var overflowed = false
+    private let limit: Int
     private var ownHeaders: HTTPHeaders?
 
-    public init(_ wrapped: any ResponseWriter, shouldBuffer: @escaping (HTTPResponseStatus, HTTPHeaders) -> Bool) {
+    /// `limit`: most body bytes held; what comes beyond is counted and dropped.
+    public init(
+        _ wrapped: any ResponseWriter, limit: Int = .max,
+        shouldBuffer: @escaping (HTTPResponseStatus, HTTPHeaders) -> Bool
+    ) {
         self.wrappedWriter = wrapped
+        self.limit = limit
         self.shouldBuffer = shouldBuffer
     }
 
@@ -137,6 +145,10 @@ public final class ResponseRecorder: WrappingResponseWriter {
         if recordedStatus == nil { try await writeHead(.ok) }
         size += buffer.readableBytes
         if buffering {
+            guard body.readableBytes + buffer.readableBytes <= limit else {
+                overflowed = true
+                return
+            }
             var b = buffer
             body.writeBuffer(&b)
         } else {

@@ -413,7 +413,7 @@ final class FastCGIClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
             guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
                 throw UpstreamError(description: "fastcgi: malformed MIME header line: \(line)", retryable: false)
             }
-            let name = Self.canonical(String(line[..<colon]))
+            let name = canonicalHeaderName(String(line[..<colon]))
             let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
             if name == "Status" {
                 let number = value.split(separator: " ", maxSplits: 1).first.map(String.init) ?? ""
@@ -443,17 +443,5 @@ final class FastCGIClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
         }
         stderr = []
         context.fireChannelRead(wrapInboundOut(.end(nil)))
-    }
-
-    /// Go's `CanonicalMIMEHeaderKey` for ASCII names: first letter and letters after `-` upper case.
-    static func canonical(_ name: String) -> String {
-        var upper = true
-        var out = ""
-        for ch in name {
-            if !ch.isASCII || ch == " " { return name }
-            out.append(upper ? Character(ch.uppercased()) : Character(ch.lowercased()))
-            upper = ch == "-"
-        }
-        return out
     }
 }

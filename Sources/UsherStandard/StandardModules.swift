@@ -33,7 +33,7 @@ public enum StandardModules: ModuleBundle {
             VarsHandler.self, MapHandler.self, ErrorHandler.self, RequestBodyHandler.self, InvokeHandler.self,
             FileServerHandler.self, PrecompressedGzip.self, PrecompressedZstd.self, PrecompressedBrotli.self,
             EncodeHandler.self, GzipEncoding.self, ZstdEncoding.self, MetricsHandler.self,
-            AuthenticationHandler.self, HTTPBasicAuth.self, BcryptHash.self, Argon2idHash.self,
+            AuthenticationHandler.self, HTTPBasicAuth.self, BcryptHash.self, Argon2idHash.self, LogAppendHandler.self,
             // Reverse proxy
             ReverseProxyHandler.self, HTTPTransport.self, RandomSelection.self, RandomChooseSelection.self,
             LeastConnSelection.self, RoundRobinSelection.self, WeightedRoundRobinSelection.self, FirstSelection.self,
@@ -44,7 +44,7 @@ public enum StandardModules: ModuleBundle {
             AUpstreams.self,
             SRVUpstreams.self,
             MultiUpstreams.self,
-            CopyResponseHeadersHandler.self, FastCGITransport.self,
+            CopyResponseHeadersHandler.self, FastCGITransport.self, InterceptHandler.self,
         ]
     }
 

@@ -3,7 +3,7 @@ import UsherCore
 import UsherTLS
 
 // Handler directives of the standard distribution whose modules are not in this build yet: templates,
-// timeouts, tracing, log_append, acme_server.
+// timeouts, tracing, acme_server.
 
 let otherHandlerParsers = CaddyfileSupport(
     directives: ["acme_server": parseACMEServer],
@@ -11,7 +11,6 @@ let otherHandlerParsers = CaddyfileSupport(
         "templates": parseTemplates,
         "timeouts": parseTimeouts,
         "tracing": parseTracing,
-        "log_append": parseLogAppend,
     ]
 )
 
@@ -119,24 +118,6 @@ private func parseTracing(_ h: Helper) throws -> JSONObject {
     o["span"] = .string(span)
     o.putMap("span_attributes", attributes?.sortedByKey() ?? JSONObject())
     return handlerObject("tracing", o)
-}
-
-private func parseLogAppend(_ h: Helper) throws -> JSONObject {
-    let d = h.d
-    d.next()
-    guard d.nextArg() else { throw d.argErr() }
-    var key = d.val
-    guard d.nextArg() else { throw d.argErr() }
-    var early = false
-    if key.hasPrefix("<") && key.count > 1 {
-        early = true
-        key.removeFirst()
-    }
-    var o = JSONObject()
-    o.put("key", key)
-    o.put("value", d.val)
-    o.put("early", early)
-    return handlerObject("log_append", o)
 }
 
 private func parseACMEServer(_ h: Helper) throws -> [ConfigValue] {
