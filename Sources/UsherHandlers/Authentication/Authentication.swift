@@ -174,35 +174,101 @@ public struct HTTPBasicAuth: Authenticator, Provisioner {
     private func verify(_ hashed: [UInt8], _ password: [UInt8]) async throws -> Bool {
         let algorithm = self.algorithm!
         guard let cache else {
-            return try await NIOThreadPool.singleton.runIfActive {
-                try algorithm.compare(hashed: hashed, plaintext: password)
-            }
+            return try await NIOThreadPool.singleton.runIfActive { try algorithm.compare(hashed: hashed, plaintext: password) }
         }
-        return try await cache.result(for: hashed + password) {
+        let key = VerificationCache.Key(hashed, password)
+        // A known pair costs a lookup: no task, no closure, no thread hop.
+        if let known = cache.known(key) { return known }
+        return try await cache.result(for: key) {
             try await NIOThreadPool.singleton.runIfActive { try algorithm.compare(hashed: hashed, plaintext: password) }
         }
     }
 
-    /// The user name and password of an `Authorization: Basic` field (Go's `Request.BasicAuth`).
+    /// The user name and password of an `Authorization: Basic` field (Go's `Request.BasicAuth`: the scheme in any
+    /// case, standard padded base 64, split at the first colon).
     static func credentials(_ field: String?) -> (String, [UInt8])? {
-        guard let field, field.utf8.count > 6, field.prefix(6).lowercased() == "basic " else { return nil }
-        guard let data = Data(base64Encoded: String(field.dropFirst(6))) else { return nil }
-        let bytes = [UInt8](data)
-        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { return nil }
-        return (String(decoding: bytes[..<colon], as: UTF8.self), Array(bytes[(colon + 1)...]))
+        guard var field else { return nil }
+        return field.withUTF8 { bytes -> (String, [UInt8])? in
+            guard bytes.count > 6 else { return nil }
+            let scheme: [UInt8] = Array("basic ".utf8)
+            for i in 0..<6 where (bytes[i] | (i < 5 ? 0x20 : 0)) != scheme[i] { return nil }
+            guard let decoded = Base64.decode(UnsafeBufferPointer(rebasing: bytes[6...])),
+                let colon = decoded.firstIndex(of: UInt8(ascii: ":"))
+            else { return nil }
+            return (String(decoding: decoded[..<colon], as: UTF8.self), Array(decoded[(colon + 1)...]))
+        }
+    }
+}
+
+/// Standard base 64 with padding (RFC 4648 §4), strict as Go's `StdEncoding`.
+enum Base64 {
+    private static let values: [UInt8] = {
+        var t = [UInt8](repeating: 0xFF, count: 256)
+        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() {
+            t[Int(c)] = UInt8(i)
+        }
+        return t
+    }()
+
+    static func decode(_ input: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        guard input.count % 4 == 0 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(input.count / 4 * 3)
+        var i = 0
+        while i < input.count {
+            let last = i + 4 == input.count
+            let a = values[Int(input[i])], b = values[Int(input[i + 1])]
+            let c3 = input[i + 2], c4 = input[i + 3]
+            guard a != 0xFF, b != 0xFF else { return nil }
+            out.append(a << 2 | b >> 4)
+            if last && c3 == UInt8(ascii: "=") {
+                guard c4 == UInt8(ascii: "="), b & 0x0F == 0 else { return nil }
+                break
+            }
+            let c = values[Int(c3)]
+            guard c != 0xFF else { return nil }
+            out.append(b << 4 | c >> 2)
+            if last && c4 == UInt8(ascii: "=") {
+                guard c & 0x03 == 0 else { return nil }
+                break
+            }
+            let d = values[Int(c4)]
+            guard d != 0xFF else { return nil }
+            out.append(c << 6 | d)
+            i += 4
+        }
+        return out
     }
 }
 
 /// Results of slow hash comparisons by (hash, password), computed once however many requests ask at the same time;
 /// at most 1,000 kept, a tenth dropped at random when full (Caddy's `Cache`).
 final class VerificationCache: Sendable {
+    /// A (hash, password) pair, hashed in one pass over its bytes.
+    struct Key: Hashable, Sendable {
+        let bytes: [UInt8]
+        let split: Int
+
+        init(_ hashed: [UInt8], _ password: [UInt8]) {
+            bytes = hashed + password
+            split = hashed.count
+        }
+
+        func hash(into hasher: inout Hasher) {
+            bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
+    }
+
     private struct State {
-        var results: [[UInt8]: Bool] = [:]
-        var inFlight: [[UInt8]: Task<Bool, any Error>] = [:]
+        var results: [Key: Bool] = [:]
+        var inFlight: [Key: Task<Bool, any Error>] = [:]
     }
     private let state = Mutex(State())
 
-    func result(for key: [UInt8], compute: @escaping @Sendable () async throws -> Bool) async throws -> Bool {
+    /// The result for a pair already checked.
+    func known(_ key: Key) -> Bool? { state.withLock { $0.results[key] } }
+
+    func result(for key: Key, compute: @escaping @Sendable () async throws -> Bool) async throws -> Bool {
         enum Found {
             case known(Bool)
             case running(Task<Bool, any Error>)
