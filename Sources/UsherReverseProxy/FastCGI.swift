@@ -167,15 +167,34 @@ public struct FastCGITransport: ProxyTransport, Provisioner {
             env["CONTENT_TYPE"] = "application/x-www-form-urlencoded"
         }
         for (k, v) in self.env { env[k] = repl.replaceAll(v) }
-        var merged: [String: [String]] = [:]
+        // Repeated fields join with ", ", as Go's header map gives them.
+        var fromHeaders: [String: String] = [:]
         for (name, value) in head.headers {
-            let lower = name.lowercased()
             // Go's server keeps Host and Transfer-Encoding out of the header map; Proxy is httpoxy.
-            if lower == "host" || lower == "transfer-encoding" || lower == "proxy" { continue }
-            merged["HTTP_" + name.uppercased().replacingOccurrences(of: "-", with: "_"), default: []].append(value)
+            let key = Self.cgiName(name)
+            if key == "HTTP_HOST" || key == "HTTP_TRANSFER_ENCODING" || key == "HTTP_PROXY" { continue }
+            if let earlier = fromHeaders[key] {
+                fromHeaders[key] = earlier + ", " + value
+            } else {
+                fromHeaders[key] = value
+            }
         }
-        for (k, v) in merged { env[k] = v.joined(separator: ", ") }
-        return env.sorted { $0.key < $1.key }
+        for (k, v) in fromHeaders { env[k] = v }
+        return Array(env)
+    }
+
+    /// `HTTP_` and the header name upper-cased with `-` as `_`, in one pass over its bytes.
+    static func cgiName(_ name: String) -> String {
+        var out: [UInt8] = Array("HTTP_".utf8)
+        out.reserveCapacity(5 + name.utf8.count)
+        for b in name.utf8 {
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): out.append(b - 32)
+            case UInt8(ascii: "-"): out.append(UInt8(ascii: "_"))
+            default: out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// The environment for a request that did not come from a client (an active health check): what its head
@@ -414,7 +433,7 @@ final class FastCGIClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
                 throw UpstreamError(description: "fastcgi: malformed MIME header line: \(line)", retryable: false)
             }
             let name = canonicalHeaderName(String(line[..<colon]))
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            let value = Self.trimmed(line[line.index(after: colon)...])
             if name == "Status" {
                 let number = value.split(separator: " ", maxSplits: 1).first.map(String.init) ?? ""
                 guard let n = Int(number) else {
@@ -428,6 +447,18 @@ final class FastCGIClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
         headSent = true
         let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code), headers: headers)
         context.fireChannelRead(wrapInboundOut(.head(head)))
+    }
+
+    /// Without leading and trailing spaces and tabs (textproto's trimming of header values).
+    static func trimmed(_ s: Substring) -> String {
+        let bytes = s.utf8
+        var start = bytes.startIndex
+        var end = bytes.endIndex
+        while start < end, bytes[start] == 32 || bytes[start] == 9 { start = bytes.index(after: start) }
+        while end > start, bytes[bytes.index(before: end)] == 32 || bytes[bytes.index(before: end)] == 9 {
+            end = bytes.index(before: end)
+        }
+        return String(s[start..<end])
     }
 
     private func endRequest(_ context: ChannelHandlerContext) throws {

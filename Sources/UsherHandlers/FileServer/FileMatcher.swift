@@ -76,16 +76,20 @@ public struct FileMatcher: RequestMatcher, Provisioner, Validator {
 
         func candidates(_ pattern: String) -> [Candidate] {
             // Placeholder values are escaped so that only the configured pattern can glob.
-            let expanded =
-                (try? repl.replace(
-                    pattern, empty: "", unknownAsEmpty: true, errorOnEmpty: false, errorOnUnknown: false,
-                    transform: { _, v in v.map(Glob.escape) })) ?? pattern
+            var expanded = pattern
+            if Replacer.mayContainPlaceholders(pattern) {
+                expanded =
+                    (try? repl.replace(
+                        pattern, empty: "", unknownAsEmpty: true, errorOnEmpty: false, errorOnUnknown: false,
+                        transform: { _, v in v.map(Glob.escape) })) ?? pattern
+            }
             var (before, after) = firstSplit(cleanPath(expanded))
             if pattern.hasSuffix("/") { before += "/" }
             let full = sanitizedPathJoin(root, before)
             return Glob.expand(full, in: files).map { result in
                 Candidate(
-                    fullPath: result, relative: result.hasPrefix(root) ? String(result.dropFirst(root.count)) : result,
+                    fullPath: result,
+                    relative: result.hasPrefix(root) ? String(result.utf8.dropFirst(root.utf8.count))! : result,
                     remainder: after)
             }
         }
