@@ -174,7 +174,9 @@ public struct HTTPBasicAuth: Authenticator, Provisioner {
     private func verify(_ hashed: [UInt8], _ password: [UInt8]) async throws -> Bool {
         let algorithm = self.algorithm!
         guard let cache else {
-            return try await NIOThreadPool.singleton.runIfActive { try algorithm.compare(hashed: hashed, plaintext: password) }
+            return try await NIOThreadPool.singleton.runIfActive {
+                try algorithm.compare(hashed: hashed, plaintext: password)
+            }
         }
         let key = VerificationCache.Key(hashed, password)
         // A known pair costs a lookup: no task, no closure, no thread hop.
