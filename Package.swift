@@ -337,6 +337,8 @@ let package = Package(
             dependencies: [
                 "UsherReverseProxy", "UsherHTTP", "UsherCore", "UsherCaddyfile", "UsherCaddyfileHTTP", "UsherStandard",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

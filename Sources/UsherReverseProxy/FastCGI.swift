@@ -257,6 +257,8 @@ final class FastCGIClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
     private var inbound = ByteBuffer()
     private var header: ByteBuffer?
     private var headSent = false
+    /// Between a request's head and its END_REQUEST.
+    private var inRequest = false
     private var stderr: [UInt8] = []
     private var status = 200
 
@@ -290,6 +292,7 @@ final class FastCGIClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
             sendsBody = p.sendsBody
             header = ByteBuffer()
             headSent = false
+            inRequest = true
             stderr = []
             status = 200
             var out = context.channel.allocator.buffer(capacity: 1024)
@@ -380,6 +383,7 @@ final class FastCGIClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func stdout(_ context: ChannelHandlerContext, _ content: inout ByteBuffer) throws {
+        guard inRequest else { throw Self.unsolicited }
         if headSent {
             if content.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(content))) }
             return
@@ -461,7 +465,12 @@ final class FastCGIClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
         return String(s[start..<end])
     }
 
+    /// Records that answer no request (on an idle connection, or after END_REQUEST).
+    static let unsolicited = UpstreamError(description: "fastcgi: output for no request", retryable: false)
+
     private func endRequest(_ context: ChannelHandlerContext) throws {
+        guard inRequest else { throw Self.unsolicited }
+        inRequest = false
         if !headSent {
             // Output that ended inside (or without) its header block: what there is, as Go's reader takes it.
             let block = header ?? ByteBuffer()
