@@ -414,20 +414,9 @@ enum TemplateBuiltins {
         }
     }
 
+    /// text/template's `HTMLEscapeString`: html's escaping, and NUL as U+FFFD.
     static func htmlEscape(_ s: String) -> String {
-        var out = ""
-        for c in s.unicodeScalars {
-            switch c {
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "&": out += "&amp;"
-            case "'": out += "&#39;"
-            case "\"": out += "&#34;"
-            case "\0": out += "\u{FFFD}"
-            default: out.unicodeScalars.append(c)
-            }
-        }
-        return out
+        Go.htmlEscape(s.contains("\0") ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s)
     }
 
     static func jsEscape(_ s: String) -> String {
