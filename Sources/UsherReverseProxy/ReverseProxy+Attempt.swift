@@ -38,13 +38,6 @@ extension ReverseProxyHandler {
         if connections.transport.proxyProtocol != nil, let peer = request.remoteAddress, peer.ipAddress != nil {
             dialKey = peer.hostPortString + "->" + upstream.address
         }
-        var conn: any UpstreamExchange
-        var reused: Bool
-        do {
-            (conn, reused) = try await connections.acquire(dialKey, on: loop, upgrade: upgrade != nil)
-        } catch let e as UpstreamError {
-            throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
-        }
         var target: (method: HTTPMethod, uri: String)?
         var withoutBody = false
         if let rewrite {
@@ -68,9 +61,17 @@ extension ReverseProxyHandler {
             if requestBuffers != 0, prebuffered == nil, request.body.expectedLength == 0 {
                 head.headers.replaceOrAdd(name: "Content-Length", value: "0")
             }
-            fastCGIParams = try fastCGIRequest(fastCGI, request, head: head, withoutBody: withoutBody, conn: conn)
-            (conn as? UpstreamConnection)?.send(event: fastCGIParams!)
+            // Before a connection is taken: a refused request (411, 400) leaves the pool as it was.
+            fastCGIParams = try fastCGIRequest(fastCGI, request, head: head, withoutBody: withoutBody)
         }
+        var conn: any UpstreamExchange
+        var reused: Bool
+        do {
+            (conn, reused) = try await connections.acquire(dialKey, on: loop, upgrade: upgrade != nil)
+        } catch let e as UpstreamError {
+            throw AttemptFailure(status: e.timedOut ? 504 : 502, message: e.description, dial: true, bodySent: false)
+        }
+        if let fastCGIParams { (conn as? UpstreamConnection)?.send(event: fastCGIParams) }
         do {
             try await conn.write(.head(head), flush: false)
         } catch  where reused {
@@ -258,11 +259,9 @@ extension ReverseProxyHandler {
     /// The FastCGI environment of this exchange; a body of unknown length (beyond what `request_buffers` read)
     /// is refused with 411, as Caddy does, since CGI needs `CONTENT_LENGTH` up front.
     func fastCGIRequest(
-        _ fastCGI: FastCGITransport, _ request: Request, head: HTTPRequestHead, withoutBody: Bool,
-        conn: any UpstreamExchange
+        _ fastCGI: FastCGITransport, _ request: Request, head: HTTPRequestHead, withoutBody: Bool
     ) throws -> FastCGIRequestParams {
         if request.path.utf8.contains(0) {
-            conn.close()
             throw HandlerError(status: 400, HTTPErrorMessage("invalid request path"))
         }
         let method = request.method
@@ -271,22 +270,15 @@ extension ReverseProxyHandler {
         if sendsBody {
             if let declared = head.headers.first(name: "Content-Length") {
                 guard let n = Int(declared), n >= 0 else {
-                    conn.close()
                     throw HandlerError(status: 411, HTTPErrorMessage("fastcgi: bad Content-Length"))
                 }
                 length = n
             } else if request.body.expectedLength == nil {
-                conn.close()
                 throw HandlerError(status: 411, HTTPErrorMessage("fastcgi: request body length unknown"))
             }
         }
-        do {
-            return FastCGIRequestParams(
-                env: try fastCGI.environment(request, head: head, contentLength: length), sendsBody: sendsBody)
-        } catch {
-            conn.close()
-            throw error
-        }
+        return FastCGIRequestParams(
+            env: try fastCGI.environment(request, head: head, contentLength: length), sendsBody: sendsBody)
     }
 
     /// The final response head, skipping interim (1xx) ones.
