@@ -2,7 +2,7 @@ import Foundation
 import UsherCore
 
 /// A function callable from a template: its arguments already evaluated (the piped value last).
-public typealias TemplateFunction = ([TemplateValue]) throws -> TemplateValue
+public typealias TemplateFunction = @Sendable ([TemplateValue]) throws -> TemplateValue
 
 /// A template parsed once, run many times: Go's text/template with its built-in functions plus `functions`.
 public struct GoTemplate {
