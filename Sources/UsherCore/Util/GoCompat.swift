@@ -20,6 +20,10 @@ public enum Go {
             case "\n": out += "\\n"
             case "\t": out += "\\t"
             case "\r": out += "\\r"
+            case "\u{07}": out += "\\a"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
+            case "\u{0B}": out += "\\v"
             default:
                 if u.value < 0x20 || u.value == 0x7f {
                     out += "\\x" + (u.value < 0x10 ? "0" : "") + String(u.value, radix: 16)

@@ -1,4 +1,5 @@
 import Foundation
+import UsherCore
 
 /// Go's `fmt.Sprintf` for the verbs templates use: `%v %s %q %d %x %X %o %b %c %f %e %g %t %%`, with the flags
 /// `-`, `+`, ` `, `0`, `#`, a width and a precision. A verb that does not fit its operand prints Go's
@@ -72,7 +73,7 @@ enum GoFormat {
                 numeric = isNumber(arg)
             case ("s", _) where !isNumber(arg):
                 body = arg.printed
-            case ("q", .string(let s)): body = quote(s)
+            case ("q", .string(let s)): body = Go.quote(s)
             case ("q", .int(let n)):
                 body = "'" + (Unicode.Scalar(UInt32(clamping: n)).map { String(Character($0)) } ?? "") + "'"
             case ("d", .int(let n)):
@@ -98,10 +99,10 @@ enum GoFormat {
                 switch verb {
                 case "f", "F": body = String(format: "%.\(precision ?? 6)f", d)
                 case "e", "E":
-                    body = goExponent(String(format: "%.\(precision ?? 6)\(verb)", d))
+                    body = String(format: "%.\(precision ?? 6)\(verb)", d)
                 default:
                     body =
-                        precision.map { goExponent(String(format: "%.\($0)\(verb)", d)) }
+                        precision.map { String(format: "%.\($0)\(verb)", d) }
                         ?? TemplateValue.formatFloat(d)
                 }
             default:
@@ -142,33 +143,5 @@ enum GoFormat {
         case .float(let d): return d
         default: return nil
         }
-    }
-
-    /// C writes exponents with at least two digits, as Go does: only `e+5` style needs no change.
-    static func goExponent(_ s: String) -> String { s }
-
-    /// Go's `%q` of a string (`strconv.Quote`).
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{07}": out += "\\a"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            case "\u{0B}": out += "\\v"
-            default:
-                if c.value < 0x20 || c.value == 0x7F {
-                    out += String(format: "\\x%02x", c.value)
-                } else {
-                    out.unicodeScalars.append(c)
-                }
-            }
-        }
-        return out + "\""
     }
 }

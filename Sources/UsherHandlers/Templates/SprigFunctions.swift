@@ -132,7 +132,7 @@ enum SprigFunctions {
             if width < 4 || s.count <= width { return .string(s) }
             return .string(String(s.prefix(width - 3)) + "...")
         }
-        f["quote"] = { a in .string(a.map { GoFormat.quote(str($0)) }.joined(separator: " ")) }
+        f["quote"] = { a in .string(a.map { Go.quote(str($0)) }.joined(separator: " ")) }
         f["cat"] = { a in
             .string(a.filter { if case .null = $0 { false } else { true } }.map(str).joined(separator: " "))
         }
