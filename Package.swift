@@ -46,7 +46,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ], swiftSettings: swiftSettings),
-        .target(name: "CUsherSystem", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd"), .linkedLibrary("resolv"), .linkedLibrary("systemd"), .linkedLibrary("crypt"), .linkedLibrary("argon2")]),
+        .target(name: "CUsherSystem", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("zstd"), .linkedLibrary("resolv"), .linkedLibrary("systemd"), .linkedLibrary("crypt"), .linkedLibrary("argon2"), .linkedLibrary("cmark-gfm-extensions"), .linkedLibrary("cmark-gfm")]),
         .target(
             name: "UsherCore",
             dependencies: [

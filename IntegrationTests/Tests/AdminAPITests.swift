@@ -90,8 +90,8 @@ struct AdminAPITests {
                 "apps.http.servers.s.routes[0].handle[0].close (http.handlers.static_response): expected a boolean, got a string"
             ),
             (
-                #"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "routes": [{"handle": [{"handler": "templates"}]}]}}}}}"#,
-                "apps.http.servers.s.routes[0].handle[0]: module http.handlers.templates is not available in this build"
+                #"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "routes": [{"handle": [{"handler": "tracing"}]}]}}}}}"#,
+                "apps.http.servers.s.routes[0].handle[0]: module http.handlers.tracing is not available in this build"
             ),
             (
                 #"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "listener_wrappers": [{}]}}}}}"#,

@@ -128,15 +128,15 @@ struct CaddyfileTests {
         let pretty = try runCommand(usherBinary, ["adapt", "--config", "Caddyfile", "--pretty"], cwd: dir)
         #expect(pretty.stdout.hasPrefix("{\n\t\"apps\": {\n\t\t\"http\": {"))
 
-        try ":8080 {\n\ttemplates\n}\n".write(
+        try ":8080 {\n\ttracing\n}\n".write(
             to: dir.appendingPathComponent("tpl.caddyfile"), atomically: true, encoding: .utf8)
         let adapted = try runCommand(usherBinary, ["adapt", "--config", "tpl.caddyfile"], cwd: dir)
         #expect(adapted.status == 0)
-        #expect(adapted.stdout.contains(#""handler":"templates""#))
+        #expect(adapted.stdout.contains(#""handler":"tracing""#))
         let validated = try runCommand(usherBinary, ["adapt", "--config", "tpl.caddyfile", "--validate"], cwd: dir)
         #expect(validated.status == 1)
         #expect(
-            validated.stderr.contains("module http.handlers.templates is not available in this build"),
+            validated.stderr.contains("module http.handlers.tracing is not available in this build"),
             "\(validated.stderr)")
 
         let bad = try runCommand(usherBinary, ["adapt", "--config", "missing.caddyfile"], cwd: dir)

@@ -222,13 +222,25 @@ public final class ServerInfo: Sendable {
     public let name: String
     let namedRoutes: [String: any HTTPHandler]
     let clientIP: ClientIPResolver
+    /// The server's routes, for requests made inside the server (`httpInclude`).
+    let primary: any HTTPHandler
     /// Whether the server trusts any proxies (`trusted_proxies`); when not, no request comes from one.
     public var hasTrustedProxies: Bool { clientIP.trustedProxies != nil }
 
-    init(name: String, namedRoutes: [String: any HTTPHandler], clientIP: ClientIPResolver) {
+    init(
+        name: String, namedRoutes: [String: any HTTPHandler], clientIP: ClientIPResolver,
+        primary: any HTTPHandler = EmptyHandler()
+    ) {
         self.name = name
         self.namedRoutes = namedRoutes
         self.clientIP = clientIP
+        self.primary = primary
+    }
+
+    /// Serves a request made inside the server (no connection, no access log) through its routes; a handler's
+    /// error is thrown to the caller.
+    public func serveVirtual(_ request: Request, _ writer: any ResponseWriter) async throws {
+        try await primary.serve(request, writer)
     }
 }
 

@@ -6,6 +6,6 @@ public enum HandlerCaddyfile {
     public static let support = CaddyfileSupport(merging: [
         staticResponseParsers, errorParsers, varsParsers, mapParsers, headerParsers, rewriteParsers,
         requestBodyParsers, encodeParsers, metricsParsers, fileServerParsers, pushParsers,
-        authenticationParsers, logAppendParsers,
+        authenticationParsers, logAppendParsers, templatesParsers,
     ])
 }

@@ -21,6 +21,7 @@ void c_usher_release_free_memory(void);
 #include "compress.h"
 #include "dns.h"
 #include "encoder.h"
+#include "markdown.h"
 #include "passwords.h"
 #include "signals.h"
 #include "systemd.h"

@@ -73,7 +73,8 @@ public final class HTTPServerInstance: Sendable {
             clientIP: ClientIPResolver(
                 trustedProxies: config.trustedProxies?.module, headers: config.clientIPHeaders,
                 strict: config.trustedProxiesStrict > 0, trustUnix: config.trustedProxiesUnix
-            )
+            ),
+            primary: primary
         )
         self.router = router
         self.errorLogger = router.logger("http.log.error")
@@ -176,6 +177,9 @@ public final class HTTPServerInstance: Sendable {
             writer.abandon()
             return
         }
+        // The error replaces whatever body a handler announced (a template that failed after file_server set
+        // the file's length): the status goes out with no body.
+        writer.headers.remove(name: "Content-Length")
         try? await writer.writeHead(HTTPResponseStatus(statusCode: status))
     }
 

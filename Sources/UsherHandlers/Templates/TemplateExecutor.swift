@@ -4,11 +4,32 @@ import UsherCore
 /// A function callable from a template: its arguments already evaluated (the piped value last).
 public typealias TemplateFunction = @Sendable ([TemplateValue]) throws -> TemplateValue
 
+/// A function that needs the run it is called from (the request a page is rendered for, its files).
+public typealias ContextualTemplateFunction = @Sendable (TemplateEnvironment, [TemplateValue]) throws -> TemplateValue
+
+/// What one run of a template shares with the contextual functions it calls; subclassed by the host.
+open class TemplateEnvironment {
+    /// Templates defined while running (Caddy's `import`), found by `{{template}}` after the parsed ones.
+    var definitions: [String: [TemplateNode]] = [:]
+
+    public init() {}
+
+    /// Adds `other`'s `define`d templates to this run.
+    public func define(from other: GoTemplate) {
+        for (k, v) in other.set.templates where k != other.name { definitions[k] = v }
+    }
+}
+
+/// An error a template function throws that should leave the template as it is, not be wrapped in a
+/// `template: name:line:` message (an HTTP error a page asks for).
+public protocol TemplatePassthroughError: Error {}
+
 /// A template parsed once, run many times: Go's text/template with its built-in functions plus `functions`.
 public struct GoTemplate {
     public let name: String
     let set: TemplateSet
     let functions: [String: TemplateFunction]
+    let contextual: [String: ContextualTemplateFunction]
 
     /// Names the executor evaluates itself (short-circuiting `and`/`or`) or provides.
     static let builtinNames: Set<String> = [
@@ -19,23 +40,28 @@ public struct GoTemplate {
     /// Parses `text`; errors are `template: name:line: message`, as Go's.
     public init(
         name: String, text: String, delimiters: (String, String) = ("{{", "}}"),
-        functions: [String: TemplateFunction] = [:]
+        functions: [String: TemplateFunction] = [:], contextual: [String: ContextualTemplateFunction] = [:],
+        knownNames: Set<String>? = nil
     ) throws {
         self.name = name
         var lexer = TemplateLexer(name: name, text: text, left: delimiters.0, right: delimiters.1)
         let tokens = try lexer.run()
         var parser = TemplateParser(
-            name: name, tokens: tokens, functions: Self.builtinNames.union(functions.keys))
+            name: name, tokens: tokens,
+            functions: knownNames ?? Self.builtinNames.union(functions.keys).union(contextual.keys))
         set = try parser.parse()
         self.functions = functions
+        self.contextual = contextual
     }
 
     /// The names of the templates this text defines (itself included).
     public var definedNames: [String] { self.set.templates.keys.sorted() }
 
     /// Runs the template named `entry` (default: the main one) on `data`.
-    public func execute(_ data: TemplateValue, entry: String? = nil) throws -> String {
-        var state = TemplateState(template: self, dot: data)
+    public func execute(
+        _ data: TemplateValue, entry: String? = nil, environment: TemplateEnvironment = TemplateEnvironment()
+    ) throws -> String {
+        var state = TemplateState(template: self, dot: data, environment: environment)
         guard let list = set.templates[entry ?? name] else {
             throw TemplateError(name, 0, "no template \"\(entry ?? name)\"")
         }
@@ -48,14 +74,18 @@ public struct GoTemplate {
         var merged = self
         var s = set
         for (k, v) in other.set.templates where k != other.name { s.templates[k] = v }
-        merged = GoTemplate(name: name, set: s, functions: functions)
+        merged = GoTemplate(name: name, set: s, functions: functions, contextual: contextual)
         return merged
     }
 
-    init(name: String, set: TemplateSet, functions: [String: TemplateFunction]) {
+    init(
+        name: String, set: TemplateSet, functions: [String: TemplateFunction],
+        contextual: [String: ContextualTemplateFunction]
+    ) {
         self.name = name
         self.set = set
         self.functions = functions
+        self.contextual = contextual
     }
 }
 
@@ -66,13 +96,15 @@ private enum LoopSignal: Error {
 
 struct TemplateState {
     let template: GoTemplate
+    let environment: TemplateEnvironment
     var out = ""
     var vars: [(String, TemplateValue)]
     var depth = 0
     static let maxDepth = 1000
 
-    init(template: GoTemplate, dot: TemplateValue) {
+    init(template: GoTemplate, dot: TemplateValue, environment: TemplateEnvironment) {
         self.template = template
+        self.environment = environment
         vars = [("$", dot)]
     }
 
@@ -134,7 +166,9 @@ struct TemplateState {
                 }
             }
         case .call(let line, let name, let pipe):
-            guard let list = template.set.templates[name] else { throw error(line, "no such template \"\(name)\"") }
+            guard let list = environment.definitions[name] ?? template.set.templates[name] else {
+                throw error(line, "no such template \"\(name)\"")
+            }
             let newDot = try pipe.map { try evaluate($0, dot: dot, line: line) } ?? .null
             depth += 1
             defer { depth -= 1 }
@@ -200,8 +234,11 @@ struct TemplateState {
             if let piped { args.append(piped) }
             do {
                 if let f = template.functions[name] { return try f(args) }
+                if let f = template.contextual[name] { return try f(environment, args) }
                 return try TemplateBuiltins.call(name, args)
             } catch let e as TemplateError {
+                throw e
+            } catch let e as any TemplatePassthroughError {
                 throw e
             } catch {
                 throw self.error(line, "error calling \(name): \(error)")

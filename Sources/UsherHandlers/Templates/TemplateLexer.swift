@@ -234,7 +234,8 @@ struct TemplateLexer {
                 lexNumber()
             default:
                 guard isIdentifierByte(c) else {
-                    throw TemplateError(name, line, "unexpected \"\(Character(Unicode.Scalar(c)))\" in command")
+                    // Go lexes a stray printable character as itself and its parser rejects it as an operand.
+                    throw TemplateError(name, line, "unexpected \"\(Character(Unicode.Scalar(c)))\" in operand")
                 }
                 let start = pos
                 while pos < input.count && isIdentifierByte(input[pos]) { pos += 1 }

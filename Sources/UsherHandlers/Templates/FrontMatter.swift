@@ -1,0 +1,707 @@
+import Foundation
+import UsherCore
+
+/// Caddy's `splitFrontMatter`: metadata fenced at the top of a document — YAML (`---` … `---` or `...`), TOML
+/// (`+++` … `+++`) or JSON (`{` … `}`, each on its own line) — and the body after the closing fence.
+enum FrontMatter {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+        init(_ d: String) { description = d }
+    }
+
+    static func split(_ input: String) throws -> (meta: [String: TemplateValue], body: String) {
+        // The first non-blank line, found as Caddy finds it (byte offsets of Go's loop over runes).
+        let bytes = Array(input.utf8)
+        var firstLineStart = 0
+        var firstLineEnd = 0
+        var lineEmpty = true
+        var i = 0
+        let scalars = input.unicodeScalars
+        var index = scalars.startIndex
+        while index < scalars.endIndex {
+            let c = scalars[index]
+            if c == "\n" {
+                firstLineStart = firstLineEnd
+                if firstLineStart > 0 { firstLineStart += 1 }
+                firstLineEnd = i
+                if !lineEmpty { break }
+            } else {
+                lineEmpty = lineEmpty && c.properties.isWhitespace
+            }
+            i += String(c).utf8.count
+            index = scalars.index(after: index)
+        }
+        let firstLine = String(decoding: bytes[firstLineStart..<firstLineEnd], as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let kinds: [(open: String, close: [String], parse: (String) throws -> [String: TemplateValue])] = [
+            ("---", ["---", "..."], YAMLSubset.parseDocument),
+            ("+++", ["+++"], TOMLSubset.parseDocument),
+            ("{", ["}"], parseJSON),
+        ]
+        guard let kind = kinds.first(where: { $0.open == firstLine }) else { return ([:], input) }
+        let rest = bytes[firstLineEnd...]
+        for fence in kind.close {
+            let needle = Array(("\n" + fence).utf8)
+            guard let found = rest.firstRange(of: needle) else { continue }
+            let fmEnd = found.lowerBound + 1
+            let text = String(decoding: bytes[firstLineEnd..<fmEnd], as: UTF8.self)
+            let meta = try kind.parse(text)
+            let body = String(decoding: bytes[(fmEnd + fence.utf8.count)...], as: UTF8.self)
+            return (meta, body)
+        }
+        throw Failure("unterminated front matter")
+    }
+
+    static func parseJSON(_ text: String) throws -> [String: TemplateValue] {
+        let value: JSONValue
+        do {
+            value = try JSONValue.parse("{" + text + "}")
+        } catch {
+            throw Failure("\(error)")
+        }
+        guard case .map(let m) = templateValue(value) else { return [:] }
+        return m
+    }
+
+    /// JSON as Go's `encoding/json` gives it to `any`: numbers are float64.
+    static func templateValue(_ v: JSONValue) -> TemplateValue {
+        switch v {
+        case .null: return .null
+        case .bool(let b): return .bool(b)
+        case .number(let n): return .float(n.double ?? 0)
+        case .string(let s): return .string(s)
+        case .array(let a): return .list(a.map(templateValue))
+        case .object(let o):
+            var m: [String: TemplateValue] = [:]
+            for member in o.members { m[member.key] = templateValue(member.value) }
+            return .map(m)
+        }
+    }
+}
+
+/// The YAML that front matter uses, decoded as yaml.v3 decodes into `map[string]any`: block mappings and
+/// sequences by indentation, flow sequences and mappings, plain and quoted scalars (ints, floats, bools and
+/// nulls resolved; timestamps stay strings), literal (`|`) and folded (`>`) blocks. Anchors, tags and
+/// multi-document streams are refused with an error.
+enum YAMLSubset {
+    struct Line {
+        var indent: Int
+        var text: Substring
+        var number: Int
+    }
+
+    static func parseDocument(_ text: String) throws -> [String: TemplateValue] {
+        var lines: [Line] = []
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
+            let indent = line.prefix { $0 == " " }.count
+            let body = line.dropFirst(indent)
+            lines.append(Line(indent: indent, text: body, number: n + 1))
+        }
+        var p = YAMLParser(lines: lines)
+        p.skipBlank()
+        guard p.position < p.lines.count else { return [:] }
+        let v = try p.block(indent: p.lines[p.position].indent)
+        p.skipBlank()
+        if p.position < p.lines.count {
+            throw FrontMatter.Failure("yaml: line \(p.lines[p.position].number): did not find expected key")
+        }
+        guard case .map(let m) = v else {
+            if case .null = v { return [:] }
+            throw FrontMatter.Failure("yaml: unmarshal errors: cannot unmarshal into map[string]interface {}")
+        }
+        return m
+    }
+
+    struct YAMLParser {
+        var lines: [Line]
+        var position = 0
+
+        static func stripComment(_ s: Substring) -> Substring {
+            var quote: Character?
+            var prev: Character = " "
+            for i in s.indices {
+                let c = s[i]
+                if let q = quote {
+                    if c == q { quote = nil }
+                } else if c == "\"" || c == "'" {
+                    if prev == " " || prev == "[" || prev == "," || prev == ":" || i == s.startIndex { quote = c }
+                } else if c == "#" && (prev == " " || prev == "\t" || i == s.startIndex) {
+                    return s[..<i]
+                }
+                prev = c
+            }
+            return s
+        }
+
+        func isBlank(_ l: Line) -> Bool { Self.stripComment(l.text).allSatisfy { $0 == " " || $0 == "\t" } }
+
+        mutating func skipBlank() {
+            while position < lines.count && isBlank(lines[position]) { position += 1 }
+        }
+
+        func error(_ message: String) -> FrontMatter.Failure {
+            let n = position < lines.count ? lines[position].number : (lines.last?.number ?? 0)
+            return FrontMatter.Failure("yaml: line \(n): \(message)")
+        }
+
+        mutating func block(indent: Int) throws -> TemplateValue {
+            skipBlank()
+            guard position < lines.count else { return .null }
+            let text = Self.stripComment(lines[position].text)
+            if text == "-" || text.hasPrefix("- ") { return try sequence(indent: indent) }
+            return try mapping(indent: indent)
+        }
+
+        mutating func sequence(indent: Int) throws -> TemplateValue {
+            var items: [TemplateValue] = []
+            while true {
+                skipBlank()
+                guard position < lines.count, lines[position].indent == indent else { break }
+                let text = Self.stripComment(lines[position].text)
+                guard text == "-" || text.hasPrefix("- ") else { break }
+                let rest = text.dropFirst(1).drop { $0 == " " }
+                if rest.isEmpty {
+                    position += 1
+                    skipBlank()
+                    if position < lines.count, lines[position].indent > indent {
+                        items.append(try block(indent: lines[position].indent))
+                    } else {
+                        items.append(.null)
+                    }
+                } else if Self.mappingKey(rest) != nil {
+                    // `- key: value` starts a mapping indented where the key is.
+                    let keyIndent = indent + (text.count - rest.count)
+                    lines[position].indent = keyIndent
+                    lines[position].text = rest
+                    items.append(try mapping(indent: keyIndent))
+                } else {
+                    position += 1
+                    items.append(try scalarOrBlock(rest, indent: indent))
+                }
+            }
+            return .list(items)
+        }
+
+        /// `key: …` → the key and what follows the colon.
+        static func mappingKey(_ text: Substring) -> (key: String, rest: Substring)? {
+            if text.hasPrefix("\"") || text.hasPrefix("'") {
+                let q = text.first!
+                guard let close = text.dropFirst().firstIndex(of: q) else { return nil }
+                let after = text[text.index(after: close)...]
+                guard after.hasPrefix(":"), after.count == 1 || after.dropFirst().first == " " else { return nil }
+                let key = String(text[text.index(after: text.startIndex)..<close])
+                return (key, after.dropFirst())
+            }
+            var i = text.startIndex
+            while i < text.endIndex {
+                if text[i] == ":" {
+                    let next = text.index(after: i)
+                    if next == text.endIndex || text[next] == " " || text[next] == "\t" {
+                        let key = text[..<i].trimmingCharacters(in: .whitespaces)
+                        return key.isEmpty || key.hasPrefix("[") || key.hasPrefix("{") ? nil : (key, text[next...])
+                    }
+                }
+                i = text.index(after: i)
+            }
+            return nil
+        }
+
+        mutating func mapping(indent: Int) throws -> TemplateValue {
+            var m: [String: TemplateValue] = [:]
+            while true {
+                skipBlank()
+                guard position < lines.count else { break }
+                let line = lines[position]
+                if line.indent < indent { break }
+                if line.indent > indent { throw error("mapping values are not allowed in this context") }
+                let text = Self.stripComment(line.text)
+                if text.hasPrefix("- ") || text == "-" { break }
+                if text.hasPrefix("&") || text.hasPrefix("*") || text.hasPrefix("!") || text.hasPrefix("?") {
+                    throw error("anchors, aliases, tags and complex keys are not supported in front matter")
+                }
+                guard let (key, rest) = Self.mappingKey(text) else {
+                    throw error("could not find expected ':'")
+                }
+                position += 1
+                let value = rest.trimmingCharacters(in: .whitespaces)
+                if value.isEmpty {
+                    skipBlank()
+                    if position < lines.count {
+                        let next = lines[position]
+                        let nextText = Self.stripComment(next.text)
+                        if next.indent > indent
+                            || (next.indent == indent && (nextText.hasPrefix("- ") || nextText == "-"))
+                        {
+                            m[key] = try block(indent: next.indent)
+                            continue
+                        }
+                    }
+                    m[key] = .null
+                } else {
+                    m[key] = try scalarOrBlock(Substring(value), indent: indent)
+                }
+            }
+            return .map(m)
+        }
+
+        mutating func scalarOrBlock(_ text: Substring, indent: Int) throws -> TemplateValue {
+            let t = text.trimmingCharacters(in: .whitespaces)
+            if t.hasPrefix("|") || t.hasPrefix(">") {
+                return .string(blockScalar(folded: t.hasPrefix(">"), chomp: t.dropFirst(), parent: indent))
+            }
+            if t.hasPrefix("&") || t.hasPrefix("*") || t.hasPrefix("!") {
+                throw error("anchors, aliases and tags are not supported in front matter")
+            }
+            var s = Substring(t)
+            // A plain or quoted scalar may continue on more-indented lines.
+            if !(t.hasPrefix("[") || t.hasPrefix("{")) {
+                var joined = String(t)
+                while position < lines.count, !isBlank(lines[position]), lines[position].indent > indent,
+                    Self.mappingKey(Self.stripComment(lines[position].text)) == nil
+                {
+                    joined += " " + Self.stripComment(lines[position].text).trimmingCharacters(in: .whitespaces)
+                    position += 1
+                }
+                s = Substring(joined)
+            }
+            var flow = FlowScanner(text: s)
+            let v = try flow.value(topLevel: true)
+            flow.skipSpaces()
+            guard flow.atEnd else { throw error("did not find expected key") }
+            return v
+        }
+
+        mutating func blockScalar(folded: Bool, chomp: Substring, parent: Int) -> String {
+            var contentLines: [String] = []
+            var contentIndent: Int?
+            while position < lines.count {
+                let l = lines[position]
+                if l.text.isEmpty {
+                    contentLines.append("")
+                    position += 1
+                    continue
+                }
+                if contentIndent == nil { contentIndent = l.indent }
+                guard l.indent >= contentIndent!, l.indent > parent else { break }
+                contentLines.append(String(repeating: " ", count: l.indent - contentIndent!) + l.text)
+                position += 1
+            }
+            var trailingBlank = 0
+            while contentLines.last == "" {
+                contentLines.removeLast()
+                trailingBlank += 1
+            }
+            var s: String
+            if folded {
+                s = ""
+                for (i, line) in contentLines.enumerated() {
+                    if i > 0 {
+                        let prevBlank = contentLines[i - 1].isEmpty
+                        s += line.isEmpty || prevBlank || line.hasPrefix(" ") ? "\n" : " "
+                    }
+                    s += line
+                }
+            } else {
+                s = contentLines.joined(separator: "\n")
+            }
+            if contentLines.isEmpty { return "" }
+            if chomp.hasPrefix("-") { return s }
+            if chomp.hasPrefix("+") { return s + "\n" + String(repeating: "\n", count: trailingBlank) }
+            return s + "\n"
+        }
+    }
+
+    /// Scalars and flow collections on one line.
+    struct FlowScanner {
+        let chars: [Character]
+        var i = 0
+        init(text: Substring) { chars = Array(text) }
+        var atEnd: Bool { i >= chars.count }
+
+        mutating func skipSpaces() { while i < chars.count && (chars[i] == " " || chars[i] == "\t") { i += 1 } }
+
+        mutating func value(topLevel: Bool) throws -> TemplateValue {
+            skipSpaces()
+            guard i < chars.count else { return .null }
+            switch chars[i] {
+            case "[":
+                i += 1
+                var items: [TemplateValue] = []
+                while true {
+                    skipSpaces()
+                    guard i < chars.count else { throw FrontMatter.Failure("yaml: did not find expected ',' or ']'") }
+                    if chars[i] == "]" {
+                        i += 1
+                        return .list(items)
+                    }
+                    items.append(try value(topLevel: false))
+                    skipSpaces()
+                    if i < chars.count && chars[i] == "," { i += 1 }
+                }
+            case "{":
+                i += 1
+                var m: [String: TemplateValue] = [:]
+                while true {
+                    skipSpaces()
+                    guard i < chars.count else { throw FrontMatter.Failure("yaml: did not find expected ',' or '}'") }
+                    if chars[i] == "}" {
+                        i += 1
+                        return .map(m)
+                    }
+                    guard case .string(let key) = try value(topLevel: false, stopAtColon: true) else {
+                        throw FrontMatter.Failure("yaml: invalid map key")
+                    }
+                    skipSpaces()
+                    guard i < chars.count, chars[i] == ":" else {
+                        throw FrontMatter.Failure("yaml: did not find expected ':'")
+                    }
+                    i += 1
+                    m[key] = try value(topLevel: false)
+                    skipSpaces()
+                    if i < chars.count && chars[i] == "," { i += 1 }
+                }
+            case "\"", "'":
+                return .string(try quoted())
+            default:
+                return try plain(topLevel: topLevel)
+            }
+        }
+
+        mutating func value(topLevel: Bool, stopAtColon: Bool) throws -> TemplateValue {
+            skipSpaces()
+            if i < chars.count, chars[i] == "\"" || chars[i] == "'" { return .string(try quoted()) }
+            var s = ""
+            while i < chars.count, chars[i] != ":", chars[i] != ",", chars[i] != "}" {
+                s.append(chars[i])
+                i += 1
+            }
+            return .string(s.trimmingCharacters(in: .whitespaces))
+        }
+
+        mutating func quoted() throws -> String {
+            let q = chars[i]
+            i += 1
+            var s = ""
+            while i < chars.count {
+                let c = chars[i]
+                i += 1
+                if q == "'" {
+                    if c == "'" {
+                        if i < chars.count && chars[i] == "'" {
+                            s.append("'")
+                            i += 1
+                            continue
+                        }
+                        return s
+                    }
+                    s.append(c)
+                } else {
+                    if c == "\"" { return s }
+                    if c == "\\", i < chars.count {
+                        let e = chars[i]
+                        i += 1
+                        switch e {
+                        case "n": s += "\n"
+                        case "t": s += "\t"
+                        case "r": s += "\r"
+                        case "0": s += "\0"
+                        case "\\": s += "\\"
+                        case "\"": s += "\""
+                        case "/": s += "/"
+                        case " ": s += " "
+                        case "x", "u", "U":
+                            let count = e == "x" ? 2 : e == "u" ? 4 : 8
+                            guard i + count <= chars.count, let v = UInt32(String(chars[i..<(i + count)]), radix: 16),
+                                let scalar = Unicode.Scalar(v)
+                            else { throw FrontMatter.Failure("yaml: found invalid escape character") }
+                            s.unicodeScalars.append(scalar)
+                            i += count
+                        default: throw FrontMatter.Failure("yaml: found unknown escape character")
+                        }
+                    } else {
+                        s.append(c)
+                    }
+                }
+            }
+            throw FrontMatter.Failure("yaml: found unexpected end of stream")
+        }
+
+        mutating func plain(topLevel: Bool) throws -> TemplateValue {
+            var s = ""
+            while i < chars.count {
+                let c = chars[i]
+                if !topLevel && (c == "," || c == "]" || c == "}") { break }
+                if !topLevel && c == ":" && (i + 1 == chars.count || chars[i + 1] == " ") { break }
+                s.append(c)
+                i += 1
+            }
+            return resolve(s.trimmingCharacters(in: .whitespaces))
+        }
+
+        /// A YAML timestamp yaml.v3 decodes into `time.Time`: a date (`2006-1-2`, midnight UTC) or a date and time
+        /// in UTC (`2006-1-2T15:4:5Z`).
+        static func timestamp(_ s: String) -> Date? {
+            guard let first = s.first, first.isNumber, s.contains("-") else { return nil }
+            if let d = GoTime.parse(s, layout: "2006-1-2") { return d }
+            if let d = GoTime.parse(s, layout: "2006-1-2T15:4:5Z07:00") { return d }
+            return GoTime.parse(s, layout: "2006-1-2 15:4:5")
+        }
+
+        /// yaml.v3's resolution of a plain scalar into `any`.
+        func resolve(_ s: String) -> TemplateValue {
+            switch s {
+            case "", "~", "null", "Null", "NULL": return .null
+            case "true", "True", "TRUE": return .bool(true)
+            case "false", "False", "FALSE": return .bool(false)
+            case ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF": return .float(.infinity)
+            case "-.inf", "-.Inf", "-.INF": return .float(-.infinity)
+            case ".nan", ".NaN", ".NAN": return .float(.nan)
+            default: break
+            }
+            if let date = Self.timestamp(s) { return .object(TimeObject(date: date)) }
+            let body = s.hasPrefix("-") || s.hasPrefix("+") ? s.dropFirst() : Substring(s)
+            let negative = s.hasPrefix("-")
+            if !body.isEmpty, body.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "_") }), body.first!.isNumber {
+                if let n = Int(body.replacingOccurrences(of: "_", with: "")) { return .int(negative ? -n : n) }
+            }
+            if body.hasPrefix("0x"), let n = Int(body.dropFirst(2), radix: 16) { return .int(negative ? -n : n) }
+            if body.hasPrefix("0o"), let n = Int(body.dropFirst(2), radix: 8) { return .int(negative ? -n : n) }
+            if !body.isEmpty,
+                body.allSatisfy({
+                    $0.isASCII && ($0.isNumber || $0 == "." || $0 == "e" || $0 == "E" || $0 == "-" || $0 == "+")
+                }),
+                body.contains(where: \.isNumber), let d = Double(body)
+            {
+                return .float(negative ? -d : d)
+            }
+            return .string(s)
+        }
+    }
+}
+
+/// The TOML that front matter uses, as BurntSushi/toml decodes into `map[string]any`: `key = value` pairs,
+/// `[table]` and `[dotted.table]` headers, dotted keys, strings (basic, literal, multi-line), integers,
+/// floats, booleans, arrays and inline tables. Dates and times are refused with an error.
+enum TOMLSubset {
+    static func parseDocument(_ text: String) throws -> [String: TemplateValue] {
+        var root: [String: TemplateValue] = [:]
+        var table: [String] = []
+        var scanner = TOMLScanner(chars: Array(text))
+        while true {
+            scanner.skipWhitespaceAndComments(newlines: true)
+            guard !scanner.atEnd else { break }
+            if scanner.peek == "[" {
+                scanner.i += 1
+                let isArray = scanner.peek == "["
+                if isArray { throw scanner.error("arrays of tables are not supported in front matter") }
+                table = try scanner.key()
+                scanner.skipSpaces()
+                guard scanner.peek == "]" else { throw scanner.error("expected ']' after table name") }
+                scanner.i += 1
+                try set(&root, path: table, value: .map([:]), replace: false)
+                continue
+            }
+            let key = try scanner.key()
+            scanner.skipSpaces()
+            guard scanner.peek == "=" else { throw scanner.error("expected '=' after key") }
+            scanner.i += 1
+            let v = try scanner.value()
+            try set(&root, path: table + key, value: v, replace: true)
+            scanner.skipWhitespaceAndComments(newlines: false)
+            guard scanner.atEnd || scanner.peek == "\n" || scanner.peek == "\r" else {
+                throw scanner.error("expected a newline after a value")
+            }
+        }
+        return root
+    }
+
+    static func set(_ m: inout [String: TemplateValue], path: [String], value: TemplateValue, replace: Bool) throws {
+        guard let first = path.first else { return }
+        if path.count == 1 {
+            if m[first] != nil && replace { throw FrontMatter.Failure("toml: key \(first) is already defined") }
+            if m[first] == nil { m[first] = value }
+            return
+        }
+        var inner: [String: TemplateValue]
+        switch m[first] {
+        case .map(let existing): inner = existing
+        case nil: inner = [:]
+        default: throw FrontMatter.Failure("toml: key \(first) is not a table")
+        }
+        try set(&inner, path: Array(path.dropFirst()), value: value, replace: replace)
+        m[first] = .map(inner)
+    }
+
+    struct TOMLScanner {
+        let chars: [Character]
+        var i = 0
+        var atEnd: Bool { i >= chars.count }
+        var peek: Character? { i < chars.count ? chars[i] : nil }
+
+        func error(_ message: String) -> FrontMatter.Failure {
+            let line = chars[..<min(i, chars.count)].filter { $0 == "\n" }.count + 1
+            return FrontMatter.Failure("toml: line \(line): \(message)")
+        }
+
+        mutating func skipSpaces() { while let c = peek, c == " " || c == "\t" { i += 1 } }
+
+        mutating func skipWhitespaceAndComments(newlines: Bool) {
+            while let c = peek {
+                if c == " " || c == "\t" || (newlines && (c == "\n" || c == "\r")) {
+                    i += 1
+                } else if c == "#" {
+                    while let d = peek, d != "\n" { i += 1 }
+                } else {
+                    break
+                }
+            }
+        }
+
+        mutating func key() throws -> [String] {
+            var parts: [String] = []
+            while true {
+                skipSpaces()
+                if peek == "\"" || peek == "'" {
+                    parts.append(try string())
+                } else {
+                    var s = ""
+                    while let c = peek, c.isLetter || c.isNumber || c == "_" || c == "-" {
+                        s.append(c)
+                        i += 1
+                    }
+                    guard !s.isEmpty else { throw error("expected a key") }
+                    parts.append(s)
+                }
+                skipSpaces()
+                guard peek == "." else { return parts }
+                i += 1
+            }
+        }
+
+        mutating func string() throws -> String {
+            let q = chars[i]
+            let multi = i + 2 < chars.count && chars[i + 1] == q && chars[i + 2] == q
+            i += multi ? 3 : 1
+            if multi, peek == "\n" { i += 1 }
+            var s = ""
+            while let c = peek {
+                if c == q {
+                    if !multi {
+                        i += 1
+                        return s
+                    }
+                    if i + 2 < chars.count && chars[i + 1] == q && chars[i + 2] == q {
+                        i += 3
+                        return s
+                    }
+                }
+                if !multi && c == "\n" { throw error("strings cannot contain newlines") }
+                i += 1
+                if q == "\"" && c == "\\" {
+                    guard let e = peek else { break }
+                    i += 1
+                    switch e {
+                    case "n": s += "\n"
+                    case "t": s += "\t"
+                    case "r": s += "\r"
+                    case "b": s += "\u{08}"
+                    case "f": s += "\u{0C}"
+                    case "\\": s += "\\"
+                    case "\"": s += "\""
+                    case "u", "U":
+                        let count = e == "u" ? 4 : 8
+                        guard i + count <= chars.count, let v = UInt32(String(chars[i..<(i + count)]), radix: 16),
+                            let scalar = Unicode.Scalar(v)
+                        else { throw error("invalid escape") }
+                        s.unicodeScalars.append(scalar)
+                        i += count
+                    case "\n" where multi:
+                        while let d = peek, d == " " || d == "\t" || d == "\n" || d == "\r" { i += 1 }
+                    default: throw error("invalid escape in string: '\\\(e)'")
+                    }
+                } else {
+                    s.append(c)
+                }
+            }
+            throw error("unexpected EOF; expected a closing quote")
+        }
+
+        mutating func value() throws -> TemplateValue {
+            skipSpaces()
+            guard let c = peek else { throw error("expected a value") }
+            switch c {
+            case "\"", "'": return .string(try string())
+            case "[":
+                i += 1
+                var items: [TemplateValue] = []
+                while true {
+                    skipWhitespaceAndComments(newlines: true)
+                    if peek == "]" {
+                        i += 1
+                        return .list(items)
+                    }
+                    items.append(try value())
+                    skipWhitespaceAndComments(newlines: true)
+                    if peek == "," {
+                        i += 1
+                    } else if peek != "]" {
+                        throw error("expected ',' or ']' in an array")
+                    }
+                }
+            case "{":
+                i += 1
+                var m: [String: TemplateValue] = [:]
+                skipSpaces()
+                if peek == "}" {
+                    i += 1
+                    return .map(m)
+                }
+                while true {
+                    let k = try key()
+                    skipSpaces()
+                    guard peek == "=" else { throw error("expected '=' in an inline table") }
+                    i += 1
+                    try TOMLSubset.set(&m, path: k, value: try value(), replace: true)
+                    skipSpaces()
+                    if peek == "," {
+                        i += 1
+                    } else if peek == "}" {
+                        i += 1
+                        return .map(m)
+                    } else {
+                        throw error("expected ',' or '}' in an inline table")
+                    }
+                }
+            default:
+                var s = ""
+                while let d = peek,
+                    !(d == " " || d == "\t" || d == "\n" || d == "\r" || d == "," || d == "]" || d == "}" || d == "#")
+                {
+                    s.append(d)
+                    i += 1
+                }
+                switch s {
+                case "true": return .bool(true)
+                case "false": return .bool(false)
+                case "inf", "+inf": return .float(.infinity)
+                case "-inf": return .float(-.infinity)
+                case "nan", "+nan", "-nan": return .float(.nan)
+                default: break
+                }
+                let digits = s.replacingOccurrences(of: "_", with: "")
+                if let n = Int(digits) { return .int(n) }
+                if digits.hasPrefix("0x"), let n = Int(digits.dropFirst(2), radix: 16) { return .int(n) }
+                if digits.hasPrefix("0o"), let n = Int(digits.dropFirst(2), radix: 8) { return .int(n) }
+                if digits.hasPrefix("0b"), let n = Int(digits.dropFirst(2), radix: 2) { return .int(n) }
+                if let d = Double(digits), digits.first.map({ $0.isNumber || $0 == "-" || $0 == "+" }) == true {
+                    return .float(d)
+                }
+                if s.count >= 8, s.first?.isNumber == true, s.contains("-") || s.contains(":") {
+                    throw error("dates and times are not supported in front matter")
+                }
+                throw error("expected a value, found \(s.isEmpty ? "nothing" : "'\(s)'")")
+            }
+        }
+    }
+}
