@@ -34,6 +34,8 @@ private struct MarkdownRenderer {
     /// Footnote definitions in the order of their first reference, and their numbers.
     var footnotes: [OpaquePointer] = []
     var footnoteNumbers: [OpaquePointer: Int] = [:]
+    /// References made to each footnote so far: the second is `fnref1:N`, the third `fnref2:N`…
+    var footnoteReferences: [OpaquePointer: Int] = [:]
 
     mutating func render(_ document: OpaquePointer) {
         children(document, tight: false)
@@ -42,8 +44,10 @@ private struct MarkdownRenderer {
         for (i, def) in footnotes.enumerated() {
             let n = i + 1
             out += "<li id=\"fn:\(n)\">\n"
-            let backlink =
-                "&#160;<a href=\"#fnref:\(n)\" class=\"footnote-backref\" role=\"doc-backlink\">&#x21a9;&#xfe0e;</a>"
+            // One link back to each reference, as goldmark writes them.
+            let backlink = (0..<max(footnoteReferences[def] ?? 1, 1)).map { k in
+                "&#160;<a href=\"#\(Self.referenceID(k, n))\" class=\"footnote-backref\" role=\"doc-backlink\">&#x21a9;&#xfe0e;</a>"
+            }.joined()
             var child = cmark_node_first_child(def)
             var placed = false
             while let c = child {
@@ -203,7 +207,9 @@ private struct MarkdownRenderer {
             while let c = cell {
                 let tag = header ? "th" : "td"
                 let align: String
-                switch column < alignments.count ? alignments[column] : 0 {
+                // Cells cmark-gfm adds to fill a short row have no source position; goldmark leaves them unaligned.
+                let padded = cmark_node_get_start_column(c) == 0
+                switch column < alignments.count && !padded ? alignments[column] : 0 {
                 case UInt8(ascii: "l"): align = " style=\"text-align:left\""
                 case UInt8(ascii: "c"): align = " style=\"text-align:center\""
                 case UInt8(ascii: "r"): align = " style=\"text-align:right\""
@@ -272,8 +278,10 @@ private struct MarkdownRenderer {
                 n = footnotes.count
                 footnoteNumbers[def] = n
             }
+            let k = footnoteReferences[def, default: 0]
+            footnoteReferences[def] = k + 1
             out +=
-                "<sup id=\"fnref:\(n)\"><a href=\"#fn:\(n)\" class=\"footnote-ref\" role=\"doc-noteref\">\(n)</a></sup>"
+                "<sup id=\"\(Self.referenceID(k, n))\"><a href=\"#fn:\(n)\" class=\"footnote-ref\" role=\"doc-noteref\">\(n)</a></sup>"
         default:
             if Self.typeName(node) == "strikethrough" {
                 out += "<del>"
@@ -284,6 +292,9 @@ private struct MarkdownRenderer {
             }
         }
     }
+
+    /// The ID of footnote `n`'s `k`th reference (from 0).
+    static func referenceID(_ k: Int, _ n: Int) -> String { k == 0 ? "fnref:\(n)" : "fnref\(k):\(n)" }
 
     /// The text of a node's inlines, markup dropped (image alt text, heading IDs).
     static func plainText(_ node: OpaquePointer) -> String {

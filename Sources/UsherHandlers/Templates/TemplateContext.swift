@@ -46,9 +46,11 @@ final class TemplateRun {
     }
 
     func parse(_ source: String, name: String) throws -> GoTemplate {
-        try GoTemplate(
-            name: name, text: source, delimiters: handler.delimiters, functions: Self.functions,
-            contextual: Self.contextualFunctions, knownNames: Self.knownNames)
+        try handler.parsed.template(name: name, text: source) {
+            try GoTemplate(
+                name: name, text: source, delimiters: handler.delimiters, functions: Self.functions,
+                contextual: Self.contextualFunctions, knownNames: Self.knownNames)
+        }
     }
 
     // MARK: Files, as Go's http.Dir opens them
@@ -61,12 +63,13 @@ final class TemplateRun {
 
     func readFile(_ name: String) throws -> String {
         let full = path(name)
+        // Reading a directory fails (EISDIR) like a missing file; Go's message then names the read.
         guard let data = FileManager.default.contents(atPath: full) else {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory), isDirectory.boolValue {
+                throw Failure("read \(full): is a directory")
+            }
             throw Failure("open \(full): \(Self.errnoText(full))")
-        }
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory), isDirectory.boolValue {
-            throw Failure("read \(full): is a directory")
         }
         return String(decoding: data, as: UTF8.self)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 public import UsherCore
@@ -21,6 +22,8 @@ public struct TemplatesHandler: MiddlewareHandler, Provisioner {
     /// `delimiters`: the action delimiters, opening and closing. Default `{{` and `}}`.
     public var delimiters: (String, String)
     var logger = Logger(label: "http.handlers.templates")
+    /// Parsed templates by name and text, so a page served again is not parsed again.
+    let parsed = ParsedTemplateCache()
 
     /// Most bytes of a response held for execution; a larger one fails with 500.
     static let maxBody = 16 << 20
@@ -165,5 +168,35 @@ final class BufferingResponseWriter: ResponseWriter {
         if status == nil { status = .ok }
         var b = buffer
         body.writeBuffer(&b)
+    }
+}
+
+/// Templates parsed from the same name and text before. A page's text comes from the response each time (a file
+/// may change), so the text itself is the key; parsing is what is saved. At most 256 entries or 8 MiB of text,
+/// emptied when full.
+final class ParsedTemplateCache: @unchecked Sendable {
+    private struct Key: Hashable {
+        var name: String
+        var text: String
+    }
+    private let lock = NIOLock()
+    private var entries: [Key: GoTemplate] = [:]
+    private var textBytes = 0
+    static let maxEntries = 256
+    static let maxTextBytes = 8 << 20
+
+    func template(name: String, text: String, parse: () throws -> GoTemplate) rethrows -> GoTemplate {
+        let key = Key(name: name, text: text)
+        if let hit = lock.withLock({ entries[key] }) { return hit }
+        let t = try parse()
+        guard text.utf8.count <= Self.maxTextBytes / 8 else { return t }
+        lock.withLock {
+            if entries.count >= Self.maxEntries || textBytes + text.utf8.count > Self.maxTextBytes {
+                entries.removeAll(keepingCapacity: true)
+                textBytes = 0
+            }
+            if entries.updateValue(t, forKey: key) == nil { textBytes += text.utf8.count }
+        }
+        return t
     }
 }
