@@ -496,4 +496,62 @@ extension ModulesDifferentialTests {
         #expect(ours == theirs)
         #expect(ours.contains { $0.contains("sent=echo /body/abc") && $0.contains("sent64=ZWNobyAvYm9keS9hYmM=") })
     }
+
+    @Test(
+        "fs: file_server's and the file matcher's file system by name; only the local one exists, as in Caddy's build")
+    func namedFileSystems() throws {
+        let root = try makeSite()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let pair = try ServerPair(
+            caddyfile: """
+                {
+                    admin off
+                    auto_https off
+                }
+                :{{PORT}} {
+                    root * \(root.path)
+                    handle_path /default/* {
+                        file_server {
+                            fs default
+                        }
+                    }
+                    handle_path /missing/* {
+                        file_server {
+                            fs nosuch
+                        }
+                    }
+                    handle_path /var/* {
+                        fs nosuch
+                        @found file {path}
+                        respond @found "matched"
+                        file_server
+                    }
+                    handle {
+                        @found file {path}
+                        respond @found "matched {file_match.relative}"
+                        respond "no match" 404
+                    }
+                }
+                """)
+        defer { pair.stop() }
+        for path in ["/default/index.html", "/missing/index.html", "/var/index.html", "/index.html", "/nope"] {
+            let (u, c) = try pair.ask(path)
+            #expect(Answer(u, headers: ["content-type"]) == Answer(c, headers: ["content-type"]), "\(path)")
+        }
+        #expect(try pair.ask("/default/index.html").usher.body == "<html>app shell</html>\n")
+        #expect(try pair.ask("/missing/index.html").usher.status == 404)
+        #expect(pair.usher.log.contains(#""msg":"use of unregistered filesystem","fs":"nosuch""#))
+        // A named file system needs a caddy.fs.* backend; none is in the build, and the error says where.
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("usher-fs-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: json) }
+        try
+            #"{"apps": {"caddy.filesystems": {"filesystems": [{"name": "assets", "file_system": {"backend": "embedded"}}]}}}"#
+            .write(to: json, atomically: true, encoding: .utf8)
+        let r = try runCommand(usherBinary, ["validate", "--config", json.path], cwd: root)
+        #expect(r.status != 0)
+        #expect(
+            r.stderr.contains(
+                "apps.caddy.filesystems.filesystems[0].file_system (caddy.filesystems): loading file system module: module not registered: caddy.fs.embedded"
+            ), "\(r.stderr)")
+    }
 }

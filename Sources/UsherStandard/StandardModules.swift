@@ -34,7 +34,7 @@ public enum StandardModules: ModuleBundle {
             FileServerHandler.self, PrecompressedGzip.self, PrecompressedZstd.self, PrecompressedBrotli.self,
             EncodeHandler.self, GzipEncoding.self, ZstdEncoding.self, MetricsHandler.self,
             AuthenticationHandler.self, HTTPBasicAuth.self, BcryptHash.self, Argon2idHash.self, LogAppendHandler.self,
-            TemplatesHandler.self,
+            TemplatesHandler.self, FileSystemsApp.self,
             // Reverse proxy
             ReverseProxyHandler.self, HTTPTransport.self, RandomSelection.self, RandomChooseSelection.self,
             LeastConnSelection.self, RoundRobinSelection.self, WeightedRoundRobinSelection.self, FirstSelection.self,

@@ -68,7 +68,7 @@ public struct FileMatcher: RequestMatcher, Provisioner, Validator {
         let repl = request.replacer
         let root = cleanPath(repl.replaceAll(self.root, empty: "."))
         let fsName = repl.replaceAll(fileSystem)
-        guard fsName.isEmpty else {
+        guard FileSystemsApp.isLocal(fsName) else {
             logger.error("use of unregistered filesystem", metadata: ["fs": "\(fsName)"])
             return false
         }

@@ -97,6 +97,9 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
     /// The root, absolute, when it has no placeholders.
     private var staticRoot: String?
     /// Root directories held open, by path.
+    /// `fs`: the name of the file system to serve from (placeholders allowed); default `{http.vars.fs}`, which
+    /// names the local one. Only `default` (or empty) exists in this build: no `caddy.fs.*` backends.
+    public var fileSystem: String
     private let roots = RootDirectoryCache()
     /// Small files held in memory, checked against the file system on every use.
     private let smallFiles = SmallFileCache()
@@ -111,9 +114,8 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        if let fs = try c.decodeIfPresent(JSONValue.self, forKey: .fs), fs != .string(""), fs != .null {
-            throw c.error(.fs, "not supported yet: only the local file system")
-        }
+        fileSystem = try c.decodeIfPresent(String.self, forKey: .fs) ?? ""
+        if fileSystem.isEmpty { fileSystem = "{http.vars.fs}" }
         root = try c.decodeIfPresent(String.self, forKey: .root) ?? "{http.vars.root}"
         hide = try c.decodeIfPresent([String].self, forKey: .hide) ?? []
         indexNames = try c.decodeIfPresent([String].self, forKey: .indexNames) ?? ["index.html", "index.txt"]
@@ -169,6 +171,11 @@ public struct FileServerHandler: MiddlewareHandler, Provisioner {
     public func serve(_ request: Request, _ writer: any ResponseWriter, next: any HTTPHandler) async throws {
         let requestPath = request.path
         if requestPath.utf8.contains(0) { throw HandlerError(status: 400, HTTPErrorMessage("invalid path")) }
+        if fileSystem != "{http.vars.fs}" || request.vars["fs"] != nil {
+            guard FileSystemsApp.isLocal(request.replacer.replaceAll(fileSystem)) else {
+                throw HandlerError(status: 404, HTTPErrorMessage("filesystem not found"))
+            }
+        }
         let hide = staticHide ?? self.hide.map { HidePattern(request.replacer.replaceAll($0)) }
         let rootPath = staticRoot ?? absolutePath(request.replacer.replaceAll(root, empty: "."))
         guard var directory = roots.get(rootPath) else { return try await notFound(request, writer, next) }
