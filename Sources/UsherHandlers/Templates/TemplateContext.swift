@@ -38,8 +38,18 @@ final class TemplateRun {
 
     func reset() {}
 
+    /// How deep `include` and `httpInclude` renders are nested now.
+    var depth = 0
+    /// Nested renders beyond this fail (a file including itself would otherwise exhaust the stack).
+    static let maxDepth = 32
+
     /// Parses and runs `source` as template `name` with `.Args` = `args`.
     func execute(_ source: String, name: String, args: [TemplateValue]) throws -> String {
+        guard depth < Self.maxDepth else {
+            throw Failure("templates nested more than \(Self.maxDepth) deep (an include loop?)")
+        }
+        depth += 1
+        defer { depth -= 1 }
         let template = try parse(source, name: name)
         let env = PageEnvironment(run: self, args: args)
         return try template.execute(.object(PageContext(run: self, args: args)), environment: env)
