@@ -1,11 +1,12 @@
 import CUsherSystem
+import UsherCore
 
 /// Markdown to HTML as Caddy's `markdown` template function renders it: goldmark with GitHub's extensions,
 /// footnotes, automatic heading IDs and raw HTML kept. cmark-gfm parses (the same CommonMark and GFM grammar);
 /// the HTML is written here in goldmark's style (`<hr>`, `<br>`, footnotes as `fn:N`, `id` on headings).
 ///
 /// Fenced code is not syntax-highlighted: a block whose language chroma treats as plain text gets chroma's markup
-/// (as Caddy's), any other language a plain `<pre><code class="language-…">`.
+/// (as Caddy's, escaped as Go's `html.EscapeString`), any other language a plain `<pre><code class="language-…">`.
 enum Markdown {
     static func html(_ text: String) -> String {
         var bytes = Array(text.utf8)
@@ -173,7 +174,8 @@ private struct MarkdownRenderer {
             while lineStart < code.endIndex {
                 let end = code[lineStart...].firstIndex(of: "\n").map { code.index(after: $0) } ?? code.endIndex
                 out +=
-                    "<span class=\"line\"><span class=\"cl\">" + chromaEscape(code[lineStart..<end]) + "</span></span>"
+                    "<span class=\"line\"><span class=\"cl\">" + Go.htmlEscape(String(code[lineStart..<end]))
+                    + "</span></span>"
                 lineStart = end
             }
             out += "</code></pre>"
@@ -380,21 +382,6 @@ private struct MarkdownRenderer {
         return out
     }
 
-    /// Go's `html.EscapeString`, which chroma uses.
-    func chromaEscape(_ s: some StringProtocol) -> String {
-        var out = ""
-        for ch in s.unicodeScalars {
-            switch ch {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&#34;"
-            case "'": out += "&#39;"
-            default: out.unicodeScalars.append(ch)
-            }
-        }
-        return out
-    }
 }
 
 extension String {

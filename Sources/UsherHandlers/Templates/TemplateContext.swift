@@ -36,8 +36,6 @@ final class TemplateRun {
         root = r.isEmpty ? "." : r
     }
 
-    func reset() {}
-
     /// How deep `include` and `httpInclude` renders are nested now.
     var depth = 0
     /// Nested renders beyond this fail (a file including itself would otherwise exhaust the stack).

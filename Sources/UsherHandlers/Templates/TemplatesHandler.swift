@@ -99,7 +99,6 @@ public struct TemplatesHandler: MiddlewareHandler, Provisioner {
                 }
                 run.virtualResponses[need.uri] = await Self.fetch(need.uri, for: request)
                 writer.headers = headersBefore
-                run.reset()
             } catch let e as HandlerError {
                 throw e
             } catch {
