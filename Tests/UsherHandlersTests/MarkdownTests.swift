@@ -66,7 +66,7 @@ struct MarkdownTests {
     @Test("Markdown renders as goldmark does in Caddy: GFM, footnotes, heading IDs, raw HTML kept")
     func markdownAsGoldmark() {
         for (input, expected) in Self.markdown {
-            #expect(Markdown.html(input) == expected, "\(input)")
+            #expect((try? Markdown.html(input)) == expected, "\(input)")
         }
     }
 

@@ -9,6 +9,9 @@ enum FrontMatter {
         init(_ d: String) { description = d }
     }
 
+    /// Deepest nesting of collections a document may have (the parsers recurse).
+    static let maxNesting = 1000
+
     static func split(_ input: String) throws -> (meta: [String: TemplateValue], body: String) {
         // The first non-blank line, found as Caddy finds it (byte offsets of Go's loop over runes).
         let bytes = Array(input.utf8)
@@ -116,6 +119,7 @@ enum YAMLSubset {
     struct YAMLParser {
         var lines: [Line]
         var position = 0
+        var depth = 0
 
         static func stripComment(_ s: Substring) -> Substring {
             var quote: Character?
@@ -146,6 +150,9 @@ enum YAMLSubset {
         }
 
         mutating func block(indent: Int) throws -> TemplateValue {
+            depth += 1
+            defer { depth -= 1 }
+            if depth > FrontMatter.maxNesting { throw error("exceeded max depth of 1000") }
             skipBlank()
             guard position < lines.count else { return .null }
             let text = Self.stripComment(lines[position].text)
@@ -316,6 +323,7 @@ enum YAMLSubset {
     struct FlowScanner {
         let chars: [Character]
         var i = 0
+        var depth = 0
         init(text: Substring) { chars = Array(text) }
         var atEnd: Bool { i >= chars.count }
 
@@ -324,6 +332,9 @@ enum YAMLSubset {
         mutating func value(topLevel: Bool) throws -> TemplateValue {
             skipSpaces()
             guard i < chars.count else { return .null }
+            depth += 1
+            defer { depth -= 1 }
+            if depth > FrontMatter.maxNesting { throw FrontMatter.Failure("yaml: exceeded max depth of 1000") }
             switch chars[i] {
             case "[":
                 i += 1
@@ -536,6 +547,7 @@ enum TOMLSubset {
     struct TOMLScanner {
         let chars: [Character]
         var i = 0
+        var depth = 0
         var atEnd: Bool { i >= chars.count }
         var peek: Character? { i < chars.count ? chars[i] : nil }
 
@@ -630,6 +642,9 @@ enum TOMLSubset {
         mutating func value() throws -> TemplateValue {
             skipSpaces()
             guard let c = peek else { throw error("expected a value") }
+            depth += 1
+            defer { depth -= 1 }
+            if depth > FrontMatter.maxNesting { throw error("exceeded max depth of 1000") }
             switch c {
             case "\"", "'": return .string(try string())
             case "[":

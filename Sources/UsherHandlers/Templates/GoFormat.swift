@@ -36,6 +36,13 @@ enum GoFormat {
             }
             var width: Int?
             while i < chars.count, let d = chars[i].properties.numericType != nil ? Int(String(chars[i])) : nil {
+                // As Go's parsenum: a number grown past 1e6 before another digit gives up on the rest of the
+                // format (`%!(NOVERB)`), so widths stay under about 1e7.
+                if (width ?? 0) > 1_000_000 {
+                    width = nil
+                    i = chars.count
+                    break
+                }
                 width = (width ?? 0) * 10 + d
                 i += 1
             }
@@ -44,6 +51,11 @@ enum GoFormat {
                 i += 1
                 precision = 0
                 while i < chars.count, let d = chars[i].properties.numericType != nil ? Int(String(chars[i])) : nil {
+                    if precision! > 1_000_000 {
+                        precision = nil
+                        i = chars.count
+                        break
+                    }
                     precision = precision! * 10 + d
                     i += 1
                 }

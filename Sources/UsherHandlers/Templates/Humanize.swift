@@ -68,7 +68,8 @@ enum GoTime {
     static let days = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
     static let elements = [
         "January", "Monday", "2006", "-07:00", "-0700", "Z07:00", "Z0700", "Jan", "Mon", "MST", "01", "02", "_2",
-        "15", "03", "04", "05", "06", "PM", "pm", "1", "2", "3", "4", "5",
+        "15", "03", "04", "05", "06", "PM", "pm", ".000000000", ".999999999", ".000000", ".999999", ".000", ".999",
+        "1", "2", "3", "4", "5",
     ]
 
     static func tokens(_ layout: String) -> [(isElement: Bool, text: String)] {
@@ -89,11 +90,10 @@ enum GoTime {
         return out
     }
 
-    static func parse(_ value: String, layout: String) -> Date? {
-        var c = DateComponents()
-        c.calendar = Calendar(identifier: .gregorian)
-        c.timeZone = TimeZone(secondsFromGMT: 0)
-        var year = 1, month = 1, day = 1, hour = 0, minute = 0, second = 0, offset = 0
+    /// Parses `value` by `layout`; a time without a zone is in `zone` (Go's `ParseInLocation`).
+    static func parse(_ value: String, layout: String, zone: TimeZone = TimeZone(secondsFromGMT: 0)!) -> Date? {
+        var year = 1, month = 1, day = 1, hour = 0, minute = 0, second = 0, nanosecond = 0
+        var offset: Int?
         var pm: Bool?
         var s = Substring(value)
         func number(_ min: Int, _ max: Int) -> Int? {
@@ -141,9 +141,23 @@ enum GoTime {
                 let z = s.prefix { $0.isLetter }
                 guard z.count >= 3 else { return nil }
                 s = s.dropFirst(z.count)
+                // Go: the local zone's offset if the abbreviation is the local zone's, else zero.
+                let local = TimeZone.current
+                offset = local.abbreviation() == String(z) ? local.secondsFromGMT() : 0
+            case ".000", ".000000", ".000000000", ".999", ".999999", ".999999999":
+                guard s.hasPrefix(".") else {
+                    if text.hasPrefix(".0") { return nil }
+                    continue
+                }
+                s = s.dropFirst()
+                let digits = s.prefix { $0.isASCII && $0.isNumber }
+                guard !digits.isEmpty, digits.count <= 9 else { return nil }
+                nanosecond = Int(digits)! * Int(pow(10, Double(9 - digits.count)))
+                s = s.dropFirst(digits.count)
             default:  // numeric zones
                 if text.hasPrefix("Z"), s.hasPrefix("Z") {
                     s = s.dropFirst()
+                    offset = 0
                     continue
                 }
                 guard let sign = s.first, sign == "+" || sign == "-" else { return nil }
@@ -159,23 +173,25 @@ enum GoTime {
         }
         guard s.isEmpty else { return nil }
         if let pm { hour = hour % 12 + (pm ? 12 : 0) }
-        c.year = year
-        c.month = month
-        c.day = day
-        c.hour = hour
-        c.minute = minute
-        c.second = second
-        guard let d = c.date else { return nil }
-        return d.addingTimeInterval(TimeInterval(-offset))
+        guard (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 60 else { return nil }
+        // A zone in the text fixes the offset; otherwise the wall time is `zone`'s.
+        return CivilTime.date(
+            year: year, month: month, day: day, hour: hour, minute: minute, second: second, nanosecond: nanosecond,
+            zone: offset.map { TimeZone(secondsFromGMT: $0) ?? zone } ?? zone)
     }
 
-    static func format(_ date: Date, layout: String) -> String {
-        var cal = Calendar(identifier: .gregorian)
-        cal.timeZone = TimeZone(secondsFromGMT: 0)!
-        let c = cal.dateComponents([.year, .month, .day, .hour, .minute, .second, .weekday], from: date)
+    static func format(_ date: Date, layout: String, zone: TimeZone = TimeZone(secondsFromGMT: 0)!) -> String {
+        let t = CivilTime(date, zone: zone)
+        let offset = t.offset
         func pad(_ n: Int, _ w: Int) -> String {
             let s = String(n)
             return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
+        }
+        func numericZone(colon: Bool, z: Bool) -> String {
+            if z && offset == 0 { return "Z" }
+            let sign = offset < 0 ? "-" : "+"
+            let h = pad(abs(offset) / 3600, 2), m = pad(abs(offset) % 3600 / 60, 2)
+            return sign + h + (colon ? ":" : "") + m
         }
         var out = ""
         for (isElement, text) in tokens(layout) {
@@ -184,32 +200,49 @@ enum GoTime {
                 continue
             }
             switch text {
-            case "2006": out += pad(c.year!, 4)
-            case "06": out += pad(c.year! % 100, 2)
-            case "01": out += pad(c.month!, 2)
-            case "1": out += String(c.month!)
-            case "January": out += months[c.month! - 1]
-            case "Jan": out += String(months[c.month! - 1].prefix(3))
-            case "Monday": out += days[c.weekday! - 1]
-            case "Mon": out += String(days[c.weekday! - 1].prefix(3))
-            case "02": out += pad(c.day!, 2)
-            case "_2": out += c.day! < 10 ? " \(c.day!)" : String(c.day!)
-            case "2": out += String(c.day!)
-            case "15": out += pad(c.hour!, 2)
-            case "03": out += pad((c.hour! + 11) % 12 + 1, 2)
-            case "3": out += String((c.hour! + 11) % 12 + 1)
-            case "04": out += pad(c.minute!, 2)
-            case "4": out += String(c.minute!)
-            case "05": out += pad(c.second!, 2)
-            case "5": out += String(c.second!)
-            case "PM": out += c.hour! >= 12 ? "PM" : "AM"
-            case "pm": out += c.hour! >= 12 ? "pm" : "am"
-            case "MST": out += "UTC"
-            case "Z07:00", "Z0700": out += "Z"
-            case "-07:00": out += "+00:00"
-            default: out += "+0000"
+            case "2006": out += pad(t.year, 4)
+            case "06": out += pad(t.year % 100, 2)
+            case "01": out += pad(t.month, 2)
+            case "1": out += String(t.month)
+            case "January": out += months[t.month - 1]
+            case "Jan": out += String(months[t.month - 1].prefix(3))
+            case "Monday": out += days[t.weekday]
+            case "Mon": out += String(days[t.weekday].prefix(3))
+            case "02": out += pad(t.day, 2)
+            case "_2": out += t.day < 10 ? " \(t.day)" : String(t.day)
+            case "2": out += String(t.day)
+            case "15": out += pad(t.hour, 2)
+            case "03": out += pad((t.hour + 11) % 12 + 1, 2)
+            case "3": out += String((t.hour + 11) % 12 + 1)
+            case "04": out += pad(t.minute, 2)
+            case "4": out += String(t.minute)
+            case "05": out += pad(t.second, 2)
+            case "5": out += String(t.second)
+            case "PM": out += t.hour >= 12 ? "PM" : "AM"
+            case "pm": out += t.hour >= 12 ? "pm" : "am"
+            case "MST": out += t.zoneName
+            case "Z07:00": out += numericZone(colon: true, z: true)
+            case "Z0700": out += numericZone(colon: false, z: true)
+            case "-07:00": out += numericZone(colon: true, z: false)
+            case "-0700": out += numericZone(colon: false, z: false)
+            default:
+                // Fractional seconds: `.000` keeps its digits, `.999` drops trailing zeros (and the dot).
+                let digits = text.count - 1
+                var frac = pad(t.nanosecond / Int(pow(10, Double(9 - digits))), digits)
+                if text.hasPrefix(".9") {
+                    while frac.hasSuffix("0") { frac.removeLast() }
+                    out += frac.isEmpty ? "" : "." + frac
+                } else {
+                    out += "." + frac
+                }
             }
         }
         return out
     }
+
+    /// Go's `Time.String` (without the monotonic clock reading).
+    static func string(_ date: Date, zone: TimeZone) -> String {
+        format(date, layout: "2006-01-02 15:04:05.999999999 -0700 MST", zone: zone)
+    }
+
 }

@@ -8,7 +8,11 @@ import UsherCore
 /// Fenced code is not syntax-highlighted: a block whose language chroma treats as plain text gets chroma's markup
 /// (as Caddy's, escaped as Go's `html.EscapeString`), any other language a plain `<pre><code class="language-…">`.
 enum Markdown {
-    static func html(_ text: String) -> String {
+    struct TooDeep: Error, CustomStringConvertible {
+        var description: String { "markdown: nested more than \(MarkdownRenderer.maxDepth) levels deep" }
+    }
+
+    static func html(_ text: String) throws -> String {
         var bytes = Array(text.utf8)
         bytes.append(0)
         guard
@@ -21,6 +25,7 @@ enum Markdown {
         defer { cmark_node_free(document) }
         var renderer = MarkdownRenderer()
         renderer.render(document)
+        if renderer.tooDeep { throw TooDeep() }
         return renderer.out
     }
 
@@ -28,8 +33,13 @@ enum Markdown {
     static let plainTextLanguages: Set<String> = ["text", "plaintext", "plain", "txt", "no-highlight"]
 }
 
-private struct MarkdownRenderer {
+struct MarkdownRenderer {
     var out = ""
+    /// Nesting of the node being written; deeper content is dropped and the render fails (the writer recurses,
+    /// and `>>>>…` or `*a **b *c…` can nest as deep as the text is long).
+    var depth = 0
+    var tooDeep = false
+    static let maxDepth = 500
     /// Heading IDs handed out so far (goldmark's `-1`, `-2` suffixes on repeats).
     var usedIDs: Set<String> = []
     /// Footnote definitions in the order of their first reference, and their numbers.
@@ -86,6 +96,12 @@ private struct MarkdownRenderer {
     }
 
     mutating func block(_ node: OpaquePointer, tight: Bool) {
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= Self.maxDepth else {
+            tooDeep = true
+            return
+        }
         switch cmark_node_get_type(node) {
         case CMARK_NODE_PARAGRAPH:
             if tight {
@@ -239,6 +255,12 @@ private struct MarkdownRenderer {
     }
 
     mutating func inline(_ node: OpaquePointer) {
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= Self.maxDepth else {
+            tooDeep = true
+            return
+        }
         switch cmark_node_get_type(node) {
         case CMARK_NODE_TEXT: out += escape(Self.literal(node))
         case CMARK_NODE_SOFTBREAK: out += "\n"
@@ -299,14 +321,15 @@ private struct MarkdownRenderer {
     static func referenceID(_ k: Int, _ n: Int) -> String { k == 0 ? "fnref:\(n)" : "fnref\(k):\(n)" }
 
     /// The text of a node's inlines, markup dropped (image alt text, heading IDs).
-    static func plainText(_ node: OpaquePointer) -> String {
+    static func plainText(_ node: OpaquePointer, depth: Int = 0) -> String {
+        guard depth <= maxDepth else { return "" }
         var s = ""
         var child = cmark_node_first_child(node)
         while let c = child {
             switch cmark_node_get_type(c) {
             case CMARK_NODE_TEXT, CMARK_NODE_CODE: s += literal(c)
             case CMARK_NODE_SOFTBREAK, CMARK_NODE_LINEBREAK: s += "\n"
-            default: s += plainText(c)
+            default: s += plainText(c, depth: depth + 1)
             }
             child = cmark_node_next(c)
         }

@@ -22,11 +22,28 @@ enum SprigFunctions {
     static func int(_ v: TemplateValue) -> Int {
         switch v {
         case .int(let n): return n
-        case .float(let d): return Int(d)
-        case .string(let s): return Int(s) ?? Int(Double(s) ?? 0)
+        case .float(let d): return truncating(d)
+        case .string(let s): return Int(s) ?? truncating(Double(s) ?? 0)
         case .bool(let b): return b ? 1 : 0
         default: return 0
         }
+    }
+
+    /// The most bytes or items one function call may make (Sprig has no bound; a request's numbers could ask for
+    /// gigabytes).
+    static let maxProduced = 64 << 20
+
+    static func bounded(_ size: (partialValue: Int, overflow: Bool), _ name: String) throws {
+        guard !size.overflow, size.partialValue <= maxProduced else {
+            throw Failure("\(name): result over \(maxProduced >> 20) Mi")
+        }
+    }
+
+    /// Go's float64 → int64 conversion on amd64: truncation, and the minimum for NaN and out-of-range values
+    /// (Swift's `Int(_:)` would trap).
+    static func truncating(_ d: Double) -> Int {
+        guard d.isFinite, d > -9.223372036854775808e18, d < 9.223372036854775808e18 else { return .min }
+        return Int(d)
     }
 
     static func args(_ a: [TemplateValue], _ n: Int, _ name: String) throws {
@@ -108,7 +125,9 @@ enum SprigFunctions {
         }
         f["repeat"] = { a in
             try args(a, 2, "repeat")
-            return .string(String(repeating: str(a[1]), count: max(0, int(a[0]))))
+            let unit = str(a[1]), count = max(0, int(a[0]))
+            try bounded(count.multipliedReportingOverflow(by: max(unit.utf8.count, 1)), "repeat")
+            return .string(String(repeating: unit, count: count))
         }
         f["substr"] = { a in
             try args(a, 3, "substr")
@@ -122,7 +141,7 @@ enum SprigFunctions {
         f["trunc"] = { a in
             try args(a, 2, "trunc")
             let s = Array(str(a[1]).utf8), n = int(a[0])
-            if n < 0 && -n < s.count { return .string(String(decoding: s[(s.count + n)...], as: UTF8.self)) }
+            if n < 0 && n > -s.count { return .string(String(decoding: s[(s.count + n)...], as: UTF8.self)) }
             if n >= 0 && s.count > n { return .string(String(decoding: s[..<n], as: UTF8.self)) }
             return .string(String(decoding: s, as: UTF8.self))
         }
@@ -142,12 +161,18 @@ enum SprigFunctions {
         }
         f["indent"] = { a in
             try args(a, 2, "indent")
-            let pad = String(repeating: " ", count: max(0, int(a[0])))
+            let n = max(0, int(a[0]))
+            let lines = str(a[1]).utf8.reduce(1) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
+            try bounded(n.multipliedReportingOverflow(by: lines), "indent")
+            let pad = String(repeating: " ", count: n)
             return .string(pad + str(a[1]).replacingOccurrences(of: "\n", with: "\n" + pad))
         }
         f["nindent"] = { a in
             try args(a, 2, "nindent")
-            let pad = String(repeating: " ", count: max(0, int(a[0])))
+            let n = max(0, int(a[0]))
+            let lines = str(a[1]).utf8.reduce(1) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
+            try bounded(n.multipliedReportingOverflow(by: lines), "nindent")
+            let pad = String(repeating: " ", count: n)
             return .string("\n" + pad + str(a[1]).replacingOccurrences(of: "\n", with: "\n" + pad))
         }
         f["plural"] = { a in
@@ -207,11 +232,11 @@ enum SprigFunctions {
         math("mul") { $0 &* $1 }
         math("div") { a, b in
             guard b != 0 else { throw Failure("runtime error: integer divide by zero") }
-            return a / b
+            return a.dividedReportingOverflow(by: b).partialValue
         }
         math("mod") { a, b in
             guard b != 0 else { throw Failure("runtime error: integer divide by zero") }
-            return a % b
+            return a.remainderReportingOverflow(dividingBy: b).partialValue
         }
         f["add1"] = { a in
             try args(a, 1, "add1")
@@ -234,6 +259,7 @@ enum SprigFunctions {
         f["until"] = { a in
             try args(a, 1, "until")
             let n = int(a[0])
+            try bounded((n.magnitude > UInt(maxProduced >> 6) ? Int.max : 0, false), "until")
             return .list(n >= 0 ? (0..<n).map { .int($0) } : (n + 1...0).reversed().map { .int($0) })
         }
         f["seq"] = { a in
@@ -245,7 +271,10 @@ enum SprigFunctions {
             var i = start
             while step > 0 ? i <= end : i >= end {
                 out.append(String(i))
-                i += step
+                if out.count > maxProduced >> 6 { throw Failure("seq: more than \(maxProduced >> 6) numbers") }
+                let (next, overflow) = i.addingReportingOverflow(step)
+                if overflow { break }
+                i = next
             }
             return .string(out.joined(separator: " "))
         }

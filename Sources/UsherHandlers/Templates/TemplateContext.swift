@@ -116,7 +116,7 @@ final class TemplateRun {
         }
         f["markdown"] = { a in
             try SprigFunctions.args(a, 1, "markdown")
-            return .string(Markdown.html(SprigFunctions.str(a[0])))
+            return .string(try Markdown.html(SprigFunctions.str(a[0])))
         }
         f["splitFrontMatter"] = { a in
             try SprigFunctions.args(a, 1, "splitFrontMatter")
@@ -131,6 +131,7 @@ final class TemplateRun {
             try SprigFunctions.args(a, 1, "pathEscape")
             return .string(URLEscaping.pathSegmentEscape(SprigFunctions.str(a[0])))
         }
+        f.merge(SprigDates.all) { a, _ in a }
         f["humanize"] = { a in
             try SprigFunctions.args(a, 2, "humanize")
             return .string(try Humanize.format(SprigFunctions.str(a[0]), SprigFunctions.str(a[1])))
@@ -434,22 +435,38 @@ final class FileInfoObject: TemplateObject {
         case "IsDir": return .bool((attributes[.type] as? FileAttributeType) == .typeDirectory)
         case "ModTime":
             let d = (attributes[.modificationDate] as? Date) ?? Date(timeIntervalSince1970: 0)
-            return .object(TimeObject(date: d))
+            return .object(TimeObject(date: d, zone: .current))
         default: return nil
         }
     }
 }
 
-/// A time: `.Unix`, and `.Format` with Go's reference layout.
-final class TimeObject: TemplateObject {
+/// A time in a zone (Go's `time.Time`): `.Unix`, `.Format` with Go's reference layout, `.Year`, `.Month`,
+/// `.Day`, `.Hour`, `.Minute`, `.Second`, `.UTC`, `.Local`, and `.String` as it prints.
+final class TimeObject: TemplateObject, Sendable {
     let date: Date
-    init(date: Date) { self.date = date }
+    let zone: TimeZone
+    init(date: Date, zone: TimeZone = TimeZone(identifier: "UTC")!) {
+        self.date = date
+        self.zone = zone
+    }
+
     func member(_ name: String, _ args: [TemplateValue]) throws -> TemplateValue? {
+        let t = CivilTime(date, zone: zone)
         switch name {
         case "Unix": return .int(Int(date.timeIntervalSince1970.rounded(.down)))
-        case "Format": return .string(GoTime.format(date, layout: args.first.map(SprigFunctions.str) ?? ""))
-        // Go's `Time.String`, in UTC.
-        case "String": return .string(GoTime.format(date, layout: "2006-01-02 15:04:05 -0700 MST"))
+        case "Format":
+            return .string(GoTime.format(date, layout: args.first.map(SprigFunctions.str) ?? "", zone: zone))
+        case "String": return .string(GoTime.string(date, zone: zone))
+        case "Year": return .int(t.year)
+        case "Month": return .string(GoTime.months[t.month - 1])
+        case "Day": return .int(t.day)
+        case "Hour": return .int(t.hour)
+        case "Minute": return .int(t.minute)
+        case "Second": return .int(t.second)
+        case "YearDay": return .int(t.yearDay)
+        case "UTC": return .object(TimeObject(date: date, zone: TimeZone(identifier: "UTC")!))
+        case "Local": return .object(TimeObject(date: date, zone: .current))
         default: return nil
         }
     }

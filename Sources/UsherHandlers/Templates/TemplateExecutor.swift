@@ -101,6 +101,11 @@ struct TemplateState {
     var vars: [(String, TemplateValue)]
     var depth = 0
     static let maxDepth = 1000
+    /// Nodes run so far, and the most one execution may run: a page cannot loop for ever (Go's has no bound).
+    var steps = 0
+    static let maxSteps = 20_000_000
+    /// The most output one execution may write (Go's has no bound).
+    static let maxOutput = 64 << 20
 
     init(template: GoTemplate, dot: TemplateValue, environment: TemplateEnvironment) {
         self.template = template
@@ -110,17 +115,31 @@ struct TemplateState {
 
     func error(_ line: Int, _ message: String) -> TemplateError { TemplateError(template.name, line, message) }
 
+    func checkOutput() throws {
+        if out.utf8.count > Self.maxOutput {
+            throw TemplateError(template.name, 0, "output over \(Self.maxOutput >> 20) MiB")
+        }
+    }
+
     mutating func walk(_ list: [TemplateNode], dot: TemplateValue) throws {
         for node in list { try walk(node, dot: dot) }
     }
 
     mutating func walk(_ node: TemplateNode, dot: TemplateValue) throws {
+        steps += 1
+        if steps > Self.maxSteps {
+            throw TemplateError(template.name, 0, "execution ran more than \(Self.maxSteps) steps")
+        }
         switch node {
         case .text(let s):
             out += s
+            try checkOutput()
         case .action(let line, let pipe):
             let v = try evaluate(pipe, dot: dot, line: line)
-            if pipe.declarations.isEmpty { out += printedForOutput(v) }
+            if pipe.declarations.isEmpty {
+                out += printedForOutput(v)
+                try checkOutput()
+            }
         case .conditional(let kind, let line, let pipe, let then, let otherwise):
             let mark = vars.count
             defer { vars.removeLast(vars.count - mark) }
@@ -136,19 +155,34 @@ struct TemplateState {
                 let names = pipe.declarations
                 rangePipe.declarations = []
                 let v = try evaluate(rangePipe, dot: dot, line: line)
-                var items: [(TemplateValue, TemplateValue)] = []
+                // Keys and elements are made as the loop goes: `range 1000000` allocates nothing up front.
+                let count: Int
+                var keys: [String] = []
                 switch v {
-                case .list(let l): items = l.enumerated().map { (.int($0.offset), $0.element) }
-                case .map(let m): items = m.keys.sorted().map { (.string($0), m[$0]!) }
-                case .int(let n): items = (0..<max(0, n)).map { (.int($0), .int($0)) }
-                case .null: items = []
+                case .list(let l): count = l.count
+                case .map(let m):
+                    keys = m.keys.sorted()
+                    count = keys.count
+                case .int(let n): count = max(0, n)
+                case .null: count = 0
                 default: throw error(line, "range can't iterate over \(v.printed)")
                 }
-                if items.isEmpty {
+                if count == 0 {
                     if let otherwise { try walk(otherwise, dot: dot) }
                     return
                 }
-                for (key, element) in items {
+                for i in 0..<count {
+                    steps += 1
+                    if steps > Self.maxSteps {
+                        throw TemplateError(template.name, line, "execution ran more than \(Self.maxSteps) steps")
+                    }
+                    let key: TemplateValue
+                    let element: TemplateValue
+                    switch v {
+                    case .list(let l): (key, element) = (.int(i), l[i])
+                    case .map(let m): (key, element) = (.string(keys[i]), m[keys[i]]!)
+                    default: (key, element) = (.int(i), .int(i))
+                    }
                     let inner = vars.count
                     if names.count == 1 { vars.append((names[0], element)) }
                     if names.count == 2 {

@@ -49,6 +49,10 @@ struct TemplateParser {
     /// Names `parse` may call: the functions known at parse time (Go checks them then).
     let functions: Set<String>
     private var loopDepth = 0
+    /// Nested lists and parentheses: bounded, so a text cannot exhaust the stack (Go allows 10,000 parentheses
+    /// on a growable stack; a page from an upstream could otherwise crash the server).
+    private var nesting = 0
+    static let maxNesting = 1000
 
     init(name: String, tokens: [TemplateToken], functions: Set<String>) {
         self.name = name
@@ -84,6 +88,9 @@ struct TemplateParser {
 
     /// Nodes up to an `{{end}}`/`{{else}}` (returned as the keyword token, positioned after it) or the input's end.
     private mutating func parseList(stopAt: Set<String>) throws -> ([TemplateNode], TemplateToken?) {
+        nesting += 1
+        defer { nesting -= 1 }
+        if nesting > Self.maxNesting { throw TemplateError(name, peek.line, "max nesting depth exceeded") }
         var nodes: [TemplateNode] = []
         while true {
             let t = next()
@@ -265,6 +272,9 @@ struct TemplateParser {
             }
             return .function(t.value)
         case .leftParen:
+            nesting += 1
+            defer { nesting -= 1 }
+            if nesting > Self.maxNesting { throw TemplateError(name, t.line, "max expression depth exceeded") }
             let p = try parsePipeline(context: "parenthesized pipeline", allowDeclarations: false)
             return .pipeline(p, fieldChain())
         case .string, .rawString:
