@@ -171,6 +171,14 @@ struct TemplatesDifferentialTests {
         "self.html": #"""
         x{{include "/self.html"}}
         """#,
+        "dates.html": #"""
+        a={{date "2006-01-02 15:04:05 MST -0700 Z07:00 Jan January Mon Monday _2 3PM pm .000" 0}}
+        b={{dateInZone "2006-01-02T15:04:05Z07:00 MST" 86400 "America/New_York"}} {{htmlDateInZone 1700000000 "Asia/Tokyo"}}
+        c={{unixEpoch (toDate "2006-01-02" "2024-02-03")}} {{(toDate "2006-01-02" "2024-02-03").Year}} {{toDate "2006-01-02" "bad"}}
+        d={{dateModify "1.5h" (toDate "2006-01-02" "2024-02-03") | date "15:04"}} {{duration "90"}} {{now | date "2006"}}
+        e={{$css := fileStat "/raw.txt"}}{{gt $css.ModTime.Unix 1700000000}} {{humanize "time:2006-Jan-02" "2022-May-05"}}
+        f={{printf "%1000000000d|x" 5}} {{add 9223372036854775807 1}} {{div -9223372036854775808 -1}}
+        """#,
     ]
 
     func makeSite() throws -> URL {
@@ -229,7 +237,7 @@ struct TemplatesDifferentialTests {
         let ask = ["-H", "Host: site.test", "-H", "X-Test: yes", "-b", "flavour=mint"]
         let pages = [
             "/index.html?q=1", "/old?x=y", "/post.md", "/fragment.txt", "/image.png", "/secret.html", "/alt/page.txt",
-            "/alt/page.html", "/markdown.html", "/yaml.html",
+            "/alt/page.html", "/markdown.html", "/yaml.html", "/dates.html",
         ]
         for page in pages {
             let (u, c) = try pair.ask(page, ask)
