@@ -179,6 +179,22 @@ struct TemplatesDifferentialTests {
         e={{$css := fileStat "/raw.txt"}}{{gt $css.ModTime.Unix 1700000000}} {{humanize "time:2006-Jan-02" "2022-May-05"}}
         f={{printf "%1000000000d|x" 5}} {{add 9223372036854775807 1}} {{div -9223372036854775808 -1}}
         """#,
+        "e1.html": #"""
+        a
+          {{ printf "%s" (index (list 1 2) 5) }}
+        """#,
+        "e2.html": #"""
+        {{define "T"}}x {{.Nope.Deeper}}{{end}}{{template "T" "str"}}
+        """#,
+        "e3.html": #"""
+        {{include "/badfield.html"}}
+        """#,
+        "e4.html": #"""
+        {{ $x := .Req }}{{ $x.Missing }}
+        """#,
+        "e5.html": #"""
+        {{ (.Req.URL).Nope }}
+        """#,
     ]
 
     func makeSite() throws -> URL {
@@ -244,7 +260,11 @@ struct TemplatesDifferentialTests {
             #expect(Answer(u, headers: headers) == Answer(c, headers: headers), "\(page)")
         }
         // Failed pages: Caddy sends the 500 with the file's stale Content-Length and closes; Usher sends no body.
-        for page in ["/broken.html", "/badfield.html", "/badinclude.html", "/loop.html", "/raw.txt"] {
+        let failing = [
+            "/broken.html", "/badfield.html", "/badinclude.html", "/loop.html", "/raw.txt", "/e1.html", "/e2.html",
+            "/e3.html", "/e4.html", "/e5.html",
+        ]
+        for page in failing {
             let (u, c) = try pair.ask(page, ask + ["--ignore-content-length", "-H", "Connection: close"])
             #expect(Answer(u, headers: ["content-type"]) == Answer(c, headers: ["content-type"]), "\(page)")
             #expect(u.status == 500 && u.body.isEmpty, "\(page)")
@@ -271,8 +291,24 @@ struct TemplatesDifferentialTests {
         #expect(pair.usher.log.contains("templates nested more than 32 deep"))
         let png = try pair.ask("/image.png").usher
         #expect(png.status == 200 && !png.headerValues("etag").isEmpty)
-        // The syntax error's log line, as Caddy writes it: template name and line.
+        // Each failure's log message is Caddy's: file, line and column, the template executing, the node, the
+        // error (httpInclude's loop logs only the outer failure here; Caddy also logs each inner request's).
         Thread.sleep(forTimeInterval: 0.3)
+        func messages(_ log: String) -> [String] {
+            log.split(separator: "\n").compactMap { line -> String? in
+                guard line.contains("\"http.log.error\""),
+                    let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                else { return nil }
+                return o["msg"] as? String
+            }
+        }
+        let ours = messages(pair.usher.log)
+        let theirs = messages(pair.caddy.log)
+        for page in failing where page != "/loop.html" {
+            let caddySaid = theirs.first { $0.hasPrefix("template: \(page):") }
+            #expect(caddySaid != nil && ours.contains(caddySaid!), "\(page): Caddy \(caddySaid ?? "-")")
+        }
+        #expect(ours.contains { $0.hasPrefix("template: /e2.html:1:23: executing \"T\" at <.Nope.Deeper>") })
         let line = #"template: /broken.html:3: unexpected \"}\" in operand"#
         #expect(pair.caddy.log.contains(line))
         #expect(pair.usher.log.contains(line))

@@ -250,6 +250,7 @@ final class PageEnvironment: TemplateEnvironment {
 
 /// `.` in a page: `.Req`, `.OriginalReq`, `.Host`, `.Cookie`, `.RemoteIP`, `.ClientIP`, `.RespHeader`, `.Args`.
 final class PageContext: TemplateObject {
+    var goTypeName: String { "*templates.TemplateContext" }
     let run: TemplateRun
     let args: [TemplateValue]
     init(run: TemplateRun, args: [TemplateValue]) {
@@ -295,6 +296,7 @@ final class PageContext: TemplateObject {
 
 /// `.Req`: Go's `*http.Request` as templates use it.
 final class RequestObject: TemplateObject {
+    var goTypeName: String { "*http.Request" }
     let request: Request
     let original: Bool
     init(_ request: Request, original: Bool) {
@@ -339,6 +341,7 @@ final class RequestObject: TemplateObject {
 
 /// `.Req.URL`: Go's `*url.URL` as a server sees it (no scheme or host).
 final class URLObject: TemplateObject {
+    var goTypeName: String { "*url.URL" }
     let path: String
     let rawQuery: String
     let escapedPath: String
@@ -367,6 +370,7 @@ final class URLObject: TemplateObject {
 
 /// `url.Values` and `http.Header` alike: `.Get name`, `.Has name`, `.Values name`.
 final class ValuesObject: TemplateObject {
+    var goTypeName: String { "url.Values" }
     let values: [String: [TemplateValue]]
     init(values: [String: [TemplateValue]]) { self.values = values }
     func member(_ name: String, _ args: [TemplateValue]) throws -> TemplateValue? {
@@ -389,6 +393,7 @@ final class ValuesObject: TemplateObject {
 
 /// `.Req.Header`: `.Get "Name"` (case-insensitive) and `.Values`.
 final class RequestHeaderObject: TemplateObject {
+    var goTypeName: String { "http.Header" }
     let headers: HTTPHeaders
     init(headers: HTTPHeaders) { self.headers = headers }
     func member(_ name: String, _ args: [TemplateValue]) throws -> TemplateValue? {
@@ -403,6 +408,7 @@ final class RequestHeaderObject: TemplateObject {
 
 /// `.RespHeader`: `.Add`, `.Set`, `.Del` on the response's headers, each printing nothing.
 final class ResponseHeaderObject: TemplateObject {
+    var goTypeName: String { "templates.WrappedHeader" }
     let writer: any ResponseWriter
     init(writer: any ResponseWriter) { self.writer = writer }
     func member(_ name: String, _ args: [TemplateValue]) throws -> TemplateValue? {
@@ -421,6 +427,7 @@ final class ResponseHeaderObject: TemplateObject {
 
 /// `fileStat`'s result: Go's `fs.FileInfo`.
 final class FileInfoObject: TemplateObject {
+    var goTypeName: String { "*os.fileStat" }
     let path: String
     let attributes: [FileAttributeKey: Any]
     init(path: String, attributes: [FileAttributeKey: Any]) {
@@ -444,6 +451,7 @@ final class FileInfoObject: TemplateObject {
 /// A time in a zone (Go's `time.Time`): `.Unix`, `.Format` with Go's reference layout, `.Year`, `.Month`,
 /// `.Day`, `.Hour`, `.Minute`, `.Second`, `.UTC`, `.Local`, and `.String` as it prints.
 final class TimeObject: TemplateObject, Sendable {
+    var goTypeName: String { "time.Time" }
     let date: Date
     let zone: TimeZone
     init(date: Date, zone: TimeZone = TimeZone(identifier: "UTC")!) {

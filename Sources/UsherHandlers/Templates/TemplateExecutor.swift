@@ -110,10 +110,22 @@ struct TemplateState {
     init(template: GoTemplate, dot: TemplateValue, environment: TemplateEnvironment) {
         self.template = template
         self.environment = environment
+        self.executing = template.name
         vars = [("$", dot)]
     }
 
-    func error(_ line: Int, _ message: String) -> TemplateError { TemplateError(template.name, line, message) }
+    /// The node being evaluated, for error messages; and the (defined) template being executed.
+    var spot: TemplateSpot?
+    var executing: String
+
+    func error(_ line: Int, _ message: String) -> TemplateError {
+        guard let spot else { return TemplateError(template.name, line, message) }
+        var e = TemplateError(template.name, spot.line, message)
+        e.col = spot.col
+        e.executing = executing
+        e.node = spot.text
+        return e
+    }
 
     func checkOutput() throws {
         if out.utf8.count > Self.maxOutput {
@@ -208,8 +220,13 @@ struct TemplateState {
             defer { depth -= 1 }
             guard depth < Self.maxDepth else { throw error(line, "exceeded maximum template depth (\(Self.maxDepth))") }
             let saved = vars
+            let savedName = executing
             vars = [("$", newDot)]
-            defer { vars = saved }
+            executing = name
+            defer {
+                vars = saved
+                executing = savedName
+            }
             try walk(list, dot: newDot)
         case .breakLoop:
             throw LoopSignal.breakLoop
@@ -226,8 +243,11 @@ struct TemplateState {
 
     mutating func evaluate(_ pipe: TemplatePipeline, dot: TemplateValue, line: Int) throws -> TemplateValue {
         var value: TemplateValue?
-        for command in pipe.commands {
-            value = try evaluate(command, dot: dot, piped: value, line: line)
+        for (i, command) in pipe.commands.enumerated() {
+            let hasSpots = i < pipe.commandSpots.count
+            spot = hasSpots ? pipe.commandSpots[i] : nil
+            value = try evaluate(
+                command, dot: dot, piped: value, line: line, argumentSpots: hasSpots ? pipe.argumentSpots[i] : [])
         }
         let result = value ?? .null
         if !pipe.declarations.isEmpty {
@@ -245,10 +265,19 @@ struct TemplateState {
     }
 
     mutating func evaluate(
-        _ command: [TemplateArgument], dot: TemplateValue, piped: TemplateValue?, line: Int
+        _ command: [TemplateArgument], dot: TemplateValue, piped: TemplateValue?, line: Int,
+        argumentSpots: [TemplateSpot] = []
     ) throws -> TemplateValue {
         let first = command[0]
         let rest = Array(command.dropFirst())
+        let commandSpot = spot
+        // Arguments are evaluated at their own spots; the call itself fails at the command's.
+        func arguments(_ state: inout TemplateState) throws -> [TemplateValue] {
+            try rest.enumerated().map { k, a in
+                if k + 1 < argumentSpots.count { state.spot = argumentSpots[k + 1] }
+                return try state.operand(a, dot: dot, line: line)
+            }
+        }
         switch first {
         case .function(let name):
             if name == "and" || name == "or" {
@@ -258,32 +287,34 @@ struct TemplateState {
                 guard !args.isEmpty else {
                     throw error(line, "wrong number of args for \(name): want at least 1 got 0")
                 }
-                for a in args {
+                for (k, a) in args.enumerated() {
+                    if k + 1 < argumentSpots.count { spot = argumentSpots[k + 1] }
                     last = try a.map { try operand($0, dot: dot, line: line) } ?? piped!
                     if (name == "and") != last.isTrue { return last }
                 }
                 return last
             }
-            var args = try rest.map { try operand($0, dot: dot, line: line) }
+            var args = try arguments(&self)
             if let piped { args.append(piped) }
+            spot = commandSpot
             do {
                 if let f = template.functions[name] { return try f(args) }
                 if let f = template.contextual[name] { return try f(environment, args) }
                 return try TemplateBuiltins.call(name, args)
-            } catch let e as TemplateError {
-                throw e
             } catch let e as any TemplatePassthroughError {
                 throw e
             } catch {
                 throw self.error(line, "error calling \(name): \(error)")
             }
         case .field(let fields) where !fields.isEmpty:
-            var args = try rest.map { try operand($0, dot: dot, line: line) }
+            var args = try arguments(&self)
             if let piped { args.append(piped) }
+            if !argumentSpots.isEmpty { spot = argumentSpots[0] }
             return try access(dot, fields, args: args, line: line)
         case .variable(let name, let fields) where !fields.isEmpty:
-            var args = try rest.map { try operand($0, dot: dot, line: line) }
+            var args = try arguments(&self)
             if let piped { args.append(piped) }
+            if !argumentSpots.isEmpty { spot = argumentSpots[0] }
             return try access(variable(name, line: line), fields, args: args, line: line)
         case .constant(.null):
             throw error(line, "nil is not a command")
@@ -291,6 +322,7 @@ struct TemplateState {
             guard rest.isEmpty, piped == nil else {
                 throw error(line, "can't give argument to non-function \(describe(first))")
             }
+            if !argumentSpots.isEmpty { spot = argumentSpots[0] }
             return try operand(first, dot: dot, line: line)
         }
     }
@@ -316,6 +348,7 @@ struct TemplateState {
             return try access(variable(name, line: line), fields, args: [], line: line)
         case .function(let name): return try evaluate([.function(name)], dot: dot, piped: nil, line: line)
         case .pipeline(let p, let fields):
+            // Go reports a failed `(p).Field` at the last node evaluated inside the parentheses.
             let v = try evaluate(p, dot: dot, line: line)
             return try access(v, fields, args: [], line: line)
         case .constant(let v): return v
@@ -334,7 +367,7 @@ struct TemplateState {
             case .object(let o):
                 do {
                     guard let r = try o.member(name, isLast ? args : []) else {
-                        throw error(line, "can't evaluate field \(name)")
+                        throw error(line, "can't evaluate field \(name) in type \(o.goTypeName)")
                     }
                     v = r
                 } catch let e as TemplateError {

@@ -13,6 +13,8 @@ struct TemplateToken: Equatable {
     var kind: Kind
     var value: String
     var line: Int
+    /// Byte column of the token's first byte in its line, from 0 (Go's error positions).
+    var col = 0
 }
 
 /// An error in a template's text, with where it is.
@@ -20,8 +22,15 @@ public struct TemplateError: Error, CustomStringConvertible, Sendable {
     public var name: String
     public var line: Int
     public var message: String
+    /// For errors while executing: the column, the template being executed and the node, as Go writes them.
+    var col: Int?
+    var executing: String?
+    var node: String?
     public var description: String {
-        line > 0 ? "template: \(name):\(line): \(message)" : "template: \(name): \(message)"
+        if let col, let executing, let node, line > 0 {
+            return "template: \(name):\(line):\(col): executing \"\(executing)\" at <\(node)>: \(message)"
+        }
+        return line > 0 ? "template: \(name):\(line): \(message)" : "template: \(name): \(message)"
     }
 
     init(_ name: String, _ line: Int, _ message: String) {
@@ -62,7 +71,15 @@ struct TemplateLexer {
     private func isSpace(_ b: UInt8) -> Bool { b == 32 || b == 9 || b == 13 || b == 10 }
 
     private mutating func emit(_ kind: TemplateToken.Kind, _ value: String, line: Int? = nil) {
-        tokens.append(TemplateToken(kind: kind, value: value, line: line ?? self.line))
+        var token = TemplateToken(kind: kind, value: value, line: line ?? self.line)
+        if kind != .text && kind != .leftDelim && kind != .rightDelim && kind != .space {
+            // The value is the source bytes just scanned, so the token starts that far back.
+            let start = max(0, pos - value.utf8.count)
+            var lineStart = start
+            while lineStart > 0 && input[lineStart - 1] != 10 { lineStart -= 1 }
+            token.col = start - lineStart
+        }
+        tokens.append(token)
     }
 
     mutating func run() throws -> [TemplateToken] {

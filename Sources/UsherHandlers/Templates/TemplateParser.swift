@@ -21,6 +21,19 @@ struct TemplatePipeline {
     /// `=` rather than `:=`.
     var assigns = false
     var commands: [[TemplateArgument]] = []
+    /// Where each command is, and each of its arguments (parallel to `commands`), for error messages.
+    var commandSpots: [TemplateSpot] = []
+    var argumentSpots: [[TemplateSpot]] = []
+
+    /// Go's `PipeNode.String` (without declarations).
+    var text: String { commandSpots.map(\.text).joined(separator: " | ") }
+}
+
+/// A node's place and Go's printing of it: `template: name:line:col: executing "x" at <text>: …`.
+struct TemplateSpot {
+    var line: Int
+    var col: Int
+    var text: String
 }
 
 /// An operand of a command.
@@ -232,6 +245,7 @@ struct TemplateParser {
                 throw TemplateError(name, t.line, "unclosed \(context)")
             }
             var command: [TemplateArgument] = []
+            var spots: [TemplateSpot] = []
             while true {
                 skipSpace()
                 let a = peek
@@ -240,10 +254,15 @@ struct TemplateParser {
                 {
                     break
                 }
-                command.append(try parseOperand())
+                let (operand, spot) = try parseOperand()
+                command.append(operand)
+                spots.append(spot)
             }
             if command.isEmpty { throw TemplateError(name, t.line, "missing command") }
             pipe.commands.append(command)
+            pipe.argumentSpots.append(spots)
+            pipe.commandSpots.append(
+                TemplateSpot(line: t.line, col: t.col, text: spots.map(\.text).joined(separator: " ")))
             skipSpace()
             if peek.kind == .pipe {
                 _ = next()
@@ -260,23 +279,45 @@ struct TemplateParser {
         return fields
     }
 
-    private mutating func parseOperand() throws -> TemplateArgument {
+    /// An operand and its spot: a chain (`.A.B`, `$x.A`, `(p).A`) is placed at its first chained field, as Go's.
+    private mutating func parseOperand() throws -> (TemplateArgument, TemplateSpot) {
         let t = next()
+        let chainStart = peek
+        func spot(_ text: String, chained: [String]) -> TemplateSpot {
+            let at = chained.isEmpty ? t : chainStart
+            return TemplateSpot(line: at.line, col: at.col, text: text + chained.map { "." + $0 }.joined())
+        }
         switch t.kind {
-        case .dot: return .field([])
-        case .field: return .field([String(t.value.dropFirst())] + fieldChain())
-        case .variable: return .variable(t.value, fieldChain())
-        case .identifier:
-            guard functions.contains(t.value) else {
-                throw TemplateError(name, t.line, "function \"\(t.value)\" not defined")
-            }
-            return .function(t.value)
+        case .dot: return (.field([]), spot(".", chained: []))
+        case .field:
+            let chain = fieldChain()
+            let s = chain.isEmpty ? spot(t.value, chained: []) : spot(t.value, chained: chain)
+            return (.field([String(t.value.dropFirst())] + chain), s)
+        case .variable:
+            let chain = fieldChain()
+            return (.variable(t.value, chain), spot(t.value, chained: chain))
         case .leftParen:
             nesting += 1
             defer { nesting -= 1 }
             if nesting > Self.maxNesting { throw TemplateError(name, t.line, "max expression depth exceeded") }
             let p = try parsePipeline(context: "parenthesized pipeline", allowDeclarations: false)
-            return .pipeline(p, fieldChain())
+            let chainAt = peek
+            let chain = fieldChain()
+            let at = chain.isEmpty ? t : chainAt
+            let text = "(" + p.text + ")" + chain.map { "." + $0 }.joined()
+            return (.pipeline(p, chain), TemplateSpot(line: at.line, col: at.col, text: text))
+        default:
+            return (try parseSimpleOperand(t), TemplateSpot(line: t.line, col: t.col, text: t.value))
+        }
+    }
+
+    private mutating func parseSimpleOperand(_ t: TemplateToken) throws -> TemplateArgument {
+        switch t.kind {
+        case .identifier:
+            guard functions.contains(t.value) else {
+                throw TemplateError(name, t.line, "function \"\(t.value)\" not defined")
+            }
+            return .function(t.value)
         case .string, .rawString:
             guard let s = TemplateValue.unquote(t.value) else {
                 throw TemplateError(name, t.line, "bad string \(t.value)")

@@ -4,6 +4,12 @@ import Foundation
 public protocol TemplateObject: AnyObject {
     /// The field or zero-argument method `name`; nil when there is none.
     func member(_ name: String, _ args: [TemplateValue]) throws -> TemplateValue?
+    /// The Go type Caddy's value has, for error messages (`*http.Request`).
+    var goTypeName: String { get }
+}
+
+extension TemplateObject {
+    public var goTypeName: String { "struct" }
 }
 
 /// A value in a template: what Go's `any` holds when Caddy's templates run.
