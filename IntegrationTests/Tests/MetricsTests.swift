@@ -211,6 +211,42 @@ struct MetricsTests {
         #expect(!m.samples.contains { $0.labels["host"] == "attacker.example" })
     }
 
+    @Test("a server's own `metrics` (deprecated) instruments it as Caddy 2.11's does, with Caddy's warning")
+    func perServerMetrics() throws {
+        func config(_ port: Int) -> String {
+            """
+            {"admin": {"listen": "{{ADMIN}}"}, "apps": {"http": {"servers": {"web": {"listen": ["127.0.0.1:\(port)"],
+              "metrics": {"per_host": true}, "automatic_https": {"disable": true}, "routes": [
+                {"match": [{"host": ["a.example"]}], "handle": [{"handler": "static_response", "body": "a"}], "terminal": true},
+                {"handle": [{"handler": "static_response", "body": "other"}]}
+              ]}}}}}
+            """
+        }
+        var servers = [("usher", usherBinary)]
+        if let caddy = caddyOracle { servers.append(("caddy", caddy)) }
+        var counts: [String: [String: Double]] = [:]
+        for (name, binary) in servers {
+            let port = freePort()
+            let s = try UsherProcess(
+                config: config(port), waitPort: port, environment: ["HOME": NSTemporaryDirectory()], binary: binary)
+            defer { s.stop() }
+            for host in ["a.example", "a.example", "b.example"] {
+                _ = try curl(["-H", "Host: \(host)", "http://127.0.0.1:\(port)/"])
+            }
+            let m = try Scrape("http://\(s.adminAddress)/metrics")
+            for sample in m.samples where sample.name == "caddy_http_requests_total" {
+                counts[name, default: [:]][sample.labels["host"] ?? "-"] = sample.value
+            }
+            #expect(
+                s.log.contains(
+                    #""logger":"http.log","msg":"per-server 'metrics' is deprecated; use 'metrics' in the root 'http' app instead""#
+                ), "\(name)")
+        }
+        // Turned on by a server alone, Caddy never learns the site's hosts: everything is `_other`.
+        #expect(counts["usher"] == ["_other": 3])
+        if caddyOracle != nil { #expect(counts["usher"] == counts["caddy"]) }
+    }
+
     @Test(
         "Caddyfile: the `metrics` global option instruments the site's routes and the `metrics` directive serves them on the site, in the shipped binary"
     )

@@ -56,8 +56,21 @@ public struct HTTPApp: App, Provisioner, Validator {
             }
             tlsApp = app
         }
+        // Caddy learns the hosts `per_host` may name only for the app's own `metrics`: turned on by servers alone,
+        // every host counts as `_other`.
+        let hostsKnown = metrics != nil
+        for name in servers.keys.sorted() {
+            guard let own = servers[name]!.metrics else { continue }
+            // As Caddy 2.11: a server's own `metrics` still works, through the app's.
+            context.logger("http.log").warning(
+                "per-server 'metrics' is deprecated; use 'metrics' in the root 'http' app instead")
+            var merged = metrics ?? HTTPMetricsConfig()
+            merged.perHost = merged.perHost || own.perHost
+            metrics = merged
+        }
         if let metrics {
-            context.setLoadValue(HTTPMetrics(config: metrics, allowedHosts: HTTPMetrics.configuredHosts(servers)))
+            context.setLoadValue(
+                HTTPMetrics(config: metrics, allowedHosts: hostsKnown ? HTTPMetrics.configuredHosts(servers) : []))
         }
         defer { context.setLoadValue(nil, as: HTTPMetrics.self) }
         // Servers are provisioned before automatic HTTPS changes them, so their own errors come first.

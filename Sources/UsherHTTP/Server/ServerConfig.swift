@@ -180,6 +180,9 @@ public struct ServerConfig: Decodable, Sendable {
     /// WebTransport SETTINGS of drafts 02 to 15), for handlers that accept sessions such as `reverse_proxy`.
     /// Default: false (the HTTP/3 wire stays plain, and WebTransport CONNECTs are refused with 501).
     public var enableWebTransport: Bool
+    /// `metrics` (deprecated in Caddy): turns on the `http` app's `metrics`, `per_host` if any server asks for it,
+    /// with Caddy's deprecation warning.
+    public var metrics: HTTPMetricsConfig?
     /// `strict_sni_host`: refuse (421) requests whose Host differs from the TLS server name. Default: on when a
     /// policy authenticates clients, as in Caddy (a client certificate checked for one name must not reach another).
     public var strictSNIHost: Bool?
@@ -212,7 +215,7 @@ public struct ServerConfig: Decodable, Sendable {
         try c.refuseUnsupported([
             .listenerWrappers, .packetConnWrappers, .readMinRate, .writeMinRate, .maxWriteChunk,
             .expectedUnderscoreHeaders, .expectedDotHeaders,
-            .listenProtocols, .allow0RTT, .metrics,
+            .listenProtocols, .allow0RTT,
         ])
         let listenTexts = try c.decodeIfPresent([String].self, forKey: .listen) ?? []
         listen = try listenTexts.enumerated().map { i, text in
@@ -268,6 +271,7 @@ public struct ServerConfig: Decodable, Sendable {
         }
         enableFullDuplex = try c.decodeIfPresent(Bool.self, forKey: .enableFullDuplex) ?? false
         enableWebTransport = try c.decodeIfPresent(Bool.self, forKey: .enableWebTransport) ?? false
+        metrics = try c.decodeIfPresent(HTTPMetricsConfig.self, forKey: .metrics)
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
