@@ -190,7 +190,7 @@ func varString(_ v: JSONValue) -> String {
 }
 
 /// Cookie name/value pairs from `Cookie` headers.
-func parseCookies(_ headers: [String]) -> [(String, String)] {
+public func parseCookies(_ headers: [String]) -> [(String, String)] {
     var out: [(String, String)] = []
     for h in headers {
         for part in h.split(separator: ";") {

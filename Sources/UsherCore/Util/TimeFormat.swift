@@ -11,6 +11,18 @@ public struct CalendarTime: Sendable {
     public var utcOffset: Int
     public var zoneName: String
 
+    /// Fields computed elsewhere (a zone other than UTC or the process's, a date before 1970).
+    public init(
+        year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int, nanosecond: Int, weekday: Int,
+        yearDay: Int, utcOffset: Int, zoneName: String
+    ) {
+        (self.year, self.month, self.day, self.hour, self.minute, self.second) = (
+            year, month, day, hour, minute, second
+        )
+        (self.nanosecond, self.weekday, self.yearDay) = (nanosecond, weekday, yearDay)
+        (self.utcOffset, self.zoneName) = (utcOffset, zoneName)
+    }
+
     public init(_ t: WallTime, local: Bool = false) {
         var secs = time_t(t.seconds)
         var tmv = tm()
@@ -47,12 +59,12 @@ public enum GoTimeLayout {
     public static let iso8601Zap = "2006-01-02T15:04:05.000Z0700"
 
     static let monthsShort = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-    static let monthsLong = [
+    public static let monthsLong = [
         "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
         "November", "December",
     ]
     static let daysShort = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-    static let daysLong = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+    public static let daysLong = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 
     /// Formats `t` with a Go layout, in UTC or local time.
     public static func format(_ t: WallTime, layout: String, local: Bool = false) -> String {

@@ -58,14 +58,11 @@ enum Humanize {
     }
 }
 
-/// Go's time layouts (the reference time `Mon Jan 2 15:04:05 MST 2006`): the common elements, for parsing and
-/// formatting.
+/// Go's time layouts (the reference time `Mon Jan 2 15:04:05 MST 2006`): parsing by the common elements here;
+/// formatting through `GoTimeLayout`, the formatter of the config's time placeholders.
 enum GoTime {
-    static let months = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
-    ]
-    static let days = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+    static var months: [String] { GoTimeLayout.monthsLong }
+    static var days: [String] { GoTimeLayout.daysLong }
     static let elements = [
         "January", "Monday", "2006", "-07:00", "-0700", "Z07:00", "Z0700", "Jan", "Mon", "MST", "01", "02", "_2",
         "15", "03", "04", "05", "06", "PM", "pm", ".000000000", ".999999999", ".000000", ".999999", ".000", ".999",
@@ -180,64 +177,13 @@ enum GoTime {
             zone: offset.map { TimeZone(secondsFromGMT: $0) ?? zone } ?? zone)
     }
 
+    /// Formats with the layout formatter the config's time placeholders use, from proleptic Gregorian fields.
     static func format(_ date: Date, layout: String, zone: TimeZone = TimeZone(secondsFromGMT: 0)!) -> String {
         let t = CivilTime(date, zone: zone)
-        let offset = t.offset
-        func pad(_ n: Int, _ w: Int) -> String {
-            let s = String(n)
-            return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
-        }
-        func numericZone(colon: Bool, z: Bool) -> String {
-            if z && offset == 0 { return "Z" }
-            let sign = offset < 0 ? "-" : "+"
-            let h = pad(abs(offset) / 3600, 2), m = pad(abs(offset) % 3600 / 60, 2)
-            return sign + h + (colon ? ":" : "") + m
-        }
-        var out = ""
-        for (isElement, text) in tokens(layout) {
-            guard isElement else {
-                out += text
-                continue
-            }
-            switch text {
-            case "2006": out += pad(t.year, 4)
-            case "06": out += pad(t.year % 100, 2)
-            case "01": out += pad(t.month, 2)
-            case "1": out += String(t.month)
-            case "January": out += months[t.month - 1]
-            case "Jan": out += String(months[t.month - 1].prefix(3))
-            case "Monday": out += days[t.weekday]
-            case "Mon": out += String(days[t.weekday].prefix(3))
-            case "02": out += pad(t.day, 2)
-            case "_2": out += t.day < 10 ? " \(t.day)" : String(t.day)
-            case "2": out += String(t.day)
-            case "15": out += pad(t.hour, 2)
-            case "03": out += pad((t.hour + 11) % 12 + 1, 2)
-            case "3": out += String((t.hour + 11) % 12 + 1)
-            case "04": out += pad(t.minute, 2)
-            case "4": out += String(t.minute)
-            case "05": out += pad(t.second, 2)
-            case "5": out += String(t.second)
-            case "PM": out += t.hour >= 12 ? "PM" : "AM"
-            case "pm": out += t.hour >= 12 ? "pm" : "am"
-            case "MST": out += t.zoneName
-            case "Z07:00": out += numericZone(colon: true, z: true)
-            case "Z0700": out += numericZone(colon: false, z: true)
-            case "-07:00": out += numericZone(colon: true, z: false)
-            case "-0700": out += numericZone(colon: false, z: false)
-            default:
-                // Fractional seconds: `.000` keeps its digits, `.999` drops trailing zeros (and the dot).
-                let digits = text.count - 1
-                var frac = pad(t.nanosecond / Int(pow(10, Double(9 - digits))), digits)
-                if text.hasPrefix(".9") {
-                    while frac.hasSuffix("0") { frac.removeLast() }
-                    out += frac.isEmpty ? "" : "." + frac
-                } else {
-                    out += "." + frac
-                }
-            }
-        }
-        return out
+        let c = CalendarTime(
+            year: t.year, month: t.month, day: t.day, hour: t.hour, minute: t.minute, second: t.second,
+            nanosecond: t.nanosecond, weekday: t.weekday, yearDay: t.yearDay, utcOffset: t.offset, zoneName: t.zoneName)
+        return GoTimeLayout.format(c, layout: layout)
     }
 
     /// Go's `Time.String` (without the monotonic clock reading).

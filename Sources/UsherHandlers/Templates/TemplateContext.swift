@@ -278,20 +278,11 @@ final class PageContext: TemplateObject {
         }
     }
 
+    /// The first cookie called `name`, parsed as `{http.request.cookie.*}` parses them.
     static func cookie(_ name: String, in headers: HTTPHeaders) -> String? {
-        for line in headers[canonicalForm: "Cookie"] {
-            for pair in line.split(separator: ";") {
-                let kv = pair.trimmingCharacters(in: .whitespaces)
-                guard let eq = kv.firstIndex(of: "=") else { continue }
-                if kv[..<eq] == name {
-                    var v = kv[kv.index(after: eq)...]
-                    if v.count >= 2, v.hasPrefix("\""), v.hasSuffix("\"") { v = v.dropFirst().dropLast() }
-                    return String(v)
-                }
-            }
-        }
-        return nil
+        parseCookies(headers[canonicalForm: "Cookie"].map(String.init)).first { $0.0 == name }?.1
     }
+
 }
 
 /// `.Req`: Go's `*http.Request` as templates use it.
