@@ -35,6 +35,11 @@ public enum StandardModules: ModuleBundle {
             EncodeHandler.self, GzipEncoding.self, ZstdEncoding.self, MetricsHandler.self,
             AuthenticationHandler.self, HTTPBasicAuth.self, BcryptHash.self, Argon2idHash.self, LogAppendHandler.self,
             TemplatesHandler.self, FileSystemsApp.self,
+            // Log encoders and field filters that need HTTP's parsers
+            FilterEncoderModule.self, AppendEncoderModule.self, DeleteLogFilter.self, HashLogFilter.self,
+            ReplaceLogFilter.self, RenameLogFilter.self, IPMaskLogFilter.self, QueryLogFilter.self,
+            CookieLogFilter.self,
+            SetCookieLogFilter.self, RegexpLogFilter.self, MultiRegexpLogFilter.self,
             // Reverse proxy
             ReverseProxyHandler.self, HTTPTransport.self, RandomSelection.self, RandomChooseSelection.self,
             LeastConnSelection.self, RoundRobinSelection.self, WeightedRoundRobinSelection.self, FirstSelection.self,

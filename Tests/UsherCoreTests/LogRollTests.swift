@@ -72,15 +72,53 @@ struct LogRollTests {
         }
     }
 
-    @Test("an unknown compression and settings not supported yet are refused by name")
+    @Test("an unknown compression, a minute past 59 and a time of day past 23:59 are refused by name")
     func refused() {
         #expect(throws: ConfigError.self) { try writer(#"{"filename": "/tmp/x.log", "roll_compression": "brotli"}"#) }
-        do {
-            _ = try writer(#"{"filename": "/tmp/x.log", "roll_minutes": [0, 30]}"#)
-            Issue.record("roll_minutes was accepted")
-        } catch {
-            #expect("\(error)".contains("roll_minutes"))
-            #expect("\(error)".contains("not supported yet"))
+        for (json, key) in [
+            (#"{"filename": "/tmp/x.log", "roll_minutes": [0, 60]}"#, "roll_minutes"),
+            (#"{"filename": "/tmp/x.log", "roll_at": ["25:00"]}"#, "roll_at"),
+            (#"{"filename": "/tmp/x.log", "dir_mode": "rwx"}"#, "dir_mode"),
+        ] {
+            do {
+                _ = try writer(json)
+                Issue.record("\(json) was accepted")
+            } catch {
+                #expect("\(error)".contains(key), "\(error)")
+            }
         }
     }
+
+    @Test("size rolls are named with the reason, as timberjack names them")
+    func sizeReason() throws {
+        let (dir, files) = try roll(#", "roll_compression": "none""#)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let rolled = files.filter { $0.hasPrefix("access-") }
+        #expect(rolled.count == 2 && rolled.allSatisfy { $0.hasSuffix("-size.log") }, "\(files)")
+    }
+
+    @Test("roll_minutes and roll_at: the slot a write crosses, and the next slot the scheduler sleeps to")
+    func slots() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-slots-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let module = try writer(
+            #"{"filename": "\#(dir.path)/a.log", "roll_minutes": [15, 45], "roll_at": ["06:30", "6:30"]}"#)
+        #expect(module.rollSlots.count == 49)
+        #expect(module.rollSlots.contains(6 * 60 + 30) && module.rollSlots.contains(23 * 60 + 45))
+        let w = try #require(try module.openWriter() as? RollingFileLogWriter)
+        defer { w.close() }
+        let day = 20_000 * 86400  // a UTC midnight
+        func at(_ h: Int, _ m: Int, _ s: Int = 0) -> WallTime {
+            WallTime(seconds: day + h * 3600 + m * 60 + s, nanoseconds: 0)
+        }
+        #expect(w.crossedSlot(since: at(6, 29), now: at(6, 30, 5)) == at(6, 15).advanced(minutes: 15))
+        #expect(w.crossedSlot(since: at(6, 30), now: at(6, 44, 59)) == nil)
+        #expect(w.crossedSlot(since: at(6, 40), now: at(6, 45)) == at(6, 45))
+        #expect(w.nextSlot(after: at(6, 30)) == at(6, 45))
+        #expect(w.nextSlot(after: at(23, 50)) == WallTime(seconds: day + 86400 + 15 * 60, nanoseconds: 0))
+    }
+}
+
+extension WallTime {
+    func advanced(minutes: Int) -> WallTime { WallTime(seconds: seconds + minutes * 60, nanoseconds: nanoseconds) }
 }

@@ -19,6 +19,7 @@ int c_usher_open_directory(const char *path);
 void c_usher_release_free_memory(void);
 
 #include "compress.h"
+#include "dial.h"
 #include "dns.h"
 #include "encoder.h"
 #include "markdown.h"

@@ -1,0 +1,115 @@
+public import UsherCore
+
+/// A filter for one log field (`caddy.logging.encoders.filter.*`), as Caddy's `LogFieldFilter`.
+public protocol LogFieldFilterModule: Module {
+    /// The field as it should be logged, or `nil` to leave it out. Filters that rewrite text act on strings and on
+    /// arrays of strings (header values); other values pass unchanged, as in Caddy, where such a filter rewrites
+    /// a string the field does not carry.
+    func filter(_ field: LogField) -> LogField?
+}
+
+/// The namespace of field filters (inline key `filter`).
+public enum LogFieldFilters: ModuleNamespace {
+    public static let prefix = "caddy.logging.encoders.filter"
+    public static let inlineKey: String? = "filter"
+    public typealias Instance = any LogFieldFilterModule
+}
+
+/// `caddy.logging.encoders.filter`: another encoder's output with chosen fields deleted, renamed or rewritten.
+/// Nested fields are named by their path with `>` between keys, e.g. `request>headers>Authorization`.
+public struct FilterEncoderModule: LogEncoderModule {
+    public static let moduleID: ModuleID = "caddy.logging.encoders.filter"
+    /// `wrap`: the encoder that writes the filtered entry. Default: JSON (console on a terminal).
+    public var wrap: Loaded<LogEncoders>?
+    /// `fields`: a filter per field path.
+    public var fields: [String: Loaded<LogFieldFilters>]
+
+    package enum CodingKeys: String, CodingKey { case wrap, fields }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        wrap = try c.decodeIfPresent(Loaded<LogEncoders>.self, forKey: .wrap)
+        fields = try c.decodeIfPresent([String: Loaded<LogFieldFilters>].self, forKey: .fields) ?? [:]
+    }
+
+    public func makeEncoder() -> any LogEncoder { makeEncoder(for: nil) }
+
+    public func makeEncoder(for writer: (any LogWriter)?) -> any LogEncoder {
+        let tree = FilterTree()
+        for (path, filter) in fields {
+            tree.insert(path.split(separator: ">", omittingEmptySubsequences: false).map(String.init), filter.module)
+        }
+        return FilterLogEncoder(wrapped: wrappedEncoder(wrap, for: writer), filters: tree.frozen())
+    }
+}
+
+/// The encoder an encoder-wrapping module writes with: its `wrap`, else console on a terminal and JSON otherwise.
+func wrappedEncoder(_ wrap: Loaded<LogEncoders>?, for writer: (any LogWriter)?) -> any LogEncoder {
+    if let w = wrap?.module { return w.makeEncoder(for: writer) }
+    if writer?.isTerminal == true { return ConsoleLogEncoderModule().makeEncoder() }
+    return JSONLogEncoderModule().makeEncoder()
+}
+
+/// Filters by field path, as a tree walked beside the entry's fields, so an entry's unfiltered parts are neither
+/// copied nor named by joined paths.
+struct FieldFilterNode: Sendable {
+    var filter: (any LogFieldFilterModule)?
+    var children: [String: FieldFilterNode]
+}
+
+private final class FilterTree {
+    var root = FieldFilterNode(filter: nil, children: [:])
+
+    func insert(_ path: [String], _ filter: any LogFieldFilterModule) {
+        func go(_ node: inout FieldFilterNode, _ rest: ArraySlice<String>) {
+            guard let first = rest.first else {
+                node.filter = filter
+                return
+            }
+            var child = node.children[first] ?? FieldFilterNode(filter: nil, children: [:])
+            go(&child, rest.dropFirst())
+            node.children[first] = child
+        }
+        go(&root, path[...])
+    }
+
+    func frozen() -> FieldFilterNode { root }
+}
+
+struct FilterLogEncoder: LogEncoder {
+    let wrapped: any LogEncoder
+    let filters: FieldFilterNode
+
+    func encode(_ entry: LogEntry, into out: inout [UInt8]) {
+        var e = entry
+        if let filtered = Self.apply(filters, to: entry.fields) { e.fields = filtered }
+        wrapped.encode(e, into: &out)
+    }
+
+    /// The fields with the node's filters applied, or `nil` when none applies (the caller keeps its own).
+    static func apply(_ node: FieldFilterNode, to fields: [LogField]) -> [LogField]? {
+        var result: [LogField]?
+        for (i, field) in fields.enumerated() {
+            var changed = false
+            var replacement: LogField?
+            if let child = node.children[field.key] {
+                if let filter = child.filter {
+                    // A filter on an object takes the object whole: its own fields are not filtered further, as
+                    // in Caddy, where the filtered value goes straight to the wrapped encoder.
+                    changed = true
+                    replacement = filter.filter(field)
+                } else if case .object(let inner) = field.value, let filtered = apply(child, to: inner) {
+                    changed = true
+                    replacement = LogField(field.key, .object(filtered))
+                }
+            }
+            if changed {
+                if result == nil { result = Array(fields[..<i]) }
+                if let replacement { result!.append(replacement) }
+            } else if result != nil {
+                result!.append(field)
+            }
+        }
+        return result
+    }
+}
