@@ -93,15 +93,18 @@ struct LogFiltersTests {
         func module<T: LogFieldFilterModule>(_ t: T.Type, _ json: String) throws -> any LogFieldFilterModule {
             try decode(t, json)
         }
-        var root = FieldFilterNode(filter: nil, children: [:])
-        var request = FieldFilterNode(filter: nil, children: [:])
-        request.children["uri"] = FieldFilterNode(filter: try module(HashLogFilter.self, "{}"), children: [:])
-        var headers = FieldFilterNode(filter: try module(RenameLogFilter.self, #"{"name": "h"}"#), children: [:])
-        headers.children["X"] = FieldFilterNode(filter: try module(DeleteLogFilter.self, "{}"), children: [:])
-        request.children["headers"] = headers
-        root.children["request"] = request
-        root.children["status"] = FieldFilterNode(filter: try module(HashLogFilter.self, "{}"), children: [:])
-        root.children["size"] = FieldFilterNode(filter: try module(DeleteLogFilter.self, "{}"), children: [:])
+        func leaf(_ f: any LogFieldFilterModule) -> FieldFilterNode { FieldFilterNode(filter: f, children: []) }
+        let headers = FieldFilterNode(
+            filter: try module(RenameLogFilter.self, #"{"name": "h"}"#),
+            children: [("X", leaf(try module(DeleteLogFilter.self, "{}")))])
+        let request = FieldFilterNode(
+            filter: nil, children: [("uri", leaf(try module(HashLogFilter.self, "{}"))), ("headers", headers)])
+        let root = FieldFilterNode(
+            filter: nil,
+            children: [
+                ("request", request), ("status", leaf(try module(HashLogFilter.self, "{}"))),
+                ("size", leaf(try module(DeleteLogFilter.self, "{}"))),
+            ])
         let encoder = FilterLogEncoder(wrapped: JSONLogEncoderModule().makeEncoder(), filters: root)
         let entry = LogEntry(
             level: .info, time: WallTime(seconds: 0, nanoseconds: 0), logger: "l", message: "m",

@@ -85,25 +85,53 @@ extension JSONValue {
     /// Writes `s` as a quoted JSON string.
     public static func writeString(_ s: String, into out: inout [UInt8], escapeHTML: Bool = true) {
         out.append(UInt8(ascii: "\""))
-        for scalar in s.unicodeScalars {
-            switch scalar.value {
-            case 0x22: out.append(contentsOf: [0x5C, 0x22])
-            case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
-            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0x3C where escapeHTML, 0x3E where escapeHTML, 0x26 where escapeHTML,
-                0x2028 where escapeHTML, 0x2029 where escapeHTML:
-                unicodeEscape(scalar.value, &out)
-            case 0..<0x20: unicodeEscape(scalar.value, &out)
-            default: out.append(contentsOf: Array(String(scalar).utf8))
+        var text = s
+        // Runs of bytes that need no escaping are copied whole; every escape is for an ASCII byte, or for
+        // U+2028/U+2029 (E2 80 A8/A9) when escaping for HTML.
+        text.withUTF8 { b in
+            var run = 0
+            var i = 0
+            let n = b.count
+            while i < n {
+                let c = b[i]
+                var width = 1
+                switch c {
+                case 0x22, 0x5C, 0..<0x20: break
+                case 0x3C where escapeHTML, 0x3E where escapeHTML, 0x26 where escapeHTML: break
+                case 0xE2 where escapeHTML && i + 2 < n && b[i + 1] == 0x80 && (b[i + 2] == 0xA8 || b[i + 2] == 0xA9):
+                    width = 3
+                default:
+                    i += 1
+                    continue
+                }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: b[run..<i]))
+                switch c {
+                case 0x22, 0x5C:
+                    out.append(0x5C)
+                    out.append(c)
+                case 0x0A:
+                    out.append(0x5C)
+                    out.append(UInt8(ascii: "n"))
+                case 0x0D:
+                    out.append(0x5C)
+                    out.append(UInt8(ascii: "r"))
+                case 0x09:
+                    out.append(0x5C)
+                    out.append(UInt8(ascii: "t"))
+                case 0xE2: unicodeEscape(b[i + 2] == 0xA8 ? 0x2028 : 0x2029, &out)
+                default: unicodeEscape(UInt32(c), &out)
+                }
+                i += width
+                run = i
             }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: b[run..<n]))
         }
         out.append(UInt8(ascii: "\""))
     }
 
     private static func unicodeEscape(_ v: UInt32, _ out: inout [UInt8]) {
-        out.append(contentsOf: [0x5C, UInt8(ascii: "u")])
+        out.append(0x5C)
+        out.append(UInt8(ascii: "u"))
         out.append(hex[Int((v >> 12) & 0xF)])
         out.append(hex[Int((v >> 8) & 0xF)])
         out.append(hex[Int((v >> 4) & 0xF)])

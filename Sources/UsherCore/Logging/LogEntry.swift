@@ -35,8 +35,9 @@ public enum LogLevel: Int, Comparable, Sendable, CaseIterable {
     }
 }
 
-/// A structured log value. Objects keep their field order.
-public indirect enum LogValue: Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
+/// A structured log value. Objects keep their field order. Not `indirect`: arrays already hold their elements
+/// out of line, and a box per value would be an allocation per field of every access log entry.
+public enum LogValue: Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
     case string(String)
     case int(Int)
     case double(Double)

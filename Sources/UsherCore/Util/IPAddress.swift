@@ -16,69 +16,122 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses dotted IPv4 or IPv6 text (a `%zone` suffix is dropped).
     public init?(_ text: String) {
-        var s = Substring(text)
-        if let pct = s.firstIndex(of: "%") { s = s[..<pct] }
-        if s.contains(":") {
-            guard let b = IPAddress.parseV6(s) else { return nil }
-            bytes = b
-        } else {
-            guard let b = IPAddress.parseV4(s) else { return nil }
-            bytes = b
+        var t = text
+        // On the UTF-8 bytes: addresses are parsed for every request (client IPs, log filters).
+        let parsed: [UInt8]? = t.withUTF8 { all in
+            let end = all.firstIndex(of: UInt8(ascii: "%")) ?? all.count
+            let b = UnsafeBufferPointer(rebasing: all[0..<end])
+            return b.contains(UInt8(ascii: ":")) ? IPAddress.parseV6(b) : IPAddress.parseV4(b)
         }
+        guard let parsed else { return nil }
+        bytes = parsed
     }
 
     static func parseV4(_ s: Substring) -> [UInt8]? {
-        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
+        var t = String(s)
+        return t.withUTF8 { parseV4($0) }
+    }
+
+    static func parseV6(_ s: Substring) -> [UInt8]? {
+        var t = String(s)
+        return t.withUTF8 { parseV6($0) }
+    }
+
+    /// Dotted decimal, four parts of 0–255 without leading zeros.
+    static func parseV4(_ b: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         var out: [UInt8] = []
-        for p in parts {
-            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }), let v = UInt8(p) else {
-                return nil
+        out.reserveCapacity(4)
+        var i = 0
+        while i < b.count || out.count < 4 {
+            if out.count == 4 { return nil }
+            if out.count > 0 {
+                guard i < b.count, b[i] == UInt8(ascii: ".") else { return nil }
+                i += 1
             }
-            if p.count > 1 && p.hasPrefix("0") { return nil }
-            out.append(v)
+            let start = i
+            var v = 0
+            while i < b.count, b[i] >= 0x30, b[i] <= 0x39 {
+                v = v * 10 + Int(b[i] - 0x30)
+                i += 1
+                if i - start > 3 { return nil }
+            }
+            let len = i - start
+            guard len > 0, v <= 255, !(len > 1 && b[start] == 0x30) else { return nil }
+            out.append(UInt8(v))
         }
         return out
     }
 
-    static func parseV6(_ s: Substring) -> [UInt8]? {
-        var text = s
-        var tail: [UInt8] = []
-        // An embedded IPv4 address in the last 32 bits.
-        if let lastColon = text.lastIndex(of: ":"), text[text.index(after: lastColon)...].contains(".") {
-            guard let v4 = parseV4(text[text.index(after: lastColon)...]) else { return nil }
-            tail = v4
-            text = text[...lastColon]
-            if text.hasSuffix(":") && !text.hasSuffix("::") { text = text.dropLast() }
+    /// Colon-separated hex groups with at most one `::`, optionally ending in dotted IPv4 (Go's `parseIPv6`).
+    static func parseV6(_ s: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        var ip = [UInt8](repeating: 0, count: 16)
+        var ellipsis = -1
+        var p = 0
+        let n = s.count
+        if n >= 2 && s[0] == UInt8(ascii: ":") && s[1] == UInt8(ascii: ":") {
+            ellipsis = 0
+            p = 2
+            if p == n { return ip }
         }
-        let halves = text.components(separatedBy: "::")
-        guard halves.count <= 2 else { return nil }
-        func groups(_ part: Substring) -> [UInt16]? {
-            if part.isEmpty { return [] }
-            var result: [UInt16] = []
-            for g in part.split(separator: ":", omittingEmptySubsequences: false) {
-                guard !g.isEmpty, g.count <= 4, let v = UInt16(g, radix: 16) else { return nil }
-                result.append(v)
+        var i = 0
+        while i < 16 {
+            // A hex group of 1 to 4 digits.
+            var v = 0
+            var c = p
+            while c < n, c - p < 5, let d = hexValue(s[c]) {
+                v = v << 4 | d
+                c += 1
             }
-            return result
+            guard c > p, c - p <= 4 else { return nil }
+            if c < n && s[c] == UInt8(ascii: ".") {
+                guard ellipsis >= 0 || i == 12, i + 4 <= 16,
+                    let v4 = parseV4(UnsafeBufferPointer(rebasing: s[p..<n]))
+                else { return nil }
+                ip[i] = v4[0]
+                ip[i + 1] = v4[1]
+                ip[i + 2] = v4[2]
+                ip[i + 3] = v4[3]
+                i += 4
+                p = n
+                break
+            }
+            ip[i] = UInt8(v >> 8)
+            ip[i + 1] = UInt8(v & 0xFF)
+            i += 2
+            p = c
+            if p == n { break }
+            guard s[p] == UInt8(ascii: ":"), p + 1 < n else { return nil }
+            p += 1
+            if s[p] == UInt8(ascii: ":") {
+                guard ellipsis < 0 else { return nil }
+                ellipsis = i
+                p += 1
+                if p == n { break }
+            }
         }
-        guard let head = groups(halves[0]) else { return nil }
-        let rest = halves.count == 2 ? groups(halves[1]) : []
-        guard let rest else { return nil }
-        let tailGroups = tail.count / 2
-        let total = head.count + rest.count + tailGroups
-        if halves.count == 1 {
-            guard total == 8 else { return nil }
-        } else {
-            guard total < 8 else { return nil }
+        guard p == n else { return nil }
+        if i < 16 {
+            guard ellipsis >= 0 else { return nil }
+            let fill = 16 - i
+            var j = i - 1
+            while j >= ellipsis {
+                ip[j + fill] = ip[j]
+                j -= 1
+            }
+            for k in ellipsis..<(ellipsis + fill) { ip[k] = 0 }
+        } else if ellipsis >= 0 {
+            return nil
         }
-        var all = head
-        if halves.count == 2 { all += Array(repeating: 0, count: 8 - total) }
-        all += rest
-        var out: [UInt8] = []
-        for g in all { out += [UInt8(g >> 8), UInt8(g & 0xFF)] }
-        out += tail
-        return out.count == 16 ? out : nil
+        return ip
+    }
+
+    private static func hexValue(_ b: UInt8) -> Int? {
+        switch b {
+        case 0x30...0x39: return Int(b - 0x30)
+        case 0x61...0x66: return Int(b - 0x61 + 10)
+        case 0x41...0x46: return Int(b - 0x41 + 10)
+        default: return nil
+        }
     }
 
     /// The IPv4 address inside an IPv4-mapped IPv6 address, else `self`.
@@ -101,7 +154,17 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        if isIPv4 { return bytes.map(String.init).joined(separator: ".") }
+        if isIPv4 {
+            var out: [UInt8] = []
+            out.reserveCapacity(15)
+            for (i, b) in bytes.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ".")) }
+                if b >= 100 { out.append(0x30 + b / 100) }
+                if b >= 10 { out.append(0x30 + (b / 10) % 10) }
+                out.append(0x30 + b % 10)
+            }
+            return String(decoding: out, as: UTF8.self)
+        }
         var groups: [UInt16] = []
         for i in stride(from: 0, to: 16, by: 2) { groups.append(UInt16(bytes[i]) << 8 | UInt16(bytes[i + 1])) }
         // RFC 5952: compress the longest run (2 or more) of zero groups.

@@ -112,6 +112,10 @@ public struct IPMaskLogFilter: LogFieldFilterModule {
     public func filter(_ field: LogField) -> LogField? { field.mappingStrings(mask) }
 
     func mask(_ s: String) -> String {
+        // The common case, one bare address (remote_ip, client_ip), without splitting or joining.
+        if !s.utf8.contains(UInt8(ascii: ",")), !s.utf8.contains(UInt8(ascii: "%")), let ip = IPAddress(s) {
+            return maskedText(ip)
+        }
         var parts: [String] = []
         for raw in s.split(separator: ",", omittingEmptySubsequences: false) {
             let value = String(raw).trimmingWhitespace()
@@ -187,46 +191,140 @@ public struct QueryLogFilter: LogFieldFilterModule {
         let bytes = Array(s.utf8)
         // Go's url.Parse refuses control characters; the value is then kept as it was.
         if bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) { return s }
-        var rest = Substring(s)
-        var fragment = ""
-        if let hash = rest.firstIndex(of: "#") {
-            fragment = String(rest[hash...])
-            rest = rest[..<hash]
+        let end = bytes.firstIndex(of: UInt8(ascii: "#")) ?? bytes.count
+        let mark = bytes[..<end].firstIndex(of: UInt8(ascii: "?"))
+        let pathEnd = mark ?? end
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + 16)
+        if Self.isValidEncodedPath(bytes[..<pathEnd]) {
+            out += bytes[..<pathEnd]
+        } else {
+            guard let path = URLEscaping.unescape(String(decoding: bytes[..<pathEnd], as: UTF8.self), mode: .path)
+            else { return s }
+            out += URLEscaping.escapePath(path).utf8
         }
-        var rawQuery = ""
-        var forceQuery = false
-        var rawPath = rest
-        if let q = rest.firstIndex(of: "?") {
-            rawPath = rest[..<q]
-            rawQuery = String(rest[rest.index(after: q)...])
-            forceQuery = rawQuery.isEmpty
+        guard let mark else {
+            out += bytes[end...]
+            return String(decoding: out, as: UTF8.self)
         }
-        guard let path = URLEscaping.unescape(String(rawPath), mode: .path) else { return s }
-        var items = URLEscaping.parseQuery(rawQuery)
+        var items = Self.parseQuery(bytes[(mark + 1)..<end])
         for a in actions {
+            let name = Array(a.name.utf8)
             switch a.type {
             case .replace:
-                for i in items.indices where items[i].name == a.name { items[i].value = a.value }
+                for i in items.indices where items[i].name == name { items[i].value = Array(a.value.utf8) }
             case .hash:
-                for i in items.indices where items[i].name == a.name { items[i].value = logFilterHash(items[i].value) }
+                for i in items.indices where items[i].name == name {
+                    items[i].value = Array(logFilterHash(String(decoding: items[i].value, as: UTF8.self)).utf8)
+                }
             case .delete:
-                items.removeAll { $0.name == a.name }
+                items.removeAll { $0.name == name }
             }
         }
-        let query = URLEscaping.encodeQuery(items)
-        var out = Self.escapedPath(raw: rawPath, decoded: path)
-        if !query.isEmpty || forceQuery { out += "?" + query }
-        return out + fragment
+        // url.Values.Encode: sorted by name (stably), each pair escaped.
+        if items.count > 1 {
+            items = items.enumerated().sorted { a, b in
+                a.element.name == b.element.name
+                    ? a.offset < b.offset : a.element.name.lexicographicallyPrecedes(b.element.name)
+            }.map(\.element)
+        }
+        // An empty query stays only when it was empty to begin with (Go's ForceQuery).
+        if !items.isEmpty || mark + 1 == end { out.append(UInt8(ascii: "?")) }
+        for (i, item) in items.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: "&")) }
+            Self.queryEscape(item.name, into: &out)
+            out.append(UInt8(ascii: "="))
+            Self.queryEscape(item.value, into: &out)
+        }
+        out += bytes[end...]
+        return String(decoding: out, as: UTF8.self)
     }
 
-    /// Go's `URL.EscapedPath`: the path as it came when that is a valid encoding of it, else escaped afresh.
-    static func escapedPath(raw: Substring, decoded: String) -> String {
-        let valid = raw.utf8.allSatisfy { b in
-            (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39)
-                || "-_.~$&+,/:;=@!'()*[]%".utf8.contains(b)
+    /// Whether a raw path is a valid encoding of itself for Go (every `%` starts an escape; only bytes
+    /// `validEncoded` allows), so `EscapedPath` gives it back unchanged.
+    static func isValidEncodedPath(_ raw: ArraySlice<UInt8>) -> Bool {
+        var i = raw.startIndex
+        while i < raw.endIndex {
+            let b = raw[i]
+            if b == UInt8(ascii: "%") {
+                guard i + 2 < raw.endIndex, isHex(raw[i + 1]), isHex(raw[i + 2]) else { return false }
+                i += 3
+                continue
+            }
+            let ok =
+                (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39)
+                || Self.pathPunctuation.contains(b)
+            if !ok { return false }
+            i += 1
         }
-        return valid ? String(raw) : URLEscaping.escapePath(decoded)
+        return true
     }
+
+    private static let pathPunctuation = Set("-_.~$&+,/:;=@!'()*[]".utf8)
+
+    private static func isHex(_ b: UInt8) -> Bool {
+        (b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x66) || (b >= 0x41 && b <= 0x46)
+    }
+
+    /// `url.ParseQuery` on raw bytes: pairs in order, pairs with `;` or a bad escape skipped.
+    static func parseQuery(_ raw: ArraySlice<UInt8>) -> [(name: [UInt8], value: [UInt8])] {
+        var items: [(name: [UInt8], value: [UInt8])] = []
+        for part in raw.split(separator: UInt8(ascii: "&")) {
+            if part.contains(UInt8(ascii: ";")) { continue }
+            let eq = part.firstIndex(of: UInt8(ascii: "="))
+            guard let name = unescape(part[..<(eq ?? part.endIndex)]),
+                let value = unescape(eq.map { part[($0 + 1)...] } ?? [])
+            else { continue }
+            items.append((name, value))
+        }
+        return items
+    }
+
+    /// Query unescaping: `%XX` and `+` for a space; `nil` for a malformed escape.
+    static func unescape(_ b: ArraySlice<UInt8>) -> [UInt8]? {
+        if !b.contains(UInt8(ascii: "%")) && !b.contains(UInt8(ascii: "+")) { return Array(b) }
+        var out: [UInt8] = []
+        out.reserveCapacity(b.count)
+        var i = b.startIndex
+        while i < b.endIndex {
+            switch b[i] {
+            case UInt8(ascii: "%"):
+                guard i + 2 < b.endIndex, isHex(b[i + 1]), isHex(b[i + 2]) else { return nil }
+                out.append(hexValue(b[i + 1]) << 4 | hexValue(b[i + 2]))
+                i += 3
+            case UInt8(ascii: "+"):
+                out.append(UInt8(ascii: " "))
+                i += 1
+            default:
+                out.append(b[i])
+                i += 1
+            }
+        }
+        return out
+    }
+
+    private static func hexValue(_ b: UInt8) -> UInt8 {
+        b <= 0x39 ? b - 0x30 : (b | 0x20) - 0x61 + 10
+    }
+
+    /// `url.QueryEscape`.
+    static func queryEscape(_ b: [UInt8], into out: inout [UInt8]) {
+        let hex = Array("0123456789ABCDEF".utf8)
+        for c in b {
+            if (c >= 0x61 && c <= 0x7A) || (c >= 0x41 && c <= 0x5A) || (c >= 0x30 && c <= 0x39) || c == 0x2D
+                || c == 0x5F || c == 0x2E || c == 0x7E
+            {
+                out.append(c)
+            } else if c == 0x20 {
+                out.append(UInt8(ascii: "+"))
+            } else {
+                out.append(UInt8(ascii: "%"))
+                out.append(hex[Int(c >> 4)])
+                out.append(hex[Int(c & 0xF)])
+            }
+        }
+    }
+
 }
 
 /// The cookie grammar Go's `net/http` applies when it reads `Cookie` and `Set-Cookie` headers.
@@ -265,15 +363,38 @@ enum GoCookies {
     /// The cookies of `Cookie` header lines, as `Request.Cookies` reads them.
     static func read(_ lines: [String]) -> [(name: String, value: String, quoted: Bool)] {
         var out: [(name: String, value: String, quoted: Bool)] = []
+        func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
         for line in lines {
-            for part in trim(Substring(line)).split(separator: ";", omittingEmptySubsequences: false) {
-                let p = trim(part)
-                if p.isEmpty { continue }
-                let eq = p.firstIndex(of: "=")
-                let name = trim(eq.map { p[..<$0] } ?? p)
-                guard isValidName(name) else { continue }
-                guard let (value, quoted) = parseValue(eq.map { p[p.index(after: $0)...] } ?? "") else { continue }
-                out.append((String(name), String(value), quoted))
+            let b = Array(line.utf8)
+            var i = 0
+            while i < b.count {
+                let semi = b[i...].firstIndex(of: UInt8(ascii: ";")) ?? b.count
+                var lo = i
+                var hi = semi
+                i = semi + 1
+                while lo < hi, isSpace(b[lo]) { lo += 1 }
+                while hi > lo, isSpace(b[hi - 1]) { hi -= 1 }
+                if lo == hi { continue }
+                let eq = b[lo..<hi].firstIndex(of: UInt8(ascii: "=")) ?? hi
+                var nlo = lo
+                var nhi = eq
+                while nlo < nhi, isSpace(b[nlo]) { nlo += 1 }
+                while nhi > nlo, isSpace(b[nhi - 1]) { nhi -= 1 }
+                guard nlo < nhi, b[nlo..<nhi].allSatisfy(isTokenByte) else { continue }
+                var vlo = eq < hi ? eq + 1 : hi
+                var vhi = hi
+                var quoted = false
+                if vhi - vlo > 1, b[vlo] == UInt8(ascii: "\""), b[vhi - 1] == UInt8(ascii: "\"") {
+                    vlo += 1
+                    vhi -= 1
+                    quoted = true
+                }
+                guard b[vlo..<vhi].allSatisfy(isValueByte) else { continue }
+                out.append(
+                    (
+                        String(decoding: b[nlo..<nhi], as: UTF8.self), String(decoding: b[vlo..<vhi], as: UTF8.self),
+                        quoted
+                    ))
             }
         }
         return out
@@ -281,10 +402,16 @@ enum GoCookies {
 
     /// `name=value` as `Request.AddCookie` writes it: invalid bytes dropped, quoted when asked or when the value
     /// holds a space or a comma.
-    static func pair(_ name: String, _ value: String, quoted: Bool) -> String {
-        var v = String(decoding: value.utf8.filter(isValueByte), as: UTF8.self)
-        if !v.isEmpty, quoted || v.contains(" ") || v.contains(",") { v = "\"" + v + "\"" }
-        return name + "=" + v
+    static func appendPair(_ name: String, _ value: String, quoted: Bool, to out: inout [UInt8]) {
+        out += name.utf8
+        out.append(UInt8(ascii: "="))
+        let v = value.utf8
+        let clean = v.allSatisfy(isValueByte)
+        let count = clean ? v.count : v.filter(isValueByte).count
+        let quote = count > 0 && (quoted || v.contains(0x20) || v.contains(0x2C))
+        if quote { out.append(UInt8(ascii: "\"")) }
+        if clean { out += v } else { out += v.filter(isValueByte) }
+        if quote { out.append(UInt8(ascii: "\"")) }
     }
 }
 
@@ -304,7 +431,8 @@ public struct CookieLogFilter: LogFieldFilterModule {
 
     public func filter(_ field: LogField) -> LogField? {
         guard case .array(let items) = field.value, let lines = LogField.strings(items) else { return field }
-        var pairs: [String] = []
+        var out: [UInt8] = []
+        var any = false
         cookies: for var cookie in GoCookies.read(lines) {
             for a in actions where a.name == cookie.name {
                 switch a.type {
@@ -314,9 +442,14 @@ public struct CookieLogFilter: LogFieldFilterModule {
                 }
                 break
             }
-            pairs.append(GoCookies.pair(cookie.name, cookie.value, quoted: cookie.quoted))
+            if any {
+                out.append(UInt8(ascii: ";"))
+                out.append(UInt8(ascii: " "))
+            }
+            any = true
+            GoCookies.appendPair(cookie.name, cookie.value, quoted: cookie.quoted, to: &out)
         }
-        return LogField(field.key, .array(pairs.isEmpty ? [] : [.string(pairs.joined(separator: "; "))]))
+        return LogField(field.key, .array(any ? [.string(String(decoding: out, as: UTF8.self))] : []))
     }
 }
 

@@ -37,7 +37,8 @@ public struct FilterEncoderModule: LogEncoderModule {
     public func makeEncoder(for writer: (any LogWriter)?) -> any LogEncoder {
         let tree = FilterTree()
         for (path, filter) in fields {
-            tree.insert(path.split(separator: ">", omittingEmptySubsequences: false).map(String.init), filter.module)
+            tree.insert(
+                path.split(separator: ">", omittingEmptySubsequences: false).map(String.init)[...], filter.module)
         }
         return FilterLogEncoder(wrapped: wrappedEncoder(wrap, for: writer), filters: tree.frozen())
     }
@@ -51,29 +52,42 @@ func wrappedEncoder(_ wrap: Loaded<LogEncoders>?, for writer: (any LogWriter)?) 
 }
 
 /// Filters by field path, as a tree walked beside the entry's fields, so an entry's unfiltered parts are neither
-/// copied nor named by joined paths.
-struct FieldFilterNode: Sendable {
-    var filter: (any LogFieldFilterModule)?
-    var children: [String: FieldFilterNode]
-}
+/// copied nor named by joined paths. Nodes have few children: a linear scan beats hashing the key.
+final class FieldFilterNode: Sendable {
+    let filter: (any LogFieldFilterModule)?
+    let children: [(key: String, node: FieldFilterNode)]
 
-private final class FilterTree {
-    var root = FieldFilterNode(filter: nil, children: [:])
-
-    func insert(_ path: [String], _ filter: any LogFieldFilterModule) {
-        func go(_ node: inout FieldFilterNode, _ rest: ArraySlice<String>) {
-            guard let first = rest.first else {
-                node.filter = filter
-                return
-            }
-            var child = node.children[first] ?? FieldFilterNode(filter: nil, children: [:])
-            go(&child, rest.dropFirst())
-            node.children[first] = child
-        }
-        go(&root, path[...])
+    init(filter: (any LogFieldFilterModule)?, children: [(key: String, node: FieldFilterNode)]) {
+        self.filter = filter
+        self.children = children
     }
 
-    func frozen() -> FieldFilterNode { root }
+    func child(_ key: String) -> FieldFilterNode? {
+        for c in children where c.key == key { return c.node }
+        return nil
+    }
+}
+
+/// The mutable tree the encoder's config is read into, frozen into ``FieldFilterNode``s.
+private final class FilterTree {
+    var filter: (any LogFieldFilterModule)?
+    var children: [String: FilterTree] = [:]
+
+    func insert(_ path: ArraySlice<String>, _ f: any LogFieldFilterModule) {
+        guard let first = path.first else {
+            filter = f
+            return
+        }
+        let child = children[first] ?? FilterTree()
+        children[first] = child
+        child.insert(path.dropFirst(), f)
+    }
+
+    func frozen() -> FieldFilterNode {
+        FieldFilterNode(
+            filter: filter, children: children.sorted { $0.key < $1.key }.map { (key: $0.key, node: $0.value.frozen()) }
+        )
+    }
 }
 
 struct FilterLogEncoder: LogEncoder {
@@ -92,13 +106,15 @@ struct FilterLogEncoder: LogEncoder {
         for (i, field) in fields.enumerated() {
             var changed = false
             var replacement: LogField?
-            if let child = node.children[field.key] {
+            if let child = node.child(field.key) {
                 if let filter = child.filter {
                     // A filter on an object takes the object whole: its own fields are not filtered further, as
                     // in Caddy, where the filtered value goes straight to the wrapped encoder.
                     changed = true
                     replacement = filter.filter(field)
-                } else if case .object(let inner) = field.value, let filtered = apply(child, to: inner) {
+                } else if !child.children.isEmpty, case .object(let inner) = field.value,
+                    let filtered = apply(child, to: inner)
+                {
                     changed = true
                     replacement = LogField(field.key, .object(filtered))
                 }
