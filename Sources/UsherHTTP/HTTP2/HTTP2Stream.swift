@@ -54,7 +54,9 @@ enum HTTP2Pipeline {
         var streamConfig = NIOHTTP2Handler.StreamConfiguration()
         streamConfig.targetWindowSize = windowSize
         let executor = EventLoopTaskExecutor.forLoop(channel.eventLoop)
-        let remote = channel.remoteAddress
+        let remote =
+            server.settings.listenerPlan.isEmpty
+            ? channel.remoteAddress : PeerAddressOverride.remoteAddress(of: channel)
         let local = channel.localAddress
         // The streams of a connection share one Date cache.
         let dates = NIOLoopBound(DateHeaderCache(), eventLoop: channel.eventLoop)

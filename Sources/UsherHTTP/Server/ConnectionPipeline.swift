@@ -18,6 +18,31 @@ enum ConnectionPipeline {
         _ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance,
         connectionGuard: ConnectionGuard?
     ) throws {
+        let plan = server.settings.listenerPlan
+        let raw = plan.raw(tls: server.tls != nil)
+        guard raw.isEmpty else {
+            // Listener wrappers before TLS (all of them, on a cleartext server) see the connection's first bytes;
+            // the rest of the pipeline is built once they are done, behind the prelude.
+            let prelude = ConnectionPrelude(steps: raw, limit: preludeLimit(server.settings)) { context, peer in
+                if let peer { try context.pipeline.syncOperations.addHandler(PeerAddressOverride(peer)) }
+                try configureConnection(
+                    context.channel, slot: slot, server: server, connectionGuard: connectionGuard, peer: peer)
+            }
+            try channel.pipeline.syncOperations.addHandler(prelude)
+            return
+        }
+        try configureConnection(channel, slot: slot, server: server, connectionGuard: connectionGuard, peer: nil)
+    }
+
+    /// A prelude waits at most as long as the server waits for a request head.
+    static func preludeLimit(_ settings: ConnectionSettings) -> TimeAmount {
+        settings.readHeaderTimeout ?? .minutes(1)
+    }
+
+    private static func configureConnection(
+        _ channel: any Channel, slot: ListenerSlot, server: HTTPServerInstance,
+        connectionGuard: ConnectionGuard?, peer: SocketAddress?
+    ) throws {
         if let ka = server.settings.tcpKeepAlive {
             _ = channel.setOption(.socketOption(.so_keepalive), value: 1)
             _ = channel.setOption(
@@ -39,7 +64,7 @@ enum ConnectionPipeline {
             }
             return
         }
-        let remote = channel.remoteAddress
+        let remote = peer ?? channel.remoteAddress
         let local = channel.localAddress
         let logger = server.errorLogger
         let boundGuard = connectionGuard.map { NIOLoopBound($0, eventLoop: channel.eventLoop) }
@@ -146,13 +171,28 @@ enum ConnectionPipeline {
             if case .negotiated(ACMEChallengeBoard.acmeTLS1) = result {
                 // A TLS-ALPN-01 validation ends with the handshake (RFC 8737 §3).
                 channel.close(promise: nil)
-            } else if case .negotiated("h2") = result, server.protocols.contains("h2") {
-                try HTTP2Pipeline.configure(
-                    channel, slot: slot, server: server, tls: tls, connectionGuard: connectionGuard)
-            } else if server.protocols.contains("h1") {
-                try HTTP1Pipeline.configure(
-                    channel, slot: slot, settings: server.settings, tls: tls,
-                    connectionGuard: connectionGuard)
+            } else if server.protocols.contains("h1")
+                || (result == .negotiated("h2") && server.protocols.contains("h2"))
+            {
+                let h2 = result == .negotiated("h2") && server.protocols.contains("h2")
+                let build: (any Channel) throws -> Void = { channel in
+                    if h2 {
+                        try HTTP2Pipeline.configure(
+                            channel, slot: slot, server: server, tls: tls, connectionGuard: connectionGuard)
+                    } else {
+                        try HTTP1Pipeline.configure(
+                            channel, slot: slot, settings: server.settings, tls: tls,
+                            connectionGuard: connectionGuard)
+                    }
+                }
+                let after = server.settings.listenerPlan.afterTLS
+                guard !after.isEmpty else { return try build(channel) }
+                // Listener wrappers after TLS read the decrypted bytes first.
+                let prelude = ConnectionPrelude(steps: after, limit: preludeLimit(server.settings)) { context, peer in
+                    if let peer { try context.pipeline.syncOperations.addHandler(PeerAddressOverride(peer)) }
+                    try build(context.channel)
+                }
+                try channel.pipeline.syncOperations.addHandler(prelude)
             } else {
                 channel.close(promise: nil)
             }

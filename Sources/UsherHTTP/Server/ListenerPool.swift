@@ -27,6 +27,8 @@ struct ConnectionSettings: Sendable {
     var tcpKeepAlive: (interval: Int, idle: Int, count: Int)?
     /// `enable_webtransport`: new HTTP/3 connections offer WebTransport.
     var webTransport = false
+    /// `listener_wrappers`: what each connection goes through before HTTP reads it.
+    var listenerPlan = ListenerPlan()
 }
 
 /// A connection a listener keeps track of, so stopping the listener can close it gracefully or at once.

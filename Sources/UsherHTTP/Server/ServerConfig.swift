@@ -180,6 +180,8 @@ public struct ServerConfig: Decodable, Sendable {
     /// WebTransport SETTINGS of drafts 02 to 15), for handlers that accept sessions such as `reverse_proxy`.
     /// Default: false (the HTTP/3 wire stays plain, and WebTransport CONNECTs are refused with 501).
     public var enableWebTransport: Bool
+    /// `listener_wrappers`: `proxy_protocol`, `http_redirect` and the `tls` placeholder, in order.
+    var listenerPlan = ListenerPlan()
     /// `metrics` (deprecated in Caddy): turns on the `http` app's `metrics`, `per_host` if any server asks for it,
     /// with Caddy's deprecation warning.
     public var metrics: HTTPMetricsConfig?
@@ -213,7 +215,7 @@ public struct ServerConfig: Decodable, Sendable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         try c.refuseUnsupported([
-            .listenerWrappers, .packetConnWrappers, .readMinRate, .writeMinRate, .maxWriteChunk,
+            .packetConnWrappers, .readMinRate, .writeMinRate, .maxWriteChunk,
             .expectedUnderscoreHeaders, .expectedDotHeaders,
             .listenProtocols, .allow0RTT,
         ])
@@ -272,6 +274,8 @@ public struct ServerConfig: Decodable, Sendable {
         enableFullDuplex = try c.decodeIfPresent(Bool.self, forKey: .enableFullDuplex) ?? false
         enableWebTransport = try c.decodeIfPresent(Bool.self, forKey: .enableWebTransport) ?? false
         metrics = try c.decodeIfPresent(HTTPMetricsConfig.self, forKey: .metrics)
+        let wrappers = try c.decodeIfPresent([Loaded<ListenerWrappers>].self, forKey: .listenerWrappers) ?? []
+        listenerPlan = try ListenerPlan(wrappers, path: c.error(.listenerWrappers, "").path)
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
@@ -296,6 +300,7 @@ public struct ServerConfig: Decodable, Sendable {
         var s = ConnectionSettings()
         s.maxHeaderBytes = maxHeaderBytes
         s.webTransport = enableWebTransport
+        s.listenerPlan = listenerPlan
         s.readTimeout = Self.timeout(readTimeout, default: nil)
         s.readHeaderTimeout = Self.timeout(readHeaderTimeout, default: .minutes(1))
         s.readIdleTimeout = Self.timeout(readIdleTimeout, default: .minutes(1))
