@@ -59,7 +59,7 @@ public enum StandardModules: ModuleBundle {
         [
             CaddyfileAdapter(), HTTPMatcherCaddyfile.support, ServerCaddyfile.support, HandlerCaddyfile.support,
             ReverseProxyCaddyfile.support, TLSCaddyfile.support, DNSCaddyfile.support, PostgresCaddyfile.support,
-            UpstreamsAdminEndpoint(),
+            UpstreamsAdminEndpoint(), PKIAdminEndpoint(),
         ]
             + HTTPCaddyfile.support
     }

@@ -106,14 +106,14 @@ public final class CertificateAuthority: Sendable {
     let config: CAConfig
     /// Where the CA's files are kept.
     public let storage: any Storage
-    private struct Keys {
+    struct Keys {
         var root: Certificate
         var intermediate: Certificate
         var intermediateKey: Certificate.PrivateKey
         var intermediatePEM: String
         var rootPEM: String
     }
-    private let keys = Mutex<Keys?>(nil)
+    let keys = Mutex<Keys?>(nil)
 
     /// The CA `id` with default settings, kept in `dataDirectory` (for commands that run without a config).
     public static func stored(id: String, dataDirectory: String) -> CertificateAuthority {
@@ -225,9 +225,7 @@ public final class CertificateAuthority: Sendable {
         if let (cert, key, _) = await read("root"), !renewRoot(cert) {
             root = (cert, key)
         } else {
-            let year = Calendar(identifier: .gregorian).component(.year, from: now)
-            let cn = config.rootCommonName ?? "\(config.name) - \(year) ECC Root"
-            root = try Self.makeCA(commonName: cn, lifetime: 3600 * 86400, issuer: nil)
+            root = try Self.makeCA(commonName: rootCommonName(now: now), lifetime: 3600 * 86400, issuer: nil)
             try await write("root", root)
         }
         let lifetime = Double(config.intermediateLifetime?.nanoseconds ?? 7 * 86400 * 1_000_000_000) / 1e9
@@ -235,8 +233,7 @@ public final class CertificateAuthority: Sendable {
         if let (cert, key, _) = await read("intermediate"), !intermediateDue(cert, root: root.0, now: now) {
             intermediate = (cert, key)
         } else {
-            let cn = config.intermediateCommonName ?? "\(config.name) - ECC Intermediate"
-            intermediate = try Self.makeCA(commonName: cn, lifetime: lifetime, issuer: root)
+            intermediate = try Self.makeCA(commonName: intermediateCommonName, lifetime: lifetime, issuer: root)
             try await write("intermediate", intermediate)
         }
         return Keys(
