@@ -22,6 +22,7 @@ public enum StandardModules: ModuleBundle {
             // TLS and PKI
             TLSApp.self, PKIApp.self, LoadFilesLoader.self, LoadPEMLoader.self, LoadFoldersLoader.self,
             AutomateLoader.self, InternalIssuer.self, ACMEIssuer.self, PermissionByHTTP.self, SNIMatcher.self,
+            RemoteIPHandshakeMatcher.self, LocalIPHandshakeMatcher.self, SNIRegexpHandshakeMatcher.self,
             InlineCAPool.self, RFC2136Provider.self, PostgresStorageModule.self, HTTPConfigLoader.self,
             FileCAPool.self, CombinedCAPool.self,
             // Matchers
