@@ -26,7 +26,8 @@ public enum StandardModules: ModuleBundle {
             InlineCAPool.self, RFC2136Provider.self, PostgresStorageModule.self, HTTPConfigLoader.self,
             FileCAPool.self, CombinedCAPool.self,
             // Matchers
-            HostMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self, HeaderMatcher.self,
+            HostMatcher.self, TLSRequestMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self,
+            HeaderMatcher.self,
             HeaderRegexpMatcher.self, QueryMatcher.self, ProtocolMatcher.self, NotMatcher.self,
             RemoteIPMatcher.self, ClientIPMatcher.self, VarsMatcher.self, VarsRegexpMatcher.self, FileMatcher.self,
             // Handlers

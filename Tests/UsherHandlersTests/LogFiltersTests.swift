@@ -123,6 +123,12 @@ struct LogFiltersTests {
             String(decoding: out, as: UTF8.self)
                 == #"{"level":"info","ts":0,"logger":"l","msg":"m","request":{"uri":"\#(logFilterHash("/x"))","h":{"X":["1"]},"method":"GET"},"status":200,"after":true}"#
                 + "\n")
+        // Encoders that cannot filter while writing get a filtered copy: the same line.
+        var copied: [UInt8] = []
+        var copy = entry
+        copy.fields = try #require(root.rewritten(entry.fields))
+        JSONLogEncoderModule().makeEncoder().encode(copy, into: &copied)
+        #expect(copied == out)
         // An entry with no filtered field goes through as it is.
         var plain: [UInt8] = []
         encoder.encode(

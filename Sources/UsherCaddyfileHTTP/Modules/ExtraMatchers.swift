@@ -2,8 +2,8 @@ import UsherCaddyfile
 import UsherCore
 import UsherTLS
 
-// Request matchers of the standard distribution whose runtime is not in this build yet: `expression` (CEL),
-// `tls`, `url_pattern`. (`file` is with the file server.)
+// Request matchers whose Caddyfile syntax is kept here: `expression` (CEL) and `url_pattern`, whose runtime is not
+// in this build yet, and `tls`. (`file` is with the file server.)
 
 let extraMatcherParsers = CaddyfileSupport(modules: [
     "http.matchers.expression": { d, _ in

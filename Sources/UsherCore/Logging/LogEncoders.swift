@@ -1,6 +1,57 @@
 /// Turns log entries into bytes; made by an encoder module (`caddy.logging.encoders.*`).
 public protocol LogEncoder: Sendable {
     func encode(_ entry: LogEntry, into out: inout [UInt8])
+    /// Encodes `entry` with its fields rewritten on the way (the `filter` encoder's). Default: a rewritten copy of
+    /// the entry is encoded; the JSON and console encoders rewrite as they write, without the copy.
+    func encode(_ entry: LogEntry, rewriting: any LogFieldRewriter, into out: inout [UInt8])
+}
+
+/// What becomes of a field as it is written.
+public enum LogFieldRewrite {
+    /// Written as it is.
+    case keep
+    /// Written as this field instead; `nil` leaves it out.
+    case replace(LogField?)
+    /// An object whose own fields the given rewriter rewrites.
+    case descend(any LogFieldRewriter)
+}
+
+/// Rewrites fields while an encoder writes them, level by level of nested objects.
+public protocol LogFieldRewriter: Sendable {
+    func rewrite(_ field: LogField) -> LogFieldRewrite
+}
+
+extension LogFieldRewriter {
+    /// The fields as rewritten, or `nil` when none changes (then the caller keeps its own, uncopied).
+    public func rewritten(_ fields: [LogField]) -> [LogField]? {
+        var result: [LogField]?
+        for (i, field) in fields.enumerated() {
+            var replacement: LogField?? = nil
+            switch rewrite(field) {
+            case .keep: break
+            case .replace(let r): replacement = .some(r)
+            case .descend(let inner):
+                if case .object(let sub) = field.value, let changed = inner.rewritten(sub) {
+                    replacement = .some(LogField(field.key, .object(changed)))
+                }
+            }
+            if let replacement {
+                if result == nil { result = Array(fields[..<i]) }
+                if let r = replacement { result!.append(r) }
+            } else if result != nil {
+                result!.append(field)
+            }
+        }
+        return result
+    }
+}
+
+extension LogEncoder {
+    public func encode(_ entry: LogEntry, rewriting: any LogFieldRewriter, into out: inout [UInt8]) {
+        var e = entry
+        if let fields = rewriting.rewritten(entry.fields) { e.fields = fields }
+        encode(e, into: &out)
+    }
 }
 
 /// A module in `caddy.logging.encoders` (inline key `format`).
@@ -144,14 +195,34 @@ struct ResolvedEncoderConfig: Sendable {
         }
     }
 
-    func writeFields(_ fields: [LogField], into out: inout [UInt8], leadingComma: Bool = false) {
+    func writeFields(
+        _ fields: [LogField], into out: inout [UInt8], leadingComma: Bool = false,
+        rewriter: (any LogFieldRewriter)? = nil
+    ) {
         var first = !leadingComma
-        for f in fields {
+        for original in fields {
+            var f = original
+            var inner: (any LogFieldRewriter)?
+            if let rewriter {
+                switch rewriter.rewrite(original) {
+                case .keep: break
+                case .replace(let r):
+                    guard let r else { continue }
+                    f = r
+                case .descend(let child): inner = child
+                }
+            }
             if !first { out.append(UInt8(ascii: ",")) }
             first = false
             JSONValue.writeString(f.key, into: &out, escapeHTML: false)
             out.append(UInt8(ascii: ":"))
-            writeValue(f.value, into: &out)
+            if let inner, case .object(let sub) = f.value {
+                out.append(UInt8(ascii: "{"))
+                writeFields(sub, into: &out, rewriter: inner)
+                out.append(UInt8(ascii: "}"))
+            } else {
+                writeValue(f.value, into: &out)
+            }
         }
     }
 }
@@ -220,7 +291,13 @@ public struct JSONLogEncoderModule: LogEncoderModule {
 struct JSONLogEncoder: LogEncoder {
     let config: ResolvedEncoderConfig
 
-    func encode(_ entry: LogEntry, into out: inout [UInt8]) {
+    func encode(_ entry: LogEntry, into out: inout [UInt8]) { encode(entry, rewriter: nil, into: &out) }
+
+    func encode(_ entry: LogEntry, rewriting: any LogFieldRewriter, into out: inout [UInt8]) {
+        encode(entry, rewriter: rewriting, into: &out)
+    }
+
+    private func encode(_ entry: LogEntry, rewriter: (any LogFieldRewriter)?, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "{"))
         var head: [LogField] = []
         if !config.levelKey.isEmpty { head.append(LogField(config.levelKey, .string(config.level(entry.level)))) }
@@ -230,7 +307,7 @@ struct JSONLogEncoder: LogEncoder {
         }
         if !config.messageKey.isEmpty { head.append(LogField(config.messageKey, .string(entry.message))) }
         config.writeFields(head, into: &out)
-        config.writeFields(entry.fields, into: &out, leadingComma: !head.isEmpty)
+        config.writeFields(entry.fields, into: &out, leadingComma: !head.isEmpty, rewriter: rewriter)
         out.append(UInt8(ascii: "}"))
         out += Array(config.lineEnding.utf8)
     }
@@ -256,7 +333,13 @@ public struct ConsoleLogEncoderModule: LogEncoderModule {
 struct ConsoleLogEncoder: LogEncoder {
     let config: ResolvedEncoderConfig
 
-    func encode(_ entry: LogEntry, into out: inout [UInt8]) {
+    func encode(_ entry: LogEntry, into out: inout [UInt8]) { encode(entry, rewriter: nil, into: &out) }
+
+    func encode(_ entry: LogEntry, rewriting: any LogFieldRewriter, into out: inout [UInt8]) {
+        encode(entry, rewriter: rewriting, into: &out)
+    }
+
+    private func encode(_ entry: LogEntry, rewriter: (any LogFieldRewriter)?, into out: inout [UInt8]) {
         var parts: [[UInt8]] = []
         if !config.timeKey.isEmpty {
             switch config.time(entry.time) {
@@ -275,10 +358,15 @@ struct ConsoleLogEncoder: LogEncoder {
             out += p
         }
         if !entry.fields.isEmpty {
-            out.append(0x09)
-            out.append(UInt8(ascii: "{"))
-            config.writeFields(entry.fields, into: &out)
-            out.append(UInt8(ascii: "}"))
+            var fieldBytes: [UInt8] = []
+            config.writeFields(entry.fields, into: &fieldBytes, rewriter: rewriter)
+            // Every field may have been filtered out.
+            if !fieldBytes.isEmpty {
+                out.append(0x09)
+                out.append(UInt8(ascii: "{"))
+                out += fieldBytes
+                out.append(UInt8(ascii: "}"))
+            }
         }
         out += Array(config.lineEnding.utf8)
     }

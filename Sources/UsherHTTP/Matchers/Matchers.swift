@@ -273,6 +273,27 @@ public struct QueryMatcher: RequestMatcher {
 
 /// `http.matchers.protocol`: `http`, `https`, `grpc`, `http/1.0`, `http/1.1`, `http/2`, `http/3`, with `+` for
 /// "this version or later".
+/// `http.matchers.tls`: the request came over TLS; with `handshake_complete`, only when the handshake's state is
+/// that. Usher takes no TLS early data (0-RTT), so every TLS request has completed its handshake, and
+/// `handshake_complete: false` (the Caddyfile's `tls early_data`) never matches.
+public struct TLSRequestMatcher: RequestMatcher {
+    public static let moduleID: ModuleID = "http.matchers.tls"
+    /// `handshake_complete`: match only requests whose handshake has (true) or has not (false) completed.
+    public var handshakeComplete: Bool?
+
+    enum CodingKeys: String, CodingKey { case handshakeComplete = "handshake_complete" }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        handshakeComplete = try c.decodeIfPresent(Bool.self, forKey: .handshakeComplete)
+    }
+
+    public func matches(_ request: Request) throws -> Bool {
+        guard request.tls != nil else { return false }
+        return handshakeComplete ?? true
+    }
+}
+
 public struct ProtocolMatcher: RequestMatcher {
     public static let moduleID: ModuleID = "http.matchers.protocol"
     public var name: String

@@ -329,9 +329,11 @@ public struct QueryLogFilter: LogFieldFilterModule {
 
 /// The cookie grammar Go's `net/http` applies when it reads `Cookie` and `Set-Cookie` headers.
 enum GoCookies {
-    static func isTokenByte(_ b: UInt8) -> Bool {
-        guard b > 0x20, b < 0x7F else { return false }
-        return !"()<>@,;:\\\"/[]?={}".utf8.contains(b)
+    static func isTokenByte(_ b: UInt8) -> Bool { tokenBytes[Int(b)] }
+
+    /// RFC 7230 token characters, by byte.
+    private static let tokenBytes: [Bool] = (0..<256).map { b in
+        b > 0x20 && b < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains(UInt8(b))
     }
 
     static func isValidName(_ s: Substring) -> Bool { !s.isEmpty && s.utf8.allSatisfy(isTokenByte) }

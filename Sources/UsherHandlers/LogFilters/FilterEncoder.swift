@@ -95,37 +95,19 @@ struct FilterLogEncoder: LogEncoder {
     let filters: FieldFilterNode
 
     func encode(_ entry: LogEntry, into out: inout [UInt8]) {
-        var e = entry
-        if let filtered = Self.apply(filters, to: entry.fields) { e.fields = filtered }
-        wrapped.encode(e, into: &out)
+        // The wrapped encoder applies the filters as it writes each field: no filtered copy of the entry is made.
+        wrapped.encode(entry, rewriting: filters, into: &out)
     }
 
-    /// The fields with the node's filters applied, or `nil` when none applies (the caller keeps its own).
-    static func apply(_ node: FieldFilterNode, to fields: [LogField]) -> [LogField]? {
-        var result: [LogField]?
-        for (i, field) in fields.enumerated() {
-            var changed = false
-            var replacement: LogField?
-            if let child = node.child(field.key) {
-                if let filter = child.filter {
-                    // A filter on an object takes the object whole: its own fields are not filtered further, as
-                    // in Caddy, where the filtered value goes straight to the wrapped encoder.
-                    changed = true
-                    replacement = filter.filter(field)
-                } else if !child.children.isEmpty, case .object(let inner) = field.value,
-                    let filtered = apply(child, to: inner)
-                {
-                    changed = true
-                    replacement = LogField(field.key, .object(filtered))
-                }
-            }
-            if changed {
-                if result == nil { result = Array(fields[..<i]) }
-                if let replacement { result!.append(replacement) }
-            } else if result != nil {
-                result!.append(field)
-            }
-        }
-        return result
+}
+
+extension FieldFilterNode: LogFieldRewriter {
+    /// A filter on an object takes the object whole: its own fields are not filtered further, as in Caddy, where
+    /// the filtered value goes straight to the wrapped encoder.
+    func rewrite(_ field: LogField) -> LogFieldRewrite {
+        guard let child = child(field.key) else { return .keep }
+        if let filter = child.filter { return .replace(filter.filter(field)) }
+        if !child.children.isEmpty, case .object = field.value { return .descend(child) }
+        return .keep
     }
 }
