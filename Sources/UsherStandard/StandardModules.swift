@@ -23,6 +23,8 @@ public enum StandardModules: ModuleBundle {
             TLSApp.self, PKIApp.self, LoadFilesLoader.self, LoadPEMLoader.self, LoadFoldersLoader.self,
             AutomateLoader.self, InternalIssuer.self, ACMEIssuer.self, PermissionByHTTP.self, SNIMatcher.self,
             RemoteIPHandshakeMatcher.self, LocalIPHandshakeMatcher.self, SNIRegexpHandshakeMatcher.self,
+            LeafCertClientAuth.self, LeafFileLoader.self, LeafFolderLoader.self, LeafPEMLoader.self,
+            LeafStorageLoader.self,
             InlineCAPool.self, RFC2136Provider.self, PostgresStorageModule.self, HTTPConfigLoader.self,
             FileCAPool.self, CombinedCAPool.self,
             // Matchers

@@ -116,6 +116,9 @@ public struct ClientAuthentication: Decodable, Sendable {
     public var ca: Loaded<CAPoolSources>?
     /// `mode`. Default: `require_and_verify` when trusted certificates are given, else `require`.
     public var mode: Mode
+    /// `verifiers`: further checks of the client's certificate (`tls.client_auth.verifier.*`), all of which must
+    /// pass.
+    public var verifiers: [Loaded<ClientCertificateVerifiers>]
 
     package enum CodingKeys: String, CodingKey {
         case trustedCACerts = "trusted_ca_certs", trustedCACertPEMFiles = "trusted_ca_certs_pem_files"
@@ -124,7 +127,6 @@ public struct ClientAuthentication: Decodable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.verifiers])
         func base64List(_ key: CodingKeys) throws -> [[UInt8]] {
             try (c.decodeIfPresent([String].self, forKey: key) ?? []).enumerated().map { i, s in
                 guard let d = Data(base64Encoded: s) else {
@@ -137,6 +139,7 @@ public struct ClientAuthentication: Decodable, Sendable {
         trustedCACertPEMFiles = try c.decodeIfPresent([String].self, forKey: .trustedCACertPEMFiles) ?? []
         trustedLeafCerts = try base64List(.trustedLeafCerts)
         ca = try c.decodeIfPresent(Loaded<CAPoolSources>.self, forKey: .ca)
+        verifiers = try c.decodeIfPresent([Loaded<ClientCertificateVerifiers>].self, forKey: .verifiers) ?? []
         if let m = try c.decodeIfPresent(String.self, forKey: .mode), !m.isEmpty {
             guard let mode = Mode(rawValue: m) else { throw c.error(.mode, "client auth mode not recognized: \(m)") }
             self.mode = mode
@@ -223,6 +226,7 @@ public struct ConnectionPolicy: Decodable, Sendable {
     public mutating func provision(_ context: ProvisionContext) async throws {
         try await match?.provision(context)
         try await clientAuthentication?.ca?.provision(context)
+        try await clientAuthentication?.verifiers.provision(context)
     }
 
     func matches(_ hello: HandshakeInfo) -> Bool {
@@ -239,6 +243,8 @@ public final class ServerTLS: Sendable {
         let base: TLSConfiguration
         let leafAllowList: Set<[UInt8]>?
         let verifyPresented: Bool
+        /// The policy's `verifiers`, run on the client's leaf certificate.
+        let verifiers: [any ClientCertificateVerifier]
     }
 
     /// What a handshake should use.
@@ -246,6 +252,9 @@ public final class ServerTLS: Sendable {
         public let context: NIOSSLContext
         /// Set when the policy accepts client certificates by rules NIOSSL's trust store cannot express.
         public let verification: NIOSSLCustomVerificationCallback?
+        /// Set when the client's leaf (DER; `nil` when none was sent) must also pass `verifiers` after a handshake
+        /// the TLS stack verified: a connection whose leaf fails is closed.
+        public let leafCheck: (@Sendable ([UInt8]?) -> Bool)?
     }
 
     /// Why a handshake cannot proceed.
@@ -330,7 +339,11 @@ public final class ServerTLS: Sendable {
                 verifyPresented = !verifies || roots.isEmpty
                 if leafAllowList != nil { verifyPresented = true }
             }
-            out.append(Compiled(policy: p, base: c, leafAllowList: leafAllowList, verifyPresented: verifyPresented))
+            let verifiers = p.clientAuthentication?.verifiers.map(\.module) ?? []
+            out.append(
+                Compiled(
+                    policy: p, base: c, leafAllowList: leafAllowList, verifyPresented: verifyPresented,
+                    verifiers: verifiers))
         }
         compiled = out
     }
@@ -345,7 +358,7 @@ public final class ServerTLS: Sendable {
             var c = TLSConfiguration.makeServerConfiguration(
                 certificateChain: cert.nioChain.map { .certificate($0) }, privateKey: .privateKey(cert.nioKey))
             c.applicationProtocols = [ACMEChallengeBoard.acmeTLS1]
-            return Choice(context: try NIOSSLContext(configuration: c), verification: nil)
+            return Choice(context: try NIOSSLContext(configuration: c), verification: nil, leafCheck: nil)
         }
         guard let index = compiled.firstIndex(where: { $0.policy.matches(hello) }) else {
             throw Refusal(description: "no connection policy matches server name '\(hello.serverName ?? "")'")
@@ -383,7 +396,17 @@ public final class ServerTLS: Sendable {
                 promise.succeed(leaf.map { allow.contains($0) } == true ? .certificateVerified : .failed)
             }
         }
-        return Choice(context: context, verification: verification)
+        // Verifiers judge the leaf once the TLS stack is done with the handshake, as Caddy's VerifyConnection does;
+        // a client that sent none fails them ("no client certificate provided").
+        let verifiers = p.verifiers
+        var leafCheck: (@Sendable ([UInt8]?) -> Bool)?
+        if !verifiers.isEmpty {
+            leafCheck = { leaf in
+                guard let leaf else { return false }
+                return verifiers.allSatisfy { $0.verify(leaf: leaf) }
+            }
+        }
+        return Choice(context: context, verification: verification, leafCheck: leafCheck)
     }
 
     /// The certificate a handshake gets (for TLS stacks other than NIOSSL, such as QUIC's): the first matching

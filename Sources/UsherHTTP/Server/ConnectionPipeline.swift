@@ -79,8 +79,13 @@ enum ConnectionPipeline {
             }
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(ssl)
+            let leafCheck = choice.leafCheck
             try sync.addHandler(
                 ApplicationProtocolNegotiationHandler { alpn in
+                    if let leafCheck, !leafCheck(try? ssl.peerCertificate?.toDERBytes()) {
+                        channel.close(promise: nil)
+                        return channel.eventLoop.makeSucceededVoidFuture()
+                    }
                     var proto: String?
                     if case .negotiated(let p) = alpn { proto = p }
                     let info = TLSConnectionInfo(
