@@ -50,7 +50,9 @@ extension ReverseProxyHandler {
             // A rewrite to GET or HEAD leaves the body for later handlers (forward_auth relies on it), as Caddy.
             withoutBody = changed && (target?.method == .GET || target?.method == .HEAD)
         }
-        var head = upstreamRequestHead(request, upgrade: upgrade, target: target, withoutBody: withoutBody)
+        var head = upstreamRequestHead(
+            request, upgrade: upgrade, target: target, withoutBody: withoutBody,
+            tlsUpstream: connections.transport.tls != nil ? upstream.address : nil)
         if let prebuffered, prebuffered.complete, !withoutBody {
             head.headers.remove(name: "Transfer-Encoding")
             head.headers.replaceOrAdd(name: "Content-Length", value: String(prebuffered.length))

@@ -14,9 +14,11 @@ public import UsherHandlers
 extension ReverseProxyHandler {
     /// The request as it goes up: the (possibly rewritten) method and URI, headers without hop-by-hop fields, the
     /// `X-Forwarded-*` fields, the client's Host, and the configured header ops.
+    /// `tlsUpstream`: the upstream's `host:port` when the transport speaks TLS to it; Caddy 2.11 then sends it as
+    /// `Host` unless a `header_up` says otherwise.
     func upstreamRequestHead(
         _ request: Request, upgrade: (type: String, extendedConnect: Bool)?,
-        target: (method: HTTPMethod, uri: String)? = nil, withoutBody: Bool = false
+        target: (method: HTTPMethod, uri: String)? = nil, withoutBody: Bool = false, tlsUpstream: String? = nil
     ) -> HTTPRequestHead {
         var h = request.headers
         let te = h.first(name: "TE")?.lowercased().contains("trailers") ?? false
@@ -52,6 +54,7 @@ extension ReverseProxyHandler {
         } else if request.body.expectedLength == nil && request.method != .GET && request.method != .HEAD {
             h.replaceOrAdd(name: "Transfer-Encoding", value: "chunked")
         }
+        if let tlsUpstream { h.replaceOrAdd(name: "Host", value: tlsUpstream) }
         if let ops = headers?.request {
             ops.apply(to: &h, request.replacer)
             // Values made from placeholders may carry what a client sent; none may break the header block.

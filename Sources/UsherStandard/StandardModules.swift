@@ -26,7 +26,8 @@ public enum StandardModules: ModuleBundle {
             LeafCertClientAuth.self, LeafFileLoader.self, LeafFolderLoader.self, LeafPEMLoader.self,
             LeafStorageLoader.self,
             InlineCAPool.self, RFC2136Provider.self, PostgresStorageModule.self, HTTPConfigLoader.self,
-            FileCAPool.self, CombinedCAPool.self,
+            FileCAPool.self, CombinedCAPool.self, SystemCAPool.self, PKIRootCAPool.self, PKIIntermediateCAPool.self,
+            StorageCAPool.self,
             // Matchers
             HostMatcher.self, TLSRequestMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self,
             HeaderMatcher.self,

@@ -101,3 +101,114 @@ public func derCertificate(_ der: [UInt8]) throws -> NIOSSLCertificate {
         throw ConfigError("parsing certificate: not a valid DER certificate")
     }
 }
+
+/// `tls.ca_pool.source.system`: the system's trusted roots (Debian's `/etc/ssl/certs/ca-certificates.crt`).
+public struct SystemCAPool: CAPoolSource {
+    public static let moduleID: ModuleID = "tls.ca_pool.source.system"
+    /// Where the system bundle is, as Go looks for it on Debian.
+    static let bundles = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
+
+    public init(from decoder: any Decoder) throws {}
+
+    public func certificates() throws -> [NIOSSLCertificate] {
+        guard let bundle = Self.bundles.first(where: { FileManager.default.isReadableFile(atPath: $0) }) else {
+            throw ConfigError(
+                "failed to load system cert pool: no CA bundle in \(Self.bundles.joined(separator: ", "))")
+        }
+        return try pemCertificates(bundle)
+    }
+}
+
+/// The certificates of named PKI authorities, read while provisioning (made on first use, as for issuance).
+private func authorityCertificates(
+    _ ids: [String], context: ProvisionContext, module: String, pick: (CertificateAuthority) -> String?
+) async throws -> [NIOSSLCertificate] {
+    guard let pki = try await context.app("pki") as? PKIApp else {
+        throw ConfigError("\(module) CA pool requires that a PKI app is configured")
+    }
+    var out: [NIOSSLCertificate] = []
+    for id in ids {
+        guard let ca = pki.authority(id) else { throw ConfigError("getting CA \(id): no such certificate authority") }
+        try await ca.prepare()
+        guard let pem = pick(ca) else { throw ConfigError("CA \(id) has no root certificate") }
+        out += try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8))
+    }
+    return out
+}
+
+/// `tls.ca_pool.source.pki_root`: the root certificates of authorities of the `pki` app.
+public struct PKIRootCAPool: CAPoolSource, Provisioner {
+    public static let moduleID: ModuleID = "tls.ca_pool.source.pki_root"
+    /// `authority`: CA IDs (`local` is always there).
+    public var authority: [String]
+    private var loaded: [NIOSSLCertificate] = []
+
+    enum CodingKeys: String, CodingKey { case authority }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        authority = try c.decodeIfPresent([String].self, forKey: .authority) ?? []
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        loaded = try await authorityCertificates(authority, context: context, module: "pki_root") { $0.pems?.root }
+    }
+
+    public func certificates() throws -> [NIOSSLCertificate] { loaded }
+}
+
+/// `tls.ca_pool.source.pki_intermediate`: the intermediate certificates of authorities of the `pki` app.
+public struct PKIIntermediateCAPool: CAPoolSource, Provisioner {
+    public static let moduleID: ModuleID = "tls.ca_pool.source.pki_intermediate"
+    /// `authority`: CA IDs.
+    public var authority: [String]
+    private var loaded: [NIOSSLCertificate] = []
+
+    enum CodingKeys: String, CodingKey { case authority }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        authority = try c.decodeIfPresent([String].self, forKey: .authority) ?? []
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        loaded = try await authorityCertificates(authority, context: context, module: "pki_intermediate") {
+            $0.pems?.intermediate
+        }
+    }
+
+    public func certificates() throws -> [NIOSSLCertificate] { loaded }
+}
+
+/// `tls.ca_pool.source.storage`: CA certificates kept in the config's storage, by key (PEM; other blocks skipped).
+public struct StorageCAPool: CAPoolSource, Provisioner {
+    public static let moduleID: ModuleID = "tls.ca_pool.source.storage"
+    /// `pem_keys`: storage keys.
+    public var pemKeys: [String]
+    private var loaded: [NIOSSLCertificate] = []
+
+    enum CodingKeys: String, CodingKey { case pemKeys = "pem_keys", storage }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        try c.refuseUnsupported([.storage], note: "the config's own storage is used")
+        pemKeys = try c.decodeIfPresent([String].self, forKey: .pemKeys) ?? []
+        if pemKeys.isEmpty { throw c.error(.pemKeys, "no PEM keys specified") }
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        var out: [NIOSSLCertificate] = []
+        for key in pemKeys {
+            let bytes: [UInt8]
+            do { bytes = try await context.storage.load(key) } catch {
+                throw ConfigError("error loading cert '\(key)' from storage: \(error)")
+            }
+            do { out += try NIOSSLCertificate.fromPEMBytes(bytes) } catch {
+                throw ConfigError("parsing certificate '\(key)': \(error)")
+            }
+        }
+        loaded = out
+    }
+
+    public func certificates() throws -> [NIOSSLCertificate] { loaded }
+}

@@ -32,7 +32,11 @@ public struct PKIApp: App, Provisioner {
         for id in certificateAuthorities.keys.sorted() {
             made[id] = CertificateAuthority(id: id, config: certificateAuthorities[id]!, storage: context.storage)
         }
-        // Keys are made on first use (an issuance, or `usher trust`), so a config that never issues writes nothing.
+        // When serving, the keys are loaded or made now, as Caddy's CA provisioning does, so modules provisioned
+        // after this app (a CA pool reading the root from storage) find them; `validate` writes nothing.
+        if context.mode == .run {
+            for id in made.keys.sorted() { try await made[id]!.prepare() }
+        }
         authorities.withLock { $0 = made }
         let log = context.logger("pki")
         logger.withLock { $0 = log }
