@@ -136,9 +136,28 @@ private func authorityCertificates(
     return out
 }
 
-/// `tls.ca_pool.source.pki_root`: the root certificates of authorities of the `pki` app.
-public struct PKIRootCAPool: CAPoolSource, Provisioner {
+/// Which certificate of a PKI authority a pool trusts.
+public protocol PKIPoolKind: Sendable {
+    static var moduleID: ModuleID { get }
+    static func certificate(of ca: CertificateAuthority) -> String?
+}
+
+/// `root`: `tls.ca_pool.source.pki_root`.
+public enum PKIRootKind: PKIPoolKind {
     public static let moduleID: ModuleID = "tls.ca_pool.source.pki_root"
+    public static func certificate(of ca: CertificateAuthority) -> String? { ca.pems?.root }
+}
+
+/// `intermediate`: `tls.ca_pool.source.pki_intermediate`.
+public enum PKIIntermediateKind: PKIPoolKind {
+    public static let moduleID: ModuleID = "tls.ca_pool.source.pki_intermediate"
+    public static func certificate(of ca: CertificateAuthority) -> String? { ca.pems?.intermediate }
+}
+
+/// `tls.ca_pool.source.pki_root` and `tls.ca_pool.source.pki_intermediate`: the root (or intermediate)
+/// certificates of authorities of the `pki` app.
+public struct PKIAuthorityCAPool<Kind: PKIPoolKind>: CAPoolSource, Provisioner {
+    public static var moduleID: ModuleID { Kind.moduleID }
     /// `authority`: CA IDs (`local` is always there).
     public var authority: [String]
     private var loaded: [NIOSSLCertificate] = []
@@ -151,34 +170,16 @@ public struct PKIRootCAPool: CAPoolSource, Provisioner {
     }
 
     public mutating func provision(_ context: ProvisionContext) async throws {
-        loaded = try await authorityCertificates(authority, context: context, module: "pki_root") { $0.pems?.root }
-    }
-
-    public func certificates() throws -> [NIOSSLCertificate] { loaded }
-}
-
-/// `tls.ca_pool.source.pki_intermediate`: the intermediate certificates of authorities of the `pki` app.
-public struct PKIIntermediateCAPool: CAPoolSource, Provisioner {
-    public static let moduleID: ModuleID = "tls.ca_pool.source.pki_intermediate"
-    /// `authority`: CA IDs.
-    public var authority: [String]
-    private var loaded: [NIOSSLCertificate] = []
-
-    enum CodingKeys: String, CodingKey { case authority }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        authority = try c.decodeIfPresent([String].self, forKey: .authority) ?? []
-    }
-
-    public mutating func provision(_ context: ProvisionContext) async throws {
-        loaded = try await authorityCertificates(authority, context: context, module: "pki_intermediate") {
-            $0.pems?.intermediate
+        loaded = try await authorityCertificates(authority, context: context, module: Kind.moduleID.name) {
+            Kind.certificate(of: $0)
         }
     }
 
     public func certificates() throws -> [NIOSSLCertificate] { loaded }
 }
+
+public typealias PKIRootCAPool = PKIAuthorityCAPool<PKIRootKind>
+public typealias PKIIntermediateCAPool = PKIAuthorityCAPool<PKIIntermediateKind>
 
 /// `tls.ca_pool.source.storage`: CA certificates kept in the config's storage, by key (PEM; other blocks skipped).
 public struct StorageCAPool: CAPoolSource, Provisioner {

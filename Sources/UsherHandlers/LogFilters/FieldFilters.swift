@@ -159,6 +159,13 @@ public struct LogFilterAction: Decodable, Sendable {
 
     enum CodingKeys: String, CodingKey { case type, parameter, name, value }
 
+    private enum ListKeys: String, CodingKey { case actions }
+
+    /// The `actions` of a `query`, `cookie` or `set_cookie` filter.
+    static func list(from decoder: any Decoder) throws -> [LogFilterAction] {
+        try decoder.container(keyedBy: ListKeys.self).decodeIfPresent([LogFilterAction].self, forKey: .actions) ?? []
+    }
+
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let t = try c.decodeIfPresent(String.self, forKey: .type) ?? ""
@@ -178,12 +185,7 @@ public struct QueryLogFilter: LogFieldFilterModule {
     /// `actions`: applied in order.
     public var actions: [LogFilterAction]
 
-    enum CodingKeys: String, CodingKey { case actions }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        actions = try c.decodeIfPresent([LogFilterAction].self, forKey: .actions) ?? []
-    }
+    public init(from decoder: any Decoder) throws { actions = try LogFilterAction.list(from: decoder) }
 
     public func filter(_ field: LogField) -> LogField? { field.mappingStrings(process) }
 
@@ -424,12 +426,7 @@ public struct CookieLogFilter: LogFieldFilterModule {
     /// `actions`: the first naming a cookie applies to it.
     public var actions: [LogFilterAction]
 
-    enum CodingKeys: String, CodingKey { case actions }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        actions = try c.decodeIfPresent([LogFilterAction].self, forKey: .actions) ?? []
-    }
+    public init(from decoder: any Decoder) throws { actions = try LogFilterAction.list(from: decoder) }
 
     public func filter(_ field: LogField) -> LogField? {
         guard case .array(let items) = field.value, let lines = LogField.strings(items) else { return field }
@@ -462,12 +459,7 @@ public struct SetCookieLogFilter: LogFieldFilterModule {
     /// `actions`: the first naming a cookie applies to it.
     public var actions: [LogFilterAction]
 
-    enum CodingKeys: String, CodingKey { case actions }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        actions = try c.decodeIfPresent([LogFilterAction].self, forKey: .actions) ?? []
-    }
+    public init(from decoder: any Decoder) throws { actions = try LogFilterAction.list(from: decoder) }
 
     public func filter(_ field: LogField) -> LogField? {
         guard case .array(let items) = field.value, let lines = LogField.strings(items) else { return field }
