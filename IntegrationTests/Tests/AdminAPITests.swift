@@ -94,8 +94,8 @@ struct AdminAPITests {
                 "apps.http.servers.s.routes[0].handle[0]: module http.handlers.tracing is not available in this build"
             ),
             (
-                #"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "listener_wrappers": [{}]}}}}}"#,
-                "apps.http.servers.s.listener_wrappers (http): not supported yet"
+                #"{"apps": {"http": {"servers": {"s": {"listen": [":1"], "packet_conn_wrappers": [{}]}}}}}"#,
+                "apps.http.servers.s.packet_conn_wrappers (http): not supported yet"
             ),
             (
                 #"{"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:99999"]}}}}}"#,

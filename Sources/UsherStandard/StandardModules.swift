@@ -21,6 +21,7 @@ public enum StandardModules: ModuleBundle {
             TLSListenerWrapper.self,
             // TLS and PKI
             TLSApp.self, PKIApp.self, LoadFilesLoader.self, LoadPEMLoader.self, LoadFoldersLoader.self,
+            LoadStorageLoader.self,
             AutomateLoader.self, InternalIssuer.self, ACMEIssuer.self, PermissionByHTTP.self, SNIMatcher.self,
             RemoteIPHandshakeMatcher.self, LocalIPHandshakeMatcher.self, SNIRegexpHandshakeMatcher.self,
             LeafCertClientAuth.self, LeafFileLoader.self, LeafFolderLoader.self, LeafPEMLoader.self,

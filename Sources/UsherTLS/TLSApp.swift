@@ -395,3 +395,47 @@ func describeFileError(_ error: any Error) -> String {
     default: return ns.localizedDescription
     }
 }
+
+/// `tls.certificates.load_storage`: certificates and keys kept in the config's storage, by key (`pairs` as
+/// `load_files` takes them, with storage keys for file names). Read when the config is provisioned.
+public struct LoadStorageLoader: CertificateLoader, Provisioner {
+    public static let moduleID: ModuleID = "tls.certificates.load_storage"
+    /// `pairs`: storage keys of each certificate chain and key (PEM), with tags.
+    public var pairs: [CertificateFilePair]
+    private var loaded: [TLSCertificate] = []
+
+    enum CodingKeys: String, CodingKey { case pairs }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        pairs = try c.decodeIfPresent([CertificateFilePair].self, forKey: .pairs) ?? []
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        var out: [TLSCertificate] = []
+        for (i, p) in pairs.enumerated() {
+            let path = "apps.tls.certificates.load_storage.pairs[\(i)]"
+            func load(_ key: String, _ what: String) async throws -> String {
+                do { return try await context.storage.loadText(key) } catch {
+                    throw ConfigError(path: path + ".\(what)", "loading \(key) from storage: \(error)")
+                }
+            }
+            let cert = try await load(p.certificate, "certificate")
+            let key = try await load(p.key, "key")
+            if key.prefix(40).contains("ENCRYPTED") {
+                throw ConfigError(
+                    path: path + ".key", "encrypted private keys are not supported; please decrypt the key first")
+            }
+            do {
+                out.append(
+                    try TLSCertificate(
+                        chainPEM: cert, keyPEM: key, tags: p.tags, origin: "storage \(p.certificate) and \(p.key)"))
+            } catch let e as ConfigError {
+                throw ConfigError(path: path, e.message)
+            }
+        }
+        loaded = out
+    }
+
+    public func loadCertificates() throws -> [TLSCertificate] { loaded }
+}
