@@ -7,17 +7,13 @@ private func parseRanges(_ texts: [String], key: some CodingKey, in c: KeyedDeco
 {
     try texts.enumerated().map { i, raw in
         let text = Replacer().replaceAll(raw)
-        if text.contains("/") {
-            guard let p = IPPrefix(text) else {
-                throw ConfigError(
-                    path: c.codingPathString + ".\(key.stringValue)[\(i)]",
-                    "parsing CIDR expression: netip.ParsePrefix(\(Go.quote(text))): invalid prefix")
-            }
-            return p
-        }
-        guard let ip = IPAddress(text), let p = IPPrefix(address: ip, bits: ip.bitLength) else {
+        // A bare address is a full-length prefix.
+        guard let p = IPPrefix(text) else {
             throw ConfigError(
-                path: c.codingPathString + ".\(key.stringValue)[\(i)]", "invalid IP address: '\(text)'")
+                path: c.codingPathString + ".\(key.stringValue)[\(i)]",
+                text.contains("/")
+                    ? "parsing CIDR expression: netip.ParsePrefix(\(Go.quote(text))): invalid prefix"
+                    : "invalid IP address: '\(text)'")
         }
         return p
     }

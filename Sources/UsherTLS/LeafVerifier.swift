@@ -57,29 +57,17 @@ public struct LeafCertClientAuth: ClientCertificateVerifier, Provisioner {
     public func verify(leaf: [UInt8]) -> Bool { trusted.contains(leaf) }
 }
 
-/// The certificates of PEM text; every block must be a certificate, as Caddy's loaders require.
+/// The certificates of PEM text as DER; every block must be a certificate, as Caddy's loaders require.
 func leafDERs(pem: String, source: String) throws -> [[UInt8]] {
-    var out: [[UInt8]] = []
-    var rest = Substring(pem)
-    while let begin = rest.range(of: "-----BEGIN ") {
-        guard let typeEnd = rest[begin.upperBound...].range(of: "-----") else { break }
-        let type = rest[begin.upperBound..<typeEnd.lowerBound]
-        guard type == "CERTIFICATE" else { throw ConfigError("no CERTIFICATE pem block found in \(source)") }
-        guard let end = rest.range(of: "-----END CERTIFICATE-----", range: typeEnd.upperBound..<rest.endIndex) else {
-            break
-        }
-        let body = rest[typeEnd.upperBound..<end.lowerBound].filter { !$0.isWhitespace }
-        guard let der = Data(base64Encoded: String(body)) else {
-            throw ConfigError("\(source): invalid base64 in a CERTIFICATE block")
-        }
-        do { _ = try NIOSSLCertificate(bytes: Array(der), format: .der) } catch {
-            throw ConfigError("\(source): not a certificate: \(error)")
-        }
-        out.append(Array(der))
-        rest = rest[end.upperBound...]
+    let labels = pem.split(separator: "\n").filter { $0.hasPrefix("-----BEGIN ") }
+    guard !labels.isEmpty, labels.allSatisfy({ $0.hasPrefix("-----BEGIN CERTIFICATE-----") }) else {
+        throw ConfigError("no CERTIFICATE pem block found in \(source)")
     }
-    if out.isEmpty { throw ConfigError("no CERTIFICATE pem block found in \(source)") }
-    return out
+    do {
+        return try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)).map { try $0.toDERBytes() }
+    } catch {
+        throw ConfigError("\(source): not a certificate: \(error)")
+    }
 }
 
 private func readPEMFile(_ path: String) throws -> String {

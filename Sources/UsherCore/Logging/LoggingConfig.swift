@@ -54,7 +54,7 @@ public struct LoggingConfig: Decodable, Sendable {
     }
 
     /// Console on a terminal, JSON otherwise, as Caddy chooses.
-    static func defaultEncoder(for writer: any LogWriter) -> any LogEncoder {
+    public static func defaultEncoder(for writer: any LogWriter) -> any LogEncoder {
         writer.isTerminal ? ConsoleLogEncoderModule().makeEncoder() : JSONLogEncoderModule().makeEncoder()
     }
 }

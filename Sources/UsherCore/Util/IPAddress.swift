@@ -27,16 +27,6 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
         bytes = parsed
     }
 
-    static func parseV4(_ s: Substring) -> [UInt8]? {
-        var t = String(s)
-        return t.withUTF8 { parseV4($0) }
-    }
-
-    static func parseV6(_ s: Substring) -> [UInt8]? {
-        var t = String(s)
-        return t.withUTF8 { parseV6($0) }
-    }
-
     /// Dotted decimal, four parts of 0–255 without leading zeros.
     static func parseV4(_ b: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         var out: [UInt8] = []

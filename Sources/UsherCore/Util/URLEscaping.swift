@@ -24,13 +24,21 @@ public enum URLEscaping {
         guard bytes.contains(UInt8(ascii: "%")) || (mode == .query && bytes.contains(UInt8(ascii: "+"))) else {
             return s
         }
+        return unescape(bytes[...], mode: mode).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// ``unescape(_:mode:)`` on bytes.
+    public static func unescape(_ bytes: ArraySlice<UInt8>, mode: Mode) -> [UInt8]? {
+        if !bytes.contains(UInt8(ascii: "%")) && (mode == .path || !bytes.contains(UInt8(ascii: "+"))) {
+            return Array(bytes)
+        }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
-        var i = 0
-        while i < bytes.count {
+        var i = bytes.startIndex
+        while i < bytes.endIndex {
             let b = bytes[i]
             if b == UInt8(ascii: "%") {
-                guard i + 2 < bytes.count, let h = hexValue(bytes[i + 1]), let l = hexValue(bytes[i + 2]) else {
+                guard i + 2 < bytes.endIndex, let h = hexValue(bytes[i + 1]), let l = hexValue(bytes[i + 2]) else {
                     return nil
                 }
                 out.append(h << 4 | l)
@@ -43,7 +51,7 @@ public enum URLEscaping {
                 i += 1
             }
         }
-        return String(decoding: out, as: UTF8.self)
+        return out
     }
 
     private static func isUnreserved(_ b: UInt8) -> Bool {
@@ -62,7 +70,13 @@ public enum URLEscaping {
     /// Escapes for a query component, as Go's `url.QueryEscape` (space becomes `+`).
     public static func queryEscape(_ s: String) -> String {
         var out: [UInt8] = []
-        for b in s.utf8 {
+        queryEscape(s.utf8, into: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// ``queryEscape(_:)`` on bytes, appended to `out`.
+    public static func queryEscape(_ bytes: some Sequence<UInt8>, into out: inout [UInt8]) {
+        for b in bytes {
             if isUnreserved(b) {
                 out.append(b)
             } else if b == UInt8(ascii: " ") {
@@ -73,7 +87,6 @@ public enum URLEscaping {
                 out.append(hexDigits[Int(b & 0xF)])
             }
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// Escapes a path segment, as Go's `url.PathEscape`.

@@ -23,20 +23,27 @@ enum ConnectionPipeline {
         guard raw.isEmpty else {
             // Listener wrappers before TLS (all of them, on a cleartext server) see the connection's first bytes;
             // the rest of the pipeline is built once they are done, behind the prelude.
-            let prelude = ConnectionPrelude(steps: raw, limit: preludeLimit(server.settings)) { context, peer in
-                if let peer { try context.pipeline.syncOperations.addHandler(PeerAddressOverride(peer)) }
+            try addPrelude(raw, to: channel, settings: server.settings) { channel, peer in
                 try configureConnection(
-                    context.channel, slot: slot, server: server, connectionGuard: connectionGuard, peer: peer)
+                    channel, slot: slot, server: server, connectionGuard: connectionGuard, peer: peer)
             }
-            try channel.pipeline.syncOperations.addHandler(prelude)
             return
         }
         try configureConnection(channel, slot: slot, server: server, connectionGuard: connectionGuard, peer: nil)
     }
 
-    /// A prelude waits at most as long as the server waits for a request head.
-    static func preludeLimit(_ settings: ConnectionSettings) -> TimeAmount {
-        settings.readHeaderTimeout ?? .minutes(1)
+    /// Puts `steps` in front of what `build` adds once they are done; a client address from a PROXY header stays
+    /// in the pipeline for HTTP to find. The prelude waits at most as long as the server waits for a request head.
+    private static func addPrelude(
+        _ steps: [PreludeStep], to channel: any Channel, settings: ConnectionSettings,
+        build: @escaping (any Channel, SocketAddress?) throws -> Void
+    ) throws {
+        let prelude = ConnectionPrelude(steps: steps, limit: settings.readHeaderTimeout ?? .minutes(1)) {
+            context, peer in
+            if let peer { try context.pipeline.syncOperations.addHandler(PeerAddressOverride(peer)) }
+            try build(context.channel, peer)
+        }
+        try channel.pipeline.syncOperations.addHandler(prelude)
     }
 
     private static func configureConnection(
@@ -193,11 +200,7 @@ enum ConnectionPipeline {
                 let after = server.settings.listenerPlan.afterTLS
                 guard !after.isEmpty else { return try build(channel) }
                 // Listener wrappers after TLS read the decrypted bytes first.
-                let prelude = ConnectionPrelude(steps: after, limit: preludeLimit(server.settings)) { context, peer in
-                    if let peer { try context.pipeline.syncOperations.addHandler(PeerAddressOverride(peer)) }
-                    try build(context.channel)
-                }
-                try channel.pipeline.syncOperations.addHandler(prelude)
+                try addPrelude(after, to: channel, settings: server.settings) { channel, _ in try build(channel) }
             } else {
                 channel.close(promise: nil)
             }

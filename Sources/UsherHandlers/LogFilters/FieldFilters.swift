@@ -137,13 +137,8 @@ public struct IPMaskLogFilter: LogFieldFilterModule {
         let address = ip.unmapped
         let bits = address.isIPv4 ? ipv4CIDR : ipv6CIDR
         // Go's CIDRMask gives no mask for 0 or an out-of-range length, and masking with none gives a nil IP.
-        guard bits > 0, bits <= address.bitLength else { return "<nil>" }
-        var bytes = address.bytes
-        for i in bytes.indices {
-            let keep = max(0, min(8, bits - i * 8))
-            bytes[i] &= keep == 8 ? 0xFF : UInt8(truncatingIfNeeded: 0xFF << (8 - keep))
-        }
-        return IPAddress(bytes: bytes)!.description
+        guard bits > 0, let prefix = IPPrefix(address: address, bits: bits) else { return "<nil>" }
+        return prefix.masked.address.description
     }
 }
 
@@ -234,9 +229,9 @@ public struct QueryLogFilter: LogFieldFilterModule {
         if !items.isEmpty || mark + 1 == end { out.append(UInt8(ascii: "?")) }
         for (i, item) in items.enumerated() {
             if i > 0 { out.append(UInt8(ascii: "&")) }
-            Self.queryEscape(item.name, into: &out)
+            URLEscaping.queryEscape(item.name, into: &out)
             out.append(UInt8(ascii: "="))
-            Self.queryEscape(item.value, into: &out)
+            URLEscaping.queryEscape(item.value, into: &out)
         }
         out += bytes[end...]
         return String(decoding: out, as: UTF8.self)
@@ -274,57 +269,12 @@ public struct QueryLogFilter: LogFieldFilterModule {
         for part in raw.split(separator: UInt8(ascii: "&")) {
             if part.contains(UInt8(ascii: ";")) { continue }
             let eq = part.firstIndex(of: UInt8(ascii: "="))
-            guard let name = unescape(part[..<(eq ?? part.endIndex)]),
-                let value = unescape(eq.map { part[($0 + 1)...] } ?? [])
+            guard let name = URLEscaping.unescape(part[..<(eq ?? part.endIndex)], mode: .query),
+                let value = URLEscaping.unescape(eq.map { part[($0 + 1)...] } ?? [], mode: .query)
             else { continue }
             items.append((name, value))
         }
         return items
-    }
-
-    /// Query unescaping: `%XX` and `+` for a space; `nil` for a malformed escape.
-    static func unescape(_ b: ArraySlice<UInt8>) -> [UInt8]? {
-        if !b.contains(UInt8(ascii: "%")) && !b.contains(UInt8(ascii: "+")) { return Array(b) }
-        var out: [UInt8] = []
-        out.reserveCapacity(b.count)
-        var i = b.startIndex
-        while i < b.endIndex {
-            switch b[i] {
-            case UInt8(ascii: "%"):
-                guard i + 2 < b.endIndex, isHex(b[i + 1]), isHex(b[i + 2]) else { return nil }
-                out.append(hexValue(b[i + 1]) << 4 | hexValue(b[i + 2]))
-                i += 3
-            case UInt8(ascii: "+"):
-                out.append(UInt8(ascii: " "))
-                i += 1
-            default:
-                out.append(b[i])
-                i += 1
-            }
-        }
-        return out
-    }
-
-    private static func hexValue(_ b: UInt8) -> UInt8 {
-        b <= 0x39 ? b - 0x30 : (b | 0x20) - 0x61 + 10
-    }
-
-    /// `url.QueryEscape`.
-    static func queryEscape(_ b: [UInt8], into out: inout [UInt8]) {
-        let hex = Array("0123456789ABCDEF".utf8)
-        for c in b {
-            if (c >= 0x61 && c <= 0x7A) || (c >= 0x41 && c <= 0x5A) || (c >= 0x30 && c <= 0x39) || c == 0x2D
-                || c == 0x5F || c == 0x2E || c == 0x7E
-            {
-                out.append(c)
-            } else if c == 0x20 {
-                out.append(UInt8(ascii: "+"))
-            } else {
-                out.append(UInt8(ascii: "%"))
-                out.append(hex[Int(c >> 4)])
-                out.append(hex[Int(c & 0xF)])
-            }
-        }
     }
 
 }

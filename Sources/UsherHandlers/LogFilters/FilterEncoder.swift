@@ -47,8 +47,7 @@ public struct FilterEncoderModule: LogEncoderModule {
 /// The encoder an encoder-wrapping module writes with: its `wrap`, else console on a terminal and JSON otherwise.
 func wrappedEncoder(_ wrap: Loaded<LogEncoders>?, for writer: (any LogWriter)?) -> any LogEncoder {
     if let w = wrap?.module { return w.makeEncoder(for: writer) }
-    if writer?.isTerminal == true { return ConsoleLogEncoderModule().makeEncoder() }
-    return JSONLogEncoderModule().makeEncoder()
+    return writer.map(LoggingConfig.defaultEncoder) ?? JSONLogEncoderModule().makeEncoder()
 }
 
 /// Filters by field path, as a tree walked beside the entry's fields, so an entry's unfiltered parts are neither
