@@ -33,6 +33,10 @@ public enum HTTPMatchers: ModuleNamespace {
     public typealias Instance = any RequestMatcher
 }
 
+/// An error that Caddy returns as it is rather than as a `HandlerError` (a matcher's evaluation error, say): it
+/// answers 500, and error routes see `{http.error}` but no `{http.error.status_code}` or the other fields.
+public protocol UnclassifiedRequestError: Error {}
+
 /// An error from a handler with the HTTP status it calls for (Caddy's `HandlerError`).
 public struct HandlerError: Error, CustomStringConvertible, Sendable {
     /// The status for the response; 500 if unset.

@@ -34,6 +34,7 @@ public enum StandardModules: ModuleBundle {
             HeaderMatcher.self,
             HeaderRegexpMatcher.self, QueryMatcher.self, ProtocolMatcher.self, NotMatcher.self,
             RemoteIPMatcher.self, ClientIPMatcher.self, VarsMatcher.self, VarsRegexpMatcher.self, FileMatcher.self,
+            ExpressionMatcher.self,
             // Handlers
             SubrouteHandler.self, StaticResponseHandler.self, ACMEServerHandler.self, HeadersHandler.self,
             RewriteHandler.self,

@@ -31,6 +31,7 @@ public enum PathUtil {
     /// Lexical cleaning, as Go's `path.Clean`.
     public static func clean(_ p: String) -> String {
         if p.isEmpty { return "." }
+        if isClean(p) { return p }
         let rooted = p.hasPrefix("/")
         var out: [Substring] = []
         for part in p.split(separator: "/", omittingEmptySubsequences: true) {
@@ -48,5 +49,30 @@ public enum PathUtil {
         let joined = out.joined(separator: "/")
         if rooted { return "/" + joined }
         return joined.isEmpty ? "." : joined
+    }
+
+    /// Whether a rooted path is already what ``clean(_:)`` would make it: no empty, `.` or `..` segment and no
+    /// trailing slash (the common case, checked without allocating).
+    static func isClean(_ p: String) -> Bool {
+        var segmentLength = 0
+        var dots = 0
+        var first = true
+        for b in p.utf8 {
+            if first {
+                guard b == UInt8(ascii: "/") else { return false }
+                first = false
+                continue
+            }
+            if b == UInt8(ascii: "/") {
+                if segmentLength == 0 || segmentLength == dots && dots <= 2 { return false }
+                segmentLength = 0
+                dots = 0
+            } else {
+                segmentLength += 1
+                if b == UInt8(ascii: ".") { dots += 1 }
+            }
+        }
+        if p.utf8.count == 1 { return true }
+        return segmentLength > 0 && !(segmentLength == dots && dots <= 2)
     }
 }

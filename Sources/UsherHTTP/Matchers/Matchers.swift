@@ -54,39 +54,80 @@ public struct HostMatcher: RequestMatcher, Validator {
 public struct PathMatcher: RequestMatcher {
     public static let moduleID: ModuleID = "http.matchers.path"
     public var patterns: [String]
+    /// The patterns classified once; those with placeholders are classified per request.
+    let compiled: [Pattern]
+
+    enum Kind {
+        case all
+        case substring(String)
+        case suffix(String)
+        case prefix(String)
+        case glob
+        /// `%xx` in the pattern: matched against the escaped path.
+        case escaped
+    }
+
+    struct Pattern {
+        var text: String
+        var kind: Kind
+        var mergeSlashes: Bool
+        var dynamic: Bool
+    }
 
     public init(from decoder: any Decoder) throws {
         patterns = try [String](from: decoder).map { $0.lowercased() }
+        compiled = patterns.map { p in
+            Replacer.mayContainPlaceholders(p)
+                ? Pattern(text: p, kind: .glob, mergeSlashes: true, dynamic: true) : Self.classify(p)
+        }
+    }
+
+    static func classify(_ pattern: String) -> Pattern {
+        let merge = !pattern.contains("//")
+        if pattern == "*" { return Pattern(text: pattern, kind: .all, mergeSlashes: merge, dynamic: false) }
+        if pattern.contains("%") { return Pattern(text: pattern, kind: .escaped, mergeSlashes: merge, dynamic: false) }
+        let stars = pattern.reduce(0) { $0 + ($1 == "*" ? 1 : 0) }
+        let kind: Kind
+        if stars == 2 && pattern.hasPrefix("*") && pattern.hasSuffix("*") && pattern.count >= 2 {
+            kind = .substring(String(pattern.dropFirst().dropLast()))
+        } else if stars == 1 && pattern.hasPrefix("*") {
+            kind = .suffix(String(pattern.dropFirst()))
+        } else if stars == 1 && pattern.hasSuffix("*") {
+            kind = .prefix(String(pattern.dropLast()))
+        } else {
+            kind = .glob
+        }
+        return Pattern(text: pattern, kind: kind, mergeSlashes: merge, dynamic: false)
     }
 
     public func matches(_ request: Request) throws -> Bool {
-        let reqPath = request.path.lowercased()
-        for raw in patterns {
-            let pattern = Replacer.mayContainPlaceholders(raw) ? request.replacer.replaceAll(raw) : raw
-            if pattern == "*" { return true }
-            let mergeSlashes = !pattern.contains("//")
-            if pattern.contains("%") {
-                let cleaned = PathMatching.cleanPath(request.escapedPath, collapseSlashes: mergeSlashes)
-                if PathMatching.matchWithEscapes(cleaned, pattern) { return true }
+        var lowered: String?
+        var cleanedMerged: String?
+        var cleanedKept: String?
+        for var p in compiled {
+            if p.dynamic { p = Self.classify(request.replacer.replaceAll(p.text)) }
+            if case .all = p.kind { return true }
+            if case .escaped = p.kind {
+                let cleaned = PathMatching.cleanPath(request.escapedPath, collapseSlashes: p.mergeSlashes)
+                if PathMatching.matchWithEscapes(cleaned, p.text) { return true }
                 continue
             }
-            let cleaned = PathMatching.cleanPath(reqPath, collapseSlashes: mergeSlashes)
-            let stars = pattern.reduce(0) { $0 + ($1 == "*" ? 1 : 0) }
-            if stars == 2 && pattern.hasPrefix("*") && pattern.hasSuffix("*") && pattern.count >= 2 {
-                if cleaned.contains(String(pattern.dropFirst().dropLast())) { return true }
-                continue
+            let reqPath = lowered ?? request.path.lowercased()
+            lowered = reqPath
+            let cleaned: String
+            if p.mergeSlashes {
+                cleaned = cleanedMerged ?? PathMatching.cleanPath(reqPath, collapseSlashes: true)
+                cleanedMerged = cleaned
+            } else {
+                cleaned = cleanedKept ?? PathMatching.cleanPath(reqPath, collapseSlashes: false)
+                cleanedKept = cleaned
             }
-            if stars == 1 {
-                if pattern.hasPrefix("*") {
-                    if cleaned.hasSuffix(String(pattern.dropFirst())) { return true }
-                    continue
-                }
-                if pattern.hasSuffix("*") {
-                    if cleaned.hasPrefix(String(pattern.dropLast())) { return true }
-                    continue
-                }
+            switch p.kind {
+            case .substring(let s): if cleaned.contains(s) { return true }
+            case .suffix(let s): if cleaned.hasSuffix(s) { return true }
+            case .prefix(let s): if cleaned.hasPrefix(s) { return true }
+            default: if PathMatching.globMatch(p.text, cleaned) { return true }
             }
-            if PathMatching.globMatch(pattern, cleaned) { return true }
         }
         return false
     }

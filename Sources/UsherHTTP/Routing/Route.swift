@@ -148,6 +148,8 @@ public struct HTTPErrorConfig: Decodable, Sendable {
         request.handlerError = he
         let r = request.replacer
         r.set("http.error", he.description)
+        // Caddy sets the rest only for its HandlerError; an error it passes along as it is leaves them unset.
+        if error is any UnclassifiedRequestError { return }
         r.set("http.error.status_code", String(he.status))
         r.set("http.error.status_text", HTTPResponseStatusText.text(he.status))
         r.set("http.error.id", he.id)

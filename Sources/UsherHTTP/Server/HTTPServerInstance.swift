@@ -151,7 +151,7 @@ public final class HTTPServerInstance: Sendable {
             LogField("err_trace", .string(he.trace)),
         ]
         if let errorChain {
-            HTTPErrorConfig.prepare(request, for: he)
+            HTTPErrorConfig.prepare(request, for: error)
             do {
                 try await errorChain.serve(request, writer)
                 router.log(LogEntry(level: .debug, logger: "http.log.error", message: he.message, fields: fields))
