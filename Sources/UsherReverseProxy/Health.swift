@@ -199,6 +199,8 @@ struct ActiveHealthChecker: Sendable {
     let connections: ConnectionPool
     let group: any EventLoopGroup
     let logger: Logger
+    /// Told `healthy` and `unhealthy` (with the `host`) when an upstream changes state, as Caddy does.
+    let events: (any EventEmitter)?
 
     func run() async {
         while !Task.isCancelled {
@@ -249,6 +251,9 @@ struct ActiveHealthChecker: Sendable {
                 metadata: [
                     "host": .string(upstream.address), "error": .string(record.error ?? ""),
                 ])
+            await events?.emit(
+                healthy ? "healthy" : "unhealthy", origin: ReverseProxyHandler.moduleID,
+                data: ["host": .string(upstream.address)])
         }
     }
 

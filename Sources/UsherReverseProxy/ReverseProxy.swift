@@ -222,7 +222,8 @@ public struct ReverseProxyHandler: MiddlewareHandler, Provisioner, CleanerUpper 
             let run = ActiveHealthChecker(
                 config: active, pool: pool, connections: connections,
                 group: context.eventLoopGroup,
-                logger: context.logger("http.handlers.reverse_proxy.health_checker.active"))
+                logger: context.logger("http.handlers.reverse_proxy.health_checker.active"),
+                events: try await context.app("events") as? any EventEmitter)
             checker = CheckerTask(Task { await run.run() })
         }
     }

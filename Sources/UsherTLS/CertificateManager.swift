@@ -58,11 +58,15 @@ final class CertificateManager: Sendable {
     /// Names found due at start (with whether each is a renewal), ordered once every app is serving.
     private let pending = Mutex<[(String, Bool)]>([])
     private let stopped = Atomic<Bool>(false)
+    /// The `events` app: `cert_obtaining` (which a handler may abort), `cert_obtained`, `cert_failed` and
+    /// `cached_managed_cert`, with certmagic's data.
+    let events: (any EventEmitter)?
 
     init(
         store: CertificateStore, storage: any Storage, automation: AutomationConfig?, logger: Logger,
-        defaultIssuers: DefaultIssuers
+        defaultIssuers: DefaultIssuers, events: (any EventEmitter)? = nil
     ) {
+        self.events = events
         self.store = store
         self.storage = storage
         self.automation = automation
@@ -103,7 +107,7 @@ final class CertificateManager: Sendable {
                 logger.debug(
                     "loaded managed certificate from storage",
                     metadata: ["identifier": "\(name)", "serial": "\(cert.serialNumber)"])
-                store.add(cert)
+                await cache(cert)
                 if needsRenewal(cert, plan) { due.append((name, true)) }
                 continue
             }
@@ -176,7 +180,7 @@ final class CertificateManager: Sendable {
     func obtainOnDemand(_ name: String) async throws {
         let plan = plan(for: name)
         if let stored = await loadStored(name, plan), !needsRenewal(stored, plan) {
-            store.add(stored)
+            await cache(stored)
         } else {
             try await obtain(name, plan, renewing: false)
         }
@@ -308,7 +312,7 @@ final class CertificateManager: Sendable {
         _ name: String, _ plan: Plan, renewing: Bool, reserved: (issuer: ACMEIssuer, slot: ContinuousClock.Instant)?
     ) async throws {
         if let stored = await loadStored(name, plan), !needsRenewal(stored, plan) {
-            store.add(stored)
+            await cache(stored)
             if let reserved { await reserved.issuer.returnOrderSlot(reserved.slot) }
             return
         }
@@ -318,6 +322,18 @@ final class CertificateManager: Sendable {
         if plan.reuseKeys, let old = await storedKey(name, plan) {
             key = old.key
             algorithm = old.algorithm
+        }
+        var starting: JSONObject = ["identifier": .string(name)]
+        let old = renewing ? store.managedCertificate(for: name) : nil
+        if renewing {
+            starting["renewal"] = true
+            starting["forced"] = false
+            starting["remaining"] = .number(JSONNumber(Int((old?.notAfter.timeIntervalSinceNow ?? 0) * 1e9)))
+            if let issuer = plan.issuers.first { starting["issuer"] = .string(issuer.issuerKey) }
+        }
+        if let events, let aborted = await events.emit("cert_obtaining", origin: "tls", data: starting).aborted {
+            throw ConfigError(
+                "\(renewing ? "renewing" : "obtaining") certificate aborted by event handler: \(aborted)")
         }
         let csr = try makeCSR(names: [name], key: key, algorithm: algorithm, mustStaple: plan.mustStaple)
         var request = CertificateRequest(names: [name], csrDER: csr, publicKey: key.publicKey)
@@ -335,7 +351,24 @@ final class CertificateManager: Sendable {
                     chainPEM: issued.chainPEM, keyPEM: keyPEM, managed: true,
                     origin: StorageKeys.siteCertificate(issuerKey: issuer.issuerKey, name: name))
                 try await save(name, issuer.issuerKey, chainPEM: issued.chainPEM, keyPEM: keyPEM, issued, plan)
-                store.add(cert)
+                if let events {
+                    let crt = StorageKeys.siteCertificate(issuerKey: issuer.issuerKey, name: name)
+                    var data: JSONObject = [
+                        "renewal": .bool(renewing), "identifier": .string(name), "issuer": .string(issuer.issuerKey),
+                        "storage_path": .string(StorageKeys.sitePrefix(issuerKey: issuer.issuerKey, name: name)),
+                        "private_key_path": .string(
+                            StorageKeys.sitePrivateKey(issuerKey: issuer.issuerKey, name: name)),
+                        "certificate_path": .string(crt),
+                        "metadata_path": .string(StorageKeys.siteMetadata(issuerKey: issuer.issuerKey, name: name)),
+                        // Go's JSON gives []byte as base64, so this is the PEM text in base64, as Caddy logs it.
+                        "csr_pem": .string(
+                            Data((PEMDocument(type: "CERTIFICATE REQUEST", derBytes: csr).pemString + "\n").utf8)
+                                .base64EncodedString()),
+                    ]
+                    if renewing { data["remaining"] = starting["remaining"] }
+                    await events.emit("cert_obtained", origin: "tls", data: data)
+                }
+                await cache(cert)
                 logger.info(
                     renewing ? "certificate renewed successfully" : "certificate obtained successfully",
                     metadata: ["identifier": "\(name)", "issuer": "\(issuer.issuerKey)"])
@@ -350,7 +383,22 @@ final class CertificateManager: Sendable {
                     metadata: ["identifier": "\(name)", "issuer": "\(issuer.issuerKey)", "error": "\(problem)"])
             }
         }
+        if let events {
+            var data: JSONObject = [
+                "renewal": .bool(renewing), "identifier": .string(name),
+                "issuers": .array(plan.issuers.map { .string($0.issuerKey) }),
+                "error": .string(lastError.map { "\($0)" } ?? "no issuer"),
+            ]
+            if renewing { data["remaining"] = starting["remaining"] }
+            await events.emit("cert_failed", origin: "tls", data: data)
+        }
         throw lastError ?? ConfigError("no issuer for \(name)")
+    }
+
+    /// Puts a managed certificate in the cache, telling the `events` app (`cached_managed_cert`).
+    func cache(_ cert: TLSCertificate) async {
+        store.add(cert)
+        await events?.emit("cached_managed_cert", origin: "tls", data: ["sans": .array(cert.names.map { .string($0) })])
     }
 
     /// Stores the key, chain and metadata. The pair is first written beside the live files as `.pending`, so a

@@ -101,9 +101,15 @@ public struct TLSApp: App, Provisioner {
         try await dns?.provision(context)
         context.setLoadValue(DNSDefaults(provider: dns?.module, resolvers: resolvers))
         try await certificates.provision(context)
+        // As Caddy's tls app, this one asks for the events app, which is thereby always there to emit events.
+        let events = try await context.app("events") as? any EventEmitter
         for entry in certificates.entries {
             do {
-                for cert in try entry.module.loadCertificates() { store.add(cert) }
+                for cert in try entry.module.loadCertificates() {
+                    store.add(cert)
+                    await events?.emit(
+                        "cached_unmanaged_cert", origin: "tls", data: ["sans": .array(cert.names.map { .string($0) })])
+                }
             } catch var e as ConfigError {
                 if e.path.isEmpty { e.path = entry.configPath }
                 if e.moduleID == nil { e.moduleID = entry.moduleID }
@@ -125,7 +131,7 @@ public struct TLSApp: App, Provisioner {
         let defaults = DefaultIssuers(acme: defaultACME?.module, internalIssuer: defaultInternal.module)
         let manager = CertificateManager(
             store: store, storage: context.storage, automation: automation, logger: context.logger("tls"),
-            defaultIssuers: defaults)
+            defaultIssuers: defaults, events: events)
         runtime.withLock { $0 = manager }
         if context.mode == .run {
             // Distributed solving: this instance answers HTTP-01 challenges others sharing the storage started.

@@ -11,7 +11,7 @@ public enum CoreModules: ModuleBundle {
         [
             JSONLogEncoderModule.self, ConsoleLogEncoderModule.self, JournaldLogEncoderModule.self,
             StdoutWriterModule.self, StderrWriterModule.self, DiscardWriterModule.self, FileWriterModule.self,
-            NetWriterModule.self,
+            NetWriterModule.self, EventsApp.self,
             FileSystemStorageModule.self,
         ]
     }

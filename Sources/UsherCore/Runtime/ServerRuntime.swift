@@ -164,6 +164,9 @@ public actor ServerRuntime {
             }
         }
 
+        // The first config logs as it says from its start on (its certificates' events, say); a reload keeps
+        // the running config's logs until the new one serves.
+        if running == nil { environment.logRouter.replaceSinks(sinks) }
         var started: [String] = []
         do {
             for name in context.appOrder {
@@ -185,7 +188,9 @@ public actor ServerRuntime {
         currentConfig = json
         environment.logRouter.replaceSinks(sinks)
         for name in context.appOrder { await context.apps[name]!.allAppsStarted() }
+        await (context.apps["events"] as? EventsApp)?.emit("started", origin: nil)
         if let old {
+            await (old.apps["events"] as? EventsApp)?.emit("stopping", origin: nil)
             for name in old.appOrder.reversed() { await old.apps[name]!.stop() }
             await old.context.runCleanups()
         }
@@ -398,6 +403,7 @@ public actor ServerRuntime {
         loaderTask?.cancel()
         loaderTask = nil
         if let running {
+            await (running.apps["events"] as? EventsApp)?.emit("stopping", origin: nil)
             for name in running.appOrder.reversed() { await running.apps[name]!.stop() }
             await running.context.runCleanups()
         }
