@@ -58,4 +58,93 @@ struct CAPoolTests {
             #expect(u.hasPrefix(name == "system" ? "502" : "200"), "\(name): \(u)")
         }
     }
+
+    @Test("an http source trusts the CA certificates an endpoint serves; a failing endpoint refuses the config")
+    func httpSource() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("usher-ca-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // A CA, a certificate for the upstream from it, and another CA that signed nothing here.
+        for ca in ["ca", "other"] {
+            try runOpenSSL(
+                ["req", "-x509"] + opensslNewP256Key + [
+                    "-keyout", "\(ca).key", "-out", "\(ca).pem", "-subj", "/CN=test \(ca)", "-days", "2",
+                ], in: dir)
+        }
+        try runOpenSSL(
+            ["req", "-new"] + opensslNewP256Key + ["-keyout", "up.key", "-out", "up.csr", "-subj", "/CN=localhost"],
+            in: dir)
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\n".write(
+            to: dir.appendingPathComponent("ext.cnf"), atomically: true, encoding: .utf8)
+        try runOpenSSL(
+            [
+                "x509", "-req", "-in", "up.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+                "up.crt", "-days", "2", "-extfile", "ext.cnf",
+            ], in: dir)
+        let epPort = freePort()
+        let ep = Process()
+        ep.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        ep.arguments = ["-m", "http.server", "--bind", "127.0.0.1", "\(epPort)"]
+        ep.currentDirectoryURL = dir
+        ep.standardOutput = FileHandle.nullDevice
+        ep.standardError = FileHandle.nullDevice
+        try launch(ep)
+        defer { ep.terminate(); ep.waitUntilExit() }
+        let deadline = Date().addingTimeInterval(10)
+        while !portOpen(epPort) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        let upPort = freePort()
+        let upstream = try UsherProcess(
+            config: """
+                {"admin": {"disabled": true}, "apps": {
+                  "http": {"servers": {"u": {"listen": ["127.0.0.1:\(upPort)"], "automatic_https": {"disable": true},
+                    "tls_connection_policies": [{}],
+                    "routes": [{"handle": [{"handler": "static_response", "body": "upstream"}]}]}}},
+                  "tls": {"certificates": {"load_files": [{"certificate": "\(dir.path)/up.crt", "key": "\(dir.path)/up.key"}]}}}}
+                """, waitPort: upPort)
+        defer { upstream.stop() }
+        func site(_ path: String, _ file: String) -> String {
+            """
+            \thandle_path /\(path) {
+            \t\treverse_proxy https://127.0.0.1:\(upPort) {
+            \t\t\ttransport http {
+            \t\t\t\ttls_trust_pool http http://127.0.0.1:\(epPort)/\(file)
+            \t\t\t}
+            \t\t}
+            \t}
+            """
+        }
+        let pair = try ServerPair(
+            caddyfile: """
+                {
+                \tadmin off
+                }
+                :{{PORT}} {
+                \(site("trusted", "ca.pem"))
+                \(site("wrong", "other.pem"))
+                }
+                """)
+        defer { pair.stop() }
+        let (trustedU, trustedC) = try pair.ask("/trusted")
+        #expect(trustedU.status == 200 && trustedU.body == "upstream", "\(trustedU.status) \(trustedU.body)")
+        #expect(trustedC.status == 200 && trustedC.body == "upstream")
+        let (wrongU, wrongC) = try pair.ask("/wrong")
+        #expect(wrongU.status == 502 && wrongC.status == 502, "usher \(wrongU.status), caddy \(wrongC.status)")
+
+        // An endpoint answering 404 fails provisioning in both.
+        let config = dir.appendingPathComponent("missing.json")
+        try """
+        {"apps": {"http": {"servers": {"s": {"listen": ["127.0.0.1:\(freePort())"], "routes": [{"handle": [
+          {"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:\(upPort)"}],
+           "transport": {"protocol": "http", "tls": {"ca": {"provider": "http",
+             "endpoints": ["http://127.0.0.1:\(epPort)/nosuch.pem"]}}}}]}]}}}}}
+        """.write(to: config, atomically: true, encoding: .utf8)
+        for binary in [usherBinary, caddyOracle!] {
+            let r = try runCommand(binary, ["validate", "--config", config.path], environment: ["HOME": dir.path])
+            #expect(r.status != 0)
+            #expect(
+                (r.stdout + r.stderr).contains(
+                    "HTTP 404 fetching CA certificate bundle from http://127.0.0.1:\(epPort)/nosuch.pem"),
+                "\(binary): \(r.stdout + r.stderr)")
+        }
+    }
 }

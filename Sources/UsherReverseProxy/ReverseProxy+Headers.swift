@@ -65,11 +65,17 @@ extension ReverseProxyHandler {
         if let target {
             return HTTPRequestHead(
                 version: .http1_1, method: upgrade?.extendedConnect == true ? method : target.method,
-                uri: target.uri, headers: h)
+                uri: Self.requestURI(target.uri), headers: h)
         }
         var uri = request.escapedPath
         if !request.rawQuery.isEmpty { uri += "?" + request.rawQuery }
+        uri = Self.requestURI(uri)
         return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: h)
+    }
+
+    /// An empty path (left by `handle_path` stripping all of it) goes upstream as `/`, as Go's `URL.RequestURI`.
+    static func requestURI(_ uri: String) -> String {
+        uri.isEmpty || uri.hasPrefix("?") ? "/" + uri : uri
     }
 
     /// Whether the peer is a trusted proxy: by the server's `trusted_proxies` or this handler's.

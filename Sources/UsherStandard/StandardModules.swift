@@ -28,7 +28,7 @@ public enum StandardModules: ModuleBundle {
             LeafStorageLoader.self,
             InlineCAPool.self, RFC2136Provider.self, PostgresStorageModule.self, HTTPConfigLoader.self,
             FileCAPool.self, CombinedCAPool.self, SystemCAPool.self, PKIRootCAPool.self, PKIIntermediateCAPool.self,
-            StorageCAPool.self,
+            StorageCAPool.self, HTTPCertificateGetter.self, HTTPCAPool.self,
             // Matchers
             HostMatcher.self, TLSRequestMatcher.self, PathMatcher.self, PathRegexpMatcher.self, MethodMatcher.self,
             HeaderMatcher.self,

@@ -124,6 +124,9 @@ public struct AutomationPolicy: Decodable, Sendable {
     /// `on_demand`: obtain certificates for matching names during the first handshake that needs one, as the
     /// `tls` app's `automation.on_demand.permission` allows. Default: false.
     public var onDemand: Bool
+    /// `get_certificate`: managers asked during a handshake for these names before any certificate is obtained;
+    /// names they cover are not obtained at start (certmagic's on-demand deferral).
+    public var getCertificate: [Loaded<CertificateGetters>]
     private let madeStorage = SharedState<(any Storage)?>(nil)
 
     /// The storage `storage` configures, once provisioned.
@@ -138,7 +141,6 @@ public struct AutomationPolicy: Decodable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        try c.refuseUnsupported([.getCertificate])
         subjects = try c.decodeIfPresent([String].self, forKey: .subjects) ?? []
         issuers = try c.decodeIfPresent([Loaded<Issuers>].self, forKey: .issuers) ?? []
         keyType = try c.decodeIfPresent(String.self, forKey: .keyType).flatMap { $0.isEmpty ? nil : $0 }
@@ -154,12 +156,14 @@ public struct AutomationPolicy: Decodable, Sendable {
         reusePrivateKeys = try c.decodeIfPresent(Bool.self, forKey: .reusePrivateKeys) ?? false
         mustStaple = try c.decodeIfPresent(Bool.self, forKey: .mustStaple) ?? false
         onDemand = try c.decodeIfPresent(Bool.self, forKey: .onDemand) ?? false
+        getCertificate = try c.decodeIfPresent([Loaded<CertificateGetters>].self, forKey: .getCertificate) ?? []
         disableOCSPStapling = try c.decodeIfPresent(Bool.self, forKey: .disableOCSPStapling) ?? false
         ocspOverrides = try c.decodeIfPresent([String: String].self, forKey: .ocspOverrides) ?? [:]
     }
 
     mutating func provision(_ context: ProvisionContext) async throws {
         try await issuers.provision(context)
+        try await getCertificate.provision(context)
         if var loaded = storage {
             try await loaded.provision(context)
             let made = try loaded.module.makeStorage(context)

@@ -1,8 +1,7 @@
 import UsherCaddyfile
 import UsherCore
 
-/// The Caddyfile syntax of the `tls.ca_pool.source.*` modules (with those whose runtime is not in this build yet:
-/// `pki_root`, `pki_intermediate`, `storage`, `http`).
+/// The Caddyfile syntax of the `tls.ca_pool.source.*` modules.
 let caPoolParsers = CaddyfileSupport(modules: [
     "tls.ca_pool.source.inline": parseInlineCAPool,
     "tls.ca_pool.source.file": parseFileCAPool,

@@ -1,7 +1,9 @@
 import Foundation
 public import NIOCore
+import NIOHTTP1
 public import NIOSSL
 import Synchronization
+import UsherACME
 public import UsherCore
 
 /// Sources of trusted CA certificates (`tls.ca_pool.source.*`, inline key `provider`), as `client_authentication.ca`.
@@ -209,6 +211,89 @@ public struct StorageCAPool: CAPoolSource, Provisioner {
             }
         }
         loaded = out
+    }
+
+    public func certificates() throws -> [NIOSSLCertificate] { loaded }
+}
+
+/// `tls.ca_pool.source.http`: the certificates in the PEM bodies of `endpoints`, fetched once when the config
+/// loads (a failure or a non-2xx answer refuses the config). `tls` tunes the fetch: `ca` (a pool source to trust
+/// instead of the system roots), `insecure_skip_verify`, `renegotiation` (`never`, `once`, `freely`);
+/// `handshake_timeout` and `server_name` are accepted and, as in Caddy 2.11, have no effect.
+public struct HTTPCAPool: CAPoolSource, Provisioner {
+    public static let moduleID: ModuleID = "tls.ca_pool.source.http"
+
+    public struct ClientTLS: Decodable, Sendable {
+        public var ca: Loaded<CAPoolSources>?
+        public var insecureSkipVerify: Bool?
+        public var handshakeTimeout: ConfigDuration?
+        public var serverName: String?
+        public var renegotiation: String?
+
+        enum CodingKeys: String, CodingKey {
+            case ca, insecureSkipVerify = "insecure_skip_verify", handshakeTimeout = "handshake_timeout"
+            case serverName = "server_name", renegotiation
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            ca = try c.decodeIfPresent(Loaded<CAPoolSources>.self, forKey: .ca)
+            insecureSkipVerify = try c.decodeIfPresent(Bool.self, forKey: .insecureSkipVerify)
+            handshakeTimeout = try c.decodeIfPresent(ConfigDuration.self, forKey: .handshakeTimeout)
+            serverName = try c.decodeIfPresent(String.self, forKey: .serverName)
+            renegotiation = try c.decodeIfPresent(String.self, forKey: .renegotiation)
+            if let r = renegotiation, !["", "never", "once", "freely"].contains(r) {
+                throw c.error(.renegotiation, "invalid TLS renegotiation level: \(r)")
+            }
+        }
+    }
+
+    /// `endpoints`: URLs whose bodies are PEM certificates to trust.
+    public var endpoints: [String]
+    /// `tls`: the client side of fetching them.
+    public var tls: ClientTLS?
+    var loaded: [NIOSSLCertificate] = []
+
+    enum CodingKeys: String, CodingKey { case endpoints, tls }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        endpoints = try c.decodeIfPresent([String].self, forKey: .endpoints) ?? []
+        tls = try c.decodeIfPresent(ClientTLS.self, forKey: .tls)
+    }
+
+    public mutating func provision(_ context: ProvisionContext) async throws {
+        try await tls?.ca?.provision(context)
+        var config = TLSConfiguration.makeClientConfiguration()
+        if let ca = tls?.ca { config.trustRoots = .certificates(try ca.module.certificates()) }
+        if tls?.insecureSkipVerify == true { config.certificateVerification = .none }
+        switch tls?.renegotiation ?? "" {
+        case "once": config.renegotiationSupport = .once
+        case "freely": config.renegotiationSupport = .always
+        default: config.renegotiationSupport = .none
+        }
+        let client = try ACMEHTTPClient(group: context.eventLoopGroup, tlsConfiguration: config, timeout: .seconds(30))
+        var certs: [NIOSSLCertificate] = []
+        for uri in endpoints {
+            let response = try await client.request(.GET, uri)
+            guard (200..<300).contains(response.status) else {
+                throw ConfigError("HTTP \(response.status) fetching CA certificate bundle from \(uri)")
+            }
+            do {
+                // Only CERTIFICATE blocks count, as in Caddy.
+                let text = String(decoding: response.body, as: UTF8.self)
+                var rest = Substring(text)
+                while let begin = rest.range(of: "-----BEGIN CERTIFICATE-----"),
+                    let end = rest.range(of: "-----END CERTIFICATE-----", range: begin.upperBound..<rest.endIndex)
+                {
+                    certs += try NIOSSLCertificate.fromPEMBytes(Array(rest[begin.lowerBound..<end.upperBound].utf8))
+                    rest = rest[end.upperBound...]
+                }
+            } catch {
+                throw ConfigError("parsing certificate from URL \(uri): \(error)")
+            }
+        }
+        loaded = certs
     }
 
     public func certificates() throws -> [NIOSSLCertificate] { loaded }

@@ -102,6 +102,8 @@ final class CertificateManager: Sendable {
         names.withLock { $0 = managed }
         var due: [(String, Bool)] = []
         for name in managed {
+            // Names with get_certificate managers wait for a handshake, which asks the managers first.
+            if automation?.policy(for: name)?.getCertificate.isEmpty == false { continue }
             let plan = plan(for: name)
             if let cert = await loadStored(name, plan) {
                 logger.debug(

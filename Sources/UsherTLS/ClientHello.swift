@@ -5,6 +5,10 @@ public import NIOCore
 public struct ClientHelloInfo: Sendable, Equatable {
     public var serverName: String?
     public var alpn: [String]
+    /// The cipher suites offered, in the client's order.
+    public var cipherSuites: [UInt16] = []
+    /// The signature schemes offered (`signature_algorithms`), in the client's order.
+    public var signatureSchemes: [UInt16] = []
 
     public init(serverName: String?, alpn: [String]) {
         self.serverName = serverName
@@ -58,11 +62,14 @@ public struct ClientHelloInfo: Sendable, Equatable {
         }
         guard let sid = u8() else { return nil }
         i += sid
-        guard let suites = u16() else { return nil }
+        guard let suites = u16(), i + suites <= h.count else { return nil }
+        var info = ClientHelloInfo(serverName: nil, alpn: [])
+        for k in stride(from: i, to: i + suites - 1, by: 2) {
+            info.cipherSuites.append(UInt16(h[k]) << 8 | UInt16(h[k + 1]))
+        }
         i += suites
         guard let compression = u8() else { return nil }
         i += compression
-        var info = ClientHelloInfo(serverName: nil, alpn: [])
         guard i < h.count, let extTotal = u16() else { return i <= h.count ? info : nil }
         let end = i + extTotal
         guard end <= h.count else { return nil }
@@ -81,6 +88,13 @@ public struct ClientHelloInfo: Sendable, Equatable {
                         info.serverName = String(decoding: ext[(j + 3)..<(j + 3 + n)], as: UTF8.self).lowercased()
                     }
                     j += 3 + n
+                }
+            } else if type == 13 {
+                // signature_algorithms: list length, then two-byte schemes.
+                var j = 2
+                while j + 1 < ext.count {
+                    info.signatureSchemes.append(UInt16(ext[j]) << 8 | UInt16(ext[j + 1]))
+                    j += 2
                 }
             } else if type == 16 {
                 // ALPN: list length, then length-prefixed protocol names.

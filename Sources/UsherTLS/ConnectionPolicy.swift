@@ -12,6 +12,9 @@ public struct HandshakeInfo: Sendable {
     public var localAddress: SocketAddress?
     /// The application protocols the client offered (ALPN), in its order.
     public var alpn: [String]
+    /// The cipher suites and signature schemes the client offered (for `tls.get_certificate.http`).
+    public var cipherSuites: [UInt16] = []
+    public var signatureSchemes: [UInt16] = []
 
     public init(
         serverName: String?, remoteAddress: SocketAddress?, localAddress: SocketAddress?, alpn: [String] = []
@@ -350,7 +353,11 @@ public final class ServerTLS: Sendable {
 
     /// The first policy that matches the hello, the certificate it selects, and the context for both.
     /// `challenge`: a TLS-ALPN-01 certificate found for this hello beforehand (distributed solving).
-    public func choose(for hello: HandshakeInfo, challenge: TLSCertificate? = nil) throws -> Choice {
+    /// `challenge`: a TLS-ALPN-01 validation certificate; `external`: a certificate a `get_certificate` manager gave
+    /// for this handshake, used in place of the policy's selection.
+    public func choose(for hello: HandshakeInfo, challenge: TLSCertificate? = nil, external: TLSCertificate? = nil)
+        throws -> Choice
+    {
         if let cert = challenge
             ?? challenges?.tlsALPNCertificate(serverName: hello.serverName, alpn: hello.alpn)
         {
@@ -365,7 +372,7 @@ public final class ServerTLS: Sendable {
         }
         let p = compiled[index]
         if p.policy.drop { throw Refusal(description: "connection policy drops this connection", dropped: true) }
-        guard let cert = selectCertificate(p.policy, hello) else {
+        guard let cert = external ?? selectCertificate(p.policy, hello) else {
             throw Refusal(description: "no certificate available for '\(hello.serverName ?? "")'", noCertificate: true)
         }
         let key = "\(index)/\(cert.id)/\(cert.stapleGeneration)"

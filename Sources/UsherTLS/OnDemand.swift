@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOSSL
@@ -115,9 +116,42 @@ public final class OnDemandIssuance: Sendable {
         self.permission = permission
     }
 
-    /// Whether `name`'s automation policy obtains certificates on demand.
+    /// Whether `name`'s automation policy obtains certificates on demand or asks `get_certificate` managers.
     public func eligible(_ name: String) -> Bool {
-        !name.isEmpty && manager.automation?.policy(for: name)?.onDemand == true
+        guard !name.isEmpty, let policy = manager.automation?.policy(for: name) else { return false }
+        return policy.onDemand || !policy.getCertificate.isEmpty
+    }
+
+    /// A certificate for a handshake whose name the store does not cover: the first that the policy's
+    /// `get_certificate` managers give (for this handshake only), else one obtained into the store (then `nil`),
+    /// when the policy is on demand or names `name` among its subjects, as certmagic allows.
+    public func certificate(for name: String, _ hello: HandshakeInfo) async throws -> TLSCertificate? {
+        guard let policy = manager.automation?.policy(for: name) else { return nil }
+        var lastError: (any Error)?
+        for (i, getter) in policy.getCertificate.enumerated() {
+            do {
+                if let cert = try await getter.module.certificate(for: hello) { return cert }
+                lastError = nil
+            } catch {
+                lastError = error
+                manager.logger.error(
+                    "external certificate manager",
+                    metadata: [
+                        "sni": "\(name)", "cert_manager": "\(getter.moduleID)", "cert_manager_idx": "\(i)",
+                        "error": "\(error)",
+                    ])
+            }
+        }
+        if let lastError {
+            throw ConfigError(
+                "external certificate manager indicated that it is unable to yield certificate: \(lastError)")
+        }
+        let listed = policy.subjects.contains { $0.lowercased() == name.lowercased() }
+        guard policy.onDemand || listed else {
+            throw ConfigError("no permission module configured; certificates not allowed except from external Managers")
+        }
+        try await obtain(name)
+        return nil
     }
 
     /// Makes sure the store holds a certificate for `name`, obtaining one if allowed; throws why not.

@@ -148,7 +148,7 @@ public struct TLSApp: App, Provisioner {
                 group: context.eventLoopGroup)
             stapler.withLock { $0 = made }
         }
-        if let automation, automation.policies.contains(where: \.onDemand) {
+        if let automation, automation.policies.contains(where: { $0.onDemand || !$0.getCertificate.isEmpty }) {
             let made = OnDemandIssuance(manager: manager, permission: automation.onDemand?.permission?.module)
             onDemandState.withLock { $0 = made }
         }

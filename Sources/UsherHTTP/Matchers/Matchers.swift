@@ -82,6 +82,11 @@ public struct PathMatcher: RequestMatcher {
         }
     }
 
+    /// The path lowercased, without a copy when it has no capital (or non-ASCII) letter.
+    static func lowercased(_ path: String) -> String {
+        path.utf8.contains { $0 >= 0x41 && $0 <= 0x5A || $0 >= 0x80 } ? path.lowercased() : path
+    }
+
     static func classify(_ pattern: String) -> Pattern {
         let merge = !pattern.contains("//")
         if pattern == "*" { return Pattern(text: pattern, kind: .all, mergeSlashes: merge, dynamic: false) }
@@ -112,7 +117,7 @@ public struct PathMatcher: RequestMatcher {
                 if PathMatching.matchWithEscapes(cleaned, p.text) { return true }
                 continue
             }
-            let reqPath = lowered ?? request.path.lowercased()
+            let reqPath = lowered ?? Self.lowercased(request.path)
             lowered = reqPath
             let cleaned: String
             if p.mergeSlashes {

@@ -76,8 +76,8 @@ enum ConnectionPipeline {
         let logger = server.errorLogger
         let boundGuard = connectionGuard.map { NIOLoopBound($0, eventLoop: channel.eventLoop) }
         /// Adds the TLS handler for the chosen policy and certificate, then protocol negotiation.
-        func build(_ hello: HandshakeInfo, challenge: TLSCertificate? = nil) throws {
-            let choice = try tls.choose(for: hello, challenge: challenge)
+        func build(_ hello: HandshakeInfo, challenge: TLSCertificate? = nil, external: TLSCertificate? = nil) throws {
+            let choice = try tls.choose(for: hello, challenge: challenge, external: external)
             let ssl: NIOSSLServerHandler
             if let verify = choice.verification {
                 ssl = NIOSSLServerHandler(context: choice.context, customVerificationCallback: verify)
@@ -126,8 +126,10 @@ enum ConnectionPipeline {
         let sni = ByteToMessageHandler(
             ClientHelloSniffer { info in
                 let name = info?.serverName
-                let hello = HandshakeInfo(
+                var hello = HandshakeInfo(
                     serverName: name, remoteAddress: remote, localAddress: local, alpn: info?.alpn ?? [])
+                hello.cipherSuites = info?.cipherSuites ?? []
+                hello.signatureSchemes = info?.signatureSchemes ?? []
                 if let board = tls.challenges, let name,
                     board.mayAnswerTLSALPNFromStorage(serverName: name, alpn: hello.alpn)
                 {
@@ -143,7 +145,7 @@ enum ConnectionPipeline {
                                 "serving distributed tls-alpn-01 challenge",
                                 metadata: ["identifier": "\(name)", "distributed": "true"])
                         }
-                        try loopBuild.value(hello, cert)
+                        try loopBuild.value(hello, cert, nil)
                     }.flatMapError { loopRefuse.value($0, name) }
                 }
                 do {
@@ -163,9 +165,11 @@ enum ConnectionPipeline {
                     // The promise is the channel's, so its callbacks run on the loop these closures belong to.
                     let loopBuild = NIOLoopBound(build, eventLoop: channel.eventLoop)
                     let loopRefuse = NIOLoopBound(refuse, eventLoop: channel.eventLoop)
-                    let obtained = channel.eventLoop.makePromise(of: Void.self)
-                    obtained.completeWithTask { try await onDemand.obtain(wanted) }
-                    return obtained.futureResult.flatMapThrowing { try loopBuild.value(hello, nil) }
+                    // A certificate from a `get_certificate` manager serves this handshake only; otherwise one is
+                    // obtained into the store.
+                    let obtained = channel.eventLoop.makePromise(of: TLSCertificate?.self)
+                    obtained.completeWithTask { try await onDemand.certificate(for: wanted, hello) }
+                    return obtained.futureResult.flatMapThrowing { try loopBuild.value(hello, nil, $0) }
                         .flatMapError { loopRefuse.value($0, name) }
                 } catch {
                     return refuse(error, name)

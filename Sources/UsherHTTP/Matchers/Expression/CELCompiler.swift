@@ -231,9 +231,38 @@ struct CELCompiler {
         if candidates.count == 1 && !types.contains(where: { $0.isDyn }) {
             eval = Self.bind(candidates[0].impl, evals)
         } else {
-            // Chosen per request by the arguments' runtime kinds.
+            // Chosen per request by the arguments' runtime kinds (without an argument array for one or two).
             let options = candidates
             let shownName = function
+            if evals.count == 1 {
+                let a = evals[0]
+                eval = { r, f in
+                    let x = a(r, f)
+                    if x.isError { return x }
+                    for o in options where o.params[0].admits(x) {
+                        if case .unary(let fn) = o.impl { return fn(x) }
+                        return o.impl.call([x])
+                    }
+                    return .noOverload(shownName, [x])
+                }
+                return fold(CELCompiled(type: resultType, eval: eval, constant: nil), parts)
+            }
+            if evals.count == 2 {
+                let a = evals[0]
+                let b = evals[1]
+                eval = { r, f in
+                    let x = a(r, f)
+                    if x.isError { return x }
+                    let y = b(r, f)
+                    if y.isError { return y }
+                    for o in options where o.params[0].admits(x) && o.params[1].admits(y) {
+                        if case .binary(let fn) = o.impl { return fn(x, y) }
+                        return o.impl.call([x, y])
+                    }
+                    return .noOverload(shownName, [x, y])
+                }
+                return fold(CELCompiled(type: resultType, eval: eval, constant: nil), parts)
+            }
             eval = { r, f in
                 var values: [CELValue] = []
                 values.reserveCapacity(evals.count)

@@ -181,7 +181,10 @@ final class CaddyCELHost: CELHost, @unchecked Sendable {
         }
         if key.hasPrefix("http.request.header.") {
             let name = String(key.dropFirst("http.request.header.".count))
-            return { r in r.map { .string($0.headers[name].joined(separator: ",")) } ?? .null }
+            return { r in
+                guard let values = r?.headers[name] else { return .null }
+                return .string(values.count == 1 ? values[0] : values.joined(separator: ","))
+            }
         }
         if key.hasPrefix("http.request.uri.query.") {
             let name = String(key.dropFirst("http.request.uri.query.".count))
