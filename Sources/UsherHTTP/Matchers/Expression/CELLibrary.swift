@@ -1,4 +1,5 @@
 import Foundation
+import UsherCore
 
 // CEL's standard functions and the cel-go extensions Caddy enables (strings, lists, math), by overload.
 
@@ -417,10 +418,10 @@ enum CELLibrary {
         ]
         f["getFullYear"] = timeGetter("getFullYear") { CELTime.fields($0, offset: $1).year }
         f["getMonth"] = timeGetter("getMonth") { CELTime.fields($0, offset: $1).month - 1 }
-        f["getDayOfYear"] = timeGetter("getDayOfYear") { CELTime.fields($0, offset: $1).yday }
+        f["getDayOfYear"] = timeGetter("getDayOfYear") { CELTime.fields($0, offset: $1).yearDay - 1 }
         f["getDayOfMonth"] = timeGetter("getDayOfMonth") { CELTime.fields($0, offset: $1).day - 1 }
         f["getDate"] = timeGetter("getDate") { CELTime.fields($0, offset: $1).day }
-        f["getDayOfWeek"] = timeGetter("getDayOfWeek") { CELTime.fields($0, offset: $1).wday }
+        f["getDayOfWeek"] = timeGetter("getDayOfWeek") { CELTime.fields($0, offset: $1).weekday }
         f["getHours"] =
             timeGetter("getHours") { CELTime.fields($0, offset: $1).hour } + [
                 durationGetter("getHours", 3_600_000_000_000)
@@ -434,7 +435,7 @@ enum CELLibrary {
                 durationGetter("getSeconds", 1_000_000_000)
             ]
         f["getMilliseconds"] =
-            timeGetter("getMilliseconds") { CELTime.fields($0, offset: $1).milli } + [
+            timeGetter("getMilliseconds") { CELTime.fields($0, offset: $1).nanosecond / 1_000_000 } + [
                 durationGetter("getMilliseconds", 1_000_000)
             ]
 

@@ -296,110 +296,27 @@ enum CELValue: Sendable {
 /// Timestamps and durations as cel-go reads and prints them (RFC 3339; Go duration strings).
 enum CELTime {
     static func parse(_ s: String) -> Int64? {
-        // YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)
-        let b = Array(s.utf8)
-        guard b.count >= 20, b[4] == 45, b[7] == 45, b[10] == 84 || b[10] == 116, b[13] == 58, b[16] == 58 else {
-            return nil
-        }
-        func num(_ r: Range<Int>) -> Int? {
-            var v = 0
-            for i in r {
-                guard b[i] >= 48 && b[i] <= 57 else { return nil }
-                v = v * 10 + Int(b[i] - 48)
-            }
-            return v
-        }
-        guard let y = num(0..<4), let mo = num(5..<7), let d = num(8..<10), let h = num(11..<13),
-            let mi = num(14..<16), let sec = num(17..<19), (1...12).contains(mo), (1...31).contains(d), h < 24,
-            mi < 60, sec < 61
-        else { return nil }
-        var i = 19
-        var nanos: Int64 = 0
-        if i < b.count && b[i] == 46 {
-            i += 1
-            var digits = 0
-            while i < b.count && b[i] >= 48 && b[i] <= 57 {
-                if digits < 9 {
-                    nanos = nanos * 10 + Int64(b[i] - 48)
-                    digits += 1
-                }
-                i += 1
-            }
-            guard digits > 0 else { return nil }
-            for _ in digits..<9 { nanos *= 10 }
-        }
-        guard i < b.count else { return nil }
-        var offset = 0
-        if b[i] == 90 || b[i] == 122 {
-            i += 1
-        } else if b[i] == 43 || b[i] == 45, i + 6 == b.count, b[i + 3] == 58, let oh = num(i + 1..<i + 3),
-            let om = num(i + 4..<i + 6)
-        {
-            offset = (oh * 60 + om) * 60 * (b[i] == 45 ? -1 : 1)
-            i += 6
-        } else {
-            return nil
-        }
-        guard i == b.count else { return nil }
-        let days = daysFromCivil(y, mo, d)
-        let seconds = Int64(days) * 86400 + Int64(h * 3600 + mi * 60 + sec) - Int64(offset)
-        return seconds * 1_000_000_000 + nanos
-    }
-
-    static func daysFromCivil(_ y0: Int, _ m: Int, _ d: Int) -> Int {
-        let y = m <= 2 ? y0 - 1 : y0
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146097 + doe - 719468
+        guard let t = WallTime.parseRFC3339(s) else { return nil }
+        return Int64(t.seconds) * 1_000_000_000 + Int64(t.nanoseconds)
     }
 
     /// Calendar fields of a timestamp in UTC shifted by `offset` seconds.
-    static func fields(_ t: Int64, offset: Int = 0) -> (
-        year: Int, month: Int, day: Int, yday: Int, wday: Int, hour: Int, minute: Int, second: Int, milli: Int
-    ) {
+    static func fields(_ t: Int64, offset: Int = 0) -> CalendarTime {
         var secs = t / 1_000_000_000
         var nanos = t % 1_000_000_000
         if nanos < 0 {
             nanos += 1_000_000_000
             secs -= 1
         }
-        secs += Int64(offset)
-        var days = Int(secs / 86400)
-        var rem = Int(secs % 86400)
-        if rem < 0 {
-            rem += 86400
-            days -= 1
-        }
-        let z = days + 719468
-        let era = (z >= 0 ? z : z - 146096) / 146097
-        let doe = z - era * 146097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
-        let yday = days - daysFromCivil(y, 1, 1)
-        let wday = ((days % 7) + 11) % 7  // 1970-01-01 was a Thursday (4)
-        return (y, m, d, yday, wday, rem / 3600, rem % 3600 / 60, rem % 60, Int(nanos / 1_000_000))
+        return CalendarTime(WallTime(seconds: Int(secs) + offset, nanoseconds: Int(nanos)))
     }
 
+    /// RFC 3339 with the fraction's trailing zeros dropped, as Go's `time.RFC3339Nano`.
     static func format(_ t: Int64) -> String {
         let f = fields(t)
-        var nanos = t % 1_000_000_000
-        if nanos < 0 { nanos += 1_000_000_000 }
-        func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        var s =
-            String(format: "%04d", f.year)
-            + "-\(two(f.month))-\(two(f.day))T\(two(f.hour)):\(two(f.minute)):\(two(f.second))"
-        if nanos != 0 {
-            var frac = String(format: "%09d", nanos)
-            while frac.hasSuffix("0") { frac.removeLast() }
-            s += "." + frac
-        }
-        return s + "Z"
+        return GoTimeLayout.format(
+            WallTime(seconds: Int((t - Int64(f.nanosecond)) / 1_000_000_000), nanoseconds: f.nanosecond),
+            layout: GoTimeLayout.rfc3339Nano)
     }
 
     static let units: [(String, Int64)] = [
