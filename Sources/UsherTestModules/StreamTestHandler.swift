@@ -59,6 +59,8 @@ public struct StreamTestHandler: MiddlewareHandler {
 public enum TestModules: ModuleBundle {
     public static let name = "usher/testing"
     public static let version = UsherVersion.current
-    public static var modules: [any Module.Type] { [StreamTestHandler.self, WebTransportEchoHandler.self, RecordEventHandler.self] }
+    public static var modules: [any Module.Type] {
+        [StreamTestHandler.self, WebTransportEchoHandler.self, RecordEventHandler.self]
+    }
     public static var extensions: [any BundleExtension] { [testCaddyfileSupport] }
 }
