@@ -291,6 +291,9 @@ struct CaddyfileTests {
             var automation = tls["automation"] as? [String: Any] ?? [:]
             var policies = automation["policies"] as? [[String: Any]] ?? []
             for i in policies.indices {
+                // Certificate endpoints (`get_certificate`) the case names are not running here either; the
+                // policy's issuers serve its names instead (GetCertificateTests covers the managers).
+                policies[i]["get_certificate"] = nil
                 let issuers = policies[i]["issuers"] as? [[String: Any]] ?? [["module": "acme"]]
                 policies[i]["issuers"] = issuers.map { issuer -> [String: Any] in
                     ["acme", "zerossl"].contains(issuer["module"] as? String ?? "") ? ["module": "internal"] : issuer
