@@ -14,13 +14,8 @@ struct HTTPPlaceholderProvider: PlaceholderProvider {
         let r = request
         if key.hasPrefix("http.request.") {
             let sub = key.dropFirst("http.request.".count)
-            if sub.hasPrefix("uri.query.") {
-                let name = String(sub.dropFirst("uri.query.".count))
-                return r.queryItems.filter { $0.name == name }.map(\.value).joined(separator: ",")
-            }
-            if sub.hasPrefix("header.") {
-                return r.headers[String(sub.dropFirst("header.".count))].joined(separator: ",")
-            }
+            if sub.hasPrefix("uri.query.") { return r.queryPlaceholder(String(sub.dropFirst("uri.query.".count))) }
+            if sub.hasPrefix("header.") { return r.headerPlaceholder(String(sub.dropFirst("header.".count))) }
             if sub.hasPrefix("cookie.") {
                 let name = sub.dropFirst("cookie.".count).lowercased()
                 for (n, v) in parseCookies(r.headers["Cookie"]) where n.lowercased() == name { return v }
@@ -216,4 +211,24 @@ func makeUUID() -> String {
     }
     return hex[0..<4].joined() + "-" + hex[4..<6].joined() + "-" + hex[6..<8].joined() + "-" + hex[8..<10].joined()
         + "-" + hex[10..<16].joined()
+}
+
+extension Request {
+    /// `{http.request.header.<name>}`: the field's values joined by commas (empty when absent), as Caddy's replacer.
+    func headerPlaceholder(_ name: String) -> String {
+        let values = headers[name]
+        return values.count == 1 ? values[0] : values.joined(separator: ",")
+    }
+
+    /// `{http.request.uri.query.<name>}`: the parameter's values joined by commas (empty when absent).
+    func queryPlaceholder(_ name: String) -> String {
+        var out = ""
+        var first = true
+        for item in queryItems where item.name == name {
+            if !first { out += "," }
+            out += item.value
+            first = false
+        }
+        return out
+    }
 }

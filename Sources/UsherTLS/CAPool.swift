@@ -281,14 +281,8 @@ public struct HTTPCAPool: CAPoolSource, Provisioner {
             }
             do {
                 // Only CERTIFICATE blocks count, as in Caddy.
-                let text = String(decoding: response.body, as: UTF8.self)
-                var rest = Substring(text)
-                while let begin = rest.range(of: "-----BEGIN CERTIFICATE-----"),
-                    let end = rest.range(of: "-----END CERTIFICATE-----", range: begin.upperBound..<rest.endIndex)
-                {
-                    certs += try NIOSSLCertificate.fromPEMBytes(Array(rest[begin.lowerBound..<end.upperBound].utf8))
-                    rest = rest[end.upperBound...]
-                }
+                let pem = splitPEMBlocks(String(decoding: response.body, as: UTF8.self)).certificates
+                if !pem.isEmpty { certs += try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)) }
             } catch {
                 throw ConfigError("parsing certificate from URL \(uri): \(error)")
             }

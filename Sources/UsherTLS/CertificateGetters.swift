@@ -76,21 +76,10 @@ public struct HTTPCertificateGetter: CertificateGetter, Provisioner {
         let response = try await client.request(.GET, requestURL(for: hello))
         if response.status == 204 { return nil }
         guard response.status == 200 else { throw ConfigError("got HTTP \(response.status)") }
-        let text = String(decoding: response.body, as: UTF8.self)
         // The chain's blocks and the key's, in one body.
-        var chain = ""
-        var key = ""
-        var rest = Substring(text)
-        while let begin = rest.range(of: "-----BEGIN ") {
-            guard let endMarker = rest.range(of: "-----END ", range: begin.upperBound..<rest.endIndex),
-                let close = rest.range(of: "-----", range: endMarker.upperBound..<rest.endIndex)
-            else { break }
-            let block = String(rest[begin.lowerBound..<close.upperBound]) + "\n"
-            if rest[begin.upperBound...].hasPrefix("CERTIFICATE-----") { chain += block } else { key += block }
-            rest = rest[close.upperBound...]
-        }
+        let (chain, key) = splitPEMBlocks(String(decoding: response.body, as: UTF8.self))
         guard !chain.isEmpty else { throw ConfigError("no certificate in the response from \(url)") }
-        guard !key.isEmpty else { throw ConfigError("no private key in the response from \(url)") }
+        guard let key else { throw ConfigError("no private key in the response from \(url)") }
         return try TLSCertificate(chainPEM: chain, keyPEM: key, origin: url)
     }
 }

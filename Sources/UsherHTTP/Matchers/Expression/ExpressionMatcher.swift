@@ -72,21 +72,11 @@ public struct ExpressionMatcher: RequestMatcher, Provisioner {
     /// placeholder right after another is left alone.
     static func expandPlaceholders(_ input: String) -> String {
         let s = Array(input.unicodeScalars)
-        func nameEnd(at open: Int) -> Int? {
-            var j = open + 1
-            guard j < s.count, CELLexer.isIdentStart(s[j]) && s[j] != "_" else { return nil }
-            j += 1
-            while j < s.count, CELLexer.isIdentStart(s[j]) || CELLexer.isDigit(s[j]) || s[j] == "." || s[j] == "-" {
-                j += 1
-            }
-            guard j < s.count, s[j] == "}", j - open - 1 >= 2 else { return nil }
-            return j
-        }
         var out = String.UnicodeScalarView()
         var lastEnd = 0
         var i = 0
         while i < s.count {
-            if s[i] == "{", let close = nameEnd(at: i),
+            if s[i] == "{", let close = placeholderEnd(s, open: i),
                 i == 0 && lastEnd == 0 || (i > 0 && i - 1 >= lastEnd && s[i - 1] != "\\")
             {
                 out.append(contentsOf: s[lastEnd..<i])
@@ -105,26 +95,28 @@ public struct ExpressionMatcher: RequestMatcher, Provisioner {
         var result = String.UnicodeScalarView()
         var k = 0
         while k < t.count {
-            if t[k] == "\\", k + 1 < t.count, t[k + 1] == "{" {
-                var j = k + 2
-                if j < t.count, CELLexer.isIdentStart(t[j]) && t[j] != "_" {
-                    j += 1
-                    while j < t.count,
-                        CELLexer.isIdentStart(t[j]) || CELLexer.isDigit(t[j]) || t[j] == "." || t[j] == "-"
-                    {
-                        j += 1
-                    }
-                    if j < t.count, t[j] == "}", j - k - 2 >= 2 {
-                        result.append(contentsOf: t[(k + 1)...j])
-                        k = j + 1
-                        continue
-                    }
-                }
+            if t[k] == "\\", k + 1 < t.count, t[k + 1] == "{", let close = placeholderEnd(t, open: k + 1) {
+                result.append(contentsOf: t[(k + 1)...close])
+                k = close + 1
+                continue
             }
             result.append(t[k])
             k += 1
         }
         return String(result)
+    }
+
+    /// Where the `}` of a placeholder opened at `open` is: a letter, then at least one letter, digit, `_`, `.` or
+    /// `-` (Caddy's `[a-zA-Z][\w.-]+`); `nil` when what follows the brace is not one.
+    static func placeholderEnd(_ s: [Unicode.Scalar], open: Int) -> Int? {
+        var j = open + 1
+        guard j < s.count, CELLexer.isIdentStart(s[j]) && s[j] != "_" else { return nil }
+        j += 1
+        while j < s.count, CELLexer.isIdentStart(s[j]) || CELLexer.isDigit(s[j]) || s[j] == "." || s[j] == "-" {
+            j += 1
+        }
+        guard j < s.count, s[j] == "}", j - open - 1 >= 2 else { return nil }
+        return j
     }
 }
 
@@ -181,24 +173,11 @@ final class CaddyCELHost: CELHost, @unchecked Sendable {
         }
         if key.hasPrefix("http.request.header.") {
             let name = String(key.dropFirst("http.request.header.".count))
-            return { r in
-                guard let values = r?.headers[name] else { return .null }
-                return .string(values.count == 1 ? values[0] : values.joined(separator: ","))
-            }
+            return { r in r.map { .string($0.headerPlaceholder(name)) } ?? .null }
         }
         if key.hasPrefix("http.request.uri.query.") {
             let name = String(key.dropFirst("http.request.uri.query.".count))
-            return { r in
-                guard let r else { return .null }
-                var out = ""
-                var first = true
-                for item in r.queryItems where item.name == name {
-                    if !first { out += "," }
-                    out += item.value
-                    first = false
-                }
-                return .string(out)
-            }
+            return { r in r.map { .string($0.queryPlaceholder(name)) } ?? .null }
         }
         if key == "time.now" {
             return { _ in
